@@ -1,0 +1,48 @@
+// anvil: the one entry point. Only this file turns errors into messages and exit codes:
+// 0 ok, 2 user error (config, input, usage), 1 internal error. Under MPI a failing rank
+// aborts the whole job so that no other rank is left waiting in a collective.
+#include <cstdio>
+#include <exception>
+
+#include "cli/commands.h"
+#include "comm/runtime.h"
+#include "core/error.h"
+#include "core/version.h"
+
+int main(int argc, char** argv) {
+  CLI::App app{"anvil: fine-tune Llama-family LLMs with LoRA on your own GPUs (or CPUs)", "anvil"};
+  app.set_version_flag("--version", std::string("anvil ") + anvil::version_string());
+  app.require_subcommand(1);
+  app.fallthrough(false);
+  anvil::cli::register_train(app);
+  anvil::cli::register_validate(app);
+  anvil::cli::register_export(app);
+  anvil::cli::register_inspect(app);
+  anvil::cli::register_init_model(app);
+  anvil::cli::register_tokenize(app);
+  anvil::cli::register_prepare(app);
+  anvil::cli::register_generate(app);
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::CallForHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForAllHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForVersion& e) {
+    return app.exit(e);
+  } catch (const CLI::ParseError& e) {
+    // Usage errors: CLI11 prints its own message; anvil's convention is exit code 2.
+    app.exit(e);
+    anvil::comm::abort_job_if_distributed(2);
+    return 2;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "%serror: %s\n", anvil::comm::rank_prefix().c_str(),
+                 anvil::error_message(e).c_str());
+    std::fflush(stderr);
+    const int code = anvil::error_exit_code(e);
+    anvil::comm::abort_job_if_distributed(code);
+    return code;
+  }
+  return 0;
+}

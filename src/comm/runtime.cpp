@@ -1,0 +1,76 @@
+#include "comm/runtime.h"
+
+#include <mpi.h>
+
+#include <cstdio>
+#include <exception>
+
+#include "core/error.h"
+#include "core/log.h"
+
+namespace anvil::comm {
+
+namespace {
+void mpi_check(int rc, const char* what) {
+  if (rc == MPI_SUCCESS) return;
+  char text[MPI_MAX_ERROR_STRING];
+  int len = 0;
+  MPI_Error_string(rc, text, &len);
+  throw Error(ErrorKind::internal, str_cat(what, " failed: ", std::string(text, len)));
+}
+
+bool mpi_is_up() {
+  int initialized = 0, finalized = 0;
+  MPI_Initialized(&initialized);
+  MPI_Finalized(&finalized);
+  return initialized && !finalized;
+}
+}  // namespace
+
+MpiSession::MpiSession() {
+  if (!mpi_is_up()) {
+    int provided = 0;
+    mpi_check(MPI_Init_thread(nullptr, nullptr, MPI_THREAD_FUNNELED, &provided), "MPI_Init_thread");
+  }
+  // Errors come back as codes (and become anvil::Error) instead of killing the process
+  // with MPI's own message.
+  MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
+  mpi_check(MPI_Comm_rank(MPI_COMM_WORLD, &world_rank_), "MPI_Comm_rank");
+  mpi_check(MPI_Comm_size(MPI_COMM_WORLD, &world_size_), "MPI_Comm_size");
+  MPI_Comm node = MPI_COMM_NULL;
+  mpi_check(MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, world_rank_,
+                                MPI_INFO_NULL, &node),
+            "MPI_Comm_split_type");
+  MPI_Comm_rank(node, &local_rank_);
+  MPI_Comm_size(node, &local_size_);
+  MPI_Comm_free(&node);
+  log_set_rank(world_rank_, world_size_);
+}
+
+MpiSession::~MpiSession() {
+  // Unwinding from an error: finalizing now would wait for ranks that may never arrive.
+  if (std::uncaught_exceptions() > 0) return;
+  if (mpi_is_up()) MPI_Finalize();
+}
+
+void abort_job_if_distributed(int exit_code) {
+  if (!mpi_is_up()) return;
+  int size = 1;
+  MPI_Comm_size(MPI_COMM_WORLD, &size);
+  if (size > 1) {
+    std::fflush(stdout);
+    std::fflush(stderr);
+    MPI_Abort(MPI_COMM_WORLD, exit_code);
+  }
+  MPI_Finalize();
+}
+
+std::string rank_prefix() {
+  if (!mpi_is_up()) return "";
+  int size = 1, rank = 0;
+  MPI_Comm_size(MPI_COMM_WORLD, &size);
+  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+  return size > 1 ? str_cat("[rank ", rank, "] ") : std::string();
+}
+
+}  // namespace anvil::comm

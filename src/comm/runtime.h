@@ -1,0 +1,39 @@
+// The MPI runtime of one anvil process: init/finalize, world and node-local ranks, and the
+// job-wide abort that keeps a failing rank from leaving the others hanging.
+#pragma once
+
+#include <string>
+
+namespace anvil::comm {
+
+// Initialises MPI for the lifetime of the object (works under mpirun, srun, or alone as a
+// singleton) and tells the logger which rank this is. On normal destruction it finalizes
+// MPI; when destroyed by an exception it leaves MPI up so that main() can abort the job.
+class MpiSession {
+ public:
+  MpiSession();
+  ~MpiSession();
+  MpiSession(const MpiSession&) = delete;
+  MpiSession& operator=(const MpiSession&) = delete;
+
+  int world_rank() const { return world_rank_; }
+  int world_size() const { return world_size_; }
+  // Rank among the processes on this node (MPI_COMM_TYPE_SHARED): picks the GPU.
+  int local_rank() const { return local_rank_; }
+  int local_size() const { return local_size_; }
+
+ private:
+  int world_rank_ = 0;
+  int world_size_ = 1;
+  int local_rank_ = 0;
+  int local_size_ = 1;
+};
+
+// Called by main() after an error: with more than one rank, MPI_Abort(exit_code) ends
+// every rank of the job at once; with one rank it finalizes MPI if it is still up.
+void abort_job_if_distributed(int exit_code);
+
+// "[rank 3] " when MPI runs with more than one rank, "" otherwise.
+std::string rank_prefix();
+
+}  // namespace anvil::comm

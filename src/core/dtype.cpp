@@ -1,0 +1,115 @@
+#include "core/dtype.h"
+
+#include <cmath>
+
+#include "core/error.h"
+
+namespace anvil {
+
+namespace {
+struct DTypeInfo {
+  DType type;
+  std::size_t size;
+  std::string_view name;
+  std::string_view short_name;
+  bool is_float;
+};
+
+constexpr DTypeInfo kInfo[] = {
+    {DType::dtype_f64, 8, "F64", "f64", true},   {DType::dtype_f32, 4, "F32", "f32", true},
+    {DType::dtype_f16, 2, "F16", "f16", true},   {DType::dtype_bf16, 2, "BF16", "bf16", true},
+    {DType::dtype_i64, 8, "I64", "i64", false},  {DType::dtype_i32, 4, "I32", "i32", false},
+    {DType::dtype_i16, 2, "I16", "i16", false},  {DType::dtype_i8, 1, "I8", "i8", false},
+    {DType::dtype_u8, 1, "U8", "u8", false},     {DType::dtype_bool, 1, "BOOL", "bool", false},
+};
+
+const DTypeInfo& info(DType t) {
+  for (const auto& i : kInfo)
+    if (i.type == t) return i;
+  ANVIL_CHECK(false, "unknown dtype ", static_cast<int>(t));
+}
+}  // namespace
+
+std::size_t dtype_size(DType t) { return info(t).size; }
+bool dtype_is_float(DType t) { return info(t).is_float; }
+std::string_view dtype_name(DType t) { return info(t).name; }
+std::string_view dtype_short_name(DType t) { return info(t).short_name; }
+
+std::optional<DType> dtype_from_name(std::string_view name) {
+  for (const auto& i : kInfo)
+    if (i.name == name) return i.type;
+  return std::nullopt;
+}
+
+std::optional<DType> dtype_from_short_name(std::string_view name) {
+  for (const auto& i : kInfo)
+    if (i.short_name == name) return i.type;
+  return std::nullopt;
+}
+
+std::uint16_t f32_to_f16(float f) {
+  std::uint32_t u;
+  std::memcpy(&u, &f, 4);
+  const std::uint32_t sign = (u >> 16) & 0x8000u;
+  const std::uint32_t abs = u & 0x7fffffffu;
+  if (abs > 0x7f800000u) return static_cast<std::uint16_t>(sign | 0x7e00u);  // NaN
+  if (abs >= 0x477ff000u) return static_cast<std::uint16_t>(sign | 0x7c00u);  // overflow -> inf
+  if (abs < 0x38800000u) {
+    // Result is subnormal (or zero): value = m * 2^-24 with m rounded to nearest even.
+    if (abs < 0x33000000u) return static_cast<std::uint16_t>(sign);  // below half the smallest
+    const std::uint32_t exp = abs >> 23;
+    const std::uint32_t mant = (abs & 0x7fffffu) | 0x800000u;
+    const std::uint32_t shift = 126u - exp;  // 14..24
+    std::uint32_t m = mant >> shift;
+    const std::uint32_t rem = mant & ((1u << shift) - 1u);
+    const std::uint32_t half = 1u << (shift - 1u);
+    if (rem > half || (rem == half && (m & 1u))) ++m;
+    return static_cast<std::uint16_t>(sign | m);
+  }
+  // Normal: rebias the exponent (127 -> 15) and round the 13 dropped mantissa bits.
+  std::uint32_t r = abs - 0x38000000u;
+  r += 0xfffu + ((r >> 13) & 1u);
+  return static_cast<std::uint16_t>(sign | (r >> 13));
+}
+
+float f16_to_f32(std::uint16_t h) {
+  const std::uint32_t sign = static_cast<std::uint32_t>(h & 0x8000u) << 16;
+  const std::uint32_t exp = (h >> 10) & 0x1fu;
+  const std::uint32_t mant = h & 0x3ffu;
+  std::uint32_t u;
+  if (exp == 0x1f) {
+    u = sign | 0x7f800000u | (mant << 13);
+  } else if (exp != 0) {
+    u = sign | ((exp + 112u) << 23) | (mant << 13);
+  } else {
+    const float v = std::ldexp(static_cast<float>(mant), -24);
+    std::memcpy(&u, &v, 4);
+    u |= sign;
+  }
+  float f;
+  std::memcpy(&f, &u, 4);
+  return f;
+}
+
+double dtype_load_as_f64(const void* data, DType t, std::size_t i) {
+  const auto* p = static_cast<const unsigned char*>(data) + i * dtype_size(t);
+  auto load = [p](auto v) {
+    std::memcpy(&v, p, sizeof(v));
+    return v;
+  };
+  switch (t) {
+    case DType::dtype_f64: return load(double{});
+    case DType::dtype_f32: return load(float{});
+    case DType::dtype_f16: return f16_to_f32(load(std::uint16_t{}));
+    case DType::dtype_bf16: return bf16_to_f32(load(std::uint16_t{}));
+    case DType::dtype_i64: return static_cast<double>(load(std::int64_t{}));
+    case DType::dtype_i32: return load(std::int32_t{});
+    case DType::dtype_i16: return load(std::int16_t{});
+    case DType::dtype_i8: return load(std::int8_t{});
+    case DType::dtype_u8: return load(std::uint8_t{});
+    case DType::dtype_bool: return load(std::uint8_t{}) != 0 ? 1.0 : 0.0;
+  }
+  ANVIL_CHECK(false, "unknown dtype");
+}
+
+}  // namespace anvil

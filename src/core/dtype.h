@@ -1,0 +1,61 @@
+// Element types and the conversions between the storage formats and fp32.
+#pragma once
+
+#include <cstdint>
+#include <cstring>
+#include <optional>
+#include <string_view>
+
+namespace anvil {
+
+enum class DType : std::uint8_t {
+  dtype_f64,
+  dtype_f32,
+  dtype_f16,
+  dtype_bf16,
+  dtype_i64,
+  dtype_i32,
+  dtype_i16,
+  dtype_i8,
+  dtype_u8,
+  dtype_bool,
+};
+
+inline constexpr DType kAllDTypes[] = {
+    DType::dtype_f64, DType::dtype_f32, DType::dtype_f16, DType::dtype_bf16, DType::dtype_i64,
+    DType::dtype_i32, DType::dtype_i16, DType::dtype_i8,  DType::dtype_u8,   DType::dtype_bool,
+};
+
+std::size_t dtype_size(DType t);
+bool dtype_is_float(DType t);
+// The safetensors spelling: "F32", "BF16", "BOOL", ...
+std::string_view dtype_name(DType t);
+std::optional<DType> dtype_from_name(std::string_view name);
+// The spelling used in configs and on the command line: "f32", "bf16", ...
+std::string_view dtype_short_name(DType t);
+std::optional<DType> dtype_from_short_name(std::string_view name);
+
+// bf16: the upper half of an IEEE fp32. Round to nearest even; NaN stays NaN.
+inline std::uint16_t f32_to_bf16(float f) {
+  std::uint32_t u;
+  std::memcpy(&u, &f, 4);
+  if ((u & 0x7fffffffu) > 0x7f800000u) return static_cast<std::uint16_t>((u >> 16) | 0x0040u);
+  u += 0x7fffu + ((u >> 16) & 1u);
+  return static_cast<std::uint16_t>(u >> 16);
+}
+
+inline float bf16_to_f32(std::uint16_t h) {
+  std::uint32_t u = static_cast<std::uint32_t>(h) << 16;
+  float f;
+  std::memcpy(&f, &u, 4);
+  return f;
+}
+
+// IEEE binary16. Round to nearest even, overflow to inf, subnormals kept.
+std::uint16_t f32_to_f16(float f);
+float f16_to_f32(std::uint16_t h);
+
+// Reads element i of a buffer of type t as a double (for inspection and tests).
+double dtype_load_as_f64(const void* data, DType t, std::size_t i);
+
+}  // namespace anvil
