@@ -1,0 +1,78 @@
+// ModelSpec: the shape of a Llama-family model, read from a Hugging Face config.json.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "core/tensor.h"
+
+namespace anvil::io {
+class SafetensorsModel;
+}
+
+namespace anvil::model {
+
+enum class RopeScalingType { rope_none, rope_linear, rope_llama3 };
+
+struct RopeSpec {
+  double theta = 10000.0;
+  RopeScalingType scaling = RopeScalingType::rope_none;
+  double factor = 1.0;                      // linear and llama3
+  double low_freq_factor = 1.0;             // llama3
+  double high_freq_factor = 4.0;            // llama3
+  std::int64_t original_max_position = 8192;  // llama3: original_max_position_embeddings
+};
+
+struct ModelSpec {
+  std::string model_type = "llama";  // "llama", "mistral", "qwen2", ...
+  std::int64_t hidden_size = 0;
+  std::int64_t intermediate_size = 0;
+  std::int64_t num_hidden_layers = 0;
+  std::int64_t num_attention_heads = 0;
+  std::int64_t num_key_value_heads = 0;
+  std::int64_t head_dim = 0;  // hidden_size / num_attention_heads unless config.json says
+  std::int64_t vocab_size = 0;
+  std::int64_t max_position_embeddings = 0;
+  double rms_norm_eps = 1e-5;
+  RopeSpec rope;
+  bool tie_word_embeddings = false;
+  bool attention_bias = false;  // q/k/v/o biases (Qwen2 has q/k/v biases implicitly)
+  bool mlp_bias = false;
+  std::int64_t bos_token_id = -1;  // -1: not given
+  std::vector<std::int64_t> eos_token_ids;
+  std::string torch_dtype = "float32";
+};
+
+// Parses config.json text; `label` (the file path) names the source in errors. Every
+// problem is a user error naming the key: missing keys, wrong types, inconsistent sizes.
+ModelSpec model_spec_from_json(std::string_view json_text, const std::string& label);
+ModelSpec model_spec_from_file(const std::string& config_json_path);
+// DIR/config.json
+ModelSpec model_spec_from_dir(const std::string& model_dir);
+// An HF config.json (LlamaForCausalLM) that transformers loads as this spec.
+std::string model_spec_to_json(const ModelSpec& spec);
+
+// Throws a user error when the spec uses something anvil cannot train yet (for example
+// attention or MLP biases), naming the key.
+void model_spec_check_supported(const ModelSpec& spec, const std::string& label);
+
+struct WeightInfo {
+  std::string name;  // Hugging Face name, e.g. "model.layers.0.self_attn.q_proj.weight"
+  Shape shape;       // (out_features, in_features) for linear layers
+};
+// Every tensor of the model in HF naming and order (embedding, layers, final norm, head).
+std::vector<WeightInfo> model_weight_list(const ModelSpec& spec);
+std::int64_t model_parameter_count(const ModelSpec& spec);
+
+// Checks that `weights` holds exactly the tensors of `spec` with the right shapes; the
+// error names the tensor, the expected and the found shape (or that it is missing/extra).
+void model_check_weights(const ModelSpec& spec, const io::SafetensorsModel& weights);
+
+// Named shapes for tests and benchmarks: tiny, tiny-tied, smollm2-135m, llama3-8b, llama3-70b.
+std::optional<ModelSpec> model_preset(std::string_view name);
+std::vector<std::string> model_preset_names();
+
+}  // namespace anvil::model
