@@ -59,9 +59,13 @@ class SafetensorsFile {
   const std::string& path() const { return label_; }
   // Tensors in data-buffer order.
   const std::vector<TensorInfo>& tensors() const { return tensors_; }
+  // nullptr when absent.
   const TensorInfo* find(std::string_view name) const;
   const std::map<std::string, std::string>& metadata() const { return metadata_; }
   // A view into the mapping. The data is read-only even though TensorView holds void*.
+  // Only the data buffer's start is 8-byte aligned: a tensor after one of a smaller dtype
+  // may be misaligned for its own type (files from Hugging Face order tensors by dtype
+  // size, so theirs are aligned), so load elements with memcpy or check the alignment.
   TensorView view(const TensorInfo& t) const;
   std::uint64_t header_bytes() const { return header_bytes_; }
 
@@ -72,6 +76,7 @@ class SafetensorsFile {
   std::string label_;
   std::uint64_t header_bytes_ = 0;
   std::vector<TensorInfo> tensors_;
+  std::vector<std::uint32_t> by_name_;  // indices into tensors_, sorted by name
   std::map<std::string, std::string> metadata_;
 };
 
@@ -79,8 +84,16 @@ class SafetensorsFile {
 // model.safetensors.index.json) seen as one set of named tensors.
 class SafetensorsModel {
  public:
-  // `path` is a .safetensors file or a directory. Errors name the file (and the tensor).
+  // `path` is a .safetensors file, a model directory, or a model.safetensors.index.json
+  // (any *.json path is read as an index). Every tensor of every shard must be listed in
+  // the index under that shard, and every listed tensor must be there. Errors name the
+  // file (and the tensor).
   static SafetensorsModel open(const std::string& path);
+  // Entries point into files_, so a copy would dangle; moving keeps them valid.
+  SafetensorsModel(const SafetensorsModel&) = delete;
+  SafetensorsModel& operator=(const SafetensorsModel&) = delete;
+  SafetensorsModel(SafetensorsModel&&) = default;
+  SafetensorsModel& operator=(SafetensorsModel&&) = default;
 
   struct Entry {
     const SafetensorsFile* file;
@@ -93,6 +106,7 @@ class SafetensorsModel {
   const std::vector<SafetensorsFile>& files() const { return files_; }
 
  private:
+  SafetensorsModel() = default;
   std::vector<SafetensorsFile> files_;
   std::map<std::string, Entry, std::less<>> by_name_;
 };
@@ -102,8 +116,12 @@ class SafetensorsModel {
 // as `path + ".partial"` and renamed into place by finish(); a writer destroyed before
 // finish() removes the partial file, so nothing half-written is left behind.
 //
-// Header: JSON with keys sorted by name, "__metadata__" (default {"format": "pt"}), padded
-// with spaces to a multiple of 8 bytes. Data: tensors in declaration order, contiguous.
+// Header: JSON with keys sorted by name, "__metadata__" (default {"format": "pt"}; left
+// out when the map is empty), padded with spaces to a multiple of 8 bytes. Data: tensors
+// in declaration order, contiguous (declare larger dtypes first to keep every tensor
+// aligned for its type).
+// Misuse (declaring after data was written, too many or too few bytes) is an internal
+// error; failing to create, write or rename the file is a user error naming it.
 class SafetensorsWriter {
  public:
   explicit SafetensorsWriter(std::string path,

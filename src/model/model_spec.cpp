@@ -1,1 +1,283 @@
+// ModelSpec <-> Hugging Face config.json.
+#include "model/model_spec.h"
+
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
 #include "core/error.h"
+
+namespace anvil::model {
+
+using json = nlohmann::json;
+
+namespace {
+
+// Typed access to config.json keys; every failure names the file and the key.
+struct ConfigReader {
+  const json& j;
+  const std::string& label;
+
+  bool has(const char* key) const { return j.contains(key) && !j[key].is_null(); }
+
+  std::int64_t positive_int(const char* key) const {
+    ANVIL_CHECK_INPUT(has(key), label, ": missing required key '", key, "'");
+    return positive_int_value(j[key], key);
+  }
+  std::int64_t positive_int_value(const json& v, const std::string& key) const {
+    ANVIL_CHECK_INPUT(v.is_number_integer(), label, ": key '", key, "' must be an integer, got ", v.dump());
+    const auto x = v.get<std::int64_t>();
+    ANVIL_CHECK_INPUT(x > 0, label, ": key '", key, "' must be positive, got ", x);
+    return x;
+  }
+  std::int64_t optional_positive_int(const char* key, std::int64_t fallback) const {
+    return has(key) ? positive_int_value(j[key], key) : fallback;
+  }
+  double number_value(const json& v, const std::string& key) const {
+    ANVIL_CHECK_INPUT(v.is_number(), label, ": key '", key, "' must be a number, got ", v.dump());
+    return v.get<double>();
+  }
+  double positive_number(const char* key, double fallback) const {
+    if (!has(key)) return fallback;
+    const double x = number_value(j[key], key);
+    ANVIL_CHECK_INPUT(x > 0, label, ": key '", key, "' must be positive, got ", x);
+    return x;
+  }
+  bool boolean(const char* key, bool fallback) const {
+    if (!has(key)) return fallback;
+    ANVIL_CHECK_INPUT(j[key].is_boolean(), label, ": key '", key, "' must be true or false, got ", j[key].dump());
+    return j[key].get<bool>();
+  }
+};
+
+void parse_rope(const ConfigReader& r, ModelSpec& spec) {
+  // Newer transformers write "rope_parameters" (with rope_theta inside); older ones
+  // "rope_scaling" next to a top-level "rope_theta".
+  const char* key = r.has("rope_parameters") ? "rope_parameters" : r.has("rope_scaling") ? "rope_scaling" : nullptr;
+  spec.rope.theta = r.positive_number("rope_theta", 10000.0);
+  if (!key) return;
+  const json& p = r.j[key];
+  const std::string k = key;
+  ANVIL_CHECK_INPUT(p.is_object(), r.label, ": key '", k, "' must be an object or null");
+  if (p.contains("rope_theta")) {
+    spec.rope.theta = r.number_value(p["rope_theta"], k + ".rope_theta");
+    ANVIL_CHECK_INPUT(spec.rope.theta > 0, r.label, ": key '", k, ".rope_theta' must be positive");
+  }
+  std::string type = "default";
+  for (const char* tk : {"rope_type", "type"}) {
+    if (p.contains(tk)) {
+      ANVIL_CHECK_INPUT(p[tk].is_string(), r.label, ": key '", k, ".", tk, "' must be a string");
+      type = p[tk].get<std::string>();
+      break;
+    }
+  }
+  auto num = [&](const char* name, double fallback) {
+    return p.contains(name) ? r.number_value(p[name], k + "." + name) : fallback;
+  };
+  if (type == "default") {
+    spec.rope.scaling = RopeScalingType::rope_none;
+  } else if (type == "linear") {
+    spec.rope.scaling = RopeScalingType::rope_linear;
+    ANVIL_CHECK_INPUT(p.contains("factor"), r.label, ": key '", k, ".factor' is required for linear scaling");
+    spec.rope.factor = num("factor", 1.0);
+  } else if (type == "llama3") {
+    spec.rope.scaling = RopeScalingType::rope_llama3;
+    for (const char* req : {"factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings"})
+      ANVIL_CHECK_INPUT(p.contains(req), r.label, ": key '", k, ".", req, "' is required for llama3 scaling");
+    spec.rope.factor = num("factor", 1.0);
+    spec.rope.low_freq_factor = num("low_freq_factor", 1.0);
+    spec.rope.high_freq_factor = num("high_freq_factor", 4.0);
+    spec.rope.original_max_position = r.positive_int_value(p["original_max_position_embeddings"],
+                                                           k + ".original_max_position_embeddings");
+    ANVIL_CHECK_INPUT(spec.rope.high_freq_factor > spec.rope.low_freq_factor, r.label, ": key '", k,
+                      ".high_freq_factor' must be greater than low_freq_factor");
+  } else {
+    throw_user_error(r.label, ": key '", k, "' has rope type '", type,
+                     "', which anvil does not support (supported: default, linear, llama3)");
+  }
+  ANVIL_CHECK_INPUT(spec.rope.factor > 0, r.label, ": key '", k, ".factor' must be positive");
+}
+
+// Mistral: a missing key means transformers' default window of 4096, null means none.
+// Qwen2: the window is only used when use_sliding_window is true. Llama has none.
+void parse_sliding_window(const ConfigReader& r, ModelSpec& spec) {
+  const bool mistral = spec.model_type == "mistral";
+  const bool qwen2_on = spec.model_type == "qwen2" && r.boolean("use_sliding_window", false);
+  if (!mistral && !qwen2_on) return;
+  if (!r.j.contains("sliding_window")) {
+    spec.sliding_window = 4096;  // MistralConfig's and Qwen2Config's default
+    return;
+  }
+  if (r.j["sliding_window"].is_null()) return;
+  spec.sliding_window = r.positive_int_value(r.j["sliding_window"], "sliding_window");
+}
+
+std::string read_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  ANVIL_CHECK_INPUT(in.good(), path, ": cannot open");
+  std::ostringstream os;
+  os << in.rdbuf();
+  return os.str();
+}
+
+}  // namespace
+
+ModelSpec model_spec_from_json(std::string_view json_text, const std::string& label) {
+  json j;
+  try {
+    j = json::parse(json_text);
+  } catch (const json::exception& e) {
+    throw_user_error(label, ": not valid JSON: ", e.what());
+  }
+  ANVIL_CHECK_INPUT(j.is_object(), label, ": top level must be a JSON object");
+  const ConfigReader r{j, label};
+  ModelSpec spec;
+  if (r.has("model_type")) {
+    ANVIL_CHECK_INPUT(j["model_type"].is_string(), label, ": key 'model_type' must be a string");
+    spec.model_type = j["model_type"].get<std::string>();
+  }
+  ANVIL_CHECK_INPUT(spec.model_type == "llama" || spec.model_type == "mistral" || spec.model_type == "qwen2",
+                    label, ": key 'model_type' is '", spec.model_type,
+                    "'; anvil supports the Llama family: llama, mistral, qwen2");
+  spec.hidden_size = r.positive_int("hidden_size");
+  spec.intermediate_size = r.positive_int("intermediate_size");
+  spec.num_hidden_layers = r.positive_int("num_hidden_layers");
+  spec.num_attention_heads = r.positive_int("num_attention_heads");
+  spec.num_key_value_heads = r.optional_positive_int("num_key_value_heads", spec.num_attention_heads);
+  spec.vocab_size = r.positive_int("vocab_size");
+  spec.max_position_embeddings = r.optional_positive_int("max_position_embeddings", 2048);
+  if (r.has("head_dim")) {
+    spec.head_dim = r.positive_int("head_dim");
+  } else {
+    ANVIL_CHECK_INPUT(spec.hidden_size % spec.num_attention_heads == 0, label, ": key 'hidden_size' (",
+                      spec.hidden_size, ") is not divisible by 'num_attention_heads' (", spec.num_attention_heads,
+                      ") and no 'head_dim' is given");
+    spec.head_dim = spec.hidden_size / spec.num_attention_heads;
+  }
+  ANVIL_CHECK_INPUT(spec.num_attention_heads % spec.num_key_value_heads == 0, label,
+                    ": key 'num_key_value_heads' (", spec.num_key_value_heads,
+                    ") must divide 'num_attention_heads' (", spec.num_attention_heads, ")");
+  // RoPE rotates pairs of channels (rotate-half), so a head needs an even width.
+  ANVIL_CHECK_INPUT(spec.head_dim % 2 == 0, label, ": key 'head_dim' (", spec.head_dim,
+                    r.has("head_dim") ? "" : ", from hidden_size / num_attention_heads",
+                    ") must be even for rotary embeddings");
+  if (r.has("hidden_act")) {
+    // The Llama MLP is SwiGLU; another activation would train a different model silently.
+    const json& act = j["hidden_act"];
+    ANVIL_CHECK_INPUT(act.is_string() && (act == "silu" || act == "swish"), label, ": key 'hidden_act' is ",
+                      act.dump(), "; anvil implements the Llama MLP with silu (SwiGLU) only");
+  }
+  spec.rms_norm_eps = r.positive_number("rms_norm_eps", 1e-6);
+  parse_rope(r, spec);
+  spec.tie_word_embeddings = r.boolean("tie_word_embeddings", false);
+  // Only Llama reads attention_bias / mlp_bias. transformers hard-codes the others
+  // whatever config.json says: Qwen2 has q/k/v biases (none on o_proj or the MLP),
+  // Mistral has none.
+  const bool llama = spec.model_type == "llama";
+  const bool attention_bias = r.boolean("attention_bias", false);
+  const bool mlp_bias = r.boolean("mlp_bias", false);
+  spec.attention_bias = llama ? attention_bias : spec.model_type == "qwen2";
+  spec.mlp_bias = llama && mlp_bias;
+  if (r.has("bos_token_id")) {
+    ANVIL_CHECK_INPUT(j["bos_token_id"].is_number_integer(), label, ": key 'bos_token_id' must be an integer");
+    spec.bos_token_id = j["bos_token_id"].get<std::int64_t>();
+  }
+  if (r.has("eos_token_id")) {
+    const json& e = j["eos_token_id"];
+    if (e.is_number_integer()) {
+      spec.eos_token_ids.push_back(e.get<std::int64_t>());
+    } else {
+      ANVIL_CHECK_INPUT(e.is_array(), label, ": key 'eos_token_id' must be an integer or a list of integers");
+      for (const auto& x : e) {
+        ANVIL_CHECK_INPUT(x.is_number_integer(), label, ": key 'eos_token_id' must list integers");
+        spec.eos_token_ids.push_back(x.get<std::int64_t>());
+      }
+    }
+  }
+  for (auto id : spec.eos_token_ids)
+    ANVIL_CHECK_INPUT(id >= 0 && id < spec.vocab_size, label, ": eos_token_id ", id, " is outside the vocabulary");
+  ANVIL_CHECK_INPUT(spec.bos_token_id == -1 || (spec.bos_token_id >= 0 && spec.bos_token_id < spec.vocab_size),
+                    label, ": key 'bos_token_id' (", spec.bos_token_id, ") is outside the vocabulary");
+  // transformers >= 4.56 writes "dtype"; older versions "torch_dtype".
+  for (const char* key : {"torch_dtype", "dtype"}) {
+    if (!r.has(key)) continue;
+    ANVIL_CHECK_INPUT(j[key].is_string(), label, ": key '", key, "' must be a string such as \"bfloat16\"");
+    spec.torch_dtype = j[key].get<std::string>();
+    break;
+  }
+  parse_sliding_window(r, spec);
+  return spec;
+}
+
+ModelSpec model_spec_from_file(const std::string& config_json_path) {
+  return model_spec_from_json(read_file(config_json_path), config_json_path);
+}
+
+ModelSpec model_spec_from_dir(const std::string& model_dir) {
+  return model_spec_from_file(model_dir + "/config.json");
+}
+
+std::string model_spec_to_json(const ModelSpec& s) {
+  // A llama spec loads as LlamaForCausalLM. Mistral and Qwen2 keep their own class: a
+  // Llama config cannot say "q/k/v biases but none on o_proj" (Qwen2) or carry a window.
+  const char* architecture = s.model_type == "qwen2"     ? "Qwen2ForCausalLM"
+                             : s.model_type == "mistral" ? "MistralForCausalLM"
+                                                         : "LlamaForCausalLM";
+  json j;
+  j["architectures"] = {architecture};
+  j["model_type"] = s.model_type;
+  j["hidden_size"] = s.hidden_size;
+  j["intermediate_size"] = s.intermediate_size;
+  j["num_hidden_layers"] = s.num_hidden_layers;
+  j["num_attention_heads"] = s.num_attention_heads;
+  j["num_key_value_heads"] = s.num_key_value_heads;
+  j["head_dim"] = s.head_dim;
+  j["vocab_size"] = s.vocab_size;
+  j["max_position_embeddings"] = s.max_position_embeddings;
+  j["rms_norm_eps"] = s.rms_norm_eps;
+  j["rope_theta"] = s.rope.theta;
+  switch (s.rope.scaling) {
+    case RopeScalingType::rope_none: j["rope_scaling"] = nullptr; break;
+    case RopeScalingType::rope_linear: j["rope_scaling"] = {{"rope_type", "linear"}, {"factor", s.rope.factor}}; break;
+    case RopeScalingType::rope_llama3:
+      j["rope_scaling"] = {{"rope_type", "llama3"},
+                           {"factor", s.rope.factor},
+                           {"low_freq_factor", s.rope.low_freq_factor},
+                           {"high_freq_factor", s.rope.high_freq_factor},
+                           {"original_max_position_embeddings", s.rope.original_max_position}};
+      break;
+  }
+  j["tie_word_embeddings"] = s.tie_word_embeddings;
+  if (s.model_type == "llama") {  // fixed by the class for mistral and qwen2
+    j["attention_bias"] = s.attention_bias;
+    j["mlp_bias"] = s.mlp_bias;
+  }
+  const json window = s.sliding_window > 0 ? json(s.sliding_window) : json(nullptr);
+  if (s.model_type == "mistral") j["sliding_window"] = window;
+  if (s.model_type == "qwen2") {
+    j["use_sliding_window"] = s.sliding_window > 0;
+    j["sliding_window"] = window;
+  }
+  j["hidden_act"] = "silu";
+  j["initializer_range"] = 0.02;
+  j["attention_dropout"] = 0.0;
+  j["pretraining_tp"] = 1;
+  j["use_cache"] = true;
+  if (s.bos_token_id >= 0) j["bos_token_id"] = s.bos_token_id;
+  if (s.eos_token_ids.size() == 1) j["eos_token_id"] = s.eos_token_ids[0];
+  else if (!s.eos_token_ids.empty()) j["eos_token_id"] = s.eos_token_ids;
+  j["torch_dtype"] = s.torch_dtype;
+  return j.dump(2) + "\n";
+}
+
+void model_spec_check_supported(const ModelSpec& spec, const std::string& label) {
+  ANVIL_CHECK_INPUT(!spec.attention_bias, label, ": attention biases (",
+                    spec.model_type == "qwen2" ? "model_type qwen2 has q/k/v biases" : "key 'attention_bias'",
+                    ") are not supported by anvil's training path yet");
+  ANVIL_CHECK_INPUT(!spec.mlp_bias, label, ": key 'mlp_bias': MLP biases are not supported by anvil yet");
+  ANVIL_CHECK_INPUT(spec.sliding_window <= 0 || spec.sliding_window >= spec.max_position_embeddings, label,
+                    ": key 'sliding_window' (", spec.sliding_window,
+                    ") is smaller than max_position_embeddings; sliding-window attention is not supported");
+}
+
+}  // namespace anvil::model

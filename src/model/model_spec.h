@@ -41,6 +41,7 @@ struct ModelSpec {
   bool tie_word_embeddings = false;
   bool attention_bias = false;  // q/k/v/o biases (Qwen2 has q/k/v biases implicitly)
   bool mlp_bias = false;
+  std::int64_t sliding_window = 0;  // Mistral/Qwen2: 0 or >= max positions means full attention
   std::int64_t bos_token_id = -1;  // -1: not given
   std::vector<std::int64_t> eos_token_ids;
   std::string torch_dtype = "float32";
@@ -48,11 +49,14 @@ struct ModelSpec {
 
 // Parses config.json text; `label` (the file path) names the source in errors. Every
 // problem is a user error naming the key: missing keys, wrong types, inconsistent sizes.
+// model_type: llama (also when absent), mistral or qwen2; biases and sliding windows
+// follow what transformers does for each type. Anything but a silu MLP is rejected.
 ModelSpec model_spec_from_json(std::string_view json_text, const std::string& label);
 ModelSpec model_spec_from_file(const std::string& config_json_path);
 // DIR/config.json
 ModelSpec model_spec_from_dir(const std::string& model_dir);
-// An HF config.json (LlamaForCausalLM) that transformers loads as this spec.
+// An HF config.json that transformers loads as this spec: LlamaForCausalLM for llama
+// (MistralForCausalLM / Qwen2ForCausalLM keep those types' fixed biases and windows).
 std::string model_spec_to_json(const ModelSpec& spec);
 
 // Throws a user error when the spec uses something anvil cannot train yet (for example
@@ -67,8 +71,11 @@ struct WeightInfo {
 std::vector<WeightInfo> model_weight_list(const ModelSpec& spec);
 std::int64_t model_parameter_count(const ModelSpec& spec);
 
-// Checks that `weights` holds exactly the tensors of `spec` with the right shapes; the
-// error names the tensor, the expected and the found shape (or that it is missing/extra).
+// Checks that `weights` holds exactly the tensors of `spec` with the right shapes and a
+// floating-point dtype. One user error lists the problems (the first few): each names the
+// tensor and the expected and found shape, or says it is missing or unexpected.
+// With tied embeddings a present lm_head.weight is tolerated and ignored (HF tied models
+// normally omit it, but some exporters write the copy and transformers re-ties it).
 void model_check_weights(const ModelSpec& spec, const io::SafetensorsModel& weights);
 
 // Named shapes for tests and benchmarks: tiny, tiny-tied, smollm2-135m, llama3-8b, llama3-70b.

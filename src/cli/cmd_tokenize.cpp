@@ -1,0 +1,97 @@
+// anvil tokenize MODEL_DIR [--file F] [--add-special] | --decode [--skip-special]
+//
+// Encode: one JSON line {"ids": [...]} per input line (the line without its '\n').
+// Decode: reads JSON lines holding "ids" (or a bare array of ids) and prints their text,
+// one line each. A tool for checking a model's tokenizer against its Python twin.
+#include <nlohmann/json.hpp>
+
+#include <cstdio>
+#include <fstream>
+#include <iostream>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "cli/commands.h"
+#include "core/error.h"
+#include "data/tokenizer.h"
+
+namespace anvil::cli {
+namespace {
+
+struct TokenizeOptions {
+  std::string model_dir;
+  std::string file;
+  bool add_special = false;
+  bool decode = false;
+  bool skip_special = false;
+};
+
+void write_ids(const std::vector<std::int32_t>& ids, std::string& out) {
+  out += "{\"ids\": [";
+  for (std::size_t i = 0; i < ids.size(); ++i) {
+    if (i > 0) out += ", ";
+    out += std::to_string(ids[i]);
+  }
+  out += "]}\n";
+}
+
+std::vector<std::int32_t> read_ids(const std::string& line) {
+  const nlohmann::json j = nlohmann::json::parse(line);  // parse_error: caught by the caller
+  const nlohmann::json& ids = j.is_object() ? j.at("ids") : j;
+  return ids.get<std::vector<std::int32_t>>();
+}
+
+void run_tokenize(const TokenizeOptions& opt) {
+  const data::Tokenizer tok = data::Tokenizer::load(opt.model_dir);
+  std::ifstream file;
+  if (!opt.file.empty()) {
+    file.open(opt.file, std::ios::binary);
+    ANVIL_CHECK_INPUT(file.good(), opt.file, ": cannot be opened");
+  }
+  std::istream& in = opt.file.empty() ? std::cin : file;
+  const std::string source = opt.file.empty() ? "<stdin>" : opt.file;
+  std::string line;
+  std::string out;
+  std::vector<std::int32_t> ids;
+  for (std::size_t line_no = 1; std::getline(in, line); ++line_no) {
+    try {
+      if (opt.decode) {
+        if (!line.empty()) out += tok.decode(read_ids(line), opt.skip_special);
+        out += '\n';
+      } else {
+        ids.clear();
+        tok.encode_append(line, opt.add_special, ids);
+        write_ids(ids, out);
+      }
+    } catch (const Error& e) {
+      throw Error(e.kind(), str_cat(source, ":", line_no, ": ", e.what()));
+    } catch (const nlohmann::json::exception& e) {
+      throw_user_error(source, ":", line_no, ": expected {\"ids\": [...]}: ", e.what());
+    }
+    if (out.size() > (1 << 16)) {
+      std::fwrite(out.data(), 1, out.size(), stdout);
+      out.clear();
+    }
+  }
+  std::fwrite(out.data(), 1, out.size(), stdout);
+  std::fflush(stdout);
+}
+
+}  // namespace
+
+void register_tokenize(CLI::App& app) {
+  auto opt = std::make_shared<TokenizeOptions>();
+  auto* cmd =
+      app.add_subcommand("tokenize", "Tokenize text with a model directory's tokenizer.json");
+  cmd->add_option("model_dir", opt->model_dir, "HF model directory holding tokenizer.json")
+      ->required();
+  cmd->add_option("--file", opt->file, "Read lines from this file instead of standard input");
+  cmd->add_flag("--add-special", opt->add_special,
+                "Add the post-processor's special tokens (BOS for Llama-3)");
+  cmd->add_flag("--decode", opt->decode, "Read JSON lines of ids and print their text");
+  cmd->add_flag("--skip-special", opt->skip_special, "With --decode: leave out special tokens");
+  cmd->callback([opt] { run_tokenize(*opt); });
+}
+
+}  // namespace anvil::cli

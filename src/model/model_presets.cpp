@@ -1,0 +1,73 @@
+// Named model shapes: tiny ones for tests, real ones for dry runs and benchmarks.
+#include "model/model_spec.h"
+
+namespace anvil::model {
+
+namespace {
+ModelSpec make_spec(std::int64_t hidden, std::int64_t inter, std::int64_t layers, std::int64_t heads,
+                    std::int64_t kv_heads, std::int64_t vocab, bool tied, double theta, std::int64_t max_pos) {
+  ModelSpec s;
+  s.hidden_size = hidden;
+  s.intermediate_size = inter;
+  s.num_hidden_layers = layers;
+  s.num_attention_heads = heads;
+  s.num_key_value_heads = kv_heads;
+  s.head_dim = hidden / heads;
+  s.vocab_size = vocab;
+  s.tie_word_embeddings = tied;
+  s.rope.theta = theta;
+  s.max_position_embeddings = max_pos;
+  s.rms_norm_eps = 1e-5;
+  return s;
+}
+
+void set_llama3_rope(ModelSpec& s) {
+  s.rope.scaling = RopeScalingType::rope_llama3;
+  s.rope.factor = 8.0;
+  s.rope.low_freq_factor = 1.0;
+  s.rope.high_freq_factor = 4.0;
+  s.rope.original_max_position = 8192;
+  s.torch_dtype = "bfloat16";
+}
+
+// The byte-level tokenizer anvil writes has 256 byte tokens followed by three specials.
+constexpr std::int64_t kTinyVocab = 320;
+}  // namespace
+
+std::optional<ModelSpec> model_preset(std::string_view name) {
+  if (name == "tiny" || name == "tiny-tied") {
+    // ~150k parameters; heads and kv heads divisible by 2 so tp = 2 tests can use it.
+    ModelSpec s = make_spec(64, 176, 2, 4, 2, kTinyVocab, name == "tiny-tied", 10000.0, 1024);
+    s.bos_token_id = 256;
+    s.eos_token_ids = {257};
+    return s;
+  }
+  if (name == "smollm2-135m") {
+    ModelSpec s = make_spec(576, 1536, 30, 9, 3, 49152, true, 100000.0, 8192);
+    s.bos_token_id = 1;
+    s.eos_token_ids = {2};
+    s.torch_dtype = "bfloat16";
+    return s;
+  }
+  if (name == "llama3-8b") {
+    ModelSpec s = make_spec(4096, 14336, 32, 32, 8, 128256, false, 500000.0, 131072);
+    set_llama3_rope(s);
+    s.bos_token_id = 128000;
+    s.eos_token_ids = {128001};
+    return s;
+  }
+  if (name == "llama3-70b") {
+    ModelSpec s = make_spec(8192, 28672, 80, 64, 8, 128256, false, 500000.0, 131072);
+    set_llama3_rope(s);
+    s.bos_token_id = 128000;
+    s.eos_token_ids = {128001};
+    return s;
+  }
+  return std::nullopt;
+}
+
+std::vector<std::string> model_preset_names() {
+  return {"tiny", "tiny-tied", "smollm2-135m", "llama3-8b", "llama3-70b"};
+}
+
+}  // namespace anvil::model

@@ -1,0 +1,159 @@
+// TrainConfig: the validated, typed training config. YAML stops at this header: the loader
+// turns a config file (plus --set overrides) into this plain struct, and everything
+// downstream (runtime, data, trainer) reads typed fields such as cfg.train.lr.
+//
+// Every key, its type, default, allowed values and one-line doc live in one table
+// (config_schema.cpp); that table drives parsing, defaults, validation, config_to_yaml
+// and the check that configs/README.md documents every key. A TrainConfig{} is zeroed,
+// not defaulted: config_defaults() gives the schema defaults.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "core/log.h"
+
+namespace anvil::train {
+
+// Storage of the frozen base weights. auto: bf16 on CUDA, f32 on CPU.
+enum class WeightDtype { weight_auto, weight_f32, weight_bf16 };
+// How a JSONL record becomes tokens. auto: decided by the keys of the first record.
+enum class DataFormat { format_auto, format_text, format_prompt_completion, format_chat };
+enum class LrSchedule { lr_constant, lr_linear, lr_cosine };
+enum class BackendKind { backend_cpu, backend_cuda, backend_auto };
+enum class CommKind { comm_nccl, comm_mpi, comm_auto };
+
+// The config spelling of each enum value, indexed by the value ("bf16", "cosine", ...).
+const std::vector<std::string>& enum_names(WeightDtype);
+const std::vector<std::string>& enum_names(DataFormat);
+const std::vector<std::string>& enum_names(LrSchedule);
+const std::vector<std::string>& enum_names(BackendKind);
+const std::vector<std::string>& enum_names(CommKind);
+const std::vector<std::string>& enum_names(LogLevel);
+
+template <typename E>
+const std::string& enum_name(E value) {
+  return enum_names(value).at(static_cast<std::size_t>(value));
+}
+
+// The meaning of each field is documented once, in the schema table and configs/README.md.
+struct ModelSection {
+  std::string path;  // Hugging Face model directory
+  WeightDtype dtype{};
+  bool operator==(const ModelSection&) const = default;
+};
+
+struct LoraSection {
+  int rank{};
+  double alpha{};
+  double dropout{};
+  bool rslora{};                     // scale alpha/sqrt(rank) instead of alpha/rank
+  std::vector<std::string> targets;  // HF module names: q_proj ... down_proj
+  bool operator==(const LoraSection&) const = default;
+};
+
+struct DataSection {
+  std::string train;                // JSONL path
+  std::optional<std::string> eval;  // JSONL path
+  DataFormat format{};
+  int seq_len{};
+  bool packing{};
+  bool shuffle{};
+  bool add_eos{};
+  std::optional<std::string> chat_template;
+  bool operator==(const DataSection&) const = default;
+};
+
+struct TrainSection {
+  std::int64_t steps{};  // 0: run `epochs` epochs
+  int epochs{};
+  int global_batch{};  // sequences per optimizer step, all data-parallel ranks together
+  int micro_batch{};   // sequences per forward pass on one rank
+  double lr{};
+  LrSchedule lr_schedule{};
+  std::int64_t warmup_steps{};
+  double min_lr_ratio{};
+  double adam_beta1{};
+  double adam_beta2{};
+  double adam_eps{};
+  double weight_decay{};
+  double grad_clip{};  // 0: off
+  std::int64_t seed{};
+  bool activation_checkpointing{};
+  std::int64_t eval_every{};  // 0: never
+  bool skip_nonfinite{};
+  bool operator==(const TrainSection&) const = default;
+};
+
+struct ParallelSection {
+  int tp{};
+  int dp{};  // 0: auto (world size / tp)
+  BackendKind backend{};
+  CommKind comm{};
+  bool operator==(const ParallelSection&) const = default;
+};
+
+struct CheckpointSection {
+  std::int64_t every{};  // 0: never
+  int keep{};            // 0: keep all
+  std::string resume;    // "auto", "never" or a checkpoint path
+  bool operator==(const CheckpointSection&) const = default;
+};
+
+struct LogSection {
+  std::int64_t every{};
+  LogLevel level{};
+  bool operator==(const LogSection&) const = default;
+};
+
+struct TrainConfig {
+  std::string output_dir;  // metrics, checkpoints and logs go under it
+  ModelSection model;
+  LoraSection lora;
+  DataSection data;
+  TrainSection train;
+  ParallelSection parallel;
+  CheckpointSection checkpoint;
+  LogSection log;
+  bool operator==(const TrainConfig&) const = default;
+};
+
+// What the loader knows about the run beyond the file.
+struct ConfigContext {
+  // Ranks in the job. 0: not known (anvil validate without --world-size); then the world
+  // is taken to be tp × dp, with dp: auto counting as 1.
+  int world_size = 0;
+  // Check that the model directory, data files and resume path exist, and the rules that
+  // need the model's shape (tp must divide the attention heads, ...). Off for configs
+  // checked away from their data (unit tests, a resolved config read back).
+  bool check_files = true;
+};
+
+// Loads, applies overrides ("train.lr=1e-4", the value read as YAML) and validates. Every
+// problem is collected first; then one user Error lists them all, one per line, e.g.
+//   config.yaml:12: train.lr: expected a number, got 'fast'
+//   --set lora.rnak=8: lora.rnak: unknown key (did you mean 'lora.rank'?)
+TrainConfig config_load(const std::string& path, const std::vector<std::string>& overrides = {},
+                        const ConfigContext& ctx = {});
+// The same for YAML text; `label` stands for the file name in messages.
+TrainConfig config_load_from_string(const std::string& yaml_text, const std::string& label,
+                                    const std::vector<std::string>& overrides = {},
+                                    const ConfigContext& ctx = {});
+
+// The schema defaults; required keys (output_dir, model.path, data.train) are empty.
+TrainConfig config_defaults();
+
+// Every key, defaults filled, as YAML that config_load_from_string reads back unchanged.
+std::string config_to_yaml(const TrainConfig& cfg);
+
+// The parallel layout for `world_size` ranks (0: inferred as in ConfigContext). Each throws
+// a user Error naming the key when the layout is impossible.
+int config_world_size(const TrainConfig& cfg, int world_size);
+int config_data_parallel(const TrainConfig& cfg, int world_size);
+// Micro-batches per rank per optimizer step: global_batch / (micro_batch × dp).
+int config_grad_accumulation(const TrainConfig& cfg, int world_size);
+
+}  // namespace anvil::train

@@ -1,0 +1,146 @@
+#include "train/config_check.h"
+
+#include <filesystem>
+#include <initializer_list>
+
+#include "core/error.h"
+#include "model/model_spec.h"
+
+namespace anvil::train {
+
+namespace fs = std::filesystem;
+
+std::vector<KeyProblem> batch_layout_check(const TrainConfig& cfg, int world_size, BatchLayout& layout) {
+  const int tp = cfg.parallel.tp;
+  const int world = world_size > 0 ? world_size : tp * std::max(cfg.parallel.dp, 1);
+  if (world % tp != 0) return {{"parallel.tp", str_cat(tp, " does not divide the world size ", world)}};
+  const int dp = cfg.parallel.dp > 0 ? cfg.parallel.dp : world / tp;
+  if (tp * dp != world)
+    return {{"parallel.dp", str_cat("tp ", tp, " x dp ", dp, " = ", tp * dp, " ranks, but the world size is ",
+                                    world, " (dp: auto fits any world)")}};
+  // Megatron's rule: every optimizer step sees exactly global_batch sequences, split into
+  // micro-batches of the same size on every data-parallel rank.
+  const long long per_pass = static_cast<long long>(cfg.train.micro_batch) * dp;
+  if (cfg.train.global_batch % per_pass != 0)
+    return {{"train.global_batch", str_cat(cfg.train.global_batch,
+                                           " is not a multiple of micro_batch x dp = ", cfg.train.micro_batch,
+                                           " x ", dp, " = ", per_pass)}};
+  layout = BatchLayout{world, dp, static_cast<int>(cfg.train.global_batch / per_pass)};
+  return {};
+}
+
+namespace {
+
+// A problem for `key` when `path` is not an existing regular file.
+void check_file(const std::string& key, const std::string& path, std::vector<KeyProblem>& out) {
+  std::error_code ec;
+  const fs::file_status st = fs::status(path, ec);
+  if (!fs::exists(st))
+    out.push_back({key, str_cat("file '", path, "' does not exist")});
+  else if (fs::is_directory(st))
+    out.push_back({key, str_cat("'", path, "' is a directory, expected a JSONL file")});
+}
+
+// tp splits the attention heads, the KV heads and the MLP's intermediate rows evenly.
+void check_model(const TrainConfig& cfg, bool tp_ok, std::vector<KeyProblem>& out) {
+  const std::string& dir = cfg.model.path;
+  std::error_code ec;
+  const fs::file_status st = fs::status(dir, ec);
+  if (!fs::exists(st)) {
+    out.push_back({"model.path", str_cat("directory '", dir, "' does not exist")});
+    return;
+  }
+  if (!fs::is_directory(st)) {
+    out.push_back(
+        {"model.path", str_cat("'", dir, "' is not a directory (expected a Hugging Face model directory)")});
+    return;
+  }
+  model::ModelSpec spec;
+  try {
+    spec = model::model_spec_from_dir(dir);
+    model::model_spec_check_supported(spec, dir + "/config.json");
+  } catch (const std::exception& e) {
+    out.push_back({"model.path", e.what()});
+    return;
+  }
+  if (!tp_ok) return;
+  const std::int64_t tp = cfg.parallel.tp;
+  const std::pair<const char*, std::int64_t> split[] = {{"num_attention_heads", spec.num_attention_heads},
+                                                        {"num_key_value_heads", spec.num_key_value_heads},
+                                                        {"intermediate_size", spec.intermediate_size}};
+  for (const auto& [name, value] : split)
+    if (value % tp != 0)
+      out.push_back({"parallel.tp", str_cat(tp, " does not divide the model's ", name, " (", value, ")")});
+}
+
+}  // namespace
+
+std::vector<KeyProblem> config_check_rules(const TrainConfig& cfg, const ConfigContext& ctx,
+                                           const std::function<bool(std::string_view)>& parsed) {
+  const auto ok = [&](std::initializer_list<std::string_view> keys) {
+    for (std::string_view k : keys)
+      if (!parsed(k)) return false;
+    return true;
+  };
+  std::vector<KeyProblem> out;
+
+  if (ok({"train.steps", "train.warmup_steps"}) && cfg.train.steps > 0 &&
+      cfg.train.warmup_steps > cfg.train.steps)
+    out.push_back({"train.warmup_steps",
+                   str_cat(cfg.train.warmup_steps, " is more than train.steps (", cfg.train.steps, ")")});
+  if (ok({"train.eval_every", "data.eval"}) && cfg.train.eval_every > 0 && !cfg.data.eval)
+    out.push_back(
+        {"train.eval_every", str_cat(cfg.train.eval_every, " needs an evaluation set: set data.eval")});
+  if (ok({"parallel.backend", "parallel.comm"}) && cfg.parallel.backend == BackendKind::backend_cpu &&
+      cfg.parallel.comm == CommKind::comm_nccl)
+    out.push_back({"parallel.comm", "nccl needs GPUs, but parallel.backend is cpu (use mpi or auto)"});
+  if (ok({"checkpoint.resume"}) && cfg.checkpoint.resume.empty())
+    out.push_back({"checkpoint.resume", "expected auto, never or a checkpoint path, got ''"});
+
+  const bool layout_ok = ok({"parallel.tp", "parallel.dp"});
+  if (layout_ok && ok({"train.global_batch", "train.micro_batch"})) {
+    BatchLayout layout;
+    for (KeyProblem& p : batch_layout_check(cfg, ctx.world_size, layout)) out.push_back(std::move(p));
+  }
+
+  if (!ctx.check_files) return out;
+  if (ok({"output_dir"})) {
+    std::error_code ec;
+    const fs::file_status st = fs::status(cfg.output_dir, ec);
+    if (fs::exists(st) && !fs::is_directory(st))
+      out.push_back({"output_dir", str_cat("'", cfg.output_dir, "' exists and is not a directory")});
+  }
+  if (ok({"model.path"})) check_model(cfg, layout_ok, out);
+  if (ok({"data.train"})) check_file("data.train", cfg.data.train, out);
+  if (ok({"data.eval"}) && cfg.data.eval) check_file("data.eval", *cfg.data.eval, out);
+  const std::string& resume = cfg.checkpoint.resume;
+  if (ok({"checkpoint.resume"}) && !resume.empty() && resume != "auto" && resume != "never") {
+    std::error_code ec;
+    if (!fs::exists(resume, ec))
+      out.push_back(
+          {"checkpoint.resume",
+           str_cat("checkpoint '", resume, "' does not exist (expected auto, never or a checkpoint path)")});
+  }
+  return out;
+}
+
+namespace {
+BatchLayout layout_or_throw(const TrainConfig& cfg, int world_size) {
+  BatchLayout layout;
+  const std::vector<KeyProblem> problems = batch_layout_check(cfg, world_size, layout);
+  if (!problems.empty()) throw_user_error(problems.front().key, ": ", problems.front().message);
+  return layout;
+}
+}  // namespace
+
+int config_world_size(const TrainConfig& cfg, int world_size) {
+  return layout_or_throw(cfg, world_size).world_size;
+}
+int config_data_parallel(const TrainConfig& cfg, int world_size) {
+  return layout_or_throw(cfg, world_size).dp;
+}
+int config_grad_accumulation(const TrainConfig& cfg, int world_size) {
+  return layout_or_throw(cfg, world_size).grad_accumulation;
+}
+
+}  // namespace anvil::train
