@@ -63,6 +63,49 @@ def check_model(d, tied):
     assert got == [tok.encode(line).ids for line in lines], (got, lines)
 
 
+M64 = (1 << 64) - 1
+
+
+def splitmix64(x):
+    """splitmix64's finaliser on numpy uint64 arrays (wrapping arithmetic)."""
+    x = x + np.uint64(0x9E3779B97F4A7C15)
+    x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return x ^ (x >> np.uint64(31))
+
+
+def reference_normals(seed, name, n):
+    """An independent rendering of init-model's generator: FNV-1a of the tensor name keys
+    splitmix64; Box-Muller turns the two halves of hash(pair p) into elements 2p, 2p+1."""
+    h = 0xCBF29CE484222325
+    for c in name.encode():
+        h = ((h ^ c) * 0x100000001B3) & M64
+    key = splitmix64(np.array([seed ^ h], dtype=np.uint64))[0]
+    pairs = np.arange((n + 1) // 2, dtype=np.uint64)
+    hp = splitmix64(key ^ splitmix64(pairs))
+    u1 = ((hp >> np.uint64(32)).astype(np.float64) + 1.0) * 2.0**-32
+    u2 = (hp & np.uint64(0xFFFFFFFF)).astype(np.float64) * 2.0**-32
+    r = 0.02 * np.sqrt(-2.0 * np.log(u1))
+    out = np.empty(2 * len(pairs))
+    out[0::2], out[1::2] = r * np.cos(2 * np.pi * u2), r * np.sin(2 * np.pi * u2)
+    return out[:n].astype(np.float32)
+
+
+def check_generator(tmp):
+    """A 1.5M-element embedding spans two write chunks and is filled by several threads:
+    every element must still be the generator's value for its index, with no gap."""
+    cfg = {"model_type": "llama", "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 1,
+           "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 24577, "tie_word_embeddings": True}
+    spec, d = os.path.join(tmp, "wide.json"), os.path.join(tmp, "wide")
+    json.dump(cfg, open(spec, "w"))
+    anvil("init-model", "--spec", spec, "--out", d, "--seed", "77")
+    w = load_file(os.path.join(d, "model.safetensors"))
+    for name in ("model.embed_tokens.weight", "model.layers.0.mlp.down_proj.weight"):
+        got = w[name].reshape(-1)
+        want = reference_normals(77, name, got.size)
+        assert np.allclose(got, want, rtol=1e-5, atol=1e-9), (name, np.abs(got - want).max())
+
+
 def main():
     with tempfile.TemporaryDirectory() as tmp:
         tiny, tied = os.path.join(tmp, "tiny"), os.path.join(tmp, "tied")
@@ -70,6 +113,7 @@ def main():
         anvil("init-model", "--preset", "tiny-tied", "--out", tied)
         check_model(tiny, tied=False)
         check_model(tied, tied=True)
+        check_generator(tmp)
         out = anvil("inspect", tiny)
         assert "model.layers.1.mlp.down_proj.weight" in out and "1 file" in out, out
         # Same seed, same bytes; another seed, other bytes.
