@@ -21,13 +21,19 @@ ModelSpec make_spec(std::int64_t hidden, std::int64_t inter, std::int64_t layers
   return s;
 }
 
-void set_llama3_rope(ModelSpec& s) {
+// Llama 3.x: vocab 128256, rope theta 500000 with llama3 scaling (factor 8 over an 8192
+// original context), bf16 weights, untied head. The sizes alone tell 8B from 70B.
+ModelSpec llama3_spec(std::int64_t hidden, std::int64_t inter, std::int64_t layers, std::int64_t heads) {
+  ModelSpec s = make_spec(hidden, inter, layers, heads, 8, 128256, false, 500000.0, 131072);
   s.rope.scaling = RopeScalingType::rope_llama3;
   s.rope.factor = 8.0;
   s.rope.low_freq_factor = 1.0;
   s.rope.high_freq_factor = 4.0;
   s.rope.original_max_position = 8192;
   s.torch_dtype = "bfloat16";
+  s.bos_token_id = 128000;
+  s.eos_token_ids = {128001};
+  return s;
 }
 
 // The byte-level tokenizer anvil writes has 256 byte tokens followed by three specials.
@@ -49,20 +55,8 @@ std::optional<ModelSpec> model_preset(std::string_view name) {
     s.torch_dtype = "bfloat16";
     return s;
   }
-  if (name == "llama3-8b") {
-    ModelSpec s = make_spec(4096, 14336, 32, 32, 8, 128256, false, 500000.0, 131072);
-    set_llama3_rope(s);
-    s.bos_token_id = 128000;
-    s.eos_token_ids = {128001};
-    return s;
-  }
-  if (name == "llama3-70b") {
-    ModelSpec s = make_spec(8192, 28672, 80, 64, 8, 128256, false, 500000.0, 131072);
-    set_llama3_rope(s);
-    s.bos_token_id = 128000;
-    s.eos_token_ids = {128001};
-    return s;
-  }
+  if (name == "llama3-8b") return llama3_spec(4096, 14336, 32, 32);
+  if (name == "llama3-70b") return llama3_spec(8192, 28672, 80, 64);
   return std::nullopt;
 }
 
