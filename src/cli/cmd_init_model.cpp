@@ -28,6 +28,7 @@ struct InitModelArgs {
   std::uint64_t seed = 0;
   std::string dtype = "f32";
   std::string max_shard_size = "5GB";
+  double init_std = 0;  // 0: the spec's initializer_range
   bool dry_run = false;
   bool force = false;
 };
@@ -97,6 +98,7 @@ void check_output_dir(const fs::path& out, bool force) {
 
 void run_init_model(const InitModelArgs& a) {
   model::ModelSpec spec = resolve_spec(a);
+  if (a.init_std > 0) spec.initializer_range = a.init_std;
   const auto dtype = dtype_from_short_name(a.dtype);
   ANVIL_CHECK_INPUT(dtype && (*dtype == DType::dtype_f32 || *dtype == DType::dtype_bf16 || *dtype == DType::dtype_f16),
                     "init-model: --dtype must be f32, bf16 or f16, got '", a.dtype, "'");
@@ -150,6 +152,10 @@ void register_init_model(CLI::App& app) {
   cmd->add_option("--spec", args->spec_path, "an HF config.json to take the shape from");
   cmd->add_option("--out", args->out, "output model directory");
   cmd->add_option("--seed", args->seed, "seed of the random weights")->default_val(0);
+  cmd->add_option("--init-std", args->init_std,
+                  "std of the normal init of linear layers and embeddings (default: the spec's "
+                  "initializer_range, 0.02)")
+      ->check(CLI::PositiveNumber);
   cmd->add_option("--dtype", args->dtype, "weight dtype: f32, bf16 or f16")->default_val("f32");
   cmd->add_option("--max-shard-size", args->max_shard_size, "largest safetensors shard (e.g. 5GB)")->default_val("5GB");
   cmd->add_flag("--dry-run", args->dry_run, "print the shapes, parameter count and bytes; write nothing");

@@ -23,8 +23,5 @@ void register_export(CLI::App& app) {
 void register_prepare(CLI::App& app) {
   add_pending(app, "prepare", "Tokenize and pack a JSONL dataset into a token cache");
 }
-void register_generate(CLI::App& app) {
-  add_pending(app, "generate", "Greedy generation from a model (and adapter) for prompts");
-}
 
 }  // namespace anvil::cli

@@ -2,7 +2,7 @@
 // anvil validate CONFIG [--set KEY=VALUE]... [--world-size N] [--print]
 //
 // Both load the config through the same path (train/config.h); validate stops after the
-// checks, train goes on to run (the training loop itself lands in a later issue).
+// checks, train goes on to run it (train/trainer.h).
 #include <cstdio>
 #include <memory>
 #include <string>
@@ -12,6 +12,7 @@
 #include "comm/runtime.h"
 #include "core/log.h"
 #include "train/config.h"
+#include "train/trainer.h"
 
 namespace anvil::cli {
 
@@ -58,7 +59,11 @@ void run_train(const ConfigOptions& opt) {
   log_info("anvil train ", opt.path, ": resolved config\n", yaml);
   log_info("grad accumulation ", train::config_grad_accumulation(cfg, ctx.world_size), " over dp ",
            train::config_data_parallel(cfg, ctx.world_size));
-  not_implemented("train");
+  ANVIL_CHECK_INPUT(ctx.world_size == 1, "anvil train runs on one rank for now (this job has ",
+                    ctx.world_size, "); distributed training is not implemented yet");
+  const train::TrainResult r = train::train_run(cfg);
+  if (r.first_eval_loss && r.last_eval_loss)
+    log_info("eval loss ", *r.first_eval_loss, " -> ", *r.last_eval_loss);
 }
 
 }  // namespace

@@ -22,6 +22,7 @@ int main(int argc, char** argv) {
   anvil::cli::register_tokenize(app);
   anvil::cli::register_prepare(app);
   anvil::cli::register_generate(app);
+  anvil::cli::register_eval(app);
 
   try {
     app.parse(argc, argv);

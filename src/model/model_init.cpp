@@ -18,7 +18,6 @@ namespace anvil::model {
 
 namespace {
 
-constexpr double kInitStddev = 0.02;  // transformers' default initializer_range
 
 std::uint64_t splitmix64(std::uint64_t x) {
   x += 0x9e3779b97f4a7c15ull;
@@ -69,10 +68,10 @@ InitKind init_kind(const std::string& name) {
 }
 
 // Fills out[0, end - begin) with elements [begin, end) of the tensor, in `dtype`.
-void fill_range(InitKind kind, std::uint64_t key, DType dtype, std::int64_t begin, std::int64_t end,
+void fill_range(InitKind kind, double stddev, std::uint64_t key, DType dtype, std::int64_t begin, std::int64_t end,
                 float* scratch, std::uint8_t* out) {
   const std::int64_t m = end - begin;
-  if (kind == InitKind::normal) fill_normal(key, begin, end, kInitStddev, scratch);
+  if (kind == InitKind::normal) fill_normal(key, begin, end, stddev, scratch);
   else std::fill(scratch, scratch + m, kind == InitKind::ones ? 1.0f : 0.0f);
   if (dtype == DType::dtype_f32) {
     std::memcpy(out, scratch, static_cast<std::size_t>(m) * 4);
@@ -87,7 +86,8 @@ void fill_range(InitKind kind, std::uint64_t key, DType dtype, std::int64_t begi
 // Streams one tensor in chunks through the writer. Each chunk is filled by several
 // threads (an 8B model is 8e9 normals; one core would take minutes), each thread over an
 // even-aligned slice so that Box-Muller pairs never straddle two threads.
-void write_tensor_values(io::SafetensorsWriter& writer, const WeightInfo& w, std::uint64_t seed, DType dtype) {
+void write_tensor_values(io::SafetensorsWriter& writer, const WeightInfo& w, std::uint64_t seed, DType dtype,
+                         double stddev) {
   const std::int64_t n = w.shape.numel();
   const InitKind kind = init_kind(w.name);
   const std::uint64_t key = splitmix64(seed ^ name_hash(w.name));
@@ -103,7 +103,7 @@ void write_tensor_values(io::SafetensorsWriter& writer, const WeightInfo& w, std
     auto run = [&](std::int64_t t) {
       const std::int64_t lo = std::min(m, t * slice), hi = std::min(m, lo + slice);
       if (lo < hi)
-        fill_range(kind, key, dtype, start + lo, start + hi, scratch.data() + lo,
+        fill_range(kind, stddev, key, dtype, start + lo, start + hi, scratch.data() + lo,
                    buf.data() + static_cast<std::size_t>(lo) * dtype_size(dtype));
     };
     {
@@ -159,7 +159,7 @@ void model_init_write(const ModelSpec& spec, const std::string& dir, const InitO
     io::SafetensorsWriter writer(dir + "/" + file);
     for (const auto* w : shards[s]) writer.declare(w->name, options.dtype, w->shape);
     for (const auto* w : shards[s]) {
-      write_tensor_values(writer, *w, options.seed, options.dtype);
+      write_tensor_values(writer, *w, options.seed, options.dtype, spec.initializer_range);
       weight_map[w->name] = file;
     }
     writer.finish();

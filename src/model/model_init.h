@@ -16,7 +16,7 @@ struct InitOptions {
   std::uint64_t max_shard_bytes = 5'000'000'000ull;  // HF's default "5GB"
 };
 
-// Writes the model files into `dir` (which must exist). Weights: N(0, 0.02) for linear
+// Writes the model files into `dir` (which must exist). Weights: N(0, initializer_range) for linear
 // layers and embeddings (HF's initializer_range), ones for norms, zeros for biases. Each
 // value depends only on (seed, tensor name, element index), not on write order or sharding.
 void model_init_write(const ModelSpec& spec, const std::string& dir, const InitOptions& options);

@@ -168,6 +168,7 @@ ModelSpec model_spec_from_json(std::string_view json_text, const std::string& la
                       act.dump(), "; anvil implements the Llama MLP with silu (SwiGLU) only");
   }
   spec.rms_norm_eps = r.positive_number("rms_norm_eps", 1e-6);
+  spec.initializer_range = r.positive_number("initializer_range", 0.02);
   parse_rope(r, spec);
   spec.tie_word_embeddings = r.boolean("tie_word_embeddings", false);
   // Only Llama reads attention_bias / mlp_bias. transformers hard-codes the others
@@ -259,7 +260,7 @@ std::string model_spec_to_json(const ModelSpec& s) {
     j["sliding_window"] = window;
   }
   j["hidden_act"] = "silu";
-  j["initializer_range"] = 0.02;
+  j["initializer_range"] = s.initializer_range;
   j["attention_dropout"] = 0.0;
   j["pretraining_tp"] = 1;
   j["use_cache"] = true;

@@ -37,6 +37,7 @@ struct ModelSpec {
   std::int64_t vocab_size = 0;
   std::int64_t max_position_embeddings = 0;
   double rms_norm_eps = 1e-5;
+  double initializer_range = 0.02;  // std of the random init (anvil init-model, HF init)
   RopeSpec rope;
   bool tie_word_embeddings = false;
   bool attention_bias = false;  // q/k/v/o biases (Qwen2 has q/k/v biases implicitly)

@@ -4,13 +4,13 @@ set -u
 fail() { echo "FAIL: $*"; exit 1; }
 bin=${ANVIL_BIN:?}
 help=$("$bin" --help) || fail "--help exited non-zero"
-for verb in train validate export inspect init-model tokenize prepare generate; do
+for verb in train validate export inspect init-model tokenize prepare generate eval; do
   grep -qE "^  $verb " <<<"$help" || fail "--help does not list '$verb'"
 done
 "$bin" --version | grep -qE '^anvil [0-9]+\.[0-9]+\.[0-9]+$' || fail "--version"
 "$bin" >/dev/null 2>&1; [ $? -eq 2 ] || fail "no subcommand must exit 2"
 "$bin" frobnicate >/dev/null 2>&1; [ $? -eq 2 ] || fail "unknown verb must exit 2"
-out=$("$bin" generate 2>&1); rc=$?
+out=$("$bin" prepare 2>&1); rc=$?
 [ $rc -eq 2 ] || fail "a pending verb must exit 2 (got $rc)"
-grep -q "^error: 'anvil generate' is not implemented yet" <<<"$out" || fail "pending verb message: $out"
+grep -q "^error: 'anvil prepare' is not implemented yet" <<<"$out" || fail "pending verb message: $out"
 echo ok

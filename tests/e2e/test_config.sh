@@ -105,14 +105,14 @@ for example in demo-cpu:2 llama3-8b-lora:8; do  # name:world size of its launch 
 done
 
 # anvil train: validates first (for the world size MPI reports: 1 here), prints the
-# resolved config, then stops (exit 2)
+# resolved config, then loads the model (this one has no tokenizer: exit 2 naming it)
 check_error "good.yaml:12: parallel.tp: 2 does not divide the world size 1" train good.yaml
 out=$("$bin" train good.yaml --set parallel.tp=1 2>&1)
 rc=$?
 [ $rc -eq 2 ] || fail "train good.yaml: exit $rc, expected 2"
 grep -q 'resolved config' <<<"$out" || fail "train: no resolved config"$'\n'"$out"
 grep -q '^  global_batch: 8$' <<<"$out" || fail "train: resolved config lacks global_batch"$'\n'"$out"
-grep -q "^error: 'anvil train' is not implemented yet" <<<"$out" || fail "train: pending message"$'\n'"$out"
+grep -q "^error: tiny-model: has no tokenizer.json" <<<"$out" || fail "train: model error"$'\n'"$out"
 check_error "04_float_type.yaml:8: train.lr: expected a number, got 'fast'" train 04_float_type.yaml
 
 [ $failures -eq 0 ] || { echo "$failures failure(s)"; exit 1; }

@@ -1,0 +1,352 @@
+#!/usr/bin/env python3
+"""Golden reference outputs for anvil's Llama + LoRA training path.
+
+An independent implementation to test the C++ code against: Hugging Face
+`LlamaForCausalLM` + PEFT LoRA, fp32 on CPU, eager attention, one thread.
+
+For every case below the script
+  1. writes `spec.json` (an HF config.json-style model shape) into tests/golden/<case>/,
+  2. runs `anvil init-model --spec spec.json --seed SEED --dtype f32` into a temporary
+     directory (anvil's weights are a deterministic function of (seed, tensor name,
+     element index), so the C++ tests rebuild the identical model at test time and the
+     weights are never committed),
+  3. loads that directory with transformers and checks it loaded exactly what anvil
+     wrote (every tensor bit for bit, tied/untied head, llama3 RoPE actually applied),
+  4. wraps it with PEFT LoRA on all seven projections, overwrites every lora_A/lora_B
+     with seeded nonzero values (PEFT's zero B would make every A gradient zero) and
+     saves them with PEFT's own save_pretrained (adapter_config.json,
+     adapter_model.safetensors),
+  5. runs a fixed batch and writes golden.safetensors: input_ids, targets, logits, loss,
+     grad.<adapter tensor name> for every LoRA A and B, and the loss / pre-clip gradient
+     norm before each of 5 AdamW steps (+ the adapter after those steps), and case.json.
+
+Loss convention (the same as anvil's): targets[b, t] is the token to predict after
+position t (already aligned, no shift); -100 is ignored; loss = sum of token
+cross-entropies / number of counted tokens.
+
+Regenerate (from the repository root, after `ninja -C build anvil`):
+
+    .venv/bin/python scripts/reference/make_golden.py --anvil build/src/cli/anvil --out tests/golden
+
+`--check` recomputes everything and compares with the committed files instead of
+writing (tolerance 1e-5 relative): a changed library version shows up there.
+"""
+import argparse
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import warnings
+
+import numpy as np
+import peft
+import torch
+import transformers
+from safetensors.torch import load_file, save_file
+
+TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+B = 2
+STEPS = 5
+ADAMW = dict(lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01)
+
+# Case 1 is the base; the others override it. max_norm is picked per case (by looking at
+# the printed norms) so that clipping is active on some steps and, where possible, not on
+# others: both branches of the clip get tested.
+BASE_SPEC = {
+    "model_type": "llama", "hidden_size": 64, "intermediate_size": 176, "num_hidden_layers": 2,
+    "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 320,
+    "max_position_embeddings": 256, "rms_norm_eps": 1e-5, "rope_theta": 10000.0,
+    "tie_word_embeddings": False, "hidden_act": "silu",
+}
+CASES = {
+    "gqa_untied": dict(spec={}, seed=11, T=16, r=4, alpha=8, rslora=False, max_norm=0.05),
+    "tied": dict(spec={"tie_word_embeddings": True}, seed=12, T=16, r=8, alpha=16, rslora=True, max_norm=1.9),
+    "odd_mqa": dict(spec={"hidden_size": 72, "num_attention_heads": 3, "num_key_value_heads": 1,
+                          "intermediate_size": 200, "num_hidden_layers": 3, "vocab_size": 301},
+                    seed=13, T=16, r=3, alpha=5, rslora=False, max_norm=0.8),
+    # head_dim 16 and theta 500000 give wavelengths 6.3, 32.4, 167, ...: with
+    # original_max_position_embeddings 64 (bands: < 16 kept, 16..64 smoothed, > 64
+    # divided by the factor) every one of llama3's three branches is used.
+    "llama3_rope": dict(spec={"rope_theta": 500000.0,
+                              "rope_scaling": {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
+                                               "high_freq_factor": 4.0, "original_max_position_embeddings": 64}},
+                        seed=14, T=64, r=4, alpha=8, rslora=False, max_norm=0.195),
+}
+REGEN = ".venv/bin/python scripts/reference/make_golden.py --anvil build/src/cli/anvil --out tests/golden"
+
+
+def make_model_dir(anvil, spec_path, seed, out):
+    cmd = [anvil, "init-model", "--spec", spec_path, "--seed", str(seed), "--out", out, "--dtype", "f32"]
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+
+
+def check_weights_loaded(model, model_dir, tied):
+    """transformers must hold exactly what anvil wrote, with the head tied iff asked."""
+    on_disk = {}
+    for name in sorted(os.listdir(model_dir)):
+        if name.endswith(".safetensors"):
+            on_disk.update(load_file(os.path.join(model_dir, name)))
+    state = model.state_dict()
+    for name, t in on_disk.items():
+        assert name in state, f"{name} written by anvil but not in the HF model"
+        assert torch.equal(state[name], t), f"{name}: HF's copy differs from the file"
+    missing = set(state) - set(on_disk)
+    head_shared = model.lm_head.weight.data_ptr() == model.model.embed_tokens.weight.data_ptr()
+    if tied:  # anvil writes no lm_head.weight; HF must share the embedding
+        assert missing == {"lm_head.weight"} and head_shared, (missing, head_shared)
+    else:
+        assert not missing and not head_shared, (missing, head_shared)
+
+
+def llama3_inv_freq(theta, dim, p):
+    """Our own float64 llama3 RoPE frequencies (Meta's reference formula)."""
+    inv = 1.0 / theta ** (np.arange(0, dim, 2) / dim)
+    wavelen = 2 * math.pi / inv
+    lo_w = p["original_max_position_embeddings"] / p["low_freq_factor"]
+    hi_w = p["original_max_position_embeddings"] / p["high_freq_factor"]
+    smooth = (p["original_max_position_embeddings"] / wavelen - p["low_freq_factor"]) / (
+        p["high_freq_factor"] - p["low_freq_factor"])
+    out = np.where(wavelen > lo_w, inv / p["factor"], (1 - smooth) * inv / p["factor"] + smooth * inv)
+    out = np.where(wavelen < hi_w, inv, out)
+    bands = tuple(int(m.sum()) for m in (wavelen < hi_w, (wavelen >= hi_w) & (wavelen <= lo_w), wavelen > lo_w))
+    return inv, out, bands
+
+
+def check_rope(model, spec):
+    rot = model.model.rotary_emb
+    dim = spec["hidden_size"] // spec["num_attention_heads"]
+    hf = rot.inv_freq.double().numpy()
+    scaling = spec.get("rope_scaling")
+    if scaling is None:
+        plain = 1.0 / spec["rope_theta"] ** (np.arange(0, dim, 2) / dim)
+        assert np.allclose(hf, plain, rtol=1e-6), "unscaled RoPE frequencies differ"
+        return
+    plain, scaled, bands = llama3_inv_freq(spec["rope_theta"], dim, scaling)
+    assert rot.rope_type == "llama3", rot.rope_type
+    assert rot.attention_scaling == 1.0, rot.attention_scaling
+    assert all(n > 0 for n in bands), f"a llama3 band is empty: {bands}"
+    assert not np.allclose(hf, plain, rtol=1e-3), "transformers ignored rope_scaling"
+    assert np.allclose(hf, scaled, rtol=1e-6), (hf, scaled)
+    print(f"  llama3 rope: bands kept/smoothed/divided = {bands}, inv_freq {np.array2string(hf, precision=4)}")
+
+
+def make_batch(rng, vocab, T):
+    """Random tokens; targets aligned per position (next token, a random last one),
+    with a 5-token "prompt" of row 0 and a few scattered positions ignored."""
+    ids = rng.integers(0, vocab, size=(B, T + 1))
+    input_ids = ids[:, :T].astype(np.int32)
+    targets = ids[:, 1:].astype(np.int32)
+    targets[0, :5] = -100
+    for b, t in [(0, T // 2), (1, 0), (1, T // 3), (1, T - 1)]:
+        targets[b, t] = -100
+    return input_ids, targets
+
+
+def lora_params(model):
+    """(adapter file name, parameter) of every LoRA weight, in a fixed order."""
+    out = []
+    for name, p in model.named_parameters():
+        if "lora_" in name:
+            out.append((name.replace(".default.", "."), p))  # PEFT drops the adapter name on save
+    return out
+
+
+def init_lora(params, rng):
+    """Nonzero, well-scaled values: A ~ U(+-1/sqrt(in)), B ~ N(0, 0.02)."""
+    with torch.no_grad():
+        for name, p in params:
+            if ".lora_A." in name:
+                bound = 1.0 / math.sqrt(p.shape[1])
+                v = rng.uniform(-bound, bound, size=tuple(p.shape))
+            else:
+                v = rng.normal(0.0, 0.02, size=tuple(p.shape))
+            p.copy_(torch.from_numpy(v.astype(np.float32)))
+
+
+def masked_mean_ce(logits, targets):
+    count = (targets != -100).sum()
+    ce = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1).long(),
+                                           ignore_index=-100, reduction="sum")
+    return ce / count
+
+
+def run_case(name, cfg, anvil, case_dir, work):
+    spec = dict(BASE_SPEC, **cfg["spec"])
+    os.makedirs(case_dir, exist_ok=True)
+    spec_path = os.path.join(case_dir, "spec.json")
+    with open(spec_path, "w") as f:
+        json.dump(spec, f, indent=2, sort_keys=True)
+        f.write("\n")
+    model_dir = os.path.join(work, name)
+    make_model_dir(anvil, spec_path, cfg["seed"], model_dir)
+
+    torch.manual_seed(cfg["seed"])
+    model = transformers.LlamaForCausalLM.from_pretrained(model_dir, dtype=torch.float32,
+                                                          attn_implementation="eager")
+    model.eval()  # no dropout anywhere (there is none in Llama, but be explicit)
+    check_weights_loaded(model, model_dir, spec["tie_word_embeddings"])
+    check_rope(model, spec)
+    model.name_or_path = None  # no hub model: keeps the temporary path out of adapter_config.json
+
+    lcfg = peft.LoraConfig(r=cfg["r"], lora_alpha=cfg["alpha"], use_rslora=cfg["rslora"], lora_dropout=0.0,
+                           target_modules=TARGETS, bias="none", task_type="CAUSAL_LM")
+    pm = peft.get_peft_model(model, lcfg)
+    want_scale = cfg["alpha"] / (math.sqrt(cfg["r"]) if cfg["rslora"] else cfg["r"])
+    n_lora_layers = 0
+    for mod in pm.modules():
+        if isinstance(mod, peft.tuners.lora.LoraLayer):
+            assert math.isclose(mod.scaling["default"], want_scale, rel_tol=1e-12), mod.scaling
+            n_lora_layers += 1
+    assert n_lora_layers == 7 * spec["num_hidden_layers"], n_lora_layers
+
+    rng = np.random.default_rng(cfg["seed"])  # batch first, then the LoRA values
+    input_ids, targets = make_batch(rng, spec["vocab_size"], cfg["T"])
+    params = lora_params(pm)
+    init_lora(params, rng)
+    trainable = [n for n, p in pm.named_parameters() if p.requires_grad]
+    assert len(trainable) == len(params) == 2 * n_lora_layers, "only the LoRA weights may train"
+
+    # PEFT's own files, so the C++ side reads exactly the real format.
+    # (save_embedding_layers=False: no embedding is adapted, and "auto" would look the
+    # base model up on the hub.)
+    pm.save_pretrained(case_dir, safe_serialization=True, save_embedding_layers=False)
+    readme = os.path.join(case_dir, "README.md")  # a model-card stub nobody needs
+    if os.path.exists(readme):
+        os.remove(readme)
+    # PEFT keeps target_modules as a set, so its order in the file follows Python's string
+    # hashing and changes from run to run; sort it so regenerating gives identical bytes.
+    config_path = os.path.join(case_dir, "adapter_config.json")
+    with open(config_path) as f:
+        adapter_config = json.load(f)
+    assert sorted(adapter_config["target_modules"]) == sorted(TARGETS), adapter_config["target_modules"]
+    adapter_config["target_modules"] = sorted(TARGETS)
+    with open(config_path, "w") as f:
+        f.write(json.dumps(adapter_config, indent=2, sort_keys=True))  # PEFT's own formatting
+    saved = load_file(os.path.join(case_dir, "adapter_model.safetensors"))
+    assert sorted(saved) == sorted(n for n, _ in params), (sorted(saved)[:3], params[0][0])
+    for n, p in params:
+        assert torch.equal(saved[n], p.detach()), n
+
+    ids_t = torch.from_numpy(input_ids).long()
+    tgt_t = torch.from_numpy(targets).long()
+
+    # One forward/backward: logits, loss and every LoRA gradient.
+    logits = pm(input_ids=ids_t).logits  # no labels: HF would shift them
+    assert logits.shape == (B, cfg["T"], spec["vocab_size"]) and logits.dtype == torch.float32
+    loss = masked_mean_ce(logits, tgt_t)
+    loss.backward()
+    # The adapter must matter: a wrong LoRA scale in the C++ code has to show in the logits.
+    with torch.no_grad(), pm.disable_adapter():
+        base_logits = pm(input_ids=ids_t).logits
+    lora_effect = ((logits - base_logits).abs().max() / base_logits.abs().max()).item()
+    assert lora_effect > 0.01, f"LoRA changes the logits by only {lora_effect:.3g} (relative)"
+    out = {"input_ids": torch.from_numpy(input_ids), "targets": torch.from_numpy(targets),
+           "logits": logits.detach().clone(), "loss": loss.detach().reshape(1).clone()}
+    for n, p in params:
+        assert p.grad is not None and p.grad.abs().max() > 0, f"{n}: zero gradient"
+        out["grad." + n] = p.grad.detach().clone()
+
+    # AdamW over the LoRA weights only, clipping the global norm before each step.
+    opt = torch.optim.AdamW([p for _, p in params], foreach=False, **ADAMW)
+    losses, norms, clipped = [], [], []
+    for step in range(STEPS):
+        opt.zero_grad(set_to_none=True)
+        step_loss = masked_mean_ce(pm(input_ids=ids_t).logits, tgt_t)
+        step_loss.backward()
+        norm = torch.nn.utils.clip_grad_norm_([p for _, p in params], max_norm=cfg["max_norm"])
+        losses.append(step_loss.item())
+        norms.append(norm.item())
+        clipped.append(bool(norm.item() > cfg["max_norm"]))
+        opt.step()
+    assert losses[0] == loss.item(), "the first AdamW loss must repeat the golden loss exactly"
+    out["adamw_losses"] = torch.tensor(losses, dtype=torch.float32)
+    out["adamw_grad_norms"] = torch.tensor(norms, dtype=torch.float32)
+    for n, p in params:
+        out["after_adamw." + n] = p.detach().clone()
+
+    meta = {
+        "case": name, "spec": "spec.json", "seed": cfg["seed"], "B": B, "T": cfg["T"],
+        "model_command": f"anvil init-model --spec spec.json --seed {cfg['seed']} --dtype f32 --out DIR",
+        "lora": {"r": cfg["r"], "alpha": cfg["alpha"], "rslora": cfg["rslora"], "scaling": want_scale,
+                 "targets": TARGETS, "dropout": 0.0,
+                 "init": "A ~ U(-1/sqrt(in), 1/sqrt(in)), B ~ N(0, 0.02), numpy default_rng(seed) after the batch"},
+        "loss": "sum of CE over targets != -100 / their count; targets already aligned (no shift)",
+        "optimizer": {"name": "torch.optim.AdamW (decoupled weight decay, eps added after bias-corrected sqrt)",
+                      "lr": ADAMW["lr"], "betas": list(ADAMW["betas"]), "eps": ADAMW["eps"],
+                      "weight_decay": ADAMW["weight_decay"], "steps": STEPS},
+        "clip": {"max_norm": cfg["max_norm"], "rule": "g *= min(1, max_norm / (norm + 1e-6)), norm = global L2",
+                 "clipped_per_step": clipped},
+        "results": {"loss": loss.item(), "max_abs_logit": logits.abs().max().item(),
+                    "lora_effect_on_logits": lora_effect, "adamw_losses": losses, "adamw_grad_norms": norms},
+        "versions": {"torch": torch.__version__, "transformers": transformers.__version__,
+                     "peft": peft.__version__, "numpy": np.__version__, "python": sys.version.split()[0]},
+        "regenerate": REGEN,
+    }
+    return out, meta
+
+
+def compare(case_dir, scratch, out, meta):
+    """--check: the recomputed files and tensors against the committed ones."""
+    for name in ("spec.json", "adapter_config.json", "adapter_model.safetensors"):
+        with open(os.path.join(case_dir, name), "rb") as a, open(os.path.join(scratch, name), "rb") as b:
+            assert a.read() == b.read(), f"{name} differs from the committed one"
+    old = load_file(os.path.join(case_dir, "golden.safetensors"))
+    assert sorted(old) == sorted(out), "tensor names differ"
+    worst = 0.0
+    for n, t in out.items():
+        o = old[n]
+        assert o.shape == t.shape and o.dtype == t.dtype, n
+        if t.dtype == torch.int32:
+            assert torch.equal(o, t), n
+            continue
+        err = ((o - t).abs().max() / t.abs().max().clamp_min(1e-30)).item()
+        worst = max(worst, err)
+        assert err < 1e-5, f"{n}: relative difference {err:.3g}"
+    with open(os.path.join(case_dir, "case.json")) as f:
+        assert json.load(f)["clip"]["clipped_per_step"] == meta["clip"]["clipped_per_step"]
+    return worst
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--anvil", default="build/src/cli/anvil", help="the anvil binary (for init-model)")
+    ap.add_argument("--out", default="tests/golden", help="where the case directories go")
+    ap.add_argument("--cases", nargs="*", default=list(CASES), choices=list(CASES))
+    ap.add_argument("--check", action="store_true", help="compare with the committed files, write nothing")
+    args = ap.parse_args()
+
+    torch.set_default_dtype(torch.float32)
+    torch.set_num_threads(1)  # one thread: reductions in one fixed order
+    torch.use_deterministic_algorithms(True)
+    transformers.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+    warnings.filterwarnings("ignore", category=FutureWarning)  # deprecation notes from PEFT
+    anvil = os.path.abspath(args.anvil)
+    assert os.access(anvil, os.X_OK), f"{anvil}: not an executable (build it: ninja -C build anvil)"
+
+    with tempfile.TemporaryDirectory(prefix="anvil-golden-") as work:
+        for name in args.cases:
+            case_dir = os.path.join(args.out, name)
+            target = os.path.join(work, "check", name) if args.check else case_dir
+            if args.check:  # spec.json and the adapter files go to the scratch copy
+                shutil.copytree(case_dir, target)
+            out, meta = run_case(name, CASES[name], anvil, target, work)
+            r = meta["results"]
+            print(f"{name}: loss {r['loss']:.6f}, max |logit| {r['max_abs_logit']:.4f}, "
+                  f"grad norms {np.array2string(np.array(r['adamw_grad_norms']), precision=4)}, "
+                  f"clipped {meta['clip']['clipped_per_step']}, LoRA effect {r['lora_effect_on_logits']:.3f}, "
+                  f"adamw losses {np.array2string(np.array(r['adamw_losses']), precision=6)}")
+            if args.check:
+                print(f"  matches the committed files (worst relative difference {compare(case_dir, target, out, meta):.3g})")
+                continue
+            save_file({k: v.contiguous() for k, v in out.items()}, os.path.join(case_dir, "golden.safetensors"))
+            with open(os.path.join(case_dir, "case.json"), "w") as f:
+                json.dump(meta, f, indent=2)
+                f.write("\n")
+
+
+if __name__ == "__main__":
+    main()

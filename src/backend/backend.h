@@ -1,0 +1,165 @@
+// Backend: the op interface the model is written against. The CPU backend (cpu/) is the
+// fp32 reference; the CUDA backend implements the same calls with cuBLAS and kernels/.
+//
+// Conventions, shared by every op:
+// - Row-major buffers, raw pointers and explicit sizes (as a kernel launcher takes them);
+//   activations and gradients are f32. Shapes are in the comment of each call.
+// - Frozen base weights come as TensorViews in Hugging Face layout, (out, in) for a linear
+//   layer, in f32 or bf16; an op reads bf16 weights as exact f32 values.
+// - `beta` on an output: 0 overwrites it, 1 accumulates into it. Outputs without beta are
+//   overwritten.
+// - Ops never allocate per call once warmed up: scratch is sized by reserve() before the
+//   step loop (the model calls it with its largest shapes).
+#pragma once
+
+#include <cstdint>
+#include <memory>
+
+#include "core/philox.h"
+#include "core/tensor.h"
+
+namespace anvil::backend {
+
+using i64 = std::int64_t;
+
+// Causal self-attention over a batch of sequences. `segment` (B*T int32, may be null):
+// packed sequences; a query attends to key j only if j <= i and segment[j] == segment[i].
+// Query head h uses kv head h / (n_heads / n_kv_heads) (GQA). Softmax scale 1/sqrt(D).
+struct AttentionShape {
+  i64 batch = 0;
+  i64 seq = 0;
+  i64 n_heads = 0;
+  i64 n_kv_heads = 0;
+  i64 head_dim = 0;
+};
+
+// LoRA dropout on the adapter input: element (row, col) of x is kept with probability
+// 1 - p and scaled by 1/(1-p). The keep decision is philox_uniform(stream, index) >= p with
+// index = (row_offset + row) * row_stride + col_offset + col, so the mask depends only on
+// the token's place in the optimizer step and the global column, never on how rows are
+// split over micro-batches and data-parallel ranks or columns over tensor-parallel ranks.
+struct LoraDropout {
+  float p = 0.0f;  // 0: no dropout (the op never draws a number)
+  PhiloxStream stream{};
+  i64 row_offset = 0;
+  i64 row_stride = 0;  // the layer's full (unsharded) input width
+  i64 col_offset = 0;
+};
+
+struct AdamwArgs {
+  float lr = 0.0f;
+  float beta1 = 0.9f;
+  float beta2 = 0.999f;
+  float eps = 1e-8f;
+  float weight_decay = 0.0f;  // decoupled: p -= lr * wd * p
+  std::int64_t step = 1;      // 1-based, for bias correction
+};
+
+// The largest shapes the run will use; reserve() sizes scratch from them.
+struct BackendLimits {
+  i64 max_tokens = 0;      // B*T of one micro-batch
+  i64 max_seq = 0;         // T
+  i64 max_heads = 0;       // attention heads
+  i64 max_head_dim = 0;
+  i64 max_width = 0;       // largest linear input width (LoRA dropout scratch)
+  i64 vocab = 0;           // LM head rows
+  i64 hidden = 0;          // LM head columns
+};
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+  virtual const char* name() const = 0;
+  virtual void reserve(const BackendLimits& limits) = 0;
+
+  // ---- dense algebra -------------------------------------------------------------------
+  // C(m,n) = alpha * op(A) op(B) + beta * C; op(X) = X^T when trans_x. f32.
+  virtual void gemm(bool trans_a, bool trans_b, i64 m, i64 n, i64 k, float alpha,
+                    const float* a, i64 lda, const float* b, i64 ldb, float beta, float* c,
+                    i64 ldc) = 0;
+  // y(m, out) = x(m, in) W^T (+ bias(out)) + beta*y, with W (out, in) = w.shape.
+  virtual void linear_forward(float* y, const float* x, const TensorView& w, const float* bias,
+                              i64 m, float beta) = 0;
+  // dx(m, in) = dy(m, out) W + beta*dx.
+  virtual void linear_backward_input(float* dx, const float* dy, const TensorView& w, i64 m,
+                                     float beta) = 0;
+
+  // ---- embedding -----------------------------------------------------------------------
+  // out(n, C) = table[ids]; table (V, C). An id outside [0, V) is an internal error.
+  virtual void embedding_forward(float* out, const std::int32_t* ids, const TensorView& table,
+                                 i64 n) = 0;
+  // dtable(V, C) += scatter of dout(n, C) by ids.
+  virtual void embedding_backward(float* dtable, const float* dout, const std::int32_t* ids,
+                                  i64 n, i64 vocab, i64 dim) = 0;
+
+  // ---- RMSNorm: out = x / sqrt(mean(x^2) + eps) * w ------------------------------------
+  // x, out (n, c); rstd (n) saved for backward; w (c).
+  virtual void rmsnorm_forward(float* out, float* rstd, const float* x, const TensorView& w,
+                               i64 n, i64 c, float eps) = 0;
+  // dx(n, c) = ... + beta*dx; dw(c) += ... when dw is not null (full fine-tuning).
+  virtual void rmsnorm_backward(float* dx, float* dw, const float* dout, const float* x,
+                                const TensorView& w, const float* rstd, i64 n, i64 c,
+                                float beta) = 0;
+
+  // ---- rotary position embedding, HF rotate-half layout --------------------------------
+  // x (n, heads, head_dim) in place; pos (n); inv_freq (head_dim/2). For pair i < D/2:
+  // (x_i, x_{i+D/2}) rotated by angle pos * inv_freq[i].
+  virtual void rope_forward(float* x, const std::int32_t* pos, const float* inv_freq, i64 n,
+                            i64 heads, i64 head_dim) = 0;
+  // The transpose (rotation by the negative angle), in place on the gradient.
+  virtual void rope_backward(float* dx, const std::int32_t* pos, const float* inv_freq, i64 n,
+                             i64 heads, i64 head_dim) = 0;
+
+  // ---- attention -----------------------------------------------------------------------
+  // q, out (B, T, H, D); k, v (B, T, Hkv, D); lse (B, H, T) saved for backward.
+  virtual void attention_forward(float* out, float* lse, const float* q, const float* k,
+                                 const float* v, const std::int32_t* segment,
+                                 const AttentionShape& s) = 0;
+  // dq (B, T, H, D); dk, dv (B, T, Hkv, D); all overwritten.
+  virtual void attention_backward(float* dq, float* dk, float* dv, const float* dout,
+                                  const float* out, const float* lse, const float* q,
+                                  const float* k, const float* v, const std::int32_t* segment,
+                                  const AttentionShape& s) = 0;
+
+  // One query position against a KV cache (greedy decoding): q, out (H*D) for the newest
+  // position; k_cache, v_cache (len, Hkv*D) hold positions 0 .. len-1, its own included.
+  virtual void attention_decode(float* out, const float* q, const float* k_cache,
+                                const float* v_cache, i64 len, i64 n_heads, i64 n_kv_heads,
+                                i64 head_dim) = 0;
+
+  // ---- SwiGLU: h = silu(gate) * up, elementwise over n values ---------------------------
+  virtual void swiglu_forward(float* h, const float* gate, const float* up, i64 n) = 0;
+  virtual void swiglu_backward(float* dgate, float* dup, const float* dh, const float* gate,
+                               const float* up, i64 n) = 0;
+
+  // ---- LM head fused with cross-entropy ------------------------------------------------
+  // hidden (n, C), w_head (V, C), targets (n) with -100 = ignored. Returns the sum over
+  // non-ignored rows of -log softmax(hidden W^T)[target], accumulated in double. When
+  // dhidden is not null it is set to grad_scale * d(sum)/d(hidden) (ignored rows: 0).
+  // Logits are made a bounded block of rows at a time, never (n, V) at once.
+  virtual double lm_head_cross_entropy(float* dhidden, const float* hidden,
+                                       const TensorView& w_head, const std::int32_t* targets,
+                                       i64 n, float grad_scale) = 0;
+
+  // ---- LoRA: y += scale * dropout(x) A^T B^T -------------------------------------------
+  // x (n, in); a (r, in); b (out, r); y (n, out) accumulated; xa (n, r) saved = dropout(x) A^T.
+  virtual void lora_forward(float* y, float* xa, const float* x, const float* a, const float* b,
+                            i64 n, i64 in, i64 out, i64 r, float scale,
+                            const LoraDropout& drop) = 0;
+  // dx (n, in) += (dy B * scale) A masked by dropout (when dx not null);
+  // da (r, in) += ((dy B)*scale)^T dropout(x); db (out, r) += scale * dy^T xa.
+  virtual void lora_backward(float* dx, float* da, float* db, const float* dy, const float* x,
+                             const float* xa, const float* a, const float* b, i64 n, i64 in,
+                             i64 out, i64 r, float scale, const LoraDropout& drop) = 0;
+
+  // ---- optimizer -----------------------------------------------------------------------
+  virtual double sum_squares(const float* x, i64 n) = 0;  // accumulated in double
+  virtual void scale(float* x, float s, i64 n) = 0;
+  // AdamW on n parameters with fp32 state m, v (zero-initialised by the caller).
+  virtual void adamw_update(float* p, const float* g, float* m, float* v, i64 n,
+                            const AdamwArgs& args) = 0;
+};
+
+std::unique_ptr<Backend> make_cpu_backend();
+
+}  // namespace anvil::backend

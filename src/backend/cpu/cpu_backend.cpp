@@ -1,0 +1,176 @@
+// CpuBackend: scratch sizing, gemm, linear layers, embedding, SwiGLU.
+#include "backend/cpu/cpu_backend.h"
+
+#include <cblas.h>
+
+#include <algorithm>
+#include <climits>
+#include <cmath>
+#include <cstring>
+
+#include "core/dtype.h"
+#include "core/error.h"
+
+namespace anvil::backend {
+
+std::unique_ptr<Backend> make_cpu_backend() { return std::make_unique<CpuBackend>(); }
+
+void CpuBackend::reserve(const BackendLimits& l) {
+  const i64 width = std::max({l.max_width, l.hidden, i64{1}});
+  scratch(weight_rows_, std::max(kConvertFloats, width));
+  scratch(norm_w_, width);
+  scratch(attn_p_, l.max_seq * l.max_seq);
+  scratch(attn_dp_, l.max_seq * l.max_seq);
+  scratch(logits_, kLossRows * l.vocab);
+  scratch(lora_x_, std::min(kLoraRows, l.max_tokens) * l.max_width);
+  // The LoRA rank is not among the limits; it never exceeds the adapted layer's width.
+  scratch(lora_g_, std::min(kLoraRows, l.max_tokens) * l.max_width);
+}
+
+// ---- weights ---------------------------------------------------------------------------
+
+bool weight_is_direct_f32(const TensorView& w) {
+  return w.dtype == DType::dtype_f32 &&
+         reinterpret_cast<std::uintptr_t>(w.data) % alignof(float) == 0;
+}
+
+void load_f32(float* dst, const TensorView& w, i64 offset, i64 count) {
+  const auto* bytes = static_cast<const unsigned char*>(w.data);
+  if (w.dtype == DType::dtype_f32) {
+    std::memcpy(dst, bytes + offset * 4, static_cast<std::size_t>(count) * 4);
+    return;
+  }
+  ANVIL_CHECK(w.dtype == DType::dtype_bf16, "weights must be f32 or bf16, got ",
+              dtype_name(w.dtype));
+  // The view may be misaligned (mmapped file): bytes are copied into an aligned chunk,
+  // which the conversion loop then reads with plain (vectorizable) loads.
+  const unsigned char* src = bytes + offset * 2;
+  constexpr i64 kChunk = 512;
+  std::uint16_t h[kChunk];
+  for (i64 i0 = 0; i0 < count; i0 += kChunk) {
+    const i64 len = std::min(kChunk, count - i0);
+    std::memcpy(h, src + 2 * i0, static_cast<std::size_t>(len) * 2);
+    for (i64 i = 0; i < len; ++i) dst[i0 + i] = bf16_to_f32(h[i]);
+  }
+}
+
+i64 CpuBackend::weight_row_block(const TensorView& w) const {
+  const i64 rows = w.shape[0], cols = w.shape[1];
+  if (weight_is_direct_f32(w)) return std::max<i64>(rows, 1);
+  return std::clamp<i64>(kConvertFloats / std::max<i64>(cols, 1), 1, std::max<i64>(rows, 1));
+}
+
+const float* CpuBackend::weight_rows_f32(const TensorView& w, i64 row0, i64 rows) {
+  const i64 cols = w.shape[1];
+  if (weight_is_direct_f32(w)) return w.as<const float>() + row0 * cols;
+  ANVIL_CHECK(w.dtype == DType::dtype_f32 || w.dtype == DType::dtype_bf16,
+              "weights must be f32 or bf16, got ", dtype_name(w.dtype));
+  float* dst = scratch(weight_rows_, rows * cols);
+  // Serial on purpose: the copy is memory-bound, and an OpenMP team started between two
+  // sgemm calls competes with OpenBLAS's still-spinning threads (5x slower on 2 cores).
+  for (i64 r = 0; r < rows; ++r) load_f32(dst + r * cols, w, (row0 + r) * cols, cols);
+  return dst;
+}
+
+// ---- dense algebra ---------------------------------------------------------------------
+
+void CpuBackend::gemm(bool trans_a, bool trans_b, i64 m, i64 n, i64 k, float alpha, const float* a,
+                      i64 lda, const float* b, i64 ldb, float beta, float* c, i64 ldc) {
+  if (m == 0 || n == 0) return;
+  ANVIL_CHECK(m > 0 && n > 0 && k >= 0, "gemm sizes ", m, " x ", n, " x ", k);
+  ANVIL_CHECK(std::max({m, n, k, lda, ldb, ldc}) <= INT_MAX, "gemm dimension beyond BLAS int");
+  if (k == 0) {  // C = beta * C; BLAS rejects lda < 1 here
+    for (i64 i = 0; i < m; ++i)
+      for (i64 j = 0; j < n; ++j) c[i * ldc + j] = beta == 0.0f ? 0.0f : beta * c[i * ldc + j];
+    return;
+  }
+  cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans,
+              trans_b ? CblasTrans : CblasNoTrans, static_cast<int>(m), static_cast<int>(n),
+              static_cast<int>(k), alpha, a, static_cast<int>(lda), b, static_cast<int>(ldb), beta,
+              c, static_cast<int>(ldc));
+}
+
+// y(m, out) = x(m, in) W^T + beta y, over blocks of W's rows (columns of y).
+void CpuBackend::linear_forward(float* y, const float* x, const TensorView& w, const float* bias,
+                                i64 m, float beta) {
+  ANVIL_CHECK(w.shape.rank() == 2, "linear weight must be 2-D, got ", w.shape.str());
+  const i64 out = w.shape[0], in = w.shape[1];
+  if (m == 0) return;
+  const i64 block = weight_row_block(w);
+  for (i64 r0 = 0; r0 < out; r0 += block) {
+    const i64 rows = std::min(block, out - r0);
+    const float* wr = weight_rows_f32(w, r0, rows);  // (rows, in)
+    gemm(false, true, m, rows, in, 1.0f, x, in, wr, in, beta, y + r0, out);
+  }
+  if (!bias) return;
+#pragma omp parallel for schedule(static) if (m * out >= kParallelWork)
+  for (i64 i = 0; i < m; ++i)
+    for (i64 j = 0; j < out; ++j) y[i * out + j] += bias[j];
+}
+
+// dx(m, in) = dy(m, out) W + beta dx: a sum over blocks of W's rows.
+void CpuBackend::linear_backward_input(float* dx, const float* dy, const TensorView& w, i64 m,
+                                       float beta) {
+  ANVIL_CHECK(w.shape.rank() == 2, "linear weight must be 2-D, got ", w.shape.str());
+  const i64 out = w.shape[0], in = w.shape[1];
+  if (m == 0) return;
+  const i64 block = weight_row_block(w);
+  for (i64 r0 = 0; r0 < out; r0 += block) {
+    const i64 rows = std::min(block, out - r0);
+    const float* wr = weight_rows_f32(w, r0, rows);  // (rows, in)
+    gemm(false, false, m, in, rows, 1.0f, dy + r0, out, wr, in, r0 == 0 ? beta : 1.0f, dx, in);
+  }
+}
+
+// ---- embedding -------------------------------------------------------------------------
+
+void CpuBackend::embedding_forward(float* out, const std::int32_t* ids, const TensorView& table,
+                                   i64 n) {
+  ANVIL_CHECK(table.shape.rank() == 2, "embedding table must be 2-D, got ", table.shape.str());
+  const i64 vocab = table.shape[0], dim = table.shape[1];
+  for (i64 i = 0; i < n; ++i)
+    ANVIL_CHECK(ids[i] >= 0 && ids[i] < vocab, "token id ", ids[i], " outside [0, ", vocab, ")");
+#pragma omp parallel for schedule(static) if (n * dim >= kParallelWork)
+  for (i64 i = 0; i < n; ++i) load_f32(out + i * dim, table, ids[i] * dim, dim);
+}
+
+// Threads own column blocks and walk all tokens in order: no races, and the sum order (by
+// token) is the same for any thread count.
+void CpuBackend::embedding_backward(float* dtable, const float* dout, const std::int32_t* ids,
+                                    i64 n, i64 vocab, i64 dim) {
+  for (i64 i = 0; i < n; ++i)
+    ANVIL_CHECK(ids[i] >= 0 && ids[i] < vocab, "token id ", ids[i], " outside [0, ", vocab, ")");
+  constexpr i64 kCols = 64;
+  const i64 col_blocks = (dim + kCols - 1) / kCols;
+#pragma omp parallel for schedule(static) if (n * dim >= kParallelWork)
+  for (i64 cb = 0; cb < col_blocks; ++cb) {
+    const i64 c0 = cb * kCols, c1 = std::min(dim, c0 + kCols);
+    for (i64 i = 0; i < n; ++i) {
+      float* dst = dtable + ids[i] * dim;
+      const float* src = dout + i * dim;
+      for (i64 c = c0; c < c1; ++c) dst[c] += src[c];
+    }
+  }
+}
+
+// ---- SwiGLU: h = silu(gate) * up, silu(g) = g / (1 + exp(-g)) as PyTorch computes it ----
+
+void CpuBackend::swiglu_forward(float* h, const float* gate, const float* up, i64 n) {
+#pragma omp parallel for schedule(static) if (n >= kParallelWork)
+  for (i64 i = 0; i < n; ++i) h[i] = gate[i] / (1.0f + std::exp(-gate[i])) * up[i];
+}
+
+// d silu(g)/dg = s (1 + g (1 - s)) with s = sigmoid(g).
+void CpuBackend::swiglu_backward(float* dgate, float* dup, const float* dh, const float* gate,
+                                 const float* up, i64 n) {
+#pragma omp parallel for schedule(static) if (n >= kParallelWork)
+  for (i64 i = 0; i < n; ++i) {
+    const float g = gate[i];
+    const float e1 = 1.0f + std::exp(-g);
+    const float s = 1.0f / e1;
+    dgate[i] = dh[i] * up[i] * s * (1.0f + g * (1.0f - s));
+    dup[i] = dh[i] * (g / e1);
+  }
+}
+
+}  // namespace anvil::backend

@@ -1,0 +1,110 @@
+// CpuBackend: the fp32 reference backend. Matrix products go to OpenBLAS (cblas_sgemm),
+// elementwise and per-row loops to OpenMP. BLAS is never called inside an OpenMP parallel
+// region: OpenBLAS runs its own threads.
+//
+// Scratch lives in members sized by reserve(); an op that needs more than was reserved
+// grows its buffer (so the ops work without reserve(), as in unit tests), but after
+// reserve() with the run's limits no op allocates.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "backend/backend.h"
+
+namespace anvil::backend {
+
+// Rows of the LM head logits made at a time: the logits buffer is (kLossRows, V).
+inline constexpr i64 kLossRows = 64;
+// Rows of a LoRA input handled at a time when a (rows, in) scratch is needed.
+inline constexpr i64 kLoraRows = 256;
+// Floats of bf16 weight rows converted to f32 before one sgemm.
+inline constexpr i64 kConvertFloats = i64{1} << 20;
+// Elementwise work (in simple float operations) below which a loop stays on one thread: a
+// team costs microseconds to start, and more while OpenBLAS's threads still spin.
+inline constexpr i64 kParallelWork = i64{1} << 15;
+
+class CpuBackend final : public Backend {
+ public:
+  const char* name() const override { return "cpu"; }
+  void reserve(const BackendLimits& limits) override;
+
+  void gemm(bool trans_a, bool trans_b, i64 m, i64 n, i64 k, float alpha, const float* a,
+            i64 lda, const float* b, i64 ldb, float beta, float* c, i64 ldc) override;
+  void linear_forward(float* y, const float* x, const TensorView& w, const float* bias, i64 m,
+                      float beta) override;
+  void linear_backward_input(float* dx, const float* dy, const TensorView& w, i64 m,
+                             float beta) override;
+
+  void embedding_forward(float* out, const std::int32_t* ids, const TensorView& table,
+                         i64 n) override;
+  void embedding_backward(float* dtable, const float* dout, const std::int32_t* ids, i64 n,
+                          i64 vocab, i64 dim) override;
+
+  void rmsnorm_forward(float* out, float* rstd, const float* x, const TensorView& w, i64 n,
+                       i64 c, float eps) override;
+  void rmsnorm_backward(float* dx, float* dw, const float* dout, const float* x,
+                        const TensorView& w, const float* rstd, i64 n, i64 c,
+                        float beta) override;
+
+  void rope_forward(float* x, const std::int32_t* pos, const float* inv_freq, i64 n, i64 heads,
+                    i64 head_dim) override;
+  void rope_backward(float* dx, const std::int32_t* pos, const float* inv_freq, i64 n,
+                     i64 heads, i64 head_dim) override;
+
+  void attention_forward(float* out, float* lse, const float* q, const float* k, const float* v,
+                         const std::int32_t* segment, const AttentionShape& s) override;
+  void attention_backward(float* dq, float* dk, float* dv, const float* dout, const float* out,
+                          const float* lse, const float* q, const float* k, const float* v,
+                          const std::int32_t* segment, const AttentionShape& s) override;
+
+  void attention_decode(float* out, const float* q, const float* k_cache, const float* v_cache,
+                        i64 len, i64 n_heads, i64 n_kv_heads, i64 head_dim) override;
+
+  void swiglu_forward(float* h, const float* gate, const float* up, i64 n) override;
+  void swiglu_backward(float* dgate, float* dup, const float* dh, const float* gate,
+                       const float* up, i64 n) override;
+
+  double lm_head_cross_entropy(float* dhidden, const float* hidden, const TensorView& w_head,
+                               const std::int32_t* targets, i64 n, float grad_scale) override;
+
+  void lora_forward(float* y, float* xa, const float* x, const float* a, const float* b, i64 n,
+                    i64 in, i64 out, i64 r, float scale, const LoraDropout& drop) override;
+  void lora_backward(float* dx, float* da, float* db, const float* dy, const float* x,
+                     const float* xa, const float* a, const float* b, i64 n, i64 in, i64 out,
+                     i64 r, float scale, const LoraDropout& drop) override;
+
+  double sum_squares(const float* x, i64 n) override;
+  void scale(float* x, float s, i64 n) override;
+  void adamw_update(float* p, const float* g, float* m, float* v, i64 n,
+                    const AdamwArgs& args) override;
+
+ private:
+  // A weight as f32 rows [row0, row0 + rows) of `cols` values: the weight's own memory
+  // when it is aligned f32, otherwise converted into weight_rows_.
+  const float* weight_rows_f32(const TensorView& w, i64 row0, i64 rows);
+  // Rows of a weight converted per sgemm: the whole weight when it is usable directly.
+  i64 weight_row_block(const TensorView& w) const;
+
+  std::vector<float> weight_rows_;  // (rows, in) converted bf16 / misaligned weight rows
+  std::vector<float> norm_w_;       // (c) norm weight as f32
+  std::vector<float> attn_p_;       // (T, T) scores, then probabilities
+  std::vector<float> attn_dp_;      // (T, T) dP, then dS
+  std::vector<float> logits_;       // (kLossRows, V) logits, then dlogits
+  std::vector<float> lora_x_;       // (kLoraRows, in) dropout(x), then dx before the mask
+  std::vector<float> lora_g_;       // (kLoraRows, r) dy B * scale
+};
+
+// Makes `buf` hold at least n floats; allocates only when it is too small.
+inline float* scratch(std::vector<float>& buf, i64 n) {
+  if (static_cast<i64>(buf.size()) < n) buf.resize(static_cast<std::size_t>(n));
+  return buf.data();
+}
+
+// Whether a weight view can be handed to BLAS as it is.
+bool weight_is_direct_f32(const TensorView& w);
+// Copies `count` elements starting at element `offset` of an f32 or bf16 view into dst as
+// f32; safe on misaligned views.
+void load_f32(float* dst, const TensorView& w, i64 offset, i64 count);
+
+}  // namespace anvil::backend

@@ -1,0 +1,137 @@
+// A Llama decoder (Llama 2/3, Mistral, Qwen2, SmolLM2 shapes) with frozen base weights and
+// LoRA adapters, written as explicit forward and backward passes over Backend ops.
+//
+// One training micro-batch:  embed ─► L × block ─► final norm ─► LM head + cross-entropy
+// and back in reverse layer order. Block l:
+//   xn1 = rmsnorm(x)            q,k,v = xn1·W^T + LoRA, rope(q, k)
+//   x_mid = x + attention(q,k,v)·Wo^T + LoRA
+//   xn2 = rmsnorm(x_mid)        h = silu(xn2·Wg^T + LoRA) * (xn2·Wu^T + LoRA)
+//   x_out = x_mid + h·Wd^T + LoRA
+// Every buffer lives in one arena sized at construction from (micro_batch, seq_len); with
+// activation checkpointing only each block's input is kept and the block is recomputed
+// inside backward.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "backend/backend.h"
+#include "core/arena.h"
+#include "model/llama_weights.h"
+#include "model/lora.h"
+#include "model/model_spec.h"
+
+namespace anvil::model {
+
+// Rows of token ids with their targets, positions and document segments, (B, T) each.
+struct TokenBatch {
+  std::int64_t batch = 0, seq = 0;
+  const std::int32_t* ids = nullptr;
+  const std::int32_t* targets = nullptr;    // -100: not trained; null for logits only
+  const std::int32_t* positions = nullptr;  // restart at 0 for each packed document
+  const std::int32_t* segments = nullptr;   // null: one document per row
+  // Index of the first row among all rows of the optimizer step (keys dropout masks, so
+  // the masks do not depend on how the step is split into micro-batches or ranks).
+  std::int64_t row_offset = 0;
+};
+
+struct ModelLimits {
+  std::int64_t micro_batch = 1;
+  std::int64_t seq_len = 0;
+  bool activation_checkpointing = false;
+};
+
+// The rotary frequencies HF uses for `spec` (default, linear or llama3 scaling), (D/2).
+std::vector<float> rope_inv_freq(const ModelSpec& spec);
+
+class LlamaModel {
+ public:
+  LlamaModel(ModelSpec spec, BaseWeights base, LoraLayout lora, ModelLimits limits,
+             backend::Backend& backend, std::uint64_t dropout_seed);
+  LlamaModel(const LlamaModel&) = delete;
+  LlamaModel& operator=(const LlamaModel&) = delete;
+
+  const ModelSpec& spec() const { return spec_; }
+  const LoraLayout& lora_layout() const { return lora_; }
+  const BaseWeights& base() const { return base_; }
+  backend::Backend& backend() const { return be_; }
+  float* lora_params() { return lora_params_; }
+  float* lora_grads() { return lora_grads_; }
+  std::int64_t lora_size() const { return lora_.size(); }
+  // Bytes of parameters, gradients and activations held in the arena.
+  std::size_t arena_bytes() const { return arena_.capacity(); }
+  void zero_grads();
+
+  // Forward and backward of one micro-batch at optimizer step `step`: the LoRA gradients
+  // grow by grad_scale · d(sum of token losses). Returns the sum of token losses.
+  double train_micro_batch(const TokenBatch& batch, float grad_scale, std::uint64_t step);
+  // Sum of token losses, no dropout, no gradients.
+  double eval_loss(const TokenBatch& batch);
+  // logits (B*T, V) for every position, no dropout.
+  void logits(const TokenBatch& batch, float* out);
+
+ private:
+  struct LayerActs {
+    float* x_in;   // (N, C) block input, kept with checkpointing
+    float* xn1;    // (N, C)
+    float* rstd1;  // (N)
+    float* q;      // (N, H*D) after rope
+    float* k;      // (N, Hkv*D) after rope
+    float* v;      // (N, Hkv*D)
+    float* att;    // (N, H*D)
+    float* lse;    // (B, H, T)
+    float* x_mid;  // (N, C)
+    float* xn2;    // (N, C)
+    float* rstd2;  // (N)
+    float* gate;   // (N, F)
+    float* up;     // (N, F)
+    float* h;      // (N, F)
+    std::array<float*, kProjCount> xa{};  // (N, r) per adapted projection
+  };
+  void carve(Arena& arena);
+  void check_batch(const TokenBatch& b, bool need_targets) const;
+  backend::LoraDropout dropout_for(std::int64_t layer, Proj p, const TokenBatch& b) const;
+  // y(N, out) = x W^T (+ bias) + beta*y, plus the adapter.
+  void project(std::int64_t layer, Proj p, float* y, const float* x, float* xa,
+               const TokenBatch& b, float beta);
+  // dx(N, in) = dy W + beta*dx, plus the adapter's input gradient; adapter grads +=.
+  void project_backward(std::int64_t layer, Proj p, float* dx, const float* dy, const float* x,
+                        const float* xa, const TokenBatch& b, float beta);
+  // Runs block `layer` on acts.x_in, writing its output to x_out.
+  void block_forward(std::int64_t layer, LayerActs& a, float* x_out, const TokenBatch& b);
+  // d_res holds dL/d(x_out) and becomes dL/d(x_in).
+  void block_backward(std::int64_t layer, const LayerActs& a, float* d_res, const TokenBatch& b);
+  // Embedding, every block and the final norm; returns the final normed hidden (N, C).
+  const float* forward_hidden(const TokenBatch& b);
+
+  ModelSpec spec_;
+  BaseWeights base_;
+  LoraLayout lora_;
+  ModelLimits limits_;
+  backend::Backend& be_;
+  std::uint64_t dropout_seed_;
+  std::uint64_t step_ = 0;
+  bool dropout_on_ = false;
+  std::vector<float> inv_freq_;
+  std::int64_t n_max_ = 0;  // B*T
+
+  Arena arena_;
+  float* lora_params_ = nullptr;  // (lora size)
+  float* lora_grads_ = nullptr;   // (lora size)
+  std::vector<LayerActs> acts_;   // per layer; with checkpointing all but x_in shared
+  float* x_final_ = nullptr;      // (N, C) last block output
+  float* xf_ = nullptr;           // (N, C) final norm output
+  float* rstdf_ = nullptr;        // (N)
+  float* d_res_ = nullptr;        // (N, C) residual gradient
+  float* d_xn_ = nullptr;         // (N, C)
+  float* d_q_ = nullptr;          // (N, H*D)
+  float* d_att_ = nullptr;        // (N, H*D)
+  float* d_k_ = nullptr;          // (N, Hkv*D)
+  float* d_v_ = nullptr;          // (N, Hkv*D)
+  float* d_gate_ = nullptr;       // (N, F)
+  float* d_up_ = nullptr;         // (N, F)
+  float* d_h_ = nullptr;          // (N, F)
+  float* x_discard_ = nullptr;    // (N, C) block output during recompute
+};
+
+}  // namespace anvil::model

@@ -1,0 +1,105 @@
+#include "model/llama_generate.h"
+
+#include <algorithm>
+#include <cstring>
+
+#include "core/error.h"
+#include "model/llama.h"
+
+namespace anvil::model {
+
+Generator::Generator(const ModelSpec& spec, const BaseWeights& base, const LoraLayout* lora,
+                     const float* lora_params, backend::Backend& backend, std::int64_t max_len)
+    : spec_(spec),
+      base_(base),
+      lora_(lora_params ? lora : nullptr),
+      lora_params_(lora_params),
+      be_(backend),
+      max_len_(max_len),
+      inv_freq_(rope_inv_freq(spec)) {
+  ANVIL_CHECK(max_len > 0, "generation length must be positive");
+  const auto C = static_cast<std::size_t>(spec.hidden_size);
+  const auto F = static_cast<std::size_t>(spec.intermediate_size);
+  const auto HD = static_cast<std::size_t>(spec.num_attention_heads * spec.head_dim);
+  const auto KV = static_cast<std::size_t>(spec.num_key_value_heads * spec.head_dim);
+  const auto cache = static_cast<std::size_t>(spec.num_hidden_layers * max_len) * KV;
+  k_cache_.assign(cache, 0.0f);
+  v_cache_.assign(cache, 0.0f);
+  x_.resize(C);
+  xn_.resize(C);
+  q_.resize(HD);
+  k_.resize(KV);
+  v_.resize(KV);
+  att_.resize(HD);
+  gate_.resize(F);
+  up_.resize(F);
+  h_.resize(F);
+  xa_.resize(static_cast<std::size_t>(lora_ ? lora_->spec().rank : 1));
+  logits_.resize(static_cast<std::size_t>(spec.vocab_size));
+}
+
+void Generator::project(std::int64_t layer, Proj p, float* y, const float* x, float beta) {
+  const LayerWeights& w = base_.layers[static_cast<std::size_t>(layer)];
+  const int pi = static_cast<int>(p);
+  be_.linear_forward(y, x, w.proj[pi], w.bias[pi].data ? w.bias[pi].as<float>() : nullptr, 1, beta);
+  if (!lora_) return;
+  if (const LoraSlot* s = lora_->find(layer, p))
+    be_.lora_forward(y, xa_.data(), x, lora_params_ + s->a_offset, lora_params_ + s->b_offset, 1,
+                     s->in, s->out, lora_->spec().rank, lora_->spec().scale(), {});
+}
+
+const float* Generator::step(std::int32_t token) {
+  ANVIL_CHECK_INPUT(pos_ < max_len_, "generation reached its limit of ", max_len_, " tokens");
+  ANVIL_CHECK_INPUT(token >= 0 && token < spec_.vocab_size, "token id ", token,
+                    " is outside the model's vocabulary of ", spec_.vocab_size);
+  const std::int64_t C = spec_.hidden_size, D = spec_.head_dim;
+  const std::int64_t H = spec_.num_attention_heads, Hkv = spec_.num_key_value_heads;
+  const std::int64_t KV = Hkv * D;
+  const float eps = static_cast<float>(spec_.rms_norm_eps);
+  const auto pos = static_cast<std::int32_t>(pos_);
+  float rstd;
+  be_.embedding_forward(x_.data(), &token, base_.embed, 1);  // (1, C)
+  for (std::int64_t l = 0; l < spec_.num_hidden_layers; ++l) {
+    const LayerWeights& w = base_.layers[static_cast<std::size_t>(l)];
+    float* kc = k_cache_.data() + l * max_len_ * KV;  // (max_len, Hkv*D)
+    float* vc = v_cache_.data() + l * max_len_ * KV;
+    be_.rmsnorm_forward(xn_.data(), &rstd, x_.data(), w.attn_norm, 1, C, eps);
+    project(l, Proj::proj_q, q_.data(), xn_.data(), 0.0f);         // (1, H*D)
+    project(l, Proj::proj_k, kc + pos_ * KV, xn_.data(), 0.0f);    // into the cache
+    project(l, Proj::proj_v, vc + pos_ * KV, xn_.data(), 0.0f);
+    be_.rope_forward(q_.data(), &pos, inv_freq_.data(), 1, H, D);
+    be_.rope_forward(kc + pos_ * KV, &pos, inv_freq_.data(), 1, Hkv, D);
+    be_.attention_decode(att_.data(), q_.data(), kc, vc, pos_ + 1, H, Hkv, D);  // (1, H*D)
+    project(l, Proj::proj_o, x_.data(), att_.data(), 1.0f);        // residual
+    be_.rmsnorm_forward(xn_.data(), &rstd, x_.data(), w.mlp_norm, 1, C, eps);
+    project(l, Proj::proj_gate, gate_.data(), xn_.data(), 0.0f);
+    project(l, Proj::proj_up, up_.data(), xn_.data(), 0.0f);
+    be_.swiglu_forward(h_.data(), gate_.data(), up_.data(), spec_.intermediate_size);
+    project(l, Proj::proj_down, x_.data(), h_.data(), 1.0f);       // residual
+  }
+  be_.rmsnorm_forward(xn_.data(), &rstd, x_.data(), base_.final_norm, 1, C, eps);
+  be_.linear_forward(logits_.data(), xn_.data(), base_.lm_head, nullptr, 1, 0.0f);  // (1, V)
+  ++pos_;
+  return logits_.data();
+}
+
+std::vector<std::int32_t> Generator::generate(std::span<const std::int32_t> prompt,
+                                              const GenerateOptions& opt) {
+  ANVIL_CHECK_INPUT(!prompt.empty(), "the prompt is empty (no tokens)");
+  ANVIL_CHECK_INPUT(static_cast<std::int64_t>(prompt.size()) < max_len_, "the prompt has ",
+                    prompt.size(), " tokens; the limit is ", max_len_ - 1);
+  reset();
+  const float* logits = nullptr;
+  for (std::int32_t t : prompt) logits = step(t);
+  std::vector<std::int32_t> out;
+  while (static_cast<std::int64_t>(out.size()) < opt.max_new_tokens) {
+    const auto next = static_cast<std::int32_t>(std::max_element(logits, logits + spec_.vocab_size) - logits);
+    if (std::find(opt.stop_ids.begin(), opt.stop_ids.end(), next) != opt.stop_ids.end()) break;
+    out.push_back(next);
+    if (pos_ >= max_len_) break;
+    logits = step(next);
+  }
+  return out;
+}
+
+}  // namespace anvil::model

@@ -1,0 +1,51 @@
+// Greedy decoding with a KV cache: one token at a time through the same weights, adapters
+// and Backend ops as training, keys and values of past positions kept per layer.
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <vector>
+
+#include "backend/backend.h"
+#include "model/llama_weights.h"
+#include "model/lora.h"
+#include "model/model_spec.h"
+
+namespace anvil::model {
+
+struct GenerateOptions {
+  std::int64_t max_new_tokens = 64;
+  std::vector<std::int32_t> stop_ids;  // generation ends after emitting one (not returned)
+};
+
+class Generator {
+ public:
+  // `lora` and `lora_params` may be null (the base model alone). Sequences up to `max_len`
+  // tokens (prompt + generated) fit in the cache.
+  Generator(const ModelSpec& spec, const BaseWeights& base, const LoraLayout* lora,
+            const float* lora_params, backend::Backend& backend, std::int64_t max_len);
+
+  // Greedy continuation of `prompt` (which must be non-empty); starts a fresh cache.
+  std::vector<std::int32_t> generate(std::span<const std::int32_t> prompt, const GenerateOptions& opt);
+
+  // Feeds one token at the next position and returns the logits (V) for the position after it.
+  const float* step(std::int32_t token);
+  void reset() { pos_ = 0; }
+  std::int64_t position() const { return pos_; }
+
+ private:
+  void project(std::int64_t layer, Proj p, float* y, const float* x, float beta);
+
+  const ModelSpec& spec_;
+  const BaseWeights& base_;
+  const LoraLayout* lora_;
+  const float* lora_params_;
+  backend::Backend& be_;
+  std::int64_t max_len_;
+  std::int64_t pos_ = 0;
+  std::vector<float> inv_freq_;
+  std::vector<float> k_cache_, v_cache_;  // (L, max_len, Hkv*D) each
+  std::vector<float> x_, xn_, q_, k_, v_, att_, gate_, up_, h_, xa_, logits_;
+};
+
+}  // namespace anvil::model

@@ -1,0 +1,58 @@
+// Run output a person or a script reads: <output_dir>/metrics.jsonl (one JSON object per
+// optimizer step and per evaluation, flushed as written) and the console progress line.
+#pragma once
+
+#include <cstdint>
+#include <cstdio>
+#include <string>
+
+namespace anvil::train {
+
+struct StepMetrics {
+  std::int64_t step = 0;
+  double loss = 0;           // sum of token losses / trained tokens of the step
+  double lr = 0;
+  double grad_norm = 0;      // before clipping
+  std::int64_t tokens = 0;   // trained tokens of the step (the loss denominator)
+  double tokens_per_s = 0;   // sequence tokens processed per second in this step
+  double elapsed_s = 0;      // since training started
+  bool skipped = false;      // non-finite loss or gradient, skipped (train.skip_nonfinite)
+  std::int64_t skipped_total = 0;
+};
+
+class MetricsWriter {
+ public:
+  // Truncates (or creates) `path`; a user error names it if it cannot.
+  explicit MetricsWriter(const std::string& path);
+  ~MetricsWriter();
+  MetricsWriter(const MetricsWriter&) = delete;
+  MetricsWriter& operator=(const MetricsWriter&) = delete;
+
+  void write_step(const StepMetrics& m);
+  void write_eval(std::int64_t step, double eval_loss, std::int64_t eval_tokens, double elapsed_s);
+
+ private:
+  void write_line(const std::string& line);
+  std::string path_;
+  std::FILE* file_ = nullptr;
+};
+
+// "step 120/1000 | loss 2.314 | 18.4k tok/s | ETA 3m12s": redrawn in place on a terminal,
+// else printed as plain lines every `every` steps (and at the last step).
+class ProgressLine {
+ public:
+  ProgressLine(std::int64_t total_steps, std::int64_t every);
+  void update(const StepMetrics& m);
+  void note(const std::string& line);  // a message that must not be overdrawn
+  void finish();
+
+ private:
+  std::int64_t total_;
+  std::int64_t every_;
+  bool tty_;
+  bool open_line_ = false;
+};
+
+std::string format_duration(double seconds);
+
+}  // namespace anvil::train

@@ -1,0 +1,26 @@
+// The training loop: data ─► micro-batches ─► forward/backward ─► grad norm, clip ─► AdamW
+// ─► schedule, with metrics.jsonl, the progress line and periodic evaluation.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+
+#include "train/config.h"
+
+namespace anvil::train {
+
+struct TrainResult {
+  std::int64_t steps = 0;
+  std::int64_t skipped_steps = 0;
+  double last_loss = 0;
+  std::optional<double> first_eval_loss;  // before the first step
+  std::optional<double> last_eval_loss;
+  std::string adapter_dir;  // PEFT adapter written at the end
+};
+
+// Runs the whole training of `cfg` on this process (one rank). Throws anvil::Error with
+// the step on a non-finite loss (unless train.skip_nonfinite) and on bad data or models.
+TrainResult train_run(const TrainConfig& cfg);
+
+}  // namespace anvil::train

@@ -1,0 +1,134 @@
+// The Llama + LoRA model against Hugging Face transformers + PEFT (fp32, CPU): logits,
+// loss, every LoRA gradient and five AdamW steps with clipping, on the tiny models of
+// tests/golden (made by scripts/reference/make_golden.py; the model weights come from our
+// generator with the committed spec and seed, so only small outputs are committed).
+#include <nlohmann/json.hpp>
+
+#include "backend/backend.h"
+#include "io/files.h"
+#include "llama_test_util.h"
+#include "model/llama.h"
+
+namespace anvil {
+namespace {
+
+using test::rel_error;
+
+struct GoldenCase {
+  std::string name;
+  model::ModelSpec spec;
+  nlohmann::json meta;
+  io::SafetensorsFile golden;
+  model::LoraAdapter adapter;
+  std::int64_t B, T;
+  std::vector<std::int32_t> ids, targets, positions;
+
+  explicit GoldenCase(const std::string& n)
+      : name(n),
+        spec(model::model_spec_from_file(test::golden_dir(n) + "/spec.json")),
+        meta(nlohmann::json::parse(io::read_text_file(test::golden_dir(n) + "/case.json"))),
+        golden(io::SafetensorsFile::open(test::golden_dir(n) + "/golden.safetensors")),
+        adapter(model::lora_load_peft(test::golden_dir(n), spec)),
+        B(meta["B"].get<std::int64_t>()),
+        T(meta["T"].get<std::int64_t>()) {
+    ids = test::read_tensor<std::int32_t>(golden, "input_ids");
+    targets = test::read_tensor<std::int32_t>(golden, "targets");
+    for (std::int64_t b = 0; b < B; ++b)
+      for (std::int64_t t = 0; t < T; ++t) positions.push_back(static_cast<std::int32_t>(t));
+  }
+  model::TokenBatch batch() const {
+    model::TokenBatch b;
+    b.batch = B;
+    b.seq = T;
+    b.ids = ids.data();
+    b.targets = targets.data();
+    b.positions = positions.data();
+    return b;
+  }
+  std::int64_t trained() const {
+    return std::count_if(targets.begin(), targets.end(), [](std::int32_t t) { return t != -100; });
+  }
+};
+
+class GoldenTest : public ::testing::TestWithParam<std::string> {};
+
+void check_golden(const std::string& name, bool checkpointing) {
+  GoldenCase c(name);
+  test::TempDir dir("golden_" + name);
+  test::make_model_dir(dir, c.spec, c.meta["seed"].get<std::uint64_t>());
+  auto be = backend::make_cpu_backend();
+  const model::LoraLayout layout(c.spec, c.adapter.spec);
+  EXPECT_FLOAT_EQ(layout.spec().scale(), c.meta["lora"]["scaling"].get<float>());
+  model::ModelLimits lim{c.B, c.T, checkpointing};
+  model::LlamaModel m(c.spec, model::base_weights_load(c.spec, dir.str(), DType::dtype_f32), layout,
+                      lim, *be, 0);
+  std::copy(c.adapter.params.begin(), c.adapter.params.end(), m.lora_params());
+  const model::TokenBatch batch = c.batch();
+  const auto count = static_cast<double>(c.trained());
+
+  // logits and loss
+  const auto ref_logits = test::read_tensor<float>(c.golden, "logits");
+  std::vector<float> logits(ref_logits.size());
+  m.logits(batch, logits.data());
+  EXPECT_LE(rel_error(logits.data(), ref_logits.data(), logits.size()), 1e-5) << "logits";
+  const float ref_loss = test::read_tensor<float>(c.golden, "loss")[0];
+  const double eval = m.eval_loss(batch) / count;
+  EXPECT_LE(std::abs(eval - ref_loss) / ref_loss, 1e-5) << "loss " << eval << " vs " << ref_loss;
+
+  // every LoRA gradient of the mean loss
+  m.zero_grads();
+  const double train_loss = m.train_micro_batch(batch, static_cast<float>(1.0 / count), 1) / count;
+  EXPECT_LE(std::abs(train_loss - ref_loss) / ref_loss, 1e-5);
+  for (const auto& s : layout.slots()) {
+    for (char which : {'A', 'B'}) {
+      const std::string pname = model::LoraLayout::peft_name(s, which);
+      const auto ref = test::read_tensor<float>(c.golden, "grad." + pname);
+      const float* ours = m.lora_grads() + (which == 'A' ? s.a_offset : s.b_offset);
+      EXPECT_LE(rel_error(ours, ref.data(), ref.size()), 1e-4) << "gradient of " << pname;
+    }
+  }
+
+  // five AdamW steps with global-norm clipping, as torch does them
+  const auto ref_losses = test::read_tensor<float>(c.golden, "adamw_losses");
+  const auto ref_norms = test::read_tensor<float>(c.golden, "adamw_grad_norms");
+  const auto& opt = c.meta["optimizer"];
+  const double max_norm = c.meta["clip"]["max_norm"].get<double>();
+  std::vector<float> mom(static_cast<std::size_t>(layout.size())), var(mom.size());
+  for (std::int64_t step = 1; step <= static_cast<std::int64_t>(ref_losses.size()); ++step) {
+    m.zero_grads();
+    const double loss = m.train_micro_batch(batch, static_cast<float>(1.0 / count),
+                                            static_cast<std::uint64_t>(step)) / count;
+    const float ref = ref_losses[static_cast<std::size_t>(step - 1)];
+    EXPECT_LE(std::abs(loss - ref) / ref, 1e-4) << "loss before AdamW step " << step;
+    const double norm = std::sqrt(be->sum_squares(m.lora_grads(), layout.size()));
+    const float ref_norm = ref_norms[static_cast<std::size_t>(step - 1)];
+    EXPECT_LE(std::abs(norm - ref_norm) / ref_norm, 1e-4) << "grad norm at step " << step;
+    const double coef = max_norm / (norm + 1e-6);
+    if (coef < 1.0) be->scale(m.lora_grads(), static_cast<float>(coef), layout.size());
+    backend::AdamwArgs a;
+    a.lr = opt["lr"].get<float>();
+    a.beta1 = opt["betas"][0].get<float>();
+    a.beta2 = opt["betas"][1].get<float>();
+    a.eps = opt["eps"].get<float>();
+    a.weight_decay = opt["weight_decay"].get<float>();
+    a.step = step;
+    be->adamw_update(m.lora_params(), m.lora_grads(), mom.data(), var.data(), layout.size(), a);
+  }
+  for (const auto& s : layout.slots()) {
+    for (char which : {'A', 'B'}) {
+      const std::string pname = model::LoraLayout::peft_name(s, which);
+      const auto ref = test::read_tensor<float>(c.golden, "after_adamw." + pname);
+      const float* ours = m.lora_params() + (which == 'A' ? s.a_offset : s.b_offset);
+      EXPECT_LE(rel_error(ours, ref.data(), ref.size()), 1e-4) << "weights after AdamW: " << pname;
+    }
+  }
+}
+
+TEST_P(GoldenTest, MatchesTransformersAndPeft) { check_golden(GetParam(), false); }
+TEST_P(GoldenTest, MatchesWithActivationCheckpointing) { check_golden(GetParam(), true); }
+
+INSTANTIATE_TEST_SUITE_P(Golden, GoldenTest,
+                         ::testing::Values("gqa_untied", "tied", "odd_mqa", "llama3_rope"));
+
+}  // namespace
+}  // namespace anvil
