@@ -19,7 +19,7 @@ done
 debs=(
   build-essential cmake ninja-build pkg-config git
   openmpi-bin libopenmpi-dev libhdf5-openmpi-dev hdf5-tools
-  libyaml-cpp-dev libcli11-dev libopenblas-dev nlohmann-json3-dev libsimdjson-dev
+  libyaml-cpp-dev libcli11-dev libopenblas-dev libopenblas-openmp-dev nlohmann-json3-dev libsimdjson-dev
   libpcre2-dev libutf8proc-dev libxxhash-dev libsentencepiece-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   clang libclang-rt-14-dev

@@ -14,6 +14,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <string>
 
 #include "core/philox.h"
 #include "core/tensor.h"
@@ -161,5 +162,10 @@ class Backend {
 };
 
 std::unique_ptr<Backend> make_cpu_backend();
+
+// The OPENBLAS_CORETYPE a program should restart with, when OpenBLAS fell back to generic
+// kernels on a CPU with AVX2 or AVX-512 (an unrecognised CPU model under a hypervisor);
+// empty when nothing needs doing or the user set OPENBLAS_CORETYPE.
+std::string blas_core_override();
 
 }  // namespace anvil::backend

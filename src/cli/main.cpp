@@ -1,15 +1,27 @@
 // anvil: the one entry point. Only this file turns errors into messages and exit codes:
 // 0 ok, 2 user error (config, input, usage), 1 internal error. Under MPI a failing rank
 // aborts the whole job so that no other rank is left waiting in a collective.
+#include <unistd.h>
+
 #include <cstdio>
+#include <cstdlib>
+#include <string>
 #include <exception>
 
+#include "backend/backend.h"
 #include "cli/commands.h"
 #include "comm/runtime.h"
 #include "core/error.h"
 #include "core/version.h"
 
 int main(int argc, char** argv) {
+  // Before anything else (and before MPI_Init): restart with fast BLAS kernels if OpenBLAS
+  // chose generic ones (backend/cpu/cpu_blas_core.cpp). The pid stays, so mpirun and
+  // Slurm see the same process.
+  if (const std::string core = anvil::backend::blas_core_override(); !core.empty()) {
+    ::setenv("OPENBLAS_CORETYPE", core.c_str(), 1);
+    ::execv("/proc/self/exe", argv);  // returns only on failure: then run on as we are
+  }
   CLI::App app{"anvil: fine-tune Llama-family LLMs with LoRA on your own GPUs (or CPUs)", "anvil"};
   app.set_version_flag("--version", std::string("anvil ") + anvil::version_string());
   app.require_subcommand(1);
