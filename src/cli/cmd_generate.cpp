@@ -63,6 +63,7 @@ struct LoadedModel {
   model::GenerateOptions options(std::int64_t max_new_tokens) const {
     model::GenerateOptions o;
     o.max_new_tokens = max_new_tokens;
+    o.vocab_limit = static_cast<std::int64_t>(tokenizer.vocab_size());
     if (auto eos = tokenizer.eos_id()) o.stop_ids.push_back(*eos);
     for (auto id : spec.eos_token_ids) o.stop_ids.push_back(static_cast<std::int32_t>(id));
     return o;

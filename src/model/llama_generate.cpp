@@ -93,7 +93,8 @@ std::vector<std::int32_t> Generator::generate(std::span<const std::int32_t> prom
   for (std::int32_t t : prompt) logits = step(t);
   std::vector<std::int32_t> out;
   while (static_cast<std::int64_t>(out.size()) < opt.max_new_tokens) {
-    const auto next = static_cast<std::int32_t>(std::max_element(logits, logits + spec_.vocab_size) - logits);
+    const std::int64_t n = opt.vocab_limit > 0 ? std::min(opt.vocab_limit, spec_.vocab_size) : spec_.vocab_size;
+    const auto next = static_cast<std::int32_t>(std::max_element(logits, logits + n) - logits);
     if (std::find(opt.stop_ids.begin(), opt.stop_ids.end(), next) != opt.stop_ids.end()) break;
     out.push_back(next);
     if (pos_ >= max_len_) break;

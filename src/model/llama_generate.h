@@ -16,6 +16,9 @@ namespace anvil::model {
 struct GenerateOptions {
   std::int64_t max_new_tokens = 64;
   std::vector<std::int32_t> stop_ids;  // generation ends after emitting one (not returned)
+  // Only ids below this are chosen (0: the whole vocabulary). Embedding tables are often
+  // padded past the tokenizer's last id; those rows have no text to decode to.
+  std::int64_t vocab_limit = 0;
 };
 
 class Generator {

@@ -66,6 +66,11 @@ def main():
     a = tensors["base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight"]
     b = tensors["base_model.model.model.layers.0.self_attn.q_proj.lora_B.weight"]
     assert a.shape == (8, 64) and b.shape == (64, 8) and np.abs(b).max() > 0
+    # The base model alone: its embedding rows past the tokenizer (320 > 259) are never chosen.
+    base = json.loads(anvil("eval", model, "--data", os.path.join(SRC, "data/demo/eval.jsonl"),
+                            "--max-new-tokens", "8", "--json").strip())
+    assert base["total"] == 200 and base["exact_match"] == 0, base
+    anvil("generate", model, "--prompt", "abcd=", "--max-new-tokens", "20")
     res = json.loads(anvil("eval", model, "--adapter", adapter, "--data",
                            os.path.join(SRC, "data/demo/eval.jsonl"), "--max-new-tokens", "8", "--json").strip())
     assert res["total"] == 200 and 0 <= res["exact_match"] <= 1, res
