@@ -8,6 +8,7 @@
 
 #include "core/error.h"
 #include "data/tokenizer_internal.h"
+#include "io/files.h"
 
 namespace anvil::data {
 namespace {
@@ -36,16 +37,8 @@ EncodeScratch& encode_scratch() {
   return scratch;
 }
 
-std::string read_file(const std::filesystem::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  ANVIL_CHECK_INPUT(in.good(), path.string(), ": cannot be opened");
-  std::ostringstream buffer;
-  buffer << in.rdbuf();
-  return buffer.str();
-}
-
 std::string read_if_present(const std::filesystem::path& path) {
-  return std::filesystem::exists(path) ? read_file(path) : std::string();
+  return std::filesystem::exists(path) ? io::read_text_file(path.string()) : std::string();
 }
 
 }  // namespace
@@ -66,7 +59,7 @@ Tokenizer Tokenizer::load(const std::string& model_dir) {
                                      "not read: it needs a Hugging Face fast tokenizer)"
                                    : "");
   }
-  return from_json(read_file(tokenizer_json), read_if_present(dir / "tokenizer_config.json"),
+  return from_json(io::read_text_file(tokenizer_json.string()), read_if_present(dir / "tokenizer_config.json"),
                    read_if_present(dir / "special_tokens_map.json"), model_dir);
 }
 

@@ -9,6 +9,7 @@
 #include <set>
 
 #include "core/error.h"
+#include "io/files.h"
 #include "io/json_strict.h"
 #include "io/safetensors.h"
 
@@ -22,19 +23,11 @@ namespace {
 constexpr const char* kIndexName = "model.safetensors.index.json";
 constexpr const char* kSingleName = "model.safetensors";
 
-std::string read_text_file(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  ANVIL_CHECK_INPUT(in.good(), path.string(), ": cannot open");
-  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  ANVIL_CHECK_INPUT(!in.bad(), path.string(), ": read failed");
-  return text;
-}
-
 // The index's weight_map as tensor -> shard file name.
 std::map<std::string, std::string> read_weight_map(const fs::path& index_path) {
   const std::string label = index_path.string();
   // {"metadata": {...}, "weight_map": {tensor: shard}}: three levels are plenty.
-  const json index = detail::parse_json_strict(read_text_file(index_path), label, "index", "key", 3);
+  const json index = detail::parse_json_strict(read_text_file(index_path.string()), label, "index", "key", 3);
   ANVIL_CHECK_INPUT(index.is_object(), label, ": index is not a JSON object");
   const auto wm = index.find("weight_map");
   ANVIL_CHECK_INPUT(wm != index.end() && wm->is_object(), label, ": missing object 'weight_map'");

@@ -42,6 +42,20 @@ std::vector<float> rope_inv_freq(const ModelSpec& spec) {
   return out;
 }
 
+void project_forward(backend::Backend& be, const BaseWeights& base, const LoraLayout* lora,
+                     const float* lora_params, std::int64_t layer, Proj p, float* y,
+                     const float* x, float* xa, std::int64_t n, float beta,
+                     const LoraDropout& drop) {
+  const LayerWeights& w = base.layers[static_cast<std::size_t>(layer)];
+  const int pi = static_cast<int>(p);
+  be.linear_forward(y, x, w.proj[pi], w.bias[pi].data ? w.bias[pi].as<float>() : nullptr, n, beta);
+  if (!lora) return;
+  if (const LoraSlot* s = lora->find(layer, p)) {
+    be.lora_forward(y, xa, x, lora_params + s->a_offset, lora_params + s->b_offset, n, s->in,
+                    s->out, lora->spec().rank, lora->spec().scale(), drop);
+  }
+}
+
 LlamaModel::LlamaModel(ModelSpec spec, BaseWeights base, LoraLayout lora, ModelLimits limits,
                        backend::Backend& backend, std::uint64_t dropout_seed)
     : spec_(std::move(spec)),
@@ -143,14 +157,8 @@ LoraDropout LlamaModel::dropout_for(std::int64_t layer, Proj p, const TokenBatch
 
 void LlamaModel::project(std::int64_t layer, Proj p, float* y, const float* x, float* xa,
                          const TokenBatch& b, float beta) {
-  const LayerWeights& w = base_.layers[static_cast<std::size_t>(layer)];
-  const int pi = static_cast<int>(p);
-  const std::int64_t N = b.batch * b.seq;
-  be_.linear_forward(y, x, w.proj[pi], w.bias[pi].data ? w.bias[pi].as<float>() : nullptr, N, beta);
-  if (const LoraSlot* s = lora_.find(layer, p)) {
-    be_.lora_forward(y, xa, x, lora_params_ + s->a_offset, lora_params_ + s->b_offset, N, s->in,
-                     s->out, lora_.spec().rank, lora_.spec().scale(), dropout_for(layer, p, b));
-  }
+  project_forward(be_, base_, &lora_, lora_params_, layer, p, y, x, xa, b.batch * b.seq, beta,
+                  dropout_for(layer, p, b));
 }
 
 void LlamaModel::project_backward(std::int64_t layer, Proj p, float* dx, const float* dy,

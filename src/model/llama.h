@@ -44,6 +44,14 @@ struct ModelLimits {
 // The rotary frequencies HF uses for `spec` (default, linear or llama3 scaling), (D/2).
 std::vector<float> rope_inv_freq(const ModelSpec& spec);
 
+// One projection of block `layer` over n rows: y(n, out) = x W^T (+ bias) + beta*y, plus
+// the adapter when `lora` has one there (xa (n, r) saved for backward). Shared by training
+// and the KV-cache decoder.
+void project_forward(backend::Backend& be, const BaseWeights& base, const LoraLayout* lora,
+                     const float* lora_params, std::int64_t layer, Proj p, float* y,
+                     const float* x, float* xa, std::int64_t n, float beta,
+                     const backend::LoraDropout& drop);
+
 class LlamaModel {
  public:
   LlamaModel(ModelSpec spec, BaseWeights base, LoraLayout lora, ModelLimits limits,

@@ -39,13 +39,7 @@ Generator::Generator(const ModelSpec& spec, const BaseWeights& base, const LoraL
 }
 
 void Generator::project(std::int64_t layer, Proj p, float* y, const float* x, float beta) {
-  const LayerWeights& w = base_.layers[static_cast<std::size_t>(layer)];
-  const int pi = static_cast<int>(p);
-  be_.linear_forward(y, x, w.proj[pi], w.bias[pi].data ? w.bias[pi].as<float>() : nullptr, 1, beta);
-  if (!lora_) return;
-  if (const LoraSlot* s = lora_->find(layer, p))
-    be_.lora_forward(y, xa_.data(), x, lora_params_ + s->a_offset, lora_params_ + s->b_offset, 1,
-                     s->in, s->out, lora_->spec().rank, lora_->spec().scale(), {});
+  project_forward(be_, base_, lora_, lora_params_, layer, p, y, x, xa_.data(), 1, beta, {});
 }
 
 const float* Generator::step(std::int32_t token) {

@@ -6,6 +6,7 @@
 #include <sstream>
 
 #include "core/error.h"
+#include "io/files.h"
 
 namespace anvil::model {
 
@@ -112,14 +113,6 @@ void parse_sliding_window(const ConfigReader& r, ModelSpec& spec) {
   spec.sliding_window = r.positive_int_value(r.j["sliding_window"], "sliding_window");
 }
 
-std::string read_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  ANVIL_CHECK_INPUT(in.good(), path, ": cannot open");
-  std::ostringstream os;
-  os << in.rdbuf();
-  return os.str();
-}
-
 }  // namespace
 
 ModelSpec model_spec_from_json(std::string_view json_text, const std::string& label) {
@@ -211,7 +204,7 @@ ModelSpec model_spec_from_json(std::string_view json_text, const std::string& la
 }
 
 ModelSpec model_spec_from_file(const std::string& config_json_path) {
-  return model_spec_from_json(read_file(config_json_path), config_json_path);
+  return model_spec_from_json(io::read_text_file(config_json_path), config_json_path);
 }
 
 ModelSpec model_spec_from_dir(const std::string& model_dir) {
