@@ -56,6 +56,23 @@ struct AdamwArgs {
   std::int64_t step = 1;      // 1-based, for bias correction
 };
 
+// The vocabulary rows [first, first + table rows) of `total` that one rank holds of a
+// vocab-parallel embedding or LM head. total = 0: the table is the whole vocabulary.
+struct VocabShard {
+  i64 first = 0;
+  i64 total = 0;
+};
+
+// The reductions a vocab-parallel cross-entropy needs over the ranks holding the other
+// vocabulary shards, elementwise and in place, on backend buffers. Called by every rank of
+// the group in the same order; never called when one rank holds the whole vocabulary.
+class VocabReducer {
+ public:
+  virtual ~VocabReducer() = default;
+  virtual void max(float* x, i64 n) = 0;
+  virtual void sum(double* x, i64 n) = 0;
+};
+
 // The largest shapes the run will use; reserve() sizes scratch from them.
 struct BackendLimits {
   i64 max_tokens = 0;      // B*T of one micro-batch
@@ -86,9 +103,11 @@ class Backend {
                                      float beta) = 0;
 
   // ---- embedding -----------------------------------------------------------------------
-  // out(n, C) = table[ids]; table (V, C). An id outside [0, V) is an internal error.
+  // out(n, C) = table[ids]; table (V, C). With a vocabulary shard, rows of ids outside
+  // the shard are zero (the group's sum is the full lookup). An id outside the whole
+  // vocabulary is an internal error.
   virtual void embedding_forward(float* out, const std::int32_t* ids, const TensorView& table,
-                                 i64 n) = 0;
+                                 i64 n, const VocabShard& shard = {}) = 0;
   // dtable(V, C) += scatter of dout(n, C) by ids.
   virtual void embedding_backward(float* dtable, const float* dout, const std::int32_t* ids,
                                   i64 n, i64 vocab, i64 dim) = 0;
@@ -138,15 +157,26 @@ class Backend {
   // non-ignored rows of -log softmax(hidden W^T)[target], accumulated in double. When
   // dhidden is not null it is set to grad_scale * d(sum)/d(hidden) (ignored rows: 0).
   // Logits are made a bounded block of rows at a time, never (n, V) at once.
+  // Vocab-parallel: w_head holds the shard's rows, targets are global ids, `reduce` combines
+  // the row maxima and sums of the shards, and dhidden is this shard's part of the gradient
+  // (the caller sums it over the group). The loss returned is the whole vocabulary's.
   virtual double lm_head_cross_entropy(float* dhidden, const float* hidden,
                                        const TensorView& w_head, const std::int32_t* targets,
-                                       i64 n, float grad_scale) = 0;
+                                       i64 n, float grad_scale, const VocabShard& shard = {},
+                                       VocabReducer* reduce = nullptr) = 0;
 
   // ---- LoRA: y += scale * dropout(x) A^T B^T -------------------------------------------
   // x (n, in); a (r, in); b (out, r); y (n, out) accumulated; xa (n, r) saved = dropout(x) A^T.
-  virtual void lora_forward(float* y, float* xa, const float* x, const float* a, const float* b,
-                            i64 n, i64 in, i64 out, i64 r, float scale,
-                            const LoraDropout& drop) = 0;
+  // Two halves, so that a row-parallel layer can sum xa over its group in between.
+  virtual void lora_down(float* xa, const float* x, const float* a, i64 n, i64 in, i64 r,
+                         const LoraDropout& drop) = 0;
+  virtual void lora_up(float* y, const float* xa, const float* b, i64 n, i64 out, i64 r,
+                       float scale) = 0;
+  void lora_forward(float* y, float* xa, const float* x, const float* a, const float* b, i64 n,
+                    i64 in, i64 out, i64 r, float scale, const LoraDropout& drop) {
+    lora_down(xa, x, a, n, in, r, drop);
+    lora_up(y, xa, b, n, out, r, scale);
+  }
   // dx (n, in) += (dy B * scale) A masked by dropout (when dx not null);
   // da (r, in) += ((dy B)*scale)^T dropout(x); db (out, r) += scale * dy^T xa.
   virtual void lora_backward(float* dx, float* da, float* db, const float* dy, const float* x,
@@ -162,6 +192,13 @@ class Backend {
 };
 
 std::unique_ptr<Backend> make_cpu_backend();
+
+// Threads of the CPU backend (its OpenMP loops and OpenBLAS).
+void cpu_threads_set(int n);
+// The threads one of `local_ranks` CPU ranks on this node should use: the CPUs it may run
+// on (its affinity mask, which mpirun/srun may have narrowed), shared evenly with the other
+// ranks when all of them have the whole node; at least 1.
+int cpu_threads_for_rank(int local_ranks);
 
 // The OPENBLAS_CORETYPE a program should restart with, when OpenBLAS fell back to generic
 // kernels on a CPU with AVX2 or AVX-512 (an unrecognised CPU model under a hypervisor);

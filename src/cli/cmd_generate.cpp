@@ -49,7 +49,7 @@ struct LoadedModel {
   explicit LoadedModel(const GenerateArgs& a)
       : spec(model::model_spec_from_dir(a.model_dir)),
         tokenizer(data::Tokenizer::load(a.model_dir)),
-        base(model::base_weights_load(spec, a.model_dir, DType::dtype_f32)),
+        base(model::base_weights_load(spec, a.model_dir, DType::dtype_f32, model::tp_shard(spec, 0, 1))),
         backend(backend::make_cpu_backend()) {
     if (!a.adapter.empty()) {
       adapter = model::lora_load_peft(a.adapter, spec);

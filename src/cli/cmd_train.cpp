@@ -4,11 +4,14 @@
 // Both load the config through the same path (train/config.h); validate stops after the
 // checks, train goes on to run it (train/trainer.h).
 #include <cstdio>
+#include <cstdlib>
 #include <memory>
 #include <string>
 #include <vector>
 
+#include "backend/backend.h"
 #include "cli/commands.h"
+#include "comm/process_grid.h"
 #include "comm/runtime.h"
 #include "core/log.h"
 #include "train/config.h"
@@ -59,9 +62,13 @@ void run_train(const ConfigOptions& opt) {
   log_info("anvil train ", opt.path, ": resolved config\n", yaml);
   log_info("grad accumulation ", train::config_grad_accumulation(cfg, ctx.world_size), " over dp ",
            train::config_data_parallel(cfg, ctx.world_size));
-  ANVIL_CHECK_INPUT(ctx.world_size == 1, "anvil train runs on one rank for now (this job has ",
-                    ctx.world_size, "); distributed training is not implemented yet");
-  const train::TrainResult r = train::train_run(cfg);
+  if (std::getenv("OMP_NUM_THREADS") == nullptr) {  // else the user decided
+    const int threads = backend::cpu_threads_for_rank(mpi.local_size());
+    backend::cpu_threads_set(threads);
+    if (mpi.local_size() > 1) log_info(mpi.local_size(), " ranks on this node: ", threads, " CPU threads each");
+  }
+  const comm::ProcessGrid grid(comm::mpi_comm_world(), cfg.parallel.tp);
+  const train::TrainResult r = train::train_run(cfg, grid);
   if (r.first_eval_loss && r.last_eval_loss)
     log_info("eval loss ", *r.first_eval_loss, " -> ", *r.last_eval_loss);
 }

@@ -5,27 +5,11 @@
 #include <cstdio>
 #include <exception>
 
+#include "comm/mpi_check.h"
 #include "core/error.h"
 #include "core/log.h"
 
 namespace anvil::comm {
-
-namespace {
-void mpi_check(int rc, const char* what) {
-  if (rc == MPI_SUCCESS) return;
-  char text[MPI_MAX_ERROR_STRING];
-  int len = 0;
-  MPI_Error_string(rc, text, &len);
-  throw Error(ErrorKind::internal, str_cat(what, " failed: ", std::string(text, len)));
-}
-
-bool mpi_is_up() {
-  int initialized = 0, finalized = 0;
-  MPI_Initialized(&initialized);
-  MPI_Finalized(&finalized);
-  return initialized && !finalized;
-}
-}  // namespace
 
 MpiSession::MpiSession() {
   if (!mpi_is_up()) {
@@ -34,16 +18,16 @@ MpiSession::MpiSession() {
   }
   // Errors come back as codes (and become anvil::Error) instead of killing the process
   // with MPI's own message.
-  MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
+  mpi_check(MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN), "MPI_Comm_set_errhandler");
   mpi_check(MPI_Comm_rank(MPI_COMM_WORLD, &world_rank_), "MPI_Comm_rank");
   mpi_check(MPI_Comm_size(MPI_COMM_WORLD, &world_size_), "MPI_Comm_size");
   MPI_Comm node = MPI_COMM_NULL;
   mpi_check(MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, world_rank_,
                                 MPI_INFO_NULL, &node),
             "MPI_Comm_split_type");
-  MPI_Comm_rank(node, &local_rank_);
-  MPI_Comm_size(node, &local_size_);
-  MPI_Comm_free(&node);
+  mpi_check(MPI_Comm_rank(node, &local_rank_), "MPI_Comm_rank");
+  mpi_check(MPI_Comm_size(node, &local_size_), "MPI_Comm_size");
+  mpi_check(MPI_Comm_free(&node), "MPI_Comm_free");
   log_set_rank(world_rank_, world_size_);
 }
 

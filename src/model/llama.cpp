@@ -42,31 +42,74 @@ std::vector<float> rope_inv_freq(const ModelSpec& spec) {
   return out;
 }
 
+LinearShard linear_shard(const BaseWeights& base, const LoraLayout* lora, const float* params,
+                         float* grads, std::int64_t layer, Proj p) {
+  const LayerWeights& w = base.layers[static_cast<std::size_t>(layer)];
+  const int pi = static_cast<int>(p);
+  LinearShard l;
+  l.w = w.proj[pi];
+  l.bias = w.bias[pi].data ? w.bias[pi].as<float>() : nullptr;
+  if (!lora) return l;
+  if (const LoraSlot* s = lora->find(layer, p)) {
+    ANVIL_CHECK(s->in == l.in() && s->out == l.out(), "adapter ", LoraLayout::peft_name(*s, 'A'),
+                " does not match its weight ", l.w.shape.str());
+    l.a = params + s->a_offset;
+    l.b = params + s->b_offset;
+    if (grads) {
+      l.da = grads + s->a_offset;
+      l.db = grads + s->b_offset;
+    }
+    l.r = lora->spec().rank;
+    l.scale = lora->spec().scale();
+  }
+  return l;
+}
+
 void project_forward(backend::Backend& be, const BaseWeights& base, const LoraLayout* lora,
                      const float* lora_params, std::int64_t layer, Proj p, float* y,
                      const float* x, float* xa, std::int64_t n, float beta,
                      const LoraDropout& drop) {
-  const LayerWeights& w = base.layers[static_cast<std::size_t>(layer)];
-  const int pi = static_cast<int>(p);
-  be.linear_forward(y, x, w.proj[pi], w.bias[pi].data ? w.bias[pi].as<float>() : nullptr, n, beta);
-  if (!lora) return;
-  if (const LoraSlot* s = lora->find(layer, p)) {
-    be.lora_forward(y, xa, x, lora_params + s->a_offset, lora_params + s->b_offset, n, s->in,
-                    s->out, lora->spec().rank, lora->spec().scale(), drop);
-  }
+  linear_forward_local(be, linear_shard(base, lora, lora_params, nullptr, layer, p), y, x, xa, n,
+                       beta, drop);
+}
+
+TpGroup tp_single(const ModelSpec& spec) {
+  TpGroup g;
+  g.shard = tp_shard(spec, 0, 1);
+  return g;
 }
 
 LlamaModel::LlamaModel(ModelSpec spec, BaseWeights base, LoraLayout lora, ModelLimits limits,
                        backend::Backend& backend, std::uint64_t dropout_seed)
+    : LlamaModel(spec, std::move(base), std::move(lora), limits, backend, dropout_seed,
+                 tp_single(spec)) {}
+
+LlamaModel::LlamaModel(ModelSpec spec, BaseWeights base, LoraLayout lora, ModelLimits limits,
+                       backend::Backend& backend, std::uint64_t dropout_seed, TpGroup tp)
     : spec_(std::move(spec)),
+      local_(tp_local_spec(spec_, tp.shard)),
       base_(std::move(base)),
       lora_(std::move(lora)),
       limits_(limits),
       be_(backend),
       dropout_seed_(dropout_seed),
+      tp_(tp),
       inv_freq_(rope_inv_freq(spec_)) {
   ANVIL_CHECK(limits_.micro_batch > 0 && limits_.seq_len > 0, "model limits not set");
   ANVIL_CHECK(spec_.head_dim % 2 == 0, "head_dim must be even for rotary embeddings");
+  const int group = tp_.comm ? tp_.comm->size() : 1;
+  ANVIL_CHECK(group == tp_.shard.size && (!tp_.comm || tp_.comm->rank() == tp_.shard.rank),
+              "TP group (", group, " ranks) does not match the shard (rank ", tp_.shard.rank, " of ",
+              tp_.shard.size, ")");
+  ANVIL_CHECK(tp_.shard.kv_replicas == 1 || (tp_.kv_comm && tp_.kv_comm->size() == tp_.shard.kv_replicas),
+              "replicated KV heads need the group of their ", tp_.shard.kv_replicas, " ranks");
+  ANVIL_CHECK(LoraLayout(local_, lora_.spec()).size() == lora_.size(),
+              "the LoRA layout is not this rank's (build it from tp_local_spec)");
+  parts_ = lora_tp_parts(tp_.shard, lora_);
+  std::int64_t staged = 0;
+  for (const LoraPart& part : parts_)
+    if (part.grad != GradReduce::grad_reduce_none) staged += part.count;
+  tp_stage_.resize(static_cast<std::size_t>(staged));
   n_max_ = limits_.micro_batch * limits_.seq_len;
   carve(arena_);
   arena_.allocate();
@@ -74,19 +117,19 @@ LlamaModel::LlamaModel(ModelSpec spec, BaseWeights base, LoraLayout lora, ModelL
   backend::BackendLimits bl;
   bl.max_tokens = n_max_;
   bl.max_seq = limits_.seq_len;
-  bl.max_heads = spec_.num_attention_heads;
-  bl.max_head_dim = spec_.head_dim;
-  bl.max_width = std::max({spec_.hidden_size, spec_.intermediate_size,
-                           spec_.num_attention_heads * spec_.head_dim});
-  bl.vocab = spec_.vocab_size;
-  bl.hidden = spec_.hidden_size;
+  bl.max_heads = local_.num_attention_heads;
+  bl.max_head_dim = local_.head_dim;
+  bl.max_width = std::max({local_.hidden_size, local_.intermediate_size,
+                           local_.num_attention_heads * local_.head_dim});
+  bl.vocab = local_.vocab_size;
+  bl.hidden = local_.hidden_size;
   be_.reserve(bl);
 }
 
 void LlamaModel::carve(Arena& arena) {
-  const std::int64_t N = n_max_, C = spec_.hidden_size, F = spec_.intermediate_size;
-  const std::int64_t HD = spec_.num_attention_heads * spec_.head_dim;
-  const std::int64_t KV = spec_.num_key_value_heads * spec_.head_dim;
+  const std::int64_t N = n_max_, C = local_.hidden_size, F = local_.intermediate_size;
+  const std::int64_t HD = local_.num_attention_heads * local_.head_dim;
+  const std::int64_t KV = local_.num_key_value_heads * local_.head_dim;
   const std::int64_t L = spec_.num_hidden_layers;
   const std::int64_t r = lora_.spec().rank;
   lora_params_ = arena.take<float>(lora_.size());
@@ -99,7 +142,7 @@ void LlamaModel::carve(Arena& arena) {
     a.k = arena.take<float>(N * KV);
     a.v = arena.take<float>(N * KV);
     a.att = arena.take<float>(N * HD);
-    a.lse = arena.take<float>(N * spec_.num_attention_heads);
+    a.lse = arena.take<float>(N * local_.num_attention_heads);
     a.x_mid = arena.take<float>(N * C);
     a.xn2 = arena.take<float>(N * C);
     a.rstd2 = arena.take<float>(N);
@@ -129,7 +172,6 @@ void LlamaModel::carve(Arena& arena) {
   d_gate_ = arena.take<float>(N * F);
   d_up_ = arena.take<float>(N * F);
   d_h_ = arena.take<float>(N * F);
-  x_discard_ = limits_.activation_checkpointing ? arena.take<float>(N * C) : nullptr;
 }
 
 void LlamaModel::zero_grads() {
@@ -151,34 +193,33 @@ LoraDropout LlamaModel::dropout_for(std::int64_t layer, Proj p, const TokenBatch
   d.stream = philox_stream(dropout_seed_, step_, static_cast<std::uint32_t>(layer),
                            static_cast<std::uint32_t>(p));
   d.row_offset = b.row_offset * b.seq;
-  d.row_stride = proj_shape(spec_, p)[1];
+  d.row_stride = proj_shape(spec_, p)[1];  // the whole layer's input width
+  if (proj_row_parallel(p)) d.col_offset = tp_proj_slice(spec_, tp_.shard, p).start;
   return d;
 }
 
 void LlamaModel::project(std::int64_t layer, Proj p, float* y, const float* x, float* xa,
                          const TokenBatch& b, float beta) {
-  project_forward(be_, base_, &lora_, lora_params_, layer, p, y, x, xa, b.batch * b.seq, beta,
-                  dropout_for(layer, p, b));
+  const LinearShard l = linear_shard(base_, &lora_, lora_params_, lora_grads_, layer, p);
+  const std::int64_t N = b.batch * b.seq;
+  if (proj_row_parallel(p)) row_parallel_forward(be_, tp_.comm, l, y, x, xa, N, beta, dropout_for(layer, p, b));
+  else linear_forward_local(be_, l, y, x, xa, N, beta, dropout_for(layer, p, b));  // column-parallel
 }
 
 void LlamaModel::project_backward(std::int64_t layer, Proj p, float* dx, const float* dy,
                                   const float* x, const float* xa, const TokenBatch& b,
                                   float beta) {
-  const LayerWeights& w = base_.layers[static_cast<std::size_t>(layer)];
-  const std::int64_t N = b.batch * b.seq;
-  be_.linear_backward_input(dx, dy, w.proj[static_cast<int>(p)], N, beta);
-  if (const LoraSlot* s = lora_.find(layer, p)) {
-    be_.lora_backward(dx, lora_grads_ + s->a_offset, lora_grads_ + s->b_offset, dy, x, xa,
-                      lora_params_ + s->a_offset, lora_params_ + s->b_offset, N, s->in, s->out,
-                      lora_.spec().rank, lora_.spec().scale(), dropout_for(layer, p, b));
-  }
+  const LinearShard l = linear_shard(base_, &lora_, lora_params_, lora_grads_, layer, p);
+  linear_backward_local(be_, l, dx, dy, x, xa, b.batch * b.seq, beta, dropout_for(layer, p, b));
 }
 
 void LlamaModel::block_forward(std::int64_t l, LayerActs& a, float* x_out, const TokenBatch& b) {
+  // x_out null: the recompute of activation checkpointing, which needs everything but the
+  // block's output (the next block's input is kept): down_proj then only makes its xa.
   const LayerWeights& w = base_.layers[static_cast<std::size_t>(l)];
-  const std::int64_t N = b.batch * b.seq, C = spec_.hidden_size;
-  const std::int64_t H = spec_.num_attention_heads, Hkv = spec_.num_key_value_heads;
-  const std::int64_t D = spec_.head_dim;
+  const std::int64_t N = b.batch * b.seq, C = local_.hidden_size;
+  const std::int64_t H = local_.num_attention_heads, Hkv = local_.num_key_value_heads;
+  const std::int64_t D = local_.head_dim;
   const float eps = static_cast<float>(spec_.rms_norm_eps);
   auto xa = [&](Proj p) { return a.xa[static_cast<int>(p)]; };
 
@@ -192,30 +233,37 @@ void LlamaModel::block_forward(std::int64_t l, LayerActs& a, float* x_out, const
   const AttentionShape shape{b.batch, b.seq, H, Hkv, D};
   be_.attention_forward(a.att, a.lse, a.q, a.k, a.v, b.segments, shape);  // (N, H*D)
   std::memcpy(a.x_mid, a.x_in, sizeof(float) * static_cast<std::size_t>(N * C));
-  project(l, Proj::proj_o, a.x_mid, a.att, xa(Proj::proj_o), b, 1.0f);  // residual (N, C)
+  project(l, Proj::proj_o, a.x_mid, a.att, xa(Proj::proj_o), b, 1.0f);  // residual (N, C), reduced
 
   // MLP
   be_.rmsnorm_forward(a.xn2, a.rstd2, a.x_mid, w.mlp_norm, N, C, eps);        // (N, C)
   project(l, Proj::proj_gate, a.gate, a.xn2, xa(Proj::proj_gate), b, 0.0f);  // (N, F)
   project(l, Proj::proj_up, a.up, a.xn2, xa(Proj::proj_up), b, 0.0f);        // (N, F)
-  be_.swiglu_forward(a.h, a.gate, a.up, N * spec_.intermediate_size);       // (N, F)
+  be_.swiglu_forward(a.h, a.gate, a.up, N * local_.intermediate_size);      // (N, F)
+  if (!x_out) {
+    const LinearShard down = linear_shard(base_, &lora_, lora_params_, nullptr, l, Proj::proj_down);
+    if (down.a) be_.lora_down(xa(Proj::proj_down), a.h, down.a, N, down.in(), down.r,
+                              dropout_for(l, Proj::proj_down, b));  // (N, r)
+    return;
+  }
   std::memcpy(x_out, a.x_mid, sizeof(float) * static_cast<std::size_t>(N * C));
-  project(l, Proj::proj_down, x_out, a.h, xa(Proj::proj_down), b, 1.0f);  // residual (N, C)
+  project(l, Proj::proj_down, x_out, a.h, xa(Proj::proj_down), b, 1.0f);  // residual (N, C), reduced
 }
 
 void LlamaModel::block_backward(std::int64_t l, const LayerActs& a, float* d_res,
                                 const TokenBatch& b) {
   const LayerWeights& w = base_.layers[static_cast<std::size_t>(l)];
-  const std::int64_t N = b.batch * b.seq, C = spec_.hidden_size;
-  const std::int64_t H = spec_.num_attention_heads, Hkv = spec_.num_key_value_heads;
-  const std::int64_t D = spec_.head_dim;
+  const std::int64_t N = b.batch * b.seq, C = local_.hidden_size;
+  const std::int64_t H = local_.num_attention_heads, Hkv = local_.num_key_value_heads;
+  const std::int64_t D = local_.head_dim;
   auto xa = [&](Proj p) { return a.xa[static_cast<int>(p)]; };
 
   // MLP, in reverse
   project_backward(l, Proj::proj_down, d_h_, d_res, a.h, xa(Proj::proj_down), b, 0.0f);  // (N, F)
-  be_.swiglu_backward(d_gate_, d_up_, d_h_, a.gate, a.up, N * spec_.intermediate_size);
+  be_.swiglu_backward(d_gate_, d_up_, d_h_, a.gate, a.up, N * local_.intermediate_size);
   project_backward(l, Proj::proj_gate, d_xn_, d_gate_, a.xn2, xa(Proj::proj_gate), b, 0.0f);
   project_backward(l, Proj::proj_up, d_xn_, d_up_, a.xn2, xa(Proj::proj_up), b, 1.0f);  // (N, C)
+  tp_allreduce(tp_.comm, d_xn_, N * C);  // column-parallel input: the partial sums meet
   be_.rmsnorm_backward(d_res, nullptr, d_xn_, a.x_mid, w.mlp_norm, a.rstd2, N, C, 1.0f);
 
   // attention, in reverse
@@ -227,13 +275,14 @@ void LlamaModel::block_backward(std::int64_t l, const LayerActs& a, float* d_res
   project_backward(l, Proj::proj_q, d_xn_, d_q_, a.xn1, xa(Proj::proj_q), b, 0.0f);
   project_backward(l, Proj::proj_k, d_xn_, d_k_, a.xn1, xa(Proj::proj_k), b, 1.0f);
   project_backward(l, Proj::proj_v, d_xn_, d_v_, a.xn1, xa(Proj::proj_v), b, 1.0f);  // (N, C)
+  tp_allreduce(tp_.comm, d_xn_, N * C);  // column-parallel input: the partial sums meet
   be_.rmsnorm_backward(d_res, nullptr, d_xn_, a.x_in, w.attn_norm, a.rstd1, N, C, 1.0f);
 }
 
 const float* LlamaModel::forward_hidden(const TokenBatch& b) {
   const std::int64_t N = b.batch * b.seq, C = spec_.hidden_size;
   const std::int64_t L = spec_.num_hidden_layers;
-  be_.embedding_forward(acts_[0].x_in, b.ids, base_.embed, N);  // (N, C)
+  vocab_parallel_embedding(be_, tp_.comm, acts_[0].x_in, b.ids, base_.embed, N, vocab_shard());  // (N, C)
   for (std::int64_t l = 0; l < L; ++l) {
     float* x_out = l + 1 < L ? acts_[static_cast<std::size_t>(l + 1)].x_in : x_final_;
     block_forward(l, acts_[static_cast<std::size_t>(l)], x_out, b);
@@ -250,11 +299,12 @@ double LlamaModel::train_micro_batch(const TokenBatch& b, float grad_scale, std:
   const std::int64_t N = b.batch * b.seq, C = spec_.hidden_size;
   const float* hidden = forward_hidden(b);
   // Loss and dL/d(hidden) together, a block of rows at a time.
-  const double loss = be_.lm_head_cross_entropy(d_xn_, hidden, base_.lm_head, b.targets, N, grad_scale);
+  const double loss = vocab_parallel_cross_entropy(be_, tp_.comm, d_xn_, hidden, base_.lm_head,
+                                                   b.targets, N, grad_scale, vocab_shard());
   be_.rmsnorm_backward(d_res_, nullptr, d_xn_, x_final_, base_.final_norm, rstdf_, N, C, 0.0f);
   for (std::int64_t l = spec_.num_hidden_layers - 1; l >= 0; --l) {
     LayerActs& a = acts_[static_cast<std::size_t>(l)];
-    if (limits_.activation_checkpointing) block_forward(l, a, x_discard_, b);  // recompute
+    if (limits_.activation_checkpointing) block_forward(l, a, nullptr, b);  // recompute
     block_backward(l, a, d_res_, b);
   }
   dropout_on_ = false;
@@ -265,11 +315,48 @@ double LlamaModel::eval_loss(const TokenBatch& b) {
   check_batch(b, true);
   dropout_on_ = false;
   const float* hidden = forward_hidden(b);
-  return be_.lm_head_cross_entropy(nullptr, hidden, base_.lm_head, b.targets, b.batch * b.seq, 1.0f);
+  return vocab_parallel_cross_entropy(be_, tp_.comm, nullptr, hidden, base_.lm_head, b.targets,
+                                      b.batch * b.seq, 1.0f, vocab_shard());
+}
+
+backend::VocabShard LlamaModel::vocab_shard() const {
+  return {tp_.shard.vocab_first, spec_.vocab_size};
+}
+
+void LlamaModel::reduce_tp_grads() {
+  // Pack the partial gradients of each group into one buffer: one all-reduce per group.
+  for (const GradReduce g : {GradReduce::grad_reduce_tp, GradReduce::grad_reduce_kv}) {
+    comm::Comm* c = g == GradReduce::grad_reduce_tp ? tp_.comm : tp_.kv_comm;
+    if (!c || c->size() == 1) continue;
+    std::int64_t n = 0;
+    for (const LoraPart& part : parts_)
+      if (part.grad == g) {
+        std::copy_n(lora_grads_ + part.offset, part.count, tp_stage_.data() + n);
+        n += part.count;
+      }
+    if (n == 0) continue;
+    c->allreduce_sum(tp_stage_.data(), n);
+    n = 0;
+    for (const LoraPart& part : parts_)
+      if (part.grad == g) {
+        std::copy_n(tp_stage_.data() + n, part.count, lora_grads_ + part.offset);
+        n += part.count;
+      }
+  }
+}
+
+double LlamaModel::grad_sum_squares() {
+  if (!tp_.comm || tp_.comm->size() == 1) return be_.sum_squares(lora_grads_, lora_.size());
+  double total = 0.0;
+  for (const LoraPart& part : parts_)
+    total += be_.sum_squares(lora_grads_ + part.offset, part.count) / static_cast<double>(part.replicas);
+  tp_.comm->allreduce_sum(&total, 1);
+  return total;
 }
 
 void LlamaModel::logits(const TokenBatch& b, float* out) {
   check_batch(b, false);
+  ANVIL_CHECK(tp_.shard.size == 1, "logits of a tensor-parallel model are not gathered");
   dropout_on_ = false;
   const float* hidden = forward_hidden(b);
   be_.linear_forward(out, hidden, base_.lm_head, nullptr, b.batch * b.seq, 0.0f);  // (N, V)

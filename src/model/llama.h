@@ -20,6 +20,7 @@
 #include "model/llama_weights.h"
 #include "model/lora.h"
 #include "model/model_spec.h"
+#include "model/tp_layers.h"
 
 namespace anvil::model {
 
@@ -44,26 +45,43 @@ struct ModelLimits {
 // The rotary frequencies HF uses for `spec` (default, linear or llama3 scaling), (D/2).
 std::vector<float> rope_inv_freq(const ModelSpec& spec);
 
-// One projection of block `layer` over n rows: y(n, out) = x W^T (+ bias) + beta*y, plus
-// the adapter when `lora` has one there (xa (n, r) saved for backward). Shared by training
-// and the KV-cache decoder.
+// One rank's part of projection p of block `layer`: base weight, bias and, when `lora` has
+// an adapter there, its A and B in `params` and their gradients in `grads` (may be null).
+LinearShard linear_shard(const BaseWeights& base, const LoraLayout* lora, const float* params,
+                         float* grads, std::int64_t layer, Proj p);
+
+// One projection of block `layer` over n rows on one rank: y(n, out) = x W^T (+ bias) +
+// beta*y, plus the adapter when `lora` has one there (xa (n, r) saved for backward). The
+// KV-cache decoder's projection.
 void project_forward(backend::Backend& be, const BaseWeights& base, const LoraLayout* lora,
                      const float* lora_params, std::int64_t layer, Proj p, float* y,
                      const float* x, float* xa, std::int64_t n, float beta,
                      const backend::LoraDropout& drop);
 
+// The TP group of a single-rank model.
+TpGroup tp_single(const ModelSpec& spec);
+
+// With tensor parallelism each rank of the TP group builds the model with its own TpGroup:
+// `spec` is the whole model's shape, `base` this rank's slices (base_weights_load with the
+// shard) and `lora` the local layout, LoraLayout(tp_local_spec(spec, shard), ...).
 class LlamaModel {
  public:
   LlamaModel(ModelSpec spec, BaseWeights base, LoraLayout lora, ModelLimits limits,
              backend::Backend& backend, std::uint64_t dropout_seed);
+  LlamaModel(ModelSpec spec, BaseWeights base, LoraLayout lora, ModelLimits limits,
+             backend::Backend& backend, std::uint64_t dropout_seed, TpGroup tp);
   LlamaModel(const LlamaModel&) = delete;
   LlamaModel& operator=(const LlamaModel&) = delete;
 
   const ModelSpec& spec() const { return spec_; }
-  const LoraLayout& lora_layout() const { return lora_; }
+  const LoraLayout& lora_layout() const { return lora_; }  // this rank's
+  const TpGroup& tp() const { return tp_; }
+  // Every adapter matrix of this rank's buffer, with how it is shared over the TP group.
+  const std::vector<LoraPart>& lora_parts() const { return parts_; }
   const BaseWeights& base() const { return base_; }
   backend::Backend& backend() const { return be_; }
   float* lora_params() { return lora_params_; }
+  const float* lora_params() const { return lora_params_; }
   float* lora_grads() { return lora_grads_; }
   std::int64_t lora_size() const { return lora_.size(); }
   // Bytes of parameters, gradients and activations held in the arena.
@@ -73,12 +91,20 @@ class LlamaModel {
   // Forward and backward of one micro-batch at optimizer step `step`: the LoRA gradients
   // grow by grad_scale · d(sum of token losses). Returns the sum of token losses.
   double train_micro_batch(const TokenBatch& batch, float grad_scale, std::uint64_t step);
+  // Once per optimizer step, after the last micro-batch: sums the adapter gradients that
+  // are partial over the TP group (the replicated A and B matrices, B of replicated KV heads).
+  // Nothing for one rank.
+  void reduce_tp_grads();
+  // Sum of squared adapter gradients of the whole model, each replicated parameter counted
+  // once; the same on every rank of the TP group (one all-reduce).
+  double grad_sum_squares();
   // Sum of token losses, no dropout, no gradients.
   double eval_loss(const TokenBatch& batch);
-  // logits (B*T, V) for every position, no dropout.
+  // logits (B*T, V) for every position, no dropout. One rank only (no TP).
   void logits(const TokenBatch& batch, float* out);
 
  private:
+  // Shapes with this rank's H, Hkv, F (the whole model's divided over the TP group).
   struct LayerActs {
     float* x_in;   // (N, C) block input, kept with checkpointing
     float* xn1;    // (N, C)
@@ -98,6 +124,7 @@ class LlamaModel {
   };
   void carve(Arena& arena);
   void check_batch(const TokenBatch& b, bool need_targets) const;
+  backend::VocabShard vocab_shard() const;
   backend::LoraDropout dropout_for(std::int64_t layer, Proj p, const TokenBatch& b) const;
   // y(N, out) = x W^T (+ bias) + beta*y, plus the adapter.
   void project(std::int64_t layer, Proj p, float* y, const float* x, float* xa,
@@ -105,19 +132,24 @@ class LlamaModel {
   // dx(N, in) = dy W + beta*dx, plus the adapter's input gradient; adapter grads +=.
   void project_backward(std::int64_t layer, Proj p, float* dx, const float* dy, const float* x,
                         const float* xa, const TokenBatch& b, float beta);
-  // Runs block `layer` on acts.x_in, writing its output to x_out.
+  // Runs block `layer` on acts.x_in, writing its output to x_out (null: recompute only
+  // what backward needs).
   void block_forward(std::int64_t layer, LayerActs& a, float* x_out, const TokenBatch& b);
   // d_res holds dL/d(x_out) and becomes dL/d(x_in).
   void block_backward(std::int64_t layer, const LayerActs& a, float* d_res, const TokenBatch& b);
   // Embedding, every block and the final norm; returns the final normed hidden (N, C).
   const float* forward_hidden(const TokenBatch& b);
 
-  ModelSpec spec_;
+  ModelSpec spec_;   // the whole model
+  ModelSpec local_;  // this rank's heads, KV heads, intermediate rows and vocabulary
   BaseWeights base_;
   LoraLayout lora_;
   ModelLimits limits_;
   backend::Backend& be_;
   std::uint64_t dropout_seed_;
+  TpGroup tp_;
+  std::vector<LoraPart> parts_;
+  std::vector<float> tp_stage_;  // partial gradients packed for one all-reduce
   std::uint64_t step_ = 0;
   bool dropout_on_ = false;
   std::vector<float> inv_freq_;
@@ -139,7 +171,6 @@ class LlamaModel {
   float* d_gate_ = nullptr;       // (N, F)
   float* d_up_ = nullptr;         // (N, F)
   float* d_h_ = nullptr;          // (N, F)
-  float* x_discard_ = nullptr;    // (N, C) block output during recompute
 };
 
 }  // namespace anvil::model

@@ -1,6 +1,10 @@
 #include "model/llama_weights.h"
 
+#include <sys/mman.h>
+#include <unistd.h>
+
 #include <cstring>
+#include <optional>
 
 #include "core/arena.h"
 #include "core/error.h"
@@ -19,75 +23,154 @@ bool aligned_for(const void* p, DType t) {
   return reinterpret_cast<std::uintptr_t>(p) % dtype_size(t) == 0;
 }
 
-// The view of `name` in dtype `want`: the mapped bytes when they already are `want` and
-// aligned, else a converted copy from the arena (in plan mode only counted).
-TensorView weight_view(Owner& o, const std::string& name, DType want, std::int64_t* copied) {
+float load_f32(const std::uint8_t* src, DType from, std::int64_t i) {
+  std::uint16_t h;
+  switch (from) {
+    case DType::dtype_bf16: std::memcpy(&h, src + 2 * i, 2); return bf16_to_f32(h);
+    case DType::dtype_f16: std::memcpy(&h, src + 2 * i, 2); return f16_to_f32(h);
+    default: return static_cast<float>(dtype_load_as_f64(src, from, static_cast<std::size_t>(i)));
+  }
+}
+
+// n elements from `src` (file bytes, possibly misaligned) into `dst` (arena, aligned).
+// The common pairs get their own loops: a 70B model is 7e10 elements, too many for a
+// switch per element.
+void span_convert(const std::uint8_t* src, DType from, void* dst, DType to, std::int64_t n) {
+  if (from == to) {
+    std::memcpy(dst, src, static_cast<std::size_t>(n) * dtype_size(to));
+    return;
+  }
+  if (to == DType::dtype_f32) {
+    auto* out = static_cast<float*>(dst);
+    if (from == DType::dtype_bf16) {
+      for (std::int64_t i = 0; i < n; ++i) {
+        std::uint16_t h;
+        std::memcpy(&h, src + 2 * i, 2);
+        out[i] = bf16_to_f32(h);
+      }
+    } else {
+      for (std::int64_t i = 0; i < n; ++i) out[i] = load_f32(src, from, i);
+    }
+    return;
+  }
+  ANVIL_CHECK(to == DType::dtype_bf16, "unsupported weight storage ", dtype_name(to));
+  auto* out = static_cast<std::uint16_t*>(dst);
+  if (from == DType::dtype_f32) {
+    for (std::int64_t i = 0; i < n; ++i) {
+      float f;
+      std::memcpy(&f, src + 4 * i, 4);
+      out[i] = f32_to_bf16(f);
+    }
+  } else {
+    for (std::int64_t i = 0; i < n; ++i) out[i] = f32_to_bf16(load_f32(src, from, i));
+  }
+}
+
+// Once a slice is copied, the mapped pages of its tensor are dead weight in this process:
+// they hold other ranks' parts, and the kernel maps whole page-cache folios (up to 2 MiB)
+// around every byte read, so a column slice of a narrow matrix alone would leave all of
+// it resident. Only pages entirely inside the tensor are dropped, so that the views of
+// its neighbours stay untouched. The mapping is read-only: a later read would simply
+// fault the pages back in from the file, and madvise failing only costs memory.
+void mapping_pages_release(const TensorView& whole) {
+  const auto page = static_cast<std::uintptr_t>(::sysconf(_SC_PAGESIZE));
+  const auto begin = reinterpret_cast<std::uintptr_t>(whole.data);
+  const std::uintptr_t lo = (begin + page - 1) / page * page;
+  const std::uintptr_t hi = (begin + whole.nbytes()) / page * page;
+  if (hi > lo) ::madvise(reinterpret_cast<void*>(lo), hi - lo, MADV_DONTNEED);
+}
+
+// The view of `slice` of tensor `name` (all of it when nullopt) in dtype `want`. A 1-D
+// tensor of n elements counts as (n, 1). A block of whole rows in `want`, aligned, is a
+// view into the mapping; anything else is copied into the arena (in plan mode only
+// counted), reading only the slice's bytes.
+TensorView weight_view(Owner& o, const std::string& name, DType want, std::optional<WeightSlice> slice,
+                       std::int64_t* copied) {
   const auto* e = o.file.find(name);
   ANVIL_CHECK(e != nullptr, "weight ", name, " vanished after the check");
   const TensorView src = e->file->view(*e->info);
-  if (src.dtype == want && aligned_for(src.data, want)) return src;
-  TensorView dst{nullptr, want, src.shape};
-  const std::int64_t n = src.numel();
-  if (want == DType::dtype_bf16) {
-    auto* out = o.copies.take<std::uint16_t>(n);
-    if (out) {
-      for (std::int64_t i = 0; i < n; ++i) {
-        std::uint16_t h;
-        if (src.dtype == DType::dtype_bf16) {
-          std::memcpy(&h, static_cast<const std::uint8_t*>(src.data) + 2 * i, 2);
-        } else {
-          h = f32_to_bf16(static_cast<float>(dtype_load_as_f64(src.data, src.dtype, static_cast<std::size_t>(i))));
-        }
-        out[i] = h;
-      }
+  const std::int64_t rows = src.shape[0];
+  const std::int64_t cols = src.shape.rank() == 2 ? src.shape[1] : 1;
+  WeightSlice s = slice.value_or(WeightSlice{SplitAxis::split_rows, 0, rows});
+  if (s.axis == SplitAxis::split_cols && s.count == cols) s = {SplitAxis::split_rows, 0, rows};  // tp 1: whole
+  const bool by_rows = s.axis == SplitAxis::split_rows;
+  ANVIL_CHECK(by_rows || src.shape.rank() == 2, name, ": a column slice of a 1-D tensor");
+  ANVIL_CHECK(s.start >= 0 && s.count > 0 && s.start + s.count <= (by_rows ? rows : cols), name,
+              ": slice [", s.start, ", +", s.count, ") outside ", src.shape.str());
+  const std::int64_t row_first = by_rows ? s.start : 0, n_rows = by_rows ? s.count : rows;
+  const std::int64_t col_first = by_rows ? 0 : s.start, n_cols = by_rows ? cols : s.count;
+  Shape local = src.shape;
+  local[by_rows ? 0 : 1] = s.count;
+
+  const std::size_t in_size = dtype_size(src.dtype);
+  const auto* first = static_cast<const std::uint8_t*>(src.data) +
+                      static_cast<std::size_t>(row_first * cols + col_first) * in_size;
+  if (by_rows && src.dtype == want && aligned_for(first, want))
+    return TensorView{const_cast<std::uint8_t*>(first), want, local};
+
+  TensorView dst{nullptr, want, local};
+  auto* out = o.copies.take<std::uint8_t>(static_cast<std::int64_t>(dst.nbytes()));
+  if (out) {
+    if (by_rows) {
+      span_convert(first, src.dtype, out, want, n_rows * n_cols);
+    } else {
+      const std::size_t out_row = static_cast<std::size_t>(n_cols) * dtype_size(want);
+      for (std::int64_t r = 0; r < n_rows; ++r)
+        span_convert(first + static_cast<std::size_t>(r * cols) * in_size, src.dtype,
+                     out + static_cast<std::size_t>(r) * out_row, want, n_cols);
     }
-    dst.data = out;
-  } else {
-    ANVIL_CHECK(want == DType::dtype_f32, "unsupported weight storage ", dtype_name(want));
-    auto* out = o.copies.take<float>(n);
-    if (out)
-      for (std::int64_t i = 0; i < n; ++i)
-        out[i] = static_cast<float>(dtype_load_as_f64(src.data, src.dtype, static_cast<std::size_t>(i)));
-    dst.data = out;
+    mapping_pages_release(src);
   }
+  dst.data = out;
   *copied += static_cast<std::int64_t>(dst.nbytes());
   return dst;
 }
 
-void carve(Owner& o, const ModelSpec& spec, DType storage, BaseWeights& w) {
+void carve(Owner& o, const ModelSpec& spec, DType storage, const TpShard& shard, BaseWeights& w) {
   w = BaseWeights{};
   w.storage = storage;
+  w.shard = shard;
   std::int64_t* copied = &w.converted_bytes;
   const DType f32 = DType::dtype_f32;
-  w.embed = weight_view(o, "model.embed_tokens.weight", storage, copied);
+  const WeightSlice vocab = tp_vocab_slice(shard);
+  w.embed = weight_view(o, "model.embed_tokens.weight", storage, vocab, copied);
   for (std::int64_t l = 0; l < spec.num_hidden_layers; ++l) {
     const std::string p = str_cat("model.layers.", l, ".");
     LayerWeights lw;
-    lw.attn_norm = weight_view(o, p + "input_layernorm.weight", f32, copied);
-    lw.mlp_norm = weight_view(o, p + "post_attention_layernorm.weight", f32, copied);
+    lw.attn_norm = weight_view(o, p + "input_layernorm.weight", f32, std::nullopt, copied);
+    lw.mlp_norm = weight_view(o, p + "post_attention_layernorm.weight", f32, std::nullopt, copied);
     for (int i = 0; i < kProjCount; ++i) {
       const Proj proj = static_cast<Proj>(i);
       const std::string base = p + proj_module(proj) + "." + proj_name(proj);
-      lw.proj[i] = weight_view(o, base + ".weight", storage, copied);
-      if (o.file.find(base + ".bias")) lw.bias[i] = weight_view(o, base + ".bias", f32, copied);
+      const WeightSlice slice = tp_proj_slice(spec, shard, proj);
+      lw.proj[i] = weight_view(o, base + ".weight", storage, slice, copied);
+      // A bias belongs to the output rows: a column-parallel layer's is split with them,
+      // a row-parallel layer's is whole (added once, to the reduced sum).
+      if (o.file.find(base + ".bias"))
+        lw.bias[i] = weight_view(o, base + ".bias", f32,
+                                 proj_row_parallel(proj) ? std::nullopt : std::optional(slice), copied);
     }
     w.layers.push_back(lw);
   }
-  w.final_norm = weight_view(o, "model.norm.weight", f32, copied);
-  w.lm_head = spec.tie_word_embeddings ? w.embed : weight_view(o, "lm_head.weight", storage, copied);
+  w.final_norm = weight_view(o, "model.norm.weight", f32, std::nullopt, copied);
+  w.lm_head = spec.tie_word_embeddings ? w.embed : weight_view(o, "lm_head.weight", storage, vocab, copied);
 }
 
 }  // namespace
 
-BaseWeights base_weights_load(const ModelSpec& spec, const std::string& model_dir, DType storage) {
+BaseWeights base_weights_load(const ModelSpec& spec, const std::string& model_dir, DType storage,
+                              const TpShard& shard) {
   ANVIL_CHECK(storage == DType::dtype_f32 || storage == DType::dtype_bf16,
               "base weights are stored in f32 or bf16");
+  ANVIL_CHECK(shard.size >= 1 && shard.heads * shard.size == spec.num_attention_heads &&
+                  shard.vocab * shard.size == spec.vocab_size,
+              "tp shard (rank ", shard.rank, " of ", shard.size, ") was made for another model");
   auto owner = std::make_shared<Owner>(Owner{io::SafetensorsModel::open(model_dir), Arena{}});
   model_check_weights(spec, owner->file);
   BaseWeights w;
-  carve(*owner, spec, storage, w);  // plan: count the copies
+  carve(*owner, spec, storage, shard, w);  // plan: count the copies
   owner->copies.allocate();
-  carve(*owner, spec, storage, w);
+  carve(*owner, spec, storage, shard, w);
   w.owner = owner;
   return w;
 }

@@ -1,5 +1,6 @@
-// The frozen base weights of a Llama model as views: straight into the mapped safetensors
-// when the file's dtype is the storage dtype, else into one converted copy made at load.
+// The frozen base weights of a Llama model, as one tensor-parallel rank holds them
+// (tp_shard.h): views straight into the mapped safetensors where the rank's part is a
+// block of whole rows already in the storage dtype, else into one copy made at load.
 #pragma once
 
 #include <memory>
@@ -9,31 +10,40 @@
 #include "core/tensor.h"
 #include "model/lora.h"
 #include "model/model_spec.h"
+#include "model/tp_shard.h"
 
 namespace anvil::model {
 
+// Shapes are the local ones (tp_local_spec): h = heads, k = KV heads, f = ffn, v = vocab
+// rows of this rank, D = head_dim, C = hidden_size.
 struct LayerWeights {
   TensorView attn_norm;                         // (C)
-  std::array<TensorView, kProjCount> proj;      // by Proj, (out, in)
-  std::array<TensorView, kProjCount> bias;      // q/k/v biases (Qwen2); empty views otherwise
+  std::array<TensorView, kProjCount> proj;      // by Proj: q (h*D, C), k/v (k*D, C), o (C, h*D),
+                                                // gate/up (f, C), down (C, f)
+  std::array<TensorView, kProjCount> bias;      // q/k/v biases (Qwen2), sliced like their rows
+                                                // (o/down biases whole); empty views otherwise
   TensorView mlp_norm;                          // (C)
 };
 
 struct BaseWeights {
-  TensorView embed;       // (V, C)
+  TensorView embed;       // (v, C): vocabulary rows [shard.vocab_first, + v)
   std::vector<LayerWeights> layers;
   TensorView final_norm;  // (C)
-  TensorView lm_head;     // (V, C): the embedding itself when tied
+  TensorView lm_head;     // (v, C): the embedding itself when tied
   DType storage = DType::dtype_f32;
-  std::int64_t converted_bytes = 0;  // bytes copied because the file dtype differed
+  TpShard shard;          // the part of the model these views hold
+  std::int64_t converted_bytes = 0;  // bytes copied at load: other file dtype, or column slices
 
-  // Keeps the mapping and the converted copy alive.
+  // Keeps the mapping and the copies alive.
   std::shared_ptr<void> owner;
 };
 
-// Opens DIR's safetensors, checks them against `spec` and returns views in `storage`
-// (f32 or bf16). Norm weights and biases are always f32.
-BaseWeights base_weights_load(const ModelSpec& spec, const std::string& model_dir,
-                              DType storage);
+// Opens DIR's safetensors, checks them against `spec` and returns `shard`'s part of every
+// weight in `storage` (f32 or bf16). Norm weights and biases are always f32. A rank reads
+// only its own part of each tensor (a column slice row by row) and lets go of the mapped
+// pages of every tensor it copied, so its memory is its slice, not the model (a copied
+// tensor's pages are resident only while it is copied). One rank: tp_shard(spec, 0, 1).
+BaseWeights base_weights_load(const ModelSpec& spec, const std::string& model_dir, DType storage,
+                              const TpShard& shard);
 
 }  // namespace anvil::model

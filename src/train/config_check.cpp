@@ -5,6 +5,7 @@
 
 #include "core/error.h"
 #include "model/model_spec.h"
+#include "model/tp_shard.h"
 
 namespace anvil::train {
 
@@ -41,7 +42,7 @@ void check_file(const std::string& key, const std::string& path, std::vector<Key
     out.push_back({key, str_cat("'", path, "' is a directory, expected a JSONL file")});
 }
 
-// tp splits the attention heads, the KV heads and the MLP's intermediate rows evenly.
+// tp must split the model as model/tp_shard.h describes.
 void check_model(const TrainConfig& cfg, bool tp_ok, std::vector<KeyProblem>& out) {
   const std::string& dir = cfg.model.path;
   std::error_code ec;
@@ -64,13 +65,8 @@ void check_model(const TrainConfig& cfg, bool tp_ok, std::vector<KeyProblem>& ou
     return;
   }
   if (!tp_ok) return;
-  const std::int64_t tp = cfg.parallel.tp;
-  const std::pair<const char*, std::int64_t> split[] = {{"num_attention_heads", spec.num_attention_heads},
-                                                        {"num_key_value_heads", spec.num_key_value_heads},
-                                                        {"intermediate_size", spec.intermediate_size}};
-  for (const auto& [name, value] : split)
-    if (value % tp != 0)
-      out.push_back({"parallel.tp", str_cat(tp, " does not divide the model's ", name, " (", value, ")")});
+  for (std::string& problem : model::tp_shard_problems(spec, cfg.parallel.tp))
+    out.push_back({"parallel.tp", std::move(problem)});
 }
 
 }  // namespace

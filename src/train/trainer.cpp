@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <cstdlib>
 #include <filesystem>
 #include <memory>
 #include <vector>
@@ -15,6 +16,7 @@
 #include "data/tokenizer.h"
 #include "model/llama.h"
 #include "model/lora.h"
+#include "model/tp_shard.h"
 #include "train/metrics.h"
 #include "train/schedule.h"
 
@@ -86,22 +88,58 @@ std::int64_t trained_tokens(const data::SequenceSet& set, std::int64_t row) {
   return n;
 }
 
-// Mean token loss over the whole set (no dropout), and the token count.
+// Mean token loss over the whole set (no dropout), and the token count. Micro-batch i goes
+// to data-parallel replica i mod dp; the sums meet in one all-reduce.
 std::pair<double, std::int64_t> evaluate(model::LlamaModel& model, const data::SequenceSet& set,
-                                         std::int64_t micro_batch, BatchBuffers& buf) {
-  double sum = 0;
-  std::int64_t tokens = 0;
+                                         std::int64_t micro_batch, BatchBuffers& buf,
+                                         const comm::ProcessGrid& grid) {
+  double sums[2] = {0.0, 0.0};  // loss, tokens
   std::vector<std::int64_t> rows;
-  for (std::int64_t start = 0; start < set.count; start += micro_batch) {
+  for (std::int64_t start = 0, i = 0; start < set.count; start += micro_batch, ++i) {
+    if (i % grid.dp_size() != grid.dp_rank()) continue;
     const std::int64_t count = std::min(micro_batch, set.count - start);
     rows.clear();
-    for (std::int64_t i = 0; i < count; ++i) {
-      rows.push_back(start + i);
-      tokens += trained_tokens(set, start + i);
+    for (std::int64_t k = 0; k < count; ++k) {
+      rows.push_back(start + k);
+      sums[1] += static_cast<double>(trained_tokens(set, start + k));
     }
-    sum += model.eval_loss(buf.gather(set, rows.data(), count, 0));
+    sums[0] += model.eval_loss(buf.gather(set, rows.data(), count, 0));
   }
-  return {tokens > 0 ? sum / static_cast<double>(tokens) : 0.0, tokens};
+  grid.dp().allreduce_sum(sums, 2);
+  const auto tokens = static_cast<std::int64_t>(sums[1]);
+  return {tokens > 0 ? sums[0] / sums[1] : 0.0, tokens};
+}
+
+// ANVIL_FAULT_INJECT=RANK:STEP makes world rank RANK throw in the middle of step STEP,
+// after its first micro-batch, while the other ranks go on into the step's collectives:
+// the test that one failing rank ends the whole job instead of leaving it hanging.
+std::optional<std::int64_t> fault_step(int world_rank) {
+  const char* v = std::getenv("ANVIL_FAULT_INJECT");
+  if (!v || !*v) return std::nullopt;
+  int rank = -1;
+  long long step = -1;
+  ANVIL_CHECK_INPUT(std::sscanf(v, "%d:%lld", &rank, &step) == 2 && step > 0,
+                    "ANVIL_FAULT_INJECT: expected RANK:STEP, got '", v, "'");
+  if (rank != world_rank) return std::nullopt;
+  return step;
+}
+
+// The whole adapter in the full layout on world rank 0: the TP ranks' slices gathered and
+// put back in place (every rank calls it; only rank 0's result is filled).
+std::vector<float> gather_adapter(const model::LlamaModel& model, const model::LoraLayout& full,
+                                  const comm::ProcessGrid& grid) {
+  const model::LoraLayout& local = model.lora_layout();
+  const std::int64_t n = local.size();
+  std::vector<float> gathered(static_cast<std::size_t>(n * grid.tp_size()));
+  grid.tp().allgather(model.lora_params(), gathered.data(), n, DType::dtype_f32);
+  std::vector<float> out;
+  if (grid.world_rank() != 0) return out;
+  out.resize(static_cast<std::size_t>(full.size()));
+  for (int t = 0; t < grid.tp_size(); ++t) {
+    const model::TpShard shard = model::tp_shard(model.spec(), t, grid.tp_size());
+    model::lora_shard_insert(model.spec(), shard, full, local, gathered.data() + t * n, out.data());
+  }
+  return out;
 }
 
 model::LoraSpec lora_spec(const TrainConfig& cfg) {
@@ -116,14 +154,19 @@ model::LoraSpec lora_spec(const TrainConfig& cfg) {
 
 }  // namespace
 
-TrainResult train_run(const TrainConfig& cfg) {
+TrainResult train_run(const TrainConfig& cfg, const comm::ProcessGrid& grid) {
   const auto t_setup = Clock::now();
   const std::string& out_dir = cfg.output_dir;
-  std::filesystem::create_directories(out_dir);
+  const bool writer = grid.world_rank() == 0;
+  if (writer) std::filesystem::create_directories(out_dir);
 
   // Model, tokenizer and data.
   const model::ModelSpec spec = model::model_spec_from_dir(cfg.model.path);
   model::model_spec_check_supported(spec, cfg.model.path + "/config.json");
+  const int tp = grid.tp_size();
+  for (const std::string& problem : model::tp_shard_problems(spec, tp))
+    throw_user_error("parallel.tp: ", problem, " (", cfg.model.path, "/config.json)");
+  ANVIL_CHECK_INPUT(tp == cfg.parallel.tp, "parallel.tp is ", cfg.parallel.tp, " but the job's grid has tp ", tp);
   const data::Tokenizer tokenizer = data::Tokenizer::load(cfg.model.path);
   ANVIL_CHECK_INPUT(static_cast<std::int64_t>(tokenizer.vocab_size()) <= spec.vocab_size, cfg.model.path,
                     ": the tokenizer has ", tokenizer.vocab_size(), " tokens but the model only ",
@@ -140,17 +183,33 @@ TrainResult train_run(const TrainConfig& cfg) {
 
   const DType storage = cfg.model.dtype == WeightDtype::weight_bf16 ? DType::dtype_bf16 : DType::dtype_f32;
   auto backend = backend::make_cpu_backend();
-  const model::LoraLayout layout(spec, lora_spec(cfg));
+  // This rank's slice of the model; ranks sharing replicated KV heads get their own group.
+  model::TpGroup tp_group;
+  tp_group.shard = model::tp_shard(spec, grid.tp_rank(), tp);
+  tp_group.comm = &grid.tp();
+  std::unique_ptr<comm::Comm> kv_comm;
+  if (tp_group.shard.kv_replicas > 1) {
+    kv_comm = grid.tp().split(static_cast<int>(tp_group.shard.kv_head_first), grid.tp_rank(), "tp-kv");
+    tp_group.kv_comm = kv_comm.get();
+  }
+  const model::LoraLayout full_layout(spec, lora_spec(cfg));
+  const model::LoraLayout layout(model::tp_local_spec(spec, tp_group.shard), lora_spec(cfg));
   model::ModelLimits limits;
   limits.micro_batch = cfg.train.micro_batch;
   limits.seq_len = cfg.data.seq_len;
   limits.activation_checkpointing = cfg.train.activation_checkpointing;
   const auto seed = static_cast<std::uint64_t>(cfg.train.seed);
-  model::LlamaModel model(spec, model::base_weights_load(spec, cfg.model.path, storage), layout,
-                          limits, *backend, seed);
-  model::lora_init(layout, seed, model.lora_params());
+  model::LlamaModel model(spec, model::base_weights_load(spec, cfg.model.path, storage, tp_group.shard),
+                          layout, limits, *backend, seed, tp_group);
+  {
+    // The same initial adapter on any grid: drawn in the full layout, then sliced.
+    std::vector<float> full(static_cast<std::size_t>(full_layout.size()));
+    model::lora_init(full_layout, seed, full.data());
+    model::lora_shard_extract(spec, tp_group.shard, full_layout, layout, full.data(), model.lora_params());
+  }
   log_info("model: ", model::model_parameter_count(spec), " frozen parameters (", dtype_name(storage),
-           "), ", layout.size(), " LoRA parameters, arena ", model.arena_bytes() >> 20, " MiB");
+           "), ", full_layout.size(), " LoRA parameters", tp > 1 ? str_cat(" (", layout.size(), " on each TP rank)") : "",
+           ", arena ", model.arena_bytes() >> 20, " MiB per rank");
 
   // Optimizer state and the step plan.
   std::vector<float> adam_m(static_cast<std::size_t>(layout.size()), 0.0f);
@@ -163,11 +222,22 @@ TrainResult train_run(const TrainConfig& cfg) {
   ScheduleParams sched{cfg.train.lr_schedule, cfg.train.lr, cfg.train.warmup_steps, total_steps,
                        cfg.train.min_lr_ratio};
   data::Sampler sampler(train_set.count, seed, cfg.data.shuffle);
-  if (cfg.checkpoint.every > 0)
+  if (cfg.checkpoint.every > 0 && writer)
     log_warn("checkpoint.every: checkpoints are not written yet; this run saves only the final adapter");
 
-  MetricsWriter metrics(out_dir + "/metrics.jsonl");
-  ProgressLine progress(total_steps, cfg.log.every);
+  std::optional<MetricsWriter> metrics;
+  std::optional<ProgressLine> progress;
+  if (writer) {
+    metrics.emplace(out_dir + "/metrics.jsonl");
+    progress.emplace(total_steps, cfg.log.every);
+  }
+  // This replica's rows of each global batch: a contiguous block, in micro-batches.
+  const std::int64_t dp = grid.dp_size();
+  const std::int64_t per_replica = global_batch / dp;
+  ANVIL_CHECK(per_replica * dp == global_batch && per_replica % micro == 0,
+              "global batch ", global_batch, " does not split into micro-batches of ", micro, " over dp ", dp);
+  const std::int64_t first_row = grid.dp_rank() * per_replica;
+  const std::optional<std::int64_t> fault = fault_step(grid.world_rank());
   BatchBuffers buf(micro, cfg.data.seq_len);
   std::vector<std::int64_t> rows;
   TrainResult result;
@@ -177,9 +247,11 @@ TrainResult train_run(const TrainConfig& cfg) {
   const auto t0 = Clock::now();
   auto run_eval = [&](std::int64_t step) {
     if (!eval_set) return;
-    auto [loss, tokens] = evaluate(model, *eval_set, micro, buf);
-    metrics.write_eval(step, loss, tokens, seconds_since(t0));
-    progress.note(str_cat("eval step ", step, ": eval loss ", loss));
+    auto [loss, tokens] = evaluate(model, *eval_set, micro, buf, grid);
+    if (writer) {
+      metrics->write_eval(step, loss, tokens, seconds_since(t0));
+      progress->note(str_cat("eval step ", step, ": eval loss ", loss));
+    }
     if (!result.first_eval_loss) result.first_eval_loss = loss;
     result.last_eval_loss = loss;
   };
@@ -191,20 +263,26 @@ TrainResult train_run(const TrainConfig& cfg) {
     std::int64_t tokens = 0;
     for (std::int64_t r : rows) tokens += trained_tokens(train_set, r);
     // The loss is one mean over every trained token of the step, not a mean of per-batch means.
+    // Every rank draws the same global batch, so each knows its token count without asking.
     const float grad_scale = tokens > 0 ? 1.0f / static_cast<float>(tokens) : 0.0f;
     model.zero_grads();
     double loss_sum = 0;
-    for (std::int64_t start = 0; start < global_batch; start += micro) {
-      const std::int64_t count = std::min(micro, global_batch - start);
-      loss_sum += model.train_micro_batch(buf.gather(train_set, rows.data() + start, count, start),
+    for (std::int64_t start = first_row; start < first_row + per_replica; start += micro) {
+      loss_sum += model.train_micro_batch(buf.gather(train_set, rows.data() + start, micro, start),
                                           grad_scale, static_cast<std::uint64_t>(step));
+      if (fault && *fault == step) throw_user_error("ANVIL_FAULT_INJECT: failing in step ", step, " on purpose");
     }
+    // The gradient of the global step: TP partial sums first, then one flat all-reduce
+    // over the data-parallel replicas (each holds the same slice of the adapter).
+    model.reduce_tp_grads();
+    grid.dp().allreduce_sum(model.lora_grads(), layout.size());
+    grid.dp().allreduce_sum(&loss_sum, 1);
     StepMetrics m;
     m.step = step;
     m.tokens = tokens;
     m.loss = tokens > 0 ? loss_sum / static_cast<double>(tokens) : 0.0;
     m.lr = schedule_lr(sched, step);
-    m.grad_norm = std::sqrt(backend->sum_squares(model.lora_grads(), layout.size()));
+    m.grad_norm = std::sqrt(model.grad_sum_squares());
     if (!std::isfinite(m.loss) || !std::isfinite(m.grad_norm)) {
       ANVIL_CHECK_INPUT(cfg.train.skip_nonfinite, "step ", step, ": the ",
                         std::isfinite(m.loss) ? "gradient norm" : "loss", " is not finite (loss ",
@@ -231,18 +309,23 @@ TrainResult train_run(const TrainConfig& cfg) {
     m.skipped_total = result.skipped_steps;
     m.elapsed_s = seconds_since(t0);
     m.tokens_per_s = static_cast<double>(global_batch * cfg.data.seq_len) / seconds_since(t_step);
-    metrics.write_step(m);
-    progress.update(m);
+    if (writer) {
+      metrics->write_step(m);
+      progress->update(m);
+    }
     result.last_loss = m.loss;
     result.steps = step;
     if (cfg.train.eval_every > 0 && (step % cfg.train.eval_every == 0 || step == total_steps))
       run_eval(step);
   }
-  progress.finish();
+  if (writer) progress->finish();
 
   result.adapter_dir = out_dir + "/adapter";
-  model::lora_save_peft(result.adapter_dir, layout, model.lora_params(),
-                        std::filesystem::absolute(cfg.model.path).string());
+  const std::vector<float> adapter = gather_adapter(model, full_layout, grid);
+  if (writer)
+    model::lora_save_peft(result.adapter_dir, full_layout, adapter.data(),
+                          std::filesystem::absolute(cfg.model.path).string());
+  grid.world().barrier();  // the adapter is complete when any rank returns
   log_info("trained ", result.steps, " steps in ", format_duration(seconds_since(t0)),
            "; adapter written to ", result.adapter_dir);
   return result;

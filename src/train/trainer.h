@@ -6,6 +6,7 @@
 #include <optional>
 #include <string>
 
+#include "comm/process_grid.h"
 #include "train/config.h"
 
 namespace anvil::train {
@@ -19,8 +20,11 @@ struct TrainResult {
   std::string adapter_dir;  // PEFT adapter written at the end
 };
 
-// Runs the whole training of `cfg` on this process (one rank). Throws anvil::Error with
-// the step on a non-finite loss (unless train.skip_nonfinite) and on bad data or models.
-TrainResult train_run(const TrainConfig& cfg);
+// Runs the whole training of `cfg` on the ranks of `grid`, every rank calling it (one rank:
+// ProcessGrid::single()). Each data-parallel replica takes its own rows of every global
+// batch; each tensor-parallel rank holds its slice of the model. Only world rank 0 writes
+// metrics, the progress line and the adapter. Throws anvil::Error with the step on a
+// non-finite loss (unless train.skip_nonfinite) and on bad data or models.
+TrainResult train_run(const TrainConfig& cfg, const comm::ProcessGrid& grid);
 
 }  // namespace anvil::train

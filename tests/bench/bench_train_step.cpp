@@ -75,7 +75,7 @@ int main(int argc, char** argv) try {
   ls.alpha = 2.0 * static_cast<double>(rank);
   ls.targets.fill(true);
   const model::LoraLayout layout(spec, ls);
-  model::LlamaModel m(spec, model::base_weights_load(spec, dir, DType::dtype_f32), layout,
+  model::LlamaModel m(spec, model::base_weights_load(spec, dir, DType::dtype_f32, model::tp_shard(spec, 0, 1)), layout,
                       model::ModelLimits{B, T, ckpt}, *be, 1);
   model::lora_init(layout, 1, m.lora_params());
   // B = 0 would make every A gradient trivially zero; give B values so the math is real.

@@ -356,10 +356,19 @@ TEST_F(ConfigFiles, MissingFilesNameTheirKeys) {
 }
 
 TEST_F(ConfigFiles, TensorParallelMustDivideTheModel) {
+  const std::string msg = error("parallel:\n  tp: 3\n", {}, 3);
+  EXPECT_HAS(msg, "c.yaml:7: parallel.tp: 3 does not divide the model's num_attention_heads (4)");
+  EXPECT_HAS(msg, "parallel.tp: 3 neither divides the model's num_key_value_heads (2) nor is a multiple of it");
+  EXPECT_HAS(msg, "parallel.tp: 3 does not divide the model's vocab_size (256)");
+  EXPECT_EQ(msg.find("intermediate_size"), std::string::npos) << msg;  // 90 rows split fine
+}
+
+TEST_F(ConfigFiles, TensorParallelBeyondKvHeadsReplicatesThem) {
+  // tp 4 > 2 KV heads: each KV head lives on two ranks; only the MLP rows do not split.
   const std::string msg = error("parallel:\n  tp: 4\n", {}, 4);
-  EXPECT_HAS(msg, "c.yaml:7: parallel.tp: 4 does not divide the model's num_key_value_heads (2)");
-  EXPECT_HAS(msg, "parallel.tp: 4 does not divide the model's intermediate_size (90)");
-  EXPECT_EQ(msg.find("num_attention_heads"), std::string::npos) << msg;  // 4 heads split fine
+  EXPECT_HAS(msg, "c.yaml:7: parallel.tp: 4 does not divide the model's intermediate_size (90)");
+  EXPECT_EQ(msg.find("num_key_value_heads"), std::string::npos) << msg;
+  EXPECT_EQ(msg.find("num_attention_heads"), std::string::npos) << msg;
 }
 
 TEST(ConfigYaml, ResolvedConfigRoundTrips) {

@@ -60,7 +60,7 @@ void check_golden(const std::string& name, bool checkpointing) {
   const model::LoraLayout layout(c.spec, c.adapter.spec);
   EXPECT_FLOAT_EQ(layout.spec().scale(), c.meta["lora"]["scaling"].get<float>());
   model::ModelLimits lim{c.B, c.T, checkpointing};
-  model::LlamaModel m(c.spec, model::base_weights_load(c.spec, dir.str(), DType::dtype_f32), layout,
+  model::LlamaModel m(c.spec, model::base_weights_load(c.spec, dir.str(), DType::dtype_f32, model::tp_shard(c.spec, 0, 1)), layout,
                       lim, *be, 0);
   std::copy(c.adapter.params.begin(), c.adapter.params.end(), m.lora_params());
   const model::TokenBatch batch = c.batch();

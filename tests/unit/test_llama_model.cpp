@@ -34,7 +34,7 @@ struct Fixture {
   std::unique_ptr<model::LlamaModel> make(std::int64_t B, std::int64_t T, double dropout,
                                           DType storage = DType::dtype_f32, bool ckpt = false) {
     model::LoraLayout layout(spec, all_targets(dropout));
-    auto m = std::make_unique<model::LlamaModel>(spec, model::base_weights_load(spec, dir.str(), storage),
+    auto m = std::make_unique<model::LlamaModel>(spec, model::base_weights_load(spec, dir.str(), storage, model::tp_shard(spec, 0, 1)),
                                                  layout, model::ModelLimits{B, T, ckpt}, *be, 42);
     if (adapter.empty()) {
       std::mt19937 rng(3);

@@ -125,13 +125,20 @@ void CpuBackend::linear_backward_input(float* dx, const float* dy, const TensorV
 // ---- embedding -------------------------------------------------------------------------
 
 void CpuBackend::embedding_forward(float* out, const std::int32_t* ids, const TensorView& table,
-                                   i64 n) {
+                                   i64 n, const VocabShard& shard) {
   ANVIL_CHECK(table.shape.rank() == 2, "embedding table must be 2-D, got ", table.shape.str());
-  const i64 vocab = table.shape[0], dim = table.shape[1];
+  const i64 rows = table.shape[0], dim = table.shape[1];
+  const i64 vocab = shard.total > 0 ? shard.total : rows;
+  ANVIL_CHECK(shard.first >= 0 && shard.first + rows <= vocab, "vocabulary shard [", shard.first,
+              ", ", shard.first + rows, ") outside [0, ", vocab, ")");
   for (i64 i = 0; i < n; ++i)
     ANVIL_CHECK(ids[i] >= 0 && ids[i] < vocab, "token id ", ids[i], " outside [0, ", vocab, ")");
 #pragma omp parallel for schedule(static) if (n * dim >= kParallelWork)
-  for (i64 i = 0; i < n; ++i) load_f32(out + i * dim, table, ids[i] * dim, dim);
+  for (i64 i = 0; i < n; ++i) {
+    const i64 row = ids[i] - shard.first;
+    if (row >= 0 && row < rows) load_f32(out + i * dim, table, row * dim, dim);
+    else std::fill(out + i * dim, out + (i + 1) * dim, 0.0f);
+  }
 }
 
 // Threads own column blocks and walk all tokens in order: no races, and the sum order (by

@@ -36,8 +36,8 @@ class CpuBackend final : public Backend {
   void linear_backward_input(float* dx, const float* dy, const TensorView& w, i64 m,
                              float beta) override;
 
-  void embedding_forward(float* out, const std::int32_t* ids, const TensorView& table,
-                         i64 n) override;
+  void embedding_forward(float* out, const std::int32_t* ids, const TensorView& table, i64 n,
+                         const VocabShard& shard) override;
   void embedding_backward(float* dtable, const float* dout, const std::int32_t* ids, i64 n,
                           i64 vocab, i64 dim) override;
 
@@ -66,10 +66,13 @@ class CpuBackend final : public Backend {
                        const float* up, i64 n) override;
 
   double lm_head_cross_entropy(float* dhidden, const float* hidden, const TensorView& w_head,
-                               const std::int32_t* targets, i64 n, float grad_scale) override;
+                               const std::int32_t* targets, i64 n, float grad_scale,
+                               const VocabShard& shard, VocabReducer* reduce) override;
 
-  void lora_forward(float* y, float* xa, const float* x, const float* a, const float* b, i64 n,
-                    i64 in, i64 out, i64 r, float scale, const LoraDropout& drop) override;
+  void lora_down(float* xa, const float* x, const float* a, i64 n, i64 in, i64 r,
+                 const LoraDropout& drop) override;
+  void lora_up(float* y, const float* xa, const float* b, i64 n, i64 out, i64 r,
+               float scale) override;
   void lora_backward(float* dx, float* da, float* db, const float* dy, const float* x,
                      const float* xa, const float* a, const float* b, i64 n, i64 in, i64 out,
                      i64 r, float scale, const LoraDropout& drop) override;

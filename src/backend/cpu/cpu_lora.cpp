@@ -49,9 +49,9 @@ void dropout_rows(float* dst, const float* src, i64 rows, i64 cols, i64 row0, co
 
 }  // namespace
 
-// xa(n, r) = dropout(x) A^T;  y(n, out) += scale * xa B^T.
-void CpuBackend::lora_forward(float* y, float* xa, const float* x, const float* a, const float* b,
-                              i64 n, i64 in, i64 out, i64 r, float scale, const LoraDropout& drop) {
+// xa(n, r) = dropout(x) A^T.
+void CpuBackend::lora_down(float* xa, const float* x, const float* a, i64 n, i64 in, i64 r,
+                           const LoraDropout& drop) {
   check_dropout(drop, in);
   if (n == 0) return;
   if (drop.p == 0.0f) {
@@ -65,6 +65,12 @@ void CpuBackend::lora_forward(float* y, float* xa, const float* x, const float* 
       gemm(false, true, rows, r, in, 1.0f, xd, in, a, in, 0.0f, xa + r0 * r, r);
     }
   }
+}
+
+// y(n, out) += scale * xa B^T.
+void CpuBackend::lora_up(float* y, const float* xa, const float* b, i64 n, i64 out, i64 r,
+                         float scale) {
+  if (n == 0) return;
   gemm(false, true, n, out, r, scale, xa, r, b, r, 1.0f, y, out);
 }
 

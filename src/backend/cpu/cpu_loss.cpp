@@ -1,5 +1,7 @@
 // CpuBackend: the LM head fused with cross-entropy, kLossRows rows at a time so that the
-// logits buffer is (kLossRows, V) however many tokens the micro-batch has.
+// logits buffer is (kLossRows, V) however many tokens the micro-batch has. With a
+// vocabulary shard the block's row maxima, sums and target logits are combined over the
+// group between the phases, so no rank ever holds a whole row of logits.
 #include <algorithm>
 #include <cmath>
 
@@ -14,43 +16,67 @@ constexpr std::int32_t kIgnoreIndex = -100;
 
 }  // namespace
 
-// Per row: lse = log sum_j exp(l_j); loss = lse - l_target;
+// Per row: m = max_j l_j; s = sum_j exp(l_j - m); loss = m + log s - l_target;
 // dlogits = (softmax(l) - onehot(target)) * grad_scale;  dhidden = dlogits W.
 double CpuBackend::lm_head_cross_entropy(float* dhidden, const float* hidden,
                                          const TensorView& w_head, const std::int32_t* targets,
-                                         i64 n, float grad_scale) {
+                                         i64 n, float grad_scale, const VocabShard& shard,
+                                         VocabReducer* reduce) {
   ANVIL_CHECK(w_head.shape.rank() == 2, "LM head must be 2-D, got ", w_head.shape.str());
   const i64 V = w_head.shape[0], C = w_head.shape[1];
+  const i64 vocab = shard.total > 0 ? shard.total : V;
+  const i64 v0 = shard.first;
+  const bool sharded = V < vocab;
+  ANVIL_CHECK(v0 >= 0 && v0 + V <= vocab, "vocabulary shard [", v0, ", ", v0 + V, ") outside [0, ",
+              vocab, ")");
+  ANVIL_CHECK(!sharded || reduce, "a vocabulary shard needs a reducer");
   for (i64 i = 0; i < n; ++i)
-    ANVIL_CHECK(targets[i] == kIgnoreIndex || (targets[i] >= 0 && targets[i] < V), "target ",
-                targets[i], " outside [0, ", V, ")");
+    ANVIL_CHECK(targets[i] == kIgnoreIndex || (targets[i] >= 0 && targets[i] < vocab), "target ",
+                targets[i], " outside [0, ", vocab, ")");
   float* logits = scratch(logits_, std::min(n, kLossRows) * V);  // (rows, V)
-  double row_loss[kLossRows];
+  float row_max[kLossRows];
+  double row_sums[2 * kLossRows];  // (rows) sums of exp, then (rows) target logits
   double total = 0.0;
   for (i64 r0 = 0; r0 < n; r0 += kLossRows) {
     const i64 rows = std::min(kLossRows, n - r0);
+    const std::int32_t* tg = targets + r0;
+    double* sum = row_sums;
+    double* target_logit = row_sums + rows;
     linear_forward(logits, hidden + r0 * C, w_head, nullptr, rows, 0.0f);
+    for (i64 i = 0; i < rows; ++i) {
+      const float* li = logits + i * V;
+      row_max[i] = tg[i] == kIgnoreIndex ? 0.0f : *std::max_element(li, li + V);
+    }
+    if (sharded) reduce->max(row_max, rows);
+#pragma omp parallel for schedule(static) if (rows * V >= kParallelWork)
+    for (i64 i = 0; i < rows; ++i) {
+      const float* li = logits + i * V;
+      sum[i] = 0.0;
+      target_logit[i] = 0.0;
+      if (tg[i] == kIgnoreIndex) continue;
+      for (i64 j = 0; j < V; ++j) sum[i] += std::exp(li[j] - row_max[i]);  // each term in (0, 1]
+      const i64 t = tg[i] - v0;
+      if (t >= 0 && t < V) target_logit[i] = li[t];
+    }
+    if (sharded) reduce->sum(row_sums, 2 * rows);
+    for (i64 i = 0; i < rows; ++i)  // in row order: deterministic
+      if (tg[i] != kIgnoreIndex)
+        total += static_cast<double>(row_max[i]) + std::log(sum[i]) - target_logit[i];
+    if (!dhidden) continue;
 #pragma omp parallel for schedule(static) if (rows * V >= kParallelWork)
     for (i64 i = 0; i < rows; ++i) {
       float* li = logits + i * V;
-      const std::int32_t t = targets[r0 + i];
-      row_loss[i] = 0.0;
-      if (t == kIgnoreIndex) {
-        if (dhidden) std::fill(li, li + V, 0.0f);
+      if (tg[i] == kIgnoreIndex) {
+        std::fill(li, li + V, 0.0f);
         continue;
       }
-      const float mx = *std::max_element(li, li + V);
-      double sum = 0.0;
-      for (i64 j = 0; j < V; ++j) sum += std::exp(li[j] - mx);  // each term in (0, 1]
-      row_loss[i] = static_cast<double>(mx) + std::log(sum) - static_cast<double>(li[t]);
-      if (!dhidden) continue;
-      const auto inv_sum = static_cast<float>(1.0 / sum);
-      const float p_t = std::exp(li[t] - mx) * inv_sum;
-      for (i64 j = 0; j < V; ++j) li[j] = std::exp(li[j] - mx) * inv_sum * grad_scale;
-      li[t] = (p_t - 1.0f) * grad_scale;
+      const auto inv_sum = static_cast<float>(1.0 / sum[i]);
+      const i64 t = tg[i] - v0;
+      const float p_t = t >= 0 && t < V ? std::exp(li[t] - row_max[i]) * inv_sum : 0.0f;
+      for (i64 j = 0; j < V; ++j) li[j] = std::exp(li[j] - row_max[i]) * inv_sum * grad_scale;
+      if (t >= 0 && t < V) li[t] = (p_t - 1.0f) * grad_scale;
     }
-    for (i64 i = 0; i < rows; ++i) total += row_loss[i];  // in row order: deterministic
-    if (dhidden) linear_backward_input(dhidden + r0 * C, logits, w_head, rows, 0.0f);
+    linear_backward_input(dhidden + r0 * C, logits, w_head, rows, 0.0f);
   }
   return total;
 }

@@ -1,0 +1,199 @@
+// MpiComm: Comm over an MPI communicator, on host buffers. Arguments are checked first
+// (collective_check.h), then a group of one rank returns without any MPI call, then every
+// MPI call is checked and a failure names the call and the group.
+#include <mpi.h>
+
+#include <algorithm>
+#include <cstring>
+#include <exception>
+#include <limits>
+#include <memory>
+#include <string>
+#include <utility>
+
+#include "comm/collective_check.h"
+#include "comm/comm.h"
+#include "comm/mpi_check.h"
+#include "core/error.h"
+#include "core/log.h"
+
+namespace anvil::comm {
+
+namespace {
+
+// Counts past INT_MAX (MPI's int count) are handled two ways. allreduce and broadcast,
+// which carry whole gradient and weight buffers, send them in chunks of at most this many
+// bytes; keeping each message under 2 GiB also stays clear of the large-message bugs some
+// MPI transports have had. allgather and reduce_scatter interleave the ranks' blocks, so
+// chunking them would need strided types; there a per-rank count past INT_MAX is an
+// internal error (callers shard activations and gradients far below that).
+constexpr std::int64_t kMaxMessageBytes = std::int64_t{1} << 30;
+
+// After reduce_dtype_check, so only the four reducible dtypes arrive here.
+MPI_Datatype mpi_reduce_type(DType dtype) {
+  switch (dtype) {
+    case DType::dtype_f32: return MPI_FLOAT;
+    case DType::dtype_f64: return MPI_DOUBLE;
+    case DType::dtype_i32: return MPI_INT32_T;
+    case DType::dtype_i64: return MPI_INT64_T;
+    default: break;
+  }
+  ANVIL_CHECK(false, "no MPI reduction type for dtype ", dtype_short_name(dtype));
+}
+
+// Data that is only moved, never combined, goes as opaque words of the dtype's size:
+// bf16 and f16 as MPI_UINT16_T, u8 and bool as MPI_BYTE.
+MPI_Datatype mpi_copy_type(DType dtype) {
+  switch (dtype_size(dtype)) {
+    case 1: return MPI_BYTE;
+    case 2: return MPI_UINT16_T;
+    case 4: return MPI_UINT32_T;
+    case 8: return MPI_UINT64_T;
+    default: break;
+  }
+  ANVIL_CHECK(false, "no MPI copy type for dtype ", dtype_short_name(dtype));
+}
+
+// Calls send(pointer, n) for consecutive chunks of buf (count elements of elem_bytes each),
+// every chunk at most kMaxMessageBytes.
+template <typename Send>
+void for_each_chunk(void* buf, std::int64_t count, std::size_t elem_bytes, Send send) {
+  const auto elem = static_cast<std::int64_t>(elem_bytes);
+  const std::int64_t chunk = kMaxMessageBytes / elem;
+  auto* bytes = static_cast<char*>(buf);
+  for (std::int64_t offset = 0; offset < count; offset += chunk)
+    send(bytes + offset * elem, static_cast<int>(std::min(chunk, count - offset)));
+}
+
+// reduce_avg is a sum on the wire, divided by the group size afterwards.
+MPI_Op mpi_op(ReduceOp op) { return op == ReduceOp::reduce_max ? MPI_MAX : MPI_SUM; }
+
+class MpiComm final : public Comm {
+ public:
+  // Owns `comm`: frees it on destruction unless it is MPI_COMM_WORLD.
+  MpiComm(MPI_Comm comm, std::string name) : comm_(comm), name_(std::move(name)) {
+    try {
+      // A child of MPI_Comm_split inherits the parent's handler; set it anyway so that no
+      // communicator ever runs with MPI's default of killing the process.
+      mpi_check(MPI_Comm_set_errhandler(comm_, MPI_ERRORS_RETURN), "MPI_Comm_set_errhandler",
+                name_);
+      mpi_check(MPI_Comm_rank(comm_, &rank_), "MPI_Comm_rank", name_);
+      mpi_check(MPI_Comm_size(comm_, &size_), "MPI_Comm_size", name_);
+    } catch (...) {
+      comm_free();
+      throw;
+    }
+  }
+  ~MpiComm() override { comm_free(); }
+  MpiComm(const MpiComm&) = delete;
+  MpiComm& operator=(const MpiComm&) = delete;
+
+  int rank() const override { return rank_; }
+  int size() const override { return size_; }
+  const std::string& name() const override { return name_; }
+
+  void allreduce(void* buf, std::int64_t count, DType dtype, ReduceOp op) override {
+    count_check(*this, "allreduce", count);
+    reduce_dtype_check(*this, "allreduce", dtype, op);
+    if (size_ == 1 || count == 0) return;
+    for_each_chunk(buf, count, dtype_size(dtype), [&](char* p, int n) {
+      mpi_check(MPI_Allreduce(MPI_IN_PLACE, p, n, mpi_reduce_type(dtype), mpi_op(op), comm_),
+                "MPI_Allreduce", name_);
+    });
+    if (op == ReduceOp::reduce_avg) avg_divide(buf, count, dtype, size_);
+  }
+
+  void allgather(const void* send, void* recv, std::int64_t count, DType dtype) override {
+    count_check(*this, "allgather", count);
+    const int n = mpi_count("allgather", count);
+    const bool in_place = allgather_args_check(*this, send, recv, count, dtype);
+    if (count == 0) return;
+    if (size_ == 1) {
+      if (!in_place) std::memcpy(recv, send, static_cast<std::size_t>(count) * dtype_size(dtype));
+      return;
+    }
+    const MPI_Datatype type = mpi_copy_type(dtype);
+    mpi_check(MPI_Allgather(in_place ? MPI_IN_PLACE : send, n, type, recv, n, type, comm_),
+              "MPI_Allgather", name_);
+  }
+
+  void reduce_scatter(const void* send, void* recv, std::int64_t count, DType dtype,
+                      ReduceOp op) override {
+    count_check(*this, "reduce_scatter", count);
+    reduce_dtype_check(*this, "reduce_scatter", dtype, op);
+    const int n = mpi_count("reduce_scatter", count);
+    const bool in_place = reduce_scatter_args_check(*this, send, recv, count, dtype);
+    if (count == 0) return;
+    if (size_ == 1) {
+      if (!in_place) std::memcpy(recv, send, static_cast<std::size_t>(count) * dtype_size(dtype));
+      return;
+    }
+    // In place, MPI reads all size blocks from recv and leaves this rank's block at its front.
+    mpi_check(MPI_Reduce_scatter_block(in_place ? MPI_IN_PLACE : send, recv, n,
+                                       mpi_reduce_type(dtype), mpi_op(op), comm_),
+              "MPI_Reduce_scatter_block", name_);
+    if (op == ReduceOp::reduce_avg) avg_divide(recv, count, dtype, size_);
+  }
+
+  void broadcast(void* buf, std::int64_t count, DType dtype, int root) override {
+    count_check(*this, "broadcast", count);
+    root_check(*this, root);
+    if (size_ == 1 || count == 0) return;
+    for_each_chunk(buf, count, dtype_size(dtype), [&](char* p, int n) {
+      mpi_check(MPI_Bcast(p, n, mpi_copy_type(dtype), root, comm_), "MPI_Bcast", name_);
+    });
+  }
+
+  void barrier() override {
+    if (size_ == 1) return;
+    mpi_check(MPI_Barrier(comm_), "MPI_Barrier", name_);
+  }
+
+  std::unique_ptr<Comm> split(int color, int key, std::string name) const override {
+    split_color_check(*this, color);
+    MPI_Comm child = MPI_COMM_NULL;
+    mpi_check(MPI_Comm_split(comm_, color, key, &child), "MPI_Comm_split", name_);
+    return std::make_unique<MpiComm>(child, std::move(name));
+  }
+
+ private:
+  // The count of an allgather or reduce_scatter block as MPI's int (see kMaxMessageBytes).
+  // Checked on groups of one too, so the limit does not depend on the group size.
+  int mpi_count(const char* call, std::int64_t count) const {
+    ANVIL_CHECK(count <= std::numeric_limits<int>::max(), call, " on comm '", name_,
+                "': count ", count, " per rank exceeds MPI's int count");
+    return static_cast<int>(count);
+  }
+
+  void comm_free() noexcept {
+    // Not MPI_COMM_WORLD (MPI's own), nothing after MPI_Finalize, and nothing while an
+    // error unwinds: main() is about to abort the job, and MPI_Comm_free is collective in
+    // the standard, so it could wait for ranks that never come.
+    if (comm_ == MPI_COMM_WORLD || comm_ == MPI_COMM_NULL || !mpi_is_up() ||
+        std::uncaught_exceptions() > 0) {
+      return;
+    }
+    if (MPI_Comm_free(&comm_) != MPI_SUCCESS) {
+      // A destructor cannot throw; a leaked communicator is worth a warning, not a crash.
+      try {
+        log_warn("MPI_Comm_free on comm '", name_, "' failed");
+      } catch (...) {
+      }
+    }
+  }
+
+  MPI_Comm comm_ = MPI_COMM_NULL;
+  std::string name_;
+  int rank_ = 0;
+  int size_ = 1;
+};
+
+}  // namespace
+
+std::unique_ptr<Comm> mpi_comm_world() {
+  ANVIL_CHECK(mpi_is_up(), "mpi_comm_world() before MPI_Init or after MPI_Finalize "
+                           "(MPI lives as long as a comm::MpiSession)");
+  return std::make_unique<MpiComm>(MPI_COMM_WORLD, "world");
+}
+
+}  // namespace anvil::comm

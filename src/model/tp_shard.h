@@ -1,0 +1,92 @@
+// How tensor parallelism splits a Llama model over the `size` ranks of one TP group
+// (Megatron layout, ../shared/DESIGN.md "Parallelism"):
+//   column-parallel  q, k, v, gate, up   W (out, in): rank t holds a block of output rows
+//   row-parallel     o, down             W (out, in): rank t holds a block of input columns
+//   vocab-parallel   embedding, LM head  (V, C):      rank t holds a block of vocabulary rows
+//   replicated       norms
+// Query heads split evenly. KV heads split evenly when tp divides them; when tp is a
+// multiple of the KV heads instead, each KV head is replicated on tp / n_kv_heads
+// consecutive ranks (the ranks whose query heads read it), as Megatron does for GQA.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "model/lora.h"
+#include "model/model_spec.h"
+
+namespace anvil::model {
+
+struct TpShard {
+  int rank = 0;
+  int size = 1;
+  std::int64_t heads = 0;          // local query heads, H / tp
+  std::int64_t kv_heads = 0;       // local KV heads, Hkv / tp, or 1 when replicated
+  std::int64_t kv_head_first = 0;  // global index of the first local KV head
+  std::int64_t kv_replicas = 1;    // ranks holding the same KV heads (tp / Hkv when tp > Hkv)
+  std::int64_t ffn = 0;            // local intermediate rows, F / tp
+  std::int64_t vocab = 0;          // local vocabulary rows, V / tp
+  std::int64_t vocab_first = 0;    // global index of the first local vocabulary row
+};
+
+// Every reason `tp` cannot split `spec`, one line each ("does not divide the model's
+// num_attention_heads (4)"); empty when it can.
+std::vector<std::string> tp_shard_problems(const ModelSpec& spec, int tp);
+// Rank `rank`'s part; an internal error when tp_shard_problems is not empty (callers
+// validate first, with the config's key in the message).
+TpShard tp_shard(const ModelSpec& spec, int rank, int size);
+
+enum class SplitAxis { split_rows, split_cols };
+
+// The part of a (rows, cols) weight one rank holds: `count` rows or columns from `start`.
+struct WeightSlice {
+  SplitAxis axis = SplitAxis::split_rows;
+  std::int64_t start = 0;
+  std::int64_t count = 0;
+};
+
+// True for o and down, whose input columns are split.
+bool proj_row_parallel(Proj p);
+// The slice of projection p's weight (out, in) rank `t` holds.
+WeightSlice tp_proj_slice(const ModelSpec& spec, const TpShard& t, Proj p);
+// The local (out, in) of projection p.
+std::array<std::int64_t, 2> tp_proj_shape(const ModelSpec& spec, const TpShard& t, Proj p);
+// The vocabulary rows of the embedding and the LM head.
+WeightSlice tp_vocab_slice(const TpShard& t);
+
+// The model shape one rank computes with: heads, KV heads, intermediate size and
+// vocabulary of its slice; everything else as in `spec`.
+ModelSpec tp_local_spec(const ModelSpec& spec, const TpShard& t);
+
+// ---- LoRA adapters under TP (the math is in tp_layers.h) ----------------------------------
+// Column-parallel W: A replicated, B's rows split with W's. Row-parallel W: A's columns
+// split with W's, B replicated. KV heads replicated on several ranks replicate the rows of
+// their k/v B as well. Gradients of replicated matrices are partial sums on each rank.
+
+// The ranks of a TP group whose copies of one adapter matrix are the same parameter.
+enum class GradReduce {
+  grad_reduce_none,  // complete on every rank
+  grad_reduce_tp,    // a partial sum: all-reduce over the TP group
+  grad_reduce_kv,    // a partial sum: all-reduce over the ranks sharing the KV heads
+};
+
+// One adapter matrix (A or B of one slot) in a rank's local flat buffer.
+struct LoraPart {
+  std::int64_t offset = 0;  // in the local layout
+  std::int64_t count = 0;
+  std::int64_t replicas = 1;  // ranks holding the same values (count once in a norm)
+  GradReduce grad = GradReduce::grad_reduce_none;
+};
+
+// Every A and B of `local` (the layout of tp_local_spec(spec, t)), in buffer order.
+std::vector<LoraPart> lora_tp_parts(const TpShard& t, const LoraLayout& local);
+
+// Rank t's values between the full layout (LoraLayout(spec, lora)) and its local layout.
+void lora_shard_extract(const ModelSpec& spec, const TpShard& t, const LoraLayout& full,
+                        const LoraLayout& local, const float* full_params, float* local_params);
+void lora_shard_insert(const ModelSpec& spec, const TpShard& t, const LoraLayout& full,
+                       const LoraLayout& local, const float* local_params, float* full_params);
+
+}  // namespace anvil::model

@@ -1,0 +1,127 @@
+"""`anvil train` on the demo config under mpirun on the grids (tp, dp) = (1,1), (2,1),
+(1,2), (2,2), (4,1): the per-step losses and gradient norms, the evaluation losses and the
+final adapter weights must match the single-rank run within relative 1e-5. LoRA dropout is
+on, so the dropout masks must not depend on the grid either. Also: only rank 0 writes
+metrics, and a rank that fails in the middle of a step ends the job within seconds.
+
+Usage: test_grid_equivalence.py MPIEXEC   (ANVIL_BIN, ANVIL_SOURCE_DIR from the environment)"""
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+from safetensors.numpy import load_file
+
+ANVIL = os.environ["ANVIL_BIN"]
+SRC = os.environ["ANVIL_SOURCE_DIR"]
+MPIEXEC = sys.argv[1]
+CONFIG = os.path.join(SRC, "configs", "demo-cpu.yaml")
+STEPS = 12
+GRIDS = [(1, 1), (2, 1), (1, 2), (2, 2), (4, 1)]
+TOLERANCE = 1e-5
+
+
+def run(cmd, timeout=300):
+    t0 = time.monotonic()
+    p = subprocess.run(cmd, capture_output=True, text=True, cwd=SRC, timeout=timeout)
+    return p, time.monotonic() - t0
+
+
+def train(model, out, tp, dp, extra_env=None, timeout=300):
+    sets = [f"output_dir={out}", f"model.path={model}", f"train.steps={STEPS}", "train.warmup_steps=3",
+            "train.eval_every=6", "lora.dropout=0.1", "checkpoint.every=0", f"parallel.tp={tp}", "log.every=4"]
+    cmd = [MPIEXEC, "--oversubscribe", "-np", str(tp * dp)]
+    for k, v in (extra_env or {}).items():
+        cmd += ["-x", f"{k}={v}"]
+    cmd += [ANVIL, "train", CONFIG]
+    for s in sets:
+        cmd += ["--set", s]
+    return run(cmd, timeout)
+
+
+def metrics(out):
+    with open(os.path.join(out, "metrics.jsonl")) as f:
+        rows = [json.loads(line) for line in f]
+    steps = [r for r in rows if "loss" in r]
+    evals = [r for r in rows if "eval_loss" in r]
+    return steps, evals
+
+
+def rel(a, b):
+    """||a - b|| / ||b||: the relative error of a tensor. (Elementwise, Adam's first steps
+    turn float-noise differences of near-zero gradients into full-size updates of single
+    elements, so an element's error says little about the run.)"""
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    scale = np.linalg.norm(b)
+    return float(np.linalg.norm(a - b) / scale) if scale > 0 else float(np.linalg.norm(a - b))
+
+
+def main():
+    tmp = tempfile.mkdtemp(prefix="anvil_mpi_grid_")
+    try:
+        check(tmp)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def check(tmp):
+    model = os.path.join(tmp, "model")
+    p, _ = run([ANVIL, "init-model", "--preset", "tiny", "--out", model, "--seed", "1", "--init-std", "0.1"])
+    assert p.returncode == 0, p.stderr
+
+    results = {}
+    for tp, dp in GRIDS:
+        out = os.path.join(tmp, f"run_tp{tp}_dp{dp}")
+        p, seconds = train(model, out, tp, dp)
+        assert p.returncode == 0, f"tp {tp} dp {dp}: exit {p.returncode}\n{p.stdout}\n{p.stderr}"
+        steps, evals = metrics(out)
+        assert [r["step"] for r in steps] == list(range(1, STEPS + 1)), steps
+        adapter = load_file(os.path.join(out, "adapter", "adapter_model.safetensors"))
+        results[(tp, dp)] = (steps, evals, adapter)
+        # Only rank 0 prints the progress and the resolved config.
+        assert (p.stdout + p.stderr).count("resolved config") == 1, p.stdout + p.stderr
+        print(f"tp {tp} dp {dp}: {seconds:.1f} s, final loss {steps[-1]['loss']:.6f}, "
+              f"eval {evals[-1]['eval_loss']:.6f}")
+
+    ref_steps, ref_evals, ref_adapter = results[(1, 1)]
+    worst = {"loss": 0.0, "grad_norm": 0.0, "eval_loss": 0.0, "adapter": 0.0}
+    for grid, (steps, evals, adapter) in results.items():
+        if grid == (1, 1):
+            continue
+        for key in ("loss", "grad_norm"):
+            for a, b in zip(steps, ref_steps):
+                err = abs(a[key] - b[key]) / abs(b[key])
+                worst[key] = max(worst[key], err)
+                assert err <= TOLERANCE, f"{grid} step {a['step']} {key}: {a[key]} vs {b[key]} (rel {err:.2e})"
+            assert [r["tokens"] for r in steps] == [r["tokens"] for r in ref_steps], grid
+        for a, b in zip(evals, ref_evals):
+            assert a["step"] == b["step"] and a["eval_tokens"] == b["eval_tokens"], (a, b)
+            err = abs(a["eval_loss"] - b["eval_loss"]) / abs(b["eval_loss"])
+            worst["eval_loss"] = max(worst["eval_loss"], err)
+            assert err <= TOLERANCE, f"{grid} eval at step {a['step']}: rel {err:.2e}"
+        assert sorted(adapter) == sorted(ref_adapter), grid
+        for name, want in ref_adapter.items():
+            assert adapter[name].shape == want.shape, (grid, name)
+            err = rel(adapter[name], want)
+            worst["adapter"] = max(worst["adapter"], err)
+            assert err <= TOLERANCE, f"{grid} {name}: rel {err:.2e}"
+    print("all grids match the single-rank run; worst relative differences: " +
+          ", ".join(f"{k} {v:.1e}" for k, v in worst.items()))
+
+    # A rank failing in the middle of step 3 (after its first micro-batch, while the others
+    # wait in the step's collectives) ends the whole job quickly with its message.
+    out = os.path.join(tmp, "run_fault")
+    p, seconds = train(model, out, 2, 2, {"ANVIL_FAULT_INJECT": "3:3"}, timeout=60)
+    log = p.stdout + p.stderr
+    assert p.returncode != 0, log
+    assert "[rank 3] error: ANVIL_FAULT_INJECT: failing in step 3 on purpose" in log, log
+    assert seconds < 30, f"the job took {seconds:.1f} s to end"
+    print(f"a failing rank ended the job in {seconds:.1f} s with exit code {p.returncode}")
+
+
+if __name__ == "__main__":
+    main()
