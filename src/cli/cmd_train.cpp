@@ -26,6 +26,7 @@ struct ConfigOptions {
   std::vector<std::string> overrides;
   int world_size = 0;  // validate: 0 = infer from tp x dp
   bool print = false;
+  std::int64_t stop_after = 0;  // train
 };
 
 void add_config_options(CLI::App* cmd, ConfigOptions& opt) {
@@ -68,7 +69,9 @@ void run_train(const ConfigOptions& opt) {
     if (mpi.local_size() > 1) log_info(mpi.local_size(), " ranks on this node: ", threads, " CPU threads each");
   }
   const comm::ProcessGrid grid(comm::mpi_comm_world(), cfg.parallel.tp);
-  const train::TrainResult r = train::train_run(cfg, grid);
+  train::TrainOptions options;
+  options.stop_after = opt.stop_after;
+  const train::TrainResult r = train::train_run(cfg, grid, options);
   if (r.first_eval_loss && r.last_eval_loss)
     log_info("eval loss ", *r.first_eval_loss, " -> ", *r.last_eval_loss);
 }
@@ -79,6 +82,10 @@ void register_train(CLI::App& app) {
   auto* cmd = app.add_subcommand("train", "Fine-tune a model as a YAML config describes");
   auto opt = std::make_shared<ConfigOptions>();
   add_config_options(cmd, *opt);
+  cmd->add_option("--stop-after", opt->stop_after,
+                  "End cleanly after step N with a checkpoint (as a preempted job would); the same command "
+                  "with checkpoint.resume: auto continues")
+      ->check(CLI::PositiveNumber);
   cmd->callback([opt] { run_train(*opt); });
 }
 

@@ -133,6 +133,33 @@ void lora_shard_walk(const ModelSpec& spec, const TpShard& t, const LoraLayout& 
 
 }  // namespace
 
+std::vector<LoraBlock> lora_tp_blocks(const ModelSpec& spec, const TpShard& t, const LoraLayout& full,
+                                      const LoraLayout& local) {
+  const std::int64_t r = full.spec().rank;
+  ANVIL_CHECK(local.slots().size() == full.slots().size(), "local and full LoRA layouts differ");
+  std::vector<LoraBlock> out;
+  for (std::size_t i = 0; i < full.slots().size(); ++i) {
+    const LoraSlot& f = full.slots()[i];
+    const LoraSlot& l = local.slots()[i];
+    const WeightSlice w = tp_proj_slice(spec, t, f.proj);
+    const bool kv = (f.proj == Proj::proj_k || f.proj == Proj::proj_v) && t.kv_replicas > 1;
+    LoraBlock a{&f, 'A', r, f.in, 0, r, 0, f.in, l.a_offset, t.rank == 0};
+    LoraBlock b{&f, 'B', f.out, r, 0, f.out, 0, r, l.b_offset, t.rank == 0};
+    if (w.axis == SplitAxis::split_rows) {  // B's rows split (and replicated with KV heads)
+      b.row0 = w.start;
+      b.nrows = w.count;
+      b.writer = kv ? t.rank % t.kv_replicas == 0 : true;
+    } else {  // A's columns split
+      a.col0 = w.start;
+      a.ncols = w.count;
+      a.writer = true;
+    }
+    out.push_back(a);
+    out.push_back(b);
+  }
+  return out;
+}
+
 void lora_shard_extract(const ModelSpec& spec, const TpShard& t, const LoraLayout& full,
                         const LoraLayout& local, const float* full_params, float* local_params) {
   lora_shard_walk(spec, t, full, local, [&](std::int64_t fo, std::int64_t lo, std::int64_t n) {

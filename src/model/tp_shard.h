@@ -83,6 +83,21 @@ struct LoraPart {
 // Every A and B of `local` (the layout of tp_local_spec(spec, t)), in buffer order.
 std::vector<LoraPart> lora_tp_parts(const TpShard& t, const LoraLayout& local);
 
+// Where one of rank t's adapter matrices sits in the whole matrix: its rows and columns of
+// the full (rows, cols) A or B, which are the whole local matrix, stored row-major at
+// `local_offset` of the local buffer. `writer`: the lowest TP rank holding these values
+// (the one that saves them; replicated copies are not written twice).
+struct LoraBlock {
+  const LoraSlot* slot = nullptr;  // in the full layout
+  char which = 'A';
+  std::int64_t rows = 0, cols = 0;  // the whole matrix
+  std::int64_t row0 = 0, nrows = 0, col0 = 0, ncols = 0;
+  std::int64_t local_offset = 0;
+  bool writer = false;
+};
+std::vector<LoraBlock> lora_tp_blocks(const ModelSpec& spec, const TpShard& t, const LoraLayout& full,
+                                      const LoraLayout& local);
+
 // Rank t's values between the full layout (LoraLayout(spec, lora)) and its local layout.
 void lora_shard_extract(const ModelSpec& spec, const TpShard& t, const LoraLayout& full,
                         const LoraLayout& local, const float* full_params, float* local_params);

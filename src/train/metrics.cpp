@@ -1,5 +1,8 @@
 #include "train/metrics.h"
 
+#include <filesystem>
+#include <sstream>
+
 #include <unistd.h>
 
 #include <cerrno>
@@ -8,6 +11,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
+#include "io/files.h"
 
 namespace anvil::train {
 
@@ -18,8 +22,19 @@ nlohmann::json number(double v) { return std::isfinite(v) ? nlohmann::json(v) : 
 
 }  // namespace
 
-MetricsWriter::MetricsWriter(const std::string& path) : path_(path) {
-  file_ = std::fopen(path.c_str(), "w");
+MetricsWriter::MetricsWriter(const std::string& path, std::int64_t resumed_step) : path_(path) {
+  std::string kept;
+  if (resumed_step >= 0 && std::filesystem::exists(path)) {
+    std::istringstream lines(io::read_text_file(path));
+    for (std::string line; std::getline(lines, line);) {
+      const auto j = nlohmann::json::parse(line, nullptr, false);
+      if (j.is_object() && j.contains("step") && j["step"].is_number_integer() &&
+          j["step"].get<std::int64_t>() <= resumed_step)
+        kept += line + "\n";
+    }
+  }
+  io::write_text_file_atomic(path, kept);
+  file_ = std::fopen(path.c_str(), "a");
   ANVIL_CHECK_INPUT(file_ != nullptr, path, ": cannot create: ", std::strerror(errno));
 }
 

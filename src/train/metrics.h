@@ -23,7 +23,9 @@ struct StepMetrics {
 class MetricsWriter {
  public:
   // Truncates (or creates) `path`; a user error names it if it cannot.
-  explicit MetricsWriter(const std::string& path);
+  // A new file; or, resuming after step `resumed_step` (>= 0), the existing file with the
+  // lines of later steps (written after that checkpoint by the run that stopped) dropped.
+  explicit MetricsWriter(const std::string& path, std::int64_t resumed_step = -1);
   ~MetricsWriter();
   MetricsWriter(const MetricsWriter&) = delete;
   MetricsWriter& operator=(const MetricsWriter&) = delete;

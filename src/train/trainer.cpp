@@ -17,6 +17,9 @@
 #include "model/llama.h"
 #include "model/lora.h"
 #include "model/tp_shard.h"
+#include "io/files.h"
+#include "model/checkpoint_layout.h"
+#include "train/checkpoint.h"
 #include "train/metrics.h"
 #include "train/schedule.h"
 
@@ -110,18 +113,27 @@ std::pair<double, std::int64_t> evaluate(model::LlamaModel& model, const data::S
   return {tokens > 0 ? sums[0] / sums[1] : 0.0, tokens};
 }
 
-// ANVIL_FAULT_INJECT=RANK:STEP makes world rank RANK throw in the middle of step STEP,
-// after its first micro-batch, while the other ranks go on into the step's collectives:
-// the test that one failing rank ends the whole job instead of leaving it hanging.
-std::optional<std::int64_t> fault_step(int world_rank) {
+// ANVIL_FAULT_INJECT=RANK:STEP[:save] makes world rank RANK fail on purpose, for the tests
+// that a failing rank ends the whole job and that a crash never costs the last complete
+// checkpoint: without ":save" it throws in the middle of step STEP (after its first
+// micro-batch, while the other ranks go on into the step's collectives); with ":save" it
+// kills itself (SIGKILL) in the middle of writing step STEP's checkpoint.
+struct Fault {
+  std::int64_t step = 0;  // 0: none
+  bool during_save = false;
+};
+
+Fault fault_from_env(int world_rank) {
   const char* v = std::getenv("ANVIL_FAULT_INJECT");
-  if (!v || !*v) return std::nullopt;
+  if (!v || !*v) return {};
   int rank = -1;
   long long step = -1;
-  ANVIL_CHECK_INPUT(std::sscanf(v, "%d:%lld", &rank, &step) == 2 && step > 0,
-                    "ANVIL_FAULT_INJECT: expected RANK:STEP, got '", v, "'");
-  if (rank != world_rank) return std::nullopt;
-  return step;
+  char where[8] = {0};
+  const int n = std::sscanf(v, "%d:%lld:%7s", &rank, &step, where);
+  ANVIL_CHECK_INPUT((n == 2 || (n == 3 && std::string(where) == "save")) && step > 0,
+                    "ANVIL_FAULT_INJECT: expected RANK:STEP or RANK:STEP:save, got '", v, "'");
+  if (rank != world_rank) return {};
+  return {step, n == 3};
 }
 
 // The whole adapter in the full layout on world rank 0: the TP ranks' slices gathered and
@@ -154,7 +166,7 @@ model::LoraSpec lora_spec(const TrainConfig& cfg) {
 
 }  // namespace
 
-TrainResult train_run(const TrainConfig& cfg, const comm::ProcessGrid& grid) {
+TrainResult train_run(const TrainConfig& cfg, const comm::ProcessGrid& grid, const TrainOptions& options) {
   const auto t_setup = Clock::now();
   const std::string& out_dir = cfg.output_dir;
   const bool writer = grid.world_rank() == 0;
@@ -222,13 +234,49 @@ TrainResult train_run(const TrainConfig& cfg, const comm::ProcessGrid& grid) {
   ScheduleParams sched{cfg.train.lr_schedule, cfg.train.lr, cfg.train.warmup_steps, total_steps,
                        cfg.train.min_lr_ratio};
   data::Sampler sampler(train_set.count, seed, cfg.data.shuffle);
-  if (cfg.checkpoint.every > 0 && writer)
-    log_warn("checkpoint.every: checkpoints are not written yet; this run saves only the final adapter");
+  // Checkpoints: what every save and the resume need, and where to resume from.
+  CheckpointContext ckpt;
+  ckpt.cfg = &cfg;
+  ckpt.config_yaml = config_to_yaml(cfg);
+  ckpt.model_config_json = io::read_text_file(cfg.model.path + "/config.json");
+  ckpt.base_path = std::filesystem::absolute(cfg.model.path).lexically_normal().string();
+  ckpt.base_hash = model::model_identity_hash(cfg.model.path);
+  ckpt.spec = &spec;
+  ckpt.full = &full_layout;
+  ckpt.local = &layout;
+  ckpt.shard = tp_group.shard;
+  ckpt.grid = &grid;
+  const AdapterBuffers buffers{model.lora_params(), adam_m.data(), adam_v.data()};
+  TrainState state;
+  TrainResult result;
+  result.resumed_from = checkpoint_find_resume(cfg);
+  if (result.resumed_from) {
+    state = checkpoint_load(ckpt, *result.resumed_from, buffers);
+    sampler.restore(state.sampler);
+    result.skipped_steps = state.skipped_steps;
+    log_info("resumed from ", *result.resumed_from, " after step ", state.step, " (", state.tokens_seen,
+             " tokens seen)");
+    ANVIL_CHECK_INPUT(state.step < total_steps, *result.resumed_from, ": the run already has ", state.step,
+                      " of its ", total_steps, " steps");
+  }
+  if (cfg.checkpoint.keep == 1 && writer)
+    log_warn("checkpoint.keep: 1 leaves a single checkpoint: a crash while the next one is written still "
+             "leaves it, but a damaged file has no fallback");
+  ANVIL_CHECK_INPUT(options.stop_after <= 0 || options.stop_after > state.step, "--stop-after ",
+                    options.stop_after, ": the run is already past that step (", state.step, ")");
+  auto save = [&](std::int64_t step) {
+    state.step = step;
+    state.skipped_steps = result.skipped_steps;
+    state.sampler = sampler.state();
+    result.last_checkpoint = checkpoint_save(ckpt, state, buffers);
+    if (writer) checkpoint_prune(cfg, result.resumed_from.value_or(""));
+    log_info("checkpoint ", result.last_checkpoint);
+  };
 
   std::optional<MetricsWriter> metrics;
   std::optional<ProgressLine> progress;
   if (writer) {
-    metrics.emplace(out_dir + "/metrics.jsonl");
+    metrics.emplace(out_dir + "/metrics.jsonl", result.resumed_from ? state.step : -1);
     progress.emplace(total_steps, cfg.log.every);
   }
   // This replica's rows of each global batch: a contiguous block, in micro-batches.
@@ -237,10 +285,10 @@ TrainResult train_run(const TrainConfig& cfg, const comm::ProcessGrid& grid) {
   ANVIL_CHECK(per_replica * dp == global_batch && per_replica % micro == 0,
               "global batch ", global_batch, " does not split into micro-batches of ", micro, " over dp ", dp);
   const std::int64_t first_row = grid.dp_rank() * per_replica;
-  const std::optional<std::int64_t> fault = fault_step(grid.world_rank());
+  const Fault fault = fault_from_env(grid.world_rank());
+  if (fault.during_save) ckpt.kill_during_save = fault.step;
   BatchBuffers buf(micro, cfg.data.seq_len);
   std::vector<std::int64_t> rows;
-  TrainResult result;
   log_info("setup took ", format_duration(seconds_since(t_setup)), "; training ", total_steps,
            " steps of ", global_batch, " sequences");
 
@@ -255,9 +303,10 @@ TrainResult train_run(const TrainConfig& cfg, const comm::ProcessGrid& grid) {
     if (!result.first_eval_loss) result.first_eval_loss = loss;
     result.last_eval_loss = loss;
   };
-  if (cfg.train.eval_every > 0) run_eval(0);
+  if (cfg.train.eval_every > 0 && !result.resumed_from) run_eval(0);
 
-  for (std::int64_t step = 1; step <= total_steps; ++step) {
+  const std::int64_t last_step = options.stop_after > 0 ? std::min(options.stop_after, total_steps) : total_steps;
+  for (std::int64_t step = state.step + 1; step <= last_step; ++step) {
     const auto t_step = Clock::now();
     sampler.next(global_batch, rows);
     std::int64_t tokens = 0;
@@ -270,7 +319,7 @@ TrainResult train_run(const TrainConfig& cfg, const comm::ProcessGrid& grid) {
     for (std::int64_t start = first_row; start < first_row + per_replica; start += micro) {
       loss_sum += model.train_micro_batch(buf.gather(train_set, rows.data() + start, micro, start),
                                           grad_scale, static_cast<std::uint64_t>(step));
-      if (fault && *fault == step) throw_user_error("ANVIL_FAULT_INJECT: failing in step ", step, " on purpose");
+      if (!fault.during_save && fault.step == step) throw_user_error("ANVIL_FAULT_INJECT: failing in step ", step, " on purpose");
     }
     // The gradient of the global step: TP partial sums first, then one flat all-reduce
     // over the data-parallel replicas (each holds the same slice of the adapter).
@@ -315,11 +364,19 @@ TrainResult train_run(const TrainConfig& cfg, const comm::ProcessGrid& grid) {
     }
     result.last_loss = m.loss;
     result.steps = step;
+    state.tokens_seen += tokens;
     if (cfg.train.eval_every > 0 && (step % cfg.train.eval_every == 0 || step == total_steps))
       run_eval(step);
+    const bool periodic = cfg.checkpoint.every > 0 && (step % cfg.checkpoint.every == 0 || step == total_steps);
+    if (periodic || step == options.stop_after) save(step);
   }
   if (writer) progress->finish();
 
+  if (last_step < total_steps) {
+    log_info("stopped after step ", last_step, " of ", total_steps, " (--stop-after); ", result.last_checkpoint,
+             " continues it");
+    return result;
+  }
   result.adapter_dir = out_dir + "/adapter";
   const std::vector<float> adapter = gather_adapter(model, full_layout, grid);
   if (writer)

@@ -17,7 +17,15 @@ struct TrainResult {
   double last_loss = 0;
   std::optional<double> first_eval_loss;  // before the first step
   std::optional<double> last_eval_loss;
-  std::string adapter_dir;  // PEFT adapter written at the end
+  std::string adapter_dir;  // PEFT adapter written at the end (empty after --stop-after)
+  std::optional<std::string> resumed_from;
+  std::string last_checkpoint;
+};
+
+struct TrainOptions {
+  // > 0: end cleanly after this step with a checkpoint, as a preempted job would; the same
+  // command with checkpoint.resume: auto continues from it.
+  std::int64_t stop_after = 0;
 };
 
 // Runs the whole training of `cfg` on the ranks of `grid`, every rank calling it (one rank:
@@ -25,6 +33,6 @@ struct TrainResult {
 // batch; each tensor-parallel rank holds its slice of the model. Only world rank 0 writes
 // metrics, the progress line and the adapter. Throws anvil::Error with the step on a
 // non-finite loss (unless train.skip_nonfinite) and on bad data or models.
-TrainResult train_run(const TrainConfig& cfg, const comm::ProcessGrid& grid);
+TrainResult train_run(const TrainConfig& cfg, const comm::ProcessGrid& grid, const TrainOptions& options = {});
 
 }  // namespace anvil::train

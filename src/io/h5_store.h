@@ -1,0 +1,81 @@
+// H5Store: one HDF5 file opened collectively by the ranks of an MPI communicator
+// (parallel HDF5 over MPI-IO), with the few kinds of dataset an anvil checkpoint holds:
+//   - 2-D f32 matrices of their full logical shape, which each rank writes or reads as a
+//     block (a hyperslab) of its own, or not at all, in one collective call;
+//   - int64 scalars and text (the resolved config, JSON), the same on every rank.
+// Every matrix carries an `xxh64` attribute, the XXH64 (seed 0) of its full row-major
+// bytes, and a `dtype` attribute ("f32"). Names are paths ("adapter/…"); groups are made
+// as needed. Any rank's HDF5 failure becomes an anvil::Error naming the file and dataset.
+//
+// All calls are collective over the communicator, with the same names, shapes, values and
+// order on every rank; only the block and the data pointer differ. File locking is off
+// unless HDF5_USE_FILE_LOCKING says otherwise: checkpoints are written under a temporary
+// name by one job and renamed, and shared file systems (Lustre, NFS) often refuse locks.
+#pragma once
+
+#include <mpi.h>
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace anvil::io {
+
+// A block of a (rows, cols) matrix: rows [row0, row0 + nrows), cols [col0, col0 + ncols).
+struct MatrixBlock {
+  std::int64_t row0 = 0, nrows = 0, col0 = 0, ncols = 0;
+};
+
+class H5Store {
+ public:
+  // Creates (truncating) or opens read-only `path` over `comm`.
+  static H5Store create(const std::string& path, MPI_Comm comm);
+  static H5Store open(const std::string& path, MPI_Comm comm);
+  H5Store(H5Store&&) noexcept;
+  H5Store& operator=(H5Store&&) noexcept;
+  ~H5Store();  // closes (errors while unwinding are swallowed)
+
+  const std::string& path() const;
+
+  void write_text(const std::string& name, const std::string& text);
+  std::string read_text(const std::string& name) const;
+  void write_i64(const std::string& name, std::int64_t value);
+  std::int64_t read_i64(const std::string& name) const;
+
+  // Creates `name` as a (rows, cols) f32 matrix, then writes `block` of it from `data`
+  // (block.nrows x block.ncols, row-major) on the ranks that pass a block; the others pass
+  // nullopt and write nothing. The blocks of all ranks must cover the matrix.
+  void write_matrix(const std::string& name, std::int64_t rows, std::int64_t cols,
+                    const std::optional<MatrixBlock>& block, const float* data);
+  // Makes what was written so far readable by every rank (MPI-IO sync).
+  void flush();
+  // Reads matrix `name` back whole (after flush) and stores its checksum: what the file
+  // holds is what is checked later, whichever ranks wrote it.
+  void seal_matrix(const std::string& name);
+  // (rows, cols) of `name`; a user error naming file and dataset when it is missing or not
+  // a 2-D f32 matrix.
+  std::pair<std::int64_t, std::int64_t> matrix_shape(const std::string& name) const;
+  // Reads `block` into `data` on the ranks that pass one.
+  void read_matrix(const std::string& name, const std::optional<MatrixBlock>& block, float* data) const;
+  std::uint64_t matrix_checksum(const std::string& name) const;
+
+  bool exists(const std::string& name) const;
+  // Every dataset's path, sorted.
+  std::vector<std::string> list() const;
+
+  // Flushes and closes the file (collective); later calls are errors.
+  void close();
+
+ private:
+  struct Impl;
+  explicit H5Store(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+// XXH64 (seed 0) of n floats, and of n bytes.
+std::uint64_t checksum_f32(const float* data, std::int64_t n);
+std::uint64_t checksum_bytes(const void* data, std::size_t n);
+
+}  // namespace anvil::io

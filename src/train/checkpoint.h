@@ -1,0 +1,74 @@
+// Checkpoints of a training run: one HDF5 file per saved step under
+// OUTPUT_DIR/checkpoints/ (the layout is model/checkpoint_layout.h), written collectively
+// by all ranks: every matrix has its full logical shape, each TP rank of data-parallel
+// replica 0 writes its own block of it, the other replicas write nothing. A save goes to
+// step_N.h5.partial, is flushed, read back for its checksums, renamed to step_N.h5, and
+// only then does the `latest` pointer (a one-line file, replaced by rename) move to it.
+// Resuming reads whole matrices, checks their checksums and takes this rank's blocks, so
+// a checkpoint resumes on any grid.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "comm/process_grid.h"
+#include "data/sampler.h"
+#include "model/lora.h"
+#include "model/model_spec.h"
+#include "model/tp_shard.h"
+#include "train/config.h"
+
+namespace anvil::train {
+
+// The run's position: where training continues from.
+struct TrainState {
+  std::int64_t step = 0;  // optimizer steps done
+  std::int64_t tokens_seen = 0;
+  std::int64_t skipped_steps = 0;
+  data::Sampler::State sampler;
+};
+
+// This rank's adapter and AdamW moments, in its local layout.
+struct AdapterBuffers {
+  float* params = nullptr;
+  float* adam_m = nullptr;
+  float* adam_v = nullptr;
+};
+
+// What does not change during the run.
+struct CheckpointContext {
+  const TrainConfig* cfg = nullptr;
+  std::string config_yaml;        // the resolved config
+  std::string model_config_json;  // the base model's config.json
+  std::string base_path;          // absolute
+  std::string base_hash;          // model_identity_hash
+  const model::ModelSpec* spec = nullptr;
+  const model::LoraLayout* full = nullptr;
+  const model::LoraLayout* local = nullptr;
+  model::TpShard shard;
+  const comm::ProcessGrid* grid = nullptr;
+  // Testing only (ANVIL_FAULT_INJECT=RANK:STEP:save): this rank kills itself with SIGKILL
+  // in the middle of saving this step, after the data is written and before the rename.
+  std::int64_t kill_during_save = 0;
+};
+
+std::string checkpoint_dir(const TrainConfig& cfg);
+
+// Saves the state after `state.step` (every rank calls it); returns the file's path.
+std::string checkpoint_save(const CheckpointContext& ctx, const TrainState& state, const AdapterBuffers& buf);
+
+// The checkpoint to resume from, as checkpoint.resume says: auto (the `latest` of this
+// run's checkpoint directory, if any; never a .partial), never, or a path.
+std::optional<std::string> checkpoint_find_resume(const TrainConfig& cfg);
+
+// Loads a checkpoint into this rank's buffers. User errors (exit 2) name the file and the
+// dataset: a damaged or truncated file, a missing dataset, a checkpoint of another base
+// model, or a config whose LoRA, seed, sequence length or batch differ.
+TrainState checkpoint_load(const CheckpointContext& ctx, const std::string& path, const AdapterBuffers& buf);
+
+// Deletes all but the newest `keep` checkpoints (0: keep all), never `protect`. Rank 0 only.
+void checkpoint_prune(const TrainConfig& cfg, const std::string& protect);
+
+}  // namespace anvil::train
