@@ -32,6 +32,7 @@ echo "== before fine-tuning: exact match on data/demo/eval.jsonl (held-out words
 before=$("$anvil" eval "$model" --data data/demo/eval.jsonl --max-new-tokens 8 --json)
 "$anvil" eval "$model" --data data/demo/eval.jsonl --max-new-tokens 8 --show 3 | head -n 3
 echo
+rm -rf "$run"  # a fresh run each time (checkpoint.resume: auto would continue the last one)
 echo "== anvil train configs/demo-cpu.yaml --set output_dir=$run"
 "$anvil" train configs/demo-cpu.yaml --set output_dir="$run"
 echo

@@ -13,6 +13,7 @@
 #include "cli/format.h"
 #include "core/error.h"
 #include "data/bytelevel_tokenizer_json.h"
+#include "export/shard_writer.h"
 #include "model/model_init.h"
 #include "model/model_spec.h"
 
@@ -32,25 +33,6 @@ struct InitModelArgs {
   bool dry_run = false;
   bool force = false;
 };
-
-// "5GB", "500MB", "2GiB", "1234" (bytes): HF's max_shard_size spellings, any case.
-std::uint64_t parse_size(const std::string& text) {
-  std::size_t pos = 0;
-  double value = 0;
-  try {
-    value = std::stod(text, &pos);
-  } catch (const std::exception&) {
-    pos = 0;
-  }
-  std::string unit = pos > 0 ? text.substr(pos) : "?";
-  for (char& c : unit) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
-  const std::pair<const char*, double> units[] = {{"", 1},          {"B", 1},    {"KB", 1e3},
-                                                  {"MB", 1e6},      {"GB", 1e9}, {"KIB", 1024.0},
-                                                  {"MIB", 1048576.0}, {"GIB", 1073741824.0}};
-  for (const auto& [name, mult] : units)
-    if (unit == name && value * mult >= 1 && value * mult < 1e18) return static_cast<std::uint64_t>(value * mult);
-  throw_user_error("--max-shard-size: '", text, "' is not a size (e.g. 5GB, 500MB, 2GiB)");
-}
 
 model::ModelSpec resolve_spec(const InitModelArgs& a) {
   ANVIL_CHECK_INPUT(a.preset.empty() != a.spec_path.empty(), "init-model: give exactly one of --preset or --spec");
@@ -105,7 +87,7 @@ void run_init_model(const InitModelArgs& a) {
   model::InitOptions opt;
   opt.seed = a.seed;
   opt.dtype = *dtype;
-  opt.max_shard_bytes = parse_size(a.max_shard_size);
+  opt.max_shard_bytes = exporting::shard_size_parse(a.max_shard_size, "--max-shard-size");
   ANVIL_CHECK_INPUT(spec.vocab_size >= data::kByteLevelTokenizerSize, "init-model: vocab_size ", spec.vocab_size,
                     " is smaller than the ", data::kByteLevelTokenizerSize, " tokens of the byte-level tokenizer");
   print_summary(spec, a.dtype, *dtype);

@@ -1,5 +1,6 @@
 // anvil inspect PATH: the tensors of a safetensors file or HF model directory, validated
-// the same way training reads them (a malformed input is a user error, exit 2).
+// the same way training reads them (a malformed input is a user error, exit 2); or, for a
+// checkpoint (*.h5), what it holds, every adapter matrix read against its checksum.
 #include <algorithm>
 #include <cstdint>
 #include <cstdio>
@@ -9,7 +10,10 @@
 
 #include "cli/commands.h"
 #include "cli/format.h"
+#include "comm/runtime.h"
+#include "core/error.h"
 #include "io/safetensors.h"
+#include "model/checkpoint_layout.h"
 
 namespace anvil::cli {
 
@@ -63,17 +67,49 @@ void run_inspect(const std::string& path) {
               format_bytes(bytes).c_str());
 }
 
+void run_inspect_checkpoint(const std::string& path, bool show_config) {
+  comm::MpiSession mpi;  // the checkpoint is read through (parallel) HDF5, on this rank alone
+  const model::CheckpointAdapter c = model::checkpoint_read_adapter(path);
+  const model::LoraLayout layout(c.spec, c.lora);
+  std::string targets;
+  for (int p = 0; p < model::kProjCount; ++p)
+    if (c.lora.targets[p]) targets += (targets.empty() ? "" : ", ") + std::string(model::proj_name(model::Proj(p)));
+  std::printf("checkpoint %s\n", path.c_str());
+  std::printf("step: %lld\n", static_cast<long long>(c.step));
+  std::printf("base model: %s (identity %s)\n", c.base_model_path.c_str(), c.base_model_hash.c_str());
+  std::printf("model: %s, hidden %lld, layers %lld, vocab %lld\n", c.spec.model_type.c_str(),
+              static_cast<long long>(c.spec.hidden_size), static_cast<long long>(c.spec.num_hidden_layers),
+              static_cast<long long>(c.spec.vocab_size));
+  std::printf("lora: r %d, alpha %g, dropout %g, %s, scale %g, targets %s\n", c.lora.rank, c.lora.alpha,
+              c.lora.dropout, c.lora.rslora ? "rslora" : "no rslora", static_cast<double>(c.lora.scale()),
+              targets.c_str());
+  std::printf("adapter: %zu tensors, %s parameters (f32)\n", 2 * layout.slots().size(),
+              format_thousands(layout.size()).c_str());
+  std::printf("checksums verified\n");
+  if (show_config) std::printf("\nresolved config:\n%s", c.config_yaml.c_str());
+}
+
 }  // namespace
 
 void register_inspect(CLI::App& app) {
-  auto* cmd = app.add_subcommand("inspect", "List the tensors of a safetensors file or HF model directory");
+  auto* cmd = app.add_subcommand(
+      "inspect", "List the tensors of a safetensors file or HF model directory, or what a checkpoint holds");
   // CLI11 binds options to variables that outlive parsing; the callback runs after it.
   static std::string path;
+  static bool show_config = false;
   cmd->add_option("PATH", path,
                   "a .safetensors file, a model directory (model.safetensors or the shards "
-                  "model.safetensors.index.json lists), or that index file")
+                  "model.safetensors.index.json lists), that index file, or a checkpoint (.h5)")
       ->required();
-  cmd->callback([] { run_inspect(path); });
+  cmd->add_flag("--config", show_config, "checkpoint: also print the resolved training config it was written with");
+  cmd->callback([] {
+    if (path.ends_with(".h5")) {
+      run_inspect_checkpoint(path, show_config);
+    } else {
+      ANVIL_CHECK_INPUT(!show_config, "inspect: --config applies to a checkpoint (.h5)");
+      run_inspect(path);
+    }
+  });
 }
 
 }  // namespace anvil::cli

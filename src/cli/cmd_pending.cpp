@@ -17,9 +17,6 @@ void add_pending(CLI::App& app, const char* verb, const char* description) {
 }
 }  // namespace
 
-void register_export(CLI::App& app) {
-  add_pending(app, "export", "Write merged HF safetensors or a PEFT adapter from a checkpoint");
-}
 void register_prepare(CLI::App& app) {
   add_pending(app, "prepare", "Tokenize and pack a JSONL dataset into a token cache");
 }

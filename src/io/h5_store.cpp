@@ -288,8 +288,12 @@ void H5Store::seal_matrix(const std::string& name) {
   const auto [rows, cols] = matrix_shape(name);
   std::vector<float> all(static_cast<std::size_t>(rows * cols));
   read_matrix(name, MatrixBlock{0, rows, 0, cols}, all.data());
+  seal_matrix(name, checksum_f32(all.data(), rows * cols));
+}
+
+void H5Store::seal_matrix(const std::string& name, std::uint64_t xxh64) {
   Id d = impl_->dataset(name);
-  impl_->attribute_u64(d.get(), name, "xxh64", checksum_f32(all.data(), rows * cols));
+  impl_->attribute_u64(d.get(), name, "xxh64", xxh64);
 }
 
 std::pair<std::int64_t, std::int64_t> H5Store::matrix_shape(const std::string& name) const {
@@ -320,6 +324,25 @@ void H5Store::read_matrix(const std::string& name, const std::optional<MatrixBlo
   Id dxpl = collective_xfer();
   check(H5Dread(d.get(), H5T_NATIVE_FLOAT, ms.get(), fs.get(), dxpl.get(), data), impl_->path,
         "reading '" + name + "'");
+}
+
+void H5Store::read_matrix_checked(const std::string& name, std::int64_t rows, std::int64_t cols,
+                                  float* data) const {
+  Id d = impl_->dataset(name);
+  Id space(H5Dget_space(d.get()), H5Sclose);
+  Id type = checked(H5Dget_type(d.get()), H5Tclose, impl_->path, "type of '" + name + "'");
+  hsize_t dims[2] = {0, 0};
+  const bool matrix = H5Sget_simple_extent_ndims(space.get()) == 2 && H5Tget_class(type.get()) == H5T_FLOAT &&
+                      H5Tget_size(type.get()) == 4;
+  if (matrix) H5Sget_simple_extent_dims(space.get(), dims, nullptr);
+  if (!matrix || dims[0] != static_cast<hsize_t>(rows) || dims[1] != static_cast<hsize_t>(cols))
+    throw_user_error(impl_->path, ": dataset '", name, "' is not the expected (", rows, ", ", cols, ") f32 matrix");
+  Id dxpl(H5Pcreate(H5P_DATASET_XFER), H5Pclose);
+  H5Pset_dxpl_mpio(dxpl.get(), H5FD_MPIO_INDEPENDENT);
+  check(H5Dread(d.get(), H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, dxpl.get(), data), impl_->path,
+        "reading '" + name + "'");
+  if (checksum_f32(data, rows * cols) != impl_->attribute_u64(d.get(), name, "xxh64"))
+    throw_user_error(impl_->path, ": dataset '", name, "' fails its checksum (the file is damaged)");
 }
 
 std::uint64_t H5Store::matrix_checksum(const std::string& name) const {

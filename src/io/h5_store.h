@@ -54,12 +54,18 @@ class H5Store {
   // Reads matrix `name` back whole (after flush) and stores its checksum: what the file
   // holds is what is checked later, whichever ranks wrote it.
   void seal_matrix(const std::string& name);
+  // The same with a checksum every rank computed itself from the whole matrix it holds.
+  void seal_matrix(const std::string& name, std::uint64_t xxh64);
   // (rows, cols) of `name`; a user error naming file and dataset when it is missing or not
   // a 2-D f32 matrix.
   std::pair<std::int64_t, std::int64_t> matrix_shape(const std::string& name) const;
   // Reads `block` into `data` on the ranks that pass one.
   void read_matrix(const std::string& name, const std::optional<MatrixBlock>& block, float* data) const;
   std::uint64_t matrix_checksum(const std::string& name) const;
+  // Reads the whole (rows, cols) matrix `name` into `data` on every rank (independently:
+  // no rank waits for another) and checks it against its checksum. User errors name the
+  // file and dataset: missing, another shape or type, a failed checksum.
+  void read_matrix_checked(const std::string& name, std::int64_t rows, std::int64_t cols, float* data) const;
 
   bool exists(const std::string& name) const;
   // Every dataset's path, sorted.

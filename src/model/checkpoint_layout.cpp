@@ -126,13 +126,7 @@ CheckpointAdapter checkpoint_read_adapter(const std::string& path) {
       const std::string name = checkpoint_matrix_name("adapter", s, which);
       const std::int64_t rows = which == 'A' ? c.lora.rank : s.out;
       const std::int64_t cols = which == 'A' ? s.in : c.lora.rank;
-      const auto shape = h5.matrix_shape(name);
-      ANVIL_CHECK_INPUT(shape.first == rows && shape.second == cols, path, ": dataset '", name, "' is (",
-                        shape.first, ", ", shape.second, "), expected (", rows, ", ", cols, ")");
-      float* dst = c.params.data() + (which == 'A' ? s.a_offset : s.b_offset);
-      h5.read_matrix(name, io::MatrixBlock{0, rows, 0, cols}, dst);
-      ANVIL_CHECK_INPUT(io::checksum_f32(dst, rows * cols) == h5.matrix_checksum(name), path, ": dataset '",
-                        name, "' fails its checksum (the file is damaged)");
+      h5.read_matrix_checked(name, rows, cols, c.params.data() + (which == 'A' ? s.a_offset : s.b_offset));
     }
   }
   return c;

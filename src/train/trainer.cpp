@@ -256,8 +256,8 @@ TrainResult train_run(const TrainConfig& cfg, const comm::ProcessGrid& grid, con
     result.skipped_steps = state.skipped_steps;
     log_info("resumed from ", *result.resumed_from, " after step ", state.step, " (", state.tokens_seen,
              " tokens seen)");
-    ANVIL_CHECK_INPUT(state.step < total_steps, *result.resumed_from, ": the run already has ", state.step,
-                      " of its ", total_steps, " steps");
+    if (state.step >= total_steps)
+      log_info("the run is complete (", state.step, " of ", total_steps, " steps); writing its adapter again");
   }
   if (cfg.checkpoint.keep == 1 && writer)
     log_warn("checkpoint.keep: 1 leaves a single checkpoint: a crash while the next one is written still "

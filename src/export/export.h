@@ -1,0 +1,71 @@
+// anvil export: a trained LoRA adapter written for the tools people use next.
+//   hf:   the base model with the adapter merged, W' = W + scale · B·A (fp32 math, then
+//         cast), as a Hugging Face model directory: safetensors shards (+ index),
+//         config.json, generation_config.json and the tokenizer files.
+//   peft: the adapter alone, as PEFT writes it (adapter_config.json,
+//         adapter_model.safetensors).
+// The merge streams one tensor at a time, in row blocks, straight from the base model's
+// mapping into the current output shard: memory stays a few MiB whatever the model size.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "core/dtype.h"
+#include "model/lora.h"
+#include "model/model_spec.h"
+
+namespace anvil::exporting {
+
+enum class ExportFormat { export_format_hf, export_format_peft };
+
+// "hf" / "peft"; a user error names `what` for anything else.
+ExportFormat export_format_parse(const std::string& text, const std::string& what);
+
+struct ExportOptions {
+  ExportFormat format = ExportFormat::export_format_hf;
+  // hf: the dtype of the written weights; nullopt: the base config's torch_dtype.
+  std::optional<DType> dtype;
+  std::uint64_t max_shard_bytes = 5'000'000'000ull;  // hf: HF's default "5GB"
+  bool force = false;  // replace a non-empty output directory holding an earlier export
+};
+
+// The adapter to export, in the layout LoraLayout(spec, lora) (a checkpoint's, or any).
+struct ExportAdapter {
+  model::ModelSpec spec;
+  model::LoraSpec lora;
+  const float* params = nullptr;
+  // The base model directory: merged into (hf), named in adapter_config.json (peft).
+  std::string base_dir;
+};
+
+struct ExportSummary {
+  std::string out_dir;
+  DType dtype = DType::dtype_f32;  // hf: of the weights; peft: f32
+  std::size_t tensors = 0;         // written
+  std::size_t merged = 0;          // hf: base tensors with an adapter folded in
+  std::size_t shards = 0;          // hf: safetensors files
+  std::uint64_t bytes = 0;         // of tensor data
+};
+
+// The dtype of the base config's torch_dtype (float32, bfloat16, float16); anything else
+// (absent, "auto") falls back to the dtype the weights are stored in.
+DType export_default_dtype(const std::string& base_dir);
+
+// Writes the merged model into `dir`, an existing empty directory. The base must match
+// `adapter.spec` (checked tensor by tensor); tensor names and order follow the base files.
+ExportSummary export_hf_merged(const ExportAdapter& adapter, const std::string& dir, const ExportOptions& options);
+
+// Writes the adapter into `dir` in PEFT's layout, naming adapter.base_dir as the base.
+ExportSummary export_peft(const ExportAdapter& adapter, const std::string& dir);
+
+// The whole export: stages `out_dir` (staged_dir.h; `inputs` are the files the export
+// reads, which the output must not replace, the base directory included), writes the
+// format, renames into place. A failure leaves no out_dir behind (or the old one, with
+// --force).
+ExportSummary export_to_dir(const ExportAdapter& adapter, const std::string& out_dir, const ExportOptions& options,
+                            const std::vector<std::string>& inputs);
+
+}  // namespace anvil::exporting

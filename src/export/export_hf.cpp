@@ -1,0 +1,233 @@
+// The merged Hugging Face model: base tensors streamed from the mapping, an adapter folded
+// into each targeted projection block by block, cast, appended to the current shard.
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstring>
+#include <filesystem>
+#include <map>
+#include <nlohmann/json.hpp>
+
+#include "backend/backend.h"
+#include "core/error.h"
+#include "export/export.h"
+#include "export/shard_writer.h"
+#include "io/files.h"
+#include "io/safetensors.h"
+
+namespace anvil::exporting {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+// Elements per block: 4 MiB of fp32 in flight, whatever the tensor size.
+constexpr std::int64_t kBlockElems = 1 << 20;
+
+// Besides the weights and config.json, the files a model directory carries that
+// transformers reads: copied byte for byte when the base has them (and anything named
+// tokenizer*, e.g. Mistral's tokenizer.model.v3).
+constexpr const char* kCopiedFiles[] = {"generation_config.json", "special_tokens_map.json", "added_tokens.json",
+                                        "vocab.json", "merges.txt", "chat_template.jinja", "chat_template.json"};
+
+// Reads elements [begin, begin + n) of a float tensor as fp32. The view may be misaligned
+// for its type (safetensors.h), so elements are loaded with memcpy.
+void load_f32(const TensorView& src, std::int64_t begin, std::int64_t n, float* out) {
+  const auto* bytes = static_cast<const std::uint8_t*>(src.data);
+  switch (src.dtype) {
+    case DType::dtype_f32:
+      std::memcpy(out, bytes + 4 * begin, static_cast<std::size_t>(n) * 4);
+      return;
+    case DType::dtype_bf16:
+    case DType::dtype_f16:
+      for (std::int64_t i = 0; i < n; ++i) {
+        std::uint16_t h;
+        std::memcpy(&h, bytes + 2 * (begin + i), 2);
+        out[i] = src.dtype == DType::dtype_bf16 ? bf16_to_f32(h) : f16_to_f32(h);
+      }
+      return;
+    default:
+      for (std::int64_t i = 0; i < n; ++i)
+        out[i] = static_cast<float>(dtype_load_as_f64(src.data, src.dtype, static_cast<std::size_t>(begin + i)));
+  }
+}
+
+// n fp32 values as `dtype` (f32, bf16 or f16), rounding to nearest even.
+void store_as(const float* in, std::int64_t n, DType dtype, std::uint8_t* out) {
+  if (dtype == DType::dtype_f32) {
+    std::memcpy(out, in, static_cast<std::size_t>(n) * 4);
+    return;
+  }
+  for (std::int64_t i = 0; i < n; ++i) {
+    const std::uint16_t h = dtype == DType::dtype_bf16 ? f32_to_bf16(in[i]) : f32_to_f16(in[i]);
+    std::memcpy(out + 2 * i, &h, 2);
+  }
+}
+
+// Pages of the base mapping that were read are dead weight once their bytes are in the
+// output: dropping them keeps the resident set at a block, not the model. Only pages
+// entirely inside [p, p + n) go, so neighbouring tensors are untouched; a later read
+// would fault them back in from the file, and madvise failing only costs memory.
+void mapping_release(const void* p, std::size_t n) {
+  const auto page = static_cast<std::uintptr_t>(::sysconf(_SC_PAGESIZE));
+  const auto begin = reinterpret_cast<std::uintptr_t>(p);
+  const std::uintptr_t lo = (begin + page - 1) / page * page;
+  const std::uintptr_t hi = (begin + n) / page * page;
+  if (hi > lo) ::madvise(reinterpret_cast<void*>(lo), hi - lo, MADV_DONTNEED);
+}
+
+// The weight an adapter slot applies to: "model.layers.3.self_attn.q_proj.weight".
+std::string slot_weight_name(const model::LoraSlot& s) {
+  return str_cat("model.layers.", s.layer, ".", model::proj_module(s.proj), ".", model::proj_name(s.proj), ".weight");
+}
+
+struct Buffers {
+  std::vector<float> f32;          // (block rows, in)
+  std::vector<std::uint8_t> cast;  // the same in the output dtype
+  void reserve(std::int64_t elems, DType dtype) {
+    const auto n = static_cast<std::size_t>(elems);
+    if (f32.size() < n) f32.resize(n);
+    if (cast.size() < n * dtype_size(dtype)) cast.resize(n * dtype_size(dtype));
+  }
+};
+
+// A tensor without an adapter: bytes as they are when the dtype matches, else cast.
+void tensor_copy(ShardedWriter& out, const TensorView& src, DType dtype, Buffers& buf) {
+  const std::int64_t n = src.numel();
+  const auto* bytes = static_cast<const std::uint8_t*>(src.data);
+  for (std::int64_t begin = 0; begin < n; begin += kBlockElems) {
+    const std::int64_t m = std::min(kBlockElems, n - begin);
+    const std::uint8_t* chunk = bytes + begin * static_cast<std::int64_t>(dtype_size(src.dtype));
+    const std::size_t chunk_bytes = static_cast<std::size_t>(m) * dtype_size(src.dtype);
+    if (src.dtype == dtype) {
+      out.append(chunk, chunk_bytes);
+    } else {
+      load_f32(src, begin, m, buf.f32.data());
+      store_as(buf.f32.data(), m, dtype, buf.cast.data());
+      out.append(buf.cast.data(), static_cast<std::size_t>(m) * dtype_size(dtype));
+    }
+    mapping_release(chunk, chunk_bytes);
+  }
+}
+
+// W'(out, in) = W + scale · B(out, r) · A(r, in), in fp32, a block of rows at a time.
+void tensor_merge(ShardedWriter& out, const TensorView& src, const model::LoraSlot& s, const model::LoraSpec& lora,
+                  const float* params, DType dtype, backend::Backend& be, Buffers& buf) {
+  const std::int64_t r = lora.rank;
+  const std::int64_t rows_per_block = std::max<std::int64_t>(1, kBlockElems / s.in);
+  const std::size_t src_size = dtype_size(src.dtype);
+  buf.reserve(rows_per_block * s.in, dtype);  // one row may exceed a block
+  for (std::int64_t row = 0; row < s.out; row += rows_per_block) {
+    const std::int64_t m = std::min(rows_per_block, s.out - row);
+    float* w = buf.f32.data();  // (m, in)
+    load_f32(src, row * s.in, m * s.in, w);
+    be.gemm(false, false, m, s.in, r, lora.scale(), params + s.b_offset + row * r, r, params + s.a_offset, s.in,
+            1.0f, w, s.in);
+    store_as(w, m * s.in, dtype, buf.cast.data());
+    out.append(buf.cast.data(), static_cast<std::size_t>(m * s.in) * dtype_size(dtype));
+    mapping_release(static_cast<const std::uint8_t*>(src.data) + static_cast<std::size_t>(row * s.in) * src_size,
+                    static_cast<std::size_t>(m * s.in) * src_size);
+  }
+}
+
+const char* torch_dtype_name(DType t) {
+  return t == DType::dtype_f32 ? "float32" : t == DType::dtype_bf16 ? "bfloat16" : "float16";
+}
+
+// The base's config.json with the export dtype; every other key kept as it was, in order.
+void config_write(const std::string& base_dir, const std::string& dir, DType dtype) {
+  const std::string path = base_dir + "/config.json";
+  auto cfg = nlohmann::ordered_json::parse(io::read_text_file(path), nullptr, false);
+  ANVIL_CHECK_INPUT(cfg.is_object(), path, ": not a JSON object");
+  // transformers >= 4.56 writes "dtype" instead; a config with only that keeps its spelling.
+  if (cfg.contains("torch_dtype") || !cfg.contains("dtype")) cfg["torch_dtype"] = torch_dtype_name(dtype);
+  if (cfg.contains("dtype")) cfg["dtype"] = torch_dtype_name(dtype);
+  io::write_text_file_atomic(dir + "/config.json", cfg.dump(2) + "\n");
+}
+
+void side_files_copy(const std::string& base_dir, const std::string& dir) {
+  std::error_code ec;
+  for (const auto& entry : fs::directory_iterator(base_dir, ec)) {
+    const std::string name = entry.path().filename().string();
+    const bool wanted = name.starts_with("tokenizer") ||
+                        std::any_of(std::begin(kCopiedFiles), std::end(kCopiedFiles),
+                                    [&](const char* f) { return name == f; });
+    if (!wanted) continue;
+    std::error_code copy_ec;
+    fs::copy_file(entry.path(), fs::path(dir) / name, copy_ec);
+    ANVIL_CHECK_INPUT(!copy_ec, entry.path().string(), ": cannot copy into the export: ", copy_ec.message());
+  }
+  ANVIL_CHECK_INPUT(!ec, base_dir, ": cannot list: ", ec.message());
+}
+
+}  // namespace
+
+DType export_default_dtype(const std::string& base_dir) {
+  const std::string path = base_dir + "/config.json";
+  const auto cfg = nlohmann::json::parse(io::read_text_file(path), nullptr, false);
+  ANVIL_CHECK_INPUT(cfg.is_object(), path, ": not a JSON object");
+  for (const char* key : {"torch_dtype", "dtype"}) {
+    const auto it = cfg.find(key);
+    if (it == cfg.end() || !it->is_string()) continue;
+    const std::string v = it->get<std::string>();
+    if (v == "float32") return DType::dtype_f32;
+    if (v == "bfloat16") return DType::dtype_bf16;
+    if (v == "float16") return DType::dtype_f16;
+  }
+  const auto weights = io::SafetensorsModel::open(base_dir);
+  const auto* embed = weights.find("model.embed_tokens.weight");
+  if (embed && (embed->info->dtype == DType::dtype_bf16 || embed->info->dtype == DType::dtype_f16))
+    return embed->info->dtype;
+  return DType::dtype_f32;
+}
+
+ExportSummary export_hf_merged(const ExportAdapter& adapter, const std::string& dir, const ExportOptions& options) {
+  const DType dtype = options.dtype ? *options.dtype : export_default_dtype(adapter.base_dir);
+  ANVIL_CHECK_INPUT(dtype == DType::dtype_f32 || dtype == DType::dtype_bf16 || dtype == DType::dtype_f16,
+                    "export: --dtype must be f32, bf16 or f16, got ", dtype_short_name(dtype));
+  ANVIL_CHECK(adapter.params != nullptr, "export: no adapter parameters");
+  const auto weights = io::SafetensorsModel::open(adapter.base_dir);
+  model::model_check_weights(adapter.spec, weights);
+  const model::LoraLayout layout(adapter.spec, adapter.lora);
+  std::map<std::string, const model::LoraSlot*, std::less<>> slot_by_weight;
+  for (const auto& s : layout.slots()) slot_by_weight.emplace(slot_weight_name(s), &s);
+
+  // In the base's own order: shard by shard, each in data order.
+  std::vector<ShardTensor> planned;
+  std::vector<TensorView> sources;
+  for (const auto& file : weights.files()) {
+    for (const auto& t : file.tensors()) {
+      planned.push_back({t.name, dtype, t.shape});
+      sources.push_back(file.view(t));
+    }
+  }
+  ShardedWriter out(dir, planned, options.max_shard_bytes);
+  auto be = backend::make_cpu_backend();
+  Buffers buf;
+  buf.reserve(kBlockElems, dtype);
+  ExportSummary summary;
+  for (std::size_t i = 0; i < planned.size(); ++i) {
+    const auto it = slot_by_weight.find(planned[i].name);
+    if (it == slot_by_weight.end()) {
+      tensor_copy(out, sources[i], dtype, buf);
+      continue;
+    }
+    tensor_merge(out, sources[i], *it->second, adapter.lora, adapter.params, dtype, *be, buf);
+    ++summary.merged;
+  }
+  out.finish();
+  ANVIL_CHECK(summary.merged == layout.slots().size(), "export: merged ", summary.merged, " of ",
+              layout.slots().size(), " adapted weights");
+  config_write(adapter.base_dir, dir, dtype);
+  side_files_copy(adapter.base_dir, dir);
+
+  summary.out_dir = dir;
+  summary.dtype = dtype;
+  summary.tensors = planned.size();
+  summary.shards = out.shard_count();
+  summary.bytes = out.total_bytes();
+  return summary;
+}
+
+}  // namespace anvil::exporting

@@ -1,0 +1,121 @@
+// Checkpoint save and load bandwidth: the adapter and AdamW state of a LoRA run on a real
+// model shape (no weights needed: only the shapes matter), saved and loaded by
+// train/checkpoint.h as a training run does, under MPI as one TP group of the world size.
+// Prints one JSON object per rank 0 (for scripts/bench/checkpoint_bandwidth.sh).
+//
+//   mpirun -np N bench_checkpoint DIR [--preset llama3-8b] [--rank 16] [--reps 3]
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <nlohmann/json.hpp>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "comm/process_grid.h"
+#include "comm/runtime.h"
+#include "core/error.h"
+#include "model/tp_shard.h"
+#include "train/checkpoint.h"
+
+namespace {
+
+using namespace anvil;
+using Clock = std::chrono::steady_clock;
+
+double seconds(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
+
+}  // namespace
+
+int main(int argc, char** argv) try {
+  comm::MpiSession mpi;
+  if (argc < 2) {
+    std::fprintf(stderr, "usage: bench_checkpoint DIR [--preset NAME] [--rank N] [--reps N]\n");
+    return 2;
+  }
+  const std::string dir = argv[1];
+  std::string preset = "llama3-8b";
+  int rank = 16, reps = 3;
+  for (int i = 2; i < argc; ++i) {
+    const std::string a = argv[i];
+    ANVIL_CHECK_INPUT(i + 1 < argc, a, " needs a value");
+    if (a == "--preset") preset = argv[++i];
+    else if (a == "--rank") rank = std::atoi(argv[++i]);
+    else if (a == "--reps") reps = std::atoi(argv[++i]);
+    else throw_user_error("unknown option ", a);
+  }
+  const auto spec = model::model_preset(preset);
+  ANVIL_CHECK_INPUT(spec.has_value(), "unknown preset ", preset);
+  const comm::ProcessGrid grid(comm::mpi_comm_world(), mpi.world_size());
+
+  train::TrainConfig cfg = train::config_defaults();
+  cfg.output_dir = dir;
+  cfg.model.path = "(bench)";
+  cfg.data.train = "(bench)";
+  model::LoraSpec ls;
+  ls.rank = rank;
+  ls.alpha = 2.0 * rank;
+  ls.targets.fill(true);
+  const model::TpShard shard = model::tp_shard(*spec, grid.tp_rank(), grid.tp_size());
+  const model::LoraLayout full(*spec, ls), local(model::tp_local_spec(*spec, shard), ls);
+
+  train::CheckpointContext ctx;
+  ctx.cfg = &cfg;
+  ctx.config_yaml = train::config_to_yaml(cfg);
+  ctx.model_config_json = model::model_spec_to_json(*spec);
+  ctx.base_path = "(bench)";
+  ctx.base_hash = "0000000000000000";
+  ctx.spec = &*spec;
+  ctx.full = &full;
+  ctx.local = &local;
+  ctx.shard = shard;
+  ctx.grid = &grid;
+  // The same whole state on every rank, sliced: replicated matrices are equal on all
+  // ranks, as in training (a checkpoint's checksum of a replicated matrix relies on it).
+  std::vector<float> p(static_cast<std::size_t>(local.size())), m(p.size()), v(p.size());
+  std::vector<float> whole(static_cast<std::size_t>(full.size()));
+  std::mt19937 rng(7);
+  std::normal_distribution<float> nd(0.0f, 0.02f);
+  for (auto* b : {&p, &m, &v}) {
+    for (auto& x : whole) x = nd(rng);
+    model::lora_shard_extract(*spec, shard, full, local, whole.data(), b->data());
+  }
+  const train::AdapterBuffers buf{p.data(), m.data(), v.data()};
+
+  double save_best = 1e30, load_best = 1e30;
+  std::string path;
+  for (int r = 0; r < reps; ++r) {
+    train::TrainState state;
+    state.step = r + 1;
+    grid.world().barrier();
+    auto t0 = Clock::now();
+    path = train::checkpoint_save(ctx, state, buf);
+    save_best = std::min(save_best, seconds(t0));
+    grid.world().barrier();
+    t0 = Clock::now();
+    train::checkpoint_load(ctx, path, buf);
+    grid.world().barrier();
+    load_best = std::min(load_best, seconds(t0));
+  }
+  const double bytes = 3.0 * 4.0 * static_cast<double>(full.size());  // params + 2 moments
+  if (grid.world_rank() == 0) {
+    nlohmann::json j = {{"preset", preset},
+                        {"lora_rank", rank},
+                        {"ranks", grid.world_size()},
+                        {"state_bytes", bytes},
+                        {"file_bytes", std::filesystem::file_size(path)},
+                        {"save_s", save_best},
+                        {"load_s", load_best},
+                        {"save_mb_s", bytes / save_best / 1e6},
+                        {"load_mb_s", bytes / load_best / 1e6}};
+    std::printf("%s\n", j.dump().c_str());
+  }
+  return 0;
+} catch (const std::exception& e) {
+  std::fprintf(stderr, "%serror: %s\n", anvil::comm::rank_prefix().c_str(), anvil::error_message(e).c_str());
+  const int code = anvil::error_exit_code(e);
+  anvil::comm::abort_job_if_distributed(code);
+  return code;
+}
