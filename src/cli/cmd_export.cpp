@@ -11,6 +11,7 @@
 
 #include "cli/commands.h"
 #include "cli/format.h"
+#include "comm/comm.h"
 #include "comm/runtime.h"
 #include "core/error.h"
 #include "export/export.h"
@@ -70,14 +71,15 @@ std::string base_resolve(const ExportArgs& a, const model::CheckpointAdapter& ck
 }
 
 void run_export(const ExportArgs& a) {
-  comm::MpiSession mpi;  // the checkpoint is read through (parallel) HDF5
-  ANVIL_CHECK_INPUT(mpi.world_size() == 1, "export runs as a single process (it streams one tensor at a time); "
-                    "run it without mpirun/srun (this job has ", mpi.world_size(), " ranks)");
+  // Under mpirun the ranks split the shards (export.h); each reads the checkpoint itself.
+  comm::MpiSession mpi;
+  const auto world = comm::mpi_comm_world();
   const exporting::ExportOptions options = options_resolve(a);
   const model::CheckpointAdapter ckpt = model::checkpoint_read_adapter(a.checkpoint);
   const bool hf = options.format == exporting::ExportFormat::export_format_hf;
   const exporting::ExportAdapter adapter{ckpt.spec, ckpt.lora, ckpt.params.data(), base_resolve(a, ckpt, hf)};
-  const auto s = exporting::export_to_dir(adapter, a.out, options, {a.checkpoint});
+  const auto s = exporting::export_to_dir(adapter, a.out, options, {a.checkpoint}, *world);
+  if (world->rank() != 0) return;
   std::printf("exported step %lld of %s (%s, %s): %zu tensors", static_cast<long long>(ckpt.step),
               a.checkpoint.c_str(), hf ? "merged into the base model" : "PEFT adapter",
               std::string(dtype_short_name(s.dtype)).c_str(), s.tensors);

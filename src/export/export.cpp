@@ -1,10 +1,27 @@
-// The export as one all-or-nothing step, and the PEFT format (model/lora.h writes it).
+// The export as one all-or-nothing step (over one rank or several), and the PEFT format
+// (model/lora.h writes it).
 #include "export/export.h"
+
+#include <cstdint>
+#include <exception>
+#include <optional>
 
 #include "core/error.h"
 #include "export/staged_dir.h"
 
 namespace anvil::exporting {
+
+namespace {
+
+// `text` of rank `root` on every rank.
+void string_broadcast(comm::Comm& world, std::string& text, int root) {
+  std::int64_t n = static_cast<std::int64_t>(text.size());
+  world.broadcast(&n, 1, DType::dtype_i64, root);
+  text.resize(static_cast<std::size_t>(n));
+  world.broadcast(text.data(), n, DType::dtype_u8, root);
+}
+
+}  // namespace
 
 ExportFormat export_format_parse(const std::string& text, const std::string& what) {
   if (text == "hf") return ExportFormat::export_format_hf;
@@ -27,14 +44,75 @@ ExportSummary export_peft(const ExportAdapter& adapter, const std::string& dir) 
 
 ExportSummary export_to_dir(const ExportAdapter& adapter, const std::string& out_dir, const ExportOptions& options,
                             const std::vector<std::string>& inputs) {
-  std::vector<std::string> read = inputs;
-  read.push_back(adapter.base_dir);
-  StagedDir staged(out_dir, options.force, read);
-  ExportSummary summary = options.format == ExportFormat::export_format_hf
-                              ? export_hf_merged(adapter, staged.path(), options)
-                              : export_peft(adapter, staged.path());
-  staged.commit();
-  summary.out_dir = staged.out();
+  const auto self = comm::self_comm("world");
+  return export_to_dir(adapter, out_dir, options, inputs, *self);
+}
+
+ExportSummary export_to_dir(const ExportAdapter& adapter, const std::string& out_dir, const ExportOptions& options,
+                            const std::vector<std::string>& inputs, comm::Comm& world) {
+  const bool hf = options.format == ExportFormat::export_format_hf;
+  // Rank 0 alone checks out_dir and creates the staging directory; if that fails it ends
+  // the job from main() while the others wait in the broadcast, and nothing exists yet.
+  std::optional<StagedDir> staged;
+  std::string staging;
+  if (world.rank() == 0) {
+    std::vector<std::string> read = inputs;
+    read.push_back(adapter.base_dir);
+    staged.emplace(out_dir, options.force, read);
+    staging = staged->path();
+  }
+  string_broadcast(world, staging, 0);
+
+  ExportSummary summary;
+  summary.dtype = DType::dtype_f32;
+  std::exception_ptr failure;
+  std::string message;
+  std::int32_t code = 0;
+  try {
+    if (hf)
+      summary = export_hf_merged(adapter, staging, options, ShardRanks{world.rank(), world.size()});
+    else if (world.rank() == 0)
+      summary = export_peft(adapter, staging);
+  } catch (const std::exception& e) {
+    failure = std::current_exception();
+    message = error_message(e);
+    code = error_exit_code(e);
+  }
+  // Nothing is renamed unless every rank wrote its share. The ranks write independently,
+  // so a failed one can still join these reductions: all learn of it and its message
+  // (whichever rank's abort ends the job first, the cause is printed), rank 0 removes the
+  // staging directory, and only then does anyone throw (and main() end the job).
+  std::int32_t first_failed = failure ? world.size() - world.rank() : 0;  // max: the lowest failed rank
+  world.allreduce(&first_failed, 1, DType::dtype_i32, comm::ReduceOp::reduce_max);
+  first_failed = world.size() - first_failed;
+  if (first_failed < world.size()) {
+    world.allreduce(&code, 1, DType::dtype_i32, comm::ReduceOp::reduce_max);
+    string_broadcast(world, message, first_failed);
+    staged.reset();
+    world.barrier();
+    if (failure) std::rethrow_exception(failure);
+    throw Error(code == 2 ? ErrorKind::user : ErrorKind::internal,
+                str_cat("export failed on rank ", first_failed, " (nothing was written): ", message));
+  }
+
+  std::int64_t totals[4] = {static_cast<std::int64_t>(summary.tensors), static_cast<std::int64_t>(summary.merged),
+                            static_cast<std::int64_t>(summary.shards), static_cast<std::int64_t>(summary.bytes)};
+  world.allreduce(totals, 4, DType::dtype_i64, comm::ReduceOp::reduce_sum);
+  summary.tensors = static_cast<std::size_t>(totals[0]);
+  summary.merged = static_cast<std::size_t>(totals[1]);
+  summary.shards = static_cast<std::size_t>(totals[2]);
+  summary.bytes = static_cast<std::uint64_t>(totals[3]);
+  if (hf) {
+    const std::size_t slots = model::LoraLayout(adapter.spec, adapter.lora).slots().size();
+    ANVIL_CHECK(summary.merged == slots, "export: merged ", summary.merged, " of ", slots, " adapted weights");
+  }
+  summary.out_dir = out_dir;
+  if (staged) {
+    staged->commit();
+    summary.out_dir = staged->out();
+  }
+  // The others return once the export is in place (a failed rename ends the job here).
+  world.barrier();
   return summary;
 }
 

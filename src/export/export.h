@@ -13,7 +13,9 @@
 #include <string>
 #include <vector>
 
+#include "comm/comm.h"
 #include "core/dtype.h"
+#include "export/shard_writer.h"
 #include "model/lora.h"
 #include "model/model_spec.h"
 
@@ -41,6 +43,8 @@ struct ExportAdapter {
   std::string base_dir;
 };
 
+// With several ranks (export_to_dir over a communicator) each rank fills in its share;
+// export_to_dir returns the totals.
 struct ExportSummary {
   std::string out_dir;
   DType dtype = DType::dtype_f32;  // hf: of the weights; peft: f32
@@ -56,7 +60,10 @@ DType export_default_dtype(const std::string& base_dir);
 
 // Writes the merged model into `dir`, an existing empty directory. The base must match
 // `adapter.spec` (checked tensor by tensor); tensor names and order follow the base files.
-ExportSummary export_hf_merged(const ExportAdapter& adapter, const std::string& dir, const ExportOptions& options);
+// With ranks.size > 1 this rank writes only its shards (ShardRanks), and rank 0 also the
+// config, tokenizer files and index: the ranks together write what one process would.
+ExportSummary export_hf_merged(const ExportAdapter& adapter, const std::string& dir, const ExportOptions& options,
+                               ShardRanks ranks = {});
 
 // Writes the adapter into `dir` in PEFT's layout, naming adapter.base_dir as the base.
 ExportSummary export_peft(const ExportAdapter& adapter, const std::string& dir);
@@ -67,5 +74,13 @@ ExportSummary export_peft(const ExportAdapter& adapter, const std::string& dir);
 // --force).
 ExportSummary export_to_dir(const ExportAdapter& adapter, const std::string& out_dir, const ExportOptions& options,
                             const std::vector<std::string>& inputs);
+
+// The same, collective over `world`: rank 0 checks out_dir and stages it, every rank writes
+// its hf shards into the staging directory (peft: rank 0 alone), and rank 0 renames it
+// once all have succeeded. A rank's failure reaches all ranks with its message (each
+// throws; rank 0 removes the staging directory first), so nothing is renamed. Returns the totals on every rank;
+// out_dir is rank 0's (the others return it as given).
+ExportSummary export_to_dir(const ExportAdapter& adapter, const std::string& out_dir, const ExportOptions& options,
+                            const std::vector<std::string>& inputs, comm::Comm& world);
 
 }  // namespace anvil::exporting

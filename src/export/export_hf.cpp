@@ -182,7 +182,8 @@ DType export_default_dtype(const std::string& base_dir) {
   return DType::dtype_f32;
 }
 
-ExportSummary export_hf_merged(const ExportAdapter& adapter, const std::string& dir, const ExportOptions& options) {
+ExportSummary export_hf_merged(const ExportAdapter& adapter, const std::string& dir, const ExportOptions& options,
+                               ShardRanks ranks) {
   const DType dtype = options.dtype ? *options.dtype : export_default_dtype(adapter.base_dir);
   ANVIL_CHECK_INPUT(dtype == DType::dtype_f32 || dtype == DType::dtype_bf16 || dtype == DType::dtype_f16,
                     "export: --dtype must be f32, bf16 or f16, got ", dtype_short_name(dtype));
@@ -193,7 +194,8 @@ ExportSummary export_hf_merged(const ExportAdapter& adapter, const std::string& 
   std::map<std::string, const model::LoraSlot*, std::less<>> slot_by_weight;
   for (const auto& s : layout.slots()) slot_by_weight.emplace(slot_weight_name(s), &s);
 
-  // In the base's own order: shard by shard, each in data order.
+  // In the base's own order: shard by shard, each in data order. Every rank plans all
+  // tensors, so that the shards (and their names) come out as one process would write them.
   std::vector<ShardTensor> planned;
   std::vector<TensorView> sources;
   for (const auto& file : weights.files()) {
@@ -202,12 +204,14 @@ ExportSummary export_hf_merged(const ExportAdapter& adapter, const std::string& 
       sources.push_back(file.view(t));
     }
   }
-  ShardedWriter out(dir, planned, options.max_shard_bytes);
+  ShardedWriter out(dir, planned, options.max_shard_bytes, ranks);
   auto be = backend::make_cpu_backend();
   Buffers buf;
   buf.reserve(kBlockElems, dtype);
   ExportSummary summary;
   for (std::size_t i = 0; i < planned.size(); ++i) {
+    if (!out.tensor_owned(i)) continue;
+    ++summary.tensors;
     const auto it = slot_by_weight.find(planned[i].name);
     if (it == slot_by_weight.end()) {
       tensor_copy(out, sources[i], dtype, buf);
@@ -217,16 +221,19 @@ ExportSummary export_hf_merged(const ExportAdapter& adapter, const std::string& 
     ++summary.merged;
   }
   out.finish();
-  ANVIL_CHECK(summary.merged == layout.slots().size(), "export: merged ", summary.merged, " of ",
-              layout.slots().size(), " adapted weights");
-  config_write(adapter.base_dir, dir, dtype);
-  side_files_copy(adapter.base_dir, dir);
+  // A rank's share cannot tell; export_to_dir checks the total over ranks.
+  if (ranks.size == 1)
+    ANVIL_CHECK(summary.merged == layout.slots().size(), "export: merged ", summary.merged, " of ",
+                layout.slots().size(), " adapted weights");
+  if (ranks.rank == 0) {
+    config_write(adapter.base_dir, dir, dtype);
+    side_files_copy(adapter.base_dir, dir);
+  }
 
   summary.out_dir = dir;
   summary.dtype = dtype;
-  summary.tensors = planned.size();
-  summary.shards = out.shard_count();
-  summary.bytes = out.total_bytes();
+  summary.shards = out.owned_shard_count();
+  summary.bytes = out.owned_bytes();
   return summary;
 }
 

@@ -59,14 +59,29 @@ std::string shard_file_name(std::size_t index, std::size_t count) {
   return name;
 }
 
-ShardedWriter::ShardedWriter(std::string dir, std::vector<ShardTensor> tensors, std::uint64_t max_shard_bytes)
-    : dir_(std::move(dir)), tensors_(std::move(tensors)) {
+ShardedWriter::ShardedWriter(std::string dir, std::vector<ShardTensor> tensors, std::uint64_t max_shard_bytes,
+                             ShardRanks ranks)
+    : dir_(std::move(dir)), tensors_(std::move(tensors)), ranks_(ranks) {
+  ANVIL_CHECK(ranks_.size > 0 && ranks_.rank >= 0 && ranks_.rank < ranks_.size, "bad shard ranks ", ranks_.rank,
+              " of ", ranks_.size);
   plan_ = shard_plan(tensors_, max_shard_bytes);
   shard_of_.resize(tensors_.size());
   for (std::size_t s = 0; s < plan_.size(); ++s)
     for (const std::size_t i : plan_[s]) shard_of_[i] = s;
   for (const auto& t : tensors_) total_bytes_ += t.nbytes();
-  if (!tensors_.empty()) left_ = tensors_[0].nbytes();
+  if (!tensors_.empty()) left_ = owned_left(0);
+}
+
+std::size_t ShardedWriter::owned_shard_count() const {
+  std::size_t n = 0;
+  for (std::size_t s = 0; s < plan_.size(); ++s) n += ranks_.owns(s) ? 1 : 0;
+  return n;
+}
+
+std::uint64_t ShardedWriter::owned_bytes() const {
+  std::uint64_t n = 0;
+  for (std::size_t i = 0; i < tensors_.size(); ++i) n += owned_left(i);
+  return n;
 }
 
 ShardedWriter::~ShardedWriter() = default;
@@ -79,12 +94,13 @@ void ShardedWriter::open_shard(std::size_t s) {
   open_shard_ = s;
 }
 
-// Moves past complete tensors. Each one's shard is opened on the way, so that a shard
-// whose tensors are all empty is still written.
+// Moves past complete tensors and those of other ranks' shards (complete from the start,
+// as far as this rank is concerned). Each owned one's shard is opened on the way, so that
+// a shard whose tensors are all empty is still written.
 void ShardedWriter::skip_complete() {
   while (current_ < tensors_.size() && left_ == 0) {
-    open_shard(shard_of_[current_]);
-    if (++current_ < tensors_.size()) left_ = tensors_[current_].nbytes();
+    if (tensor_owned(current_)) open_shard(shard_of_[current_]);
+    if (++current_ < tensors_.size()) left_ = owned_left(current_);
   }
 }
 
@@ -108,11 +124,11 @@ void ShardedWriter::finish() {
   skip_complete();
   ANVIL_CHECK(current_ == tensors_.size(), "tensor '", current_ < tensors_.size() ? tensors_[current_].name : "",
               "' is incomplete (", left_, " bytes missing) in ", dir_);
-  if (!writer_) open_shard(0);  // no tensors at all: one empty model.safetensors
-  writer_->finish();
+  if (tensors_.empty() && ranks_.owns(0)) open_shard(0);  // no tensors: one empty model.safetensors
+  if (writer_) writer_->finish();  // null on a rank that owns no shard
   writer_.reset();
   finished_ = true;
-  if (plan_.size() == 1) return;
+  if (plan_.size() == 1 || ranks_.rank != 0) return;
   nlohmann::json weight_map = nlohmann::json::object();
   for (std::size_t i = 0; i < tensors_.size(); ++i)
     weight_map[tensors_[i].name] = shard_file_name(shard_of_[i], plan_.size());

@@ -32,6 +32,14 @@ struct ShardTensor {
 std::vector<std::vector<std::size_t>> shard_plan(const std::vector<ShardTensor>& tensors,
                                                  std::uint64_t max_bytes);
 
+// The ranks that write one export together: shard i is written by rank i % size, so
+// every rank derives the same plan and the same owner for each shard without talking.
+struct ShardRanks {
+  int rank = 0;
+  int size = 1;
+  bool owns(std::size_t shard) const { return static_cast<int>(shard % static_cast<std::size_t>(size)) == rank; }
+};
+
 // "model.safetensors" for a single shard, else "model-00002-of-00005.safetensors".
 std::string shard_file_name(std::size_t index, std::size_t count);
 
@@ -40,14 +48,19 @@ std::string shard_file_name(std::size_t index, std::size_t count);
 // complete, so only the current shard is ever open and nothing is held in memory.
 // A writer destroyed before finish() removes its open shard's partial file; finished
 // shards stay (write into a staging directory, staged_dir.h, to drop them too).
+// With several ranks each writer takes the bytes of its own shards' tensors only
+// (tensor_owned), in the same order; rank 0 writes the index.
 class ShardedWriter {
  public:
-  ShardedWriter(std::string dir, std::vector<ShardTensor> tensors, std::uint64_t max_shard_bytes);
+  ShardedWriter(std::string dir, std::vector<ShardTensor> tensors, std::uint64_t max_shard_bytes,
+                ShardRanks ranks = {});
   ~ShardedWriter();
   ShardedWriter(const ShardedWriter&) = delete;
   ShardedWriter& operator=(const ShardedWriter&) = delete;
 
-  // Bytes of the current tensor (the first one not yet complete).
+  // Whether this rank writes tensor i (it lies in one of this rank's shards).
+  bool tensor_owned(std::size_t i) const { return ranks_.owns(shard_of_[i]); }
+  // Bytes of the current tensor (the first owned one not yet complete).
   void append(const void* data, std::size_t nbytes);
   // Finishes the last shard and writes the index when there are several. Misuse (too
   // many or too few bytes) is an internal error.
@@ -55,14 +68,20 @@ class ShardedWriter {
 
   std::size_t shard_count() const { return plan_.size(); }
   std::uint64_t total_bytes() const { return total_bytes_; }
+  // This rank's share: the shards it writes and their tensor bytes.
+  std::size_t owned_shard_count() const;
+  std::uint64_t owned_bytes() const;
 
  private:
   void skip_complete();
   // Finishes the open shard unless it is `shard`, and opens `shard`.
   void open_shard(std::size_t shard);
 
+  std::uint64_t owned_left(std::size_t i) const { return tensor_owned(i) ? tensors_[i].nbytes() : 0; }
+
   std::string dir_;
   std::vector<ShardTensor> tensors_;
+  ShardRanks ranks_;
   std::vector<std::vector<std::size_t>> plan_;
   std::vector<std::size_t> shard_of_;  // by tensor
   std::uint64_t total_bytes_ = 0;

@@ -49,11 +49,8 @@ def checkpoints(out):
 
 
 def main():
-    tmp = tempfile.mkdtemp(prefix="anvil_e2e_ckpt_")
-    try:
+    with tempfile.TemporaryDirectory(prefix="anvil_e2e_ckpt_") as tmp:
         check(tmp)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def check(tmp):

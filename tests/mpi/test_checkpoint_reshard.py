@@ -37,11 +37,8 @@ def losses(out):
 
 
 def main():
-    tmp = tempfile.mkdtemp(prefix="anvil_mpi_reshard_")
-    try:
+    with tempfile.TemporaryDirectory(prefix="anvil_mpi_reshard_") as tmp:
         check(tmp)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def check(tmp):

@@ -7,7 +7,6 @@ metrics, and a rank that fails in the middle of a step ends the job within secon
 Usage: test_grid_equivalence.py MPIEXEC   (ANVIL_BIN, ANVIL_SOURCE_DIR from the environment)"""
 import json
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -61,11 +60,8 @@ def rel(a, b):
 
 
 def main():
-    tmp = tempfile.mkdtemp(prefix="anvil_mpi_grid_")
-    try:
+    with tempfile.TemporaryDirectory(prefix="anvil_mpi_grid_") as tmp:
         check(tmp)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def check(tmp):
