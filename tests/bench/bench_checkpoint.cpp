@@ -1,9 +1,14 @@
 // Checkpoint save and load bandwidth: the adapter and AdamW state of a LoRA run on a real
 // model shape (no weights needed: only the shapes matter), saved and loaded by
 // train/checkpoint.h as a training run does, under MPI as one TP group of the world size.
-// Prints one JSON object per rank 0 (for scripts/bench/checkpoint_bandwidth.sh).
+// Each load is timed twice: cold (the file evicted from the page cache first, as after a
+// restart on another node) and warm (right after). Prints one JSON object on rank 0 (for
+// scripts/bench/checkpoint_bandwidth.sh).
 //
 //   mpirun -np N bench_checkpoint DIR [--preset llama3-8b] [--rank 16] [--reps 3]
+#include <fcntl.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -26,6 +31,14 @@ using namespace anvil;
 using Clock = std::chrono::steady_clock;
 
 double seconds(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
+
+// Drops the file's pages from the page cache (it was fsynced by the save's close).
+void page_cache_evict(const std::string& path) {
+  const int fd = ::open(path.c_str(), O_RDONLY);
+  if (fd < 0) return;
+  ::posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
+  ::close(fd);
+}
 
 }  // namespace
 
@@ -84,7 +97,7 @@ int main(int argc, char** argv) try {
   }
   const train::AdapterBuffers buf{p.data(), m.data(), v.data()};
 
-  double save_best = 1e30, load_best = 1e30;
+  double save_best = 1e30, load_best = 1e30, cold_best = 1e30;
   std::string path;
   for (int r = 0; r < reps; ++r) {
     train::TrainState state;
@@ -93,7 +106,12 @@ int main(int argc, char** argv) try {
     auto t0 = Clock::now();
     path = train::checkpoint_save(ctx, state, buf);
     save_best = std::min(save_best, seconds(t0));
+    if (grid.world_rank() == 0) page_cache_evict(path);
     grid.world().barrier();
+    t0 = Clock::now();
+    train::checkpoint_load(ctx, path, buf);
+    grid.world().barrier();
+    cold_best = std::min(cold_best, seconds(t0));
     t0 = Clock::now();
     train::checkpoint_load(ctx, path, buf);
     grid.world().barrier();
@@ -108,6 +126,8 @@ int main(int argc, char** argv) try {
                         {"file_bytes", std::filesystem::file_size(path)},
                         {"save_s", save_best},
                         {"load_s", load_best},
+                        {"load_cold_s", cold_best},
+                        {"load_cold_mb_s", bytes / cold_best / 1e6},
                         {"save_mb_s", bytes / save_best / 1e6},
                         {"load_mb_s", bytes / load_best / 1e6}};
     std::printf("%s\n", j.dump().c_str());
