@@ -50,12 +50,7 @@ int main(int argc, char** argv) {
     anvil::comm::abort_job_if_distributed(2);
     return 2;
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "%serror: %s\n", anvil::comm::rank_prefix().c_str(),
-                 anvil::error_message(e).c_str());
-    std::fflush(stderr);
-    const int code = anvil::error_exit_code(e);
-    anvil::comm::abort_job_if_distributed(code);
-    return code;
+    return anvil::comm::exit_after_error(e);
   }
   return 0;
 }

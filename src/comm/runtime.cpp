@@ -49,6 +49,14 @@ void abort_job_if_distributed(int exit_code) {
   MPI_Finalize();
 }
 
+int exit_after_error(const std::exception& e) {
+  std::fprintf(stderr, "%serror: %s\n", rank_prefix().c_str(), error_message(e).c_str());
+  std::fflush(stderr);
+  const int code = error_exit_code(e);
+  abort_job_if_distributed(code);
+  return code;
+}
+
 std::string rank_prefix() {
   if (!mpi_is_up()) return "";
   int size = 1, rank = 0;

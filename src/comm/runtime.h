@@ -2,6 +2,7 @@
 // job-wide abort that keeps a failing rank from leaving the others hanging.
 #pragma once
 
+#include <exception>
 #include <string>
 
 namespace anvil::comm {
@@ -32,6 +33,11 @@ class MpiSession {
 // Called by main() after an error: with more than one rank, MPI_Abort(exit_code) ends
 // every rank of the job at once; with one rank it finalizes MPI if it is still up.
 void abort_job_if_distributed(int exit_code);
+
+// The end of every anvil program's main() after an error: prints "[rank N] error: ..." to
+// stderr, aborts the job when it has more than one rank, and returns the exit code (2 for
+// user errors, 1 for internal ones) for main to return when it is alone.
+int exit_after_error(const std::exception& e);
 
 // "[rank 3] " when MPI runs with more than one rank, "" otherwise.
 std::string rank_prefix();

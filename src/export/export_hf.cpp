@@ -1,8 +1,5 @@
 // The merged Hugging Face model: base tensors streamed from the mapping, an adapter folded
 // into each targeted projection block by block, cast, appended to the current shard.
-#include <sys/mman.h>
-#include <unistd.h>
-
 #include <algorithm>
 #include <cstring>
 #include <filesystem>
@@ -65,23 +62,6 @@ void store_as(const float* in, std::int64_t n, DType dtype, std::uint8_t* out) {
   }
 }
 
-// Pages of the base mapping that were read are dead weight once their bytes are in the
-// output: dropping them keeps the resident set at a block, not the model. Only pages
-// entirely inside [p, p + n) go, so neighbouring tensors are untouched; a later read
-// would fault them back in from the file, and madvise failing only costs memory.
-void mapping_release(const void* p, std::size_t n) {
-  const auto page = static_cast<std::uintptr_t>(::sysconf(_SC_PAGESIZE));
-  const auto begin = reinterpret_cast<std::uintptr_t>(p);
-  const std::uintptr_t lo = (begin + page - 1) / page * page;
-  const std::uintptr_t hi = (begin + n) / page * page;
-  if (hi > lo) ::madvise(reinterpret_cast<void*>(lo), hi - lo, MADV_DONTNEED);
-}
-
-// The weight an adapter slot applies to: "model.layers.3.self_attn.q_proj.weight".
-std::string slot_weight_name(const model::LoraSlot& s) {
-  return str_cat("model.layers.", s.layer, ".", model::proj_module(s.proj), ".", model::proj_name(s.proj), ".weight");
-}
-
 struct Buffers {
   std::vector<float> f32;          // (block rows, in)
   std::vector<std::uint8_t> cast;  // the same in the output dtype
@@ -107,7 +87,7 @@ void tensor_copy(ShardedWriter& out, const TensorView& src, DType dtype, Buffers
       store_as(buf.f32.data(), m, dtype, buf.cast.data());
       out.append(buf.cast.data(), static_cast<std::size_t>(m) * dtype_size(dtype));
     }
-    mapping_release(chunk, chunk_bytes);
+    io::mapping_pages_release(chunk, chunk_bytes);
   }
 }
 
@@ -126,7 +106,7 @@ void tensor_merge(ShardedWriter& out, const TensorView& src, const model::LoraSl
             1.0f, w, s.in);
     store_as(w, m * s.in, dtype, buf.cast.data());
     out.append(buf.cast.data(), static_cast<std::size_t>(m * s.in) * dtype_size(dtype));
-    mapping_release(static_cast<const std::uint8_t*>(src.data) + static_cast<std::size_t>(row * s.in) * src_size,
+    io::mapping_pages_release(static_cast<const std::uint8_t*>(src.data) + static_cast<std::size_t>(row * s.in) * src_size,
                     static_cast<std::size_t>(m * s.in) * src_size);
   }
 }
@@ -192,7 +172,7 @@ ExportSummary export_hf_merged(const ExportAdapter& adapter, const std::string& 
   model::model_check_weights(adapter.spec, weights);
   const model::LoraLayout layout(adapter.spec, adapter.lora);
   std::map<std::string, const model::LoraSlot*, std::less<>> slot_by_weight;
-  for (const auto& s : layout.slots()) slot_by_weight.emplace(slot_weight_name(s), &s);
+  for (const auto& s : layout.slots()) slot_by_weight.emplace(model::proj_module_path(s.layer, s.proj) + ".weight", &s);
 
   // In the base's own order: shard by shard, each in data order. Every rank plans all
   // tensors, so that the shards (and their names) come out as one process would write them.

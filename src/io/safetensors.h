@@ -17,6 +17,13 @@
 
 namespace anvil::io {
 
+// Drops the pages of a read-only mapping that lie entirely inside [p, p + n) from this
+// process (madvise DONTNEED): after their bytes were copied they are dead weight, and the
+// kernel maps whole page-cache folios (up to 2 MiB) around every byte read. Pages shared
+// with neighbouring bytes stay; a later read faults the pages back in from the file, and
+// a failing madvise only costs memory.
+void mapping_pages_release(const void* p, std::size_t n);
+
 // A read-only memory mapping of a whole file.
 class MappedFile {
  public:

@@ -1,8 +1,5 @@
 #include "model/llama_weights.h"
 
-#include <sys/mman.h>
-#include <unistd.h>
-
 #include <cstring>
 #include <optional>
 
@@ -66,20 +63,6 @@ void span_convert(const std::uint8_t* src, DType from, void* dst, DType to, std:
   }
 }
 
-// Once a slice is copied, the mapped pages of its tensor are dead weight in this process:
-// they hold other ranks' parts, and the kernel maps whole page-cache folios (up to 2 MiB)
-// around every byte read, so a column slice of a narrow matrix alone would leave all of
-// it resident. Only pages entirely inside the tensor are dropped, so that the views of
-// its neighbours stay untouched. The mapping is read-only: a later read would simply
-// fault the pages back in from the file, and madvise failing only costs memory.
-void mapping_pages_release(const TensorView& whole) {
-  const auto page = static_cast<std::uintptr_t>(::sysconf(_SC_PAGESIZE));
-  const auto begin = reinterpret_cast<std::uintptr_t>(whole.data);
-  const std::uintptr_t lo = (begin + page - 1) / page * page;
-  const std::uintptr_t hi = (begin + whole.nbytes()) / page * page;
-  if (hi > lo) ::madvise(reinterpret_cast<void*>(lo), hi - lo, MADV_DONTNEED);
-}
-
 // The view of `slice` of tensor `name` (all of it when nullopt) in dtype `want`. A 1-D
 // tensor of n elements counts as (n, 1). A block of whole rows in `want`, aligned, is a
 // view into the mapping; anything else is copied into the arena (in plan mode only
@@ -119,7 +102,7 @@ TensorView weight_view(Owner& o, const std::string& name, DType want, std::optio
         span_convert(first + static_cast<std::size_t>(r * cols) * in_size, src.dtype,
                      out + static_cast<std::size_t>(r) * out_row, want, n_cols);
     }
-    mapping_pages_release(src);
+    io::mapping_pages_release(src.data, src.nbytes());  // its other ranks' parts
   }
   dst.data = out;
   *copied += static_cast<std::int64_t>(dst.nbytes());
@@ -141,7 +124,7 @@ void carve(Owner& o, const ModelSpec& spec, DType storage, const TpShard& shard,
     lw.mlp_norm = weight_view(o, p + "post_attention_layernorm.weight", f32, std::nullopt, copied);
     for (int i = 0; i < kProjCount; ++i) {
       const Proj proj = static_cast<Proj>(i);
-      const std::string base = p + proj_module(proj) + "." + proj_name(proj);
+      const std::string base = proj_module_path(l, proj);
       const WeightSlice slice = tp_proj_slice(spec, shard, proj);
       lw.proj[i] = weight_view(o, base + ".weight", storage, slice, copied);
       // A bias belongs to the output rows: a column-parallel layer's is split with them,

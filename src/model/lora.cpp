@@ -25,6 +25,10 @@ const char* proj_name(Proj p) { return kProjNames[static_cast<int>(p)]; }
 
 const char* proj_module(Proj p) { return p <= Proj::proj_o ? "self_attn" : "mlp"; }
 
+std::string proj_module_path(std::int64_t layer, Proj p) {
+  return str_cat("model.layers.", layer, ".", proj_module(p), ".", proj_name(p));
+}
+
 std::optional<Proj> proj_from_name(const std::string& name) {
   for (int i = 0; i < kProjCount; ++i)
     if (name == kProjNames[i]) return static_cast<Proj>(i);
@@ -93,8 +97,7 @@ const LoraSlot* LoraLayout::find(std::int64_t layer, Proj p) const {
 }
 
 std::string LoraLayout::peft_name(const LoraSlot& s, char which) {
-  return str_cat("base_model.model.model.layers.", s.layer, ".", proj_module(s.proj), ".",
-                 proj_name(s.proj), ".lora_", which, ".weight");
+  return str_cat("base_model.model.", proj_module_path(s.layer, s.proj), ".lora_", which, ".weight");
 }
 
 void lora_init(const LoraLayout& layout, std::uint64_t seed, float* params) {

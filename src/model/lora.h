@@ -21,6 +21,9 @@ inline constexpr int kProjCount = 7;
 const char* proj_name(Proj p);
 // "self_attn" or "mlp"
 const char* proj_module(Proj p);
+// The HF module path of projection p of block `layer`: "model.layers.3.self_attn.q_proj"
+// (+ ".weight" / ".bias" names its tensors; PEFT prefixes "base_model.model.").
+std::string proj_module_path(std::int64_t layer, Proj p);
 std::optional<Proj> proj_from_name(const std::string& name);
 // (out, in) of the projection's weight.
 std::array<std::int64_t, 2> proj_shape(const ModelSpec& spec, Proj p);

@@ -176,9 +176,8 @@ TrainResult train_run(const TrainConfig& cfg, const comm::ProcessGrid& grid, con
   const model::ModelSpec spec = model::model_spec_from_dir(cfg.model.path);
   model::model_spec_check_supported(spec, cfg.model.path + "/config.json");
   const int tp = grid.tp_size();
-  for (const std::string& problem : model::tp_shard_problems(spec, tp))
-    throw_user_error("parallel.tp: ", problem, " (", cfg.model.path, "/config.json)");
-  ANVIL_CHECK_INPUT(tp == cfg.parallel.tp, "parallel.tp is ", cfg.parallel.tp, " but the job's grid has tp ", tp);
+  // config_load has checked that parallel.tp splits this model (model::tp_shard_problems).
+  ANVIL_CHECK(tp == cfg.parallel.tp, "parallel.tp is ", cfg.parallel.tp, " but the job's grid has tp ", tp);
   const data::Tokenizer tokenizer = data::Tokenizer::load(cfg.model.path);
   ANVIL_CHECK_INPUT(static_cast<std::int64_t>(tokenizer.vocab_size()) <= spec.vocab_size, cfg.model.path,
                     ": the tokenizer has ", tokenizer.vocab_size(), " tokens but the model only ",

@@ -73,10 +73,6 @@ int main(int argc, char** argv) {
     return failed;
   } catch (const std::exception& e) {
     // Outside any test (MPI init, the final reduction): same path as anvil's main().
-    std::fprintf(stderr, "%serror: %s\n", anvil::comm::rank_prefix().c_str(),
-                 anvil::error_message(e).c_str());
-    const int code = anvil::error_exit_code(e);
-    anvil::comm::abort_job_if_distributed(code);
-    return code;
+    return anvil::comm::exit_after_error(e);
   }
 }
