@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The demo, set-up included: install, build, make a small random Llama model, fine-tune
 # LoRA adapters on the cipher task of data/demo on CPU, and show the eval loss and the
-# exact-match accuracy on held-out words before -> after.
+# exact-match accuracy on held-out words before -> after; ends by plotting the run's
+# metrics (RUN/metrics.png).
 # Usage: scripts/demo.sh [WORK_DIR]   (default: build/demo)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -52,3 +53,6 @@ PY
 echo
 echo "== anvil init-model --preset llama3-8b --dry-run (shapes only, nothing written)"
 "$anvil" init-model --preset llama3-8b --dry-run
+echo
+echo "== scripts/plot_metrics.py $run (loss, lr, throughput, memory)"
+.venv/bin/python scripts/plot_metrics.py "$run"

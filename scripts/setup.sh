@@ -15,7 +15,9 @@ for a in "$@"; do
   esac
 done
 
-# Debian packages: build tools, MPI, parallel HDF5, config/CLI/JSON/regex/hash libraries, tests.
+# Debian packages: build tools, MPI, parallel HDF5, config/CLI/JSON/regex/hash libraries, tests
+# (Slurm + munge: the one-node test cluster of scripts/slurm-local.sh; srun's pmix plugin
+# comes with slurm-wlm-basic-plugins).
 debs=(
   build-essential cmake ninja-build pkg-config git
   openmpi-bin libopenmpi-dev libhdf5-openmpi-dev hdf5-tools
@@ -23,6 +25,7 @@ debs=(
   libpcre2-dev libutf8proc-dev libxxhash-dev libsentencepiece-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   clang libclang-rt-14-dev
+  slurmctld slurmd slurm-client munge
   python3 python3-venv python3-dev
 )
 missing=()
@@ -49,7 +52,7 @@ if [ ! -x .venv/bin/python ]; then
   echo "setup: creating .venv"
   "$py" -m venv .venv
 fi
-pip_want=(numpy safetensors tokenizers)
+pip_want=(numpy safetensors tokenizers jinja2 matplotlib)
 [ "$want_reference" = 1 ] && pip_want+=(torch transformers peft)
 pip_missing=()
 for m in "${pip_want[@]}"; do

@@ -192,6 +192,8 @@ class Backend {
 };
 
 std::unique_ptr<Backend> make_cpu_backend();
+// Bytes of scratch the CPU backend's reserve(limits) holds (the planner's count of it).
+std::int64_t cpu_scratch_bytes(const BackendLimits& limits);
 
 // Threads of the CPU backend (its OpenMP loops and OpenBLAS).
 void cpu_threads_set(int n);

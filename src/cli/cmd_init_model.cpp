@@ -14,6 +14,7 @@
 #include "core/error.h"
 #include "data/bytelevel_tokenizer_json.h"
 #include "export/shard_writer.h"
+#include "io/files.h"
 #include "model/model_init.h"
 #include "model/model_spec.h"
 
@@ -31,6 +32,7 @@ struct InitModelArgs {
   std::string max_shard_size = "5GB";
   double init_std = 0;  // 0: the spec's initializer_range
   bool dry_run = false;
+  bool config_only = false;
   bool force = false;
 };
 
@@ -96,6 +98,12 @@ void run_init_model(const InitModelArgs& a) {
   ANVIL_CHECK_INPUT(!a.out.empty(), "init-model: --out DIR is required (or use --dry-run)");
   const fs::path out = fs::absolute(a.out).lexically_normal();
   check_output_dir(out, a.force);
+  if (a.config_only) {
+    fs::create_directories(out);
+    io::write_text_file_atomic((out / "config.json").string(), model::model_spec_to_json(spec));
+    std::printf("wrote %s (config.json only)\n", out.string().c_str());
+    return;
+  }
   // Everything is written into a temporary sibling and renamed at the end, so a failure
   // (disk full, a bad spec) never leaves a half-written model directory behind.
   const fs::path parent = out.parent_path();
@@ -141,6 +149,8 @@ void register_init_model(CLI::App& app) {
   cmd->add_option("--dtype", args->dtype, "weight dtype: f32, bf16 or f16")->default_val("f32");
   cmd->add_option("--max-shard-size", args->max_shard_size, "largest safetensors shard (e.g. 5GB)")->default_val("5GB");
   cmd->add_flag("--dry-run", args->dry_run, "print the shapes, parameter count and bytes; write nothing");
+  cmd->add_flag("--config-only", args->config_only,
+                "write only config.json: a shape that anvil validate can plan a run for, no weights");
   cmd->add_flag("--force", args->force, "replace an existing model directory");
   cmd->callback([args] { run_init_model(*args); });
 }

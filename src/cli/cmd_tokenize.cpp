@@ -9,11 +9,15 @@
 #include <fstream>
 #include <iostream>
 #include <memory>
+#include <optional>
+#include <span>
 #include <string>
 #include <vector>
 
 #include "cli/commands.h"
 #include "core/error.h"
+#include "data/chat_template.h"
+#include "data/dataset.h"
 #include "data/tokenizer.h"
 
 namespace anvil::cli {
@@ -25,6 +29,9 @@ struct TokenizeOptions {
   bool add_special = false;
   bool decode = false;
   bool skip_special = false;
+  bool records = false;        // JSONL training records, as anvil train reads them
+  std::string chat_template;   // with --records: empty = detected from the model directory
+  bool train_on_prompt = false;
 };
 
 void write_ids(const std::vector<std::int32_t>& ids, std::string& out) {
@@ -78,6 +85,43 @@ void run_tokenize(const TokenizeOptions& opt) {
   std::fflush(stdout);
 }
 
+// Each record of a JSONL training file as the trainer sees it: one line per sample,
+// {"line": N, "ids": [...], "trained": [0, 1, ...]} (trained[i]: whether predicting ids[i]
+// is trained); bad records go to the report on stderr.
+void run_records(const TokenizeOptions& opt) {
+  ANVIL_CHECK_INPUT(!opt.file.empty(), "tokenize --records needs --file (a JSONL file of training records)");
+  const data::Tokenizer tok = data::Tokenizer::load(opt.model_dir);
+  data::RecordOptions ro;
+  ro.train_on_prompt = opt.train_on_prompt;
+  std::optional<data::ChatRenderer> renderer;
+  try {
+    const auto name = data::chat_template_from_name(opt.chat_template);
+    ANVIL_CHECK_INPUT(opt.chat_template.empty() || name.has_value(), "--template ", opt.chat_template,
+                      ": not one of llama3, chatml, mistral");
+    renderer.emplace(name ? *name : data::chat_template_detect(opt.model_dir), tok);
+    ro.chat = &*renderer;
+  } catch (const Error& e) {
+    if (e.kind() != ErrorKind::user || !opt.chat_template.empty()) throw;
+    ro.chat_problem = e.what();
+  }
+  data::RecordEncoder encoder(tok, ro);
+  std::string out;
+  const data::FileReport report = encoder.read_file(
+      opt.file, 1, 0,
+      [&](std::int64_t line, std::span<const std::int32_t> ids, std::span<const std::uint8_t> trained) {
+        nlohmann::json j = {{"line", line}, {"ids", ids}, {"trained", trained}};
+        out += j.dump();
+        out += '\n';
+        if (out.size() > (1 << 16)) {
+          std::fwrite(out.data(), 1, out.size(), stdout);
+          out.clear();
+        }
+      });
+  std::fwrite(out.data(), 1, out.size(), stdout);
+  std::fflush(stdout);
+  std::fprintf(stderr, "%s\n", report.summary().c_str());
+}
+
 }  // namespace
 
 void register_tokenize(CLI::App& app) {
@@ -91,7 +135,13 @@ void register_tokenize(CLI::App& app) {
                 "Add the post-processor's special tokens (BOS for Llama-3)");
   cmd->add_flag("--decode", opt->decode, "Read JSON lines of ids and print their text");
   cmd->add_flag("--skip-special", opt->skip_special, "With --decode: leave out special tokens");
-  cmd->callback([opt] { run_tokenize(*opt); });
+  cmd->add_flag("--records", opt->records,
+                "Read JSONL training records (--file) and print each sample's ids and trained flags as "
+                "anvil train sees them (chat templates applied)");
+  cmd->add_option("--template", opt->chat_template,
+                  "With --records: chat template llama3, chatml or mistral (default: detected from the model)");
+  cmd->add_flag("--train-on-prompt", opt->train_on_prompt, "With --records: as data.train_on_prompt");
+  cmd->callback([opt] { opt->records ? run_records(*opt) : run_tokenize(*opt); });
 }
 
 }  // namespace anvil::cli

@@ -1,8 +1,10 @@
 // anvil train CONFIG [--set KEY=VALUE]...
-// anvil validate CONFIG [--set KEY=VALUE]... [--world-size N] [--print]
+// anvil validate CONFIG [--set KEY=VALUE]... [--world N] [--gpu h200|h100|cpu] [--print]
+// anvil prepare CONFIG [--set KEY=VALUE]...
 //
-// Both load the config through the same path (train/config.h); validate stops after the
-// checks, train goes on to run it (train/trainer.h).
+// All load the config through the same path (train/config.h); validate stops after the
+// checks (with --world or --gpu it then prints the run's plan, train/plan.h), prepare tokenizes the data into the token cache that train then reuses
+// (train/data_prepare.h), train runs it all (train/trainer.h).
 #include <cstdio>
 #include <cstdlib>
 #include <memory>
@@ -13,8 +15,14 @@
 #include "cli/commands.h"
 #include "comm/process_grid.h"
 #include "comm/runtime.h"
+#include "core/error.h"
 #include "core/log.h"
+#include "data/tokenizer.h"
 #include "train/config.h"
+#include "model/model_spec.h"
+#include "model/tp_shard.h"
+#include "train/data_prepare.h"
+#include "train/plan.h"
 #include "train/trainer.h"
 
 namespace anvil::cli {
@@ -25,6 +33,7 @@ struct ConfigOptions {
   std::string path;
   std::vector<std::string> overrides;
   int world_size = 0;  // validate: 0 = infer from tp x dp
+  std::string gpu;     // validate: the device to plan for; empty: no plan unless --world
   bool print = false;
   std::int64_t stop_after = 0;  // train
 };
@@ -47,9 +56,26 @@ void run_validate(const ConfigOptions& opt) {
   const int accumulation = train::config_grad_accumulation(cfg, opt.world_size);
   std::printf("config OK: %s\n", opt.path.c_str());
   std::printf("world size %d = tp %d x dp %d%s\n", world, cfg.parallel.tp, dp,
-              opt.world_size > 0 ? "" : " (from the config; check another with --world-size N)");
+              opt.world_size > 0 ? "" : " (from the config; check another with --world N)");
   std::printf("global batch %d = micro batch %d x dp %d x grad accumulation %d\n", cfg.train.global_batch,
               cfg.train.micro_batch, dp, accumulation);
+  if (opt.world_size == 0 && opt.gpu.empty()) return;
+
+  // The plan: without --gpu, the backend the config asks for (CPU unless cuda).
+  const std::string device_name =
+      !opt.gpu.empty() ? opt.gpu : cfg.parallel.backend == train::BackendKind::backend_cuda ? "h200" : "cpu";
+  const auto kind = train::plan_device_from_name(device_name);
+  ANVIL_CHECK_INPUT(kind.has_value(), "--gpu: expected h200, h100 or cpu, got '", device_name, "'");
+  const model::ModelSpec spec = model::model_spec_from_dir(cfg.model.path);
+  train::PlanDevice device = train::plan_device(*kind, world);
+  if (!device.gpu) {
+    const model::ModelSpec local = model::tp_local_spec(spec, model::tp_shard(spec, 0, cfg.parallel.tp));
+    const int threads = backend::cpu_threads_for_rank(world);
+    device.peak_flops = train::plan_measure_cpu_gemm(
+        local, static_cast<std::int64_t>(cfg.train.micro_batch) * cfg.data.seq_len, threads);
+    device.name = str_cat("CPU rank (", threads, " thread", threads > 1 ? "s" : "", ")");
+  }
+  std::printf("\n%s", train::plan_format(train::plan_run(cfg, spec, world, device)).c_str());
 }
 
 void run_train(const ConfigOptions& opt) {
@@ -76,7 +102,29 @@ void run_train(const ConfigOptions& opt) {
     log_info("eval loss ", *r.first_eval_loss, " -> ", *r.last_eval_loss);
 }
 
+void run_prepare(const ConfigOptions& opt) {
+  comm::MpiSession mpi;
+  // The cache does not depend on the grid: the batch layout is checked for the config's
+  // own tp x dp, not for this job's ranks, which only share the tokenizing.
+  train::ConfigContext ctx;
+  const train::TrainConfig cfg = train::config_load(opt.path, opt.overrides, ctx);
+  log_set_level(cfg.log.level);
+  const data::Tokenizer tokenizer = data::Tokenizer::load(cfg.model.path);
+  const auto world = comm::mpi_comm_world();
+  const train::PreparedData data = train::data_prepare(cfg, tokenizer, *world);
+  if (mpi.world_rank() == 0) std::printf("%s\n", data.cache.path.c_str());
+}
+
 }  // namespace
+
+void register_prepare(CLI::App& app) {
+  auto* cmd = app.add_subcommand("prepare",
+                                 "Tokenize and pack a config's data into the token cache that train reuses "
+                                 "(under mpirun, the ranks share the work)");
+  auto opt = std::make_shared<ConfigOptions>();
+  add_config_options(cmd, *opt);
+  cmd->callback([opt] { run_prepare(*opt); });
+}
 
 void register_train(CLI::App& app) {
   auto* cmd = app.add_subcommand("train", "Fine-tune a model as a YAML config describes");
@@ -90,12 +138,19 @@ void register_train(CLI::App& app) {
 }
 
 void register_validate(CLI::App& app) {
-  auto* cmd = app.add_subcommand("validate", "Check a training config and report every problem at once");
+  auto* cmd = app.add_subcommand("validate",
+                                 "Check a training config and report every problem at once; with --world or "
+                                 "--gpu, plan the run (memory per rank, step time, communication)");
   auto opt = std::make_shared<ConfigOptions>();
   add_config_options(cmd, *opt);
-  cmd->add_option("--world-size", opt->world_size,
-                  "Ranks the job will have (default: tp x dp from the config, dp auto counting as 1)")
+  cmd->add_option("--world-size,--world", opt->world_size,
+                  "Ranks the job will have (default: tp x dp from the config, dp auto counting as 1); "
+                  "also prints the run's plan")
       ->check(CLI::Range(1, 1 << 20));
+  cmd->add_option("--gpu", opt->gpu,
+                  "Plan the run for this device: memory per rank, step time, communication "
+                  "(h200, h100, or cpu: this machine)")
+      ->check(CLI::IsMember({"h200", "h100", "cpu"}));
   cmd->add_flag("--print", opt->print, "Print the resolved config (every key, defaults filled) as YAML");
   cmd->callback([opt] { run_validate(*opt); });
 }

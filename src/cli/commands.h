@@ -17,7 +17,4 @@ void register_prepare(CLI::App& app);
 void register_generate(CLI::App& app);
 void register_eval(CLI::App& app);
 
-// For verbs whose issue has not landed yet: a user-facing error (exit 2).
-[[noreturn]] void not_implemented(const char* verb);
-
 }  // namespace anvil::cli

@@ -1,6 +1,8 @@
 // anvil: the one entry point. Only this file turns errors into messages and exit codes:
-// 0 ok, 2 user error (config, input, usage), 1 internal error. Under MPI a failing rank
-// aborts the whole job so that no other rank is left waiting in a collective.
+// 0 ok, 2 user error (config, input, usage), 1 internal error, 75 a training run stopped
+// by SIGUSR1/SIGTERM after saving a checkpoint (train/preemption.h: run it again to
+// continue). Under MPI a failing rank aborts the whole job so that no other rank is left
+// waiting in a collective.
 #include <unistd.h>
 
 #include <cstdio>
@@ -13,6 +15,7 @@
 #include "comm/runtime.h"
 #include "core/error.h"
 #include "core/version.h"
+#include "train/preemption.h"
 
 int main(int argc, char** argv) {
   // Before anything else (and before MPI_Init): restart with fast BLAS kernels if OpenBLAS
@@ -35,6 +38,9 @@ int main(int argc, char** argv) {
   anvil::cli::register_prepare(app);
   anvil::cli::register_generate(app);
   anvil::cli::register_eval(app);
+  // Only a training run turns SIGUSR1/SIGTERM into "checkpoint and stop"; installed before
+  // the config is read, so that a signal during the set-up is not lost either.
+  app.get_subcommand("train")->preparse_callback([](std::size_t) { anvil::train::preemption_install(); });
 
   try {
     app.parse(argc, argv);
@@ -52,5 +58,5 @@ int main(int argc, char** argv) {
   } catch (const std::exception& e) {
     return anvil::comm::exit_after_error(e);
   }
-  return 0;
+  return anvil::train::preemption_stopped() ? anvil::train::exit_preempted : 0;
 }

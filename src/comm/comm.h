@@ -57,6 +57,9 @@ class Comm {
 // allreduce and broadcast take any count (sent in chunks of at most 1 GiB); allgather and
 // reduce_scatter take at most INT_MAX elements per rank (an internal error beyond).
 std::unique_ptr<Comm> mpi_comm_world();
+// Wall seconds this process has spent inside MPI collectives, over all communicators since
+// it started: the metrics' communication share (waiting for a slower rank counts too).
+double comm_busy_seconds();
 // A group of one rank that never talks to anybody: the communicator of single-rank code
 // paths and unit tests without MPI.
 std::unique_ptr<Comm> self_comm(std::string name);

@@ -14,6 +14,7 @@
 #include "comm/collective_check.h"
 #include "comm/comm.h"
 #include "comm/mpi_check.h"
+#include "comm/watchdog.h"
 #include "core/error.h"
 #include "core/log.h"
 
@@ -93,6 +94,7 @@ class MpiComm final : public Comm {
   const std::string& name() const override { return name_; }
 
   void allreduce(void* buf, std::int64_t count, DType dtype, ReduceOp op) override {
+    const CollectiveScope scope("allreduce", name_);
     count_check(*this, "allreduce", count);
     reduce_dtype_check(*this, "allreduce", dtype, op);
     if (size_ == 1 || count == 0) return;
@@ -104,6 +106,7 @@ class MpiComm final : public Comm {
   }
 
   void allgather(const void* send, void* recv, std::int64_t count, DType dtype) override {
+    const CollectiveScope scope("allgather", name_);
     count_check(*this, "allgather", count);
     const int n = mpi_count("allgather", count);
     const bool in_place = allgather_args_check(*this, send, recv, count, dtype);
@@ -119,6 +122,7 @@ class MpiComm final : public Comm {
 
   void reduce_scatter(const void* send, void* recv, std::int64_t count, DType dtype,
                       ReduceOp op) override {
+    const CollectiveScope scope("reduce_scatter", name_);
     count_check(*this, "reduce_scatter", count);
     reduce_dtype_check(*this, "reduce_scatter", dtype, op);
     const int n = mpi_count("reduce_scatter", count);
@@ -136,6 +140,7 @@ class MpiComm final : public Comm {
   }
 
   void broadcast(void* buf, std::int64_t count, DType dtype, int root) override {
+    const CollectiveScope scope("broadcast", name_);
     count_check(*this, "broadcast", count);
     root_check(*this, root);
     if (size_ == 1 || count == 0) return;
@@ -145,6 +150,7 @@ class MpiComm final : public Comm {
   }
 
   void barrier() override {
+    const CollectiveScope scope("barrier", name_);
     if (size_ == 1) return;
     mpi_check(MPI_Barrier(comm_), "MPI_Barrier", name_);
   }

@@ -3,9 +3,11 @@
 #include <mpi.h>
 
 #include <cstdio>
+#include <cstdlib>
 #include <exception>
 
 #include "comm/mpi_check.h"
+#include "comm/watchdog.h"
 #include "core/error.h"
 #include "core/log.h"
 
@@ -34,6 +36,7 @@ MpiSession::MpiSession() {
 MpiSession::~MpiSession() {
   // Unwinding from an error: finalizing now would wait for ranks that may never arrive.
   if (std::uncaught_exceptions() > 0) return;
+  collective_watchdog(0);
   if (mpi_is_up()) MPI_Finalize();
 }
 
@@ -46,7 +49,12 @@ void abort_job_if_distributed(int exit_code) {
     std::fflush(stderr);
     MPI_Abort(MPI_COMM_WORLD, exit_code);
   }
-  MPI_Finalize();
+  // Alone, the process ends here, skipping MPI_Finalize and the exit handlers: both would
+  // shut HDF5 down, which crashes on a file whose writes failed (a full disk during a
+  // checkpoint), and nothing is owed to other ranks.
+  std::fflush(stdout);
+  std::fflush(stderr);
+  std::_Exit(exit_code);
 }
 
 int exit_after_error(const std::exception& e) {

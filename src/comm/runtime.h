@@ -31,7 +31,9 @@ class MpiSession {
 };
 
 // Called by main() after an error: with more than one rank, MPI_Abort(exit_code) ends
-// every rank of the job at once; with one rank it finalizes MPI if it is still up.
+// every rank of the job at once; with one rank it ends the process with exit_code, without
+// MPI_Finalize or exit handlers (they would close files that the error left broken).
+// Returns only when MPI is not up.
 void abort_job_if_distributed(int exit_code);
 
 // The end of every anvil program's main() after an error: prints "[rank N] error: ..." to

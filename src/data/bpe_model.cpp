@@ -83,6 +83,7 @@ class PieceCache {
 // heap of candidate merges keyed (rank << 32 | position), smallest first.
 struct MergeScratch {
   std::vector<std::int32_t> id;
+  std::vector<std::uint32_t> start;  // first byte of each symbol (offsets only)
   std::vector<std::int32_t> prev;
   std::vector<std::int32_t> next;
   std::vector<std::uint64_t> heap;
@@ -91,6 +92,57 @@ struct MergeScratch {
 MergeScratch& merge_scratch() {
   thread_local MergeScratch scratch;
   return scratch;
+}
+
+// The symbols a piece starts from, and (with_starts) the byte each begins at. A symbol
+// without a token becomes unk (consecutive ones fused into one when fuse_unk) or, with
+// no unk token, is dropped: HF's merge_word does the same.
+template <bool with_starts>
+void initial_symbols(const BpeAlphabet& alphabet, const BpeOptions& options,
+                     std::string_view piece, std::vector<std::int32_t>& ids,
+                     std::vector<std::uint32_t>& starts) {
+  bool previous_unk = false;
+  auto push = [&](std::int32_t id, std::size_t at) {
+    ids.push_back(id);
+    if constexpr (with_starts) starts.push_back(static_cast<std::uint32_t>(at));
+    previous_unk = false;
+  };
+  auto push_unk = [&](std::size_t at) {
+    if (!options.unk_id) return;
+    if (!(previous_unk && options.fuse_unk)) push(*options.unk_id, at);
+    previous_unk = true;
+  };
+  if (!alphabet.by_char) {
+    for (std::size_t b = 0; b < piece.size(); ++b) {
+      const std::int32_t id = alphabet.byte_ids[static_cast<std::uint8_t>(piece[b])];
+      if (id >= 0) {
+        push(id, b);
+      } else {
+        push_unk(b);
+      }
+    }
+    return;
+  }
+  for (std::size_t i = 0; i < piece.size();) {
+    const std::size_t begin = i;
+    const char32_t ch = utf8_next(piece, i);
+    const auto it = alphabet.char_ids.find(ch);
+    if (it != alphabet.char_ids.end()) {
+      push(it->second, begin);
+      continue;
+    }
+    bool all_bytes = alphabet.byte_fallback;
+    for (std::size_t b = begin; all_bytes && b < i; ++b) {
+      all_bytes = alphabet.byte_ids[static_cast<std::uint8_t>(piece[b])] >= 0;
+    }
+    if (!all_bytes) {
+      push_unk(begin);
+      continue;
+    }
+    for (std::size_t b = begin; b < i; ++b) {
+      push(alphabet.byte_ids[static_cast<std::uint8_t>(piece[b])], b);
+    }
+  }
 }
 
 }  // namespace
@@ -157,23 +209,25 @@ const MergeTable::Entry* MergeTable::find(std::int32_t left, std::int32_t right)
 }
 
 struct BpeModel::Impl {
-  std::array<std::int32_t, 256> byte_ids{};
+  BpeAlphabet alphabet;
   RawVocab raw_vocab;
   MergeTable merges;
+  std::vector<std::int32_t> token_bytes;
   BpeOptions options;
   std::unique_ptr<PieceCache> cache;
 };
 
-BpeModel::BpeModel(std::array<std::int32_t, 256> byte_ids,
+BpeModel::BpeModel(BpeAlphabet alphabet,
                    std::vector<std::pair<std::string, std::int32_t>> raw_vocab, MergeTable merges,
-                   BpeOptions options)
+                   std::vector<std::int32_t> token_bytes, BpeOptions options)
     : impl_(std::make_unique<Impl>()) {
-  impl_->byte_ids = byte_ids;
+  impl_->alphabet = std::move(alphabet);
   if (options.ignore_merges) {
     impl_->raw_vocab.reserve(raw_vocab.size());
     for (auto& [bytes, id] : raw_vocab) impl_->raw_vocab.emplace(std::move(bytes), id);
   }
   impl_->merges = std::move(merges);
+  impl_->token_bytes = std::move(token_bytes);
   impl_->options = options;
   impl_->cache = std::make_unique<PieceCache>(options.cache_capacity);
 }
@@ -183,9 +237,9 @@ BpeModel& BpeModel::operator=(BpeModel&&) noexcept = default;
 BpeModel::~BpeModel() = default;
 
 void BpeModel::encode_piece(std::string_view piece, std::vector<std::int32_t>& out) const {
-  if (piece.size() == 1) {
+  if (piece.size() == 1 && !impl_->alphabet.by_char) {
     // One byte: no merge can apply.
-    const std::int32_t id = impl_->byte_ids[static_cast<std::uint8_t>(piece[0])];
+    const std::int32_t id = impl_->alphabet.byte_ids[static_cast<std::uint8_t>(piece[0])];
     if (id >= 0) {
       out.push_back(id);
     } else if (impl_->options.unk_id) {
@@ -202,35 +256,51 @@ void BpeModel::encode_piece(std::string_view piece, std::vector<std::int32_t>& o
   }
   PieceCache& cache = *impl_->cache;
   if (!cache.enabled()) {
-    merge(piece, out);
+    merge<false>(piece, out, nullptr);
     return;
   }
   const std::size_t hash = StringHash{}(piece);
   if (cache.lookup(piece, hash, out)) return;
   const std::size_t first = out.size();
-  merge(piece, out);
+  merge<false>(piece, out, nullptr);
   cache.store(piece, hash, out.data() + first, out.size() - first);
 }
 
-void BpeModel::merge(std::string_view piece, std::vector<std::int32_t>& out) const {
+void BpeModel::encode_piece_offsets(std::string_view piece, std::vector<std::int32_t>& out,
+                                    std::vector<std::uint32_t>& starts) const {
+  // The ids (cached), then each one's start from the token lengths. An unk token stands
+  // for a varying number of bytes, and bytes without a token may have been dropped, so a
+  // piece whose lengths do not add up is merged again, tracking where each symbol began.
+  const std::size_t first = out.size();
+  const std::size_t first_start = starts.size();
+  encode_piece(piece, out);
+  std::size_t at = 0;
+  for (std::size_t i = first; i < out.size(); ++i) {
+    const std::int32_t bytes = impl_->token_bytes[out[i]];
+    if (bytes < 0 || (impl_->options.unk_id && out[i] == *impl_->options.unk_id)) {
+      at = piece.size() + 1;  // not a known length
+      break;
+    }
+    starts.push_back(static_cast<std::uint32_t>(at));
+    at += static_cast<std::size_t>(bytes);
+  }
+  if (at == piece.size()) return;
+  out.resize(first);
+  starts.resize(first_start);
+  merge<true>(piece, out, &starts);
+}
+
+template <bool with_starts>
+void BpeModel::merge(std::string_view piece, std::vector<std::int32_t>& out,
+                     std::vector<std::uint32_t>* starts) const {
   MergeScratch& s = merge_scratch();
   s.id.clear();
-  // Initial symbols: one per byte. A byte without a token becomes unk (consecutive ones
-  // fused when fuse_unk) or, with no unk token, is dropped: HF's merge_word does the same.
-  bool previous_unk = false;
-  for (const char c : piece) {
-    const std::int32_t id = impl_->byte_ids[static_cast<std::uint8_t>(c)];
-    if (id >= 0) {
-      s.id.push_back(id);
-      previous_unk = false;
-    } else if (impl_->options.unk_id) {
-      if (!(previous_unk && impl_->options.fuse_unk)) s.id.push_back(*impl_->options.unk_id);
-      previous_unk = true;
-    }
-  }
+  if constexpr (with_starts) s.start.clear();
+  initial_symbols<with_starts>(impl_->alphabet, impl_->options, piece, s.id, s.start);
   const auto n = static_cast<std::int32_t>(s.id.size());
   if (n <= 1) {
     out.insert(out.end(), s.id.begin(), s.id.end());
+    if constexpr (with_starts) starts->insert(starts->end(), s.start.begin(), s.start.end());
     return;
   }
   s.prev.resize(n);
@@ -273,7 +343,10 @@ void BpeModel::merge(std::string_view piece, std::vector<std::int32_t>& out) con
       if (const auto* r = merges.find(s.id[pos], s.id[s.next[pos]])) push(r->rank, pos);
     }
   }
-  for (std::int32_t i = 0; i >= 0; i = s.next[i]) out.push_back(s.id[i]);
+  for (std::int32_t i = 0; i >= 0; i = s.next[i]) {
+    out.push_back(s.id[i]);
+    if constexpr (with_starts) starts->push_back(s.start[i]);
+  }
 }
 
 }  // namespace anvil::data

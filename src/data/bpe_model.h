@@ -1,9 +1,11 @@
-// Byte-level BPE: merges a pre-token's bytes into vocabulary ids.
+// BPE: merges a pre-token's symbols into vocabulary ids.
 //
-// Hugging Face byte-level vocabularies spell every byte as a printable character (GPT-2's
+// Byte-level BPE (GPT-2, Llama-3, Qwen2) starts from bytes: Hugging Face byte-level vocabularies spell every byte as a printable character (GPT-2's
 // bytes_to_unicode: 'Ġ' is the space byte) and merge those characters. The mapping is a
 // bijection, so this model translates the vocabulary back to raw bytes once at load time
 // and then merges raw bytes: the hot path never builds the character form of the text.
+// SentencePiece-style BPE (Llama-2, Mistral) starts from characters, with <0xNN> byte
+// tokens for characters the vocabulary lacks (byte_fallback). The merge loop is shared.
 #pragma once
 
 #include <array>
@@ -12,6 +14,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <unordered_map>
 #include <vector>
 
 namespace anvil::data {
@@ -53,6 +56,17 @@ class MergeTable {
   std::size_t size_ = 0;
 };
 
+// The symbols BPE starts a piece from.
+struct BpeAlphabet {
+  // false: byte-level BPE, one symbol per byte (byte_ids). true: SentencePiece-style BPE,
+  // one symbol per character (char_ids); a character without a token becomes its bytes'
+  // <0xNN> tokens (byte_ids, -1 where absent) when byte_fallback is on, else unk.
+  bool by_char = false;
+  bool byte_fallback = false;
+  std::array<std::int32_t, 256> byte_ids{};
+  std::unordered_map<char32_t, std::int32_t> char_ids;
+};
+
 struct BpeOptions {
   bool ignore_merges = false;          // a piece that is a whole vocabulary token is kept
   std::optional<std::int32_t> unk_id;  // for bytes without a token; dropped when absent
@@ -62,20 +76,27 @@ struct BpeOptions {
 
 class BpeModel {
  public:
-  // byte_ids[b]: id of the one-byte token (-1 if the vocabulary lacks it); raw_vocab: the
-  // raw bytes of every byte-level token (for ignore_merges); merges built by the loader.
-  BpeModel(std::array<std::int32_t, 256> byte_ids,
+  // raw_vocab: every token as the bytes of a piece it matches (for ignore_merges); merges
+  // built by the loader; token_bytes[id]: how many bytes of a piece the token stands for
+  // (-1: no such token).
+  BpeModel(BpeAlphabet alphabet,
            std::vector<std::pair<std::string, std::int32_t>> raw_vocab, MergeTable merges,
-           BpeOptions options);
+           std::vector<std::int32_t> token_bytes, BpeOptions options);
   BpeModel(BpeModel&&) noexcept;
   BpeModel& operator=(BpeModel&&) noexcept;
   ~BpeModel();
 
   // Appends the ids of one pre-token (raw bytes, non-empty). Thread safe.
   void encode_piece(std::string_view piece, std::vector<std::int32_t>& out) const;
+  // The same, and for each id appended the byte of `piece` where its text begins.
+  void encode_piece_offsets(std::string_view piece, std::vector<std::int32_t>& out,
+                            std::vector<std::uint32_t>& starts) const;
 
  private:
-  void merge(std::string_view piece, std::vector<std::int32_t>& out) const;
+  // starts: null, or where to append each id's first byte in the piece.
+  template <bool with_starts>
+  void merge(std::string_view piece, std::vector<std::int32_t>& out,
+             std::vector<std::uint32_t>* starts) const;
   struct Impl;
   std::unique_ptr<Impl> impl_;
 };

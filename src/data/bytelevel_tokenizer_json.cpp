@@ -32,6 +32,13 @@ std::vector<std::string> byte_symbols() {
   return symbols;
 }
 
+// The Llama-3 chat layout as a transformers chat template (Jinja): BOS, then each message
+// as a header with its role, a blank line, the trimmed content and <|eot_id|>.
+constexpr const char* kChatTemplate =
+    "{{ bos_token }}{% for message in messages %}{{ '<|start_header_id|>' + message['role'] + "
+    "'<|end_header_id|>\n\n' + message['content'] | trim + '<|eot_id|>' }}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\n\n' }}{% endif %}";
+
 json special(std::int64_t id, const char* content) {
   return {{"id", id},         {"content", content}, {"single_word", false}, {"lstrip", false},
           {"rstrip", false},  {"normalized", false}, {"special", true}};
@@ -56,7 +63,8 @@ ByteLevelTokenizerIds write_bytelevel_tokenizer(const std::string& dir, std::int
   tok["truncation"] = nullptr;
   tok["padding"] = nullptr;
   tok["added_tokens"] = {special(ids.bos, "<|begin_of_text|>"), special(ids.eos, "<|end_of_text|>"),
-                         special(ids.pad, "<|pad|>")};
+                         special(ids.pad, "<|pad|>"), special(ids.start_header, "<|start_header_id|>"),
+                         special(ids.end_header, "<|end_header_id|>"), special(ids.eot, "<|eot_id|>")};
   tok["normalizer"] = nullptr;
   tok["pre_tokenizer"] = byte_level;
   // Llama-3 style: BOS in front of every encoded text.
@@ -79,7 +87,8 @@ ByteLevelTokenizerIds write_bytelevel_tokenizer(const std::string& dir, std::int
   write_json(dir + "/tokenizer_config.json",
              {{"bos_token", "<|begin_of_text|>"}, {"eos_token", "<|end_of_text|>"}, {"pad_token", "<|pad|>"},
               {"add_bos_token", true}, {"add_eos_token", false}, {"clean_up_tokenization_spaces", false},
-              {"model_max_length", model_max_length}, {"tokenizer_class", "PreTrainedTokenizerFast"}});
+              {"model_max_length", model_max_length}, {"tokenizer_class", "PreTrainedTokenizerFast"},
+              {"chat_template", kChatTemplate}});
   write_json(dir + "/special_tokens_map.json",
              {{"bos_token", "<|begin_of_text|>"}, {"eos_token", "<|end_of_text|>"}, {"pad_token", "<|pad|>"}});
   return ids;

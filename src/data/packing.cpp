@@ -6,75 +6,154 @@
 
 namespace anvil::data {
 
-SequencePacker::SequencePacker(std::int64_t seq_len, bool packing, std::int32_t pad_id)
-    : packing_(packing) {
+const char* overflow_name(Overflow overflow) {
+  switch (overflow) {
+    case Overflow::overflow_truncate: return "truncate";
+    case Overflow::overflow_split: return "split";
+    case Overflow::overflow_drop: return "drop";
+  }
+  return "?";
+}
+
+void SequenceSet::expand_row(std::int64_t row, std::int32_t* ids_out, std::int32_t* targets,
+                             std::int32_t* positions, std::int32_t* segments) const {
+  ANVIL_CHECK(row >= 0 && row < count, "row ", row, " of ", count);
+  const std::int32_t* id = ids + row * seq_len;
+  const std::uint8_t* flag = flags + row * seq_len;
+  std::int32_t position = 0, segment = -1;
+  for (std::int64_t t = 0; t < seq_len; ++t) {
+    if ((flag[t] & kDocStart) != 0 || t == 0) {
+      position = 0;
+      ++segment;
+    }
+    ids_out[t] = id[t];
+    targets[t] = (flag[t] & kTrainTarget) != 0 ? id[t + 1] : kIgnoreTarget;
+    positions[t] = position++;
+    segments[t] = segment;
+  }
+}
+
+std::int64_t SequenceSet::trained_tokens(std::int64_t row) const {
+  const std::uint8_t* flag = flags + row * seq_len;
+  std::int64_t n = 0;
+  for (std::int64_t t = 0; t < seq_len; ++t) n += flag[t] & kTrainTarget;
+  return n;
+}
+
+double SequenceSet::efficiency() const {
+  return count > 0 ? static_cast<double>(stats.trained_tokens) / static_cast<double>(count * seq_len) : 0.0;
+}
+
+SequencePacker::SequencePacker(std::int64_t seq_len, bool packing, std::int32_t pad_id, Overflow overflow)
+    : seq_len_(seq_len), packing_(packing), pad_id_(pad_id), overflow_(overflow) {
   ANVIL_CHECK_INPUT(seq_len >= 2, "data: seq_len must be at least 2, not ", seq_len);
-  set_.seq_len = seq_len;
-  set_.pad_id = pad_id;
 }
 
 void SequencePacker::add(std::span<const std::int32_t> ids, std::span<const std::uint8_t> trained) {
   ANVIL_CHECK(ids.size() == trained.size(), ids.size(), " ids, ", trained.size(), " flags");
-  const std::int64_t seq_len = set_.seq_len;
-  const std::int64_t len = std::min<std::int64_t>(static_cast<std::int64_t>(ids.size()), seq_len);
-  if (static_cast<std::int64_t>(ids.size()) > seq_len) ++set_.truncated;
-  std::int64_t sample_trained = 0;
-  for (std::int64_t t = 1; t < len; ++t) sample_trained += trained[t] != 0;
-  if (sample_trained == 0) {
-    // Nothing to learn (a prompt that fills seq_len): a row of ignored targets would only
-    // cost compute, and a batch of them would have no loss at all.
-    ++set_.dropped;
+  const auto n = static_cast<std::int64_t>(ids.size());
+  if (n <= seq_len_) {
+    const std::int64_t before = stats_.documents;
+    add_document(ids, trained);
+    stats_.samples += stats_.documents > before;
     return;
   }
+  switch (overflow_) {
+    case Overflow::overflow_drop: ++stats_.dropped_long; return;
+    case Overflow::overflow_truncate: {
+      ++stats_.truncated;
+      const std::int64_t before = stats_.documents;
+      add_document(ids.first(static_cast<std::size_t>(seq_len_)), trained.first(static_cast<std::size_t>(seq_len_)));
+      stats_.samples += stats_.documents > before;
+      return;
+    }
+    case Overflow::overflow_split: {
+      ++stats_.split;
+      const std::int64_t before = stats_.documents;
+      for (std::int64_t from = 0; from < n; from += seq_len_) {
+        const auto len = static_cast<std::size_t>(std::min(seq_len_, n - from));
+        add_document(ids.subspan(static_cast<std::size_t>(from), len),
+                     trained.subspan(static_cast<std::size_t>(from), len));
+      }
+      stats_.samples += stats_.documents > before;
+      return;
+    }
+  }
+}
 
-  if (row_open_ && (!packing_ || row_fill_ + len > seq_len)) close_row();
+void SequencePacker::add_document(std::span<const std::int32_t> ids, std::span<const std::uint8_t> trained) {
+  const auto len = static_cast<std::int64_t>(ids.size());
+  std::int64_t doc_trained = 0;
+  for (std::int64_t t = 1; t < len; ++t) doc_trained += trained[t] != 0;
+  if (doc_trained == 0) {
+    // Nothing to learn (a prompt that fills seq_len, a one-token piece): a row of ignored
+    // targets would only cost compute, and a batch of them would have no loss at all.
+    ++stats_.dropped_untrained;
+    return;
+  }
+  if (row_open_ && (!packing_ || row_fill_ + len > seq_len_)) close_row();
   if (!row_open_) {
-    ++set_.count;
-    const auto size = static_cast<std::size_t>(set_.count * seq_len);
-    set_.ids.resize(size);
-    set_.targets.resize(size);
-    set_.positions.resize(size);
-    set_.segments.resize(size);
+    ++count_;
+    const auto size = static_cast<std::size_t>(count_ * seq_len_);
+    ids_.resize(size);
+    flags_.resize(size);
     row_open_ = true;
     row_fill_ = 0;
-    row_segments_ = 0;
   }
-
-  const std::int64_t base = (set_.count - 1) * seq_len + row_fill_;
+  const std::int64_t base = (count_ - 1) * seq_len_ + row_fill_;
   for (std::int64_t t = 0; t < len; ++t) {
     const auto i = static_cast<std::size_t>(base + t);
-    set_.ids[i] = ids[t];
-    set_.targets[i] = t + 1 < len && trained[t + 1] != 0 ? ids[t + 1] : kIgnoreTarget;
-    set_.positions[i] = static_cast<std::int32_t>(t);
-    set_.segments[i] = row_segments_;
+    ids_[i] = ids[t];
+    std::uint8_t flag = t == 0 ? kDocStart : 0;
+    if (t + 1 < len && trained[t + 1] != 0) flag |= kTrainTarget;
+    flags_[i] = flag;
   }
   row_fill_ += len;
-  ++row_segments_;
-  ++set_.samples;
-  set_.trained_tokens += sample_trained;
+  ++stats_.documents;
+  stats_.tokens += len;
+  stats_.trained_tokens += doc_trained;
 }
 
 void SequencePacker::close_row() {
   // The padding is a document of its own: attention masked by segment never lets a
   // sample see it, and its positions stay small.
-  const std::int64_t base = (set_.count - 1) * set_.seq_len;
-  for (std::int64_t t = row_fill_; t < set_.seq_len; ++t) {
+  const std::int64_t base = (count_ - 1) * seq_len_;
+  for (std::int64_t t = row_fill_; t < seq_len_; ++t) {
     const auto i = static_cast<std::size_t>(base + t);
-    set_.ids[i] = set_.pad_id;
-    set_.targets[i] = kIgnoreTarget;
-    set_.positions[i] = static_cast<std::int32_t>(t - row_fill_);
-    set_.segments[i] = row_segments_;
+    ids_[i] = pad_id_;
+    flags_[i] = t == row_fill_ ? kDocStart : 0;
   }
   row_open_ = false;
 }
 
 SequenceSet SequencePacker::finish() {
   if (row_open_) close_row();
-  SequenceSet out = std::move(set_);
-  set_ = SequenceSet{};
-  set_.seq_len = out.seq_len;
-  set_.pad_id = out.pad_id;
+  SequenceSet out = sequence_set_from(seq_len_, pad_id_, std::move(ids_), std::move(flags_), stats_);
+  ids_.clear();
+  flags_.clear();
+  stats_ = PackStats{};
+  count_ = 0;
   return out;
+}
+
+SequenceSet sequence_set_from(std::int64_t seq_len, std::int32_t pad_id, std::vector<std::int32_t> ids,
+                              std::vector<std::uint8_t> flags, const PackStats& stats) {
+  ANVIL_CHECK(seq_len > 0 && ids.size() == flags.size() && ids.size() % static_cast<std::size_t>(seq_len) == 0,
+              ids.size(), " ids, ", flags.size(), " flags, seq_len ", seq_len);
+  struct Owned {
+    std::vector<std::int32_t> ids;
+    std::vector<std::uint8_t> flags;
+  };
+  auto owned = std::make_shared<Owned>(Owned{std::move(ids), std::move(flags)});
+  SequenceSet s;
+  s.seq_len = seq_len;
+  s.count = static_cast<std::int64_t>(owned->ids.size()) / seq_len;
+  s.pad_id = pad_id;
+  s.ids = owned->ids.data();
+  s.flags = owned->flags.data();
+  s.stats = stats;
+  s.storage = std::move(owned);
+  return s;
 }
 
 }  // namespace anvil::data

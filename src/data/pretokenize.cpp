@@ -94,15 +94,37 @@ void apply_behavior(const std::vector<Segment>& in, SplitBehavior behavior,
 
 class CollectSink final : public PieceSink {
  public:
-  void on_piece(std::string_view piece) override { pieces.emplace_back(piece); }
+  void on_piece(std::string_view piece, PieceOrigin) override { pieces.emplace_back(piece); }
   std::vector<std::string> pieces;
 };
 
 }  // namespace
 
+void MetaspaceRewrite::apply(std::string_view text, bool at_start, std::string& out,
+                             std::vector<std::uint32_t>* origin) const {
+  out.clear();
+  if (origin) origin->clear();
+  const bool add = prepend == Prepend::prepend_always ||
+                   (prepend == Prepend::prepend_first && at_start);
+  // HF tests "starts with the replacement" after the spaces are replaced.
+  if (add && !text.empty() && !text.starts_with(' ') && !text.starts_with(replacement)) {
+    out = replacement;
+    if (origin) origin->assign(replacement.size(), 0u);
+  }
+  for (std::size_t i = 0; i < text.size(); ++i) {
+    if (text[i] == ' ') {
+      out += replacement;
+      if (origin) origin->insert(origin->end(), replacement.size(), static_cast<std::uint32_t>(i));
+    } else {
+      out.push_back(text[i]);
+      if (origin) origin->push_back(static_cast<std::uint32_t>(i));
+    }
+  }
+}
+
 void PreTokenizer::run(std::string_view text, PieceSink& sink) const {
   if (text.empty()) return;
-  run_from(0, text, sink);
+  run_from(0, text, PieceOrigin{}, sink);
 }
 
 std::vector<std::string> PreTokenizer::pieces(std::string_view text) const {
@@ -111,9 +133,10 @@ std::vector<std::string> PreTokenizer::pieces(std::string_view text) const {
   return std::move(sink.pieces);
 }
 
-void PreTokenizer::run_from(std::size_t step_index, std::string_view text, PieceSink& sink) const {
+void PreTokenizer::run_from(std::size_t step_index, std::string_view text, PieceOrigin origin,
+                           PieceSink& sink) const {
   if (step_index == steps_.size()) {
-    sink.on_piece(text);
+    sink.on_piece(text, origin);
     return;
   }
   const PreTokenizeStep& step = steps_[step_index];
@@ -127,9 +150,10 @@ void PreTokenizer::run_from(std::size_t step_index, std::string_view text, Piece
       scratch.prefixed.assign(1, ' ');
       scratch.prefixed.append(text);
       text = scratch.prefixed;
+      ++origin.lead;
     }
     if (!step.regex) {
-      run_from(step_index + 1, text, sink);
+      run_from(step_index + 1, text, origin, sink);
       return;
     }
     behavior = SplitBehavior::split_isolated;
@@ -142,7 +166,8 @@ void PreTokenizer::run_from(std::size_t step_index, std::string_view text, Piece
   apply_behavior(scratch.segments, behavior, scratch.pieces);
   for (const Segment& piece : scratch.pieces) {
     if (piece.flag || piece.begin == piece.end) continue;
-    run_from(step_index + 1, text.substr(piece.begin, piece.end - piece.begin), sink);
+    run_from(step_index + 1, text.substr(piece.begin, piece.end - piece.begin),
+             origin.sub(piece.begin), sink);
   }
 }
 

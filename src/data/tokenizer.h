@@ -1,13 +1,18 @@
-// Tokenizer: a Hugging Face byte-level BPE tokenizer (GPT-2, Llama-3, Qwen2, SmolLM2
-// families) loaded from a model directory's tokenizer.json, giving the ids the model's
-// own tokenizer gives, in process.
+// Tokenizer: a Hugging Face BPE tokenizer loaded from a model directory's tokenizer.json,
+// giving the ids the model's own tokenizer gives, in process. Two kinds:
+//  - byte-level BPE (GPT-2, Llama-3, Qwen2, SmolLM2 families): a ByteLevel pre-tokenizer,
+//    merges over bytes;
+//  - SentencePiece-style BPE (Llama-2, Mistral, TinyLlama families): "▁" for spaces (a
+//    Prepend + Replace normalizer, or a Metaspace pre-tokenizer), merges over characters,
+//    <0xNN> byte tokens for characters the vocabulary lacks (byte_fallback), and the
+//    Replace / ByteFallback / Fuse / Strip or Metaspace decoders.
 //
 // The pipeline is HF's: added tokens are cut out of the raw text, the rest is normalized
-// (NFC, ...), added tokens marked "normalized" are cut out of that, pre-tokenizers split
-// it into words, BPE merges each word's bytes, and the post-processor's template adds BOS
-// and the like when asked. Anything outside that family (SentencePiece/Unigram models,
-// Metaspace, byte_fallback, other normalizers) is refused at load time with a user error
-// naming the component and the file.
+// (NFC, Prepend, ...), added tokens marked "normalized" are cut out of that, pre-tokenizers
+// split it into words, BPE merges each word, and the post-processor's template adds BOS
+// and the like when asked. Anything else (Unigram and WordPiece models, other normalizers,
+// pre-tokenizers and decoders) is refused at load time with a user error naming the
+// component and the file.
 #pragma once
 
 #include <cstdint>
@@ -43,6 +48,11 @@ class Tokenizer {
   std::vector<std::int32_t> encode(std::string_view text, bool add_special) const;
   // Appends the ids to `out`: lets a caller reuse one buffer for many texts.
   void encode_append(std::string_view text, bool add_special, std::vector<std::int32_t>& out) const;
+  // encode_append, and for each id appended the byte offset in `text` where the text it
+  // stands for begins (HF's offsets, in bytes). Ids the post-processor template adds get
+  // offset 0 (prefix) or text.size() (suffix). Offsets never decrease.
+  void encode_append_offsets(std::string_view text, bool add_special, std::vector<std::int32_t>& ids,
+                             std::vector<std::uint32_t>& offsets) const;
 
   // Text of `ids`; bytes that do not form UTF-8 become U+FFFD, as in HF. An id with no
   // token is a user error. skip_special drops special tokens (BOS, <|eot_id|>, ...).

@@ -16,6 +16,8 @@
 #include "data/pretokenize.h"
 #include "data/tokenizer.h"
 #include "data/tokenizer_added_tokens.h"
+#include "data/tokenizer_decoder.h"
+#include "data/tokenizer_normalize.h"
 #include "data/tokenizer_utf8.h"
 
 namespace anvil::data {
@@ -28,14 +30,18 @@ struct TokenStringHash {
 enum class DecoderKind {
   decoder_byte_level,  // ByteLevel: token characters back to bytes, then lossy UTF-8
   decoder_none,        // no decoder: HF joins the token strings with spaces
+  decoder_chain,       // SentencePiece-style: decode_steps over the token strings
 };
 
 struct Tokenizer::Impl {
   std::string label;  // where the tokenizer came from, for error messages
 
+  // Byte-level BPE (a ByteLevel pre-tokenizer) or SentencePiece-style BPE over characters.
+  bool byte_level = true;
   Normalizer normalizer;
   AddedTokenMatcher raw_matcher;         // added tokens with normalized = false
   AddedTokenMatcher normalized_matcher;  // added tokens with normalized = true
+  std::optional<MetaspaceRewrite> metaspace;  // runs before pre_tokenizer when set
   PreTokenizer pre_tokenizer;
   std::unique_ptr<BpeModel> bpe;
 
@@ -44,6 +50,7 @@ struct Tokenizer::Impl {
   std::vector<std::int32_t> suffix_ids;
 
   DecoderKind decoder = DecoderKind::decoder_byte_level;
+  std::vector<DecodeStep> decode_steps;
   std::vector<std::string> token_of;    // spelling by id; empty where has_token is false
   std::vector<std::string> decoded_of;  // what the decoder turns each id into
   std::vector<char> has_token;

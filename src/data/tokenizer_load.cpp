@@ -4,6 +4,7 @@
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
+#include <optional>
 
 #include "core/error.h"
 #include "data/tokenizer_internal.h"
@@ -54,18 +55,42 @@ json parse_json(std::string_view text, const std::string& file) {
 [[noreturn]] void unsupported(const std::string& file, const std::string& path,
                               const std::string& what, const char* supported) {
   throw_user_error(file, ": ", path, ": ", what,
-                   " is not supported (anvil reads byte-level BPE tokenizers of the GPT-2, "
-                   "Llama-3, Qwen2 and SmolLM2 families; supported here: ",
+                   " is not supported (anvil reads BPE tokenizers: byte-level ones of the GPT-2, "
+                   "Llama-3, Qwen2 and SmolLM2 families, SentencePiece-style ones of the "
+                   "Llama-2, Mistral and TinyLlama families; supported here: ",
                    supported, ")");
 }
 
-void parse_normalizer(const Node& node, const std::string& file, std::vector<NormalizerKind>& out) {
+// A Replace's pattern: {"String": ...} (a regex pattern is not supported).
+std::string literal_pattern(const Node& node, const std::string& file) {
+  const json* pattern = node.find("pattern");
+  ANVIL_CHECK_INPUT(pattern != nullptr && pattern->is_object(), file, ": ", node.path,
+                    ".pattern must be {\"String\": ...}");
+  if (!pattern->contains("String")) {
+    unsupported(file, node.path + ".pattern", "a Replace with a Regex pattern",
+                "Replace with a String pattern");
+  }
+  const std::string literal = pattern->at("String").get<std::string>();
+  ANVIL_CHECK_INPUT(!literal.empty(), file, ": ", node.path, ".pattern.String must not be empty");
+  return literal;
+}
+
+void parse_normalizer(const Node& node, const std::string& file, std::vector<NormalizeStep>& out) {
   const std::string type = node.type(file);
   if (type == "Sequence") {
     const json& list = node.value.at("normalizers");
     for (std::size_t i = 0; i < list.size(); ++i) {
       parse_normalizer({list[i], str_cat(node.path, ".normalizers[", i, "]")}, file, out);
     }
+    return;
+  }
+  if (type == "Prepend") {
+    out.push_back({NormalizerKind::norm_prepend, {}, node.get_string(file, "prepend")});
+    return;
+  }
+  if (type == "Replace") {
+    out.push_back({NormalizerKind::norm_replace, literal_pattern(node, file),
+                   node.get_string(file, "content")});
     return;
   }
   NormalizerKind kind;
@@ -79,11 +104,12 @@ void parse_normalizer(const Node& node, const std::string& file, std::vector<Nor
     kind = NormalizerKind::norm_nfkd;
   } else {
     unsupported(file, node.path, str_cat("normalizer '", type, "'"),
-                "none, NFC, NFD, NFKC, NFKD and Sequence of those");
+                "none, NFC, NFD, NFKC, NFKD, Prepend, Replace (of a String) and Sequence of "
+                "those");
   }
   ANVIL_CHECK_INPUT(unicode_normalization_available(), file, ": ", node.path, ": normalizer '",
                     type, "' needs anvil built with libutf8proc (Debian: libutf8proc-dev)");
-  out.push_back(kind);
+  out.push_back({kind, {}, {}});
 }
 
 SplitBehavior parse_behavior(const Node& node, const std::string& file) {
@@ -96,15 +122,31 @@ SplitBehavior parse_behavior(const Node& node, const std::string& file) {
   throw_user_error(file, ": ", node.path, ".behavior: unknown split behavior '", b, "'");
 }
 
+// Metaspace's prepend_scheme, or the older add_prefix_space (true: always).
+MetaspaceRewrite::Prepend parse_prepend_scheme(const Node& node, const std::string& file) {
+  if (!node.has("prepend_scheme")) {
+    return node.get_bool(file, "add_prefix_space", true)
+               ? MetaspaceRewrite::Prepend::prepend_always
+               : MetaspaceRewrite::Prepend::prepend_never;
+  }
+  const std::string scheme = node.get_string(file, "prepend_scheme");
+  if (scheme == "always") return MetaspaceRewrite::Prepend::prepend_always;
+  if (scheme == "first") return MetaspaceRewrite::Prepend::prepend_first;
+  if (scheme == "never") return MetaspaceRewrite::Prepend::prepend_never;
+  throw_user_error(file, ": ", node.path, ".prepend_scheme: unknown scheme '", scheme, "'");
+}
+
 void parse_pre_tokenizer(const Node& node, const std::string& file,
-                         std::vector<PreTokenizeStep>& out) {
+                         std::vector<PreTokenizeStep>& out,
+                         std::optional<MetaspaceRewrite>& metaspace) {
   const std::string type = node.type(file);
   const std::string where = str_cat(file, ": ", node.path);
   PreTokenizeStep step;
   if (type == "Sequence") {
     const json& list = node.value.at("pretokenizers");
     for (std::size_t i = 0; i < list.size(); ++i) {
-      parse_pre_tokenizer({list[i], str_cat(node.path, ".pretokenizers[", i, "]")}, file, out);
+      parse_pre_tokenizer({list[i], str_cat(node.path, ".pretokenizers[", i, "]")}, file, out,
+                          metaspace);
     }
     return;
   } else if (type == "Split") {
@@ -138,10 +180,23 @@ void parse_pre_tokenizer(const Node& node, const std::string& file,
     if (node.get_bool(file, "use_regex", true)) {
       step.regex = std::make_shared<Regex>(Regex::compile(gpt2_pretokenize_pattern, where));
     }
+  } else if (type == "Metaspace") {
+    // Its rewrite runs before the chain, so it must come first (it always does in the
+    // tokenizers of the Llama-2 and Mistral families).
+    ANVIL_CHECK_INPUT(out.empty() && !metaspace, where,
+                      ": Metaspace is supported only as the first pre-tokenizer");
+    MetaspaceRewrite rewrite;
+    rewrite.replacement = node.get_string(file, "replacement");
+    ANVIL_CHECK_INPUT(!rewrite.replacement.empty(), where, ".replacement must not be empty");
+    rewrite.prepend = parse_prepend_scheme(node, file);
+    metaspace = rewrite;
+    if (!node.get_bool(file, "split", true)) return;
+    step.regex = std::make_shared<Regex>(
+        Regex::compile(regex_escape_literal(rewrite.replacement), where + ".replacement"));
+    step.behavior = SplitBehavior::split_merged_with_next;
   } else {
     unsupported(file, node.path, str_cat("pre-tokenizer '", type, "'"),
-                "Split, ByteLevel, Digits and Sequence of those; Metaspace marks a "
-                "SentencePiece tokenizer such as Llama-2's");
+                "Split, ByteLevel, Digits, Metaspace and Sequence of those");
   }
   out.push_back(std::move(step));
 }
@@ -192,18 +247,59 @@ void parse_post_processor(const Node& node, const std::string& file,
   }
 }
 
-DecoderKind parse_decoder(const json* decoder, const std::string& file) {
+void parse_decode_steps(const Node& node, const std::string& file, std::vector<DecodeStep>& out) {
+  const std::string type = node.type(file);
+  DecodeStep step;
+  if (type == "Sequence") {
+    const json& list = node.value.at("decoders");
+    for (std::size_t i = 0; i < list.size(); ++i) {
+      parse_decode_steps({list[i], str_cat(node.path, ".decoders[", i, "]")}, file, out);
+    }
+    return;
+  } else if (type == "Replace") {
+    step.kind = DecodeStepKind::decode_replace;
+    step.pattern = literal_pattern(node, file);
+    step.content = node.get_string(file, "content");
+  } else if (type == "ByteFallback") {
+    step.kind = DecodeStepKind::decode_byte_fallback;
+  } else if (type == "Fuse") {
+    step.kind = DecodeStepKind::decode_fuse;
+  } else if (type == "Strip") {
+    step.kind = DecodeStepKind::decode_strip;
+    step.content = node.get_string(file, "content");
+    step.start = node.value.at("start").get<std::size_t>();
+    step.stop = node.value.at("stop").get<std::size_t>();
+  } else if (type == "Metaspace") {
+    step.kind = DecodeStepKind::decode_metaspace;
+    step.pattern = node.get_string(file, "replacement");
+    step.prepend = parse_prepend_scheme(node, file) != MetaspaceRewrite::Prepend::prepend_never;
+  } else {
+    unsupported(file, node.path, str_cat("decoder '", type, "'"),
+                "ByteLevel for byte-level tokenizers; Replace, ByteFallback, Fuse, Strip, "
+                "Metaspace and Sequence of those for SentencePiece-style ones");
+  }
+  out.push_back(std::move(step));
+}
+
+DecoderKind parse_decoder(const json* decoder, const std::string& file, bool byte_level,
+                          std::vector<DecodeStep>& steps) {
   if (decoder == nullptr) return DecoderKind::decoder_none;
   const Node node{*decoder, "decoder"};
   const std::string type = node.type(file);
-  if (type == "ByteLevel") return DecoderKind::decoder_byte_level;
-  if (type == "Sequence") {
-    const json& list = decoder->at("decoders");
-    if (list.size() == 1 && list[0].value("type", "") == "ByteLevel") {
-      return DecoderKind::decoder_byte_level;
+  const bool is_byte_level =
+      type == "ByteLevel" || (type == "Sequence" && decoder->at("decoders").size() == 1 &&
+                              decoder->at("decoders")[0].value("type", "") == "ByteLevel");
+  if (byte_level) {
+    if (!is_byte_level) {
+      unsupported(file, "decoder", str_cat("decoder '", type, "'"),
+                  "ByteLevel with a ByteLevel pre-tokenizer");
     }
+    return DecoderKind::decoder_byte_level;
   }
-  unsupported(file, "decoder", str_cat("decoder '", type, "'"), "ByteLevel");
+  ANVIL_CHECK_INPUT(!is_byte_level, file,
+                    ": decoder: ByteLevel without a ByteLevel pre-tokenizer is not supported");
+  parse_decode_steps(node, file, steps);
+  return DecoderKind::decoder_chain;
 }
 
 // The Hugging Face token spelling of a config entry: "<s>" or {"content": "<s>", ...}.
@@ -231,34 +327,37 @@ std::unique_ptr<Tokenizer::Impl> Tokenizer::Impl::from_json(
   const json root = parse_json(tokenizer_json, file);
   ANVIL_CHECK_INPUT(root.is_object(), file, ": must hold a JSON object");
   try {
-    std::vector<NormalizerKind> norms;
+    std::vector<NormalizeStep> norms;
     if (const auto it = root.find("normalizer"); it != root.end() && !it->is_null()) {
       parse_normalizer({*it, "normalizer"}, file, norms);
     }
     impl->normalizer = Normalizer(std::move(norms));
 
-    const auto pre = root.find("pre_tokenizer");
-    ANVIL_CHECK_INPUT(pre != root.end() && !pre->is_null(), file,
-                      ": pre_tokenizer is null: not a byte-level BPE tokenizer (anvil needs a "
-                      "ByteLevel pre-tokenizer, as GPT-2, Llama-3, Qwen2 and SmolLM2 have)");
+    // A ByteLevel pre-tokenizer makes a byte-level tokenizer; without one, BPE runs over
+    // characters (SentencePiece-style, whose pre-tokenizer is Metaspace or none).
     std::vector<PreTokenizeStep> steps;
-    parse_pre_tokenizer({*pre, "pre_tokenizer"}, file, steps);
+    if (const auto pre = root.find("pre_tokenizer"); pre != root.end() && !pre->is_null()) {
+      parse_pre_tokenizer({*pre, "pre_tokenizer"}, file, steps, impl->metaspace);
+    }
     const auto byte_levels = std::count_if(steps.begin(), steps.end(), [](const auto& s) {
       return s.kind == PreTokenizeKind::pretok_byte_level;
     });
-    ANVIL_CHECK_INPUT(byte_levels > 0, file,
-                      ": pre_tokenizer has no ByteLevel step: not a byte-level BPE tokenizer");
-    ANVIL_CHECK_INPUT(byte_levels == 1 && steps.back().kind == PreTokenizeKind::pretok_byte_level,
-                      file,
-                      ": pre_tokenizer: ByteLevel must be the one and last step "
-                      "(anvil merges raw bytes after all splitting is done)");
+    impl->byte_level = byte_levels > 0;
+    ANVIL_CHECK_INPUT(
+        byte_levels == 0 ||
+            (byte_levels == 1 && steps.back().kind == PreTokenizeKind::pretok_byte_level &&
+             !impl->metaspace),
+        file,
+        ": pre_tokenizer: ByteLevel must be the one and last step, without Metaspace "
+        "(anvil merges raw bytes after all splitting is done)");
     impl->pre_tokenizer = PreTokenizer(std::move(steps));
 
     if (const auto it = root.find("post_processor"); it != root.end() && !it->is_null()) {
       parse_post_processor({*it, "post_processor"}, file, impl->prefix_ids, impl->suffix_ids);
     }
     const auto dec = root.find("decoder");
-    impl->decoder = parse_decoder(dec == root.end() || dec->is_null() ? nullptr : &*dec, file);
+    impl->decoder = parse_decoder(dec == root.end() || dec->is_null() ? nullptr : &*dec, file,
+                                  impl->byte_level, impl->decode_steps);
 
     impl->load_vocab(root, file);
   } catch (const json::exception& e) {

@@ -3,13 +3,8 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
-#include <memory>
 
 #include "core/error.h"
-
-#ifdef ANVIL_HAVE_UTF8PROC
-#include <utf8proc.h>
-#endif
 
 namespace anvil::data {
 namespace {
@@ -70,6 +65,8 @@ std::size_t skip_ascii(std::string_view text, std::size_t i) {
 }
 
 }  // namespace
+
+bool utf8_is_ascii(std::string_view text) { return skip_ascii(text, 0) == text.size(); }
 
 std::size_t utf8_find_invalid(std::string_view text) {
   std::size_t i = 0;
@@ -142,52 +139,5 @@ bool unicode_is_white_space(char32_t c) {
          c == 0x3000;
 }
 
-#ifdef ANVIL_HAVE_UTF8PROC
-bool unicode_normalization_available() { return true; }
-
-void Normalizer::apply(std::string_view text, std::string& out) const {
-  // Every normalization form leaves ASCII as it is.
-  if (skip_ascii(text, 0) == text.size()) {
-    out.assign(text);
-    return;
-  }
-  std::string current(text);
-  for (const NormalizerKind kind : steps_) {
-    int options = UTF8PROC_STABLE;
-    switch (kind) {
-      case NormalizerKind::norm_nfc:
-        options |= UTF8PROC_COMPOSE;
-        break;
-      case NormalizerKind::norm_nfd:
-        options |= UTF8PROC_DECOMPOSE;
-        break;
-      case NormalizerKind::norm_nfkc:
-        options |= UTF8PROC_COMPOSE | UTF8PROC_COMPAT;
-        break;
-      case NormalizerKind::norm_nfkd:
-        options |= UTF8PROC_DECOMPOSE | UTF8PROC_COMPAT;
-        break;
-    }
-    utf8proc_uint8_t* result = nullptr;
-    const utf8proc_ssize_t n =
-        utf8proc_map(reinterpret_cast<const utf8proc_uint8_t*>(current.data()),
-                     static_cast<utf8proc_ssize_t>(current.size()), &result,
-                     static_cast<utf8proc_option_t>(options));
-    std::unique_ptr<utf8proc_uint8_t, decltype(&std::free)> owned(result, &std::free);
-    ANVIL_CHECK(n >= 0, "utf8proc normalization failed: ", utf8proc_errmsg(n));
-    current.assign(reinterpret_cast<const char*>(result), static_cast<std::size_t>(n));
-  }
-  out = std::move(current);
-}
-#else
-bool unicode_normalization_available() { return false; }
-
-void Normalizer::apply(std::string_view text, std::string& out) const {
-  // The loader refuses normalizers in a build without utf8proc, so only an empty chain
-  // reaches this point.
-  ANVIL_CHECK(steps_.empty(), "Unicode normalization needs anvil built with utf8proc");
-  out.assign(text);
-}
-#endif
 
 }  // namespace anvil::data

@@ -41,14 +41,14 @@ std::vector<std::pair<std::string, std::string>> parse_merges(const json& merges
   return out;
 }
 
-void check_bpe_options(const json& model, const std::string& file) {
+void check_bpe_options(const json& model, const std::string& file, bool byte_level) {
   auto is_set = [&](const char* key) {
     const auto it = model.find(key);
     return it != model.end() && !it->is_null();
   };
-  ANVIL_CHECK_INPUT(!model.value("byte_fallback", false), file,
-                    ": model.byte_fallback = true is not supported: that is SentencePiece-style "
-                    "BPE (Llama-2, Mistral), not byte-level BPE");
+  ANVIL_CHECK_INPUT(!byte_level || !model.value("byte_fallback", false), file,
+                    ": model.byte_fallback = true is not supported with a ByteLevel "
+                    "pre-tokenizer (byte_fallback is for SentencePiece-style BPE)");
   if (is_set("dropout")) {
     ANVIL_CHECK_INPUT(model.at("dropout").get<double>() == 0.0, file,
                       ": model.dropout is not supported (BPE dropout makes encoding random)");
@@ -56,7 +56,7 @@ void check_bpe_options(const json& model, const std::string& file) {
   for (const char* key : {"continuing_subword_prefix", "end_of_word_suffix"}) {
     if (is_set(key)) {
       ANVIL_CHECK_INPUT(model.at(key).get<std::string>().empty(), file, ": model.", key,
-                        " is not supported in a byte-level BPE tokenizer");
+                        " is not supported");
     }
   }
 }
@@ -72,11 +72,11 @@ void Tokenizer::Impl::load_vocab(const json& root, const std::string& file) {
   if (type.empty() && model.contains("merges")) type = "BPE";  // older files omit the type
   if (type != "BPE") {
     throw_user_error(file, ": model type '", type,
-                     "' is not supported: anvil reads byte-level BPE tokenizers (GPT-2, "
-                     "Llama-3, Qwen2, SmolLM2 families); SentencePiece/Unigram/WordPiece "
-                     "tokenizers such as Llama-2's are not");
+                     "' is not supported: anvil reads BPE tokenizers (byte-level: GPT-2, "
+                     "Llama-3, Qwen2, SmolLM2; SentencePiece-style: Llama-2, Mistral, "
+                     "TinyLlama); Unigram and WordPiece models are not");
   }
-  check_bpe_options(model, file);
+  check_bpe_options(model, file, byte_level);
 
   const json& vocab_json = model.at("vocab");
   ANVIL_CHECK_INPUT(vocab_json.is_object(), file, ": model.vocab must be an object");
@@ -117,7 +117,8 @@ void Tokenizer::Impl::load_vocab(const json& root, const std::string& file) {
   }
 
   // How the decoder turns one token into text: a byte-level spelling back into its bytes,
-  // any other spelling as it is (HF's ByteLevel decoder does the same per token).
+  // any other spelling as it is (HF's ByteLevel decoder does the same per token). The
+  // decoder chain of SentencePiece-style tokenizers starts from the spellings.
   auto decoded_form = [this](const std::string& spelling) {
     if (decoder == DecoderKind::decoder_byte_level) {
       if (auto bytes = byte_level_to_bytes(spelling)) return *std::move(bytes);
@@ -147,19 +148,38 @@ void Tokenizer::Impl::load_vocab(const json& root, const std::string& file) {
     (token.normalized ? normalized_matcher : raw_matcher).add(pattern, token);
   }
 
-  // The BPE model proper works on raw bytes (see bpe_model.h).
-  std::array<std::int32_t, 256> byte_ids{};
+  // Byte-level BPE works on raw bytes (see bpe_model.h); SentencePiece-style BPE on the
+  // characters of the vocabulary's own spelling.
+  BpeAlphabet alphabet;
+  alphabet.by_char = !byte_level;
+  alphabet.byte_fallback = model.value("byte_fallback", false);
+  std::vector<std::int32_t> token_bytes(table_size, -1);
   for (int b = 0; b < 256; ++b) {
-    const auto it = vocab.find(bytes_to_byte_level(std::string(1, static_cast<char>(b))));
-    byte_ids[b] = it == vocab.end() ? -1 : it->second;
+    const std::string spelling = byte_level ? bytes_to_byte_level(std::string(1, static_cast<char>(b)))
+                                            : str_cat("<0x", "0123456789ABCDEF"[b >> 4],
+                                                      "0123456789ABCDEF"[b & 15], ">");
+    const auto it = vocab.find(spelling);
+    alphabet.byte_ids[b] = it == vocab.end() ? -1 : it->second;
   }
   std::vector<std::pair<std::string, std::int32_t>> raw_vocab;
   BpeOptions options;
   options.ignore_merges = model.value("ignore_merges", false);
-  if (options.ignore_merges) {
-    raw_vocab.reserve(vocab.size());
-    for (const auto& [spelling, id] : vocab) {
-      if (auto bytes = byte_level_to_bytes(spelling)) raw_vocab.emplace_back(*std::move(bytes), id);
+  for (const auto& [spelling, id] : vocab) {
+    std::optional<std::string> bytes = spelling;
+    if (byte_level) bytes = byte_level_to_bytes(spelling);
+    if (!bytes) continue;
+    token_bytes[id] = static_cast<std::int32_t>(bytes->size());
+    if (!byte_level) {
+      std::size_t i = 0;
+      const char32_t ch = utf8_next(*bytes, i);
+      if (i == bytes->size()) alphabet.char_ids.emplace(ch, id);
+    }
+    if (options.ignore_merges) raw_vocab.emplace_back(*std::move(bytes), id);
+  }
+  if (!byte_level) {
+    // A <0xNN> token stands for one byte of the piece.
+    for (const std::int32_t id : alphabet.byte_ids) {
+      if (id >= 0) token_bytes[id] = 1;
     }
   }
   if (const auto it = model.find("unk_token"); it != model.end() && !it->is_null()) {
@@ -187,7 +207,8 @@ void Tokenizer::Impl::load_vocab(const json& root, const std::string& file) {
                       " is not in model.vocab");
     table.insert(l->second, r->second, static_cast<std::int32_t>(rank), m->second);
   }
-  bpe = std::make_unique<BpeModel>(byte_ids, std::move(raw_vocab), std::move(table), options);
+  bpe = std::make_unique<BpeModel>(std::move(alphabet), std::move(raw_vocab), std::move(table),
+                                   std::move(token_bytes), options);
 }
 
 }  // namespace anvil::data

@@ -111,71 +111,91 @@ LlamaModel::LlamaModel(ModelSpec spec, BaseWeights base, LoraLayout lora, ModelL
     if (part.grad != GradReduce::grad_reduce_none) staged += part.count;
   tp_stage_.resize(static_cast<std::size_t>(staged));
   n_max_ = limits_.micro_batch * limits_.seq_len;
-  carve(arena_);
+  carve(arena_, local_, lora_, limits_, DType::dtype_f32, buf_);
   arena_.allocate();
-  carve(arena_);
-  backend::BackendLimits bl;
-  bl.max_tokens = n_max_;
-  bl.max_seq = limits_.seq_len;
-  bl.max_heads = local_.num_attention_heads;
-  bl.max_head_dim = local_.head_dim;
-  bl.max_width = std::max({local_.hidden_size, local_.intermediate_size,
-                           local_.num_attention_heads * local_.head_dim});
-  bl.vocab = local_.vocab_size;
-  bl.hidden = local_.hidden_size;
-  be_.reserve(bl);
+  carve(arena_, local_, lora_, limits_, DType::dtype_f32, buf_);
+  be_.reserve(backend_limits_for(local_, limits_));
 }
 
-void LlamaModel::carve(Arena& arena) {
-  const std::int64_t N = n_max_, C = local_.hidden_size, F = local_.intermediate_size;
-  const std::int64_t HD = local_.num_attention_heads * local_.head_dim;
-  const std::int64_t KV = local_.num_key_value_heads * local_.head_dim;
-  const std::int64_t L = spec_.num_hidden_layers;
-  const std::int64_t r = lora_.spec().rank;
-  lora_params_ = arena.take<float>(lora_.size());
-  lora_grads_ = arena.take<float>(lora_.size());
+backend::BackendLimits LlamaModel::backend_limits_for(const ModelSpec& local, const ModelLimits& limits) {
+  backend::BackendLimits bl;
+  bl.max_tokens = limits.micro_batch * limits.seq_len;
+  bl.max_seq = limits.seq_len;
+  bl.max_heads = local.num_attention_heads;
+  bl.max_head_dim = local.head_dim;
+  bl.max_width = std::max({local.hidden_size, local.intermediate_size,
+                           local.num_attention_heads * local.head_dim});
+  bl.vocab = local.vocab_size;
+  bl.hidden = local.hidden_size;
+  return bl;
+}
+
+std::size_t LlamaModel::arena_bytes_for(const ModelSpec& local, const LoraLayout& lora, const ModelLimits& limits,
+                                        DType activations) {
+  Arena plan;
+  Buffers unused;
+  carve(plan, local, lora, limits, activations, unused);
+  return plan.used();
+}
+
+void LlamaModel::carve(Arena& arena, const ModelSpec& local, const LoraLayout& lora, const ModelLimits& limits,
+                       DType activations, Buffers& out) {
+  const std::int64_t N = limits.micro_batch * limits.seq_len, C = local.hidden_size;
+  const std::int64_t F = local.intermediate_size;
+  const std::int64_t HD = local.num_attention_heads * local.head_dim;
+  const std::int64_t KV = local.num_key_value_heads * local.head_dim;
+  const std::int64_t L = local.num_hidden_layers;
+  const std::int64_t r = lora.spec().rank;
+  // Activations and their gradients in `activations`; the model computes in f32, so only
+  // plan mode (null pointers) may ask for another size. Norm statistics, the attention
+  // log-sum-exp and the adapter stay f32.
+  const auto act_size = static_cast<std::int64_t>(dtype_size(activations));
+  ANVIL_CHECK(act_size == 4 || !arena.allocated(), "the model's activations are f32");
+  auto act = [&](std::int64_t n) { return reinterpret_cast<float*>(arena.take<std::byte>(n * act_size)); };
+  out.lora_params = arena.take<float>(lora.size());
+  out.lora_grads = arena.take<float>(lora.size());
 
   auto take_block = [&](LayerActs& a) {
-    a.xn1 = arena.take<float>(N * C);
+    a.xn1 = act(N * C);
     a.rstd1 = arena.take<float>(N);
-    a.q = arena.take<float>(N * HD);
-    a.k = arena.take<float>(N * KV);
-    a.v = arena.take<float>(N * KV);
-    a.att = arena.take<float>(N * HD);
-    a.lse = arena.take<float>(N * local_.num_attention_heads);
-    a.x_mid = arena.take<float>(N * C);
-    a.xn2 = arena.take<float>(N * C);
+    a.q = act(N * HD);
+    a.k = act(N * KV);
+    a.v = act(N * KV);
+    a.att = act(N * HD);
+    a.lse = arena.take<float>(N * local.num_attention_heads);
+    a.x_mid = act(N * C);
+    a.xn2 = act(N * C);
     a.rstd2 = arena.take<float>(N);
-    a.gate = arena.take<float>(N * F);
-    a.up = arena.take<float>(N * F);
-    a.h = arena.take<float>(N * F);
+    a.gate = act(N * F);
+    a.up = act(N * F);
+    a.h = act(N * F);
     for (int p = 0; p < kProjCount; ++p)
-      a.xa[p] = lora_.spec().targets[p] ? arena.take<float>(N * r) : nullptr;
+      a.xa[p] = lora.spec().targets[p] ? act(N * r) : nullptr;
   };
-  acts_.assign(static_cast<std::size_t>(L), LayerActs{});
+  out.acts.assign(static_cast<std::size_t>(L), LayerActs{});
   LayerActs shared{};
-  if (limits_.activation_checkpointing) take_block(shared);
-  for (auto& a : acts_) {
-    if (limits_.activation_checkpointing) a = shared;
+  if (limits.activation_checkpointing) take_block(shared);
+  for (auto& a : out.acts) {
+    if (limits.activation_checkpointing) a = shared;
     else take_block(a);
-    a.x_in = arena.take<float>(N * C);
+    a.x_in = act(N * C);
   }
-  x_final_ = arena.take<float>(N * C);
-  xf_ = arena.take<float>(N * C);
-  rstdf_ = arena.take<float>(N);
-  d_res_ = arena.take<float>(N * C);
-  d_xn_ = arena.take<float>(N * C);
-  d_q_ = arena.take<float>(N * HD);
-  d_att_ = arena.take<float>(N * HD);
-  d_k_ = arena.take<float>(N * KV);
-  d_v_ = arena.take<float>(N * KV);
-  d_gate_ = arena.take<float>(N * F);
-  d_up_ = arena.take<float>(N * F);
-  d_h_ = arena.take<float>(N * F);
+  out.x_final = act(N * C);
+  out.xf = act(N * C);
+  out.rstdf = arena.take<float>(N);
+  out.d_res = act(N * C);
+  out.d_xn = act(N * C);
+  out.d_q = act(N * HD);
+  out.d_att = act(N * HD);
+  out.d_k = act(N * KV);
+  out.d_v = act(N * KV);
+  out.d_gate = act(N * F);
+  out.d_up = act(N * F);
+  out.d_h = act(N * F);
 }
 
 void LlamaModel::zero_grads() {
-  std::fill(lora_grads_, lora_grads_ + lora_.size(), 0.0f);
+  std::fill(buf_.lora_grads, buf_.lora_grads + lora_.size(), 0.0f);
 }
 
 void LlamaModel::check_batch(const TokenBatch& b, bool need_targets) const {
@@ -200,7 +220,7 @@ LoraDropout LlamaModel::dropout_for(std::int64_t layer, Proj p, const TokenBatch
 
 void LlamaModel::project(std::int64_t layer, Proj p, float* y, const float* x, float* xa,
                          const TokenBatch& b, float beta) {
-  const LinearShard l = linear_shard(base_, &lora_, lora_params_, lora_grads_, layer, p);
+  const LinearShard l = linear_shard(base_, &lora_, buf_.lora_params, buf_.lora_grads, layer, p);
   const std::int64_t N = b.batch * b.seq;
   if (proj_row_parallel(p)) row_parallel_forward(be_, tp_.comm, l, y, x, xa, N, beta, dropout_for(layer, p, b));
   else linear_forward_local(be_, l, y, x, xa, N, beta, dropout_for(layer, p, b));  // column-parallel
@@ -209,7 +229,7 @@ void LlamaModel::project(std::int64_t layer, Proj p, float* y, const float* x, f
 void LlamaModel::project_backward(std::int64_t layer, Proj p, float* dx, const float* dy,
                                   const float* x, const float* xa, const TokenBatch& b,
                                   float beta) {
-  const LinearShard l = linear_shard(base_, &lora_, lora_params_, lora_grads_, layer, p);
+  const LinearShard l = linear_shard(base_, &lora_, buf_.lora_params, buf_.lora_grads, layer, p);
   linear_backward_local(be_, l, dx, dy, x, xa, b.batch * b.seq, beta, dropout_for(layer, p, b));
 }
 
@@ -241,7 +261,7 @@ void LlamaModel::block_forward(std::int64_t l, LayerActs& a, float* x_out, const
   project(l, Proj::proj_up, a.up, a.xn2, xa(Proj::proj_up), b, 0.0f);        // (N, F)
   be_.swiglu_forward(a.h, a.gate, a.up, N * local_.intermediate_size);      // (N, F)
   if (!x_out) {
-    const LinearShard down = linear_shard(base_, &lora_, lora_params_, nullptr, l, Proj::proj_down);
+    const LinearShard down = linear_shard(base_, &lora_, buf_.lora_params, nullptr, l, Proj::proj_down);
     if (down.a) be_.lora_down(xa(Proj::proj_down), a.h, down.a, N, down.in(), down.r,
                               dropout_for(l, Proj::proj_down, b));  // (N, r)
     return;
@@ -259,37 +279,37 @@ void LlamaModel::block_backward(std::int64_t l, const LayerActs& a, float* d_res
   auto xa = [&](Proj p) { return a.xa[static_cast<int>(p)]; };
 
   // MLP, in reverse
-  project_backward(l, Proj::proj_down, d_h_, d_res, a.h, xa(Proj::proj_down), b, 0.0f);  // (N, F)
-  be_.swiglu_backward(d_gate_, d_up_, d_h_, a.gate, a.up, N * local_.intermediate_size);
-  project_backward(l, Proj::proj_gate, d_xn_, d_gate_, a.xn2, xa(Proj::proj_gate), b, 0.0f);
-  project_backward(l, Proj::proj_up, d_xn_, d_up_, a.xn2, xa(Proj::proj_up), b, 1.0f);  // (N, C)
-  tp_allreduce(tp_.comm, d_xn_, N * C);  // column-parallel input: the partial sums meet
-  be_.rmsnorm_backward(d_res, nullptr, d_xn_, a.x_mid, w.mlp_norm, a.rstd2, N, C, 1.0f);
+  project_backward(l, Proj::proj_down, buf_.d_h, d_res, a.h, xa(Proj::proj_down), b, 0.0f);  // (N, F)
+  be_.swiglu_backward(buf_.d_gate, buf_.d_up, buf_.d_h, a.gate, a.up, N * local_.intermediate_size);
+  project_backward(l, Proj::proj_gate, buf_.d_xn, buf_.d_gate, a.xn2, xa(Proj::proj_gate), b, 0.0f);
+  project_backward(l, Proj::proj_up, buf_.d_xn, buf_.d_up, a.xn2, xa(Proj::proj_up), b, 1.0f);  // (N, C)
+  tp_allreduce(tp_.comm, buf_.d_xn, N * C);  // column-parallel input: the partial sums meet
+  be_.rmsnorm_backward(d_res, nullptr, buf_.d_xn, a.x_mid, w.mlp_norm, a.rstd2, N, C, 1.0f);
 
   // attention, in reverse
-  project_backward(l, Proj::proj_o, d_att_, d_res, a.att, xa(Proj::proj_o), b, 0.0f);  // (N, H*D)
+  project_backward(l, Proj::proj_o, buf_.d_att, d_res, a.att, xa(Proj::proj_o), b, 0.0f);  // (N, H*D)
   const AttentionShape shape{b.batch, b.seq, H, Hkv, D};
-  be_.attention_backward(d_q_, d_k_, d_v_, d_att_, a.att, a.lse, a.q, a.k, a.v, b.segments, shape);
-  be_.rope_backward(d_q_, b.positions, inv_freq_.data(), N, H, D);
-  be_.rope_backward(d_k_, b.positions, inv_freq_.data(), N, Hkv, D);
-  project_backward(l, Proj::proj_q, d_xn_, d_q_, a.xn1, xa(Proj::proj_q), b, 0.0f);
-  project_backward(l, Proj::proj_k, d_xn_, d_k_, a.xn1, xa(Proj::proj_k), b, 1.0f);
-  project_backward(l, Proj::proj_v, d_xn_, d_v_, a.xn1, xa(Proj::proj_v), b, 1.0f);  // (N, C)
-  tp_allreduce(tp_.comm, d_xn_, N * C);  // column-parallel input: the partial sums meet
-  be_.rmsnorm_backward(d_res, nullptr, d_xn_, a.x_in, w.attn_norm, a.rstd1, N, C, 1.0f);
+  be_.attention_backward(buf_.d_q, buf_.d_k, buf_.d_v, buf_.d_att, a.att, a.lse, a.q, a.k, a.v, b.segments, shape);
+  be_.rope_backward(buf_.d_q, b.positions, inv_freq_.data(), N, H, D);
+  be_.rope_backward(buf_.d_k, b.positions, inv_freq_.data(), N, Hkv, D);
+  project_backward(l, Proj::proj_q, buf_.d_xn, buf_.d_q, a.xn1, xa(Proj::proj_q), b, 0.0f);
+  project_backward(l, Proj::proj_k, buf_.d_xn, buf_.d_k, a.xn1, xa(Proj::proj_k), b, 1.0f);
+  project_backward(l, Proj::proj_v, buf_.d_xn, buf_.d_v, a.xn1, xa(Proj::proj_v), b, 1.0f);  // (N, C)
+  tp_allreduce(tp_.comm, buf_.d_xn, N * C);  // column-parallel input: the partial sums meet
+  be_.rmsnorm_backward(d_res, nullptr, buf_.d_xn, a.x_in, w.attn_norm, a.rstd1, N, C, 1.0f);
 }
 
 const float* LlamaModel::forward_hidden(const TokenBatch& b) {
   const std::int64_t N = b.batch * b.seq, C = spec_.hidden_size;
   const std::int64_t L = spec_.num_hidden_layers;
-  vocab_parallel_embedding(be_, tp_.comm, acts_[0].x_in, b.ids, base_.embed, N, vocab_shard());  // (N, C)
+  vocab_parallel_embedding(be_, tp_.comm, buf_.acts[0].x_in, b.ids, base_.embed, N, vocab_shard());  // (N, C)
   for (std::int64_t l = 0; l < L; ++l) {
-    float* x_out = l + 1 < L ? acts_[static_cast<std::size_t>(l + 1)].x_in : x_final_;
-    block_forward(l, acts_[static_cast<std::size_t>(l)], x_out, b);
+    float* x_out = l + 1 < L ? buf_.acts[static_cast<std::size_t>(l + 1)].x_in : buf_.x_final;
+    block_forward(l, buf_.acts[static_cast<std::size_t>(l)], x_out, b);
   }
-  be_.rmsnorm_forward(xf_, rstdf_, x_final_, base_.final_norm, N, C,
+  be_.rmsnorm_forward(buf_.xf, buf_.rstdf, buf_.x_final, base_.final_norm, N, C,
                       static_cast<float>(spec_.rms_norm_eps));  // (N, C)
-  return xf_;
+  return buf_.xf;
 }
 
 double LlamaModel::train_micro_batch(const TokenBatch& b, float grad_scale, std::uint64_t step) {
@@ -299,13 +319,13 @@ double LlamaModel::train_micro_batch(const TokenBatch& b, float grad_scale, std:
   const std::int64_t N = b.batch * b.seq, C = spec_.hidden_size;
   const float* hidden = forward_hidden(b);
   // Loss and dL/d(hidden) together, a block of rows at a time.
-  const double loss = vocab_parallel_cross_entropy(be_, tp_.comm, d_xn_, hidden, base_.lm_head,
+  const double loss = vocab_parallel_cross_entropy(be_, tp_.comm, buf_.d_xn, hidden, base_.lm_head,
                                                    b.targets, N, grad_scale, vocab_shard());
-  be_.rmsnorm_backward(d_res_, nullptr, d_xn_, x_final_, base_.final_norm, rstdf_, N, C, 0.0f);
+  be_.rmsnorm_backward(buf_.d_res, nullptr, buf_.d_xn, buf_.x_final, base_.final_norm, buf_.rstdf, N, C, 0.0f);
   for (std::int64_t l = spec_.num_hidden_layers - 1; l >= 0; --l) {
-    LayerActs& a = acts_[static_cast<std::size_t>(l)];
+    LayerActs& a = buf_.acts[static_cast<std::size_t>(l)];
     if (limits_.activation_checkpointing) block_forward(l, a, nullptr, b);  // recompute
-    block_backward(l, a, d_res_, b);
+    block_backward(l, a, buf_.d_res, b);
   }
   dropout_on_ = false;
   return loss;
@@ -331,7 +351,7 @@ void LlamaModel::reduce_tp_grads() {
     std::int64_t n = 0;
     for (const LoraPart& part : parts_)
       if (part.grad == g) {
-        std::copy_n(lora_grads_ + part.offset, part.count, tp_stage_.data() + n);
+        std::copy_n(buf_.lora_grads + part.offset, part.count, tp_stage_.data() + n);
         n += part.count;
       }
     if (n == 0) continue;
@@ -339,17 +359,17 @@ void LlamaModel::reduce_tp_grads() {
     n = 0;
     for (const LoraPart& part : parts_)
       if (part.grad == g) {
-        std::copy_n(tp_stage_.data() + n, part.count, lora_grads_ + part.offset);
+        std::copy_n(tp_stage_.data() + n, part.count, buf_.lora_grads + part.offset);
         n += part.count;
       }
   }
 }
 
 double LlamaModel::grad_sum_squares() {
-  if (!tp_.comm || tp_.comm->size() == 1) return be_.sum_squares(lora_grads_, lora_.size());
+  if (!tp_.comm || tp_.comm->size() == 1) return be_.sum_squares(buf_.lora_grads, lora_.size());
   double total = 0.0;
   for (const LoraPart& part : parts_)
-    total += be_.sum_squares(lora_grads_ + part.offset, part.count) / static_cast<double>(part.replicas);
+    total += be_.sum_squares(buf_.lora_grads + part.offset, part.count) / static_cast<double>(part.replicas);
   tp_.comm->allreduce_sum(&total, 1);
   return total;
 }

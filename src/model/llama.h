@@ -12,6 +12,7 @@
 // inside backward.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <vector>
 
@@ -80,12 +81,20 @@ class LlamaModel {
   const std::vector<LoraPart>& lora_parts() const { return parts_; }
   const BaseWeights& base() const { return base_; }
   backend::Backend& backend() const { return be_; }
-  float* lora_params() { return lora_params_; }
-  const float* lora_params() const { return lora_params_; }
-  float* lora_grads() { return lora_grads_; }
+  float* lora_params() { return buf_.lora_params; }
+  const float* lora_params() const { return buf_.lora_params; }
+  float* lora_grads() { return buf_.lora_grads; }
   std::int64_t lora_size() const { return lora_.size(); }
   // Bytes of parameters, gradients and activations held in the arena.
   std::size_t arena_bytes() const { return arena_.capacity(); }
+  // The arena bytes of a model whose rank holds `local` (tp_local_spec) with adapter
+  // layout `lora`, without building it: the constructor's own carving, in plan mode.
+  // `activations`: the element type of the activation buffers (f32, as the CPU backend
+  // computes; bf16 projects a GPU run). Adapter parameters and gradients stay f32.
+  static std::size_t arena_bytes_for(const ModelSpec& local, const LoraLayout& lora, const ModelLimits& limits,
+                                     DType activations = DType::dtype_f32);
+  // The shapes the model reserves its backend's scratch for.
+  static backend::BackendLimits backend_limits_for(const ModelSpec& local, const ModelLimits& limits);
   void zero_grads();
 
   // Forward and backward of one micro-batch at optimizer step `step`: the LoRA gradients
@@ -122,7 +131,28 @@ class LlamaModel {
     float* h;      // (N, F)
     std::array<float*, kProjCount> xa{};  // (N, r) per adapted projection
   };
-  void carve(Arena& arena);
+  // Every buffer of the arena, in the order carve() takes them.
+  struct Buffers {
+    float* lora_params = nullptr;  // (lora size)
+    float* lora_grads = nullptr;   // (lora size)
+    std::vector<LayerActs> acts;   // per layer; with checkpointing all but x_in shared
+    float* x_final = nullptr;      // (N, C) last block output
+    float* xf = nullptr;           // (N, C) final norm output
+    float* rstdf = nullptr;        // (N)
+    float* d_res = nullptr;        // (N, C) residual gradient
+    float* d_xn = nullptr;         // (N, C)
+    float* d_q = nullptr;          // (N, H*D)
+    float* d_att = nullptr;        // (N, H*D)
+    float* d_k = nullptr;          // (N, Hkv*D)
+    float* d_v = nullptr;          // (N, Hkv*D)
+    float* d_gate = nullptr;       // (N, F)
+    float* d_up = nullptr;         // (N, F)
+    float* d_h = nullptr;          // (N, F)
+  };
+  // Takes every buffer from `arena` (null pointers in plan mode). The one list of the
+  // arena's contents: the constructor and arena_bytes_for both run it.
+  static void carve(Arena& arena, const ModelSpec& local, const LoraLayout& lora, const ModelLimits& limits,
+                    DType activations, Buffers& out);
   void check_batch(const TokenBatch& b, bool need_targets) const;
   backend::VocabShard vocab_shard() const;
   backend::LoraDropout dropout_for(std::int64_t layer, Proj p, const TokenBatch& b) const;
@@ -156,21 +186,7 @@ class LlamaModel {
   std::int64_t n_max_ = 0;  // B*T
 
   Arena arena_;
-  float* lora_params_ = nullptr;  // (lora size)
-  float* lora_grads_ = nullptr;   // (lora size)
-  std::vector<LayerActs> acts_;   // per layer; with checkpointing all but x_in shared
-  float* x_final_ = nullptr;      // (N, C) last block output
-  float* xf_ = nullptr;           // (N, C) final norm output
-  float* rstdf_ = nullptr;        // (N)
-  float* d_res_ = nullptr;        // (N, C) residual gradient
-  float* d_xn_ = nullptr;         // (N, C)
-  float* d_q_ = nullptr;          // (N, H*D)
-  float* d_att_ = nullptr;        // (N, H*D)
-  float* d_k_ = nullptr;          // (N, Hkv*D)
-  float* d_v_ = nullptr;          // (N, Hkv*D)
-  float* d_gate_ = nullptr;       // (N, F)
-  float* d_up_ = nullptr;         // (N, F)
-  float* d_h_ = nullptr;          // (N, F)
+  Buffers buf_;
 };
 
 }  // namespace anvil::model

@@ -57,11 +57,12 @@ std::optional<ModelSpec> model_preset(std::string_view name) {
   }
   if (name == "llama3-8b") return llama3_spec(4096, 14336, 32, 32);
   if (name == "llama3-70b") return llama3_spec(8192, 28672, 80, 64);
+  if (name == "llama3-405b") return llama3_spec(16384, 53248, 126, 128);
   return std::nullopt;
 }
 
 std::vector<std::string> model_preset_names() {
-  return {"tiny", "tiny-tied", "smollm2-135m", "llama3-8b", "llama3-70b"};
+  return {"tiny", "tiny-tied", "smollm2-135m", "llama3-8b", "llama3-70b", "llama3-405b"};
 }
 
 }  // namespace anvil::model

@@ -79,7 +79,8 @@ std::int64_t model_parameter_count(const ModelSpec& spec);
 // normally omit it, but some exporters write the copy and transformers re-ties it).
 void model_check_weights(const ModelSpec& spec, const io::SafetensorsModel& weights);
 
-// Named shapes for tests and benchmarks: tiny, tiny-tied, smollm2-135m, llama3-8b, llama3-70b.
+// Named shapes for tests, benchmarks and plans: tiny, tiny-tied, smollm2-135m, llama3-8b,
+// llama3-70b, llama3-405b.
 std::optional<ModelSpec> model_preset(std::string_view name);
 std::vector<std::string> model_preset_names();
 

@@ -56,26 +56,31 @@ void check_compatible(const CheckpointContext& ctx, const io::H5Store& h5) {
   same("train.global_batch", saved_cfg.train.global_batch, cfg.train.global_batch);
   same("data.seq_len", saved_cfg.data.seq_len, cfg.data.seq_len);
   same("data.shuffle", saved_cfg.data.shuffle, cfg.data.shuffle);
+  // Changed data is the user's call (a fixed record, one more file): the run goes on from
+  // the saved position, but it is no longer the stream the checkpoint's run would have seen.
+  if (h5.exists("meta/data_key") && h5.read_text("meta/data_key") != ctx.data_key && ctx.grid->world_rank() == 0)
+    log_warn(file, ": the training data changed since this checkpoint (token cache ", h5.read_text("meta/data_key"),
+             ", now ", ctx.data_key, "): resuming at the saved data position, but the token stream differs "
+             "from the one the checkpoint's run would have seen");
 }
 
 }  // namespace
 
 std::string checkpoint_dir(const TrainConfig& cfg) { return cfg.output_dir + "/checkpoints"; }
 
-std::string checkpoint_save(const CheckpointContext& ctx, const TrainState& state, const AdapterBuffers& buf) {
-  const comm::ProcessGrid& grid = *ctx.grid;
-  const std::string dir = checkpoint_dir(*ctx.cfg);
-  const std::string final_path = dir + "/" + step_file(state.step);
-  const std::string partial = final_path + ".partial";
-  if (grid.world_rank() == 0) fs::create_directories(dir);
-  grid.world().barrier();
+namespace {
 
+// Writes the whole checkpoint into `partial` (every rank its part).
+void write_checkpoint(const CheckpointContext& ctx, const TrainState& state, const AdapterBuffers& buf,
+                      const std::string& partial) {
+  const comm::ProcessGrid& grid = *ctx.grid;
   io::H5Store h5 = io::H5Store::create(partial, MPI_COMM_WORLD);
   h5.write_i64("anvil_format", model::kCheckpointFormat);
   h5.write_text("meta/config", ctx.config_yaml);
   h5.write_text("meta/model_config", ctx.model_config_json);
   h5.write_text("meta/base_model_path", ctx.base_path);
   h5.write_text("meta/base_model_hash", ctx.base_hash);
+  h5.write_text("meta/data_key", ctx.data_key);
   h5.write_text("meta/lora", model::lora_spec_to_json(ctx.local->spec()));
   h5.write_i64("state/step", state.step);
   h5.write_i64("state/tokens_seen", state.tokens_seen);
@@ -108,7 +113,30 @@ std::string checkpoint_save(const CheckpointContext& ctx, const TrainState& stat
     else h5.seal_matrix(name);
   }
   h5.close();
+}
 
+}  // namespace
+
+std::string checkpoint_save(const CheckpointContext& ctx, const TrainState& state, const AdapterBuffers& buf) {
+  const comm::ProcessGrid& grid = *ctx.grid;
+  const std::string dir = checkpoint_dir(*ctx.cfg);
+  const std::string final_path = dir + "/" + step_file(state.step);
+  const std::string partial = final_path + ".partial";
+  if (grid.world_rank() == 0) fs::create_directories(dir);
+  grid.world().barrier();
+
+  try {
+    write_checkpoint(ctx, state, buf, partial);
+  } catch (const Error& e) {
+    // Disk full, an I/O error: the checkpoints before this one are untouched (this one
+    // only ever existed as .partial), and nothing half-written stays behind. With more
+    // ranks the error ends the job (a collective write cannot be finished by the others);
+    // the next save removes the stale .partial.
+    std::error_code ec;
+    if (grid.world_rank() == 0) fs::remove(partial, ec);
+    throw Error(e.kind(), str_cat("checkpoint ", final_path, " not written: ", e.what(),
+                                  "; the earlier checkpoints in ", dir, " are intact"));
+  }
   if (grid.world_rank() == 0) {
     fs::rename(partial, final_path);
     io::write_text_file_atomic(dir + "/latest", step_file(state.step) + "\n");
@@ -164,8 +192,14 @@ TrainState checkpoint_load(const CheckpointContext& ctx, const std::string& path
 }
 
 void checkpoint_prune(const TrainConfig& cfg, const std::string& protect) {
-  if (cfg.checkpoint.keep <= 0) return;
   const std::string dir = checkpoint_dir(cfg);
+  // .partial files of saves that a crash or a full disk cut short: never loadable.
+  for (const auto& e : fs::directory_iterator(dir)) {
+    const std::string name = e.path().filename().string();
+    std::error_code ec;
+    if (name.size() > 8 && name.ends_with(".partial") && step_of(name.substr(0, name.size() - 8))) fs::remove(e.path(), ec);
+  }
+  if (cfg.checkpoint.keep <= 0) return;
   std::vector<std::pair<std::int64_t, fs::path>> saved;
   for (const auto& e : fs::directory_iterator(dir))
     if (auto step = step_of(e.path().filename().string())) saved.emplace_back(*step, e.path());

@@ -44,6 +44,7 @@ struct CheckpointContext {
   std::string model_config_json;  // the base model's config.json
   std::string base_path;          // absolute
   std::string base_hash;          // model_identity_hash
+  std::string data_key;           // the token cache's key (data/token_cache.h)
   const model::ModelSpec* spec = nullptr;
   const model::LoraLayout* full = nullptr;
   const model::LoraLayout* local = nullptr;
@@ -56,7 +57,9 @@ struct CheckpointContext {
 
 std::string checkpoint_dir(const TrainConfig& cfg);
 
-// Saves the state after `state.step` (every rank calls it); returns the file's path.
+// Saves the state after `state.step` (every rank calls it); returns the file's path. It is
+// written as .partial and renamed when complete: on an error (disk full, I/O) the earlier
+// checkpoints stay as they were, the .partial is removed, and the error names the file.
 std::string checkpoint_save(const CheckpointContext& ctx, const TrainState& state, const AdapterBuffers& buf);
 
 // The checkpoint to resume from, as checkpoint.resume says: auto (the `latest` of this
@@ -68,7 +71,8 @@ std::optional<std::string> checkpoint_find_resume(const TrainConfig& cfg);
 // model, or a config whose LoRA, seed, sequence length or batch differ.
 TrainState checkpoint_load(const CheckpointContext& ctx, const std::string& path, const AdapterBuffers& buf);
 
-// Deletes all but the newest `keep` checkpoints (0: keep all), never `protect`. Rank 0 only.
+// Deletes all but the newest `keep` checkpoints (0: keep all), never `protect`, and the
+// .partial files of saves that were cut short. Rank 0 only.
 void checkpoint_prune(const TrainConfig& cfg, const std::string& protect);
 
 }  // namespace anvil::train

@@ -22,6 +22,10 @@ namespace anvil::train {
 enum class WeightDtype { weight_auto, weight_f32, weight_bf16 };
 // How a JSONL record becomes tokens. auto: decided by the keys of the first record.
 enum class DataFormat { format_auto, format_text, format_prompt_completion, format_chat };
+// What happens to a sample longer than data.seq_len.
+enum class DataOverflow { overflow_truncate, overflow_split, overflow_drop };
+// Bad records: counted, reported and skipped, or the first one ends the run.
+enum class DataOnError { on_error_skip, on_error_fail };
 enum class LrSchedule { lr_constant, lr_linear, lr_cosine };
 enum class BackendKind { backend_cpu, backend_cuda, backend_auto };
 enum class CommKind { comm_nccl, comm_mpi, comm_auto };
@@ -29,6 +33,8 @@ enum class CommKind { comm_nccl, comm_mpi, comm_auto };
 // The config spelling of each enum value, indexed by the value ("bf16", "cosine", ...).
 const std::vector<std::string>& enum_names(WeightDtype);
 const std::vector<std::string>& enum_names(DataFormat);
+const std::vector<std::string>& enum_names(DataOverflow);
+const std::vector<std::string>& enum_names(DataOnError);
 const std::vector<std::string>& enum_names(LrSchedule);
 const std::vector<std::string>& enum_names(BackendKind);
 const std::vector<std::string>& enum_names(CommKind);
@@ -55,15 +61,27 @@ struct LoraSection {
   bool operator==(const LoraSection&) const = default;
 };
 
+// One training file and its weight (uses of each record per epoch).
+struct DataSource {
+  std::string path;  // JSONL
+  double weight = 1.0;
+  bool operator==(const DataSource&) const = default;
+};
+
 struct DataSection {
-  std::string train;                // JSONL path
+  std::vector<DataSource> train;
   std::optional<std::string> eval;  // JSONL path
+  double eval_fraction{};
   DataFormat format{};
   int seq_len{};
   bool packing{};
+  DataOverflow overflow{};
   bool shuffle{};
   bool add_eos{};
-  std::optional<std::string> chat_template;
+  bool train_on_prompt{};
+  std::optional<std::string> chat_template;  // a name of data::chat_template_names(); null = detect
+  DataOnError on_error{};
+  std::optional<std::string> cache_dir;  // null = OUTPUT_DIR/cache
   bool operator==(const DataSection&) const = default;
 };
 
@@ -85,6 +103,9 @@ struct TrainSection {
   bool activation_checkpointing{};
   std::int64_t eval_every{};  // 0: never
   bool skip_nonfinite{};
+  double loss_spike_factor{};  // 0: off
+  std::int64_t loss_spike_window{};
+  bool skip_loss_spikes{};
   bool operator==(const TrainSection&) const = default;
 };
 
@@ -93,6 +114,7 @@ struct ParallelSection {
   int dp{};  // 0: auto (world size / tp)
   BackendKind backend{};
   CommKind comm{};
+  int collective_timeout_s{};  // 0: no watchdog
   bool operator==(const ParallelSection&) const = default;
 };
 
@@ -106,6 +128,7 @@ struct CheckpointSection {
 struct LogSection {
   std::int64_t every{};
   LogLevel level{};
+  double peak_tflops{};  // 0: the GPU's datasheet figure; no MFU on CPU
   bool operator==(const LogSection&) const = default;
 };
 

@@ -84,9 +84,12 @@ std::vector<KeyProblem> config_check_rules(const TrainConfig& cfg, const ConfigC
       cfg.train.warmup_steps > cfg.train.steps)
     out.push_back({"train.warmup_steps",
                    str_cat(cfg.train.warmup_steps, " is more than train.steps (", cfg.train.steps, ")")});
-  if (ok({"train.eval_every", "data.eval"}) && cfg.train.eval_every > 0 && !cfg.data.eval)
-    out.push_back(
-        {"train.eval_every", str_cat(cfg.train.eval_every, " needs an evaluation set: set data.eval")});
+  if (ok({"train.eval_every", "data.eval", "data.eval_fraction"}) && cfg.train.eval_every > 0 && !cfg.data.eval &&
+      cfg.data.eval_fraction == 0)
+    out.push_back({"train.eval_every", str_cat(cfg.train.eval_every,
+                                               " needs an evaluation set: set data.eval or data.eval_fraction")});
+  if (ok({"data.eval", "data.eval_fraction"}) && cfg.data.eval && cfg.data.eval_fraction > 0)
+    out.push_back({"data.eval_fraction", "set data.eval or data.eval_fraction, not both"});
   if (ok({"parallel.backend", "parallel.comm"}) && cfg.parallel.backend == BackendKind::backend_cpu &&
       cfg.parallel.comm == CommKind::comm_nccl)
     out.push_back({"parallel.comm", "nccl needs GPUs, but parallel.backend is cpu (use mpi or auto)"});
@@ -107,7 +110,8 @@ std::vector<KeyProblem> config_check_rules(const TrainConfig& cfg, const ConfigC
       out.push_back({"output_dir", str_cat("'", cfg.output_dir, "' exists and is not a directory")});
   }
   if (ok({"model.path"})) check_model(cfg, layout_ok, out);
-  if (ok({"data.train"})) check_file("data.train", cfg.data.train, out);
+  if (ok({"data.train"}))
+    for (const DataSource& s : cfg.data.train) check_file("data.train", s.path, out);
   if (ok({"data.eval"}) && cfg.data.eval) check_file("data.eval", *cfg.data.eval, out);
   const std::string& resume = cfg.checkpoint.resume;
   if (ok({"checkpoint.resume"}) && !resume.empty() && resume != "auto" && resume != "never") {

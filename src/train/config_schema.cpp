@@ -17,6 +17,14 @@ const std::vector<std::string>& enum_names(DataFormat) {
   static const std::vector<std::string> names{"auto", "text", "prompt_completion", "chat"};
   return names;
 }
+const std::vector<std::string>& enum_names(DataOverflow) {
+  static const std::vector<std::string> names{"truncate", "split", "drop"};
+  return names;
+}
+const std::vector<std::string>& enum_names(DataOnError) {
+  static const std::vector<std::string> names{"skip", "fail"};
+  return names;
+}
 const std::vector<std::string>& enum_names(LrSchedule) {
   static const std::vector<std::string> names{"constant", "linear", "cosine"};
   return names;
@@ -44,6 +52,7 @@ const char* key_type_name(KeyType type) {
     case KeyType::key_choice: return "choice";
     case KeyType::key_list: return "list";
     case KeyType::key_int_or_auto: return "int or auto";
+    case KeyType::key_sources: return "path or list";
   }
   return "?";
 }
@@ -170,24 +179,41 @@ std::vector<ConfigKey> make_schema() {
           lora_modules),
 
       // ---- data
-      row("data.train", key_path, "", FIELD(data, train), "training set, JSONL (one record per line)"),
+      row("data.train", key_sources, "", FIELD(data, train),
+          "training set: a JSONL path, or a list of paths and {path, weight} (weight: uses of each record "
+          "per epoch, e.g. 2 or 0.5)"),
       row("data.eval", key_path, "null", FIELD(data, eval),
-          "evaluation set, JSONL; needed when train.eval_every > 0"),
+          "evaluation set, JSONL; it or data.eval_fraction is needed when train.eval_every > 0"),
+      row("data.eval_fraction", key_float, "0", FIELD(data, eval_fraction),
+          "hold out this share of data.train's records (a seeded choice) as the evaluation set, in [0, 0.5]",
+          between(0, 0.5)),
       row("data.format", key_choice, "auto", FIELD(data, format),
           "record layout: text {text}, prompt_completion {prompt, completion}, chat {messages}; "
-          "auto = from the first record's keys",
+          "auto = from each record's keys",
           {}, enum_names(DataFormat{})),
       row("data.seq_len", key_int, "2048", FIELD(data, seq_len),
           "tokens per training sequence: longer = more context, activation memory grows with it",
           between(2, 1 << 20)),
       row("data.packing", key_bool, "true", FIELD(data, packing),
           "pack several examples into each sequence (no padding waste); false = one example per sequence"),
+      row("data.overflow", key_choice, "truncate", FIELD(data, overflow),
+          "an example longer than seq_len: truncate (keep the start), split (into seq_len pieces), drop",
+          {}, enum_names(DataOverflow{})),
       row("data.shuffle", key_bool, "true", FIELD(data, shuffle),
           "a new seeded order of the examples every epoch"),
       row("data.add_eos", key_bool, "true", FIELD(data, add_eos),
-          "append the tokenizer's EOS token to every example"),
-      row("data.chat_template", key_string, "null", FIELD(data, chat_template),
-          "chat template for format chat; null = the one in the model's tokenizer_config.json"),
+          "append the tokenizer's EOS token to every text and prompt/completion example"),
+      row("data.train_on_prompt", key_bool, "false", FIELD(data, train_on_prompt),
+          "also train on prompts and on system/user turns (default: completions and assistant turns only)"),
+      row("data.chat_template", key_choice, "null", FIELD(data, chat_template),
+          "chat template for chat records; null = detected from the model's tokenizer_config.json", {},
+          {"llama3", "chatml", "mistral"}),
+      row("data.on_error", key_choice, "skip", FIELD(data, on_error),
+          "bad records (invalid JSON/UTF-8, missing fields, empty): skip = count, report and skip; "
+          "fail = stop at the first",
+          {}, enum_names(DataOnError{})),
+      row("data.cache_dir", key_string, "null", FIELD(data, cache_dir),
+          "where the tokenized data is cached (anvil prepare); null = OUTPUT_DIR/cache"),
 
       // ---- train
       row("train.steps", key_int, "0", FIELD(train, steps),
@@ -224,6 +250,14 @@ std::vector<ConfigKey> make_schema() {
           "evaluate on data.eval every N optimizer steps; 0 = never", at_least(0)),
       row("train.skip_nonfinite", key_bool, "false", FIELD(train, skip_nonfinite),
           "false: stop with an error naming the step on a non-finite loss or gradient; true: skip the step"),
+      row("train.loss_spike_factor", key_float, "0", FIELD(train, loss_spike_factor),
+          "warn when a step's loss exceeds this many times the mean of the last loss_spike_window steps; "
+          "0 = off",
+          at_least(0)),
+      row("train.loss_spike_window", key_int, "50", FIELD(train, loss_spike_window),
+          "steps in the running mean that loss_spike_factor compares with", between(2, 100000)),
+      row("train.skip_loss_spikes", key_bool, "false", FIELD(train, skip_loss_spikes),
+          "also skip the optimizer update of a step flagged by loss_spike_factor"),
 
       // ---- parallel
       row("parallel.tp", key_int, "1", FIELD(parallel, tp),
@@ -240,6 +274,9 @@ std::vector<ConfigKey> make_schema() {
           "collectives: nccl (GPUs), mpi (CPUs, or GPUs shared by several ranks), auto = nccl on "
           "cuda, mpi on cpu",
           {}, enum_names(CommKind{})),
+      row("parallel.collective_timeout_s", key_int, "600", FIELD(parallel, collective_timeout_s),
+          "a collective unfinished after this many seconds (a rank stopped or hung) ends the job; 0 = wait forever",
+          at_least(0)),
 
       // ---- checkpoint
       row("checkpoint.every", key_int, "500", FIELD(checkpoint, every),
@@ -255,6 +292,10 @@ std::vector<ConfigKey> make_schema() {
           at_least(1)),
       row("log.level", key_choice, "info", FIELD(log, level), "console verbosity: debug, info, warn or error",
           {}, enum_names(LogLevel{})),
+      row("log.peak_tflops", key_float, "0", FIELD(log, peak_tflops),
+          "peak dense TFLOP/s of one rank's device, the denominator of MFU in metrics.jsonl; 0 = the "
+          "GPU's bf16 datasheet figure, no MFU on CPU",
+          at_least(0)),
   };
 }
 

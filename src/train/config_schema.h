@@ -22,6 +22,7 @@ enum class KeyType {
   key_choice,       // one of `choices`
   key_list,         // a list of distinct `choices`, at least one
   key_int_or_auto,  // "auto" (stored as 0) or an integer
+  key_sources,      // a path, or a list of paths and {path, weight} mappings (data.train)
 };
 
 // "int", "float", "bool", "string", "path", "choice", "list", "int or auto": the type column of
@@ -29,8 +30,8 @@ enum class KeyType {
 const char* key_type_name(KeyType type);
 
 // A value after type checking, on its way into a TrainConfig field. monostate is null.
-using ConfigValue =
-    std::variant<std::monostate, bool, std::int64_t, double, std::string, std::vector<std::string>>;
+using ConfigValue = std::variant<std::monostate, bool, std::int64_t, double, std::string, std::vector<std::string>,
+                                 std::vector<DataSource>>;
 
 // Allowed numeric interval; open ends exclude the bound.
 struct NumberRange {

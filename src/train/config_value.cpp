@@ -42,6 +42,7 @@ std::string expectation(const ConfigKey& key) {
     case key_path: return "a path";
     case key_choice: return "one of " + join(key.choices);
     case key_list: return "a list of " + join(key.choices);
+    case key_sources: return "a path or a list of paths and {path, weight}";
   }
   return "?";
 }
@@ -142,6 +143,54 @@ ParsedValue parse_list(const ConfigKey& key, const YAML::Node& node) {
   return r;
 }
 
+// data.train: "a.jsonl", or [a.jsonl, {path: b.jsonl, weight: 2}].
+ParsedValue parse_sources(const ConfigKey& key, const YAML::Node& node) {
+  ParsedValue r;
+  std::vector<DataSource> sources;
+  auto fail = [&](const YAML::Node& at, std::string message) {
+    r.error = std::move(message);
+    r.error_line = at.Mark().line;
+    return r;
+  };
+  if (node.IsScalar()) {
+    r.value = std::vector<DataSource>{{node.Scalar(), 1.0}};
+    return r;
+  }
+  if (!node.IsSequence()) {
+    r.error = str_cat("expected ", expectation(key), ", got ", describe(node));
+    return r;
+  }
+  for (const YAML::Node& item : node) {
+    DataSource s;
+    if (item.IsScalar()) {
+      s.path = item.Scalar();
+    } else if (item.IsMap()) {
+      for (const auto& kv : item) {
+        const std::string k = kv.first.Scalar();
+        if (k != "path" && k != "weight")
+          return fail(kv.first, str_cat("'", k, "' is not a key of a data source (path, weight)",
+                                        did_you_mean(k, {"path", "weight"})));
+      }
+      const YAML::Node path = item["path"], weight = item["weight"];
+      if (!path || !path.IsScalar()) return fail(item, "a data source needs 'path: FILE'");
+      s.path = path.Scalar();
+      if (weight && (!weight.IsScalar() || is_quoted(weight) || !parse_float(weight.Scalar(), s.weight) ||
+                     !(s.weight > 0) || s.weight > 1000))
+        return fail(weight, str_cat("weight must be a number in (0, 1000], got ", describe(weight)));
+    } else {
+      return fail(item, str_cat("expected a path or {path, weight}, got ", describe(item)));
+    }
+    if (s.path.empty()) return fail(item, "empty path");
+    sources.push_back(std::move(s));
+  }
+  if (sources.empty()) {
+    r.error = "must name at least one file";
+    return r;
+  }
+  r.value = std::move(sources);
+  return r;
+}
+
 }  // namespace
 
 std::string format_number(double x) {
@@ -197,6 +246,7 @@ ParsedValue config_value_parse(const ConfigKey& key, const YAML::Node& node) {
                           node.IsScalar() ? did_you_mean(node.Scalar(), key.choices) : "");
       return r;
     case key_list: return parse_list(key, node);
+    case key_sources: return parse_sources(key, node);
   }
   throw_internal_error(__FILE__, __LINE__, "unhandled key type for ", key.path);
 }
@@ -225,9 +275,26 @@ void config_value_emit(YAML::Emitter& out, const ConfigKey& key, const ConfigVal
   } else if (const std::string* s = std::get_if<std::string>(&value)) {
     if (needs_quotes(*s)) out << YAML::DoubleQuoted;
     out << *s;
-  } else {
+  } else if (const auto* list = std::get_if<std::vector<std::string>>(&value)) {
     out << YAML::Flow << YAML::BeginSeq;
-    for (const std::string& item : std::get<std::vector<std::string>>(value)) out << item;
+    for (const std::string& item : *list) out << item;
+    out << YAML::EndSeq;
+  } else {
+    const auto& sources = std::get<std::vector<DataSource>>(value);
+    auto emit_path = [&](const std::string& p) {
+      if (needs_quotes(p)) out << YAML::DoubleQuoted;
+      out << p;
+    };
+    if (sources.size() == 1 && sources[0].weight == 1.0) {
+      emit_path(sources[0].path);
+      return;
+    }
+    out << YAML::Flow << YAML::BeginSeq;
+    for (const DataSource& s : sources) {
+      out << YAML::BeginMap << YAML::Key << "path" << YAML::Value;
+      emit_path(s.path);
+      out << YAML::Key << "weight" << YAML::Value << format_number(s.weight) << YAML::EndMap;
+    }
     out << YAML::EndSeq;
   }
 }

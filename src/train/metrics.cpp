@@ -56,11 +56,22 @@ void MetricsWriter::write_step(const StepMetrics& m) {
                       {"tokens", m.tokens},
                       {"tokens_per_s", number(m.tokens_per_s)},
                       {"elapsed_s", m.elapsed_s}};
+  if (m.mfu) j["mfu"] = number(*m.mfu);
+  j["peak_rss_mib"] = std::round(m.peak_rss_mib * 10) / 10;
+  j["comm_share"] = std::round(m.comm_share * 1e4) / 1e4;
+  j["data_share"] = std::round(m.data_share * 1e4) / 1e4;
+  if (m.spike) j["spike"] = true;
   if (m.skipped_total > 0 || m.skipped) {
     j["skipped"] = m.skipped;
     j["skipped_total"] = m.skipped_total;
   }
   write_line(j.dump());
+}
+
+void MetricsWriter::write_end(std::int64_t steps, const std::vector<double>& peak_rss_mib_per_rank) {
+  nlohmann::json peaks = nlohmann::json::array();
+  for (const double v : peak_rss_mib_per_rank) peaks.push_back(std::round(v * 10) / 10);
+  write_line(nlohmann::json{{"end", true}, {"steps", steps}, {"peak_rss_mib_per_rank", peaks}}.dump());
 }
 
 void MetricsWriter::write_eval(std::int64_t step, double eval_loss, std::int64_t eval_tokens,
@@ -95,7 +106,7 @@ void ProgressLine::update(const StepMetrics& m) {
   std::snprintf(buf, sizeof buf, "step %lld/%lld | loss %.4f | lr %.3g | grad norm %.3g | %.0f tok/s | ETA %s%s",
                 static_cast<long long>(m.step), static_cast<long long>(total_), m.loss, m.lr,
                 m.grad_norm, m.tokens_per_s, format_duration(eta).c_str(),
-                m.skipped ? " | skipped (non-finite)" : "");
+                m.skipped ? (m.spike ? " | skipped (loss spike)" : " | skipped (non-finite)") : (m.spike ? " | loss spike" : ""));
   if (tty_) {
     std::fprintf(stderr, "\r\033[K%s", buf);
     open_line_ = true;

@@ -4,7 +4,9 @@
 
 #include <cstdint>
 #include <cstdio>
+#include <optional>
 #include <string>
+#include <vector>
 
 namespace anvil::train {
 
@@ -16,8 +18,13 @@ struct StepMetrics {
   std::int64_t tokens = 0;   // trained tokens of the step (the loss denominator)
   double tokens_per_s = 0;   // sequence tokens processed per second in this step
   double elapsed_s = 0;      // since training started
-  bool skipped = false;      // non-finite loss or gradient, skipped (train.skip_nonfinite)
+  bool skipped = false;      // no update: non-finite loss or gradient (train.skip_nonfinite), or a skipped spike
   std::int64_t skipped_total = 0;
+  bool spike = false;        // the loss was flagged by train.loss_spike_factor
+  std::optional<double> mfu;  // model FLOPs / (step time x peak of every rank); needs log.peak_tflops on CPU
+  double peak_rss_mib = 0;   // the largest peak resident set of any rank so far
+  double comm_share = 0;     // the largest share of the step any rank spent inside collectives
+  double data_share = 0;     // the largest share any rank spent drawing and gathering its batch
 };
 
 class MetricsWriter {
@@ -32,6 +39,9 @@ class MetricsWriter {
 
   void write_step(const StepMetrics& m);
   void write_eval(std::int64_t step, double eval_loss, std::int64_t eval_tokens, double elapsed_s);
+  // The end of a run: {"end": true, "steps", "peak_rss_mib_per_rank": [...]} (no "step" key,
+  // so a resumed run drops it with the later steps).
+  void write_end(std::int64_t steps, const std::vector<double>& peak_rss_mib_per_rank);
 
  private:
   void write_line(const std::string& line);

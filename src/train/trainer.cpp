@@ -4,14 +4,17 @@
 #include <chrono>
 #include <cmath>
 #include <cstdlib>
+#include <deque>
 #include <filesystem>
 #include <memory>
 #include <vector>
 
+#include <sys/resource.h>
+
 #include "backend/backend.h"
+#include "comm/watchdog.h"
 #include "core/error.h"
 #include "core/log.h"
-#include "data/dataset.h"
 #include "data/sampler.h"
 #include "data/tokenizer.h"
 #include "model/llama.h"
@@ -20,7 +23,11 @@
 #include "io/files.h"
 #include "model/checkpoint_layout.h"
 #include "train/checkpoint.h"
+#include "train/data_prepare.h"
+#include "train/flops.h"
 #include "train/metrics.h"
+#include "train/plan.h"
+#include "train/preemption.h"
 #include "train/schedule.h"
 
 namespace anvil::train {
@@ -31,24 +38,6 @@ using Clock = std::chrono::steady_clock;
 
 double seconds_since(Clock::time_point t0) {
   return std::chrono::duration<double>(Clock::now() - t0).count();
-}
-
-data::DatasetOptions dataset_options(const TrainConfig& cfg) {
-  data::DatasetOptions o;
-  switch (cfg.data.format) {
-    case DataFormat::format_auto: o.format = data::RecordFormat::record_auto; break;
-    case DataFormat::format_text: o.format = data::RecordFormat::record_text; break;
-    case DataFormat::format_prompt_completion:
-      o.format = data::RecordFormat::record_prompt_completion;
-      break;
-    case DataFormat::format_chat:
-      throw_user_error("data.format: chat records need chat templates, which are not supported yet; "
-                       "use text or prompt_completion");
-  }
-  o.seq_len = cfg.data.seq_len;
-  o.packing = cfg.data.packing;
-  o.add_eos = cfg.data.add_eos;
-  return o;
 }
 
 // Rows of a SequenceSet gathered into one contiguous micro-batch, (B, T) each.
@@ -64,14 +53,9 @@ struct BatchBuffers {
   model::TokenBatch gather(const data::SequenceSet& set, const std::int64_t* rows, std::int64_t count,
                            std::int64_t row_offset) {
     const std::int64_t T = set.seq_len;
-    for (std::int64_t i = 0; i < count; ++i) {
-      const auto src = static_cast<std::size_t>(rows[i] * T);
-      const auto dst = static_cast<std::size_t>(i * T);
-      std::copy_n(set.ids.begin() + src, T, ids.begin() + dst);
-      std::copy_n(set.targets.begin() + src, T, targets.begin() + dst);
-      std::copy_n(set.positions.begin() + src, T, positions.begin() + dst);
-      std::copy_n(set.segments.begin() + src, T, segments.begin() + dst);
-    }
+    for (std::int64_t i = 0; i < count; ++i)
+      set.expand_row(rows[i], ids.data() + i * T, targets.data() + i * T, positions.data() + i * T,
+                     segments.data() + i * T);
     model::TokenBatch b;
     b.batch = count;
     b.seq = T;
@@ -83,13 +67,6 @@ struct BatchBuffers {
     return b;
   }
 };
-
-std::int64_t trained_tokens(const data::SequenceSet& set, std::int64_t row) {
-  std::int64_t n = 0;
-  for (std::int64_t t = 0; t < set.seq_len; ++t)
-    n += set.targets[static_cast<std::size_t>(row * set.seq_len + t)] != -100;
-  return n;
-}
 
 // Mean token loss over the whole set (no dropout), and the token count. Micro-batch i goes
 // to data-parallel replica i mod dp; the sums meet in one all-reduce.
@@ -104,7 +81,7 @@ std::pair<double, std::int64_t> evaluate(model::LlamaModel& model, const data::S
     rows.clear();
     for (std::int64_t k = 0; k < count; ++k) {
       rows.push_back(start + k);
-      sums[1] += static_cast<double>(trained_tokens(set, start + k));
+      sums[1] += static_cast<double>(set.trained_tokens(start + k));
     }
     sums[0] += model.eval_loss(buf.gather(set, rows.data(), count, 0));
   }
@@ -154,15 +131,64 @@ std::vector<float> gather_adapter(const model::LlamaModel& model, const model::L
   return out;
 }
 
-model::LoraSpec lora_spec(const TrainConfig& cfg) {
-  model::LoraSpec s;
-  s.rank = cfg.lora.rank;
-  s.alpha = cfg.lora.alpha;
-  s.dropout = cfg.lora.dropout;
-  s.rslora = cfg.lora.rslora;
-  s.targets = model::lora_targets_from_names(cfg.lora.targets, "lora.targets");
-  return s;
+// This process's peak resident set so far (getrusage: the kernel's high-water mark).
+double peak_rss_mib() {
+  struct rusage u {};
+  ::getrusage(RUSAGE_SELF, &u);
+  return static_cast<double>(u.ru_maxrss) / 1024.0;  // Linux: KiB
 }
+
+// train.loss_spike_factor: a step's loss above factor x the mean of the last `window`
+// losses is a spike (once the window holds at least half of them). Every rank sees the
+// same reduced loss, so all agree. A skipped spike stays out of the window; more than
+// window / 2 spikes in a row are a new level, not spikes: the window restarts there.
+class LossSpikes {
+ public:
+  LossSpikes(double factor, std::int64_t window) : factor_(factor), window_(static_cast<std::size_t>(window)) {}
+
+  bool check(double loss, std::int64_t step, bool log) {
+    if (factor_ <= 0) return false;
+    bool spike = false;
+    if (losses_.size() >= std::max<std::size_t>(2, window_ / 2)) {
+      const double mean = sum_ / static_cast<double>(losses_.size());
+      spike = loss > factor_ * mean;
+      if (spike && ++in_a_row_ > std::max<std::size_t>(1, window_ / 2)) {
+        // Not a spike but a new level (harder data, a changed schedule): skipping on would
+        // stop training for good. The window starts again from here.
+        if (log)
+          log_warn("step ", step, ": the loss has stayed above train.loss_spike_factor x its running mean for ",
+                   in_a_row_, " steps; taking ", loss, " as its new level");
+        losses_.clear();
+        sum_ = 0;
+        spike = false;
+      } else if (spike && log) {
+        log_warn("step ", step, ": loss spike: ", loss, " is above train.loss_spike_factor ", factor_, " x ", mean,
+                 " (the mean of the last ", losses_.size(), " steps)");
+      }
+    }
+    if (!spike) in_a_row_ = 0;
+    if (!spike || !skip_) push(loss);
+    return spike;
+  }
+  void set_skip(bool skip) { skip_ = skip; }
+
+ private:
+  void push(double loss) {
+    losses_.push_back(loss);
+    sum_ += loss;
+    if (losses_.size() > window_) {
+      sum_ -= losses_.front();
+      losses_.pop_front();
+    }
+  }
+  double factor_;
+  std::size_t window_;
+  bool skip_ = false;
+  std::deque<double> losses_;
+  double sum_ = 0;
+  std::size_t in_a_row_ = 0;  // consecutive flagged steps
+};
+
 
 }  // namespace
 
@@ -182,15 +208,9 @@ TrainResult train_run(const TrainConfig& cfg, const comm::ProcessGrid& grid, con
   ANVIL_CHECK_INPUT(static_cast<std::int64_t>(tokenizer.vocab_size()) <= spec.vocab_size, cfg.model.path,
                     ": the tokenizer has ", tokenizer.vocab_size(), " tokens but the model only ",
                     spec.vocab_size, " embeddings");
-  const data::DatasetOptions dopt = dataset_options(cfg);
-  const data::SequenceSet train_set = data::dataset_load_jsonl(cfg.data.train, tokenizer, dopt);
-  std::optional<data::SequenceSet> eval_set;
-  if (cfg.data.eval) eval_set = data::dataset_load_jsonl(*cfg.data.eval, tokenizer, dopt);
-  log_info("data: ", train_set.samples, " samples in ", train_set.count, " sequences of ",
-           train_set.seq_len, " tokens, ", train_set.trained_tokens, " trained tokens (",
-           static_cast<int>(100.0 * static_cast<double>(train_set.trained_tokens) /
-                            static_cast<double>(train_set.count * train_set.seq_len) + 0.5),
-           "% of slots)", train_set.truncated ? str_cat(", ", train_set.truncated, " truncated") : "");
+  const PreparedData data = data_prepare(cfg, tokenizer, grid.world());
+  const data::SequenceSet& train_set = data.cache.train;
+  const std::optional<data::SequenceSet>& eval_set = data.cache.eval;
 
   const DType storage = cfg.model.dtype == WeightDtype::weight_bf16 ? DType::dtype_bf16 : DType::dtype_f32;
   auto backend = backend::make_cpu_backend();
@@ -203,8 +223,8 @@ TrainResult train_run(const TrainConfig& cfg, const comm::ProcessGrid& grid, con
     kv_comm = grid.tp().split(static_cast<int>(tp_group.shard.kv_head_first), grid.tp_rank(), "tp-kv");
     tp_group.kv_comm = kv_comm.get();
   }
-  const model::LoraLayout full_layout(spec, lora_spec(cfg));
-  const model::LoraLayout layout(model::tp_local_spec(spec, tp_group.shard), lora_spec(cfg));
+  const model::LoraLayout full_layout(spec, lora_spec_from_config(cfg));
+  const model::LoraLayout layout(model::tp_local_spec(spec, tp_group.shard), lora_spec_from_config(cfg));
   model::ModelLimits limits;
   limits.micro_batch = cfg.train.micro_batch;
   limits.seq_len = cfg.data.seq_len;
@@ -240,6 +260,7 @@ TrainResult train_run(const TrainConfig& cfg, const comm::ProcessGrid& grid, con
   ckpt.model_config_json = io::read_text_file(cfg.model.path + "/config.json");
   ckpt.base_path = std::filesystem::absolute(cfg.model.path).lexically_normal().string();
   ckpt.base_hash = model::model_identity_hash(cfg.model.path);
+  ckpt.data_key = data.key;
   ckpt.spec = &spec;
   ckpt.full = &full_layout;
   ckpt.local = &layout;
@@ -288,8 +309,22 @@ TrainResult train_run(const TrainConfig& cfg, const comm::ProcessGrid& grid, con
   if (fault.during_save) ckpt.kill_during_save = fault.step;
   BatchBuffers buf(micro, cfg.data.seq_len);
   std::vector<std::int64_t> rows;
+  LossSpikes spikes(cfg.train.loss_spike_factor, cfg.train.loss_spike_window);
+  spikes.set_skip(cfg.train.skip_loss_spikes);
+  // MFU: the step's model FLOPs (train/flops.h) over the peak of every rank's device.
+  const double flops_per_step =
+      train_flops_per_token(spec, full_layout.spec(), cfg.data.seq_len, cfg.train.activation_checkpointing).total() *
+      static_cast<double>(global_batch * cfg.data.seq_len);
+  const double peak_flops = cfg.log.peak_tflops * 1e12 * grid.world_size();
   log_info("setup took ", format_duration(seconds_since(t_setup)), "; training ", total_steps,
            " steps of ", global_batch, " sequences");
+
+  // Armed after the set-up (data preparation may keep ranks waiting a long time), disarmed
+  // however train_run ends.
+  struct WatchdogGuard {
+    explicit WatchdogGuard(int timeout_s) { comm::collective_watchdog(timeout_s); }
+    ~WatchdogGuard() { comm::collective_watchdog(0); }
+  } watchdog(cfg.parallel.collective_timeout_s);
 
   const auto t0 = Clock::now();
   auto run_eval = [&](std::int64_t step) {
@@ -307,17 +342,21 @@ TrainResult train_run(const TrainConfig& cfg, const comm::ProcessGrid& grid, con
   const std::int64_t last_step = options.stop_after > 0 ? std::min(options.stop_after, total_steps) : total_steps;
   for (std::int64_t step = state.step + 1; step <= last_step; ++step) {
     const auto t_step = Clock::now();
+    const double comm_at_start = comm::comm_busy_seconds();
     sampler.next(global_batch, rows);
     std::int64_t tokens = 0;
-    for (std::int64_t r : rows) tokens += trained_tokens(train_set, r);
+    for (std::int64_t r : rows) tokens += train_set.trained_tokens(r);
+    double data_s = seconds_since(t_step);
     // The loss is one mean over every trained token of the step, not a mean of per-batch means.
     // Every rank draws the same global batch, so each knows its token count without asking.
     const float grad_scale = tokens > 0 ? 1.0f / static_cast<float>(tokens) : 0.0f;
     model.zero_grads();
     double loss_sum = 0;
     for (std::int64_t start = first_row; start < first_row + per_replica; start += micro) {
-      loss_sum += model.train_micro_batch(buf.gather(train_set, rows.data() + start, micro, start),
-                                          grad_scale, static_cast<std::uint64_t>(step));
+      const auto t_data = Clock::now();
+      const model::TokenBatch batch = buf.gather(train_set, rows.data() + start, micro, start);
+      data_s += seconds_since(t_data);
+      loss_sum += model.train_micro_batch(batch, grad_scale, static_cast<std::uint64_t>(step));
       if (!fault.during_save && fault.step == step) throw_user_error("ANVIL_FAULT_INJECT: failing in step ", step, " on purpose");
     }
     // The gradient of the global step: TP partial sums first, then one flat all-reduce
@@ -338,6 +377,9 @@ TrainResult train_run(const TrainConfig& cfg, const comm::ProcessGrid& grid, con
                         "); lower train.lr or set train.skip_nonfinite: true to skip such steps");
       m.skipped = true;
       ++result.skipped_steps;
+    } else if (m.spike = spikes.check(m.loss, step, writer); m.spike && cfg.train.skip_loss_spikes) {
+      m.skipped = true;
+      ++result.skipped_steps;
     } else {
       // Clip as torch.nn.utils.clip_grad_norm_ does.
       if (cfg.train.grad_clip > 0) {
@@ -355,8 +397,19 @@ TrainResult train_run(const TrainConfig& cfg, const comm::ProcessGrid& grid, con
                             layout.size(), a);
     }
     m.skipped_total = result.skipped_steps;
+    const double step_s = seconds_since(t_step);
     m.elapsed_s = seconds_since(t0);
-    m.tokens_per_s = static_cast<double>(global_batch * cfg.data.seq_len) / seconds_since(t_step);
+    m.tokens_per_s = static_cast<double>(global_batch * cfg.data.seq_len) / step_s;
+    if (peak_flops > 0) m.mfu = flops_per_step / step_s / peak_flops;
+    {
+      // The worst rank's memory and time shares: one small all-reduce, after the step's
+      // collectives were timed.
+      double worst[3] = {peak_rss_mib(), (comm::comm_busy_seconds() - comm_at_start) / step_s, data_s / step_s};
+      grid.world().allreduce(worst, 3, DType::dtype_f64, comm::ReduceOp::reduce_max);
+      m.peak_rss_mib = worst[0];
+      m.comm_share = worst[1];
+      m.data_share = worst[2];
+    }
     if (writer) {
       metrics->write_step(m);
       progress->update(m);
@@ -367,10 +420,20 @@ TrainResult train_run(const TrainConfig& cfg, const comm::ProcessGrid& grid, con
     if (cfg.train.eval_every > 0 && (step % cfg.train.eval_every == 0 || step == total_steps))
       run_eval(step);
     const bool periodic = cfg.checkpoint.every > 0 && (step % cfg.checkpoint.every == 0 || step == total_steps);
-    if (periodic || step == options.stop_after) save(step);
+    // A SIGUSR1/SIGTERM on any rank stops every rank here, after a checkpoint of this step
+    // (train/preemption.h); at the last step the run simply completes.
+    result.preempted = step < last_step && preemption_agreed(grid.world());
+    if (periodic || step == options.stop_after || result.preempted) save(step);
+    if (result.preempted) break;
   }
   if (writer) progress->finish();
 
+  if (result.preempted) {
+    preemption_note_stopped();
+    log_info("preempted after step ", result.steps, " of ", total_steps, "; ", result.last_checkpoint,
+             " continues it (exit ", exit_preempted, ")");
+    return result;
+  }
   if (last_step < total_steps) {
     log_info("stopped after step ", last_step, " of ", total_steps, " (--stop-after); ", result.last_checkpoint,
              " continues it");
@@ -381,6 +444,12 @@ TrainResult train_run(const TrainConfig& cfg, const comm::ProcessGrid& grid, con
   if (writer)
     model::lora_save_peft(result.adapter_dir, full_layout, adapter.data(),
                           std::filesystem::absolute(cfg.model.path).string());
+  {
+    const double mine = peak_rss_mib();
+    std::vector<double> peaks(static_cast<std::size_t>(grid.world_size()));
+    grid.world().allgather(&mine, peaks.data(), 1, DType::dtype_f64);
+    if (writer) metrics->write_end(result.steps, peaks);
+  }
   grid.world().barrier();  // the adapter is complete when any rank returns
   log_info("trained ", result.steps, " steps in ", format_duration(seconds_since(t0)),
            "; adapter written to ", result.adapter_dir);

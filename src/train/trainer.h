@@ -20,6 +20,8 @@ struct TrainResult {
   std::string adapter_dir;  // PEFT adapter written at the end (empty after --stop-after)
   std::optional<std::string> resumed_from;
   std::string last_checkpoint;
+  // Stopped early on SIGUSR1/SIGTERM (train/preemption.h): last_checkpoint continues it.
+  bool preempted = false;
 };
 
 struct TrainOptions {

@@ -66,7 +66,7 @@ int main(int argc, char** argv) try {
   train::TrainConfig cfg = train::config_defaults();
   cfg.output_dir = dir;
   cfg.model.path = "(bench)";
-  cfg.data.train = "(bench)";
+  cfg.data.train = {{"(bench)", 1.0}};
   model::LoraSpec ls;
   ls.rank = rank;
   ls.alpha = 2.0 * rank;

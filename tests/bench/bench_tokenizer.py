@@ -25,7 +25,7 @@ os.environ["TOKENIZERS_PARALLELISM"] = "true"  # allow the pool, of one thread
 
 from tokenizers import Tokenizer  # noqa: E402
 
-FAMILIES = ["gpt2", "llama3", "qwen2", "smollm2"]
+FAMILIES = ["gpt2", "llama3", "qwen2", "smollm2", "llama2"]
 
 
 def time_hf(tok, lines, method, passes):

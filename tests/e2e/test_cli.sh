@@ -11,6 +11,9 @@ done
 "$bin" >/dev/null 2>&1; [ $? -eq 2 ] || fail "no subcommand must exit 2"
 "$bin" frobnicate >/dev/null 2>&1; [ $? -eq 2 ] || fail "unknown verb must exit 2"
 out=$("$bin" prepare 2>&1); rc=$?
-[ $rc -eq 2 ] || fail "a pending verb must exit 2 (got $rc)"
-grep -q "^error: 'anvil prepare' is not implemented yet" <<<"$out" || fail "pending verb message: $out"
+[ $rc -eq 2 ] || fail "prepare without a config must exit 2 (got $rc)"
+grep -q "config is required" <<<"$out" || fail "prepare without a config: $out"
+out=$("$bin" prepare /nonexistent.yaml 2>&1); rc=$?
+[ $rc -eq 2 ] || fail "prepare of a missing config must exit 2 (got $rc)"
+grep -q "/nonexistent.yaml" <<<"$out" || fail "prepare of a missing config must name it: $out"
 echo ok

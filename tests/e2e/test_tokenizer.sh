@@ -11,7 +11,8 @@ fixtures=${1:?usage: test_tokenizer.sh FIXTURES_DIR}
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
-for family in gpt2 gpt2_prefix gpt2_unk gpt2_drop llama3 qwen2 smollm2 splits; do
+for family in gpt2 gpt2_prefix gpt2_unk gpt2_drop llama3 qwen2 smollm2 splits llama2 mistral \
+  metaspace_split; do
   dir=$fixtures/$family
   [ -f "$dir/lines.txt" ] || fail "$dir/lines.txt missing (run the tokenizer_fixtures test)"
   "$bin" tokenize "$dir" --file "$dir/lines.txt" >"$work/ids.jsonl" || fail "$family: encode exited $?"
@@ -46,6 +47,11 @@ cmp -s "$work/text.txt" <(sed -E 's/<\|(begin_of_text|end_of_text|eot_id|start_h
 out=$("$bin" tokenize "$work" 2>&1 </dev/null); rc=$?
 [ $rc -eq 2 ] || fail "a directory without tokenizer.json must exit 2 (got $rc)"
 grep -q "has no tokenizer.json" <<<"$out" || fail "message for a missing tokenizer.json: $out"
+echo sentencepiece >"$work/tokenizer.model"
+out=$("$bin" tokenize "$work" 2>&1 </dev/null); rc=$?
+[ $rc -eq 2 ] || fail "a directory with only tokenizer.model must exit 2 (got $rc)"
+grep -q "convert it to tokenizer.json" <<<"$out" || fail "message for tokenizer.model only: $out"
+rm "$work/tokenizer.model"
 out=$(printf 'ok\n\xff\n' | "$bin" tokenize "$fixtures/gpt2" 2>&1); rc=$?
 [ $rc -eq 2 ] || fail "invalid UTF-8 must exit 2 (got $rc)"
 grep -q "<stdin>:2: .*not valid UTF-8" <<<"$out" || fail "message for invalid UTF-8: $out"

@@ -89,7 +89,7 @@ TEST(ConfigSchema, DefaultsLandInTheStruct) {
   EXPECT_EQ(c.checkpoint.resume, "auto");
   EXPECT_EQ(c.log.level, LogLevel::log_info);
   TrainConfig d = config_defaults();
-  d.output_dir = "out", d.model.path = "m", d.data.train = "t.jsonl";
+  d.output_dir = "out", d.model.path = "m", d.data.train = {{"t.jsonl", 1.0}};
   EXPECT_EQ(c, d);
 }
 
@@ -166,7 +166,7 @@ TEST(ConfigTypes, WrongTypesAndRangesNameKeyAndLine) {
       {"lora:\n  targets: []\n", "lora.targets: must name at least one of q_proj"},
       {"parallel:\n  dp: many\n", "parallel.dp: expected auto or an integer, got 'many'"},
       {"parallel:\n  dp: 0\n", "parallel.dp: must be in [1, 1048576], got 0"},
-      {"data:\n  chat_template: [a]\n", "data.chat_template: expected a string, got a list"},
+      {"data:\n  chat_template: [a]\n", "data.chat_template: expected one of llama3, chatml, mistral, got a list"},
       {"train: 5\n", "c.yaml:2: train: expected a mapping of keys"},
   };
   // The required keys come from --set so that each case can hold any section; the case's
@@ -376,15 +376,43 @@ TEST(ConfigYaml, ResolvedConfigRoundTrips) {
       load(kMinimal +
                "lora: {targets: [up_proj, down_proj], rslora: true}\n"
                "train: {lr: 3.3e-5, adam_eps: 1e-10, seed: 7, global_batch: 12}\nparallel: {dp: 3, tp: 2}\n",
-           {"data.eval=true", "output_dir='null'", "data.chat_template='123'", "model.path=\"a: b\""});
+           {"data.eval=true", "output_dir='null'", "data.chat_template=chatml", "model.path=\"a: b\"",
+            "data.train=[a.jsonl, {path: 'null', weight: 2.5}, {path: b.jsonl}]"});
   const std::string yaml = config_to_yaml(c);
   for (const ConfigKey& key : config_schema()) EXPECT_HAS(yaml, std::string(key.leaf()) + ":");
   EXPECT_HAS(yaml, "dp: 3");
   EXPECT_HAS(yaml, "eval: \"true\"");
+  EXPECT_HAS(yaml, "{path: \"null\", weight: 2.5}");
   EXPECT_EQ(load(yaml), c) << yaml;
   c.data.eval.reset();
   EXPECT_HAS(config_to_yaml(c), "eval: null");
   EXPECT_EQ(load(config_to_yaml(c)), c);
+}
+
+TEST(ConfigLoad, DataTrainIsAPathOrAWeightedList) {
+  EXPECT_EQ(load(kMinimal).data.train, (std::vector<DataSource>{{"t.jsonl", 1.0}}));
+  const TrainConfig c = load(kMinimal, {"data.train=[a.jsonl, {path: b.jsonl, weight: 0.5}, {weight: 3, path: c.jsonl}]"});
+  EXPECT_EQ(c.data.train, (std::vector<DataSource>{{"a.jsonl", 1.0}, {"b.jsonl", 0.5}, {"c.jsonl", 3.0}}));
+  EXPECT_HAS(load_error(kMinimal, {"data.train=[]"}), "data.train: must name at least one file");
+  EXPECT_HAS(load_error(kMinimal, {"data.train=[{path: a, wieght: 2}]"}),
+             "'wieght' is not a key of a data source (path, weight) (did you mean 'weight'?)");
+  EXPECT_HAS(load_error(kMinimal, {"data.train=[{path: a, weight: 0}]"}), "weight must be a number in (0, 1000]");
+  EXPECT_HAS(load_error(kMinimal, {"data.train=[{path: a, weight: '2'}]"}), "weight must be a number");
+  EXPECT_HAS(load_error(kMinimal, {"data.train=[{weight: 2}]"}), "a data source needs 'path: FILE'");
+  EXPECT_HAS(load_error(kMinimal, {"data.train=[[a]]"}), "expected a path or {path, weight}, got a list");
+  EXPECT_HAS(load_error(kMinimal, {"data.train={path: a}"}), "expected a path or a list of paths");
+  // The line of the bad element.
+  EXPECT_HAS(load_error("output_dir: o\nmodel: {path: m}\ndata:\n  train:\n    - a.jsonl\n    - {path: b, weight: -1}\n"),
+             "c.yaml:6: data.train: weight must be");
+}
+
+TEST(ConfigCheck, EvalFractionIsAnEvalSetButNotBesideOne) {
+  EXPECT_NO_THROW(load(kMinimal + "train: {eval_every: 50}\n", {"data.eval_fraction=0.05"}));
+  EXPECT_HAS(load_error(kMinimal, {"data.eval=e.jsonl", "data.eval_fraction=0.1"}),
+             "data.eval_fraction: set data.eval or data.eval_fraction, not both");
+  EXPECT_HAS(load_error(kMinimal, {"data.eval_fraction=0.9"}), "data.eval_fraction: must be in [0, 0.5]");
+  EXPECT_HAS(load_error(kMinimal, {"data.chat_template=vicuna"}), "expected one of llama3, chatml, mistral");
+  EXPECT_HAS(load_error(kMinimal, {"data.overflow=wrap"}), "expected one of truncate, split, drop");
 }
 
 TEST(ConfigSuggest, EditDistance) {

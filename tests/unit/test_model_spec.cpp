@@ -277,6 +277,7 @@ TEST(ModelSpec, TinyWeightList) {
 TEST(ModelSpec, PresetParameterCounts) {
   EXPECT_EQ(model_parameter_count(*model_preset("llama3-8b")), 8'030'261'248);
   EXPECT_EQ(model_parameter_count(*model_preset("llama3-70b")), 70'553'706'496);
+  EXPECT_EQ(model_parameter_count(*model_preset("llama3-405b")), 405'853'388'800);  // Llama 3.1 405B
   // SmolLM2-135M: tied embeddings, so no lm_head.
   EXPECT_EQ(model_parameter_count(*model_preset("smollm2-135m")), 134'515'008);
   const auto tiny = *model_preset("tiny");

@@ -14,6 +14,7 @@
 #include "data/pretokenize.h"
 #include "data/pretokenize_regex.h"
 #include "data/tokenizer.h"
+#include "data/tokenizer_normalize.h"
 #include "data/tokenizer_utf8.h"
 
 namespace {
@@ -170,6 +171,164 @@ TEST(TokenizerBpe, InvalidInputAndIds) {
   EXPECT_EQ(tok.decode(std::vector<std::int32_t>{'a', 1000, 'b'}, true), "ab");
 }
 
+// ids and offsets of encode_append_offsets, checking that the ids are encode's.
+std::pair<std::vector<std::int32_t>, std::vector<std::uint32_t>> with_offsets(
+    const Tokenizer& tok, std::string_view text, bool add_special = false) {
+  std::vector<std::int32_t> ids;
+  std::vector<std::uint32_t> offsets;
+  tok.encode_append_offsets(text, add_special, ids, offsets);
+  EXPECT_EQ(ids, tok.encode(text, add_special)) << text;
+  EXPECT_EQ(ids.size(), offsets.size()) << text;
+  return {ids, offsets};
+}
+
+TEST(TokenizerOffsets, AddedTokensAndMultiByteText) {
+  json j = tiny_tokenizer({{"\xC3", "\xA9"}, {"h", "\xC3\xA9"}});
+  j["added_tokens"].push_back({{"id", 1001}, {"content", "<m>"}, {"special", true},
+                               {"normalized", false}, {"lstrip", true}, {"rstrip", true}});
+  const Tokenizer tok = from(j);
+  // "hé" merges whole; "é" alone too; the emoji is four byte tokens, each at its own byte.
+  const std::string text = "h\xC3\xA9 <|end|>x  <m>  \xC3\xA9\xF0\x9F\x98\x80";
+  const auto [ids, offsets] = with_offsets(tok, text);
+  const auto he = *tok.token_to_id(bytes_to_byte_level("h\xC3\xA9"));
+  const auto e_acute = *tok.token_to_id(bytes_to_byte_level("\xC3\xA9"));
+  EXPECT_EQ(ids, (std::vector<std::int32_t>{he, ' ', 1000, 'x', 1001, e_acute, 0xF0, 0x9F, 0x98,
+                                            0x80}));
+  // <m> swallows the spaces on both sides: its offset is where those begin (byte 12).
+  EXPECT_EQ(offsets, (std::vector<std::uint32_t>{0, 3, 4, 11, 12, 19, 21, 22, 23, 24}));
+}
+
+TEST(TokenizerOffsets, TemplateTokensAndPrefixSpace) {
+  json j = tiny_tokenizer({{" ", "a"}});
+  j["pre_tokenizer"]["add_prefix_space"] = true;
+  j["added_tokens"].push_back(
+      {{"id", 1001}, {"content", "<s>"}, {"special", true}, {"normalized", false}});
+  const Tokenizer tok =
+      from(j, {{"bos_token", "<s>"}, {"eos_token", "<|end|>"}, {"add_bos_token", true},
+               {"add_eos_token", true}});
+  // The prefix space ByteLevel adds to each piece stands where the piece starts.
+  const auto [ids, offsets] = with_offsets(tok, "a<|end|>ab", true);
+  const auto space_a = *tok.token_to_id(bytes_to_byte_level(" a"));
+  EXPECT_EQ(ids, (std::vector<std::int32_t>{1001, space_a, 1000, space_a, 'b', 1000}));
+  EXPECT_EQ(offsets, (std::vector<std::uint32_t>{0, 0, 1, 8, 9, 10}));
+  // Appends after what the vectors hold.
+  std::vector<std::int32_t> more_ids{5};
+  std::vector<std::uint32_t> more_offsets{99};
+  tok.encode_append_offsets("b", false, more_ids, more_offsets);
+  EXPECT_EQ(more_offsets, (std::vector<std::uint32_t>{99, 0, 0}));
+}
+
+TEST(TokenizerOffsets, UnkTokensAndNormalizers) {
+  // A vocabulary without the bytes F0 and 9F: they become unk, one fused unk for both in
+  // an emoji, standing at the first.
+  json j = tiny_tokenizer({{"a", "b"}});
+  for (const int b : {0xF0, 0x9F}) {
+    j["model"]["vocab"].erase(bytes_to_byte_level(std::string(1, char(b))));
+  }
+  j["model"]["unk_token"] = "<|end|>";
+  j["model"]["fuse_unk"] = true;
+  j["model"]["vocab"]["<|end|>"] = 1000;
+  const Tokenizer unk = from(j);
+  const auto [ids, offsets] = with_offsets(unk, "ab\xF0\x9F\x98\x80" "ab");
+  EXPECT_EQ(ids, (std::vector<std::int32_t>{*unk.token_to_id("ab"), 1000, 0x98, 0x80,
+                                            *unk.token_to_id("ab")}));
+  EXPECT_EQ(offsets, (std::vector<std::uint32_t>{0, 2, 4, 5, 6}));
+  if (!unicode_normalization_available()) GTEST_SKIP() << "built without utf8proc";
+  // NFC: "e" + U+0301 composes into é (3 bytes -> 2): both tokens of é stand at the "e".
+  json nfc = tiny_tokenizer({});
+  nfc["normalizer"] = {{"type", "NFC"}};
+  const Tokenizer tok = from(nfc);
+  const auto [nfc_ids, nfc_offsets] = with_offsets(tok, "xe\xCC\x81y \xC3\xA9z");
+  EXPECT_EQ(nfc_ids, (std::vector<std::int32_t>{'x', 0xC3, 0xA9, 'y', ' ', 0xC3, 0xA9, 'z'}));
+  EXPECT_EQ(nfc_offsets, (std::vector<std::uint32_t>{0, 1, 1, 4, 5, 6, 7, 8}));
+}
+
+TEST(TokenizerOffsets, NormalizerPositions) {
+  if (!unicode_normalization_available()) GTEST_SKIP() << "built without utf8proc";
+  std::string out;
+  std::vector<std::uint32_t> origin;
+  // NFKC: the ligature ﬁ (3 bytes) becomes "fi": both letters stand at the ligature.
+  Normalizer({{NormalizerKind::norm_nfkc, {}, {}}}).apply_mapped("a\xEF\xAC\x81" "b", out, origin);
+  EXPECT_EQ(out, "afib");
+  EXPECT_EQ(origin, (std::vector<std::uint32_t>{0, 1, 1, 4}));
+  // NFD then a literal rewrite: positions compose through the chain.
+  const Normalizer chain({{NormalizerKind::norm_nfd, {}, {}},
+                          {NormalizerKind::norm_replace, " ", "\xE2\x96\x81"},
+                          {NormalizerKind::norm_prepend, {}, "\xE2\x96\x81"}});
+  chain.apply_mapped("\xC3\xA9 b", out, origin);
+  EXPECT_EQ(out, "\xE2\x96\x81" "e\xCC\x81\xE2\x96\x81" "b");
+  EXPECT_EQ(origin, (std::vector<std::uint32_t>{0, 0, 0, 0, 0, 0, 2, 2, 2, 3}));
+  std::string plain;
+  chain.apply("\xC3\xA9 b", plain);
+  EXPECT_EQ(plain, out);
+}
+
+// A Llama-2 style tokenizer.json: Prepend + Replace normalizer, no pre-tokenizer, BPE over
+// characters with <0xNN> byte fallback, and the Replace/ByteFallback/Fuse/Strip decoder.
+json sentencepiece_tokenizer() {
+  json vocab = {{"<unk>", 0}, {"<s>", 1}, {"</s>", 2}};
+  for (int b = 0; b < 256; ++b) {
+    static const char* hex = "0123456789ABCDEF";
+    vocab[std::string("<0x") + hex[b >> 4] + hex[b & 15] + ">"] = 3 + b;
+  }
+  const std::string meta = "\xE2\x96\x81";
+  int next = 259;
+  for (const std::string& t : {meta, std::string("h"), std::string("i"), meta + "h",
+                              meta + "hi", std::string("\xC3\xA9")}) {
+    vocab[t] = next++;
+  }
+  return {
+      {"added_tokens", json::array({{{"id", 0}, {"content", "<unk>"}, {"special", true}},
+                                    {{"id", 1}, {"content", "<s>"}, {"special", true}},
+                                    {{"id", 2}, {"content", "</s>"}, {"special", true}}})},
+      {"normalizer",
+       {{"type", "Sequence"},
+        {"normalizers", json::array({{{"type", "Prepend"}, {"prepend", meta}},
+                                     {{"type", "Replace"},
+                                      {"pattern", {{"String", " "}}},
+                                      {"content", meta}}})}}},
+      {"pre_tokenizer", nullptr},
+      {"post_processor", nullptr},
+      {"decoder",
+       {{"type", "Sequence"},
+        {"decoders",
+         json::array({{{"type", "Replace"}, {"pattern", {{"String", meta}}}, {"content", " "}},
+                      {{"type", "ByteFallback"}},
+                      {{"type", "Fuse"}},
+                      {{"type", "Strip"}, {"content", " "}, {"start", 1}, {"stop", 0}}})}}},
+      {"model",
+       {{"type", "BPE"},
+        {"unk_token", "<unk>"},
+        {"fuse_unk", true},
+        {"byte_fallback", true},
+        {"vocab", vocab},
+        {"merges", json::array({meta + " h", meta + "h i"})}}},
+  };
+}
+
+TEST(TokenizerSentencePiece, CharactersByteFallbackAndDecode) {
+  const Tokenizer tok = from(sentencepiece_tokenizer());
+  const auto meta_hi = *tok.token_to_id("\xE2\x96\x81hi");
+  const auto meta = *tok.token_to_id("\xE2\x96\x81");
+  const auto e_acute = *tok.token_to_id("\xC3\xA9");
+  // "hi hé€<s>": ▁hi ▁h é, € as its three bytes, then <s> (its own split: no ▁ before it).
+  const std::string text = "hi h\xC3\xA9\xE2\x82\xAC<s>";
+  const auto [ids, offsets] = with_offsets(tok, text);
+  EXPECT_EQ(ids, (std::vector<std::int32_t>{meta_hi, *tok.token_to_id("\xE2\x96\x81h"), e_acute,
+                                            3 + 0xE2, 3 + 0x82, 3 + 0xAC, 1}));
+  EXPECT_EQ(offsets, (std::vector<std::uint32_t>{0, 2, 4, 6, 7, 8, 9}));
+  EXPECT_EQ(tok.decode(ids), "hi h\xC3\xA9\xE2\x82\xAC<s>");
+  EXPECT_EQ(tok.decode(ids, true), "hi h\xC3\xA9\xE2\x82\xAC");
+  // Byte tokens that are not UTF-8 together: U+FFFD for each; the leading space stripped.
+  EXPECT_EQ(tok.decode(std::vector<std::int32_t>{meta, 3 + 0xE2, 3 + 'A', meta_hi}),
+            "\xEF\xBF\xBD\xEF\xBF\xBD hi");
+  // Without byte fallback, a character with no token is <unk>, consecutive ones fused.
+  json no_fallback = sentencepiece_tokenizer();
+  no_fallback["model"]["byte_fallback"] = false;
+  EXPECT_EQ(from(no_fallback).encode("\xE2\x82\xAC\xE2\x82\xAC h", false),
+            (std::vector<std::int32_t>{meta, 0, *tok.token_to_id("\xE2\x96\x81h")}));
+}
+
 TEST(TokenizerConfig, AddBosAndEosOverrideTheTemplate) {
   json j = tiny_tokenizer({});
   j["added_tokens"].push_back(
@@ -195,13 +354,27 @@ TEST(TokenizerLoad, RefusesWhatItDoesNotImplement) {
   unigram["model"] = {{"type", "Unigram"}, {"vocab", json::array()}};
   expect_user_error([&] { from(unigram); }, {"test/tokenizer.json", "Unigram", "Llama-2"});
 
-  json metaspace = tiny_tokenizer({});
-  metaspace["pre_tokenizer"] = {{"type", "Metaspace"}, {"replacement", "_"}};
-  expect_user_error([&] { from(metaspace); }, {"pre_tokenizer", "Metaspace"});
+  json metaspace_second = tiny_tokenizer({});
+  metaspace_second["pre_tokenizer"] = {
+      {"type", "Sequence"},
+      {"pretokenizers", json::array({{{"type", "Digits"}},
+                                     {{"type", "Metaspace"}, {"replacement", "_"}}})}};
+  metaspace_second["decoder"] = {{"type", "Fuse"}};
+  expect_user_error([&] { from(metaspace_second); },
+                    {"pre_tokenizer.pretokenizers[1]", "Metaspace", "first"});
 
   json fallback = tiny_tokenizer({});
   fallback["model"]["byte_fallback"] = true;
-  expect_user_error([&] { from(fallback); }, {"byte_fallback"});
+  expect_user_error([&] { from(fallback); }, {"byte_fallback", "ByteLevel"});
+
+  json regex_replace = tiny_tokenizer({});
+  regex_replace["normalizer"] = {
+      {"type", "Replace"}, {"pattern", {{"Regex", " +"}}}, {"content", "_"}};
+  expect_user_error([&] { from(regex_replace); }, {"normalizer.pattern", "Regex"});
+
+  json mixed_decoder = tiny_tokenizer({});
+  mixed_decoder["pre_tokenizer"] = {{"type", "Metaspace"}, {"replacement", "_"}};
+  expect_user_error([&] { from(mixed_decoder); }, {"decoder", "ByteLevel"});
 
   json lowercase = tiny_tokenizer({});
   lowercase["normalizer"] = {{"type", "Sequence"},
@@ -231,7 +404,8 @@ TEST(TokenizerLoad, ModelDirectoryErrors) {
   std::filesystem::remove_all(dir);
   std::filesystem::create_directories(dir);
   std::ofstream(dir / "tokenizer.model") << "sentencepiece";
-  expect_user_error([&] { Tokenizer::load(dir.string()); }, {"no tokenizer.json", "SentencePiece"});
+  expect_user_error([&] { Tokenizer::load(dir.string()); },
+                    {"no tokenizer.json", "tokenizer.model", "convert"});
   std::ofstream(dir / "tokenizer.json") << tiny_tokenizer({{"h", "i"}}).dump();
   std::ofstream(dir / "tokenizer_config.json") << R"({"eos_token": "<|end|>"})";
   const Tokenizer tok = Tokenizer::load(dir.string());

@@ -4,6 +4,7 @@
 #include <cblas.h>
 
 #include <algorithm>
+#include <array>
 #include <climits>
 #include <cmath>
 #include <cstring>
@@ -15,16 +16,34 @@ namespace anvil::backend {
 
 std::unique_ptr<Backend> make_cpu_backend() { return std::make_unique<CpuBackend>(); }
 
-void CpuBackend::reserve(const BackendLimits& l) {
+namespace {
+
+// Floats of each scratch buffer reserve() sizes, in member order.
+std::array<i64, 7> scratch_floats(const BackendLimits& l) {
   const i64 width = std::max({l.max_width, l.hidden, i64{1}});
-  scratch(weight_rows_, std::max(kConvertFloats, width));
-  scratch(norm_w_, width);
-  scratch(attn_p_, l.max_seq * l.max_seq);
-  scratch(attn_dp_, l.max_seq * l.max_seq);
-  scratch(logits_, kLossRows * l.vocab);
-  scratch(lora_x_, std::min(kLoraRows, l.max_tokens) * l.max_width);
-  // The LoRA rank is not among the limits; it never exceeds the adapted layer's width.
-  scratch(lora_g_, std::min(kLoraRows, l.max_tokens) * l.max_width);
+  const i64 lora_rows = std::min(kLoraRows, l.max_tokens);
+  return {std::max(kConvertFloats, width),  // weight_rows_
+          width,                            // norm_w_
+          l.max_seq * l.max_seq,            // attn_p_
+          l.max_seq * l.max_seq,            // attn_dp_
+          kLossRows * l.vocab,              // logits_
+          lora_rows * l.max_width,          // lora_x_
+          // The LoRA rank is not among the limits; it never exceeds the adapted layer's width.
+          lora_rows * l.max_width};         // lora_g_
+}
+
+}  // namespace
+
+void CpuBackend::reserve(const BackendLimits& l) {
+  const std::array<i64, 7> n = scratch_floats(l);
+  std::vector<float>* bufs[] = {&weight_rows_, &norm_w_, &attn_p_, &attn_dp_, &logits_, &lora_x_, &lora_g_};
+  for (std::size_t i = 0; i < n.size(); ++i) scratch(*bufs[i], n[i]);
+}
+
+std::int64_t cpu_scratch_bytes(const BackendLimits& limits) {
+  i64 floats = 0;
+  for (const i64 n : scratch_floats(limits)) floats += n;
+  return floats * static_cast<i64>(sizeof(float));
 }
 
 // ---- weights ---------------------------------------------------------------------------

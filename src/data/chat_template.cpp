@@ -1,0 +1,222 @@
+#include "data/chat_template.h"
+
+#include <nlohmann/json.hpp>
+
+#include <algorithm>
+#include <filesystem>
+
+#include "core/error.h"
+#include "data/tokenizer.h"
+#include "data/tokenizer_utf8.h"
+#include "io/files.h"
+
+namespace anvil::data {
+namespace {
+
+std::string options_text() {
+  std::string s;
+  for (const std::string& n : chat_template_names()) s += (s.empty() ? "" : ", ") + n;
+  return s;
+}
+
+// Python's str.isspace(), which Jinja's trim (str.strip()) uses: Unicode White_Space
+// plus the separators U+001C..U+001F.
+bool python_space(char32_t c) { return unicode_is_white_space(c) || (c >= 0x1C && c <= 0x1F); }
+
+// Jinja's trim: whitespace off both ends. `s` is valid UTF-8 (the JSON reader checked it).
+std::string_view trim(std::string_view s) {
+  std::size_t begin = 0, end = 0, i = 0;
+  bool seen = false;
+  while (i < s.size()) {
+    const std::size_t at = i;
+    const char32_t c = utf8_next(s, i);
+    if (python_space(c)) continue;
+    if (!seen) begin = at;
+    seen = true;
+    end = i;
+  }
+  return seen ? s.substr(begin, end - begin) : std::string_view{};
+}
+
+enum class Role { system, user, assistant };
+
+Role role_of(std::string_view role, std::size_t index) {
+  if (role == "system") return Role::system;
+  if (role == "user") return Role::user;
+  if (role == "assistant") return Role::assistant;
+  throw_user_error("message ", index, ": role \"", role, "\" is not one of system, user, assistant");
+}
+
+// Appends text; a trained piece extends the last trained range when they touch.
+class Builder {
+ public:
+  explicit Builder(RenderedChat& out) : out_(out) {
+    out_.text.clear();
+    out_.trained.clear();
+  }
+  void add(std::string_view s, bool trained) {
+    const std::size_t b = out_.text.size();
+    out_.text += s;
+    if (!trained || s.empty()) return;
+    if (!out_.trained.empty() && out_.trained.back().second == b)
+      out_.trained.back().second = out_.text.size();
+    else
+      out_.trained.emplace_back(b, out_.text.size());
+  }
+
+ private:
+  RenderedChat& out_;
+};
+
+std::string token_spelling(const Tokenizer& tok, std::optional<std::int32_t> id, const char* what,
+                           ChatTemplate t) {
+  ANVIL_CHECK_INPUT(id.has_value(), "data.chat_template ", chat_template_name(t), " needs the tokenizer's ", what,
+                    " token, and it has none");
+  return *tok.id_to_token(*id);
+}
+
+void require_token(const Tokenizer& tok, const char* token, ChatTemplate t) {
+  ANVIL_CHECK_INPUT(tok.token_to_id(token).has_value(), "data.chat_template ", chat_template_name(t),
+                    " needs the token ", token, ", which the model's tokenizer does not have (is it the "
+                    "right template for this model? the options are ", options_text(), ")");
+}
+
+}  // namespace
+
+const std::vector<std::string>& chat_template_names() {
+  static const std::vector<std::string> names{"llama3", "chatml", "mistral"};
+  return names;
+}
+
+const std::string& chat_template_name(ChatTemplate t) {
+  return chat_template_names().at(static_cast<std::size_t>(t));
+}
+
+std::optional<ChatTemplate> chat_template_from_name(std::string_view name) {
+  const auto& names = chat_template_names();
+  const auto it = std::find(names.begin(), names.end(), name);
+  if (it == names.end()) return std::nullopt;
+  return static_cast<ChatTemplate>(it - names.begin());
+}
+
+ChatTemplate chat_template_detect_text(std::string_view jinja, const std::string& where) {
+  // llama3 before mistral: nothing else carries these markers, and they never co-occur
+  // in the templates of the families anvil trains.
+  if (jinja.find("<|start_header_id|>") != std::string_view::npos) return ChatTemplate::chat_llama3;
+  if (jinja.find("<|im_start|>") != std::string_view::npos) return ChatTemplate::chat_chatml;
+  if (jinja.find("[INST]") != std::string_view::npos) return ChatTemplate::chat_mistral;
+  throw_user_error(where, ": the chat template is none that anvil knows (it has none of the markers "
+                   "<|start_header_id|>, <|im_start|>, [INST]); set data.chat_template to one of ",
+                   options_text());
+}
+
+ChatTemplate chat_template_detect(const std::string& model_dir) {
+  const std::string path = (std::filesystem::path(model_dir) / "tokenizer_config.json").string();
+  const char* hint = "; set data.chat_template to one of ";
+  ANVIL_CHECK_INPUT(std::filesystem::exists(path), model_dir, ": has no tokenizer_config.json to take the chat "
+                    "template from", hint, options_text());
+  nlohmann::json config;
+  try {
+    config = nlohmann::json::parse(io::read_text_file(path));
+  } catch (const nlohmann::json::parse_error& e) {
+    throw_user_error(path, ": not valid JSON: ", e.what());
+  }
+  const auto it = config.find("chat_template");
+  ANVIL_CHECK_INPUT(config.is_object() && it != config.end() && !it->is_null(), path,
+                    ": has no \"chat_template\"", hint, options_text());
+  if (it->is_string()) return chat_template_detect_text(it->get_ref<const std::string&>(), path + ": chat_template");
+  if (it->is_array()) {
+    for (const auto& entry : *it) {
+      if (entry.is_object() && entry.value("name", "") == "default" && entry.contains("template") &&
+          entry["template"].is_string())
+        return chat_template_detect_text(entry["template"].get_ref<const std::string&>(),
+                                         path + ": chat_template \"default\"");
+    }
+  }
+  throw_user_error(path, ": \"chat_template\" is neither a string nor a list with a \"default\" entry", hint,
+                   options_text());
+}
+
+ChatRenderer::ChatRenderer(ChatTemplate t, const Tokenizer& tok) : kind_(t) {
+  switch (t) {
+    case ChatTemplate::chat_llama3:
+      bos_ = token_spelling(tok, tok.bos_id(), "BOS", t);
+      for (const char* token : {"<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"}) require_token(tok, token, t);
+      break;
+    case ChatTemplate::chat_chatml:
+      for (const char* token : {"<|im_start|>", "<|im_end|>"}) require_token(tok, token, t);
+      break;
+    case ChatTemplate::chat_mistral:
+      bos_ = token_spelling(tok, tok.bos_id(), "BOS", t);
+      eos_ = token_spelling(tok, tok.eos_id(), "EOS", t);
+      break;
+  }
+}
+
+void ChatRenderer::render(const std::vector<ChatMessage>& messages, bool train_on_prompt, RenderedChat& out) const {
+  ANVIL_CHECK_INPUT(!messages.empty(), "\"messages\" is empty");
+  Builder b(out);
+  const bool all = train_on_prompt;
+  bool has_answer = false;
+  std::size_t first = 0;
+  std::string_view system;
+  for (std::size_t i = 0; i < messages.size(); ++i) {
+    const Role role = role_of(messages[i].role, i);
+    if (role == Role::system && i > 0) throw_user_error("message ", i, ": a system message must come first");
+    if (role == Role::system) {
+      system = messages[i].content;
+      first = 1;
+    }
+    if (role == Role::assistant && !trim(messages[i].content).empty()) has_answer = true;
+  }
+  ANVIL_CHECK_INPUT(has_answer, "no assistant message with content: nothing to train");
+
+  switch (kind_) {
+    case ChatTemplate::chat_llama3:
+      b.add(bos_, all);
+      for (const ChatMessage& m : messages) {
+        const bool answer = m.role == "assistant";
+        b.add("<|start_header_id|>", all);
+        b.add(m.role, all);
+        b.add("<|end_header_id|>\n\n", all);
+        b.add(trim(m.content), all || answer);
+        b.add("<|eot_id|>", all || answer);
+      }
+      break;
+    case ChatTemplate::chat_chatml:
+      for (const ChatMessage& m : messages) {
+        const bool answer = m.role == "assistant";
+        b.add("<|im_start|>", all);
+        b.add(m.role, all);
+        b.add("\n", all);
+        b.add(m.content, all || answer);
+        b.add("<|im_end|>", all || answer);
+        b.add("\n", all);
+      }
+      break;
+    case ChatTemplate::chat_mistral:
+      b.add(bos_, all);
+      for (std::size_t i = first; i < messages.size(); ++i) {
+        const ChatMessage& m = messages[i];
+        const bool user_turn = (i - first) % 2 == 0;
+        if ((m.role == "user") != user_turn)
+          throw_user_error("message ", i, ": mistral conversations alternate user and assistant, starting with "
+                           "user (after an optional system message); found \"", m.role, "\"");
+        if (user_turn) {
+          b.add("[INST] ", all);
+          if (i == first && first == 1) {
+            b.add(system, all);
+            b.add("\n\n", all);
+          }
+          b.add(m.content, all);
+          b.add(" [/INST]", all);
+        } else {
+          b.add(m.content, true);
+          b.add(eos_, true);
+        }
+      }
+      break;
+  }
+}
+
+}  // namespace anvil::data

@@ -1,0 +1,71 @@
+// Chat templates: a conversation ({"messages": [{"role", "content"}, ...]}) rendered into
+// the one string the model's own chat template renders (transformers'
+// apply_chat_template, which vLLM and llama.cpp servers apply at inference), together
+// with the byte ranges that are trained: each assistant turn's content and the token that
+// ends it. The string is tokenized whole, as the server tokenizes it, and a token is
+// trained when its text reaches into a trained range (data/dataset.cpp).
+//
+// Templates, by name (data.chat_template) and the marker that detects them in
+// tokenizer_config.json's "chat_template":
+//   llama3   <|start_header_id|>  BOS, then per message
+//            <|start_header_id|>ROLE<|end_header_id|>\n\nCONTENT<|eot_id|>  (content trimmed)
+//   chatml   <|im_start|>         <|im_start|>ROLE\nCONTENT<|im_end|>\n  (Qwen2, SmolLM2)
+//   mistral  [INST]               BOS [INST] USER [/INST]ASSISTANT</s>[INST] ... ; a system
+//            message is put in front of the first user message, followed by a blank line
+// anvil adds no default system message (some Qwen2/SmolLM2 templates do): put one in the
+// data when the model expects it.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+namespace anvil::data {
+
+class Tokenizer;
+
+enum class ChatTemplate { chat_llama3, chat_chatml, chat_mistral };
+
+// "llama3", "chatml", "mistral", in enum order.
+const std::vector<std::string>& chat_template_names();
+const std::string& chat_template_name(ChatTemplate t);
+std::optional<ChatTemplate> chat_template_from_name(std::string_view name);
+
+// The template a model's tokenizer_config.json names in its "chat_template" (a string, or
+// a list of {name, template} where "default" is used), recognised by its markers. A user
+// error names the file and the options when there is none or it is not one of ours.
+ChatTemplate chat_template_detect(const std::string& model_dir);
+// The same for the template text; `where` names its source in errors.
+ChatTemplate chat_template_detect_text(std::string_view jinja, const std::string& where);
+
+struct ChatMessage {
+  std::string_view role;  // system, user, assistant
+  std::string_view content;
+};
+
+struct RenderedChat {
+  std::string text;
+  std::vector<std::pair<std::size_t, std::size_t>> trained;  // [begin, end) byte ranges, ascending
+};
+
+// The special-token spellings a template needs, checked against the tokenizer once.
+class ChatRenderer {
+ public:
+  // A user error names the template and the token when the tokenizer lacks one of them.
+  ChatRenderer(ChatTemplate t, const Tokenizer& tok);
+
+  // Renders `messages` into `out` (replacing it). train_on_prompt: everything is trained.
+  // A user error says what is wrong with the conversation (no messages, an unknown role,
+  // roles out of order, no assistant turn with content); the caller adds file and line.
+  void render(const std::vector<ChatMessage>& messages, bool train_on_prompt, RenderedChat& out) const;
+  ChatTemplate kind() const { return kind_; }
+
+ private:
+  ChatTemplate kind_;
+  std::string bos_, eos_;
+};
+
+}  // namespace anvil::data

@@ -1,0 +1,389 @@
+#include "train/plan.h"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <vector>
+
+#include "backend/backend.h"
+#include "core/error.h"
+#include "model/llama.h"
+#include "model/lora.h"
+#include "train/flops.h"
+
+namespace anvil::train {
+
+namespace {
+
+constexpr double kGiB = 1024.0 * 1024.0 * 1024.0;
+constexpr double kMiB = 1024.0 * 1024.0;
+// The CPU backend's cross-entropy row block (cpu_backend.h kLossRows): two small
+// all-reduces per block under TP. The GPU projection assumes the same block.
+constexpr std::int64_t kLossRows = 64;
+// LoRA dropout rows of the backend scratch (cpu_backend.h kLoraRows), for the GPU projection.
+constexpr std::int64_t kLoraRows = 256;
+
+// Measured on this 2-core VM (tests/bench/RESULTS.md, "Planner"): the peak RSS of
+// `anvil train` minus every planned buffer, for the tiny model, on 1 rank and per rank of 2:
+// the executable and its libraries (libstdc++, yaml-cpp, HDF5, Open MPI with its
+// shared-memory transport) and OpenBLAS's per-thread GEMM buffers.
+constexpr double kCpuRuntimeBytes = 28.0 * kMiB;
+// Assumed for a GPU rank: the CUDA context, cuBLAS(Lt) workspaces and the kernels' modules.
+constexpr double kGpuRuntimeBytes = 1.0 * kGiB;
+// Assumed per NCCL communicator: channel buffers (NCCL_BUFFSIZE 4 MiB x channels x peers).
+constexpr double kNcclGroupBytes = 0.5 * kGiB;
+
+double align64(double bytes) { return std::ceil(bytes / 64.0) * 64.0; }
+
+double ring_factor(int p) { return p > 1 ? 2.0 * (p - 1) / p : 0.0; }
+
+DType weight_storage(const TrainConfig& cfg, bool gpu) {
+  // model.dtype auto: bf16 on CUDA, f32 on CPU (config.h).
+  if (cfg.model.dtype == WeightDtype::weight_bf16) return DType::dtype_bf16;
+  if (cfg.model.dtype == WeightDtype::weight_f32) return DType::dtype_f32;
+  return gpu ? DType::dtype_bf16 : DType::dtype_f32;
+}
+
+
+std::string gib(double bytes) {
+  char buf[32];
+  if (bytes >= kGiB) std::snprintf(buf, sizeof(buf), "%.2f GiB", bytes / kGiB);
+  else std::snprintf(buf, sizeof(buf), "%.1f MiB", bytes / kMiB);
+  return buf;
+}
+
+std::string decimal_bytes(double bytes) {
+  char buf[32];
+  if (bytes >= 1e9) std::snprintf(buf, sizeof(buf), "%.2f GB", bytes / 1e9);
+  else std::snprintf(buf, sizeof(buf), "%.1f MB", bytes / 1e6);
+  return buf;
+}
+
+std::string seconds(double s) {
+  char buf[32];
+  if (s >= 1.0) std::snprintf(buf, sizeof(buf), "%.2f s", s);
+  else std::snprintf(buf, sizeof(buf), "%.1f ms", s * 1e3);
+  return buf;
+}
+
+}  // namespace
+
+std::optional<PlanDeviceKind> plan_device_from_name(const std::string& name) {
+  if (name == "h200") return PlanDeviceKind::plan_h200;
+  if (name == "h100") return PlanDeviceKind::plan_h100;
+  if (name == "cpu") return PlanDeviceKind::plan_cpu;
+  return std::nullopt;
+}
+
+void PlanCollectives::add(double bytes, double calls, int group) {
+  if (group <= 1 || calls <= 0) return;
+  payload += bytes;
+  count += calls;
+  moved += ring_factor(group) * bytes;
+}
+
+PlanDevice plan_device(PlanDeviceKind kind, int world) {
+  PlanDevice d;
+  if (kind == PlanDeviceKind::plan_cpu) {
+    d.name = "CPU (this machine)";
+    d.memory_bytes = static_cast<double>(sysconf(_SC_PHYS_PAGES)) * static_cast<double>(sysconf(_SC_PAGESIZE));
+    d.efficiency = 1.0;
+    d.ranks_per_node = std::max(world, 1);
+    d.intra_busbw = d.inter_busbw = 5e9;
+    d.intra_alpha = d.inter_alpha = 5e-6;
+    d.runtime_bytes = kCpuRuntimeBytes;
+    d.notes =
+        "all ranks on this machine, sharing its RAM and cores (threads per rank = cores / ranks)\n"
+        "compute: the f32 GEMM rate measured just now on a projection of this model (norms, softmax and\n"
+        "  the cross-entropy's exponentials are not counted: the prediction is a lower bound)\n"
+        "collectives: MPI over shared memory, assumed 5 GB/s bus bandwidth and 5 us each\n"
+        "runtime: 28 MiB per process (libraries, MPI, OpenBLAS buffers; measured, tests/bench/RESULTS.md)\n";
+    return d;
+  }
+  const bool h200 = kind == PlanDeviceKind::plan_h200;
+  d.name = h200 ? "H200 SXM" : "H100 SXM";
+  d.gpu = true;
+  d.memory_bytes = h200 ? 141e9 : 80e9;
+  d.memory_bw = h200 ? 4.8e12 : 3.35e12;
+  d.peak_flops = 989e12;
+  d.efficiency = 0.5;
+  d.ranks_per_node = 8;
+  d.intra_busbw = 450e9;
+  d.intra_alpha = 10e-6;
+  d.inter_busbw = 40e9;
+  d.inter_alpha = 20e-6;
+  d.runtime_bytes = kGpuRuntimeBytes;
+  d.comm_group_bytes = kNcclGroupBytes;
+  d.notes = std::string(h200 ? "H200 SXM: 141 GB HBM3e, 4.8 TB/s" : "H100 SXM: 80 GB HBM3, 3.35 TB/s") +
+            ", 989 TFLOP/s dense bf16, 8 per node\n"
+            "compute: 50% of peak (GEMMs only, flops.h)\n"
+            "NVLink: 900 GB/s per GPU (both directions): all-reduce bus bandwidth 450 GB/s, 10 us each\n"
+            "between nodes: one 400 Gb/s InfiniBand NDR HCA per GPU (50 GB/s), 40 GB/s achieved, 20 us each\n"
+            "activations bf16 and backend scratch: a projection of the CPU layout until the CUDA backend lands\n"
+            "runtime 1 GiB per GPU (CUDA context, cuBLAS workspaces), NCCL 0.5 GiB per communicator: assumed\n";
+  return d;
+}
+
+double plan_measure_cpu_gemm(const model::ModelSpec& local, std::int64_t tokens, int threads) {
+  const std::int64_t m = std::clamp<std::int64_t>(tokens, 1, 512);
+  const std::int64_t k = local.hidden_size, n = local.intermediate_size;
+  std::vector<float> a(static_cast<std::size_t>(m * k)), b(static_cast<std::size_t>(k * n)),
+      c(static_cast<std::size_t>(m * n));
+  for (std::size_t i = 0; i < a.size(); ++i) a[i] = static_cast<float>(i % 17) * 0.01f;
+  for (std::size_t i = 0; i < b.size(); ++i) b[i] = static_cast<float>(i % 13) * 0.01f;
+  backend::cpu_threads_set(threads);
+  auto be = backend::make_cpu_backend();
+  auto once = [&] {
+    const auto t0 = std::chrono::steady_clock::now();
+    // y(m, n) = x(m, k) W^T with W (n, k): the forward of a gate projection.
+    be->gemm(false, true, m, n, k, 1.0f, a.data(), k, b.data(), k, 0.0f, c.data(), n);
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  };
+  once();  // warm-up: BLAS threads and buffers
+  double best = once();
+  const double flops = 2.0 * static_cast<double>(m) * static_cast<double>(n) * static_cast<double>(k);
+  for (double spent = best; spent < 0.3;) {
+    const double t = once();
+    spent += t;
+    best = std::min(best, t);
+  }
+  return flops / std::max(best, 1e-9);
+}
+
+double plan_weight_bytes(const model::ModelSpec& spec, const model::TpShard& shard, DType storage) {
+  const double st = static_cast<double>(dtype_size(storage));
+  const auto C = static_cast<double>(spec.hidden_size);
+  double bytes = 0;
+  for (const model::WeightInfo& w : model::model_weight_list(spec)) {
+    const std::string& n = w.name;
+    if (n == "model.embed_tokens.weight" || n == "lm_head.weight") {
+      bytes += static_cast<double>(shard.vocab) * C * st;
+      continue;
+    }
+    // model.layers.{l}.{module}.{proj}.{weight|bias}, or a norm (f32, replicated).
+    const std::size_t dot = n.rfind('.');
+    const std::size_t prev = n.rfind('.', dot - 1);
+    const std::optional<model::Proj> p = model::proj_from_name(n.substr(prev + 1, dot - prev - 1));
+    if (!p) {
+      bytes += static_cast<double>(w.shape.numel()) * 4.0;
+      continue;
+    }
+    const auto local = model::tp_proj_shape(spec, shard, *p);  // (out, in)
+    if (n.ends_with(".bias"))  // f32, split with the output rows of a column-parallel layer
+      bytes += 4.0 * static_cast<double>(model::proj_row_parallel(*p) ? w.shape.numel() : local[0]);
+    else
+      bytes += static_cast<double>(local[0] * local[1]) * st;
+  }
+  return bytes;
+}
+
+RunPlan plan_run(const TrainConfig& cfg, const model::ModelSpec& spec, int world, const PlanDevice& device) {
+  RunPlan p;
+  p.device = device;
+  p.spec = spec;
+  p.world = world;
+  p.tp = cfg.parallel.tp;
+  p.dp = config_data_parallel(cfg, world);
+  p.accumulation = config_grad_accumulation(cfg, world);
+  p.micro_batch = cfg.train.micro_batch;
+  p.seq_len = cfg.data.seq_len;
+  p.global_batch = cfg.train.global_batch;
+  p.lora_rank = cfg.lora.rank;
+  p.checkpointing = cfg.train.activation_checkpointing;
+  p.weights_dtype = weight_storage(cfg, device.gpu);
+  p.activations_dtype = device.gpu ? DType::dtype_bf16 : DType::dtype_f32;
+  const double e = static_cast<double>(dtype_size(p.activations_dtype));
+
+  const model::LoraSpec lora = lora_spec_from_config(cfg);
+  const model::TpShard shard = model::tp_shard(spec, 0, p.tp);  // every TP rank has these shapes
+  const model::ModelSpec local = model::tp_local_spec(spec, shard);
+  const model::LoraLayout layout(local, lora);
+  p.lora_local = layout.size();
+  p.lora_full = model::LoraLayout(spec, lora).size();
+  const double lora_bytes = 4.0 * static_cast<double>(p.lora_local);
+
+  // ---- memory per rank ------------------------------------------------------------------
+  model::ModelLimits limits;
+  limits.micro_batch = p.micro_batch;
+  limits.seq_len = p.seq_len;
+  auto activations = [&](bool ckpt) {
+    limits.activation_checkpointing = ckpt;
+    return static_cast<double>(model::LlamaModel::arena_bytes_for(local, layout, limits, p.activations_dtype)) -
+           2.0 * align64(lora_bytes);
+  };
+  PlanMemory m;
+  m.weights = plan_weight_bytes(spec, shard, p.weights_dtype);
+  m.adapter = 2.0 * align64(lora_bytes);  // parameters and gradients, in the arena
+  m.optimizer = 2.0 * lora_bytes;         // AdamW m, v
+  m.activations_ckpt = activations(true);
+  m.activations_full = activations(false);
+  m.activations = p.checkpointing ? m.activations_ckpt : m.activations_full;
+  limits.activation_checkpointing = p.checkpointing;
+  const std::int64_t N = p.micro_batch * p.seq_len;
+  if (device.gpu) {
+    const double width = static_cast<double>(
+        std::max({local.hidden_size, local.intermediate_size, local.num_attention_heads * local.head_dim}));
+    m.scratch = 4.0 * (static_cast<double>(kLossRows * local.vocab_size) +
+                       2.0 * static_cast<double>(std::min(kLoraRows, N)) * width);
+  } else {
+    m.scratch = static_cast<double>(backend::cpu_scratch_bytes(model::LlamaModel::backend_limits_for(local, limits)));
+  }
+  double staged = 0;  // the TP partial gradients, packed for one all-reduce (LlamaModel)
+  double staged_tp = 0, staged_kv = 0;
+  for (const model::LoraPart& part : model::lora_tp_parts(shard, layout)) {
+    if (part.grad == model::GradReduce::grad_reduce_none) continue;
+    staged += 4.0 * static_cast<double>(part.count);
+    (part.grad == model::GradReduce::grad_reduce_tp ? staged_tp : staged_kv) += 4.0 * static_cast<double>(part.count);
+  }
+  m.comm = staged;
+  if (device.gpu) {
+    const int groups = (p.tp > 1 ? 1 : 0) + (p.dp > 1 ? 1 : 0);
+    m.comm += groups * device.comm_group_bytes;
+  }
+  m.runtime = device.runtime_bytes + 4.0 * 4.0 * static_cast<double>(N);  // + ids, targets, positions, segments
+  p.others = m;
+  p.rank0 = m;
+  if (!device.gpu) {
+    // The end of the run gathers the adapter: every rank the TP group's slices, rank 0 also
+    // the full layout (trainer: gather_adapter), while the model is still alive.
+    p.others.comm += lora_bytes * p.tp;
+    p.rank0.comm += lora_bytes * p.tp + 4.0 * static_cast<double>(p.lora_full);
+  }
+
+  // ---- collectives of one optimizer step --------------------------------------------------
+  const double act = static_cast<double>(N) * static_cast<double>(spec.hidden_size) * e;  // one (N, C)
+  const double L = static_cast<double>(spec.num_hidden_layers);
+  const double blocks = std::ceil(static_cast<double>(N) / kLossRows);
+  const double a = p.accumulation;
+  // Per micro-batch: the embedding; per layer o and down forward, the attention and MLP
+  // input gradients backward, o again in the recompute; the cross-entropy's row max and
+  // (sum, target) per block, and the LM head's input gradient.
+  const double per_layer = p.checkpointing ? 5.0 : 4.0;
+  p.tp_comm.add(a * act * (1.0 + L * per_layer + 1.0), a * (2.0 + L * per_layer), p.tp);
+  p.tp_comm.add(a * static_cast<double>(N) * (4.0 + 16.0), a * 2.0 * blocks, p.tp);
+  // Per step: the replicated adapter matrices' partial gradients and the gradient norm.
+  p.tp_comm.add(staged_tp, staged_tp > 0 ? 1 : 0, p.tp);
+  p.tp_comm.add(staged_kv, staged_kv > 0 ? 1 : 0, static_cast<int>(shard.kv_replicas));
+  p.tp_comm.add(8.0, 1, p.tp);
+  // DP: the rank's flat adapter gradient and the loss; the preemption flag over the world.
+  p.dp_comm.add(lora_bytes + 8.0, 2, p.dp);
+  p.dp_comm.add(4.0, 1, p.world);
+  p.tp_across_nodes = p.tp > device.ranks_per_node;
+  p.dp_across_nodes = p.world > device.ranks_per_node;
+
+  // ---- step time ----------------------------------------------------------------------------
+  p.flops_per_token = train_flops_per_token(spec, lora, p.seq_len, p.checkpointing).total();
+  p.flops_per_rank = p.flops_per_token * static_cast<double>(p.global_batch * p.seq_len) / world;
+  const double rate = device.peak_flops * device.efficiency;
+  p.time.compute = rate > 0 ? p.flops_per_rank / rate : 0.0;
+  auto link_time = [&](const PlanCollectives& c, bool across) {
+    return c.count * (across ? device.inter_alpha : device.intra_alpha) +
+           c.moved / (across ? device.inter_busbw : device.intra_busbw);
+  };
+  p.time.tp = link_time(p.tp_comm, p.tp_across_nodes);
+  p.time.dp = link_time(p.dp_comm, p.dp_across_nodes);
+  return p;
+}
+
+std::string plan_format(const RunPlan& p) {
+  std::string out;
+  char line[512];
+  auto add = [&](const char* fmt, auto... args) {
+    std::snprintf(line, sizeof(line), fmt, args...);
+    out += line;
+  };
+  const model::ModelSpec& s = p.spec;
+  if (p.device.gpu)
+    add("plan: %d x %s (%d per node): tp %d x dp %d\n", p.world, p.device.name.c_str(), p.device.ranks_per_node, p.tp,
+        p.dp);
+  else
+    add("plan: %d x %s, all on this machine: tp %d x dp %d\n", p.world, p.device.name.c_str(), p.tp, p.dp);
+  add("model: hidden %lld, ffn %lld, %lld layers, %lld heads (%lld KV), vocab %lld; %.2f B parameters\n",
+      (long long)s.hidden_size, (long long)s.intermediate_size, (long long)s.num_hidden_layers,
+      (long long)s.num_attention_heads, (long long)s.num_key_value_heads, (long long)s.vocab_size,
+      static_cast<double>(model::model_parameter_count(s)) / 1e9);
+  add("batch: global %lld = micro %lld x dp %d x accumulation %d, seq_len %lld; LoRA r %lld: %.1f M parameters "
+      "(%.1f M per rank)\n",
+      (long long)p.global_batch, (long long)p.micro_batch, p.dp, p.accumulation, (long long)p.seq_len,
+      (long long)p.lora_rank, p.lora_full / 1e6, p.lora_local / 1e6);
+  const std::string weights_dtype(dtype_short_name(p.weights_dtype)), act_dtype(dtype_short_name(p.activations_dtype));
+  add("weights %s, activations %s%s, activation checkpointing %s\n\n", weights_dtype.c_str(), act_dtype.c_str(),
+      p.device.gpu ? " (projected)" : "", p.checkpointing ? "on" : "off");
+
+  const bool alone = p.world == 1;
+  add("%-38s %14s %14s\n", "memory per rank", "rank 0", alone ? "" : "other ranks");
+  auto row = [&](const char* name, double r0, double other) {
+    add("  %-36s %14s %14s\n", name, gib(r0).c_str(), alone ? "" : gib(other).c_str());
+  };
+  row(str_cat("base weights (", dtype_short_name(p.weights_dtype), ")").c_str(), p.rank0.weights, p.others.weights);
+  row("adapter + gradients (f32)", p.rank0.adapter, p.others.adapter);
+  row("AdamW m, v (f32)", p.rank0.optimizer, p.others.optimizer);
+  row(p.checkpointing ? "activations, checkpointing  [used]" : "activations, checkpointing", p.rank0.activations_ckpt,
+      p.others.activations_ckpt);
+  row(p.checkpointing ? "activations, no checkpointing" : "activations, no checkpointing  [used]",
+      p.rank0.activations_full, p.others.activations_full);
+  row("backend scratch", p.rank0.scratch, p.others.scratch);
+  row("communication buffers", p.rank0.comm, p.others.comm);
+  row("runtime", p.rank0.runtime, p.others.runtime);
+  row("total", p.rank0.total(), p.others.total());
+  const double other_ckpt = p.checkpointing ? p.rank0.activations_full : p.rank0.activations_ckpt;
+  add("  %-36s %14s\n", p.checkpointing ? "total without checkpointing" : "total with checkpointing",
+      gib(p.rank0.total() - p.rank0.activations + other_ckpt).c_str());
+  if (p.device.gpu) {
+    const double total = std::max(p.rank0.total(), p.others.total());
+    add("device memory: %s per GPU: %.0f%% used%s\n", gib(p.device.memory_bytes).c_str(),
+        100.0 * total / p.device.memory_bytes, total > p.device.memory_bytes ? "  ** DOES NOT FIT **" : "");
+  } else {
+    const double node = p.rank0.total() + (p.device.ranks_per_node - 1) * p.others.total();
+    add("node memory: %d rank(s) together %s of %s RAM (%.0f%%)%s\n", p.device.ranks_per_node, gib(node).c_str(),
+        gib(p.device.memory_bytes).c_str(), 100.0 * node / p.device.memory_bytes,
+        node > p.device.memory_bytes ? "  ** DOES NOT FIT **" : "");
+  }
+
+  const double tokens = static_cast<double>(p.global_batch * p.seq_len);
+  add("\nstep: %.0f tokens, %.3g FLOP per token (flops.h), %.3g FLOP per rank\n", tokens, p.flops_per_token,
+      p.flops_per_rank);
+  if (p.device.gpu)
+    add("  %-16s %10s  at %.0f%% of %.0f TFLOP/s\n", "compute", seconds(p.time.compute).c_str(),
+        100.0 * p.device.efficiency, p.device.peak_flops / 1e12);
+  else
+    add("  %-16s %10s  at %.1f GFLOP/s per rank (f32 GEMM, measured)\n", "compute", seconds(p.time.compute).c_str(),
+        p.device.peak_flops * p.device.efficiency / 1e9);
+  auto link = [&](bool across) {
+    return str_cat(across ? "between nodes " : "in the node ", (across ? p.device.inter_busbw : p.device.intra_busbw) / 1e9,
+                   " GB/s");
+  };
+  add("  %-16s %10s  %.0f all-reduces, %s payload, %s moved per rank, %s\n", "TP collectives",
+      seconds(p.time.tp).c_str(), p.tp_comm.count, decimal_bytes(p.tp_comm.payload).c_str(),
+      decimal_bytes(p.tp_comm.moved).c_str(), link(p.tp_across_nodes).c_str());
+  add("  %-16s %10s  %.0f all-reduces, %s payload, %s moved per rank, %s\n", "DP collectives",
+      seconds(p.time.dp).c_str(), p.dp_comm.count, decimal_bytes(p.dp_comm.payload).c_str(),
+      decimal_bytes(p.dp_comm.moved).c_str(), link(p.dp_across_nodes).c_str());
+  const double step = p.time.total();
+  add("  %-16s %10s  %.0f tokens/s, %.0f per rank\n", "step", seconds(step).c_str(), step > 0 ? tokens / step : 0.0,
+      step > 0 ? tokens / step / p.world : 0.0);
+  if (p.tp_across_nodes) add("warning: tp %d spans nodes; its all-reduces cross the network\n", p.tp);
+  out += "\nassumptions:\n";
+  std::size_t at = 0;
+  while (at < p.device.notes.size()) {
+    const std::size_t nl = p.device.notes.find('\n', at);
+    out += "  " + p.device.notes.substr(at, nl - at) + "\n";
+    at = nl == std::string::npos ? p.device.notes.size() : nl + 1;
+  }
+  return out;
+}
+
+model::LoraSpec lora_spec_from_config(const TrainConfig& cfg) {
+  model::LoraSpec s;
+  s.rank = cfg.lora.rank;
+  s.alpha = cfg.lora.alpha;
+  s.dropout = cfg.lora.dropout;
+  s.rslora = cfg.lora.rslora;
+  s.targets = model::lora_targets_from_names(cfg.lora.targets, "lora.targets");
+  return s;
+}
+
+}  // namespace anvil::train

@@ -1,0 +1,177 @@
+// The planner (train/plan.h) against the code it predicts: the arena of a built model, the
+// weights a rank loads, and closed forms of the FLOPs and collectives of a tiny run.
+#include <gtest/gtest.h>
+
+#include <cmath>
+
+#include "backend/backend.h"
+#include "llama_test_util.h"
+#include "model/llama.h"
+#include "model/llama_weights.h"
+#include "model/tp_shard.h"
+#include "train/config.h"
+#include "train/flops.h"
+#include "train/plan.h"
+
+namespace anvil {
+namespace {
+
+using model::ModelSpec;
+
+model::LoraSpec lora_all(int rank) {
+  model::LoraSpec l;
+  l.rank = rank;
+  l.alpha = 2.0 * rank;
+  l.targets.fill(true);
+  return l;
+}
+
+std::int64_t view_bytes(const TensorView& v) { return v.data ? static_cast<std::int64_t>(v.nbytes()) : 0; }
+
+// Every tensor a rank's BaseWeights holds, a tied head once.
+std::int64_t loaded_bytes(const model::BaseWeights& w) {
+  std::int64_t n = view_bytes(w.embed) + view_bytes(w.final_norm);
+  if (w.lm_head.data != w.embed.data) n += view_bytes(w.lm_head);
+  for (const model::LayerWeights& l : w.layers) {
+    n += view_bytes(l.attn_norm) + view_bytes(l.mlp_norm);
+    for (int p = 0; p < model::kProjCount; ++p) n += view_bytes(l.proj[p]) + view_bytes(l.bias[p]);
+  }
+  return n;
+}
+
+// A TP rank's arena depends only on its local shapes, so a single-rank model built on the
+// local spec of tp ranks has exactly the arena of one of them (no TP group needed here).
+TEST(Plan, ArenaMatchesTheBuiltModel) {
+  struct Case {
+    const char* preset;
+    int tp;
+    std::int64_t micro, seq;
+    int rank;
+  };
+  for (const Case c : {Case{"tiny", 1, 2, 16, 4}, Case{"tiny", 2, 1, 24, 8}, Case{"tiny-tied", 2, 3, 8, 2},
+                       Case{"tiny", 4, 2, 12, 4}}) {
+    const ModelSpec spec = *model::model_preset(c.preset);
+    const ModelSpec local = model::tp_local_spec(spec, model::tp_shard(spec, 0, c.tp));
+    test::TempDir dir(str_cat("plan_arena_", c.preset, "_", c.tp));
+    test::make_model_dir(dir, local, 3);
+    for (const bool ckpt : {false, true}) {
+      SCOPED_TRACE(str_cat(c.preset, " tp ", c.tp, " micro ", c.micro, " seq ", c.seq, ckpt ? " ckpt" : ""));
+      model::ModelLimits limits{c.micro, c.seq, ckpt};
+      const model::LoraLayout layout(local, lora_all(c.rank));
+      auto be = backend::make_cpu_backend();
+      model::LlamaModel m(local, model::base_weights_load(local, dir.str(), DType::dtype_f32, model::tp_shard(local, 0, 1)),
+                          layout, limits, *be, 1);
+      EXPECT_EQ(model::LlamaModel::arena_bytes_for(local, layout, limits), m.arena_bytes());
+      // bf16 activations halve the activation buffers, never the adapter.
+      const std::size_t half = model::LlamaModel::arena_bytes_for(local, layout, limits, DType::dtype_bf16);
+      EXPECT_LT(half, m.arena_bytes());
+      EXPECT_GT(half, m.arena_bytes() / 2);
+    }
+  }
+}
+
+TEST(Plan, ActivationCheckpointingKeepsOneBlockPlusTheLayerInputs) {
+  const ModelSpec spec = *model::model_preset("smollm2-135m");
+  const model::LoraLayout layout(spec, lora_all(16));
+  const std::size_t full = model::LlamaModel::arena_bytes_for(spec, layout, {1, 512, false});
+  const std::size_t ckpt = model::LlamaModel::arena_bytes_for(spec, layout, {1, 512, true});
+  EXPECT_LT(ckpt * 5, full);  // 30 layers: one block's buffers instead of thirty
+}
+
+TEST(Plan, WeightBytesAreTheTensorsARankLoads) {
+  for (const char* preset : {"tiny", "tiny-tied"}) {
+    const ModelSpec spec = *model::model_preset(preset);
+    test::TempDir dir(str_cat("plan_weights_", preset));
+    test::make_model_dir(dir, spec, 5);
+    for (const DType storage : {DType::dtype_f32, DType::dtype_bf16})
+      for (const int tp : {1, 2, 4})
+        for (int r = 0; r < tp; ++r) {
+          SCOPED_TRACE(str_cat(preset, " ", dtype_name(storage), " rank ", r, " of tp ", tp));
+          const model::TpShard shard = model::tp_shard(spec, r, tp);
+          const model::BaseWeights w = model::base_weights_load(spec, dir.str(), storage, shard);
+          EXPECT_EQ(train::plan_weight_bytes(spec, shard, storage), static_cast<double>(loaded_bytes(w)));
+        }
+  }
+}
+
+train::TrainConfig tiny_config(int tp, int micro, int seq, int global, bool ckpt) {
+  train::TrainConfig cfg = train::config_defaults();
+  cfg.output_dir = "unused";
+  cfg.model.path = "unused";
+  cfg.model.dtype = train::WeightDtype::weight_auto;
+  cfg.lora.rank = 4;
+  cfg.lora.alpha = 8;
+  cfg.lora.targets = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"};
+  cfg.data.seq_len = seq;
+  cfg.train.micro_batch = micro;
+  cfg.train.global_batch = global;
+  cfg.train.activation_checkpointing = ckpt;
+  cfg.parallel.tp = tp;
+  cfg.parallel.dp = 0;
+  return cfg;
+}
+
+// tiny: C 64, F 176, 2 layers, 4 heads of 16, 2 KV heads, vocab 320. tp 2 x dp 2, micro 2 x
+// seq 32 (N = 64 tokens), global 8: 2 micro-batches per rank per step; LoRA r 4 everywhere.
+TEST(Plan, CollectivesAndFlopsOfATinyRun) {
+  const ModelSpec spec = *model::model_preset("tiny");
+  train::PlanDevice dev = train::plan_device(train::PlanDeviceKind::plan_h200, 4);
+  for (const bool ckpt : {false, true}) {
+    SCOPED_TRACE(ckpt ? "checkpointing" : "no checkpointing");
+    const train::RunPlan p = train::plan_run(tiny_config(2, 2, 32, 8, ckpt), spec, 4, dev);
+    ASSERT_EQ(p.dp, 2);
+    ASSERT_EQ(p.accumulation, 2);
+    const double N = 64, C = 64, L = 2, r = 4, e = 2;  // bf16 activations on the GPU
+    const double per_layer = ckpt ? 5 : 4;
+    // Replicated adapter matrices (partial gradients over TP): A of q, k, v, gate, up (r, C)
+    // and B of o, down (C, r).
+    const double staged = 4.0 * L * (5 * r * C + 2 * C * r);
+    const double tp_payload = 2 * (N * C * e * (2 + L * per_layer) + N * 20) + staged + 8;
+    EXPECT_DOUBLE_EQ(p.tp_comm.payload, tp_payload);
+    EXPECT_DOUBLE_EQ(p.tp_comm.count, 2 * (2 + L * per_layer + 2) + 2);
+    EXPECT_DOUBLE_EQ(p.tp_comm.moved, tp_payload);  // 2(p-1)/p = 1 for p = 2
+    // One rank's adapter: q (A r x C, B 32 x r), k/v (r x C, 16 x r), o (r x 32, C x r),
+    // gate/up (r x C, 88 x r), down (r x 88, C x r).
+    const double local = L * ((r * C + 32 * r) + 2 * (r * C + 16 * r) + (r * 32 + C * r) + 2 * (r * C + 88 * r) +
+                              (r * 88 + C * r));
+    EXPECT_EQ(p.lora_local, static_cast<std::int64_t>(local));
+    EXPECT_DOUBLE_EQ(p.dp_comm.payload, 4 * local + 8 + 4);
+    EXPECT_DOUBLE_EQ(p.dp_comm.count, 3);
+    EXPECT_DOUBLE_EQ(p.dp_comm.moved, 4 * local + 8 + 1.5 * 4);
+    // FLOPs: flops.h per token, 8 x 32 tokens over 4 ranks, at 50% of 989 TFLOP/s.
+    const double per_token = train::train_flops_per_token(spec, lora_all(4), 32, ckpt).total();
+    EXPECT_DOUBLE_EQ(p.flops_per_rank, per_token * 8 * 32 / 4);
+    EXPECT_DOUBLE_EQ(p.time.compute, p.flops_per_rank / (989e12 * 0.5));
+    EXPECT_DOUBLE_EQ(p.time.tp, p.tp_comm.count * 10e-6 + p.tp_comm.moved / 450e9);  // NVLink
+    // Memory: AdamW m, v are two f32 copies of the local adapter; the weights bf16.
+    EXPECT_DOUBLE_EQ(p.rank0.optimizer, 8 * local);
+    EXPECT_DOUBLE_EQ(p.rank0.weights, train::plan_weight_bytes(spec, model::tp_shard(spec, 0, 2), DType::dtype_bf16));
+    EXPECT_DOUBLE_EQ(p.rank0.activations, ckpt ? p.rank0.activations_ckpt : p.rank0.activations_full);
+  }
+}
+
+TEST(Plan, DevicesAndTheirLinks) {
+  EXPECT_EQ(train::plan_device_from_name("h200"), train::PlanDeviceKind::plan_h200);
+  EXPECT_FALSE(train::plan_device_from_name("a100").has_value());
+  const train::PlanDevice cpu = train::plan_device(train::PlanDeviceKind::plan_cpu, 2);
+  EXPECT_GT(cpu.memory_bytes, 1e9);
+  EXPECT_EQ(cpu.ranks_per_node, 2);
+  // 16 GPUs: tp 8 in a node, dp 2 across nodes.
+  const train::RunPlan p = train::plan_run(tiny_config(2, 1, 16, 8, false), *model::model_preset("tiny"), 16,
+                                           train::plan_device(train::PlanDeviceKind::plan_h100, 16));
+  EXPECT_FALSE(p.tp_across_nodes);
+  EXPECT_TRUE(p.dp_across_nodes);
+  const std::string text = train::plan_format(p);
+  for (const char* want : {"rank 0", "base weights (bf16)", "activations, checkpointing", "TP collectives",
+                           "DP collectives", "step", "400 Gb/s"})
+    EXPECT_NE(text.find(want), std::string::npos) << want << " in\n" << text;
+}
+
+TEST(Plan, MeasuredCpuGemmRateIsPlausible) {
+  const double rate = train::plan_measure_cpu_gemm(*model::model_preset("tiny"), 64, 1);
+  EXPECT_GT(rate, 1e7);
+  EXPECT_LT(rate, 1e14);
+}
+
+}  // namespace
+}  // namespace anvil
