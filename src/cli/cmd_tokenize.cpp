@@ -93,17 +93,15 @@ void run_records(const TokenizeOptions& opt) {
   const data::Tokenizer tok = data::Tokenizer::load(opt.model_dir);
   data::RecordOptions ro;
   ro.train_on_prompt = opt.train_on_prompt;
-  std::optional<data::ChatRenderer> renderer;
-  try {
-    const auto name = data::chat_template_from_name(opt.chat_template);
-    ANVIL_CHECK_INPUT(opt.chat_template.empty() || name.has_value(), "--template ", opt.chat_template,
-                      ": not one of llama3, chatml, mistral");
-    renderer.emplace(name ? *name : data::chat_template_detect(opt.model_dir), tok);
-    ro.chat = &*renderer;
-  } catch (const Error& e) {
-    if (e.kind() != ErrorKind::user || !opt.chat_template.empty()) throw;
-    ro.chat_problem = e.what();
+  std::optional<data::ChatTemplate> kind;
+  if (!opt.chat_template.empty()) {
+    kind = data::chat_template_from_name(opt.chat_template);
+    ANVIL_CHECK_INPUT(kind.has_value(), "--template ", opt.chat_template, ": not one of llama3, chatml, mistral");
+  } else {
+    kind = data::chat_template_try_detect(opt.model_dir, ro.chat_problem);
   }
+  std::optional<data::ChatRenderer> renderer;
+  if (kind) ro.chat = &renderer.emplace(*kind, tok);
   data::RecordEncoder encoder(tok, ro);
   std::string out;
   const data::FileReport report = encoder.read_file(

@@ -40,11 +40,11 @@ std::string_view trim(std::string_view s) {
 
 enum class Role { system, user, assistant };
 
-Role role_of(std::string_view role, std::size_t index) {
+std::optional<Role> role_of(std::string_view role) {
   if (role == "system") return Role::system;
   if (role == "user") return Role::user;
   if (role == "assistant") return Role::assistant;
-  throw_user_error("message ", index, ": role \"", role, "\" is not one of system, user, assistant");
+  return std::nullopt;
 }
 
 // Appends text; a trained piece extends the last trained range when they touch.
@@ -137,6 +137,16 @@ ChatTemplate chat_template_detect(const std::string& model_dir) {
                    options_text());
 }
 
+std::optional<ChatTemplate> chat_template_try_detect(const std::string& model_dir, std::string& why) {
+  try {
+    return chat_template_detect(model_dir);
+  } catch (const Error& e) {
+    if (e.kind() != ErrorKind::user) throw;
+    why = e.what();
+    return std::nullopt;
+  }
+}
+
 ChatRenderer::ChatRenderer(ChatTemplate t, const Tokenizer& tok) : kind_(t) {
   switch (t) {
     case ChatTemplate::chat_llama3:
@@ -153,24 +163,33 @@ ChatRenderer::ChatRenderer(ChatTemplate t, const Tokenizer& tok) : kind_(t) {
   }
 }
 
-void ChatRenderer::render(const std::vector<ChatMessage>& messages, bool train_on_prompt, RenderedChat& out) const {
-  ANVIL_CHECK_INPUT(!messages.empty(), "\"messages\" is empty");
-  Builder b(out);
-  const bool all = train_on_prompt;
+std::optional<ChatProblem> ChatRenderer::render(const std::vector<ChatMessage>& messages, bool train_on_prompt,
+                                               RenderedChat& out) const {
+  if (messages.empty()) return ChatProblem{true, "\"messages\" is empty"};
   bool has_answer = false;
-  std::size_t first = 0;
+  std::size_t first = 0;  // the first message after an optional system message
   std::string_view system;
   for (std::size_t i = 0; i < messages.size(); ++i) {
-    const Role role = role_of(messages[i].role, i);
-    if (role == Role::system && i > 0) throw_user_error("message ", i, ": a system message must come first");
-    if (role == Role::system) {
+    const std::optional<Role> role = role_of(messages[i].role);
+    if (!role)
+      return ChatProblem{false, str_cat("message ", i, ": role \"", messages[i].role,
+                                        "\" is not one of system, user, assistant")};
+    if (*role == Role::system && i > 0)
+      return ChatProblem{false, str_cat("message ", i, ": a system message must come first")};
+    if (*role == Role::system) {
       system = messages[i].content;
       first = 1;
     }
-    if (role == Role::assistant && !trim(messages[i].content).empty()) has_answer = true;
+    if (kind_ == ChatTemplate::chat_mistral && i >= first && (*role == Role::user) != ((i - first) % 2 == 0))
+      return ChatProblem{false, str_cat("message ", i, ": mistral conversations alternate user and assistant, "
+                                        "starting with user (after an optional system message); found \"",
+                                        messages[i].role, "\"")};
+    if (*role == Role::assistant && !trim(messages[i].content).empty()) has_answer = true;
   }
-  ANVIL_CHECK_INPUT(has_answer, "no assistant message with content: nothing to train");
+  if (!has_answer) return ChatProblem{true, "no assistant message with content: nothing to train"};
 
+  Builder b(out);
+  const bool all = train_on_prompt;
   switch (kind_) {
     case ChatTemplate::chat_llama3:
       b.add(bos_, all);
@@ -198,11 +217,7 @@ void ChatRenderer::render(const std::vector<ChatMessage>& messages, bool train_o
       b.add(bos_, all);
       for (std::size_t i = first; i < messages.size(); ++i) {
         const ChatMessage& m = messages[i];
-        const bool user_turn = (i - first) % 2 == 0;
-        if ((m.role == "user") != user_turn)
-          throw_user_error("message ", i, ": mistral conversations alternate user and assistant, starting with "
-                           "user (after an optional system message); found \"", m.role, "\"");
-        if (user_turn) {
+        if ((i - first) % 2 == 0) {  // a user turn (checked above)
           b.add("[INST] ", all);
           if (i == first && first == 1) {
             b.add(system, all);
@@ -217,6 +232,7 @@ void ChatRenderer::render(const std::vector<ChatMessage>& messages, bool train_o
       }
       break;
   }
+  return std::nullopt;
 }
 
 }  // namespace anvil::data

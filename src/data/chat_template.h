@@ -38,6 +38,9 @@ std::optional<ChatTemplate> chat_template_from_name(std::string_view name);
 // a list of {name, template} where "default" is used), recognised by its markers. A user
 // error names the file and the options when there is none or it is not one of ours.
 ChatTemplate chat_template_detect(const std::string& model_dir);
+// The same, but without a usable template it returns nullopt and `why` (the error text):
+// for data where chat records may not occur, so that only a chat record fails.
+std::optional<ChatTemplate> chat_template_try_detect(const std::string& model_dir, std::string& why);
 // The same for the template text; `where` names its source in errors.
 ChatTemplate chat_template_detect_text(std::string_view jinja, const std::string& where);
 
@@ -51,6 +54,11 @@ struct RenderedChat {
   std::vector<std::pair<std::size_t, std::size_t>> trained;  // [begin, end) byte ranges, ascending
 };
 
+struct ChatProblem {
+  bool nothing_to_train = false;  // else the conversation is malformed
+  std::string message;
+};
+
 // The special-token spellings a template needs, checked against the tokenizer once.
 class ChatRenderer {
  public:
@@ -58,9 +66,11 @@ class ChatRenderer {
   ChatRenderer(ChatTemplate t, const Tokenizer& tok);
 
   // Renders `messages` into `out` (replacing it). train_on_prompt: everything is trained.
-  // A user error says what is wrong with the conversation (no messages, an unknown role,
-  // roles out of order, no assistant turn with content); the caller adds file and line.
-  void render(const std::vector<ChatMessage>& messages, bool train_on_prompt, RenderedChat& out) const;
+  // Returns what is wrong with the conversation instead (an unknown role, roles out of
+  // order; or nothing to train: no messages, no assistant turn with content); the caller
+  // adds file and line.
+  std::optional<ChatProblem> render(const std::vector<ChatMessage>& messages, bool train_on_prompt,
+                                    RenderedChat& out) const;
   ChatTemplate kind() const { return kind_; }
 
  private:

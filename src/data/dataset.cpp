@@ -144,9 +144,11 @@ FileReport RecordEncoder::read_file(const std::string& path, int stride, int pha
 
   std::string line;
   std::int64_t line_no = 0;
+  line_ = 0;
   while (std::getline(in, line)) {
     ++line_no;
     if ((line_no - 1) % stride != phase || blank(line)) continue;
+    line_ = line_no;
     ++report.records;
     try {
       const json record = parse_record(line);
@@ -193,15 +195,8 @@ FileReport RecordEncoder::read_file(const std::string& path, int stride, int pha
               bad("wrong type", "messages[", i, "]: \"role\" and \"content\" must be strings");
             messages_.push_back({role->get_ref<const std::string&>(), content->get_ref<const std::string&>()});
           }
-          if (messages_.empty()) bad("empty sample", "\"messages\" is empty");
-          try {
-            opt_.chat->render(messages_, opt_.train_on_prompt, chat_);
-          } catch (const Error& e) {
-            if (e.kind() != ErrorKind::user) throw;
-            bad(std::string_view(e.what()).find("nothing to train") != std::string_view::npos ? "empty sample"
-                                                                                             : "bad conversation",
-                e.what());
-          }
+          if (const auto problem = opt_.chat->render(messages_, opt_.train_on_prompt, chat_))
+            bad(problem->nothing_to_train ? "empty sample" : "bad conversation", problem->message);
           offsets_.clear();
           tok_.encode_append_offsets(chat_.text, false, ids_, offsets_);
           // A token trains when its text reaches into a trained range.
@@ -228,6 +223,7 @@ FileReport RecordEncoder::read_file(const std::string& path, int stride, int pha
       report.add_bad(line_no, b.kind, b.message);
     }
   }
+  line_ = 0;
   ANVIL_CHECK_INPUT(!in.bad(), path, ": read error");
   return report;
 }

@@ -69,6 +69,8 @@ class RecordEncoder {
   using SampleFn = std::function<void(std::int64_t line, std::span<const std::int32_t> ids,
                                       std::span<const std::uint8_t> trained)>;
   FileReport read_file(const std::string& path, int stride, int phase, const SampleFn& on_sample);
+  // The line read_file was at: after a user error, the record at fault (0: the file itself).
+  std::int64_t line() const { return line_; }
 
  private:
   const Tokenizer& tok_;
@@ -79,6 +81,7 @@ class RecordEncoder {
   std::vector<std::uint32_t> offsets_;
   RenderedChat chat_;
   std::vector<ChatMessage> messages_;
+  std::int64_t line_ = 0;
 };
 
 // The id that fills the end of rows: the tokenizer's pad token, else EOS, else 0. Its

@@ -52,33 +52,23 @@ SequencePacker::SequencePacker(std::int64_t seq_len, bool packing, std::int32_t 
 void SequencePacker::add(std::span<const std::int32_t> ids, std::span<const std::uint8_t> trained) {
   ANVIL_CHECK(ids.size() == trained.size(), ids.size(), " ids, ", trained.size(), " flags");
   const auto n = static_cast<std::int64_t>(ids.size());
+  const std::int64_t documents_before = stats_.documents;
   if (n <= seq_len_) {
-    const std::int64_t before = stats_.documents;
     add_document(ids, trained);
-    stats_.samples += stats_.documents > before;
-    return;
-  }
-  switch (overflow_) {
-    case Overflow::overflow_drop: ++stats_.dropped_long; return;
-    case Overflow::overflow_truncate: {
-      ++stats_.truncated;
-      const std::int64_t before = stats_.documents;
-      add_document(ids.first(static_cast<std::size_t>(seq_len_)), trained.first(static_cast<std::size_t>(seq_len_)));
-      stats_.samples += stats_.documents > before;
-      return;
-    }
-    case Overflow::overflow_split: {
-      ++stats_.split;
-      const std::int64_t before = stats_.documents;
-      for (std::int64_t from = 0; from < n; from += seq_len_) {
-        const auto len = static_cast<std::size_t>(std::min(seq_len_, n - from));
-        add_document(ids.subspan(static_cast<std::size_t>(from), len),
-                     trained.subspan(static_cast<std::size_t>(from), len));
-      }
-      stats_.samples += stats_.documents > before;
-      return;
+  } else if (overflow_ == Overflow::overflow_drop) {
+    ++stats_.dropped_long;
+  } else if (overflow_ == Overflow::overflow_truncate) {
+    ++stats_.truncated;
+    add_document(ids.first(static_cast<std::size_t>(seq_len_)), trained.first(static_cast<std::size_t>(seq_len_)));
+  } else {
+    ++stats_.split;
+    for (std::int64_t from = 0; from < n; from += seq_len_) {
+      const auto len = static_cast<std::size_t>(std::min(seq_len_, n - from));
+      add_document(ids.subspan(static_cast<std::size_t>(from), len), trained.subspan(static_cast<std::size_t>(from), len));
     }
   }
+  // A sample counts once it put a document in the rows (not all left out as untrained).
+  stats_.samples += stats_.documents > documents_before;
 }
 
 void SequencePacker::add_document(std::span<const std::int32_t> ids, std::span<const std::uint8_t> trained) {

@@ -233,7 +233,6 @@ std::optional<PartError> prepare_write_part(const PrepareSpec& spec, const Token
   const auto sources = static_cast<std::uint32_t>(spec.train.size() + (spec.eval ? 1 : 0));
   for (std::uint32_t source = 0; source < sources; ++source) {
     const std::string path = source_path(spec, source);
-    std::int64_t last_line = 0;
     try {
       const FileReport report = encoder.read_file(
           path, world, rank,
@@ -244,18 +243,11 @@ std::optional<PartError> prepare_write_part(const PrepareSpec& spec, const Token
             out.write(trained.data(), trained.size());
             static const std::uint8_t zeros[4] = {};
             out.write(zeros, ((trained.size() + 3) & ~std::size_t{3}) - trained.size());
-            last_line = line;
           });
       reports.push_back(report_to_json(report));
     } catch (const Error& e) {
       if (e.kind() != ErrorKind::user) throw;
-      // The failing record is the first of this rank's lines after the last good one;
-      // its "path:LINE:" prefix is in the message when a record caused it.
-      std::int64_t line = 0;
-      const std::string prefix = path + ":";
-      const std::string what = e.what();
-      if (what.rfind(prefix, 0) == 0) line = std::atoll(what.c_str() + prefix.size());
-      return PartError{source, line > last_line ? line : 0, what};
+      return PartError{source, encoder.line(), e.what()};
     }
   }
   out.close();

@@ -120,7 +120,6 @@ struct H5Store::Impl {
   std::string path;
   Id file;
   int rank = 0;
-  int size = 1;  // ranks sharing the file
   bool writable = false;
 
   Id dataset(const std::string& name) const {
@@ -184,17 +183,10 @@ H5Store::H5Store(H5Store&&) noexcept = default;
 H5Store& H5Store::operator=(H5Store&&) noexcept = default;
 H5Store::~H5Store() {
   if (!impl_ || impl_->file.get() < 0) return;
-  if (std::uncaught_exceptions() > 0 && impl_->size > 1) {
+  if (std::uncaught_exceptions() > 0) {
     // Closing is collective: a rank unwinding from an error must not wait for the others.
     // The handle leaks; the job is about to be aborted anyway.
     impl_->file.release();
-    return;
-  }
-  if (std::uncaught_exceptions() > 0) {
-    // Alone, the file can be closed (and must be: HDF5 would close it at MPI_Finalize,
-    // after a failed write, and crash). Its errors are the one being thrown already.
-    H5Fclose(impl_->file.release());
-    H5Eclear2(H5E_DEFAULT);
     return;
   }
   impl_->file = Id();
@@ -206,7 +198,6 @@ H5Store H5Store::create(const std::string& path, MPI_Comm comm) {
   impl->path = path;
   impl->writable = true;
   MPI_Comm_rank(comm, &impl->rank);
-  MPI_Comm_size(comm, &impl->size);
   Id fapl = file_access(comm);
   impl->file = checked(H5Fcreate(path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, fapl.get()), H5Fclose, path,
                        "cannot create the file");
@@ -218,7 +209,6 @@ H5Store H5Store::open(const std::string& path, MPI_Comm comm) {
   auto impl = std::make_unique<Impl>();
   impl->path = path;
   MPI_Comm_rank(comm, &impl->rank);
-  MPI_Comm_size(comm, &impl->size);
   if (!std::filesystem::is_regular_file(path)) throw_user_error(path, ": no such checkpoint file");
   Id fapl = file_access(comm);
   impl->file = checked(H5Fopen(path.c_str(), H5F_ACC_RDONLY, fapl.get()), H5Fclose, path,

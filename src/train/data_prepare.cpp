@@ -5,7 +5,6 @@
 #include <algorithm>
 #include <cstdio>
 #include <chrono>
-#include <cmath>
 #include <cstring>
 #include <filesystem>
 #include <optional>
@@ -64,12 +63,9 @@ data::PrepareSpec make_spec(const TrainConfig& cfg, const data::Tokenizer& tok,
   } else if (cfg.data.format == DataFormat::format_chat) {
     spec.chat_template = data::chat_template_detect(cfg.model.path);  // errors name the file and options
   } else if (cfg.data.format == DataFormat::format_auto) {
-    try {
-      spec.chat_template = data::chat_template_detect(cfg.model.path);
-    } catch (const Error& e) {
-      if (e.kind() != ErrorKind::user) throw;
-      spec.records.chat_problem = str_cat("no chat template: ", e.what());
-    }
+    std::string why;
+    spec.chat_template = data::chat_template_try_detect(cfg.model.path, why);
+    if (!spec.chat_template) spec.records.chat_problem = "no chat template: " + why;
   } else {
     spec.records.chat_problem = str_cat("data.format is ", enum_name(cfg.data.format));
   }
@@ -218,12 +214,14 @@ PreparedData data_prepare(const TrainConfig& cfg, const data::Tokenizer& tok, co
       if (!root) wait_for_abort(world);
       throw_user_error(assemble_error);
     }
-    if (root)
-      log_info("data: tokenized on ", world.size(), " rank(s) in ", str_cat(std::lround(tokenized_s * 10) / 10.0),
-               " s, assembled in ",
-               str_cat(std::lround((std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() -
-                                    tokenized_s) * 10) / 10.0),
-               " s");
+    if (root) {
+      const double assembled_s =
+          std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() - tokenized_s;
+      char line[128];
+      std::snprintf(line, sizeof line, "data: tokenized on %d rank(s) in %.1f s, assembled in %.1f s", world.size(),
+                    tokenized_s, assembled_s);
+      log_info(line);
+    }
   }
 
   auto cache = data::token_cache_open(path, out.key, false);
