@@ -12,6 +12,7 @@
 //   step loop (the model calls it with its largest shapes).
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -89,6 +90,25 @@ class Backend {
   virtual ~Backend() = default;
   virtual const char* name() const = 0;
   virtual void reserve(const BackendLimits& limits) = 0;
+
+  // ---- memory: where the ops' buffers live ---------------------------------------------
+  // Every pointer an op takes is backend memory: host memory for the CPU backend (these
+  // calls are then plain allocations and memcpy), device memory for the CUDA backend.
+  // Allocation happens before the step loop (arenas), never inside it.
+  virtual bool on_device() const { return false; }
+  // `bytes` of zeroed backend memory, aligned to at least 64 bytes; memory_free releases it.
+  virtual void* memory_alloc(std::size_t bytes) = 0;
+  virtual void memory_free(void* p) = 0;
+  virtual void copy(void* dst, const void* src, std::size_t bytes) = 0;  // backend to backend
+  virtual void copy_from_host(void* dst, const void* host, std::size_t bytes) = 0;
+  virtual void copy_to_host(void* host, const void* src, std::size_t bytes) = 0;
+  virtual void fill_zero(void* dst, std::size_t bytes) = 0;
+  // A frozen weight (host view: mapped file or host memory) where this backend's ops read
+  // it: the CPU backend returns the view itself; the CUDA backend a bf16 copy in device
+  // memory that it owns for its lifetime.
+  virtual TensorView weight_place(const TensorView& w) = 0;
+  // Waits for every op issued so far (the CPU backend's ops are synchronous).
+  virtual void synchronize() {}
 
   // ---- dense algebra -------------------------------------------------------------------
   // C(m,n) = alpha * op(A) op(B) + beta * C; op(X) = X^T when trans_x. f32.
@@ -192,6 +212,12 @@ class Backend {
 };
 
 std::unique_ptr<Backend> make_cpu_backend();
+// The CUDA backend on CUDA device `device` (cuda/): bf16 copies of the frozen weights,
+// cuBLASLt for their products, kernels/ for the rest, one compute stream. Throws
+// anvil::Error (user error) when anvil was built without CUDA or the device is missing.
+std::unique_ptr<Backend> make_cuda_backend(int device);
+// CUDA devices this process can use: 0 when built without CUDA or none is present.
+int cuda_device_count();
 // Bytes of scratch the CPU backend's reserve(limits) holds (the planner's count of it).
 std::int64_t cpu_scratch_bytes(const BackendLimits& limits);
 

@@ -97,6 +97,8 @@ void run_train(const ConfigOptions& opt) {
   const comm::ProcessGrid grid(comm::mpi_comm_world(), cfg.parallel.tp);
   train::TrainOptions options;
   options.stop_after = opt.stop_after;
+  options.local_rank = mpi.local_rank();
+  options.local_size = mpi.local_size();
   const train::TrainResult r = train::train_run(cfg, grid, options);
   if (r.first_eval_loss && r.last_eval_loss)
     log_info("eval loss ", *r.first_eval_loss, " -> ", *r.last_eval_loss);

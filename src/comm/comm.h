@@ -1,12 +1,14 @@
 // Comm: collectives over one group of ranks, on backend buffers. MpiComm (CPU ranks, or
 // several ranks sharing a GPU, host-staged) is here; NcclComm comes with the CUDA backend
-// and implements the same calls on device buffers.
+// and implements the same calls on device buffers; staged_comm puts MpiComm on device
+// buffers through host memory.
 //
 // Every call is collective: all ranks of the group make it, in the same order, with the
 // same count and dtype. A group of one rank makes every call a no-op (beyond the copy
 // that out-of-place calls need), so the tp = 1 and dp = 1 paths cost nothing.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -63,5 +65,22 @@ double comm_busy_seconds();
 // A group of one rank that never talks to anybody: the communicator of single-rank code
 // paths and unit tests without MPI.
 std::unique_ptr<Comm> self_comm(std::string name);
+
+// Copies between backend (device) memory and host memory, for a Comm that collects on the
+// host. Both calls return when the copy is complete (the host side may be read or reused).
+class DeviceStaging {
+ public:
+  virtual ~DeviceStaging() = default;
+  virtual void to_host(void* host, const void* device, std::size_t bytes) = 0;
+  virtual void to_device(void* device, const void* host, std::size_t bytes) = 0;
+};
+
+// A Comm over device buffers that stages them through host memory and runs `inner`'s
+// collectives there (MpiComm for several ranks sharing one GPU, or MPI without NCCL).
+// `inner` must outlive it, and `staging` must outlive it and every child; split() returns
+// a staged child owning the inner child. rank, size and name are inner's; arguments are
+// checked as inner checks them. A group of one moves nothing but the out-of-place copies
+// (through the host); the host buffer grows to the largest call and is then reused.
+std::unique_ptr<Comm> staged_comm(Comm& inner, DeviceStaging& staging);
 
 }  // namespace anvil::comm

@@ -9,6 +9,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 
 #include "core/error.h"
@@ -39,6 +40,9 @@ class Arena {
 
   // Ends plan mode: allocates what the takes so far asked for (zeroed) and rewinds.
   void allocate();
+  // The same from another memory (a device's): `alloc` returns zeroed memory aligned to at
+  // least kAlign, `release` frees it when the arena goes.
+  void allocate(const std::function<void*(std::size_t)>& alloc, std::function<void(void*)> release);
   // Rewinds the cursor so the same carving runs again over the allocation.
   void rewind() { cursor_ = 0; }
 
@@ -48,6 +52,7 @@ class Arena {
 
  private:
   struct Free {
+    std::function<void(void*)> release;  // empty: std::free
     void operator()(std::byte* p) const;
   };
   std::unique_ptr<std::byte, Free> base_;

@@ -73,6 +73,32 @@ void project_forward(backend::Backend& be, const BaseWeights& base, const LoraLa
                        beta, drop);
 }
 
+namespace {
+
+// `base` where `be`'s ops read it (Backend::weight_place): the same views on the CPU, device
+// copies for a device backend. A tied LM head stays one copy.
+BaseWeights weights_place(backend::Backend& be, BaseWeights base) {
+  if (!be.on_device()) return base;
+  auto place = [&](TensorView& w) {
+    if (w.data) w = be.weight_place(w);
+  };
+  const bool tied = base.lm_head.data == base.embed.data;
+  place(base.embed);
+  if (tied) base.lm_head = base.embed;
+  else place(base.lm_head);
+  place(base.final_norm);
+  for (LayerWeights& l : base.layers) {
+    place(l.attn_norm);
+    place(l.mlp_norm);
+    for (TensorView& w : l.proj) place(w);
+    for (TensorView& w : l.bias) place(w);
+  }
+  base.owner.reset();  // the host copies and the mapping are no longer read
+  return base;
+}
+
+}  // namespace
+
 TpGroup tp_single(const ModelSpec& spec) {
   TpGroup g;
   g.shard = tp_shard(spec, 0, 1);
@@ -88,7 +114,7 @@ LlamaModel::LlamaModel(ModelSpec spec, BaseWeights base, LoraLayout lora, ModelL
                        backend::Backend& backend, std::uint64_t dropout_seed, TpGroup tp)
     : spec_(std::move(spec)),
       local_(tp_local_spec(spec_, tp.shard)),
-      base_(std::move(base)),
+      base_(weights_place(backend, std::move(base))),
       lora_(std::move(lora)),
       limits_(limits),
       be_(backend),
@@ -109,11 +135,17 @@ LlamaModel::LlamaModel(ModelSpec spec, BaseWeights base, LoraLayout lora, ModelL
   std::int64_t staged = 0;
   for (const LoraPart& part : parts_)
     if (part.grad != GradReduce::grad_reduce_none) staged += part.count;
-  tp_stage_.resize(static_cast<std::size_t>(staged));
+  tp_stage_ = std::unique_ptr<float, BackendFree>(
+      static_cast<float*>(be_.memory_alloc(sizeof(float) * static_cast<std::size_t>(std::max<std::int64_t>(staged, 1)))),
+      BackendFree{&be_});
+  tp_scalar_ = std::unique_ptr<double, BackendFree>(static_cast<double*>(be_.memory_alloc(sizeof(double))),
+                                                    BackendFree{&be_});
   n_max_ = limits_.micro_batch * limits_.seq_len;
   carve(arena_, local_, lora_, limits_, DType::dtype_f32, buf_);
-  arena_.allocate();
+  arena_.allocate([this](std::size_t bytes) { return be_.memory_alloc(bytes); },
+                  [be = &be_](void* p) { be->memory_free(p); });
   carve(arena_, local_, lora_, limits_, DType::dtype_f32, buf_);
+  be_.copy_from_host(buf_.inv_freq, inv_freq_.data(), sizeof(float) * inv_freq_.size());
   be_.reserve(backend_limits_for(local_, limits_));
 }
 
@@ -154,6 +186,11 @@ void LlamaModel::carve(Arena& arena, const ModelSpec& local, const LoraLayout& l
   auto act = [&](std::int64_t n) { return reinterpret_cast<float*>(arena.take<std::byte>(n * act_size)); };
   out.lora_params = arena.take<float>(lora.size());
   out.lora_grads = arena.take<float>(lora.size());
+  out.ids = arena.take<std::int32_t>(N);
+  out.targets = arena.take<std::int32_t>(N);
+  out.positions = arena.take<std::int32_t>(N);
+  out.segments = arena.take<std::int32_t>(N);
+  out.inv_freq = arena.take<float>(local.head_dim / 2);
 
   auto take_block = [&](LayerActs& a) {
     a.xn1 = act(N * C);
@@ -195,7 +232,23 @@ void LlamaModel::carve(Arena& arena, const ModelSpec& local, const LoraLayout& l
 }
 
 void LlamaModel::zero_grads() {
-  std::fill(buf_.lora_grads, buf_.lora_grads + lora_.size(), 0.0f);
+  be_.fill_zero(buf_.lora_grads, sizeof(float) * static_cast<std::size_t>(lora_.size()));
+}
+
+TokenBatch LlamaModel::stage_batch(const TokenBatch& b) {
+  if (!be_.on_device()) return b;
+  const auto bytes = sizeof(std::int32_t) * static_cast<std::size_t>(b.batch * b.seq);
+  TokenBatch d = b;
+  auto stage = [&](const std::int32_t* host, std::int32_t* dev) -> const std::int32_t* {
+    if (!host) return nullptr;
+    be_.copy_from_host(dev, host, bytes);
+    return dev;
+  };
+  d.ids = stage(b.ids, buf_.ids);
+  d.targets = stage(b.targets, buf_.targets);
+  d.positions = stage(b.positions, buf_.positions);
+  d.segments = stage(b.segments, buf_.segments);
+  return d;
 }
 
 void LlamaModel::check_batch(const TokenBatch& b, bool need_targets) const {
@@ -248,11 +301,11 @@ void LlamaModel::block_forward(std::int64_t l, LayerActs& a, float* x_out, const
   project(l, Proj::proj_q, a.q, a.xn1, xa(Proj::proj_q), b, 0.0f);      // (N, H*D)
   project(l, Proj::proj_k, a.k, a.xn1, xa(Proj::proj_k), b, 0.0f);      // (N, Hkv*D)
   project(l, Proj::proj_v, a.v, a.xn1, xa(Proj::proj_v), b, 0.0f);      // (N, Hkv*D)
-  be_.rope_forward(a.q, b.positions, inv_freq_.data(), N, H, D);
-  be_.rope_forward(a.k, b.positions, inv_freq_.data(), N, Hkv, D);
+  be_.rope_forward(a.q, b.positions, buf_.inv_freq, N, H, D);
+  be_.rope_forward(a.k, b.positions, buf_.inv_freq, N, Hkv, D);
   const AttentionShape shape{b.batch, b.seq, H, Hkv, D};
   be_.attention_forward(a.att, a.lse, a.q, a.k, a.v, b.segments, shape);  // (N, H*D)
-  std::memcpy(a.x_mid, a.x_in, sizeof(float) * static_cast<std::size_t>(N * C));
+  be_.copy(a.x_mid, a.x_in, sizeof(float) * static_cast<std::size_t>(N * C));
   project(l, Proj::proj_o, a.x_mid, a.att, xa(Proj::proj_o), b, 1.0f);  // residual (N, C), reduced
 
   // MLP
@@ -266,7 +319,7 @@ void LlamaModel::block_forward(std::int64_t l, LayerActs& a, float* x_out, const
                               dropout_for(l, Proj::proj_down, b));  // (N, r)
     return;
   }
-  std::memcpy(x_out, a.x_mid, sizeof(float) * static_cast<std::size_t>(N * C));
+  be_.copy(x_out, a.x_mid, sizeof(float) * static_cast<std::size_t>(N * C));
   project(l, Proj::proj_down, x_out, a.h, xa(Proj::proj_down), b, 1.0f);  // residual (N, C), reduced
 }
 
@@ -290,8 +343,8 @@ void LlamaModel::block_backward(std::int64_t l, const LayerActs& a, float* d_res
   project_backward(l, Proj::proj_o, buf_.d_att, d_res, a.att, xa(Proj::proj_o), b, 0.0f);  // (N, H*D)
   const AttentionShape shape{b.batch, b.seq, H, Hkv, D};
   be_.attention_backward(buf_.d_q, buf_.d_k, buf_.d_v, buf_.d_att, a.att, a.lse, a.q, a.k, a.v, b.segments, shape);
-  be_.rope_backward(buf_.d_q, b.positions, inv_freq_.data(), N, H, D);
-  be_.rope_backward(buf_.d_k, b.positions, inv_freq_.data(), N, Hkv, D);
+  be_.rope_backward(buf_.d_q, b.positions, buf_.inv_freq, N, H, D);
+  be_.rope_backward(buf_.d_k, b.positions, buf_.inv_freq, N, Hkv, D);
   project_backward(l, Proj::proj_q, buf_.d_xn, buf_.d_q, a.xn1, xa(Proj::proj_q), b, 0.0f);
   project_backward(l, Proj::proj_k, buf_.d_xn, buf_.d_k, a.xn1, xa(Proj::proj_k), b, 1.0f);
   project_backward(l, Proj::proj_v, buf_.d_xn, buf_.d_v, a.xn1, xa(Proj::proj_v), b, 1.0f);  // (N, C)
@@ -312,8 +365,9 @@ const float* LlamaModel::forward_hidden(const TokenBatch& b) {
   return buf_.xf;
 }
 
-double LlamaModel::train_micro_batch(const TokenBatch& b, float grad_scale, std::uint64_t step) {
-  check_batch(b, true);
+double LlamaModel::train_micro_batch(const TokenBatch& host_batch, float grad_scale, std::uint64_t step) {
+  check_batch(host_batch, true);
+  const TokenBatch b = stage_batch(host_batch);
   step_ = step;
   dropout_on_ = true;
   const std::int64_t N = b.batch * b.seq, C = spec_.hidden_size;
@@ -331,8 +385,9 @@ double LlamaModel::train_micro_batch(const TokenBatch& b, float grad_scale, std:
   return loss;
 }
 
-double LlamaModel::eval_loss(const TokenBatch& b) {
-  check_batch(b, true);
+double LlamaModel::eval_loss(const TokenBatch& host_batch) {
+  check_batch(host_batch, true);
+  const TokenBatch b = stage_batch(host_batch);
   dropout_on_ = false;
   const float* hidden = forward_hidden(b);
   return vocab_parallel_cross_entropy(be_, tp_.comm, nullptr, hidden, base_.lm_head, b.targets,
@@ -351,15 +406,15 @@ void LlamaModel::reduce_tp_grads() {
     std::int64_t n = 0;
     for (const LoraPart& part : parts_)
       if (part.grad == g) {
-        std::copy_n(buf_.lora_grads + part.offset, part.count, tp_stage_.data() + n);
+        be_.copy(tp_stage_.get() + n, buf_.lora_grads + part.offset, sizeof(float) * static_cast<std::size_t>(part.count));
         n += part.count;
       }
     if (n == 0) continue;
-    c->allreduce_sum(tp_stage_.data(), n);
+    c->allreduce_sum(tp_stage_.get(), n);
     n = 0;
     for (const LoraPart& part : parts_)
       if (part.grad == g) {
-        std::copy_n(tp_stage_.data() + n, part.count, buf_.lora_grads + part.offset);
+        be_.copy(buf_.lora_grads + part.offset, tp_stage_.get() + n, sizeof(float) * static_cast<std::size_t>(part.count));
         n += part.count;
       }
   }
@@ -370,12 +425,16 @@ double LlamaModel::grad_sum_squares() {
   double total = 0.0;
   for (const LoraPart& part : parts_)
     total += be_.sum_squares(buf_.lora_grads + part.offset, part.count) / static_cast<double>(part.replicas);
-  tp_.comm->allreduce_sum(&total, 1);
+  // The TP group's Comm reduces backend memory.
+  be_.copy_from_host(tp_scalar_.get(), &total, sizeof total);
+  tp_.comm->allreduce_sum(tp_scalar_.get(), 1);
+  be_.copy_to_host(&total, tp_scalar_.get(), sizeof total);
   return total;
 }
 
-void LlamaModel::logits(const TokenBatch& b, float* out) {
-  check_batch(b, false);
+void LlamaModel::logits(const TokenBatch& host_batch, float* out) {
+  check_batch(host_batch, false);
+  const TokenBatch b = stage_batch(host_batch);
   ANVIL_CHECK(tp_.shard.size == 1, "logits of a tensor-parallel model are not gathered");
   dropout_on_ = false;
   const float* hidden = forward_hidden(b);

@@ -14,6 +14,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <vector>
 
 #include "backend/backend.h"
@@ -62,6 +63,20 @@ void project_forward(backend::Backend& be, const BaseWeights& base, const LoraLa
 // The TP group of a single-rank model.
 TpGroup tp_single(const ModelSpec& spec);
 
+// Frees backend memory that is not an arena's (a deleter for std::unique_ptr).
+struct BackendFree {
+  backend::Backend* be = nullptr;
+  void operator()(void* p) const {
+    if (be) be->memory_free(p);
+  }
+};
+
+// Every buffer the model hands its backend is backend memory (device memory for the CUDA
+// backend): the arena, the staged micro-batch, and the frozen weights, which the constructor
+// puts where the backend reads them (Backend::weight_place). The TP group's Comm must work
+// on backend memory too (NCCL, or MPI staged through the host). Callers pass host arrays
+// (TokenBatch) and read adapter parameters and gradients through the backend's copies.
+//
 // With tensor parallelism each rank of the TP group builds the model with its own TpGroup:
 // `spec` is the whole model's shape, `base` this rank's slices (base_weights_load with the
 // shard) and `lora` the local layout, LoraLayout(tp_local_spec(spec, shard), ...).
@@ -109,7 +124,8 @@ class LlamaModel {
   double grad_sum_squares();
   // Sum of token losses, no dropout, no gradients.
   double eval_loss(const TokenBatch& batch);
-  // logits (B*T, V) for every position, no dropout. One rank only (no TP).
+  // logits (B*T, V) for every position, no dropout, into `out` in backend memory. One rank
+  // only (no TP).
   void logits(const TokenBatch& batch, float* out);
 
  private:
@@ -135,6 +151,13 @@ class LlamaModel {
   struct Buffers {
     float* lora_params = nullptr;  // (lora size)
     float* lora_grads = nullptr;   // (lora size)
+    // The micro-batch in backend memory (a device backend's ops cannot read host arrays),
+    // (N) each, and the rotary frequencies (D/2).
+    std::int32_t* ids = nullptr;
+    std::int32_t* targets = nullptr;
+    std::int32_t* positions = nullptr;
+    std::int32_t* segments = nullptr;
+    float* inv_freq = nullptr;
     std::vector<LayerActs> acts;   // per layer; with checkpointing all but x_in shared
     float* x_final = nullptr;      // (N, C) last block output
     float* xf = nullptr;           // (N, C) final norm output
@@ -169,6 +192,8 @@ class LlamaModel {
   void block_backward(std::int64_t layer, const LayerActs& a, float* d_res, const TokenBatch& b);
   // Embedding, every block and the final norm; returns the final normed hidden (N, C).
   const float* forward_hidden(const TokenBatch& b);
+  // `b` with its arrays in backend memory: itself on the CPU, uploaded copies on a device.
+  TokenBatch stage_batch(const TokenBatch& b);
 
   ModelSpec spec_;   // the whole model
   ModelSpec local_;  // this rank's heads, KV heads, intermediate rows and vocabulary
@@ -179,7 +204,9 @@ class LlamaModel {
   std::uint64_t dropout_seed_;
   TpGroup tp_;
   std::vector<LoraPart> parts_;
-  std::vector<float> tp_stage_;  // partial gradients packed for one all-reduce
+  // Backend memory that is not the arena's, freed through the backend.
+  std::unique_ptr<float, BackendFree> tp_stage_;  // partial gradients packed for one all-reduce
+  std::unique_ptr<double, BackendFree> tp_scalar_;  // (1) a sum reduced over the TP group
   std::uint64_t step_ = 0;
   bool dropout_on_ = false;
   std::vector<float> inv_freq_;

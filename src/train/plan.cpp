@@ -122,7 +122,7 @@ PlanDevice plan_device(PlanDeviceKind kind, int world) {
             "compute: 50% of peak (GEMMs only, flops.h)\n"
             "NVLink: 900 GB/s per GPU (both directions): all-reduce bus bandwidth 450 GB/s, 10 us each\n"
             "between nodes: one 400 Gb/s InfiniBand NDR HCA per GPU (50 GB/s), 40 GB/s achieved, 20 us each\n"
-            "activations bf16 and backend scratch: a projection of the CPU layout until the CUDA backend lands\n"
+            "activations bf16 and backend scratch: a projection of the CPU layout (the CUDA backend keeps f32 activations today)\n"
             "runtime 1 GiB per GPU (CUDA context, cuBLAS workspaces), NCCL 0.5 GiB per communicator: assumed\n";
   return d;
 }

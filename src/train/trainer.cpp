@@ -12,6 +12,7 @@
 #include <sys/resource.h>
 
 #include "backend/backend.h"
+#include "train/devices.h"
 #include "comm/watchdog.h"
 #include "core/error.h"
 #include "core/log.h"
@@ -113,14 +114,60 @@ Fault fault_from_env(int world_rank) {
   return {step, n == 3};
 }
 
+// The adapter parameters (the model's) and the AdamW moments in backend memory, and host
+// copies of all three for checkpoints: on the CPU backend the host copies are the buffers
+// themselves; on a device they are mirrors, synced by upload()/download() around a load or
+// a save (never inside a step).
+class AdapterState {
+ public:
+  AdapterState(backend::Backend& be, float* params, std::int64_t n)
+      : be_(be), params_(params), n_(n), bytes_(sizeof(float) * static_cast<std::size_t>(n)) {
+    adam_m_ = static_cast<float*>(be_.memory_alloc(bytes_ * 2));  // zeroed: m then v
+    if (be_.on_device()) host_.resize(static_cast<std::size_t>(3 * n));
+  }
+  ~AdapterState() { be_.memory_free(adam_m_); }
+  AdapterState(const AdapterState&) = delete;
+  AdapterState& operator=(const AdapterState&) = delete;
+
+  float* adam_m() { return adam_m_; }
+  float* adam_v() { return adam_m_ + n_; }
+  // Where checkpoints read and write the three buffers.
+  AdapterBuffers host() {
+    if (!be_.on_device()) return {params_, adam_m(), adam_v()};
+    return {host_.data(), host_.data() + n_, host_.data() + 2 * n_};
+  }
+  void upload() {
+    if (!be_.on_device()) return;
+    const AdapterBuffers h = host();
+    be_.copy_from_host(params_, h.params, bytes_);
+    be_.copy_from_host(adam_m(), h.adam_m, 2 * bytes_);
+  }
+  void download() {
+    if (!be_.on_device()) return;
+    const AdapterBuffers h = host();
+    be_.copy_to_host(h.params, params_, bytes_);
+    be_.copy_to_host(h.adam_m, adam_m(), 2 * bytes_);
+  }
+
+ private:
+  backend::Backend& be_;
+  float* params_;
+  std::int64_t n_;
+  std::size_t bytes_;
+  float* adam_m_ = nullptr;  // (2n): m, then v
+  std::vector<float> host_;  // (3n) mirrors on a device: params, m, v
+};
+
 // The whole adapter in the full layout on world rank 0: the TP ranks' slices gathered and
 // put back in place (every rank calls it; only rank 0's result is filled).
 std::vector<float> gather_adapter(const model::LlamaModel& model, const model::LoraLayout& full,
                                   const comm::ProcessGrid& grid) {
   const model::LoraLayout& local = model.lora_layout();
   const std::int64_t n = local.size();
+  std::vector<float> mine(static_cast<std::size_t>(n));
+  model.backend().copy_to_host(mine.data(), model.lora_params(), sizeof(float) * mine.size());
   std::vector<float> gathered(static_cast<std::size_t>(n * grid.tp_size()));
-  grid.tp().allgather(model.lora_params(), gathered.data(), n, DType::dtype_f32);
+  grid.tp().allgather(mine.data(), gathered.data(), n, DType::dtype_f32);
   std::vector<float> out;
   if (grid.world_rank() != 0) return out;
   out.resize(static_cast<std::size_t>(full.size()));
@@ -213,14 +260,19 @@ TrainResult train_run(const TrainConfig& cfg, const comm::ProcessGrid& grid, con
   const std::optional<data::SequenceSet>& eval_set = data.cache.eval;
 
   const DType storage = cfg.model.dtype == WeightDtype::weight_bf16 ? DType::dtype_bf16 : DType::dtype_f32;
-  auto backend = backend::make_cpu_backend();
+  RankDevices devices = rank_devices_create(cfg, grid, options.local_rank, options.local_size);
+  backend::Backend* const backend = devices.backend.get();
+  log_info("backend: ", devices.description);
+  ANVIL_CHECK_INPUT(!backend->on_device() || spec.head_dim == 64 || spec.head_dim == 128, cfg.model.path,
+                    "/config.json: head_dim is ", spec.head_dim,
+                    "; the CUDA backend's attention kernels take head_dim 64 or 128 (use parallel.backend: cpu)");
   // This rank's slice of the model; ranks sharing replicated KV heads get their own group.
   model::TpGroup tp_group;
   tp_group.shard = model::tp_shard(spec, grid.tp_rank(), tp);
-  tp_group.comm = &grid.tp();
+  tp_group.comm = devices.tp;
   std::unique_ptr<comm::Comm> kv_comm;
   if (tp_group.shard.kv_replicas > 1) {
-    kv_comm = grid.tp().split(static_cast<int>(tp_group.shard.kv_head_first), grid.tp_rank(), "tp-kv");
+    kv_comm = devices.tp->split(static_cast<int>(tp_group.shard.kv_head_first), grid.tp_rank(), "tp-kv");
     tp_group.kv_comm = kv_comm.get();
   }
   const model::LoraLayout full_layout(spec, lora_spec_from_config(cfg));
@@ -232,19 +284,20 @@ TrainResult train_run(const TrainConfig& cfg, const comm::ProcessGrid& grid, con
   const auto seed = static_cast<std::uint64_t>(cfg.train.seed);
   model::LlamaModel model(spec, model::base_weights_load(spec, cfg.model.path, storage, tp_group.shard),
                           layout, limits, *backend, seed, tp_group);
+  // The adapter and its AdamW state in backend memory, with host copies for checkpoints.
+  AdapterState adapter(*backend, model.lora_params(), layout.size());
   {
     // The same initial adapter on any grid: drawn in the full layout, then sliced.
     std::vector<float> full(static_cast<std::size_t>(full_layout.size()));
     model::lora_init(full_layout, seed, full.data());
-    model::lora_shard_extract(spec, tp_group.shard, full_layout, layout, full.data(), model.lora_params());
+    model::lora_shard_extract(spec, tp_group.shard, full_layout, layout, full.data(), adapter.host().params);
+    adapter.upload();
   }
   log_info("model: ", model::model_parameter_count(spec), " frozen parameters (", dtype_name(storage),
            "), ", full_layout.size(), " LoRA parameters", tp > 1 ? str_cat(" (", layout.size(), " on each TP rank)") : "",
            ", arena ", model.arena_bytes() >> 20, " MiB per rank");
 
-  // Optimizer state and the step plan.
-  std::vector<float> adam_m(static_cast<std::size_t>(layout.size()), 0.0f);
-  std::vector<float> adam_v(static_cast<std::size_t>(layout.size()), 0.0f);
+  // The step plan.
   const std::int64_t global_batch = cfg.train.global_batch;
   const std::int64_t micro = cfg.train.micro_batch;
   const std::int64_t total_steps =
@@ -266,12 +319,13 @@ TrainResult train_run(const TrainConfig& cfg, const comm::ProcessGrid& grid, con
   ckpt.local = &layout;
   ckpt.shard = tp_group.shard;
   ckpt.grid = &grid;
-  const AdapterBuffers buffers{model.lora_params(), adam_m.data(), adam_v.data()};
+  const AdapterBuffers buffers = adapter.host();
   TrainState state;
   TrainResult result;
   result.resumed_from = checkpoint_find_resume(cfg);
   if (result.resumed_from) {
     state = checkpoint_load(ckpt, *result.resumed_from, buffers);
+    adapter.upload();
     sampler.restore(state.sampler);
     result.skipped_steps = state.skipped_steps;
     log_info("resumed from ", *result.resumed_from, " after step ", state.step, " (", state.tokens_seen,
@@ -288,6 +342,7 @@ TrainResult train_run(const TrainConfig& cfg, const comm::ProcessGrid& grid, con
     state.step = step;
     state.skipped_steps = result.skipped_steps;
     state.sampler = sampler.state();
+    adapter.download();
     result.last_checkpoint = checkpoint_save(ckpt, state, buffers);
     if (writer) checkpoint_prune(cfg, result.resumed_from.value_or(""));
     log_info("checkpoint ", result.last_checkpoint);
@@ -362,7 +417,7 @@ TrainResult train_run(const TrainConfig& cfg, const comm::ProcessGrid& grid, con
     // The gradient of the global step: TP partial sums first, then one flat all-reduce
     // over the data-parallel replicas (each holds the same slice of the adapter).
     model.reduce_tp_grads();
-    grid.dp().allreduce_sum(model.lora_grads(), layout.size());
+    devices.dp->allreduce_sum(model.lora_grads(), layout.size());
     grid.dp().allreduce_sum(&loss_sum, 1);
     StepMetrics m;
     m.step = step;
@@ -393,7 +448,7 @@ TrainResult train_run(const TrainConfig& cfg, const comm::ProcessGrid& grid, con
       a.eps = static_cast<float>(cfg.train.adam_eps);
       a.weight_decay = static_cast<float>(cfg.train.weight_decay);
       a.step = step - result.skipped_steps;
-      backend->adamw_update(model.lora_params(), model.lora_grads(), adam_m.data(), adam_v.data(),
+      backend->adamw_update(model.lora_params(), model.lora_grads(), adapter.adam_m(), adapter.adam_v(),
                             layout.size(), a);
     }
     m.skipped_total = result.skipped_steps;
@@ -440,9 +495,9 @@ TrainResult train_run(const TrainConfig& cfg, const comm::ProcessGrid& grid, con
     return result;
   }
   result.adapter_dir = out_dir + "/adapter";
-  const std::vector<float> adapter = gather_adapter(model, full_layout, grid);
+  const std::vector<float> whole = gather_adapter(model, full_layout, grid);
   if (writer)
-    model::lora_save_peft(result.adapter_dir, full_layout, adapter.data(),
+    model::lora_save_peft(result.adapter_dir, full_layout, whole.data(),
                           std::filesystem::absolute(cfg.model.path).string());
   {
     const double mine = peak_rss_mib();

@@ -28,6 +28,9 @@ struct TrainOptions {
   // > 0: end cleanly after this step with a checkpoint, as a preempted job would; the same
   // command with checkpoint.resume: auto continues from it.
   std::int64_t stop_after = 0;
+  // This rank's place on its node (MpiSession::local_rank/local_size): picks its GPU.
+  int local_rank = 0;
+  int local_size = 1;
 };
 
 // Runs the whole training of `cfg` on the ranks of `grid`, every rank calling it (one rank:

@@ -7,7 +7,9 @@
 #include <array>
 #include <climits>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
+#include <new>
 
 #include "core/dtype.h"
 #include "core/error.h"
@@ -44,6 +46,31 @@ std::int64_t cpu_scratch_bytes(const BackendLimits& limits) {
   i64 floats = 0;
   for (const i64 n : scratch_floats(limits)) floats += n;
   return floats * static_cast<i64>(sizeof(float));
+}
+
+// ---- memory: host memory -----------------------------------------------------------------
+
+void* CpuBackend::memory_alloc(std::size_t bytes) {
+  constexpr std::size_t kAlign = 64;
+  const std::size_t size = std::max<std::size_t>(kAlign, (bytes + kAlign - 1) / kAlign * kAlign);
+  void* p = std::aligned_alloc(kAlign, size);
+  if (!p) throw std::bad_alloc();
+  std::memset(p, 0, size);
+  return p;
+}
+
+void CpuBackend::memory_free(void* p) { std::free(p); }
+
+void CpuBackend::copy(void* dst, const void* src, std::size_t bytes) {
+  if (bytes && dst != src) std::memmove(dst, src, bytes);
+}
+
+void CpuBackend::copy_from_host(void* dst, const void* host, std::size_t bytes) { copy(dst, host, bytes); }
+
+void CpuBackend::copy_to_host(void* host, const void* src, std::size_t bytes) { copy(host, src, bytes); }
+
+void CpuBackend::fill_zero(void* dst, std::size_t bytes) {
+  if (bytes) std::memset(dst, 0, bytes);
 }
 
 // ---- weights ---------------------------------------------------------------------------

@@ -29,6 +29,14 @@ class CpuBackend final : public Backend {
   const char* name() const override { return "cpu"; }
   void reserve(const BackendLimits& limits) override;
 
+  void* memory_alloc(std::size_t bytes) override;
+  void memory_free(void* p) override;
+  void copy(void* dst, const void* src, std::size_t bytes) override;
+  void copy_from_host(void* dst, const void* host, std::size_t bytes) override;
+  void copy_to_host(void* host, const void* src, std::size_t bytes) override;
+  void fill_zero(void* dst, std::size_t bytes) override;
+  TensorView weight_place(const TensorView& w) override { return w; }
+
   void gemm(bool trans_a, bool trans_b, i64 m, i64 n, i64 k, float alpha, const float* a,
             i64 lda, const float* b, i64 ldb, float beta, float* c, i64 ldc) override;
   void linear_forward(float* y, const float* x, const TensorView& w, const float* bias, i64 m,

@@ -6,6 +6,7 @@
 #include <cmath>
 
 #include "backend/cpu/cpu_backend.h"
+#include "backend/lm_head_shape.h"
 #include "core/error.h"
 
 namespace anvil::backend {
@@ -22,14 +23,9 @@ double CpuBackend::lm_head_cross_entropy(float* dhidden, const float* hidden,
                                          const TensorView& w_head, const std::int32_t* targets,
                                          i64 n, float grad_scale, const VocabShard& shard,
                                          VocabReducer* reduce) {
-  ANVIL_CHECK(w_head.shape.rank() == 2, "LM head must be 2-D, got ", w_head.shape.str());
-  const i64 V = w_head.shape[0], C = w_head.shape[1];
-  const i64 vocab = shard.total > 0 ? shard.total : V;
-  const i64 v0 = shard.first;
-  const bool sharded = V < vocab;
-  ANVIL_CHECK(v0 >= 0 && v0 + V <= vocab, "vocabulary shard [", v0, ", ", v0 + V, ") outside [0, ",
-              vocab, ")");
-  ANVIL_CHECK(!sharded || reduce, "a vocabulary shard needs a reducer");
+  const LmHeadShape shape = lm_head_shape(w_head, shard, reduce);
+  const i64 V = shape.V, C = shape.C, vocab = shape.vocab, v0 = shape.v0;
+  const bool sharded = shape.sharded;
   for (i64 i = 0; i < n; ++i)
     ANVIL_CHECK(targets[i] == kIgnoreIndex || (targets[i] >= 0 && targets[i] < vocab), "target ",
                 targets[i], " outside [0, ", vocab, ")");
