@@ -268,11 +268,11 @@ std::vector<ConfigKey> make_schema() {
           "data-parallel replicas; auto = world size / tp; tp * dp must equal the world size",
           between(1, 1 << 20)),
       row("parallel.backend", key_choice, "auto", FIELD(parallel, backend),
-          "where the math runs: cpu, cuda, or auto = cuda when a GPU is visible", {},
+          "where the math runs: cpu, cuda, or auto = cuda when this build has CUDA and a GPU is visible", {},
           enum_names(BackendKind{})),
       row("parallel.comm", key_choice, "auto", FIELD(parallel, comm),
-          "collectives: nccl (GPUs), mpi (CPUs, or GPUs shared by several ranks), auto = nccl on "
-          "cuda, mpi on cpu",
+          "collectives: nccl (one GPU per rank), mpi (CPUs, or GPUs shared by several ranks, staged "
+          "through host memory), auto = nccl on cuda unless ranks share a GPU, mpi on cpu",
           {}, enum_names(CommKind{})),
       row("parallel.collective_timeout_s", key_int, "600", FIELD(parallel, collective_timeout_s),
           "a collective unfinished after this many seconds (a rank stopped or hung) ends the job; 0 = wait forever",

@@ -172,6 +172,9 @@ std::string describe(const Case& c) {
                  " D=", c.head_dim, c.causal ? " causal" : " full", c.segmented ? " segments" : "");
 }
 
+// How gtest prints a Case (ctest lists it beside each test's name).
+void PrintTo(const Case& c, std::ostream* os) { *os << describe(c); }
+
 struct Inputs {
   Case c;
   std::vector<float> q, k, v, dout;  // (B,T,H,D), (B,T,Hkv,D) x2, (B,T,H,D)
