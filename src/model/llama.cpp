@@ -119,8 +119,7 @@ LlamaModel::LlamaModel(ModelSpec spec, BaseWeights base, LoraLayout lora, ModelL
       limits_(limits),
       be_(backend),
       dropout_seed_(dropout_seed),
-      tp_(tp),
-      inv_freq_(rope_inv_freq(spec_)) {
+      tp_(tp) {
   ANVIL_CHECK(limits_.micro_batch > 0 && limits_.seq_len > 0, "model limits not set");
   ANVIL_CHECK(spec_.head_dim % 2 == 0, "head_dim must be even for rotary embeddings");
   const int group = tp_.comm ? tp_.comm->size() : 1;
@@ -145,7 +144,8 @@ LlamaModel::LlamaModel(ModelSpec spec, BaseWeights base, LoraLayout lora, ModelL
   arena_.allocate([this](std::size_t bytes) { return be_.memory_alloc(bytes); },
                   [be = &be_](void* p) { be->memory_free(p); });
   carve(arena_, local_, lora_, limits_, DType::dtype_f32, buf_);
-  be_.copy_from_host(buf_.inv_freq, inv_freq_.data(), sizeof(float) * inv_freq_.size());
+  const std::vector<float> inv_freq = rope_inv_freq(spec_);  // (D/2)
+  be_.copy_from_host(buf_.inv_freq, inv_freq.data(), sizeof(float) * inv_freq.size());
   be_.reserve(backend_limits_for(local_, limits_));
 }
 

@@ -209,7 +209,6 @@ class LlamaModel {
   std::unique_ptr<double, BackendFree> tp_scalar_;  // (1) a sum reduced over the TP group
   std::uint64_t step_ = 0;
   bool dropout_on_ = false;
-  std::vector<float> inv_freq_;
   std::int64_t n_max_ = 0;  // B*T
 
   Arena arena_;

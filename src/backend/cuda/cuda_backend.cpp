@@ -182,14 +182,6 @@ const std::uint16_t* CudaBackend::stage_bf16(const float* x, i64 count) {
   return dst;
 }
 
-std::int32_t CudaBackend::flag_take(std::int32_t* flag) {
-  std::int32_t value = 0;
-  CUDA_CHECK(cudaMemcpyAsync(&value, flag, sizeof(value), cudaMemcpyDeviceToHost, stream_));
-  CUDA_CHECK(cudaMemsetAsync(flag, 0, sizeof(std::int32_t), stream_));
-  CUDA_CHECK(cudaStreamSynchronize(stream_));
-  return value;
-}
-
 // ---- memory ------------------------------------------------------------------------------
 
 void* CudaBackend::memory_alloc(std::size_t bytes) {

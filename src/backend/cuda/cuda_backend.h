@@ -133,8 +133,6 @@ class CudaBackend final : public Backend {
   void* grow(DeviceScratch& buf, std::size_t bytes);
   // x (count f32) as bf16 in the staging buffer.
   const std::uint16_t* stage_bf16(const float* x, i64 count);
-  // Reads one int32 device flag (one sync) and clears it for the next call.
-  std::int32_t flag_take(std::int32_t* flag);
   void release() noexcept;
 
   int device_ = 0;

@@ -50,15 +50,13 @@ double CudaBackend::lm_head_cross_entropy(float* dhidden, const float* hidden,
     if (dhidden) linear_backward_input(dhidden + r0 * C, logits, w_head, rows, 0.0f);
   }
 
-  struct {
-    double loss;
-    std::int32_t bad_target;
-  } result{};
-  CUDA_CHECK(cudaMemcpyAsync(&result.loss, &scalars_->loss, sizeof(double), cudaMemcpyDeviceToHost,
-                             stream_));
-  CUDA_CHECK(cudaMemcpyAsync(&result.bad_target, &scalars_->bad_target, sizeof(std::int32_t),
-                             cudaMemcpyDeviceToHost, stream_));
+  // The one host wait of the micro-batch: the loss, and the flags of this call's targets and
+  // of the ids every embedding lookup since the last loss saw (embedding_forward does not wait).
+  Scalars result{};
+  CUDA_CHECK(cudaMemcpyAsync(&result, scalars_, sizeof(Scalars), cudaMemcpyDeviceToHost, stream_));
+  CUDA_CHECK(cudaMemsetAsync(&scalars_->bad_id, 0, sizeof(std::int32_t), stream_));
   CUDA_CHECK(cudaStreamSynchronize(stream_));
+  ANVIL_CHECK(result.bad_id == 0, "a token id outside the vocabulary");
   ANVIL_CHECK(result.bad_target == 0, "a target outside [0, ", vocab, ") (and not -100)");
   return result.loss;
 }

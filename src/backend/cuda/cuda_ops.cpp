@@ -99,8 +99,7 @@ void CudaBackend::embedding_forward(float* out, const std::int32_t* ids, const T
   if (n == 0) return;
   kernels::embedding_forward(out, ids, table.as<const std::uint16_t>(), n, rows, dim, shard.first,
                              vocab, &scalars_->bad_id, stream_);
-  // The ids came from the host a moment ago; a bad one is a bug upstream, worth a sync.
-  ANVIL_CHECK(flag_take(&scalars_->bad_id) == 0, "a token id outside [0, ", vocab, ")");
+  // No host wait in the step for it: lm_head_cross_entropy's readback reports a bad id.
 }
 
 void CudaBackend::embedding_backward(float* dtable, const float* dout, const std::int32_t* ids,
