@@ -16,7 +16,8 @@
 #include "core/error.h"
 #include "export/export.h"
 #include "export/shard_writer.h"
-#include "model/checkpoint_layout.h"
+#include "checkpoint/checkpoint_file.h"
+#include "checkpoint/model_identity.h"
 
 namespace anvil::cli {
 
@@ -55,18 +56,18 @@ exporting::ExportOptions options_resolve(const ExportArgs& a) {
 
 // The base model to merge into: --base or the recorded path, and in either case the model
 // the checkpoint was trained on (same config.json and weight index).
-std::string base_resolve(const ExportArgs& a, const model::CheckpointAdapter& ckpt, bool must_exist) {
+std::string base_resolve(const ExportArgs& a, const checkpoint::CheckpointAdapter& ckpt, bool must_exist) {
   namespace fs = std::filesystem;
-  const std::string base = a.base.empty() ? ckpt.base_model_path : a.base;
+  const std::string base = a.base.empty() ? ckpt.meta.base_model_path : a.base;
   std::error_code ec;
   if (!must_exist && a.base.empty()) return base;  // peft only names it
   ANVIL_CHECK_INPUT(fs::is_directory(base, ec), "export: base model directory ", base,
                     a.base.empty() ? str_cat(" (recorded in ", a.checkpoint, ")") : std::string(),
                     " does not exist; pass --base MODEL_DIR");
-  const std::string hash = model::model_identity_hash(base);
-  ANVIL_CHECK_INPUT(hash == ckpt.base_model_hash, "export: base model ", base, " (identity ", hash,
-                    ") is not the model ", a.checkpoint, " was trained on: ", ckpt.base_model_path, " (identity ",
-                    ckpt.base_model_hash, ")");
+  const std::string hash = checkpoint::model_identity_hash(base);
+  ANVIL_CHECK_INPUT(hash == ckpt.meta.base_model_hash, "export: base model ", base, " (identity ", hash,
+                    ") is not the model ", a.checkpoint, " was trained on: ", ckpt.meta.base_model_path, " (identity ",
+                    ckpt.meta.base_model_hash, ")");
   return base;
 }
 
@@ -75,9 +76,9 @@ void run_export(const ExportArgs& a) {
   comm::MpiSession mpi;
   const auto world = comm::mpi_comm_world();
   const exporting::ExportOptions options = options_resolve(a);
-  const model::CheckpointAdapter ckpt = model::checkpoint_read_adapter(a.checkpoint);
+  const checkpoint::CheckpointAdapter ckpt = checkpoint::checkpoint_read_adapter(a.checkpoint);
   const bool hf = options.format == exporting::ExportFormat::export_format_hf;
-  const exporting::ExportAdapter adapter{ckpt.spec, ckpt.lora, ckpt.params.data(), base_resolve(a, ckpt, hf)};
+  const exporting::ExportAdapter adapter{ckpt.spec, ckpt.meta.lora, ckpt.params.data(), base_resolve(a, ckpt, hf)};
   const auto s = exporting::export_to_dir(adapter, a.out, options, {a.checkpoint}, *world);
   if (world->rank() != 0) return;
   std::printf("exported step %lld of %s (%s, %s): %zu tensors", static_cast<long long>(ckpt.step),

@@ -17,6 +17,7 @@
 #include "core/error.h"
 #include "core/log.h"
 #include "data/tokenizer.h"
+#include "export/peft.h"
 #include "model/llama_generate.h"
 #include "model/llama_weights.h"
 #include "model/lora.h"
@@ -42,7 +43,7 @@ struct LoadedModel {
   model::ModelSpec spec;
   data::Tokenizer tokenizer;
   model::BaseWeights base;
-  std::optional<model::LoraAdapter> adapter;
+  std::optional<exporting::PeftAdapter> adapter;
   std::optional<model::LoraLayout> layout;
   std::unique_ptr<backend::Backend> backend;
 
@@ -52,7 +53,7 @@ struct LoadedModel {
         base(model::base_weights_load(spec, a.model_dir, DType::dtype_f32, model::tp_shard(spec, 0, 1))),
         backend(backend::make_cpu_backend()) {
     if (!a.adapter.empty()) {
-      adapter = model::lora_load_peft(a.adapter, spec);
+      adapter = exporting::peft_load(a.adapter, spec);
       layout.emplace(spec, adapter->spec);
     }
   }

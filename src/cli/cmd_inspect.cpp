@@ -1,6 +1,8 @@
 // anvil inspect PATH: the tensors of a safetensors file or HF model directory, validated
 // the same way training reads them (a malformed input is a user error, exit 2); or, for a
-// checkpoint (*.h5), what it holds, every adapter matrix read against its checksum.
+// checkpoint (*.h5), what it holds, once every dataset in it (adapter, AdamW state, sampler
+// and RNG state, meta) is read against its checksum: a damaged checkpoint is a user error
+// (exit 2) naming each damaged or missing dataset.
 #include <algorithm>
 #include <cstdint>
 #include <cstdio>
@@ -8,12 +10,12 @@
 #include <string>
 #include <vector>
 
+#include "checkpoint/checkpoint_file.h"
 #include "cli/commands.h"
 #include "cli/format.h"
 #include "comm/runtime.h"
 #include "core/error.h"
 #include "io/safetensors.h"
-#include "model/checkpoint_layout.h"
 
 namespace anvil::cli {
 
@@ -69,24 +71,38 @@ void run_inspect(const std::string& path) {
 
 void run_inspect_checkpoint(const std::string& path, bool show_config) {
   comm::MpiSession mpi;  // the checkpoint is read through (parallel) HDF5, on this rank alone
-  const model::CheckpointAdapter c = model::checkpoint_read_adapter(path);
-  const model::LoraLayout layout(c.spec, c.lora);
+  const auto self = comm::self_comm("self");
+  const auto reader = checkpoint::CheckpointReader::open(path, *self);
+  const std::vector<std::string> problems = reader.verify();
+  if (!problems.empty()) {
+    std::string listed;
+    for (const auto& p : problems) listed += "\n  " + p;
+    throw_user_error(path, ": ", problems.size(), " damaged or missing dataset", problems.size() == 1 ? "" : "s",
+                     " (this checkpoint cannot be resumed or exported):", listed);
+  }
+  const checkpoint::Meta meta = reader.meta();
+  const checkpoint::State state = reader.state();
+  const model::ModelSpec spec = model::model_spec_from_json(meta.model_config_json, path + ": meta/model_config");
+  const model::LoraLayout layout(spec, meta.lora);
   std::string targets;
   for (int p = 0; p < model::kProjCount; ++p)
-    if (c.lora.targets[p]) targets += (targets.empty() ? "" : ", ") + std::string(model::proj_name(model::Proj(p)));
-  std::printf("checkpoint %s\n", path.c_str());
-  std::printf("step: %lld\n", static_cast<long long>(c.step));
-  std::printf("base model: %s (identity %s)\n", c.base_model_path.c_str(), c.base_model_hash.c_str());
-  std::printf("model: %s, hidden %lld, layers %lld, vocab %lld\n", c.spec.model_type.c_str(),
-              static_cast<long long>(c.spec.hidden_size), static_cast<long long>(c.spec.num_hidden_layers),
-              static_cast<long long>(c.spec.vocab_size));
-  std::printf("lora: r %d, alpha %g, dropout %g, %s, scale %g, targets %s\n", c.lora.rank, c.lora.alpha,
-              c.lora.dropout, c.lora.rslora ? "rslora" : "no rslora", static_cast<double>(c.lora.scale()),
+    if (meta.lora.targets[p]) targets += (targets.empty() ? "" : ", ") + std::string(model::proj_name(model::Proj(p)));
+  std::printf("checkpoint %s (format %lld)\n", path.c_str(), static_cast<long long>(reader.format()));
+  std::printf("step: %lld, tokens seen %s, sampler epoch %lld cursor %lld, seed %lld\n",
+              static_cast<long long>(state.step), format_thousands(state.tokens_seen).c_str(),
+              static_cast<long long>(state.sampler_epoch), static_cast<long long>(state.sampler_cursor),
+              static_cast<long long>(state.seed));
+  std::printf("base model: %s (identity %s)\n", meta.base_model_path.c_str(), meta.base_model_hash.c_str());
+  std::printf("model: %s, hidden %lld, layers %lld, vocab %lld\n", spec.model_type.c_str(),
+              static_cast<long long>(spec.hidden_size), static_cast<long long>(spec.num_hidden_layers),
+              static_cast<long long>(spec.vocab_size));
+  std::printf("lora: r %d, alpha %g, dropout %g, %s, scale %g, targets %s\n", meta.lora.rank, meta.lora.alpha,
+              meta.lora.dropout, meta.lora.rslora ? "rslora" : "no rslora", static_cast<double>(meta.lora.scale()),
               targets.c_str());
-  std::printf("adapter: %zu tensors, %s parameters (f32)\n", 2 * layout.slots().size(),
+  std::printf("adapter: %zu tensors, %s parameters (f32), with its AdamW moments\n", 2 * layout.slots().size(),
               format_thousands(layout.size()).c_str());
-  std::printf("checksums verified\n");
-  if (show_config) std::printf("\nresolved config:\n%s", c.config_yaml.c_str());
+  std::printf("checksums verified: every dataset (adapter, AdamW state, sampler and RNG state, meta)\n");
+  if (show_config) std::printf("\nresolved config:\n%s", meta.config_yaml.c_str());
 }
 
 }  // namespace

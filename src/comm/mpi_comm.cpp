@@ -14,6 +14,7 @@
 #include "comm/collective_check.h"
 #include "comm/comm.h"
 #include "comm/mpi_check.h"
+#include "comm/mpi_handle.h"
 #include "comm/watchdog.h"
 #include "core/error.h"
 #include "core/log.h"
@@ -188,6 +189,7 @@ class MpiComm final : public Comm {
     }
   }
 
+  friend MPI_Comm anvil::comm::mpi_handle(const Comm& comm);
   MPI_Comm comm_ = MPI_COMM_NULL;
   std::string name_;
   int rank_ = 0;
@@ -200,6 +202,12 @@ std::unique_ptr<Comm> mpi_comm_world() {
   ANVIL_CHECK(mpi_is_up(), "mpi_comm_world() before MPI_Init or after MPI_Finalize "
                            "(MPI lives as long as a comm::MpiSession)");
   return std::make_unique<MpiComm>(MPI_COMM_WORLD, "world");
+}
+
+MPI_Comm mpi_handle(const Comm& comm) {
+  if (const auto* m = dynamic_cast<const MpiComm*>(&comm)) return m->comm_;
+  ANVIL_CHECK(comm.size() == 1, "comm '", comm.name(), "' is not an MPI communicator");
+  return MPI_COMM_SELF;
 }
 
 }  // namespace anvil::comm

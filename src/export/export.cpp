@@ -1,5 +1,5 @@
 // The export as one all-or-nothing step (over one rank or several), and the PEFT format
-// (model/lora.h writes it).
+// (export/peft.h writes it).
 #include "export/export.h"
 
 #include <cstdint>
@@ -7,6 +7,7 @@
 #include <optional>
 
 #include "core/error.h"
+#include "export/peft.h"
 #include "export/staged_dir.h"
 
 namespace anvil::exporting {
@@ -32,7 +33,7 @@ ExportFormat export_format_parse(const std::string& text, const std::string& wha
 ExportSummary export_peft(const ExportAdapter& adapter, const std::string& dir) {
   ANVIL_CHECK(adapter.params != nullptr, "export: no adapter parameters");
   const model::LoraLayout layout(adapter.spec, adapter.lora);
-  model::lora_save_peft(dir, layout, adapter.params, adapter.base_dir);
+  peft_save(dir, layout, adapter.params, adapter.base_dir);
   ExportSummary summary;
   summary.out_dir = dir;
   summary.dtype = DType::dtype_f32;

@@ -130,11 +130,11 @@ struct H5Store::Impl {
     return checked(H5Dopen2(file.get(), name.c_str(), H5P_DEFAULT), H5Dclose, path, "dataset '" + name + "'");
   }
 
-  Id create(const std::string& name, hid_t type, hid_t space) const {
+  Id create(const std::string& name, hid_t type, hid_t space, hid_t dcpl = H5P_DEFAULT) const {
     ANVIL_CHECK(writable, path, " is open read-only");
     Id lcpl(H5Pcreate(H5P_LINK_CREATE), H5Pclose);
     H5Pset_create_intermediate_group(lcpl.get(), 1);
-    return checked(H5Dcreate2(file.get(), name.c_str(), type, space, lcpl.get(), H5P_DEFAULT, H5P_DEFAULT),
+    return checked(H5Dcreate2(file.get(), name.c_str(), type, space, lcpl.get(), dcpl, H5P_DEFAULT),
                    H5Dclose, path, "creating dataset '" + name + "'");
   }
 
@@ -150,6 +150,27 @@ struct H5Store::Impl {
     Id a = checked(H5Aopen(dset, attr, H5P_DEFAULT), H5Aclose, path, "attribute of '" + name + "'");
     std::uint64_t v = 0;
     check(H5Aread(a.get(), H5T_NATIVE_UINT64, &v), path, "reading attribute of '" + name + "'");
+    return v;
+  }
+
+  void attribute_u64s(hid_t dset, const std::string& name, const char* attr,
+                      const std::vector<std::uint64_t>& v) const {
+    const hsize_t n[1] = {static_cast<hsize_t>(v.size())};
+    Id space(H5Screate_simple(1, n, nullptr), H5Sclose);
+    Id a = checked(H5Acreate2(dset, attr, H5T_STD_U64LE, space.get(), H5P_DEFAULT, H5P_DEFAULT), H5Aclose,
+                   path, "attribute " + std::string(attr) + " of '" + name + "'");
+    check(H5Awrite(a.get(), H5T_NATIVE_UINT64, v.data()), path, "writing attribute of '" + name + "'");
+  }
+
+  std::vector<std::uint64_t> attribute_u64s(hid_t dset, const std::string& name, const char* attr,
+                                            std::size_t n) const {
+    if (H5Aexists(dset, attr) <= 0) throw_user_error(path, ": dataset '", name, "' has no ", attr, " attribute");
+    Id a = checked(H5Aopen(dset, attr, H5P_DEFAULT), H5Aclose, path, "attribute of '" + name + "'");
+    Id space(H5Aget_space(a.get()), H5Sclose);
+    if (H5Sget_simple_extent_npoints(space.get()) != static_cast<hssize_t>(n))
+      throw_user_error(path, ": dataset '", name, "' has not one ", attr, " per slab (", n, ")");
+    std::vector<std::uint64_t> v(n);
+    check(H5Aread(a.get(), H5T_NATIVE_UINT64, v.data()), path, "reading attribute of '" + name + "'");
     return v;
   }
 
@@ -343,6 +364,93 @@ void H5Store::read_matrix_checked(const std::string& name, std::int64_t rows, st
         "reading '" + name + "'");
   if (checksum_f32(data, rows * cols) != impl_->attribute_u64(d.get(), name, "xxh64"))
     throw_user_error(impl_->path, ": dataset '", name, "' fails its checksum (the file is damaged)");
+}
+
+void H5Store::write_slabs(const std::string& name, std::int64_t n, std::int64_t rows, std::int64_t cols,
+                          const std::optional<MatrixBlock>& block, const float* data,
+                          const std::vector<std::uint64_t>& xxh64) {
+  ANVIL_CHECK(n > 0 && rows > 0 && cols > 0 && xxh64.size() == static_cast<std::size_t>(n), name,
+              ": empty stack, or not one checksum per slab");
+  const hsize_t dims[3] = {static_cast<hsize_t>(n), static_cast<hsize_t>(rows), static_cast<hsize_t>(cols)};
+  Id space(H5Screate_simple(3, dims, nullptr), H5Sclose);
+  Id dcpl(H5Pcreate(H5P_DATASET_CREATE), H5Pclose);
+  // Every byte is written once: no fill values first (they would double the bytes on disk).
+  H5Pset_fill_time(dcpl.get(), H5D_FILL_TIME_NEVER);
+  Id d = impl_->create(name, H5T_IEEE_F32LE, space.get(), dcpl.get());
+  impl_->attribute_text(d.get(), name, "dtype", "f32");
+  impl_->attribute_u64s(d.get(), name, "xxh64", xxh64);
+  Id fs(H5Dget_space(d.get()), H5Sclose);
+  static const float kNothing = 0.0f;
+  Id ms;
+  if (block) {
+    const MatrixBlock& b = *block;
+    ANVIL_CHECK(b.row0 >= 0 && b.col0 >= 0 && b.nrows > 0 && b.ncols > 0 && b.row0 + b.nrows <= rows &&
+                    b.col0 + b.ncols <= cols,
+                name, ": block outside the slab");
+    const hsize_t start[3] = {0, static_cast<hsize_t>(b.row0), static_cast<hsize_t>(b.col0)};
+    const hsize_t count[3] = {static_cast<hsize_t>(n), static_cast<hsize_t>(b.nrows), static_cast<hsize_t>(b.ncols)};
+    H5Sselect_hyperslab(fs.get(), H5S_SELECT_SET, start, nullptr, count, nullptr);
+    ms = Id(H5Screate_simple(3, count, nullptr), H5Sclose);
+  } else {
+    data = &kNothing;
+    ms = select_block(fs.get(), std::nullopt);
+  }
+  Id dxpl = collective_xfer();
+  check(H5Dwrite(d.get(), H5T_NATIVE_FLOAT, ms.get(), fs.get(), dxpl.get(), data), impl_->path,
+        "writing '" + name + "'");
+}
+
+void H5Store::read_slabs_checked(const std::string& name, std::int64_t n, std::int64_t rows, std::int64_t cols,
+                                 float* data) const {
+  Id d = impl_->dataset(name);
+  Id space(H5Dget_space(d.get()), H5Sclose);
+  Id type = checked(H5Dget_type(d.get()), H5Tclose, impl_->path, "type of '" + name + "'");
+  hsize_t dims[3] = {0, 0, 0};
+  const bool stack = H5Sget_simple_extent_ndims(space.get()) == 3 && H5Tget_class(type.get()) == H5T_FLOAT &&
+                     H5Tget_size(type.get()) == 4;
+  if (stack) H5Sget_simple_extent_dims(space.get(), dims, nullptr);
+  if (!stack || dims[0] != static_cast<hsize_t>(n) || dims[1] != static_cast<hsize_t>(rows) ||
+      dims[2] != static_cast<hsize_t>(cols))
+    throw_user_error(impl_->path, ": dataset '", name, "' is not the expected (", n, ", ", rows, ", ", cols,
+                     ") f32 stack");
+  const std::vector<std::uint64_t> sums = impl_->attribute_u64s(d.get(), name, "xxh64", static_cast<std::size_t>(n));
+  Id dxpl(H5Pcreate(H5P_DATASET_XFER), H5Pclose);
+  H5Pset_dxpl_mpio(dxpl.get(), H5FD_MPIO_INDEPENDENT);
+  check(H5Dread(d.get(), H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, dxpl.get(), data), impl_->path,
+        "reading '" + name + "'");
+  for (std::int64_t i = 0; i < n; ++i)
+    if (checksum_f32(data + i * rows * cols, rows * cols) != sums[static_cast<std::size_t>(i)])
+      throw_user_error(impl_->path, ": dataset '", name, "' fails its checksum at slab ", i, " of ", n,
+                       " (the file is damaged)");
+}
+
+std::string H5Store::verify(const std::string& name) const {
+  try {
+    Id d = impl_->dataset(name);
+    Id space(H5Dget_space(d.get()), H5Sclose);
+    Id type = checked(H5Dget_type(d.get()), H5Tclose, impl_->path, "type of '" + name + "'");
+    const int nd = H5Sget_simple_extent_ndims(space.get());
+    const H5T_class_t cls = H5Tget_class(type.get());
+    hsize_t dims[3] = {0, 0, 0};
+    if (nd >= 1 && nd <= 3) H5Sget_simple_extent_dims(space.get(), dims, nullptr);
+    const auto dim = [&](int i) { return static_cast<std::int64_t>(dims[i]); };
+    if (cls == H5T_STRING) {
+      read_text(name);
+    } else if (cls == H5T_INTEGER && nd == 0) {
+      read_i64(name);
+    } else if (cls == H5T_FLOAT && nd == 2) {
+      std::vector<float> all(static_cast<std::size_t>(dim(0) * dim(1)));
+      read_matrix_checked(name, dim(0), dim(1), all.data());
+    } else if (cls == H5T_FLOAT && nd == 3) {
+      std::vector<float> all(static_cast<std::size_t>(dim(0) * dim(1) * dim(2)));
+      read_slabs_checked(name, dim(0), dim(1), dim(2), all.data());
+    } else {
+      return str_cat(impl_->path, ": dataset '", name, "' is of no kind a checkpoint holds");
+    }
+    return {};
+  } catch (const Error& e) {
+    return e.what();
+  }
 }
 
 std::uint64_t H5Store::matrix_checksum(const std::string& name) const {

@@ -2,10 +2,12 @@
 // (parallel HDF5 over MPI-IO), with the few kinds of dataset an anvil checkpoint holds:
 //   - 2-D f32 matrices of their full logical shape, which each rank writes or reads as a
 //     block (a hyperslab) of its own, or not at all, in one collective call;
+//   - 3-D f32 slab stacks (n, rows, cols), written the same way with one block of rows
+//     and columns taken from every slab, and carrying one checksum per slab [i];
 //   - int64 scalars and text (the resolved config, JSON), the same on every rank.
 // Every matrix carries an `xxh64` attribute, the XXH64 (seed 0) of its full row-major
-// bytes, and a `dtype` attribute ("f32"). Names are paths ("adapter/…"); groups are made
-// as needed. Any rank's HDF5 failure becomes an anvil::Error naming the file and dataset.
+// bytes (a stack: an array of n, one per slab), and a `dtype` attribute ("f32"). Names
+// are paths ("adapter/…"); groups are made as needed. Any rank's HDF5 failure becomes an anvil::Error naming the file and dataset.
 //
 // All calls are collective over the communicator, with the same names, shapes, values and
 // order on every rank; only the block and the data pointer differ. File locking is off
@@ -66,6 +68,22 @@ class H5Store {
   // no rank waits for another) and checks it against its checksum. User errors name the
   // file and dataset: missing, another shape or type, a failed checksum.
   void read_matrix_checked(const std::string& name, std::int64_t rows, std::int64_t cols, float* data) const;
+
+  // Creates `name` as n slabs of (rows, cols) f32 and writes, on the ranks that pass a
+  // block, that block of every slab from `data` (n, block.nrows, block.ncols), in one
+  // collective call. `xxh64` holds the checksum of each whole slab (every rank the same).
+  void write_slabs(const std::string& name, std::int64_t n, std::int64_t rows, std::int64_t cols,
+                   const std::optional<MatrixBlock>& block, const float* data, const std::vector<std::uint64_t>& xxh64);
+  // Reads the whole stack (n, rows, cols) into `data` on every rank (independently) and
+  // checks each slab. User errors name file, dataset and slab: missing, another shape, a
+  // failed checksum.
+  void read_slabs_checked(const std::string& name, std::int64_t n, std::int64_t rows, std::int64_t cols,
+                          float* data) const;
+
+  // Reads dataset `name` whole, whatever it holds, and checks it against its checksum(s):
+  // empty when it is sound, else what is wrong ("FILE: dataset 'X' fails its checksum ...").
+  // Independent (any one rank may call it).
+  std::string verify(const std::string& name) const;
 
   bool exists(const std::string& name) const;
   // Every dataset's path, sorted.

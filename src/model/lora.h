@@ -75,15 +75,4 @@ class LoraLayout {
 // counter-based generator keyed by (seed, layer, proj); B = 0.
 void lora_init(const LoraLayout& layout, std::uint64_t seed, float* params);
 
-// A PEFT adapter directory: adapter_config.json + adapter_model.safetensors.
-struct LoraAdapter {
-  LoraSpec spec;
-  std::vector<float> params;  // in the layout of LoraLayout(model spec, spec)
-};
-// Reads a PEFT adapter for a model of shape `model`; user errors name the file and tensor.
-LoraAdapter lora_load_peft(const std::string& dir, const ModelSpec& model);
-// Writes a PEFT adapter (atomic per file); `base_model` goes into adapter_config.json.
-void lora_save_peft(const std::string& dir, const LoraLayout& layout, const float* params,
-                    const std::string& base_model);
-
 }  // namespace anvil::model

@@ -6,11 +6,10 @@
 #include <filesystem>
 #include <regex>
 
+#include "checkpoint/checkpoint_file.h"
 #include "core/error.h"
 #include "core/log.h"
 #include "io/files.h"
-#include "io/h5_store.h"
-#include "model/checkpoint_layout.h"
 
 namespace anvil::train {
 
@@ -18,9 +17,11 @@ namespace fs = std::filesystem;
 
 namespace {
 
-const char* const kGroups[3] = {"adapter", "adam_m", "adam_v"};
+using checkpoint::Group;
 
-float* group_buffer(const AdapterBuffers& b, int g) { return g == 0 ? b.params : g == 1 ? b.adam_m : b.adam_v; }
+checkpoint::GroupBuffers group_buffers(const AdapterBuffers& b) { return {b.params, b.adam_m, b.adam_v}; }
+
+checkpoint::Shards shards_of(const CheckpointContext& ctx) { return {ctx.spec, ctx.shard, ctx.full, ctx.local}; }
 
 std::string step_file(std::int64_t step) { return str_cat("step_", step, ".h5"); }
 
@@ -34,23 +35,22 @@ std::optional<std::int64_t> step_of(const std::string& name) {
 
 // The LoRA, seed, sequence length and global batch of the saved config: what must match
 // for the resumed run to be the same run.
-void check_compatible(const CheckpointContext& ctx, const io::H5Store& h5) {
-  const std::string& file = h5.path();
-  ANVIL_CHECK_INPUT(h5.read_text("meta/base_model_hash") == ctx.base_hash, file,
-                    ": written for another base model (", h5.read_text("meta/base_model_path"), ", dataset "
-                    "meta/base_model_hash) than model.path (", ctx.base_path, ")");
-  const model::LoraSpec saved = model::lora_spec_from_json(h5.read_text("meta/lora"), file + ": meta/lora");
+void check_compatible(const CheckpointContext& ctx, const std::string& file, const checkpoint::Meta& saved) {
+  ANVIL_CHECK_INPUT(saved.base_model_hash == ctx.base_hash, file, ": written for another base model (",
+                    saved.base_model_path, ", dataset ", checkpoint::kMetaBaseHash, ") than model.path (",
+                    ctx.base_path, ")");
   const model::LoraSpec& now = ctx.local->spec();
-  ANVIL_CHECK_INPUT(saved.rank == now.rank && saved.alpha == now.alpha && saved.rslora == now.rslora &&
-                        saved.targets == now.targets && saved.dropout == now.dropout,
-                    file, ": its LoRA (dataset meta/lora: ", model::lora_spec_to_json(saved),
-                    ") differs from this config's lora section (", model::lora_spec_to_json(now), ")");
-  const TrainConfig saved_cfg = config_load_from_string(h5.read_text("meta/config"), file + ": meta/config", {},
+  const model::LoraSpec& was = saved.lora;
+  ANVIL_CHECK_INPUT(was.rank == now.rank && was.alpha == now.alpha && was.rslora == now.rslora &&
+                        was.targets == now.targets && was.dropout == now.dropout,
+                    file, ": its LoRA (dataset ", checkpoint::kMetaLora, ": ", checkpoint::lora_spec_to_json(was),
+                    ") differs from this config's lora section (", checkpoint::lora_spec_to_json(now), ")");
+  const TrainConfig saved_cfg = config_load_from_string(saved.config_yaml, file + ": " + checkpoint::kMetaConfig, {},
                                                         ConfigContext{0, false});
   const TrainConfig& cfg = *ctx.cfg;
   auto same = [&](const char* key, auto a, auto b) {
-    ANVIL_CHECK_INPUT(a == b, file, ": written with ", key, " = ", a, " (dataset meta/config), this config has ", b,
-                      "; resuming would not continue the same run");
+    ANVIL_CHECK_INPUT(a == b, file, ": written with ", key, " = ", a, " (dataset ", checkpoint::kMetaConfig,
+                      "), this config has ", b, "; resuming would not continue the same run");
   };
   same("train.seed", saved_cfg.train.seed, cfg.train.seed);
   same("train.global_batch", saved_cfg.train.global_batch, cfg.train.global_batch);
@@ -58,64 +58,42 @@ void check_compatible(const CheckpointContext& ctx, const io::H5Store& h5) {
   same("data.shuffle", saved_cfg.data.shuffle, cfg.data.shuffle);
   // Changed data is the user's call (a fixed record, one more file): the run goes on from
   // the saved position, but it is no longer the stream the checkpoint's run would have seen.
-  if (h5.exists("meta/data_key") && h5.read_text("meta/data_key") != ctx.data_key && ctx.grid->world_rank() == 0)
-    log_warn(file, ": the training data changed since this checkpoint (token cache ", h5.read_text("meta/data_key"),
-             ", now ", ctx.data_key, "): resuming at the saved data position, but the token stream differs "
+  if (!saved.data_key.empty() && saved.data_key != ctx.data_key && ctx.grid->world_rank() == 0)
+    log_warn(file, ": the training data changed since this checkpoint (token cache ", saved.data_key, ", now ",
+             ctx.data_key, "): resuming at the saved data position, but the token stream differs "
              "from the one the checkpoint's run would have seen");
+}
+
+// auto's candidates, newest first: the file `latest` names, then the older step files.
+std::vector<std::string> resume_candidates(const TrainConfig& cfg) {
+  const std::string dir = checkpoint_dir(cfg);
+  const std::string pointer = dir + "/latest";
+  if (!fs::exists(pointer)) return {};
+  std::string name = io::read_text_file(pointer);
+  name.erase(name.find_last_not_of(" \n\r\t") + 1);
+  const auto newest = step_of(name);
+  ANVIL_CHECK_INPUT(newest.has_value(), pointer, ": expected a step_N.h5 name, got '", name, "'");
+  ANVIL_CHECK_INPUT(fs::is_regular_file(dir + "/" + name), pointer, " names ", name, ", which is missing");
+  std::vector<std::pair<std::int64_t, std::string>> older;
+  for (const auto& e : fs::directory_iterator(dir)) {
+    const std::string n = e.path().filename().string();
+    if (auto step = step_of(n); step && *step < *newest) older.emplace_back(*step, dir + "/" + n);
+  }
+  std::sort(older.rbegin(), older.rend());
+  std::vector<std::string> out = {dir + "/" + name};
+  for (auto& [step, path] : older) out.push_back(std::move(path));
+  return out;
+}
+
+std::string lines(const std::vector<std::string>& v) {
+  std::string out;
+  for (const auto& s : v) out += "\n  " + s;
+  return out;
 }
 
 }  // namespace
 
 std::string checkpoint_dir(const TrainConfig& cfg) { return cfg.output_dir + "/checkpoints"; }
-
-namespace {
-
-// Writes the whole checkpoint into `partial` (every rank its part).
-void write_checkpoint(const CheckpointContext& ctx, const TrainState& state, const AdapterBuffers& buf,
-                      const std::string& partial) {
-  const comm::ProcessGrid& grid = *ctx.grid;
-  io::H5Store h5 = io::H5Store::create(partial, MPI_COMM_WORLD);
-  h5.write_i64("anvil_format", model::kCheckpointFormat);
-  h5.write_text("meta/config", ctx.config_yaml);
-  h5.write_text("meta/model_config", ctx.model_config_json);
-  h5.write_text("meta/base_model_path", ctx.base_path);
-  h5.write_text("meta/base_model_hash", ctx.base_hash);
-  h5.write_text("meta/data_key", ctx.data_key);
-  h5.write_text("meta/lora", model::lora_spec_to_json(ctx.local->spec()));
-  h5.write_i64("state/step", state.step);
-  h5.write_i64("state/tokens_seen", state.tokens_seen);
-  h5.write_i64("state/skipped_steps", state.skipped_steps);
-  h5.write_i64("state/seed", ctx.cfg->train.seed);
-  h5.write_i64("state/sampler_epoch", state.sampler.epoch);
-  h5.write_i64("state/sampler_cursor", state.sampler.cursor);
-
-  // Each matrix whole in the file; each rank writes its block (one replica, one copy).
-  const auto blocks = model::lora_tp_blocks(*ctx.spec, ctx.shard, *ctx.full, *ctx.local);
-  const bool replica0 = grid.dp_rank() == 0;
-  // A matrix every rank holds whole (replicated, or tp 1) has its checksum from memory;
-  // a split one is read back whole once the file is flushed.
-  std::vector<std::pair<std::string, std::optional<std::uint64_t>>> sums;
-  for (int g = 0; g < 3; ++g) {
-    for (const model::LoraBlock& b : blocks) {
-      const std::string name = model::checkpoint_matrix_name(kGroups[g], *b.slot, b.which);
-      const float* data = group_buffer(buf, g) + b.local_offset;
-      std::optional<io::MatrixBlock> mine;
-      if (replica0 && b.writer) mine = io::MatrixBlock{b.row0, b.nrows, b.col0, b.ncols};
-      h5.write_matrix(name, b.rows, b.cols, mine, data);
-      const bool whole = b.nrows == b.rows && b.ncols == b.cols;
-      sums.emplace_back(name, whole ? std::optional(io::checksum_f32(data, b.rows * b.cols)) : std::nullopt);
-    }
-  }
-  h5.flush();
-  if (ctx.kill_during_save == state.step) ::raise(SIGKILL);
-  for (const auto& [name, sum] : sums) {
-    if (sum) h5.seal_matrix(name, *sum);
-    else h5.seal_matrix(name);
-  }
-  h5.close();
-}
-
-}  // namespace
 
 std::string checkpoint_save(const CheckpointContext& ctx, const TrainState& state, const AdapterBuffers& buf) {
   const comm::ProcessGrid& grid = *ctx.grid;
@@ -125,8 +103,12 @@ std::string checkpoint_save(const CheckpointContext& ctx, const TrainState& stat
   if (grid.world_rank() == 0) fs::create_directories(dir);
   grid.world().barrier();
 
+  const checkpoint::Meta meta{ctx.config_yaml, ctx.model_config_json, ctx.base_path, ctx.base_hash, ctx.data_key,
+                              ctx.local->spec()};
+  const checkpoint::State saved{state.step,          state.tokens_seen,    state.skipped_steps,
+                                ctx.cfg->train.seed, state.sampler.epoch, state.sampler.cursor};
   try {
-    write_checkpoint(ctx, state, buf, partial);
+    checkpoint::checkpoint_write(partial, grid, meta, saved, shards_of(ctx), group_buffers(buf));
   } catch (const Error& e) {
     // Disk full, an I/O error: the checkpoints before this one are untouched (this one
     // only ever existed as .partial), and nothing half-written stays behind. With more
@@ -137,6 +119,7 @@ std::string checkpoint_save(const CheckpointContext& ctx, const TrainState& stat
     throw Error(e.kind(), str_cat("checkpoint ", final_path, " not written: ", e.what(),
                                   "; the earlier checkpoints in ", dir, " are intact"));
   }
+  if (ctx.kill_during_save == state.step) ::raise(SIGKILL);
   if (grid.world_rank() == 0) {
     fs::rename(partial, final_path);
     io::write_text_file_atomic(dir + "/latest", step_file(state.step) + "\n");
@@ -145,49 +128,61 @@ std::string checkpoint_save(const CheckpointContext& ctx, const TrainState& stat
   return final_path;
 }
 
-std::optional<std::string> checkpoint_find_resume(const TrainConfig& cfg) {
+std::vector<std::string> checkpoint_verify(const std::string& path) {
+  try {
+    const auto self = comm::self_comm("self");
+    return checkpoint::CheckpointReader::open(path, *self).verify();
+  } catch (const Error& e) {
+    return {e.what()};  // not even openable: truncated, not HDF5, another format
+  }
+}
+
+std::optional<std::string> checkpoint_find_resume(const TrainConfig& cfg, const comm::ProcessGrid& grid) {
   const std::string& how = cfg.checkpoint.resume;
   if (how == "never") return std::nullopt;
-  if (how != "auto") {
-    ANVIL_CHECK_INPUT(fs::is_regular_file(how), "checkpoint.resume: '", how, "' is not a checkpoint file");
-    return how;
+  const bool given = how != "auto";
+  if (given) ANVIL_CHECK_INPUT(fs::is_regular_file(how), "checkpoint.resume: '", how, "' is not a checkpoint file");
+  const std::vector<std::string> candidates = given ? std::vector<std::string>{how} : resume_candidates(cfg);
+  if (candidates.empty()) return std::nullopt;
+
+  // Rank 0 reads each candidate whole, newest first; every rank takes its choice.
+  std::int64_t chosen = -1;
+  std::string damage;
+  if (grid.world_rank() == 0) {
+    for (std::size_t i = 0; i < candidates.size() && chosen < 0; ++i) {
+      const std::vector<std::string> problems = checkpoint_verify(candidates[i]);
+      if (problems.empty()) {
+        chosen = static_cast<std::int64_t>(i);
+      } else if (given) {
+        damage = lines(problems);
+      } else {
+        log_warn("checkpoint.resume: auto: skipping ", candidates[i], ", which is damaged:", lines(problems));
+      }
+    }
   }
-  const std::string dir = checkpoint_dir(cfg);
-  const std::string pointer = dir + "/latest";
-  if (!fs::exists(pointer)) return std::nullopt;
-  std::string name = io::read_text_file(pointer);
-  name.erase(name.find_last_not_of(" \n\r\t") + 1);
-  ANVIL_CHECK_INPUT(step_of(name).has_value(), pointer, ": expected a step_N.h5 name, got '", name, "'");
-  const std::string path = dir + "/" + name;
-  ANVIL_CHECK_INPUT(fs::is_regular_file(path), pointer, " names ", name, ", which is missing");
-  return path;
+  grid.world().broadcast(&chosen, 1, DType::dtype_i64, 0);
+  if (chosen >= 0) return candidates[static_cast<std::size_t>(chosen)];
+  if (given)
+    throw_user_error("checkpoint.resume: ", how, " is damaged",
+                     damage.empty() ? std::string(" (rank 0 names the datasets)") : ":" + damage);
+  throw_user_error("checkpoint.resume: auto: no checkpoint in ", checkpoint_dir(cfg),
+                   " verifies (each is named above); set checkpoint.resume: never to start over");
 }
 
 TrainState checkpoint_load(const CheckpointContext& ctx, const std::string& path, const AdapterBuffers& buf) {
-  const io::H5Store h5 = io::H5Store::open(path, MPI_COMM_WORLD);
-  const std::int64_t format = h5.read_i64("anvil_format");
-  ANVIL_CHECK_INPUT(format == model::kCheckpointFormat, path, ": anvil checkpoint format ", format,
-                    " (dataset anvil_format), this anvil reads ", model::kCheckpointFormat);
-  check_compatible(ctx, h5);
-  TrainState s;
-  s.step = h5.read_i64("state/step");
-  s.tokens_seen = h5.read_i64("state/tokens_seen");
-  s.skipped_steps = h5.read_i64("state/skipped_steps");
-  s.sampler.epoch = h5.read_i64("state/sampler_epoch");
-  s.sampler.cursor = h5.read_i64("state/sampler_cursor");
-
+  const auto reader = checkpoint::CheckpointReader::open(path, ctx.grid->world());
+  check_compatible(ctx, path, reader.meta());
+  const checkpoint::State saved = reader.state();
   // Whole matrices, checked, then this rank's block of each: any grid reads any checkpoint.
-  std::vector<float> whole;
-  for (int g = 0; g < 3; ++g) {
-    for (const model::LoraBlock& b : model::lora_tp_blocks(*ctx.spec, ctx.shard, *ctx.full, *ctx.local)) {
-      const std::string name = model::checkpoint_matrix_name(kGroups[g], *b.slot, b.which);
-      whole.resize(static_cast<std::size_t>(b.rows * b.cols));
-      h5.read_matrix_checked(name, b.rows, b.cols, whole.data());
-      float* dst = group_buffer(buf, g) + b.local_offset;
-      for (std::int64_t i = 0; i < b.nrows; ++i)
-        std::copy_n(whole.data() + (b.row0 + i) * b.cols + b.col0, b.ncols, dst + i * b.ncols);
-    }
-  }
+  const checkpoint::GroupBuffers groups = group_buffers(buf);
+  for (int g = 0; g < checkpoint::kGroupCount; ++g)
+    reader.read_group(static_cast<Group>(g), shards_of(ctx), groups[static_cast<std::size_t>(g)]);
+  TrainState s;
+  s.step = saved.step;
+  s.tokens_seen = saved.tokens_seen;
+  s.skipped_steps = saved.skipped_steps;
+  s.sampler.epoch = saved.sampler_epoch;
+  s.sampler.cursor = saved.sampler_cursor;
   return s;
 }
 
@@ -197,7 +192,8 @@ void checkpoint_prune(const TrainConfig& cfg, const std::string& protect) {
   for (const auto& e : fs::directory_iterator(dir)) {
     const std::string name = e.path().filename().string();
     std::error_code ec;
-    if (name.size() > 8 && name.ends_with(".partial") && step_of(name.substr(0, name.size() - 8))) fs::remove(e.path(), ec);
+    if (name.size() > 8 && name.ends_with(".partial") && step_of(name.substr(0, name.size() - 8)))
+      fs::remove(e.path(), ec);
   }
   if (cfg.checkpoint.keep <= 0) return;
   std::vector<std::pair<std::int64_t, fs::path>> saved;

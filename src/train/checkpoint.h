@@ -1,11 +1,9 @@
-// Checkpoints of a training run: one HDF5 file per saved step under
-// OUTPUT_DIR/checkpoints/ (the layout is model/checkpoint_layout.h), written collectively
-// by all ranks: every matrix has its full logical shape, each TP rank of data-parallel
-// replica 0 writes its own block of it, the other replicas write nothing. A save goes to
-// step_N.h5.partial, is flushed, read back for its checksums, renamed to step_N.h5, and
-// only then does the `latest` pointer (a one-line file, replaced by rename) move to it.
-// Resuming reads whole matrices, checks their checksums and takes this rank's blocks, so
-// a checkpoint resumes on any grid.
+// The checkpoints of a training run: one file per saved step under OUTPUT_DIR/checkpoints/,
+// written collectively by all ranks through the checkpoint module (checkpoint/, which owns
+// the format). Here is the run's policy: a save goes to step_N.h5.partial, is flushed,
+// renamed to step_N.h5, and only then does the `latest` pointer (a one-line file, replaced
+// by rename) move to it; resuming picks a file that verifies and checks that it continues
+// this run. A checkpoint resumes on any grid.
 #pragma once
 
 #include <cstdint>
@@ -62,9 +60,18 @@ std::string checkpoint_dir(const TrainConfig& cfg);
 // checkpoints stay as they were, the .partial is removed, and the error names the file.
 std::string checkpoint_save(const CheckpointContext& ctx, const TrainState& state, const AdapterBuffers& buf);
 
-// The checkpoint to resume from, as checkpoint.resume says: auto (the `latest` of this
-// run's checkpoint directory, if any; never a .partial), never, or a path.
-std::optional<std::string> checkpoint_find_resume(const TrainConfig& cfg);
+// The checkpoint to resume from, as checkpoint.resume says (every rank calls it; rank 0
+// reads and verifies every dataset of a candidate, the others learn its choice):
+//   auto: the newest of this run's checkpoints that verifies, starting from the one
+//         `latest` names (never a .partial); each damaged one skipped is named in a
+//         warning; none when there is no `latest`;
+//   never: none;
+//   PATH: that file, which must verify (a user error naming every damaged dataset).
+std::optional<std::string> checkpoint_find_resume(const TrainConfig& cfg, const comm::ProcessGrid& grid);
+
+// Every problem of the checkpoint at `path` (one line each, naming the file and dataset:
+// damaged, missing, unreadable); empty when it is sound. On this process alone.
+std::vector<std::string> checkpoint_verify(const std::string& path);
 
 // Loads a checkpoint into this rank's buffers. User errors (exit 2) name the file and the
 // dataset: a damaged or truncated file, a missing dataset, a checkpoint of another base

@@ -22,7 +22,8 @@
 #include "model/lora.h"
 #include "model/tp_shard.h"
 #include "io/files.h"
-#include "model/checkpoint_layout.h"
+#include "checkpoint/model_identity.h"
+#include "export/peft.h"
 #include "train/checkpoint.h"
 #include "train/data_prepare.h"
 #include "train/flops.h"
@@ -312,7 +313,7 @@ TrainResult train_run(const TrainConfig& cfg, const comm::ProcessGrid& grid, con
   ckpt.config_yaml = config_to_yaml(cfg);
   ckpt.model_config_json = io::read_text_file(cfg.model.path + "/config.json");
   ckpt.base_path = std::filesystem::absolute(cfg.model.path).lexically_normal().string();
-  ckpt.base_hash = model::model_identity_hash(cfg.model.path);
+  ckpt.base_hash = checkpoint::model_identity_hash(cfg.model.path);
   ckpt.data_key = data.key;
   ckpt.spec = &spec;
   ckpt.full = &full_layout;
@@ -322,7 +323,7 @@ TrainResult train_run(const TrainConfig& cfg, const comm::ProcessGrid& grid, con
   const AdapterBuffers buffers = adapter.host();
   TrainState state;
   TrainResult result;
-  result.resumed_from = checkpoint_find_resume(cfg);
+  result.resumed_from = checkpoint_find_resume(cfg, grid);
   if (result.resumed_from) {
     state = checkpoint_load(ckpt, *result.resumed_from, buffers);
     adapter.upload();
@@ -497,8 +498,8 @@ TrainResult train_run(const TrainConfig& cfg, const comm::ProcessGrid& grid, con
   result.adapter_dir = out_dir + "/adapter";
   const std::vector<float> whole = gather_adapter(model, full_layout, grid);
   if (writer)
-    model::lora_save_peft(result.adapter_dir, full_layout, whole.data(),
-                          std::filesystem::absolute(cfg.model.path).string());
+    exporting::peft_save(result.adapter_dir, full_layout, whole.data(),
+                         std::filesystem::absolute(cfg.model.path).string());
   {
     const double mine = peak_rss_mib();
     std::vector<double> peaks(static_cast<std::size_t>(grid.world_size()));

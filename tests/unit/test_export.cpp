@@ -10,6 +10,7 @@
 
 #include "error_test_util.h"
 #include "export/export.h"
+#include "export/peft.h"
 #include "export/shard_writer.h"
 #include "io/files.h"
 #include "llama_test_util.h"
@@ -302,7 +303,7 @@ TEST(Export, PeftAdapterReadsBack) {
   opt.format = exporting::export_format_parse("peft", "--format");
   const auto summary = exporting::export_to_dir(f.adapter(), f.out("adapter"), opt, {});
   EXPECT_EQ(summary.tensors, 4u * f.spec.num_hidden_layers);
-  const auto back = model::lora_load_peft(f.out("adapter"), f.spec);
+  const auto back = exporting::peft_load(f.out("adapter"), f.spec);
   EXPECT_EQ(back.params, f.params);
   EXPECT_TRUE(back.spec.rslora);
   const auto cfg = nlohmann::json::parse(io::read_text_file(f.out("adapter") + "/adapter_config.json"));

@@ -5,6 +5,7 @@
 #include <nlohmann/json.hpp>
 
 #include "backend/backend.h"
+#include "export/peft.h"
 #include "io/files.h"
 #include "llama_test_util.h"
 #include "model/llama.h"
@@ -19,7 +20,7 @@ struct GoldenCase {
   model::ModelSpec spec;
   nlohmann::json meta;
   io::SafetensorsFile golden;
-  model::LoraAdapter adapter;
+  exporting::PeftAdapter adapter;
   std::int64_t B, T;
   std::vector<std::int32_t> ids, targets, positions;
 
@@ -28,7 +29,7 @@ struct GoldenCase {
         spec(model::model_spec_from_file(test::golden_dir(n) + "/spec.json")),
         meta(nlohmann::json::parse(io::read_text_file(test::golden_dir(n) + "/case.json"))),
         golden(io::SafetensorsFile::open(test::golden_dir(n) + "/golden.safetensors")),
-        adapter(model::lora_load_peft(test::golden_dir(n), spec)),
+        adapter(exporting::peft_load(test::golden_dir(n), spec)),
         B(meta["B"].get<std::int64_t>()),
         T(meta["T"].get<std::int64_t>()) {
     ids = test::read_tensor<std::int32_t>(golden, "input_ids");

@@ -1,0 +1,245 @@
+#include "checkpoint/checkpoint_file.h"
+
+#include <algorithm>
+#include <optional>
+
+#include "checkpoint/checkpoint_v1.h"
+#include "comm/mpi_handle.h"
+#include "core/error.h"
+
+namespace anvil::checkpoint {
+
+namespace {
+
+using model::LoraBlock;
+using model::LoraLayout;
+using model::Proj;
+
+constexpr const char* kStateNames[6] = {"state/step",    "state/tokens_seen",   "state/skipped_steps",
+                                        "state/seed",    "state/sampler_epoch", "state/sampler_cursor"};
+
+std::array<std::int64_t*, 6> state_fields(State& s) {
+  return {&s.step, &s.tokens_seen, &s.skipped_steps, &s.seed, &s.sampler_epoch, &s.sampler_cursor};
+}
+
+// The stacks of a LoRA: every targeted projection, A then B, in Proj order.
+struct Stack {
+  Proj proj;
+  char which;
+};
+std::vector<Stack> stacks(const model::LoraSpec& lora) {
+  std::vector<Stack> out;
+  for (int p = 0; p < model::kProjCount; ++p)
+    if (lora.targets[p])
+      for (const char which : {'A', 'B'}) out.push_back({static_cast<Proj>(p), which});
+  return out;
+}
+
+// (rows, cols) of one layer's matrix and where layer l's sits in the full layout.
+std::int64_t matrix_rows(const model::LoraSlot& s, char which, int r) { return which == 'A' ? r : s.out; }
+std::int64_t matrix_cols(const model::LoraSlot& s, char which, int r) { return which == 'A' ? s.in : r; }
+std::int64_t matrix_offset(const model::LoraSlot& s, char which) { return which == 'A' ? s.a_offset : s.b_offset; }
+
+// This rank's blocks, found by (layer, projection, A/B).
+class BlockIndex {
+ public:
+  explicit BlockIndex(const Shards& s)
+      : blocks_(model::lora_tp_blocks(*s.spec, s.shard, *s.full, *s.local)),
+        index_(static_cast<std::size_t>(s.spec->num_hidden_layers * model::kProjCount * 2), -1) {
+    for (std::size_t i = 0; i < blocks_.size(); ++i)
+      index_[key(blocks_[i].slot->layer, blocks_[i].slot->proj, blocks_[i].which)] = static_cast<std::int64_t>(i);
+  }
+  const LoraBlock& at(std::int64_t layer, Proj p, char which) const {
+    const std::int64_t i = index_[key(layer, p, which)];
+    ANVIL_CHECK(i >= 0, "no TP block for layer ", layer, " ", model::proj_name(p));
+    return blocks_[static_cast<std::size_t>(i)];
+  }
+
+ private:
+  static std::size_t key(std::int64_t layer, Proj p, char which) {
+    return static_cast<std::size_t>((layer * model::kProjCount + static_cast<int>(p)) * 2 + (which == 'B'));
+  }
+  std::vector<LoraBlock> blocks_;
+  std::vector<std::int64_t> index_;
+};
+
+// Group g whole (the full layout) on every rank of the TP group: its local buffer at tp 1,
+// else an all-gather of the local buffers, each put in place by its rank's shard.
+const float* group_whole(const comm::ProcessGrid& grid, const Shards& s, const float* local,
+                         std::vector<float>& gathered, std::vector<float>& whole) {
+  const int tp = grid.tp_size();
+  if (tp == 1) return local;
+  const std::int64_t n = s.local->size();
+  gathered.resize(static_cast<std::size_t>(n * tp));
+  grid.tp().allgather(local, gathered.data(), n, DType::dtype_f32);
+  whole.assign(static_cast<std::size_t>(s.full->size()), 0.0f);
+  for (int r = 0; r < tp; ++r) {
+    const model::TpShard shard = model::tp_shard(*s.spec, r, tp);
+    const LoraLayout local_r(model::tp_local_spec(*s.spec, shard), s.full->spec());
+    ANVIL_CHECK(local_r.size() == n, "TP ranks hold adapters of different sizes");
+    model::lora_shard_insert(*s.spec, shard, *s.full, local_r, gathered.data() + r * n, whole.data());
+  }
+  return whole.data();
+}
+
+// Reads every stack of group g whole, each layer checked, and hands each layer's matrix
+// (rows, cols) to take(stack, layer, matrix, rows, cols).
+template <class Take>
+void read_stacks(const io::H5Store& h5, Group g, const LoraLayout& full, Take&& take) {
+  const int r = full.spec().rank;
+  const std::int64_t layers = full.slots().empty() ? 0 : full.slots().back().layer + 1;
+  std::vector<float> whole;
+  for (const Stack& st : stacks(full.spec())) {
+    const model::LoraSlot& first = *full.find(0, st.proj);
+    const std::int64_t rows = matrix_rows(first, st.which, r), cols = matrix_cols(first, st.which, r);
+    whole.resize(static_cast<std::size_t>(layers * rows * cols));
+    h5.read_slabs_checked(stack_name(g, st.proj, st.which), layers, rows, cols, whole.data());
+    for (std::int64_t l = 0; l < layers; ++l) take(st, l, whole.data() + l * rows * cols, rows, cols);
+  }
+}
+
+}  // namespace
+
+void write_meta_state(io::H5Store& h5, std::int64_t format, const Meta& meta, const State& state) {
+  h5.write_i64(kFormatName, format);
+  h5.write_text(kMetaConfig, meta.config_yaml);
+  h5.write_text(kMetaModelConfig, meta.model_config_json);
+  h5.write_text(kMetaBasePath, meta.base_model_path);
+  h5.write_text(kMetaBaseHash, meta.base_model_hash);
+  h5.write_text(kMetaDataKey, meta.data_key);
+  h5.write_text(kMetaLora, lora_spec_to_json(meta.lora));
+  State s = state;
+  const auto fields = state_fields(s);
+  for (std::size_t i = 0; i < fields.size(); ++i) h5.write_i64(kStateNames[i], *fields[i]);
+}
+
+void checkpoint_write(const std::string& path, const comm::ProcessGrid& grid, const Meta& meta,
+                      const State& state, const Shards& shards, const GroupBuffers& buffers) {
+  io::H5Store h5 = io::H5Store::create(path, comm::mpi_handle(grid.world()));
+  write_meta_state(h5, kFormat, meta, state);
+  const BlockIndex blocks(shards);
+  const LoraLayout& full = *shards.full;
+  const int r = full.spec().rank;
+  const std::int64_t layers = shards.spec->num_hidden_layers;
+  const bool replica0 = grid.dp_rank() == 0;
+  std::vector<float> gathered, whole, staged;
+  for (int g = 0; g < kGroupCount; ++g) {
+    const float* local = buffers[static_cast<std::size_t>(g)];
+    const float* all = group_whole(grid, shards, local, gathered, whole);
+    for (const Stack& st : stacks(full.spec())) {
+      const model::LoraSlot& first = *full.find(0, st.proj);
+      const std::int64_t rows = matrix_rows(first, st.which, r), cols = matrix_cols(first, st.which, r);
+      // Checksums of the whole layer matrices; the rank's blocks staged layer after layer.
+      std::vector<std::uint64_t> sums(static_cast<std::size_t>(layers));
+      const LoraBlock& b0 = blocks.at(0, st.proj, st.which);
+      const std::int64_t block = b0.nrows * b0.ncols;
+      staged.resize(static_cast<std::size_t>(layers * block));
+      for (std::int64_t l = 0; l < layers; ++l) {
+        sums[static_cast<std::size_t>(l)] =
+            io::checksum_f32(all + matrix_offset(*full.find(l, st.proj), st.which), rows * cols);
+        const LoraBlock& b = blocks.at(l, st.proj, st.which);
+        std::copy_n(local + b.local_offset, block, staged.data() + l * block);
+      }
+      std::optional<io::MatrixBlock> mine;
+      if (replica0 && b0.writer) mine = io::MatrixBlock{b0.row0, b0.nrows, b0.col0, b0.ncols};
+      h5.write_slabs(stack_name(static_cast<Group>(g), st.proj, st.which), layers, rows, cols, mine, staged.data(),
+                     sums);
+    }
+  }
+  h5.close();
+}
+
+CheckpointReader CheckpointReader::open(const std::string& path, const comm::Comm& comm) {
+  io::H5Store h5 = io::H5Store::open(path, comm::mpi_handle(comm));
+  const std::int64_t format = h5.read_i64(kFormatName);
+  ANVIL_CHECK_INPUT(format == kFormat || format == kFormatV1, path, ": anvil checkpoint format ", format,
+                    " (dataset ", kFormatName, "), this anvil reads ", kFormatV1, " and ", kFormat);
+  return CheckpointReader(std::move(h5), format);
+}
+
+Meta CheckpointReader::meta() const {
+  Meta m;
+  m.config_yaml = h5_.read_text(kMetaConfig);
+  m.model_config_json = h5_.read_text(kMetaModelConfig);
+  m.base_model_path = h5_.read_text(kMetaBasePath);
+  m.base_model_hash = h5_.read_text(kMetaBaseHash);
+  // Format 1 files written before the token cache existed have no data key.
+  if (format_ != kFormatV1 || h5_.exists(kMetaDataKey)) m.data_key = h5_.read_text(kMetaDataKey);
+  m.lora = lora_spec_from_json(h5_.read_text(kMetaLora), path() + ": " + kMetaLora);
+  return m;
+}
+
+State CheckpointReader::state() const {
+  State s;
+  const auto fields = state_fields(s);
+  for (std::size_t i = 0; i < fields.size(); ++i) *fields[i] = h5_.read_i64(kStateNames[i]);
+  return s;
+}
+
+void CheckpointReader::read_group(Group g, const Shards& shards, float* local) const {
+  if (format_ == kFormatV1) return read_group_v1(h5_, g, shards, local);
+  const BlockIndex blocks(shards);
+  const auto take = [&](const Stack& st, std::int64_t l, const float* slab, std::int64_t, std::int64_t cols) {
+    const LoraBlock& b = blocks.at(l, st.proj, st.which);
+    float* dst = local + b.local_offset;
+    for (std::int64_t i = 0; i < b.nrows; ++i)
+      std::copy_n(slab + (b.row0 + i) * cols + b.col0, b.ncols, dst + i * b.ncols);
+  };
+  read_stacks(h5_, g, *shards.full, take);
+}
+
+void CheckpointReader::read_group_full(Group g, const LoraLayout& full, float* params) const {
+  if (format_ == kFormatV1) return read_group_full_v1(h5_, g, full, params);
+  const auto take = [&](const Stack& st, std::int64_t l, const float* slab, std::int64_t rows, std::int64_t cols) {
+    std::copy_n(slab, rows * cols, params + matrix_offset(*full.find(l, st.proj), st.which));
+  };
+  read_stacks(h5_, g, full, take);
+}
+
+std::vector<std::string> CheckpointReader::verify() const {
+  std::vector<std::string> bad;
+  const std::vector<std::string> present = h5_.list();
+  for (const std::string& name : present)
+    if (std::string problem = h5_.verify(name); !problem.empty()) bad.push_back(std::move(problem));
+
+  // What must be there. The groups' names come from meta/lora and meta/model_config; when
+  // those are damaged they are reported above and the groups cannot be listed.
+  std::vector<std::string> expected = {kFormatName, kMetaConfig, kMetaModelConfig, kMetaBasePath, kMetaBaseHash,
+                                       kMetaLora};
+  if (format_ != kFormatV1) expected.push_back(kMetaDataKey);
+  expected.insert(expected.end(), std::begin(kStateNames), std::end(kStateNames));
+  try {
+    const model::LoraSpec lora = lora_spec_from_json(h5_.read_text(kMetaLora), kMetaLora);
+    const model::ModelSpec spec = model::model_spec_from_json(h5_.read_text(kMetaModelConfig), kMetaModelConfig);
+    const LoraLayout full(spec, lora);
+    for (int g = 0; g < kGroupCount; ++g) {
+      if (format_ == kFormatV1) {
+        for (const auto& s : full.slots())
+          for (const char which : {'A', 'B'}) expected.push_back(matrix_name_v1(static_cast<Group>(g), s, which));
+      } else {
+        for (const Stack& st : stacks(lora)) expected.push_back(stack_name(static_cast<Group>(g), st.proj, st.which));
+      }
+    }
+  } catch (const Error&) {
+  }
+  for (const std::string& name : expected)
+    if (!std::binary_search(present.begin(), present.end(), name))
+      bad.push_back(str_cat(path(), ": dataset '", name, "' is missing"));
+  return bad;
+}
+
+CheckpointAdapter checkpoint_read_adapter(const std::string& path) {
+  const auto self = comm::self_comm("self");
+  const CheckpointReader reader = CheckpointReader::open(path, *self);
+  CheckpointAdapter c;
+  c.format = reader.format();
+  c.step = reader.state().step;
+  c.meta = reader.meta();
+  c.spec = model::model_spec_from_json(c.meta.model_config_json, path + ": " + kMetaModelConfig);
+  const LoraLayout layout(c.spec, c.meta.lora);
+  c.params.assign(static_cast<std::size_t>(layout.size()), 0.0f);
+  reader.read_group_full(Group::group_adapter, layout, c.params.data());
+  return c;
+}
+
+}  // namespace anvil::checkpoint

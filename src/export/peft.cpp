@@ -1,0 +1,103 @@
+#include "export/peft.h"
+
+#include <filesystem>
+#include <nlohmann/json.hpp>
+
+#include "core/error.h"
+#include "io/files.h"
+#include "io/safetensors.h"
+
+namespace anvil::exporting {
+
+PeftAdapter peft_load(const std::string& dir, const model::ModelSpec& model) {
+  const std::string config_path = dir + "/adapter_config.json";
+  const auto cfg = nlohmann::json::parse(io::read_text_file(config_path), nullptr, false);
+  ANVIL_CHECK_INPUT(cfg.is_object(), config_path, ": not a JSON object");
+  auto need = [&](const char* key) -> const nlohmann::json& {
+    ANVIL_CHECK_INPUT(cfg.contains(key), config_path, ": missing '", key, "'");
+    return cfg[key];
+  };
+  ANVIL_CHECK_INPUT(need("peft_type") == "LORA", config_path, ": peft_type is not LORA");
+  for (const char* unsupported : {"use_dora", "lora_bias", "rank_pattern", "alpha_pattern"}) {
+    if (!cfg.contains(unsupported) || cfg[unsupported].is_null()) continue;
+    const auto& v = cfg[unsupported];
+    ANVIL_CHECK_INPUT(v == false || (v.is_object() && v.empty()), config_path, ": '",
+                      unsupported, "' is not supported");
+  }
+  PeftAdapter out;
+  ANVIL_CHECK_INPUT(need("r").is_number_integer() && cfg["r"].get<int>() > 0, config_path,
+                    ": 'r' must be a positive integer");
+  ANVIL_CHECK_INPUT(need("lora_alpha").is_number(), config_path, ": 'lora_alpha' must be a number");
+  out.spec.rank = cfg["r"].get<int>();
+  out.spec.alpha = cfg["lora_alpha"].get<double>();
+  out.spec.rslora = cfg.value("use_rslora", false);
+  out.spec.dropout = cfg.value("lora_dropout", 0.0);
+  const auto& targets = need("target_modules");
+  ANVIL_CHECK_INPUT(targets.is_array(), config_path,
+                    ": 'target_modules' must be a list of module names");
+  std::vector<std::string> names;
+  for (const auto& t : targets) {
+    ANVIL_CHECK_INPUT(t.is_string(), config_path, ": 'target_modules' must hold strings");
+    names.push_back(t.get<std::string>());
+  }
+  out.spec.targets = model::lora_targets_from_names(names, config_path + ": target_modules");
+
+  const std::string weights_path = dir + "/adapter_model.safetensors";
+  const auto file = io::SafetensorsFile::open(weights_path);
+  const model::LoraLayout layout(model, out.spec);
+  out.params.assign(static_cast<std::size_t>(layout.size()), 0.0f);
+  std::size_t matched = 0;
+  for (const auto& s : layout.slots()) {
+    for (char which : {'A', 'B'}) {
+      const std::string name = model::LoraLayout::peft_name(s, which);
+      const io::TensorInfo* t = file.find(name);
+      ANVIL_CHECK_INPUT(t != nullptr, weights_path, ": missing tensor ", name);
+      const Shape want = which == 'A' ? Shape{out.spec.rank, s.in} : Shape{s.out, out.spec.rank};
+      ANVIL_CHECK_INPUT(t->shape == want, weights_path, ": ", name, " has shape ", t->shape.str(),
+                        ", expected ", want.str());
+      ANVIL_CHECK_INPUT(dtype_is_float(t->dtype), weights_path, ": ", name,
+                        " is not a floating-point tensor");
+      const TensorView v = file.view(*t);
+      float* dst = out.params.data() + (which == 'A' ? s.a_offset : s.b_offset);
+      for (std::int64_t i = 0; i < want.numel(); ++i)
+        dst[i] = static_cast<float>(dtype_load_as_f64(v.data, v.dtype, static_cast<std::size_t>(i)));
+      ++matched;
+    }
+  }
+  ANVIL_CHECK_INPUT(matched == file.tensors().size(), weights_path, ": holds ",
+                    file.tensors().size(), " tensors, but the adapter config names ", matched,
+                    " (other layers or modules are not supported)");
+  return out;
+}
+
+void peft_save(const std::string& dir, const model::LoraLayout& layout, const float* params,
+                    const std::string& base_model) {
+  std::filesystem::create_directories(dir);
+  const model::LoraSpec& spec = layout.spec();
+  nlohmann::json targets = nlohmann::json::array();
+  for (int p = 0; p < model::kProjCount; ++p)
+    if (spec.targets[p]) targets.push_back(model::proj_name(static_cast<model::Proj>(p)));
+  const nlohmann::json cfg = {
+      {"peft_type", "LORA"},        {"task_type", "CAUSAL_LM"},
+      {"base_model_name_or_path", base_model},
+      {"r", spec.rank},             {"lora_alpha", spec.alpha},
+      {"lora_dropout", spec.dropout}, {"use_rslora", spec.rslora},
+      {"target_modules", targets},  {"bias", "none"},
+      {"fan_in_fan_out", false},    {"inference_mode", true},
+      {"init_lora_weights", true},  {"use_dora", false},
+      {"modules_to_save", nullptr}, {"layers_to_transform", nullptr},
+      {"rank_pattern", nlohmann::json::object()}, {"alpha_pattern", nlohmann::json::object()}};
+  io::SafetensorsWriter w(dir + "/adapter_model.safetensors");
+  for (const auto& s : layout.slots()) {
+    w.declare(model::LoraLayout::peft_name(s, 'A'), DType::dtype_f32, Shape{spec.rank, s.in});
+    w.declare(model::LoraLayout::peft_name(s, 'B'), DType::dtype_f32, Shape{s.out, spec.rank});
+  }
+  for (const auto& s : layout.slots()) {
+    w.append(params + s.a_offset, static_cast<std::size_t>(spec.rank * s.in) * sizeof(float));
+    w.append(params + s.b_offset, static_cast<std::size_t>(spec.rank * s.out) * sizeof(float));
+  }
+  w.finish();
+  io::write_text_file_atomic(dir + "/adapter_config.json", cfg.dump(2) + "\n");
+}
+
+}  // namespace anvil::exporting

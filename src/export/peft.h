@@ -1,0 +1,24 @@
+// A PEFT adapter directory: adapter_config.json + adapter_model.safetensors, the format
+// `anvil export --format peft` and the end of `anvil train` write, and `anvil generate
+// --adapter` reads.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "model/lora.h"
+#include "model/model_spec.h"
+
+namespace anvil::exporting {
+
+struct PeftAdapter {
+  model::LoraSpec spec;
+  std::vector<float> params;  // in the layout of LoraLayout(model spec, spec)
+};
+// Reads a PEFT adapter for a model of shape `model`; user errors name the file and tensor.
+PeftAdapter peft_load(const std::string& dir, const model::ModelSpec& model);
+// Writes a PEFT adapter (atomic per file); `base_model` goes into adapter_config.json.
+void peft_save(const std::string& dir, const model::LoraLayout& layout, const float* params,
+               const std::string& base_model);
+
+}  // namespace anvil::exporting
