@@ -63,23 +63,36 @@ class BlockIndex {
   std::vector<std::int64_t> index_;
 };
 
-// Group g whole (the full layout) on every rank of the TP group: its local buffer at tp 1,
-// else an all-gather of the local buffers, each put in place by its rank's shard.
-const float* group_whole(const comm::ProcessGrid& grid, const Shards& s, const float* local,
-                         std::vector<float>& gathered, std::vector<float>& whole) {
-  const int tp = grid.tp_size();
-  if (tp == 1) return local;
-  const std::int64_t n = s.local->size();
-  gathered.resize(static_cast<std::size_t>(n * tp));
-  grid.tp().allgather(local, gathered.data(), n, DType::dtype_f32);
-  whole.assign(static_cast<std::size_t>(s.full->size()), 0.0f);
-  for (int r = 0; r < tp; ++r) {
-    const model::TpShard shard = model::tp_shard(*s.spec, r, tp);
-    const LoraLayout local_r(model::tp_local_spec(*s.spec, shard), s.full->spec());
-    ANVIL_CHECK(local_r.size() == n, "TP ranks hold adapters of different sizes");
-    model::lora_shard_insert(*s.spec, shard, *s.full, local_r, gathered.data() + r * n, whole.data());
-  }
-  return whole.data();
+// One stack's layer shape (rows, cols) and this rank's block of it, the same in every layer
+// (`block` floats).
+struct StackPlan {
+  std::int64_t rows = 0, cols = 0, block = 0;
+  const LoraBlock* first = nullptr;  // layer 0's
+};
+StackPlan stack_plan(const LoraLayout& full, const BlockIndex& blocks, const Stack& st) {
+  const model::LoraSlot& slot = *full.find(0, st.proj);
+  const int r = full.spec().rank;
+  StackPlan p;
+  p.rows = matrix_rows(slot, st.which, r);
+  p.cols = matrix_cols(slot, st.which, r);
+  p.first = &blocks.at(0, st.proj, st.which);
+  p.block = p.first->nrows * p.first->ncols;
+  return p;
+}
+
+// A layer's checksum share, kept as two 32-bit halves so that adding the shares of the TP
+// ranks in i64 (what Comm reduces) is exact; halves_total adds them over `tp` and puts
+// each layer's sum back together (mod 2^64, as io::slab_sum adds).
+void add_halves(std::vector<std::int64_t>& halves, std::int64_t layer, std::uint64_t sum) {
+  halves[static_cast<std::size_t>(2 * layer)] += static_cast<std::int64_t>(sum & 0xffffffffu);
+  halves[static_cast<std::size_t>(2 * layer + 1)] += static_cast<std::int64_t>(sum >> 32);
+}
+std::vector<std::uint64_t> halves_total(comm::Comm& tp, std::vector<std::int64_t>& halves) {
+  tp.allreduce(halves.data(), static_cast<std::int64_t>(halves.size()), DType::dtype_i64, comm::ReduceOp::reduce_sum);
+  std::vector<std::uint64_t> sums(halves.size() / 2);
+  for (std::size_t l = 0; l < sums.size(); ++l)
+    sums[l] = static_cast<std::uint64_t>(halves[2 * l]) + (static_cast<std::uint64_t>(halves[2 * l + 1]) << 32);
+  return sums;
 }
 
 // Reads every stack of group g whole, each layer checked, and hands each layer's matrix
@@ -118,32 +131,29 @@ void checkpoint_write(const std::string& path, const comm::ProcessGrid& grid, co
   io::H5Store h5 = io::H5Store::create(path, comm::mpi_handle(grid.world()));
   write_meta_state(h5, kFormat, meta, state);
   const BlockIndex blocks(shards);
-  const LoraLayout& full = *shards.full;
-  const int r = full.spec().rank;
   const std::int64_t layers = shards.spec->num_hidden_layers;
   const bool replica0 = grid.dp_rank() == 0;
-  std::vector<float> gathered, whole, staged;
+  std::vector<float> staged;
   for (int g = 0; g < kGroupCount; ++g) {
     const float* local = buffers[static_cast<std::size_t>(g)];
-    const float* all = group_whole(grid, shards, local, gathered, whole);
-    for (const Stack& st : stacks(full.spec())) {
-      const model::LoraSlot& first = *full.find(0, st.proj);
-      const std::int64_t rows = matrix_rows(first, st.which, r), cols = matrix_cols(first, st.which, r);
-      // Checksums of the whole layer matrices; the rank's blocks staged layer after layer.
-      std::vector<std::uint64_t> sums(static_cast<std::size_t>(layers));
-      const LoraBlock& b0 = blocks.at(0, st.proj, st.which);
-      const std::int64_t block = b0.nrows * b0.ncols;
-      staged.resize(static_cast<std::size_t>(layers * block));
+    for (const Stack& st : stacks(shards.full->spec())) {
+      // The rank's blocks staged layer after layer, and its share of each layer's checksum
+      // (a replicated block counts once: its writer's), added up over the TP group.
+      const StackPlan p = stack_plan(*shards.full, blocks, st);
+      staged.resize(static_cast<std::size_t>(layers * p.block));
+      std::vector<std::int64_t> halves(static_cast<std::size_t>(2 * layers), 0);
       for (std::int64_t l = 0; l < layers; ++l) {
-        sums[static_cast<std::size_t>(l)] =
-            io::checksum_f32(all + matrix_offset(*full.find(l, st.proj), st.which), rows * cols);
         const LoraBlock& b = blocks.at(l, st.proj, st.which);
-        std::copy_n(local + b.local_offset, block, staged.data() + l * block);
+        std::copy_n(local + b.local_offset, p.block, staged.data() + l * p.block);
+        if (b.writer)
+          add_halves(halves, l, io::slab_sum(local + b.local_offset, b.nrows, b.ncols, b.row0, b.col0, p.cols));
       }
+      const std::vector<std::uint64_t> sums = halves_total(grid.tp(), halves);
+      const LoraBlock& b0 = *p.first;
       std::optional<io::MatrixBlock> mine;
       if (replica0 && b0.writer) mine = io::MatrixBlock{b0.row0, b0.nrows, b0.col0, b0.ncols};
-      h5.write_slabs(stack_name(static_cast<Group>(g), st.proj, st.which), layers, rows, cols, mine, staged.data(),
-                     sums);
+      h5.write_slabs(stack_name(static_cast<Group>(g), st.proj, st.which), layers, p.rows, p.cols, mine,
+                     staged.data(), sums);
     }
   }
   h5.close();
@@ -176,16 +186,31 @@ State CheckpointReader::state() const {
   return s;
 }
 
-void CheckpointReader::read_group(Group g, const Shards& shards, float* local) const {
+void CheckpointReader::read_group(Group g, const Shards& shards, comm::Comm& tp, float* local) const {
   if (format_ == kFormatV1) return read_group_v1(h5_, g, shards, local);
   const BlockIndex blocks(shards);
-  const auto take = [&](const Stack& st, std::int64_t l, const float* slab, std::int64_t, std::int64_t cols) {
-    const LoraBlock& b = blocks.at(l, st.proj, st.which);
-    float* dst = local + b.local_offset;
-    for (std::int64_t i = 0; i < b.nrows; ++i)
-      std::copy_n(slab + (b.row0 + i) * cols + b.col0, b.ncols, dst + i * b.ncols);
-  };
-  read_stacks(h5_, g, *shards.full, take);
+  const std::int64_t layers = shards.spec->num_hidden_layers;
+  std::vector<float> staged;
+  for (const Stack& st : stacks(shards.full->spec())) {
+    const StackPlan p = stack_plan(*shards.full, blocks, st);
+    const LoraBlock& b0 = *p.first;
+    staged.resize(static_cast<std::size_t>(layers * p.block));
+    const std::string name = stack_name(g, st.proj, st.which);
+    const std::vector<std::uint64_t> stored = h5_.read_slabs_block(
+        name, layers, p.rows, p.cols, io::MatrixBlock{b0.row0, b0.nrows, b0.col0, b0.ncols}, staged.data());
+    std::vector<std::int64_t> halves(static_cast<std::size_t>(2 * layers), 0);
+    for (std::int64_t l = 0; l < layers; ++l) {
+      const LoraBlock& b = blocks.at(l, st.proj, st.which);
+      const float* mine = staged.data() + l * p.block;
+      std::copy_n(mine, p.block, local + b.local_offset);
+      if (b.writer) add_halves(halves, l, io::slab_sum(mine, b.nrows, b.ncols, b.row0, b.col0, p.cols));
+    }
+    const std::vector<std::uint64_t> sums = halves_total(tp, halves);
+    for (std::size_t l = 0; l < sums.size(); ++l)
+      if (sums[l] != stored[l])
+        throw_user_error(path(), ": dataset '", name, "' fails its checksum at slab ", l, " of ", layers,
+                         " (the file is damaged)");
+  }
 }
 
 void CheckpointReader::read_group_full(Group g, const LoraLayout& full, float* params) const {

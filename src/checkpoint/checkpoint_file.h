@@ -33,8 +33,8 @@ using GroupBuffers = std::array<float*, kGroupCount>;
 // Writes a format-2 checkpoint to `path` (created or truncated), collectively over
 // grid.world(): rank 0 writes meta and state; each TP rank of replica 0 writes its block
 // of every stack as one hyperslab, the other replicas select nothing. The per-layer
-// checksums come from memory: at tp > 1 the TP group all-gathers each buffer first, so no
-// byte is read back. Returns once the file is flushed (MPI_File_sync) and closed.
+// checksums come from memory: each TP rank sums its blocks (io::slab_sum) and the group
+// adds them up, so no byte is gathered or read back. Returns once the file is flushed (MPI_File_sync) and closed.
 void checkpoint_write(const std::string& path, const comm::ProcessGrid& grid, const Meta& meta,
                       const State& state, const Shards& shards, const GroupBuffers& buffers);
 
@@ -48,9 +48,11 @@ class CheckpointReader {
   std::int64_t format() const { return format_; }
   Meta meta() const;
   State state() const;
-  // The whole matrices of group g read and checked, and this rank's blocks of them copied
-  // into `local` (shards.local's layout): any grid reads a checkpoint of any grid.
-  void read_group(Group g, const Shards& shards, float* local) const;
+  // This rank's blocks of group g's matrices into `local` (shards.local's layout): any
+  // grid reads a checkpoint of any grid. Collective over `tp`, the TP group of `shards`:
+  // each rank reads its blocks and the group adds up their checksums (a damaged layer is
+  // a user error on every rank). Format 1: whole matrices, each rank checks them alone.
+  void read_group(Group g, const Shards& shards, comm::Comm& tp, float* local) const;
   // Group g whole, in the layout `full` (export; inspect).
   void read_group_full(Group g, const model::LoraLayout& full, float* params) const;
   // Reads every dataset and checks it, and that none the format needs is missing: one

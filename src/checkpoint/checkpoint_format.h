@@ -16,7 +16,8 @@
 //   {adapter|adam_m|adam_v}/{self_attn|mlp}.{proj}.lora_B   f32 (layers, out, r)
 // One dataset per (group, projection, kind): 42 for an all-projection LoRA of any depth.
 // Slab [l] is layer l's matrix, whole (full logical shape, whatever the TP grid), and has
-// its own checksum: the `xxh64` attribute holds one per layer. Every scalar and text has one.
+// its own checksum: the `slab_sum64` attribute holds one per layer (io::slab_sum, which TP
+// ranks add up from their blocks). Every scalar and text has its XXH64 (`xxh64`).
 //
 // Format 1 (still read; checkpoint_v1.h): the same meta and state, and one 2-D dataset per
 // matrix, {group}/base_model.model.model.layers.{l}.{module}.{proj}.lora_{A|B}.weight.

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cstdlib>
+#include <cstring>
 #include <exception>
 #include <filesystem>
 #include <utility>
@@ -116,6 +117,24 @@ std::uint64_t checksum_f32(const float* data, std::int64_t n) {
 
 std::uint64_t checksum_bytes(const void* data, std::size_t n) { return XXH64(data, n, 0); }
 
+std::uint64_t slab_sum(const float* block, std::int64_t nrows, std::int64_t ncols, std::int64_t row0,
+                       std::int64_t col0, std::int64_t cols) {
+  std::uint64_t sum = 0;
+  for (std::int64_t i = 0; i < nrows; ++i) {
+    const float* row = block + i * ncols;
+    const auto first = static_cast<std::uint64_t>((row0 + i) * cols + col0);
+    for (std::int64_t j = 0; j < ncols; ++j) {
+      std::uint32_t bits;
+      std::memcpy(&bits, row + j, sizeof(bits));
+      // (bits + index·φ)·odd, then an xorshift: each step is invertible for a fixed index.
+      const std::uint64_t index = first + static_cast<std::uint64_t>(j);
+      const std::uint64_t h = (bits + index * 0x9E3779B97F4A7C15ull) * 0xBF58476D1CE4E5B9ull;
+      sum += h ^ (h >> 31);
+    }
+  }
+  return sum;
+}
+
 struct H5Store::Impl {
   std::string path;
   Id file;
@@ -172,6 +191,24 @@ struct H5Store::Impl {
     std::vector<std::uint64_t> v(n);
     check(H5Aread(a.get(), H5T_NATIVE_UINT64, v.data()), path, "reading attribute of '" + name + "'");
     return v;
+  }
+
+  // The stack `name` opened, after checking that it is (n, rows, cols) f32, and its checksums.
+  std::pair<Id, std::vector<std::uint64_t>> stack(const std::string& name, std::int64_t n, std::int64_t rows,
+                                                  std::int64_t cols) const {
+    Id d = dataset(name);
+    Id space(H5Dget_space(d.get()), H5Sclose);
+    Id type = checked(H5Dget_type(d.get()), H5Tclose, path, "type of '" + name + "'");
+    hsize_t dims[3] = {0, 0, 0};
+    const bool is_stack = H5Sget_simple_extent_ndims(space.get()) == 3 && H5Tget_class(type.get()) == H5T_FLOAT &&
+                          H5Tget_size(type.get()) == 4;
+    if (is_stack) H5Sget_simple_extent_dims(space.get(), dims, nullptr);
+    if (!is_stack || dims[0] != static_cast<hsize_t>(n) || dims[1] != static_cast<hsize_t>(rows) ||
+        dims[2] != static_cast<hsize_t>(cols))
+      throw_user_error(path, ": dataset '", name, "' is not the expected (", n, ", ", rows, ", ", cols,
+                       ") f32 stack");
+    std::vector<std::uint64_t> sums = attribute_u64s(d.get(), name, "slab_sum64", static_cast<std::size_t>(n));
+    return {std::move(d), std::move(sums)};
   }
 
   void attribute_text(hid_t dset, const std::string& name, const char* attr, const std::string& v) const {
@@ -368,8 +405,8 @@ void H5Store::read_matrix_checked(const std::string& name, std::int64_t rows, st
 
 void H5Store::write_slabs(const std::string& name, std::int64_t n, std::int64_t rows, std::int64_t cols,
                           const std::optional<MatrixBlock>& block, const float* data,
-                          const std::vector<std::uint64_t>& xxh64) {
-  ANVIL_CHECK(n > 0 && rows > 0 && cols > 0 && xxh64.size() == static_cast<std::size_t>(n), name,
+                          const std::vector<std::uint64_t>& sums) {
+  ANVIL_CHECK(n > 0 && rows > 0 && cols > 0 && sums.size() == static_cast<std::size_t>(n), name,
               ": empty stack, or not one checksum per slab");
   const hsize_t dims[3] = {static_cast<hsize_t>(n), static_cast<hsize_t>(rows), static_cast<hsize_t>(cols)};
   Id space(H5Screate_simple(3, dims, nullptr), H5Sclose);
@@ -378,7 +415,7 @@ void H5Store::write_slabs(const std::string& name, std::int64_t n, std::int64_t 
   H5Pset_fill_time(dcpl.get(), H5D_FILL_TIME_NEVER);
   Id d = impl_->create(name, H5T_IEEE_F32LE, space.get(), dcpl.get());
   impl_->attribute_text(d.get(), name, "dtype", "f32");
-  impl_->attribute_u64s(d.get(), name, "xxh64", xxh64);
+  impl_->attribute_u64s(d.get(), name, "slab_sum64", sums);
   Id fs(H5Dget_space(d.get()), H5Sclose);
   static const float kNothing = 0.0f;
   Id ms;
@@ -400,28 +437,43 @@ void H5Store::write_slabs(const std::string& name, std::int64_t n, std::int64_t 
         "writing '" + name + "'");
 }
 
-void H5Store::read_slabs_checked(const std::string& name, std::int64_t n, std::int64_t rows, std::int64_t cols,
-                                 float* data) const {
-  Id d = impl_->dataset(name);
-  Id space(H5Dget_space(d.get()), H5Sclose);
-  Id type = checked(H5Dget_type(d.get()), H5Tclose, impl_->path, "type of '" + name + "'");
-  hsize_t dims[3] = {0, 0, 0};
-  const bool stack = H5Sget_simple_extent_ndims(space.get()) == 3 && H5Tget_class(type.get()) == H5T_FLOAT &&
-                     H5Tget_size(type.get()) == 4;
-  if (stack) H5Sget_simple_extent_dims(space.get(), dims, nullptr);
-  if (!stack || dims[0] != static_cast<hsize_t>(n) || dims[1] != static_cast<hsize_t>(rows) ||
-      dims[2] != static_cast<hsize_t>(cols))
-    throw_user_error(impl_->path, ": dataset '", name, "' is not the expected (", n, ", ", rows, ", ", cols,
-                     ") f32 stack");
-  const std::vector<std::uint64_t> sums = impl_->attribute_u64s(d.get(), name, "xxh64", static_cast<std::size_t>(n));
+namespace {
+
+Id independent_xfer() {
   Id dxpl(H5Pcreate(H5P_DATASET_XFER), H5Pclose);
   H5Pset_dxpl_mpio(dxpl.get(), H5FD_MPIO_INDEPENDENT);
+  return dxpl;
+}
+
+}  // namespace
+
+void H5Store::read_slabs_checked(const std::string& name, std::int64_t n, std::int64_t rows, std::int64_t cols,
+                                 float* data) const {
+  const auto [d, sums] = impl_->stack(name, n, rows, cols);
+  Id dxpl = independent_xfer();
   check(H5Dread(d.get(), H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, dxpl.get(), data), impl_->path,
         "reading '" + name + "'");
   for (std::int64_t i = 0; i < n; ++i)
-    if (checksum_f32(data + i * rows * cols, rows * cols) != sums[static_cast<std::size_t>(i)])
+    if (slab_sum(data + i * rows * cols, rows, cols, 0, 0, cols) != sums[static_cast<std::size_t>(i)])
       throw_user_error(impl_->path, ": dataset '", name, "' fails its checksum at slab ", i, " of ", n,
                        " (the file is damaged)");
+}
+
+std::vector<std::uint64_t> H5Store::read_slabs_block(const std::string& name, std::int64_t n, std::int64_t rows,
+                                                     std::int64_t cols, const MatrixBlock& b, float* data) const {
+  auto [d, sums] = impl_->stack(name, n, rows, cols);
+  ANVIL_CHECK(b.row0 >= 0 && b.col0 >= 0 && b.nrows > 0 && b.ncols > 0 && b.row0 + b.nrows <= rows &&
+                  b.col0 + b.ncols <= cols,
+              name, ": block outside the slab");
+  Id fs(H5Dget_space(d.get()), H5Sclose);
+  const hsize_t start[3] = {0, static_cast<hsize_t>(b.row0), static_cast<hsize_t>(b.col0)};
+  const hsize_t count[3] = {static_cast<hsize_t>(n), static_cast<hsize_t>(b.nrows), static_cast<hsize_t>(b.ncols)};
+  H5Sselect_hyperslab(fs.get(), H5S_SELECT_SET, start, nullptr, count, nullptr);
+  Id ms(H5Screate_simple(3, count, nullptr), H5Sclose);
+  Id dxpl = independent_xfer();
+  check(H5Dread(d.get(), H5T_NATIVE_FLOAT, ms.get(), fs.get(), dxpl.get(), data), impl_->path,
+        "reading '" + name + "'");
+  return std::move(sums);
 }
 
 std::string H5Store::verify(const std::string& name) const {

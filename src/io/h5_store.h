@@ -3,11 +3,13 @@
 //   - 2-D f32 matrices of their full logical shape, which each rank writes or reads as a
 //     block (a hyperslab) of its own, or not at all, in one collective call;
 //   - 3-D f32 slab stacks (n, rows, cols), written the same way with one block of rows
-//     and columns taken from every slab, and carrying one checksum per slab [i];
+//     and columns taken from every slab, and carrying one checksum per slab [i]
+//     (`slab_sum64`, see slab_sum below: ranks add the checksums of their blocks);
 //   - int64 scalars and text (the resolved config, JSON), the same on every rank.
 // Every matrix carries an `xxh64` attribute, the XXH64 (seed 0) of its full row-major
-// bytes (a stack: an array of n, one per slab), and a `dtype` attribute ("f32"). Names
-// are paths ("adapter/…"); groups are made as needed. Any rank's HDF5 failure becomes an anvil::Error naming the file and dataset.
+// bytes (a stack: `slab_sum64`, n of them), and a `dtype` attribute ("f32"). Names
+// are paths ("adapter/…"); groups are made as needed. Any rank's HDF5 failure becomes an
+// anvil::Error naming the file and dataset.
 //
 // All calls are collective over the communicator, with the same names, shapes, values and
 // order on every rank; only the block and the data pointer differ. File locking is off
@@ -71,14 +73,21 @@ class H5Store {
 
   // Creates `name` as n slabs of (rows, cols) f32 and writes, on the ranks that pass a
   // block, that block of every slab from `data` (n, block.nrows, block.ncols), in one
-  // collective call. `xxh64` holds the checksum of each whole slab (every rank the same).
+  // collective call. `sums` holds slab_sum of each whole slab (every rank the same).
   void write_slabs(const std::string& name, std::int64_t n, std::int64_t rows, std::int64_t cols,
-                   const std::optional<MatrixBlock>& block, const float* data, const std::vector<std::uint64_t>& xxh64);
+                   const std::optional<MatrixBlock>& block, const float* data, const std::vector<std::uint64_t>& sums);
   // Reads the whole stack (n, rows, cols) into `data` on every rank (independently) and
   // checks each slab. User errors name file, dataset and slab: missing, another shape, a
   // failed checksum.
   void read_slabs_checked(const std::string& name, std::int64_t n, std::int64_t rows, std::int64_t cols,
                           float* data) const;
+
+  // Reads `block` of every slab of the stack `name` (n, rows, cols) into `data` (n,
+  // block.nrows, block.ncols), independently, and returns the stored checksums for the
+  // caller to check against the sums of all blocks (a user error naming file and dataset
+  // when the stack is missing or of another shape).
+  std::vector<std::uint64_t> read_slabs_block(const std::string& name, std::int64_t n, std::int64_t rows,
+                                              std::int64_t cols, const MatrixBlock& block, float* data) const;
 
   // Reads dataset `name` whole, whatever it holds, and checks it against its checksum(s):
   // empty when it is sound, else what is wrong ("FILE: dataset 'X' fails its checksum ...").
@@ -98,6 +107,15 @@ class H5Store {
   std::unique_ptr<Impl> impl_;
 };
 
+// The checksum of one slab of a stack, from a block of it: the sum (mod 2^64) over the
+// block's elements of mix(the element's row-major index in the whole (rows, cols) slab,
+// its bits), where mix is a bijection of the bits for each index (so any one damaged
+// element changes the sum) and mixes the index in (so moved elements do too). The sums of
+// blocks that tile a slab add up to the whole slab's: TP ranks add theirs with a small
+// all-reduce instead of gathering the data. `block` is (nrows, ncols) row-major, at
+// (row0, col0) of a slab `cols` wide.
+std::uint64_t slab_sum(const float* block, std::int64_t nrows, std::int64_t ncols, std::int64_t row0,
+                       std::int64_t col0, std::int64_t cols);
 // XXH64 (seed 0) of n floats, and of n bytes.
 std::uint64_t checksum_f32(const float* data, std::int64_t n);
 std::uint64_t checksum_bytes(const void* data, std::size_t n);

@@ -173,10 +173,10 @@ TrainState checkpoint_load(const CheckpointContext& ctx, const std::string& path
   const auto reader = checkpoint::CheckpointReader::open(path, ctx.grid->world());
   check_compatible(ctx, path, reader.meta());
   const checkpoint::State saved = reader.state();
-  // Whole matrices, checked, then this rank's block of each: any grid reads any checkpoint.
+  // This rank's blocks of every matrix, checked with the TP group: any grid reads any checkpoint.
   const checkpoint::GroupBuffers groups = group_buffers(buf);
   for (int g = 0; g < checkpoint::kGroupCount; ++g)
-    reader.read_group(static_cast<Group>(g), shards_of(ctx), groups[static_cast<std::size_t>(g)]);
+    reader.read_group(static_cast<Group>(g), shards_of(ctx), ctx.grid->tp(), groups[static_cast<std::size_t>(g)]);
   TrainState s;
   s.step = saved.step;
   s.tokens_seen = saved.tokens_seen;

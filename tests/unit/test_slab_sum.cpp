@@ -1,0 +1,69 @@
+// io::slab_sum, the per-layer checksum of format-2 checkpoints: the blocks that tile a slab
+// add up to the whole slab's sum (whatever the tiling: how TP ranks of any grid check it
+// together), and a changed bit or two swapped elements change it.
+#include <gtest/gtest.h>
+
+#include <cstring>
+#include <random>
+#include <utility>
+#include <vector>
+
+#include "io/h5_store.h"
+
+namespace {
+
+using anvil::io::slab_sum;
+
+std::vector<float> random_slab(std::int64_t n) {
+  std::mt19937 rng(3);
+  std::normal_distribution<float> nd(0.0f, 1.0f);
+  std::vector<float> v(static_cast<std::size_t>(n));
+  for (auto& x : v) x = nd(rng);
+  return v;
+}
+
+// The (nrows, ncols) block at (row0, col0) of a row-major slab `cols` wide, copied out.
+std::vector<float> block_of(const std::vector<float>& slab, std::int64_t cols, std::int64_t row0, std::int64_t nrows,
+                            std::int64_t col0, std::int64_t ncols) {
+  std::vector<float> out;
+  for (std::int64_t i = 0; i < nrows; ++i)
+    for (std::int64_t j = 0; j < ncols; ++j)
+      out.push_back(slab[static_cast<std::size_t>((row0 + i) * cols + col0 + j)]);
+  return out;
+}
+
+TEST(SlabSum, BlocksOfAnyTilingAddUpToTheWholeSlab) {
+  const std::int64_t rows = 6, cols = 10;
+  const auto slab = random_slab(rows * cols);
+  const std::uint64_t whole = slab_sum(slab.data(), rows, cols, 0, 0, cols);
+  // Row blocks (column-parallel B under TP), column blocks (row-parallel A), and uneven ones.
+  for (const auto& [r0, c0] : {std::pair<std::int64_t, std::int64_t>{3, 0}, {0, 5}, {2, 7}}) {
+    std::uint64_t sum = 0;
+    for (const auto& [row0, nrows] : {std::pair{std::int64_t{0}, r0}, std::pair{r0, rows - r0}})
+      for (const auto& [col0, ncols] : {std::pair{std::int64_t{0}, c0}, std::pair{c0, cols - c0}}) {
+        if (nrows == 0 || ncols == 0) continue;
+        const auto b = block_of(slab, cols, row0, nrows, col0, ncols);
+        sum += slab_sum(b.data(), nrows, ncols, row0, col0, cols);
+      }
+    EXPECT_EQ(sum, whole) << "split at row " << r0 << ", column " << c0;
+  }
+}
+
+TEST(SlabSum, AFlippedBitOrTwoSwappedElementsChangeIt) {
+  const std::int64_t rows = 4, cols = 8;
+  const auto slab = random_slab(rows * cols);
+  const std::uint64_t whole = slab_sum(slab.data(), rows, cols, 0, 0, cols);
+  for (int bit = 0; bit < 32; ++bit) {
+    auto damaged = slab;
+    std::uint32_t u;
+    std::memcpy(&u, &damaged[13], 4);
+    u ^= 1u << bit;
+    std::memcpy(&damaged[13], &u, 4);
+    EXPECT_NE(slab_sum(damaged.data(), rows, cols, 0, 0, cols), whole) << "bit " << bit;
+  }
+  auto swapped = slab;
+  std::swap(swapped[2], swapped[17]);
+  EXPECT_NE(slab_sum(swapped.data(), rows, cols, 0, 0, cols), whole);
+}
+
+}  // namespace
