@@ -31,8 +31,9 @@ struct Shards {
 using GroupBuffers = std::array<float*, kGroupCount>;
 
 // Writes a format-2 checkpoint to `path` (created or truncated), collectively over
-// grid.world(): rank 0 writes meta and state; each TP rank of replica 0 writes its block
-// of every stack as one hyperslab, the other replicas select nothing. The per-layer
+// grid.world() (every dataset created by all ranks together): rank 0 writes meta and
+// state; each TP rank of replica 0 writes its block of every stack as one hyperslab (its
+// own MPI-IO write, not two-phase collective buffering), the other replicas nothing. The per-layer
 // checksums come from memory: each TP rank sums its blocks (io::slab_sum) and the group
 // adds them up, so no byte is gathered or read back. Returns once the file is flushed (MPI_File_sync) and closed.
 void checkpoint_write(const std::string& path, const comm::ProcessGrid& grid, const Meta& meta,

@@ -71,9 +71,10 @@ class H5Store {
   // file and dataset: missing, another shape or type, a failed checksum.
   void read_matrix_checked(const std::string& name, std::int64_t rows, std::int64_t cols, float* data) const;
 
-  // Creates `name` as n slabs of (rows, cols) f32 and writes, on the ranks that pass a
-  // block, that block of every slab from `data` (n, block.nrows, block.ncols), in one
-  // collective call. `sums` holds slab_sum of each whole slab (every rank the same).
+  // Creates `name` as n slabs of (rows, cols) f32 (collective) and writes, on the ranks
+  // that pass a block, that block of every slab from `data` (n, block.nrows, block.ncols)
+  // as one hyperslab, each rank independently. `sums` holds slab_sum of each whole slab
+  // (every rank the same).
   void write_slabs(const std::string& name, std::int64_t n, std::int64_t rows, std::int64_t cols,
                    const std::optional<MatrixBlock>& block, const float* data, const std::vector<std::uint64_t>& sums);
   // Reads the whole stack (n, rows, cols) into `data` on every rank (independently) and
