@@ -7,8 +7,8 @@
 #include <vector>
 
 #include "core/error.h"
+#include "io/checksum.h"
 #include "io/files.h"
-#include "io/h5_store.h"
 
 namespace anvil::checkpoint {
 

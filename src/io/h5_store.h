@@ -25,6 +25,8 @@
 #include <string>
 #include <vector>
 
+#include "io/checksum.h"
+
 namespace anvil::io {
 
 // A block of a (rows, cols) matrix: rows [row0, row0 + nrows), cols [col0, col0 + ncols).
@@ -107,18 +109,5 @@ class H5Store {
   explicit H5Store(std::unique_ptr<Impl> impl);
   std::unique_ptr<Impl> impl_;
 };
-
-// The checksum of one slab of a stack, from a block of it: the sum (mod 2^64) over the
-// block's elements of mix(the element's row-major index in the whole (rows, cols) slab,
-// its bits), where mix is a bijection of the bits for each index (so any one damaged
-// element changes the sum) and mixes the index in (so moved elements do too). The sums of
-// blocks that tile a slab add up to the whole slab's: TP ranks add theirs with a small
-// all-reduce instead of gathering the data. `block` is (nrows, ncols) row-major, at
-// (row0, col0) of a slab `cols` wide.
-std::uint64_t slab_sum(const float* block, std::int64_t nrows, std::int64_t ncols, std::int64_t row0,
-                       std::int64_t col0, std::int64_t cols);
-// XXH64 (seed 0) of n floats, and of n bytes.
-std::uint64_t checksum_f32(const float* data, std::int64_t n);
-std::uint64_t checksum_bytes(const void* data, std::size_t n);
 
 }  // namespace anvil::io

@@ -8,7 +8,7 @@
 #include <utility>
 #include <vector>
 
-#include "io/h5_store.h"
+#include "io/checksum.h"
 
 namespace {
 
