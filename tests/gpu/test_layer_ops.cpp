@@ -1,5 +1,5 @@
-// Layer ops on the GPU (LoRA, RMSNorm, RoPE, SwiGLU, embedding) against the CPU backend on
-// fresh random inputs. Tolerance is relative to noise: the GPU's error against an fp64
+// Layer ops on the GPU (LoRA, RMSNorm, RoPE, SwiGLU, embedding, decoding attention, bias)
+// against the CPU backend on fresh random inputs. Tolerance is relative to noise: the GPU's error against an fp64
 // reference may be at most twice the CPU backend's (an fp32 implementation of the same
 // math), plus a few ulps of the result's magnitude. Philox and the dropout index run on
 // the host too and are checked here without a GPU.
@@ -11,12 +11,15 @@
 #include <cstring>
 #include <iostream>
 #include <random>
+#include <tuple>
 #include <vector>
 
 #include "backend/backend.h"
 #include "core/dtype.h"
 #include "core/philox.h"
+#include "bias.cuh"
 #include "cuda_check.cuh"
+#include "decode.cuh"
 #include "embedding.cuh"
 #include "gpu_test_util.h"
 #include "lora.cuh"
@@ -475,6 +478,60 @@ TEST(GpuEmbedding, BackwardEqualsCpuExactly) {
                                 nullptr);
     EXPECT_EQ(d_dtable.download(), dtable_cpu);
     CUDA_CHECK(cudaFree(ws));
+  }
+}
+
+// ---- decoding attention, bias ------------------------------------------------------------
+
+// One query position over a KV cache: odd lengths (tails of the block's loops), GQA and plain
+// heads, head dims 64 and 128, against an fp64 softmax and the CPU backend.
+TEST(GpuDecode, MatchesCpuBackend) {
+  ANVIL_REQUIRE_GPU();
+  auto cpu = backend::make_cpu_backend();
+  for (const auto& [len, H, Hkv, D] : {std::tuple<i64, i64, i64, i64>{1, 4, 2, 64},
+                                       {37, 8, 2, 64}, {130, 4, 4, 128}, {300, 6, 1, 64}}) {
+    SCOPED_TRACE(testing::Message() << "len " << len << " H " << H << " Hkv " << Hkv << " D " << D);
+    const auto q = normal(H * D), kc = normal(len * Hkv * D), vc = normal(len * Hkv * D);
+    std::vector<float> out_cpu(H * D);
+    cpu->attention_decode(out_cpu.data(), q.data(), kc.data(), vc.data(), len, H, Hkv, D);
+    std::vector<double> ref(H * D, 0.0);
+    const double scale = 1.0 / std::sqrt(static_cast<double>(D));
+    for (i64 h = 0; h < H; ++h) {
+      const i64 kvh = h / (H / Hkv);
+      std::vector<double> p(len);
+      double mx = -INFINITY, sum = 0.0;
+      for (i64 j = 0; j < len; ++j) {
+        double dot = 0.0;
+        for (i64 d = 0; d < D; ++d) dot += double(q[h * D + d]) * kc[(j * Hkv + kvh) * D + d];
+        mx = std::max(mx, p[j] = dot * scale);
+      }
+      for (i64 j = 0; j < len; ++j) sum += p[j] = std::exp(p[j] - mx);
+      for (i64 j = 0; j < len; ++j)
+        for (i64 d = 0; d < D; ++d) ref[h * D + d] += p[j] / sum * vc[(j * Hkv + kvh) * D + d];
+    }
+    Dev<float> d_q(q), d_k(kc), d_v(vc), d_out(out_cpu);
+    d_out.poison();
+    void* ws = nullptr;
+    CUDA_CHECK(cudaMalloc(&ws, kernels::attention_decode_workspace_bytes(len, H)));
+    kernels::attention_decode(d_out.get(), d_q.get(), d_k.get(), d_v.get(), len, H, Hkv, D, ws,
+                              nullptr);
+    expect_within_noise("decode out", d_out.download(), out_cpu, ref);
+    CUDA_CHECK(cudaFree(ws));
+  }
+}
+
+// y += bias is one rounded add per element: exactly the host's.
+TEST(GpuBias, AddsEveryRowExactly) {
+  ANVIL_REQUIRE_GPU();
+  for (const auto& [m, n] : {std::pair<i64, i64>{1, 1}, {7, 33}, {300, 257}}) {
+    SCOPED_TRACE(testing::Message() << "m " << m << " n " << n);
+    const auto y0 = normal(m * n), bias = normal(n);
+    std::vector<float> want(y0);
+    for (i64 i = 0; i < m; ++i)
+      for (i64 j = 0; j < n; ++j) want[i * n + j] += bias[j];
+    Dev<float> d_y(y0), d_b(bias);
+    kernels::bias_add(d_y.get(), d_b.get(), m, n, nullptr);
+    EXPECT_EQ(d_y.download(), want);
   }
 }
 
