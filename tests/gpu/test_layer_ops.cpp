@@ -1,8 +1,8 @@
 // Layer ops on the GPU (LoRA, RMSNorm, RoPE, SwiGLU, embedding, decoding attention, bias)
-// against the CPU backend on fresh random inputs. Tolerance is relative to noise: the GPU's error against an fp64
-// reference may be at most twice the CPU backend's (an fp32 implementation of the same
-// math), plus a few ulps of the result's magnitude. Philox and the dropout index run on
-// the host too and are checked here without a GPU.
+// against the CPU backend on fresh random inputs. Tolerance is relative to noise: the GPU's
+// error against an fp64 reference may be at most twice the CPU backend's (an fp32
+// implementation of the same math), plus a few ulps of the result's magnitude. Philox and
+// the dropout index run on the host too and are checked here without a GPU.
 #include <gtest/gtest.h>
 
 #include <algorithm>
