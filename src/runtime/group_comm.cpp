@@ -54,14 +54,15 @@ class GroupComm final : public comm::Comm {
     auto device = device_.split(color, key, std::move(name));
     return std::make_unique<GroupComm>(std::move(host), std::move(device), is_device_);
   }
-  // A group of one's out-of-place copy: the device Comm copies device memory.
+  // A group of one's out-of-place allgather or reduce_scatter: a copy in the memory of its
+  // buffers, device ones by the device Comm's own group-of-one copy.
   void local_copy(void* dst, const void* src, std::size_t bytes) override {
-    if (!is_device_(src)) {
+    Comm& c = on(src, dst, "allgather or reduce_scatter");
+    if (&c == &host_) {
       std::memcpy(dst, src, bytes);
       return;
     }
-    const std::int64_t n = static_cast<std::int64_t>(bytes);
-    device_.allgather(src, dst, n, DType::dtype_u8);  // a group of one: its local copy
+    device_.allgather(src, dst, static_cast<std::int64_t>(bytes), DType::dtype_u8);
   }
 
  private:

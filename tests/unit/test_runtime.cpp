@@ -11,6 +11,7 @@
 #include "backend/backend_support.h"
 #include "core/error.h"
 #include "model/model_spec.h"
+#include "runtime/group_comm.h"
 #include "runtime/runtime.h"
 
 namespace anvil::runtime {
@@ -112,6 +113,45 @@ TEST(Runtime, TpGroupOfOneRankHoldsTheWholeModel) {
   EXPECT_EQ(g.kv_comm, nullptr);
   EXPECT_EQ(g.shard.kv_replicas, 1);
   EXPECT_EQ(&rt.tp_group(spec), &g);  // made once
+}
+
+// A GroupComm of one rank over a host Comm and a staged "device" Comm whose device memory is
+// one host block: a group of one's out-of-place copies stay in their memory, device ones
+// through the device Comm (its staging), host ones by memcpy.
+TEST(GroupComm, AGroupOfOneCopiesInTheMemoryOfItsBuffers) {
+  struct FakeDevice final : comm::DeviceStaging {
+    std::vector<float> memory = std::vector<float>(8);
+    int staged = 0;
+    void to_host(void* host, const void* device, std::size_t bytes) override {
+      std::memcpy(host, device, bytes);
+      ++staged;
+    }
+    void to_device(void* device, const void* host, std::size_t bytes) override {
+      std::memcpy(device, host, bytes);
+      ++staged;
+    }
+  } dev;
+  auto host = comm::self_comm("tp");
+  auto device = comm::staged_comm(*host, dev);
+  float* d = dev.memory.data();
+  auto group = group_comm(*host, *device, [d](const void* p) {
+    return p >= static_cast<const void*>(d) && p < static_cast<const void*>(d + 8);
+  });
+  EXPECT_EQ(group->name(), "tp");
+  EXPECT_EQ(group->size(), 1);
+  d[0] = 1, d[1] = 2;
+  group->allgather(d, d + 4, 2, DType::dtype_f32);
+  EXPECT_EQ(d[4], 1.0f);
+  EXPECT_EQ(d[5], 2.0f);
+  EXPECT_EQ(dev.staged, 2);  // device to device, through the staging
+  const float h[2] = {7, 8};
+  float out[2] = {};
+  group->allgather(h, out, 2, DType::dtype_f32);
+  EXPECT_EQ(out[0], 7.0f);
+  EXPECT_EQ(out[1], 8.0f);
+  EXPECT_EQ(dev.staged, 2);  // host memory never staged
+  // Buffers in two memories are a caller's bug even on one rank.
+  EXPECT_THROW(group->allgather(h, d, 2, DType::dtype_f32), Error);
 }
 
 TEST(Runtime, NcclOnTheCpuBackendIsAUserError) {
