@@ -13,6 +13,7 @@
 #include "comm/comm.h"
 #include "core/error.h"
 #include "../unit/error_test_util.h"
+#include "../unit/fake_device.h"
 #include "model/model_spec.h"
 #include "runtime/group_comm.h"
 #include "runtime/runtime.h"
@@ -82,28 +83,10 @@ TEST(RuntimeGroups, TpGroupSplitsReplicatedKvHeads) {
   EXPECT_EQ(x, rt.tp_rank() < 2 ? 1.0f : 5.0f);  // 0 + 1, 2 + 3
 }
 
-// Device memory stand-in: one host block the predicate calls "device"; staging is memcpy.
-struct FakeDevice final : comm::DeviceStaging {
-  std::vector<float> memory = std::vector<float>(64);
-  int staged = 0;
-  bool holds(const void* p) const {
-    const auto a = reinterpret_cast<std::uintptr_t>(p);
-    const auto lo = reinterpret_cast<std::uintptr_t>(memory.data());
-    return a >= lo && a < lo + memory.size() * sizeof(float);
-  }
-  void to_host(void* host, const void* device, std::size_t bytes) override {
-    std::memcpy(host, device, bytes);
-    ++staged;
-  }
-  void to_device(void* device, const void* host, std::size_t bytes) override {
-    std::memcpy(device, host, bytes);
-    ++staged;
-  }
-};
 
 TEST(GroupComm, EachCallGoesWhereItsBuffersAre) {
   auto world = comm::mpi_comm_world();
-  FakeDevice dev;
+  test::FakeDevice dev;
   auto device = comm::staged_comm(*world, dev);
   auto group = group_comm(*world, *device, [&](const void* q) { return dev.holds(q); });
   const int r = world->rank(), p = world->size();

@@ -11,6 +11,7 @@
 #include "backend/backend_support.h"
 #include "core/error.h"
 #include "model/model_spec.h"
+#include "fake_device.h"
 #include "runtime/group_comm.h"
 #include "runtime/runtime.h"
 
@@ -119,24 +120,11 @@ TEST(Runtime, TpGroupOfOneRankHoldsTheWholeModel) {
 // one host block: a group of one's out-of-place copies stay in their memory, device ones
 // through the device Comm (its staging), host ones by memcpy.
 TEST(GroupComm, AGroupOfOneCopiesInTheMemoryOfItsBuffers) {
-  struct FakeDevice final : comm::DeviceStaging {
-    std::vector<float> memory = std::vector<float>(8);
-    int staged = 0;
-    void to_host(void* host, const void* device, std::size_t bytes) override {
-      std::memcpy(host, device, bytes);
-      ++staged;
-    }
-    void to_device(void* device, const void* host, std::size_t bytes) override {
-      std::memcpy(device, host, bytes);
-      ++staged;
-    }
-  } dev;
+  test::FakeDevice dev;
   auto host = comm::self_comm("tp");
   auto device = comm::staged_comm(*host, dev);
   float* d = dev.memory.data();
-  auto group = group_comm(*host, *device, [d](const void* p) {
-    return p >= static_cast<const void*>(d) && p < static_cast<const void*>(d + 8);
-  });
+  auto group = group_comm(*host, *device, [&](const void* p) { return dev.holds(p); });
   EXPECT_EQ(group->name(), "tp");
   EXPECT_EQ(group->size(), 1);
   d[0] = 1, d[1] = 2;
