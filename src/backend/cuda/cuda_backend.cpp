@@ -198,6 +198,13 @@ void CudaBackend::memory_free(void* p) {
   CUDA_CHECK(cudaFree(p));
 }
 
+bool CudaBackend::is_device_memory(const void* p) const {
+  cudaPointerAttributes a{};
+  // Plain host memory is cudaMemoryTypeUnregistered (CUDA 11+), not an error.
+  CUDA_CHECK(cudaPointerGetAttributes(&a, p));
+  return a.type == cudaMemoryTypeDevice || a.type == cudaMemoryTypeManaged;
+}
+
 void CudaBackend::copy(void* dst, const void* src, std::size_t bytes) {
   if (bytes == 0 || dst == src) return;
   CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, stream_));
