@@ -18,6 +18,8 @@
 #include <cmath>
 
 #include "cuda_check.cuh"
+#include "launch.cuh"
+#include "ptx.cuh"
 
 namespace anvil::kernels {
 
@@ -91,16 +93,6 @@ __device__ inline std::uint32_t pack_bf16(float lo, float hi) {
   return *reinterpret_cast<const std::uint32_t*>(&v);
 }
 
-// c += a * b for one 16x8x16 step.
-__device__ inline void mma_16816(float (&c)[4], const std::uint32_t (&a)[4],
-                                 const std::uint32_t (&b)[2]) {
-  asm volatile(
-      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 "
-      "{%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};\n"
-      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
-}
-
 // A (16x16) = tile[row0 .. +16][col0 .. +16] of a row-major tile with `ld` elements a row.
 __device__ inline void load_a(std::uint32_t (&a)[4], const bf16* tile, int ld, int row0, int col0,
                               int lane) {
@@ -159,7 +151,7 @@ template <int D>
 __global__ void __launch_bounds__(ForwardTraits<D>::kThreads)
     attention_forward_kernel(const AttentionParams p) {
   using Tr = ForwardTraits<D>;
-  extern __shared__ __align__(16) unsigned char smem[];
+  unsigned char* smem = dynamic_shared<unsigned char>();
   bf16* q_s = reinterpret_cast<bf16*>(smem);    // (kBlockQ, D)
   bf16* k_s = q_s + Tr::kBlockQ * Tr::kLdRow;   // (kBlockK, D)
   bf16* vt_s = k_s + Tr::kBlockK * Tr::kLdRow;  // (D, kBlockK)
@@ -207,7 +199,7 @@ __global__ void __launch_bounds__(ForwardTraits<D>::kThreads)
       for (int j = 0; j < Tr::kBlockK / 8; ++j) {
         std::uint32_t kb[2];
         load_b(kb, k_s, Tr::kLdRow, kk * 16, j * 8, lane);
-        mma_16816(s[j], qa[kk], kb);
+        ptx::mma_m16n8k16_bf16(s[j], qa[kk], kb);
       }
 
     float tile_max[2] = {-INFINITY, -INFINITY};
@@ -254,7 +246,7 @@ __global__ void __launch_bounds__(ForwardTraits<D>::kThreads)
       for (int dt = 0; dt < D / 8; ++dt) {
         std::uint32_t vb[2];
         load_b(vb, vt_s, Tr::kLdT, kk * 16, dt * 8, lane);
-        mma_16816(o[dt], pa, vb);
+        ptx::mma_m16n8k16_bf16(o[dt], pa, vb);
       }
     }
   }
@@ -305,7 +297,7 @@ __global__ void __launch_bounds__(DqTraits<D>::kThreads)
     attention_dq_kernel(const AttentionBackwardParams p, const float* delta) {
   using Tr = DqTraits<D>;
   const AttentionParams& f = p.fwd;
-  extern __shared__ __align__(16) unsigned char smem[];
+  unsigned char* smem = dynamic_shared<unsigned char>();
   bf16* q_s = reinterpret_cast<bf16*>(smem);    // (kBlockQ, D)
   bf16* do_s = q_s + Tr::kBlockQ * Tr::kLdRow;  // (kBlockQ, D)
   bf16* k_s = do_s + Tr::kBlockQ * Tr::kLdRow;  // (kBlockK, D)
@@ -358,8 +350,8 @@ __global__ void __launch_bounds__(DqTraits<D>::kThreads)
         std::uint32_t kb[2], vb[2];
         load_b(kb, k_s, Tr::kLdRow, kk * 16, j * 8, lane);
         load_b(vb, v_s, Tr::kLdRow, kk * 16, j * 8, lane);
-        mma_16816(s[j], qa, kb);
-        mma_16816(dp[j], da, vb);
+        ptx::mma_m16n8k16_bf16(s[j], qa, kb);
+        ptx::mma_m16n8k16_bf16(dp[j], da, vb);
       }
     }
 #pragma unroll
@@ -380,7 +372,7 @@ __global__ void __launch_bounds__(DqTraits<D>::kThreads)
       for (int dt = 0; dt < D / 8; ++dt) {
         std::uint32_t kb[2];
         load_b(kb, kt_s, Tr::kLdT, kk * 16, dt * 8, lane);
-        mma_16816(dq[dt], dsa, kb);
+        ptx::mma_m16n8k16_bf16(dq[dt], dsa, kb);
       }
     }
   }
@@ -404,7 +396,7 @@ __global__ void __launch_bounds__(DkvTraits<D>::kThreads)
     attention_dkv_kernel(const AttentionBackwardParams p, const float* delta) {
   using Tr = DkvTraits<D>;
   const AttentionParams& f = p.fwd;
-  extern __shared__ __align__(16) unsigned char smem[];
+  unsigned char* smem = dynamic_shared<unsigned char>();
   bf16* k_s = reinterpret_cast<bf16*>(smem);                      // (kBlockK, D)
   bf16* v_s = k_s + Tr::kBlockK * Tr::kLdRow;                     // (kBlockK, D)
   bf16* q_s = v_s + Tr::kBlockK * Tr::kLdRow;                     // (kBlockQ, D)
@@ -463,8 +455,8 @@ __global__ void __launch_bounds__(DkvTraits<D>::kThreads)
           std::uint32_t qb[2], db[2];
           load_b(qb, q_s, Tr::kLdRow, kk * 16, j * 8, lane);
           load_b(db, do_s, Tr::kLdRow, kk * 16, j * 8, lane);
-          mma_16816(s[j], ka, qb);
-          mma_16816(dp[j], va, db);
+          ptx::mma_m16n8k16_bf16(s[j], ka, qb);
+          ptx::mma_m16n8k16_bf16(dp[j], va, db);
         }
       }
 #pragma unroll
@@ -488,8 +480,8 @@ __global__ void __launch_bounds__(DkvTraits<D>::kThreads)
           std::uint32_t dob[2], qb[2];
           load_b(dob, dot_s, Tr::kLdT, kk * 16, dt * 8, lane);
           load_b(qb, qt_s, Tr::kLdT, kk * 16, dt * 8, lane);
-          mma_16816(dv[dt], pa, dob);
-          mma_16816(dk[dt], dsa, qb);
+          ptx::mma_m16n8k16_bf16(dv[dt], pa, dob);
+          ptx::mma_m16n8k16_bf16(dk[dt], dsa, qb);
         }
       }
     }
@@ -524,35 +516,39 @@ void check_params(const AttentionParams& p) {
   ANVIL_CHECK(p.q && p.k && p.v && p.out && p.lse, "attention: null tensor");
 }
 
-// Shared memory beyond the default 48 KB must be asked for per kernel.
-template <typename Kernel>
-void allow_smem(Kernel kernel, std::size_t bytes) {
-  CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+// Shared memory beyond the default 48 KB must be asked for per kernel. The launchers do it
+// once per instantiation (a function-local static each): a call per launch costs time and
+// would break CUDA graph capture.
+template <typename... Params>
+bool allow_smem(void (*kernel)(Params...), std::size_t bytes) {
+  CUDA_CHECK(cudaFuncSetAttribute(reinterpret_cast<const void*>(kernel),
+                                  cudaFuncAttributeMaxDynamicSharedMemorySize,
                                   static_cast<int>(bytes)));
+  return true;
 }
 
 template <int D>
 void forward_launch(const AttentionParams& p, cudaStream_t stream) {
   using Tr = ForwardTraits<D>;
-  allow_smem(attention_forward_kernel<D>, Tr::kSmemBytes);
+  static const bool smem_allowed = allow_smem(attention_forward_kernel<D>, Tr::kSmemBytes);
+  (void)smem_allowed;
   const dim3 grid(am::ceil_div(p.seq, Tr::kBlockQ), p.n_heads, p.batch);
-  attention_forward_kernel<D><<<grid, Tr::kThreads, Tr::kSmemBytes, stream>>>(p);
-  CUDA_CHECK(cudaGetLastError());
+  launch(attention_forward_kernel<D>, grid, Tr::kThreads, Tr::kSmemBytes, stream, p);
 }
 
 template <int D>
 void backward_launch(const AttentionBackwardParams& p, const float* delta, cudaStream_t stream) {
   const AttentionParams& f = p.fwd;
   using Q = DqTraits<D>;
-  allow_smem(attention_dq_kernel<D>, Q::kSmemBytes);
+  static const bool dq_smem_allowed = allow_smem(attention_dq_kernel<D>, Q::kSmemBytes);
+  (void)dq_smem_allowed;
   const dim3 dq_grid(am::ceil_div(f.seq, Q::kBlockQ), f.n_heads, f.batch);
-  attention_dq_kernel<D><<<dq_grid, Q::kThreads, Q::kSmemBytes, stream>>>(p, delta);
-  CUDA_CHECK(cudaGetLastError());
+  launch(attention_dq_kernel<D>, dq_grid, Q::kThreads, Q::kSmemBytes, stream, p, delta);
   using K = DkvTraits<D>;
-  allow_smem(attention_dkv_kernel<D>, K::kSmemBytes);
+  static const bool dkv_smem_allowed = allow_smem(attention_dkv_kernel<D>, K::kSmemBytes);
+  (void)dkv_smem_allowed;
   const dim3 dkv_grid(am::ceil_div(f.seq, K::kBlockK), f.n_kv_heads, f.batch);
-  attention_dkv_kernel<D><<<dkv_grid, K::kThreads, K::kSmemBytes, stream>>>(p, delta);
-  CUDA_CHECK(cudaGetLastError());
+  launch(attention_dkv_kernel<D>, dkv_grid, K::kThreads, K::kSmemBytes, stream, p, delta);
 }
 
 }  // namespace
@@ -579,9 +575,8 @@ void attention_backward(const AttentionBackwardParams& p, void* workspace, cudaS
   auto* delta = static_cast<float*>(workspace);  // (B, H, T)
   const i64 rows = i64{f.batch} * f.seq * f.n_heads;
   const auto blocks = static_cast<unsigned>((rows + kDeltaWarps - 1) / kDeltaWarps);
-  attention_delta_kernel<<<blocks, 32 * kDeltaWarps, 0, stream>>>(delta, f.out, p.dout, f.seq,
-                                                                  f.n_heads, f.head_dim, rows);
-  CUDA_CHECK(cudaGetLastError());
+  launch(attention_delta_kernel, blocks, 32 * kDeltaWarps, 0, stream, delta, f.out, p.dout, f.seq,
+         f.n_heads, f.head_dim, rows);
   if (f.head_dim == 64)
     backward_launch<64>(p, delta, stream);
   else

@@ -1,6 +1,7 @@
 #include "bias.cuh"
 
 #include "cuda_check.cuh"
+#include "launch.cuh"
 
 namespace anvil::kernels {
 
@@ -23,8 +24,7 @@ void bias_add(float* y, const float* bias, std::int64_t m, std::int64_t n, cudaS
   if (m == 0 || n == 0) return;
   const std::int64_t blocks = (m * n + kThreads - 1) / kThreads;
   const auto grid = static_cast<unsigned>(blocks < 65536 ? blocks : 65536);
-  bias_add_kernel<<<grid, kThreads, 0, stream>>>(y, bias, m, n);
-  CUDA_CHECK(cudaGetLastError());
+  launch(bias_add_kernel, grid, kThreads, 0, stream, y, bias, m, n);
 }
 
 }  // namespace anvil::kernels

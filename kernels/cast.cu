@@ -3,6 +3,7 @@
 #include <cuda_bf16.h>
 
 #include "cuda_check.cuh"
+#include "launch.cuh"
 
 namespace anvil::kernels {
 
@@ -30,16 +31,14 @@ int grid_for(std::int64_t n) {
 
 void cast_f32_to_bf16(std::uint16_t* dst, const float* src, std::int64_t n, cudaStream_t stream) {
   if (n == 0) return;
-  cast_f32_to_bf16_kernel<<<grid_for(n), kThreads, 0, stream>>>(
-      reinterpret_cast<__nv_bfloat16*>(dst), src, n);
-  CUDA_CHECK(cudaGetLastError());
+  launch(cast_f32_to_bf16_kernel, grid_for(n), kThreads, 0, stream,
+         reinterpret_cast<__nv_bfloat16*>(dst), src, n);
 }
 
 void cast_bf16_to_f32(float* dst, const std::uint16_t* src, std::int64_t n, cudaStream_t stream) {
   if (n == 0) return;
-  cast_bf16_to_f32_kernel<<<grid_for(n), kThreads, 0, stream>>>(
-      dst, reinterpret_cast<const __nv_bfloat16*>(src), n);
-  CUDA_CHECK(cudaGetLastError());
+  launch(cast_bf16_to_f32_kernel, grid_for(n), kThreads, 0, stream, dst,
+         reinterpret_cast<const __nv_bfloat16*>(src), n);
 }
 
 }  // namespace anvil::kernels

@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "cuda_check.cuh"
+#include "launch.cuh"
 
 namespace anvil::kernels {
 
@@ -32,7 +33,7 @@ struct SumOp {
 // kernel (the shared array is not reused).
 template <typename T, typename Op>
 __device__ T block_reduce(T v, Op op, T identity) {
-  __shared__ T warp_part[32];
+  ANVIL_SHARED(T, warp_part, 32);
   const int lane = threadIdx.x & 31;
   const int warp = threadIdx.x >> 5;
   for (int off = 16; off > 0; off >>= 1) v = op(v, __shfl_down_sync(0xffffffffu, v, off));
@@ -141,9 +142,8 @@ void cross_entropy_row_max(float* row_max, const float* logits, const std::int32
   check_rows(rows, V);
   if (rows == 0) return;
   ANVIL_CHECK(row_max && logits && targets, "cross_entropy_row_max: null pointer");
-  row_max_kernel<<<static_cast<unsigned>(rows), kRowThreads, 0, stream>>>(row_max, logits,
-                                                                          targets, V);
-  CUDA_CHECK(cudaGetLastError());
+  launch(row_max_kernel, static_cast<unsigned>(rows), kRowThreads, 0, stream, row_max, logits,
+         targets, V);
 }
 
 void cross_entropy_row_sums(double* sums, const float* logits, const float* row_max,
@@ -156,9 +156,8 @@ void cross_entropy_row_sums(double* sums, const float* logits, const float* row_
   if (rows == 0) return;
   ANVIL_CHECK(sums && logits && row_max && targets && bad_target,
               "cross_entropy_row_sums: null pointer");
-  row_sums_kernel<<<static_cast<unsigned>(rows), kRowThreads, 0, stream>>>(
-      sums, logits, row_max, targets, rows, V, first, vocab, bad_target);
-  CUDA_CHECK(cudaGetLastError());
+  launch(row_sums_kernel, static_cast<unsigned>(rows), kRowThreads, 0, stream, sums, logits,
+         row_max, targets, rows, V, first, vocab, bad_target);
 }
 
 void cross_entropy_loss_grad(float* logits, double* loss_acc, const float* row_max,
@@ -172,16 +171,14 @@ void cross_entropy_loss_grad(float* logits, double* loss_acc, const float* row_m
               "cross_entropy_loss_grad: null pointer");
   // The loss reads only row_max and sums, never the logits, so it may run before the
   // gradient overwrites them.
-  loss_kernel<<<1, 1, 0, stream>>>(loss_acc, row_max, sums, targets, rows);
-  CUDA_CHECK(cudaGetLastError());
+  launch(loss_kernel, 1, 1, 0, stream, loss_acc, row_max, sums, targets, rows);
   if (!grad) return;
   const std::int64_t col_blocks = (V + kGradThreads - 1) / kGradThreads;
   const dim3 grid(static_cast<unsigned>(col_blocks < kMaxGradColBlocks ? col_blocks
                                                                        : kMaxGradColBlocks),
                   static_cast<unsigned>(rows < kMaxGridY ? rows : kMaxGridY));
-  grad_kernel<<<grid, kGradThreads, 0, stream>>>(logits, row_max, sums, targets, rows, V, first,
-                                                 grad_scale);
-  CUDA_CHECK(cudaGetLastError());
+  launch(grad_kernel, grid, kGradThreads, 0, stream, logits, row_max, sums, targets, rows, V, first,
+         grad_scale);
 }
 
 }  // namespace anvil::kernels

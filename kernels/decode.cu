@@ -3,6 +3,7 @@
 #include <cmath>
 
 #include "cuda_check.cuh"
+#include "launch.cuh"
 
 namespace anvil::kernels {
 
@@ -38,8 +39,8 @@ __device__ float block_sum(float v, float* red) {
 __global__ void attention_decode_kernel(float* out, const float* q, const float* k, const float* v,
                                         std::int64_t len, std::int64_t group, std::int64_t D,
                                         std::int64_t KV, float scale, float* probs) {
-  extern __shared__ float q_head[];  // (D)
-  __shared__ float red[kWarps];
+  float* q_head = dynamic_shared<float>();  // (D)
+  ANVIL_SHARED(float, red, kWarps);
   const std::int64_t h = blockIdx.x;
   const std::int64_t off = (h / group) * D;
   for (std::int64_t d = threadIdx.x; d < D; d += blockDim.x) q_head[d] = q[h * D + d];
@@ -88,11 +89,10 @@ void attention_decode(float* out, const float* q, const float* k_cache, const fl
               head_dim, " too large");
   ANVIL_CHECK(workspace, "attention_decode: null workspace");
   const float scale = 1.0f / std::sqrt(static_cast<float>(head_dim));
-  attention_decode_kernel<<<static_cast<unsigned>(n_heads), kThreads,
-                            static_cast<std::size_t>(head_dim) * sizeof(float), stream>>>(
-      out, q, k_cache, v_cache, len, n_heads / n_kv_heads, head_dim, n_kv_heads * head_dim, scale,
-      static_cast<float*>(workspace));
-  CUDA_CHECK(cudaGetLastError());
+  launch(attention_decode_kernel, static_cast<unsigned>(n_heads), kThreads,
+         static_cast<std::size_t>(head_dim) * sizeof(float), stream, out, q, k_cache, v_cache, len,
+         n_heads / n_kv_heads, head_dim, n_kv_heads * head_dim, scale,
+         static_cast<float*>(workspace));
 }
 
 }  // namespace anvil::kernels

@@ -14,6 +14,7 @@
 #include <algorithm>
 
 #include "cuda_check.cuh"
+#include "launch.cuh"
 
 namespace anvil::kernels {
 
@@ -72,8 +73,8 @@ static_assert(kNarrowRows * (kMaxRank + 1) <= kNarrowRows * kNarrowPad, "sums fi
 // all R ranks, and the quarters are added in a fixed order at the end.
 template <int R>
 __global__ void __launch_bounds__(kThreads) lora_narrow_kernel(NarrowParams p) {
-  __shared__ float xs[kNarrowRows * kNarrowPad];  // (64, 64) drop(x); then (64, R+1) sums
-  __shared__ __align__(16) float ws[kNarrowK * R];  // (64, R) W^T, zero past r and past k
+  ANVIL_SHARED(float, xs, kNarrowRows * kNarrowPad);  // (64, 64) drop(x); then (64, R+1) sums
+  ANVIL_SHARED(float, ws, kNarrowK * R);  // (64, R) W^T, zero past r and past k
   const int tid = threadIdx.x;
   const int row = tid % kNarrowRows, part = tid / kNarrowRows;
   const i64 row0 = static_cast<i64>(blockIdx.x) * kNarrowRows;
@@ -145,8 +146,8 @@ constexpr int kMaxSplits = 64;
 // step: thread (q, col) accumulates column col against ranks q, q + 4, ... (R / 4 sums).
 template <int R>
 __global__ void __launch_bounds__(kThreads) lora_reduce_kernel(ReduceParams p) {
-  __shared__ float xs[kReduceRows * kReduceCols];  // (32, 64) drop(X)
-  __shared__ float gs[kReduceRows * R];            // (32, R) G, zero past r
+  ANVIL_SHARED(float, xs, kReduceRows * kReduceCols);  // (32, 64) drop(X)
+  ANVIL_SHARED(float, gs, kReduceRows * R);            // (32, R) G, zero past r
   constexpr int kPer = R / kReduceGroups;
   static_assert(kPer >= 1, "R covers the thread groups");
   const int tid = threadIdx.x;
@@ -243,9 +244,9 @@ constexpr int kWideColsPer = kWideTile / 32;               // 2 columns per thre
 // memory. Thread (ty, tx) makes rows ty + 8i and columns tx + 32j, so a warp writes 32
 // consecutive floats of a row.
 __global__ void __launch_bounds__(kThreads) lora_wide_kernel(WideParams p) {
-  __shared__ float gs[kWideTile * kWidePad];  // (64 rows, r)
-  __shared__ float ws[kWideTile * kWidePad];  // (64 cols, r)
-  __shared__ unsigned char keep[kWideTile * kWideTile];
+  ANVIL_SHARED(float, gs, kWideTile * kWidePad);  // (64 rows, r)
+  ANVIL_SHARED(float, ws, kWideTile * kWidePad);  // (64 cols, r)
+  ANVIL_SHARED(unsigned char, keep, kWideTile * kWideTile);
   const int tid = threadIdx.x, tx = tid % 32, ty = tid / 32;
   const i64 row0 = static_cast<i64>(blockIdx.y) * kWideTile;
   const i64 col0 = static_cast<i64>(blockIdx.x) * kWideTile;
@@ -321,20 +322,19 @@ void by_rank(int r, const P& p, dim3 grid, cudaStream_t stream) {
   else if (r <= 16) Launch<16>::run(p, grid, stream);
   else if (r <= 32) Launch<32>::run(p, grid, stream);
   else Launch<64>::run(p, grid, stream);
-  CUDA_CHECK(cudaGetLastError());
 }
 
 template <int R>
 struct NarrowLaunch {
   static void run(const NarrowParams& p, dim3 grid, cudaStream_t s) {
-    lora_narrow_kernel<R><<<grid, kThreads, 0, s>>>(p);
+    launch(lora_narrow_kernel<R>, grid, kThreads, 0, s, p);
   }
 };
 
 template <int R>
 struct ReduceLaunch {
   static void run(const ReduceParams& p, dim3 grid, cudaStream_t s) {
-    lora_reduce_kernel<R><<<grid, kThreads, 0, s>>>(p);
+    launch(lora_reduce_kernel<R>, grid, kThreads, 0, s, p);
   }
 };
 
@@ -355,9 +355,8 @@ void launch_reduce(float* dst, i64 d_m, i64 d_c, float alpha, const ReduceParams
   by_rank<ReduceLaunch>(p.r, p, grid, stream);
   const i64 total = p.m * p.r;
   const int blocks = static_cast<int>(std::min<i64>((total + kThreads - 1) / kThreads, 4096));
-  lora_finalize_kernel<<<blocks, kThreads, 0, stream>>>(dst, p.part, p.m, p.r, split.splits,
-                                                         d_m, d_c, alpha);
-  CUDA_CHECK(cudaGetLastError());
+  launch(lora_finalize_kernel, blocks, kThreads, 0, stream, dst, p.part, p.m, p.r, split.splits,
+         d_m, d_c, alpha);
 }
 
 void launch_wide(const WideParams& p, cudaStream_t stream) {
@@ -366,8 +365,7 @@ void launch_wide(const WideParams& p, cudaStream_t stream) {
   ANVIL_CHECK(row_tiles <= 65535, "LoRA: ", p.n, " rows exceed one launch");
   const dim3 grid(static_cast<unsigned>((p.m + kWideTile - 1) / kWideTile),
                   static_cast<unsigned>(row_tiles));
-  lora_wide_kernel<<<grid, kThreads, 0, stream>>>(p);
-  CUDA_CHECK(cudaGetLastError());
+  launch(lora_wide_kernel, grid, kThreads, 0, stream, p);
 }
 
 std::size_t align_up(std::size_t bytes) { return (bytes + 255) / 256 * 256; }

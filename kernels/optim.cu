@@ -3,6 +3,7 @@
 #include <cmath>
 
 #include "cuda_check.cuh"
+#include "launch.cuh"
 
 namespace anvil::kernels {
 
@@ -28,7 +29,7 @@ std::int64_t sum_squares_blocks(std::int64_t n) {
 // Fixed-tree block sum (shuffle-down within each warp, then warp 0 over the warps); the
 // result is valid in thread 0. Every thread of the block calls it, once per kernel.
 __device__ double block_sum(double v) {
-  __shared__ double warp_part[32];
+  ANVIL_SHARED(double, warp_part, 32);
   const int lane = threadIdx.x & 31;
   const int warp = threadIdx.x >> 5;
   for (int off = 16; off > 0; off >>= 1) v += __shfl_down_sync(0xffffffffu, v, off);
@@ -102,8 +103,7 @@ void adamw_update(float* p, const float* g, float* m, float* v, std::int64_t n,
   const AdamwScalars s = adamw_scalars(a);
   if (n == 0) return;
   ANVIL_CHECK(p && g && m && v, "adamw_update: null pointer");
-  adamw_kernel<<<grid_for(n), kThreads, 0, stream>>>(p, g, m, v, n, s);
-  CUDA_CHECK(cudaGetLastError());
+  launch(adamw_kernel, grid_for(n), kThreads, 0, stream, p, g, m, v, n, s);
 }
 
 std::size_t sum_squares_workspace_bytes(std::int64_t n) {
@@ -122,19 +122,16 @@ void sum_squares(double* out, const float* x, std::int64_t n, void* workspace,
   ANVIL_CHECK(x && workspace, "sum_squares: null pointer");
   const std::int64_t blocks = sum_squares_blocks(n);
   auto* partial = static_cast<double*>(workspace);
-  sum_squares_partial_kernel<<<static_cast<unsigned>(blocks), kThreads, 0, stream>>>(partial, x,
-                                                                                    n);
-  CUDA_CHECK(cudaGetLastError());
-  sum_squares_final_kernel<<<1, kThreads, 0, stream>>>(out, partial, blocks);
-  CUDA_CHECK(cudaGetLastError());
+  launch(sum_squares_partial_kernel, static_cast<unsigned>(blocks), kThreads, 0, stream, partial, x,
+         n);
+  launch(sum_squares_final_kernel, 1, kThreads, 0, stream, out, partial, blocks);
 }
 
 void scale(float* x, float s, std::int64_t n, cudaStream_t stream) {
   ANVIL_CHECK(n >= 0, "scale over ", n, " values");
   if (n == 0) return;
   ANVIL_CHECK(x, "scale: null pointer");
-  scale_kernel<<<grid_for(n), kThreads, 0, stream>>>(x, s, n);
-  CUDA_CHECK(cudaGetLastError());
+  launch(scale_kernel, grid_for(n), kThreads, 0, stream, x, s, n);
 }
 
 }  // namespace anvil::kernels

@@ -4,6 +4,7 @@
 #include "rmsnorm.cuh"
 
 #include "cuda_check.cuh"
+#include "launch.cuh"
 
 namespace anvil::kernels {
 
@@ -66,8 +67,7 @@ void rmsnorm_forward(float* out, float* rstd, const float* x, const float* w,
   ANVIL_CHECK(n >= 0 && c > 0, "rmsnorm shape n = ", n, ", c = ", c);
   if (n == 0) return;
   ANVIL_CHECK(out && rstd && x && w, "rmsnorm_forward: null buffer");
-  rmsnorm_forward_kernel<<<blocks_for(n), kThreads, 0, stream>>>(out, rstd, x, w, n, c, eps);
-  CUDA_CHECK(cudaGetLastError());
+  launch(rmsnorm_forward_kernel, blocks_for(n), kThreads, 0, stream, out, rstd, x, w, n, c, eps);
 }
 
 void rmsnorm_backward(float* dx, const float* dout, const float* x, const float* w,
@@ -76,9 +76,8 @@ void rmsnorm_backward(float* dx, const float* dout, const float* x, const float*
   ANVIL_CHECK(n >= 0 && c > 0, "rmsnorm shape n = ", n, ", c = ", c);
   if (n == 0) return;
   ANVIL_CHECK(dx && dout && x && w && rstd, "rmsnorm_backward: null buffer");
-  rmsnorm_backward_kernel<<<blocks_for(n), kThreads, 0, stream>>>(dx, dout, x, w, rstd, n, c,
-                                                                  beta);
-  CUDA_CHECK(cudaGetLastError());
+  launch(rmsnorm_backward_kernel, blocks_for(n), kThreads, 0, stream, dx, dout, x, w, rstd, n, c,
+         beta);
 }
 
 }  // namespace anvil::kernels

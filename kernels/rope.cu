@@ -3,6 +3,7 @@
 #include "rope.cuh"
 
 #include "cuda_check.cuh"
+#include "launch.cuh"
 
 namespace anvil::kernels {
 
@@ -38,9 +39,8 @@ void rope_apply(float* x, const std::int32_t* pos, const float* inv_freq, std::i
   ANVIL_CHECK(x && pos && inv_freq, "rope_apply: null buffer");
   const std::int64_t total = n * heads * (head_dim / 2);
   const std::int64_t blocks = (total + kThreads - 1) / kThreads;
-  rope_kernel<<<static_cast<int>(blocks < 65536 ? blocks : 65536), kThreads, 0, stream>>>(
-      x, pos, inv_freq, n, heads, head_dim / 2, inverse ? -1.0f : 1.0f);
-  CUDA_CHECK(cudaGetLastError());
+  launch(rope_kernel, static_cast<int>(blocks < 65536 ? blocks : 65536), kThreads, 0, stream, x,
+         pos, inv_freq, n, heads, head_dim / 2, inverse ? -1.0f : 1.0f);
 }
 
 }  // namespace anvil::kernels

@@ -3,6 +3,7 @@
 #include "swiglu.cuh"
 
 #include "cuda_check.cuh"
+#include "launch.cuh"
 
 namespace anvil::kernels {
 
@@ -42,8 +43,7 @@ void swiglu_forward(float* h, const float* gate, const float* up, std::int64_t n
   ANVIL_CHECK(n >= 0, "swiglu: n = ", n);
   if (n == 0) return;
   ANVIL_CHECK(h && gate && up, "swiglu_forward: null buffer");
-  swiglu_forward_kernel<<<grid_for(n), kThreads, 0, stream>>>(h, gate, up, n);
-  CUDA_CHECK(cudaGetLastError());
+  launch(swiglu_forward_kernel, grid_for(n), kThreads, 0, stream, h, gate, up, n);
 }
 
 void swiglu_backward(float* dgate, float* dup, const float* dh, const float* gate,
@@ -53,8 +53,7 @@ void swiglu_backward(float* dgate, float* dup, const float* dh, const float* gat
   ANVIL_CHECK(dgate && dup && dh && gate && up, "swiglu_backward: null buffer");
   ANVIL_CHECK(dgate != gate && dgate != up && dup != gate && dup != up,
               "swiglu_backward: gradients may not alias the inputs");
-  swiglu_backward_kernel<<<grid_for(n), kThreads, 0, stream>>>(dgate, dup, dh, gate, up, n);
-  CUDA_CHECK(cudaGetLastError());
+  launch(swiglu_backward_kernel, grid_for(n), kThreads, 0, stream, dgate, dup, dh, gate, up, n);
 }
 
 }  // namespace anvil::kernels

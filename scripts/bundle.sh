@@ -2,12 +2,16 @@
 # A relocatable bundle of the anvil binary for GPU nodes that lack the development packages
 # (HDF5, yaml-cpp, OpenBLAS, the CUDA toolkit, ...):
 #
-#   scripts/bundle.sh [--with-mpi] [--tar] [BUILD_DIR] [OUT_DIR]
+#   scripts/bundle.sh [--with-mpi] [--without-cuda-libs] [--also FILE]... [--tar] [BUILD_DIR] [OUT_DIR]
 #     BUILD_DIR  the CMake build tree holding src/cli/anvil (default: build)
 #     OUT_DIR    where the bundle goes (default: anvil-<version>); must not exist, or be an
 #                earlier bundle (it has a MANIFEST), which is replaced
 #     --tar      also write OUT_DIR.tar.gz
 #     --with-mpi also bundle the MPI libraries and Open MPI's plugins (see below)
+#     --without-cuda-libs  leave the CUDA runtime, cuBLAS(Lt), NCCL and cuRAND to the node (e.g.
+#                the copies PyTorch's wheels install there); the bundle is then ~1 GB smaller
+#     --also FILE  another executable (a test program, mpirun's orterun) into OUT/bin, with
+#                the libraries it needs
 #
 # The bundle: OUT/anvil (run this: it puts OUT/lib first on LD_LIBRARY_PATH and execs
 # OUT/bin/anvil), OUT/bin/anvil, OUT/lib/ (the shared libraries ldd names, copied), OUT/configs/,
@@ -39,16 +43,21 @@ usage() { sed -n '4,10p' "$0" | sed 's/^# \{0,1\}//' >&2; exit "${1:-2}"; }
 die() { echo "bundle.sh: $*" >&2; exit 2; }
 
 with_mpi=0
+with_cuda_libs=1
 tarball=0
 positional=()
-for arg in "$@"; do
-  case "$arg" in
+also=()
+while [ $# -gt 0 ]; do
+  case "$1" in
     --with-mpi) with_mpi=1 ;;
+    --without-cuda-libs) with_cuda_libs=0 ;;
+    --also) [ $# -ge 2 ] || usage; also+=("$2"); shift ;;
     --tar) tarball=1 ;;
     -h|--help) usage 0 ;;
-    -*) echo "bundle.sh: unknown option $arg" >&2; usage ;;
-    *) positional+=("$arg") ;;
+    -*) echo "bundle.sh: unknown option $1" >&2; usage ;;
+    *) positional+=("$1") ;;
   esac
+  shift
 done
 [ ${#positional[@]} -le 2 ] || usage
 
@@ -76,6 +85,12 @@ is_glibc() {
 }
 is_driver() {
   case "$1" in libcuda.so*|libnvidia-*|libcudadebugger.so*) return 0 ;; esac
+  return 1
+}
+is_cuda() {
+  case "$1" in
+    libcudart.so*|libcublas.so*|libcublasLt.so*|libnccl.so*|libcurand.so*|libnvrtc.so*) return 0 ;;
+  esac
   return 1
 }
 is_fabric() {
@@ -116,6 +131,7 @@ bundle_libs() {
       elif is_driver "$name"; then why="NVIDIA driver"
       elif is_fabric "$name"; then why="InfiniBand/fabric driver"
       elif [ $with_mpi -eq 0 ] && is_mpi "$name"; then why="MPI: the site's, see --with-mpi"
+      elif [ $with_cuda_libs -eq 0 ] && is_cuda "$name"; then why="CUDA libraries: the node's"
       fi
       if [ -n "$why" ]; then
         manifest_left+=("$name ($why)")
@@ -131,6 +147,11 @@ bundle_libs() {
 
 cp "$binary" "$out/bin/anvil"
 bundle_libs "$binary"
+for extra in "${also[@]}"; do
+  [ -x "$extra" ] || die "--also $extra: not an executable"
+  cp -L "$extra" "$out/bin/"
+  bundle_libs "$extra"
+done
 
 # The CUDA backend opens cuBLAS and cuBLASLt with dlopen (src/backend/cuda/blas_api.h), so
 # they are not in DT_NEEDED: bundle them from beside cudart, with what they need.
@@ -138,7 +159,7 @@ cudart_dir=""
 for name in "${!lib_path[@]}"; do
   case $name in libcudart.so.*) cudart_dir=$(dirname "${lib_path[$name]}") ;; esac
 done
-if [ -n "$cudart_dir" ]; then
+if [ -n "$cudart_dir" ] && [ $with_cuda_libs -eq 1 ]; then
   blas=()
   for path in "$cudart_dir"/libcublasLt.so.* "$cudart_dir"/libcublas.so.*; do
     name=$(basename "$path")

@@ -96,6 +96,13 @@ class Backend {
   // calls are then plain allocations and memcpy), device memory for the CUDA backend.
   // Allocation happens before the step loop (arenas), never inside it.
   virtual bool on_device() const { return false; }
+  // Whether `p` points into this backend's device memory (false on the CPU backend, whose
+  // memory is host memory): lets one communicator take host scalars and backend buffers
+  // alike (runtime/group_comm.h).
+  virtual bool is_device_memory(const void* /*p*/) const { return false; }
+  // The native stream this backend's ops run on (a cudaStream_t), for device collectives
+  // that must be ordered with them (NCCL); null on the CPU backend.
+  virtual void* native_stream() const { return nullptr; }
   // `bytes` of zeroed backend memory, aligned to at least 64 bytes; memory_free releases it.
   virtual void* memory_alloc(std::size_t bytes) = 0;
   virtual void memory_free(void* p) = 0;

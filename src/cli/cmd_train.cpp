@@ -13,7 +13,6 @@
 
 #include "backend/backend.h"
 #include "cli/commands.h"
-#include "comm/process_grid.h"
 #include "comm/runtime.h"
 #include "core/error.h"
 #include "core/log.h"
@@ -79,9 +78,9 @@ void run_validate(const ConfigOptions& opt) {
 }
 
 void run_train(const ConfigOptions& opt) {
-  comm::MpiSession mpi;
+  auto session = std::make_unique<comm::MpiSession>();
   train::ConfigContext ctx;
-  ctx.world_size = mpi.world_size();
+  ctx.world_size = session->world_size();
   const train::TrainConfig cfg = train::config_load(opt.path, opt.overrides, ctx);
   log_set_level(cfg.log.level);
   std::string yaml = train::config_to_yaml(cfg);
@@ -89,17 +88,10 @@ void run_train(const ConfigOptions& opt) {
   log_info("anvil train ", opt.path, ": resolved config\n", yaml);
   log_info("grad accumulation ", train::config_grad_accumulation(cfg, ctx.world_size), " over dp ",
            train::config_data_parallel(cfg, ctx.world_size));
-  if (std::getenv("OMP_NUM_THREADS") == nullptr) {  // else the user decided
-    const int threads = backend::cpu_threads_for_rank(mpi.local_size());
-    backend::cpu_threads_set(threads);
-    if (mpi.local_size() > 1) log_info(mpi.local_size(), " ranks on this node: ", threads, " CPU threads each");
-  }
-  const comm::ProcessGrid grid(comm::mpi_comm_world(), cfg.parallel.tp);
+  const std::unique_ptr<runtime::Runtime> rt = train::runtime_from_config(cfg, std::move(session));
   train::TrainOptions options;
   options.stop_after = opt.stop_after;
-  options.local_rank = mpi.local_rank();
-  options.local_size = mpi.local_size();
-  const train::TrainResult r = train::train_run(cfg, grid, options);
+  const train::TrainResult r = train::Trainer(cfg, *rt, options).run();
   if (r.first_eval_loss && r.last_eval_loss)
     log_info("eval loss ", *r.first_eval_loss, " -> ", *r.last_eval_loss);
 }

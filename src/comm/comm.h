@@ -19,6 +19,10 @@ namespace anvil::comm {
 
 enum class ReduceOp { reduce_sum, reduce_avg, reduce_max };
 
+// parallel.comm: which Comm carries the collectives on backend buffers. auto is resolved by
+// the Runtime (runtime/runtime.h): nccl on cuda unless ranks share a GPU, mpi on cpu.
+enum class CommKind { comm_nccl, comm_mpi, comm_auto };
+
 class Comm {
  public:
   virtual ~Comm() = default;
@@ -27,32 +31,57 @@ class Comm {
   // "tp", "dp", "world": named in errors.
   virtual const std::string& name() const = 0;
 
-  // Reductions are defined on f32, f64, i32, i64 (another dtype is an internal error);
+  // The public calls check their arguments here, once for every implementation, then hand
+  // the rest to the *_impl below. Bad arguments (negative count, dtype, root, overlapping
+  // buffers, a block past the implementation's count limit) throw before any message is
+  // sent, on a group of one as on many. Reductions are defined on f32, f64, i32, i64;
   // avg is sum / size, f32 and f64 only. Copies (allgather, broadcast) take any dtype.
-  // Bad arguments (negative count, dtype, root, overlapping buffers) throw before any
-  // message is sent, on a group of one as on many.
+  // A call with count 0 returns after the checks; a group of one does only the
+  // out-of-place copy (local_copy), so the tp = 1 and dp = 1 paths cost nothing.
 
   // buf (count) reduced in place over the group.
-  virtual void allreduce(void* buf, std::int64_t count, DType dtype, ReduceOp op) = 0;
+  void allreduce(void* buf, std::int64_t count, DType dtype, ReduceOp op);
   // recv (size * count) = the send (count) of rank 0, rank 1, ... in rank order. In place
   // when send is this rank's block of recv (recv + rank * count); otherwise they must not
   // overlap.
-  virtual void allgather(const void* send, void* recv, std::int64_t count, DType dtype) = 0;
+  void allgather(const void* send, void* recv, std::int64_t count, DType dtype);
   // send (size * count) reduced over the group; rank i receives block i into recv (count).
   // In place when send == recv: block i lands at the front of the buffer.
-  virtual void reduce_scatter(const void* send, void* recv, std::int64_t count, DType dtype,
-                              ReduceOp op) = 0;
+  void reduce_scatter(const void* send, void* recv, std::int64_t count, DType dtype, ReduceOp op);
   // buf (count) of `root` copied to every rank.
-  virtual void broadcast(void* buf, std::int64_t count, DType dtype, int root) = 0;
-  virtual void barrier() = 0;
+  void broadcast(void* buf, std::int64_t count, DType dtype, int root);
+  // Returns when every rank has made every earlier call of this group (an implementation
+  // that enqueues also waits for its queue, on a group of one too).
+  void barrier() { barrier_impl(); }
   // A sub-group of the ranks that pass the same color (>= 0), ordered by key (then by rank).
   // Collective over this group; the child is independent of its parent's lifetime.
-  virtual std::unique_ptr<Comm> split(int color, int key, std::string name) const = 0;
+  std::unique_ptr<Comm> split(int color, int key, std::string name) const;
+
+  // The largest per-rank count of allgather and reduce_scatter (MPI's int count for the
+  // MPI-based Comms); checked on groups of one too, so the limit does not depend on size.
+  virtual std::int64_t max_block_count() const;
 
   // Typed conveniences.
   void allreduce_sum(float* buf, std::int64_t n) { allreduce(buf, n, DType::dtype_f32, ReduceOp::reduce_sum); }
   void allreduce_sum(double* buf, std::int64_t n) { allreduce(buf, n, DType::dtype_f64, ReduceOp::reduce_sum); }
   void allreduce_max(float* buf, std::int64_t n) { allreduce(buf, n, DType::dtype_f32, ReduceOp::reduce_max); }
+
+ protected:
+  // The implementations see checked arguments only: count > 0, size() > 1, a reducible
+  // dtype, a valid root, buffers that are disjoint unless `in_place` says how they share.
+  virtual void allreduce_impl(void* buf, std::int64_t count, DType dtype, ReduceOp op) = 0;
+  virtual void allgather_impl(const void* send, void* recv, std::int64_t count, DType dtype,
+                              bool in_place) = 0;
+  virtual void reduce_scatter_impl(const void* send, void* recv, std::int64_t count, DType dtype,
+                                   ReduceOp op, bool in_place) = 0;
+  virtual void broadcast_impl(void* buf, std::int64_t count, DType dtype, int root) = 0;
+  // Called on every group, of one too.
+  virtual void barrier_impl() = 0;
+  // color >= 0.
+  virtual std::unique_ptr<Comm> split_impl(int color, int key, std::string name) const = 0;
+  // A group of one's out-of-place allgather / reduce_scatter: bytes from src to dst in the
+  // memory this Comm works on.
+  virtual void local_copy(void* dst, const void* src, std::size_t bytes) = 0;
 };
 
 // MPI_COMM_WORLD (MPI must be initialised: comm::MpiSession). MPI counts are int: its

@@ -1,5 +1,5 @@
-// MpiComm: Comm over an MPI communicator, on host buffers. Arguments are checked first
-// (collective_check.h), then a group of one rank returns without any MPI call, then every
+// MpiComm: Comm over an MPI communicator, on host buffers. Comm's public calls have checked
+// the arguments and answered a group of one without any MPI call (comm.cpp); here every
 // MPI call is checked and a failure names the call and the group.
 #include <mpi.h>
 
@@ -11,7 +11,6 @@
 #include <string>
 #include <utility>
 
-#include "comm/collective_check.h"
 #include "comm/comm.h"
 #include "comm/mpi_check.h"
 #include "comm/mpi_handle.h"
@@ -31,7 +30,7 @@ namespace {
 // internal error (callers shard activations and gradients far below that).
 constexpr std::int64_t kMaxMessageBytes = std::int64_t{1} << 30;
 
-// After reduce_dtype_check, so only the four reducible dtypes arrive here.
+// After Comm's dtype check, so only the four reducible dtypes arrive here.
 MPI_Datatype mpi_reduce_type(DType dtype) {
   switch (dtype) {
     case DType::dtype_f32: return MPI_FLOAT;
@@ -70,6 +69,18 @@ void for_each_chunk(void* buf, std::int64_t count, std::size_t elem_bytes, Send 
 // reduce_avg is a sum on the wire, divided by the group size afterwards.
 MPI_Op mpi_op(ReduceOp op) { return op == ReduceOp::reduce_max ? MPI_MAX : MPI_SUM; }
 
+// The second half of reduce_avg: buf (count) /= divisor. f32 and f64 only.
+template <typename T>
+void avg_divide(void* buf, std::int64_t count, int divisor) {
+  auto* p = static_cast<T*>(buf);
+  const auto d = static_cast<T>(divisor);
+  for (std::int64_t i = 0; i < count; ++i) p[i] /= d;
+}
+void avg_divide(void* buf, std::int64_t count, DType dtype, int divisor) {
+  if (dtype == DType::dtype_f32) return avg_divide<float>(buf, count, divisor);
+  avg_divide<double>(buf, count, divisor);
+}
+
 class MpiComm final : public Comm {
  public:
   // Owns `comm`: frees it on destruction unless it is MPI_COMM_WORLD.
@@ -94,11 +105,13 @@ class MpiComm final : public Comm {
   int size() const override { return size_; }
   const std::string& name() const override { return name_; }
 
-  void allreduce(void* buf, std::int64_t count, DType dtype, ReduceOp op) override {
+  // Counts past INT_MAX are refused by Comm::allgather / reduce_scatter (see
+  // kMaxMessageBytes), on groups of one too.
+  std::int64_t max_block_count() const override { return std::numeric_limits<int>::max(); }
+
+ protected:
+  void allreduce_impl(void* buf, std::int64_t count, DType dtype, ReduceOp op) override {
     const CollectiveScope scope("allreduce", name_);
-    count_check(*this, "allreduce", count);
-    reduce_dtype_check(*this, "allreduce", dtype, op);
-    if (size_ == 1 || count == 0) return;
     for_each_chunk(buf, count, dtype_size(dtype), [&](char* p, int n) {
       mpi_check(MPI_Allreduce(MPI_IN_PLACE, p, n, mpi_reduce_type(dtype), mpi_op(op), comm_),
                 "MPI_Allreduce", name_);
@@ -106,72 +119,47 @@ class MpiComm final : public Comm {
     if (op == ReduceOp::reduce_avg) avg_divide(buf, count, dtype, size_);
   }
 
-  void allgather(const void* send, void* recv, std::int64_t count, DType dtype) override {
+  void allgather_impl(const void* send, void* recv, std::int64_t count, DType dtype,
+                      bool in_place) override {
     const CollectiveScope scope("allgather", name_);
-    count_check(*this, "allgather", count);
-    const int n = mpi_count("allgather", count);
-    const bool in_place = allgather_args_check(*this, send, recv, count, dtype);
-    if (count == 0) return;
-    if (size_ == 1) {
-      if (!in_place) std::memcpy(recv, send, static_cast<std::size_t>(count) * dtype_size(dtype));
-      return;
-    }
+    const int n = static_cast<int>(count);
     const MPI_Datatype type = mpi_copy_type(dtype);
     mpi_check(MPI_Allgather(in_place ? MPI_IN_PLACE : send, n, type, recv, n, type, comm_),
               "MPI_Allgather", name_);
   }
 
-  void reduce_scatter(const void* send, void* recv, std::int64_t count, DType dtype,
-                      ReduceOp op) override {
+  void reduce_scatter_impl(const void* send, void* recv, std::int64_t count, DType dtype,
+                           ReduceOp op, bool in_place) override {
     const CollectiveScope scope("reduce_scatter", name_);
-    count_check(*this, "reduce_scatter", count);
-    reduce_dtype_check(*this, "reduce_scatter", dtype, op);
-    const int n = mpi_count("reduce_scatter", count);
-    const bool in_place = reduce_scatter_args_check(*this, send, recv, count, dtype);
-    if (count == 0) return;
-    if (size_ == 1) {
-      if (!in_place) std::memcpy(recv, send, static_cast<std::size_t>(count) * dtype_size(dtype));
-      return;
-    }
     // In place, MPI reads all size blocks from recv and leaves this rank's block at its front.
-    mpi_check(MPI_Reduce_scatter_block(in_place ? MPI_IN_PLACE : send, recv, n,
+    mpi_check(MPI_Reduce_scatter_block(in_place ? MPI_IN_PLACE : send, recv, static_cast<int>(count),
                                        mpi_reduce_type(dtype), mpi_op(op), comm_),
               "MPI_Reduce_scatter_block", name_);
     if (op == ReduceOp::reduce_avg) avg_divide(recv, count, dtype, size_);
   }
 
-  void broadcast(void* buf, std::int64_t count, DType dtype, int root) override {
+  void broadcast_impl(void* buf, std::int64_t count, DType dtype, int root) override {
     const CollectiveScope scope("broadcast", name_);
-    count_check(*this, "broadcast", count);
-    root_check(*this, root);
-    if (size_ == 1 || count == 0) return;
     for_each_chunk(buf, count, dtype_size(dtype), [&](char* p, int n) {
       mpi_check(MPI_Bcast(p, n, mpi_copy_type(dtype), root, comm_), "MPI_Bcast", name_);
     });
   }
 
-  void barrier() override {
+  void barrier_impl() override {
     const CollectiveScope scope("barrier", name_);
     if (size_ == 1) return;
     mpi_check(MPI_Barrier(comm_), "MPI_Barrier", name_);
   }
 
-  std::unique_ptr<Comm> split(int color, int key, std::string name) const override {
-    split_color_check(*this, color);
+  std::unique_ptr<Comm> split_impl(int color, int key, std::string name) const override {
     MPI_Comm child = MPI_COMM_NULL;
     mpi_check(MPI_Comm_split(comm_, color, key, &child), "MPI_Comm_split", name_);
     return std::make_unique<MpiComm>(child, std::move(name));
   }
 
- private:
-  // The count of an allgather or reduce_scatter block as MPI's int (see kMaxMessageBytes).
-  // Checked on groups of one too, so the limit does not depend on the group size.
-  int mpi_count(const char* call, std::int64_t count) const {
-    ANVIL_CHECK(count <= std::numeric_limits<int>::max(), call, " on comm '", name_,
-                "': count ", count, " per rank exceeds MPI's int count");
-    return static_cast<int>(count);
-  }
+  void local_copy(void* dst, const void* src, std::size_t bytes) override { std::memcpy(dst, src, bytes); }
 
+ private:
   void comm_free() noexcept {
     // Not MPI_COMM_WORLD (MPI's own), nothing after MPI_Finalize, and nothing while an
     // error unwinds: main() is about to abort the job, and MPI_Comm_free is collective in

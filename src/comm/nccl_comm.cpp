@@ -1,6 +1,6 @@
-// NcclComm: arguments are checked first (collective_check.h, the same checks and messages
-// as MpiComm), then a group of one does only the out-of-place copy, then the NCCL call is
-// enqueued on the stream and checked.
+// NcclComm: Comm's public calls have checked the arguments (comm.cpp, the same checks and
+// messages as MpiComm's) and answered a group of one with local_copy; here the NCCL call
+// is enqueued on the stream and checked.
 //
 // The watchdog (watchdog.h) sees each call through a CollectiveScope as MpiComm's do, but
 // an enqueue returns before the collective runs: it catches the blocking calls (init,
@@ -17,7 +17,6 @@
 #include <string>
 #include <utility>
 
-#include "comm/collective_check.h"
 #include "comm/comm.h"
 #include "comm/nccl_check.h"
 #include "comm/watchdog.h"
@@ -28,7 +27,7 @@ namespace anvil::comm {
 
 namespace {
 
-// After reduce_dtype_check, so only the four reducible dtypes arrive here.
+// After Comm's dtype check, so only the four reducible dtypes arrive here.
 ncclDataType_t nccl_reduce_type(DType dtype) {
   switch (dtype) {
     case DType::dtype_f32: return ncclFloat32;
@@ -90,43 +89,25 @@ class NcclComm final : public Comm {
   int size() const override { return size_; }
   const std::string& name() const override { return name_; }
 
-  void allreduce(void* buf, std::int64_t count, DType dtype, ReduceOp op) override {
+ protected:
+  void allreduce_impl(void* buf, std::int64_t count, DType dtype, ReduceOp op) override {
     const CollectiveScope scope("allreduce", name_);
-    count_check(*this, "allreduce", count);
-    reduce_dtype_check(*this, "allreduce", dtype, op);
-    if (size_ == 1 || count == 0) return;
     NCCL_CHECK(ncclAllReduce(buf, buf, static_cast<std::size_t>(count), nccl_reduce_type(dtype),
                              nccl_op(op), comm_, stream_),
                name_);
   }
 
   // NCCL's in-place allgather is comm.h's: send == recv + rank * count.
-  void allgather(const void* send, void* recv, std::int64_t count, DType dtype) override {
+  void allgather_impl(const void* send, void* recv, std::int64_t count, DType dtype, bool) override {
     const CollectiveScope scope("allgather", name_);
-    count_check(*this, "allgather", count);
-    const bool in_place = allgather_args_check(*this, send, recv, count, dtype);
-    if (count == 0) return;
-    if (size_ == 1) {
-      if (!in_place) device_copy(recv, send, byte_count(count, dtype));
-      return;
-    }
     NCCL_CHECK(ncclAllGather(send, recv, static_cast<std::size_t>(count), nccl_copy_type(dtype),
                              comm_, stream_),
                name_);
   }
 
-  void reduce_scatter(const void* send, void* recv, std::int64_t count, DType dtype,
-                      ReduceOp op) override {
+  void reduce_scatter_impl(const void* send, void* recv, std::int64_t count, DType dtype,
+                           ReduceOp op, bool in_place) override {
     const CollectiveScope scope("reduce_scatter", name_);
-    count_check(*this, "reduce_scatter", count);
-    reduce_dtype_check(*this, "reduce_scatter", dtype, op);
-    const bool in_place = reduce_scatter_args_check(*this, send, recv, count, dtype);
-    if (count == 0) return;
-    const std::size_t block = byte_count(count, dtype);
-    if (size_ == 1) {
-      if (!in_place) device_copy(recv, send, block);
-      return;
-    }
     if (!in_place) {
       NCCL_CHECK(ncclReduceScatter(send, recv, static_cast<std::size_t>(count),
                                    nccl_reduce_type(dtype), nccl_op(op), comm_, stream_),
@@ -136,19 +117,17 @@ class NcclComm final : public Comm {
     // comm.h puts an in-place result at the front of the buffer; NCCL's in place leaves it
     // in this rank's own block (recv == send + rank * count). Reduce there, then move it to
     // the front on the same stream: the two blocks do not overlap for rank > 0.
+    const std::size_t block = byte_count(count, dtype);
     auto* base = static_cast<char*>(recv);
     char* own = base + static_cast<std::size_t>(rank_) * block;
     NCCL_CHECK(ncclReduceScatter(base, own, static_cast<std::size_t>(count),
                                  nccl_reduce_type(dtype), nccl_op(op), comm_, stream_),
                name_);
-    if (rank_ != 0) device_copy(base, own, block);
+    if (rank_ != 0) local_copy(base, own, block);
   }
 
-  void broadcast(void* buf, std::int64_t count, DType dtype, int root) override {
+  void broadcast_impl(void* buf, std::int64_t count, DType dtype, int root) override {
     const CollectiveScope scope("broadcast", name_);
-    count_check(*this, "broadcast", count);
-    root_check(*this, root);
-    if (size_ == 1 || count == 0) return;
     NCCL_CHECK(ncclBroadcast(buf, buf, static_cast<std::size_t>(count), nccl_copy_type(dtype),
                              root, comm_, stream_),
                name_);
@@ -157,7 +136,7 @@ class NcclComm final : public Comm {
   // Every rank has enqueued everything before its barrier and the stream has run it: a
   // one-word allreduce that nobody can pass alone, then a wait for the stream. The wait is
   // inside the scope, so a collective hung on the device trips the watchdog here.
-  void barrier() override {
+  void barrier_impl() override {
     const CollectiveScope scope("barrier", name_);
     if (size_ > 1) {
       NCCL_CHECK(ncclAllReduce(barrier_word_, barrier_word_, 1, ncclInt32, ncclSum, comm_, stream_),
@@ -168,8 +147,7 @@ class NcclComm final : public Comm {
 
   // ncclCommSplit orders a color's ranks by key, then by rank, as comm.h does; with a null
   // config the child shares no resources with this comm, so it may outlive it.
-  std::unique_ptr<Comm> split(int color, int key, std::string name) const override {
-    split_color_check(*this, color);
+  std::unique_ptr<Comm> split_impl(int color, int key, std::string name) const override {
     const CollectiveScope scope("split", name_);
     ncclComm_t child = nullptr;
     NCCL_CHECK(ncclCommSplit(comm_, color, key, &child, nullptr), name_);
@@ -177,11 +155,11 @@ class NcclComm final : public Comm {
     return std::make_unique<NcclComm>(child, stream_, std::move(name));
   }
 
- private:
-  void device_copy(void* dst, const void* src, std::size_t bytes) {
+  void local_copy(void* dst, const void* src, std::size_t bytes) override {
     CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, stream_));
   }
 
+ private:
   void release() noexcept {
     // While an error unwinds, main() is about to abort the job: ncclCommDestroy would wait
     // for this comm's collectives (maybe for a peer that never comes) and cudaFree for the

@@ -9,9 +9,10 @@ namespace anvil::comm {
 ProcessGrid::ProcessGrid(std::unique_ptr<Comm> world, int tp) : world_(std::move(world)) {
   ANVIL_CHECK(world_ != nullptr, "ProcessGrid needs a world comm");
   const int world_size = world_->size();
-  ANVIL_CHECK_INPUT(tp >= 1, "parallel.tp: must be at least 1, got ", tp);
-  ANVIL_CHECK_INPUT(world_size % tp == 0, "parallel.tp: ", tp, " does not divide the world size ",
-                    world_size);
+  // The config's validation (train/config_check.cpp) has told the user already; reaching
+  // here with a bad tp is a caller's bug.
+  ANVIL_CHECK(tp >= 1 && world_size % tp == 0, "ProcessGrid: tp ", tp, " does not divide the world size ",
+              world_size);
   const int rank = world_->rank();
   // World rank = dp_rank * tp + tp_rank: a tp group is a run of tp consecutive ranks, a dp
   // group the ranks tp apart. Keyed by world rank, so group ranks follow world order.

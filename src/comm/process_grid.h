@@ -11,8 +11,8 @@ namespace anvil::comm {
 
 class ProcessGrid {
  public:
-  // Splits `world` into dp = world.size() / tp replicas; a user error (naming parallel.tp)
-  // when tp does not divide the world size or is not positive.
+  // Splits `world` into dp = world.size() / tp replicas. tp must be positive and divide the
+  // world size (an internal error otherwise: parallel.tp is validated with the config).
   ProcessGrid(std::unique_ptr<Comm> world, int tp);
   // One rank, tp = dp = 1, no MPI needed.
   static ProcessGrid single();

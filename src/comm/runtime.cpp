@@ -65,6 +65,8 @@ int exit_after_error(const std::exception& e) {
   return code;
 }
 
+bool mpi_running() { return mpi_is_up(); }
+
 std::string rank_prefix() {
   if (!mpi_is_up()) return "";
   int size = 1, rank = 0;

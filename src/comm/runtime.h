@@ -41,6 +41,9 @@ void abort_job_if_distributed(int exit_code);
 // user errors, 1 for internal ones) for main to return when it is alone.
 int exit_after_error(const std::exception& e);
 
+// Whether MPI is initialised and not finalized (an MpiSession is alive).
+bool mpi_running();
+
 // "[rank 3] " when MPI runs with more than one rank, "" otherwise.
 std::string rank_prefix();
 

@@ -3,9 +3,9 @@
 // without NCCL). Each call copies its device input into one host buffer, runs the inner
 // Comm's collective there in place, and copies the result back.
 //
-// Arguments are checked against the caller's device pointers before anything is copied
-// (the inner Comm only ever sees the host buffer, where every call is in place and so
-// cannot see the caller's overlap or in-place mistakes). The inner Comm then records the
+// Comm's public calls check the arguments against the caller's device pointers before
+// anything is copied (the inner Comm only ever sees the host buffer, where every call is in
+// place and so cannot see the caller's overlap or in-place mistakes). The inner Comm then records the
 // CollectiveScope for the watchdog and comm_busy_seconds(); the staging copies are not
 // counted as communication.
 #include <cstddef>
@@ -14,7 +14,6 @@
 #include <string>
 #include <utility>
 
-#include "comm/collective_check.h"
 #include "comm/comm.h"
 
 namespace anvil::comm {
@@ -38,10 +37,11 @@ class StagedComm final : public Comm {
   int size() const override { return inner_.size(); }
   const std::string& name() const override { return inner_.name(); }
 
-  void allreduce(void* buf, std::int64_t count, DType dtype, ReduceOp op) override {
-    count_check(*this, "allreduce", count);
-    reduce_dtype_check(*this, "allreduce", dtype, op);
-    if (size() == 1 || count == 0) return;
+  // The inner Comm's limit, checked against the caller's count before any staging.
+  std::int64_t max_block_count() const override { return inner_.max_block_count(); }
+
+ protected:
+  void allreduce_impl(void* buf, std::int64_t count, DType dtype, ReduceOp op) override {
     const std::size_t bytes = byte_count(count, dtype);
     char* host = host_buffer(bytes);
     staging_.to_host(host, buf, bytes);
@@ -49,16 +49,9 @@ class StagedComm final : public Comm {
     staging_.to_device(buf, host, bytes);
   }
 
-  void allgather(const void* send, void* recv, std::int64_t count, DType dtype) override {
-    count_check(*this, "allgather", count);
-    const bool in_place = allgather_args_check(*this, send, recv, count, dtype);
-    if (count == 0) return;
-    const std::size_t block = byte_count(count, dtype);
-    if (size() == 1) {
-      if (!in_place) device_copy(recv, send, block);
-      return;
-    }
+  void allgather_impl(const void* send, void* recv, std::int64_t count, DType dtype, bool) override {
     // (size * count): this rank's block goes to its place, the inner allgather is in place.
+    const std::size_t block = byte_count(count, dtype);
     char* host = host_buffer(static_cast<std::size_t>(size()) * block);
     char* own = host + static_cast<std::size_t>(rank()) * block;
     staging_.to_host(own, send, block);
@@ -66,29 +59,18 @@ class StagedComm final : public Comm {
     staging_.to_device(recv, host, static_cast<std::size_t>(size()) * block);
   }
 
-  void reduce_scatter(const void* send, void* recv, std::int64_t count, DType dtype,
-                      ReduceOp op) override {
-    count_check(*this, "reduce_scatter", count);
-    reduce_dtype_check(*this, "reduce_scatter", dtype, op);
-    const bool in_place = reduce_scatter_args_check(*this, send, recv, count, dtype);
-    if (count == 0) return;
-    const std::size_t block = byte_count(count, dtype);
-    if (size() == 1) {
-      if (!in_place) device_copy(recv, send, block);
-      return;
-    }
+  void reduce_scatter_impl(const void* send, void* recv, std::int64_t count, DType dtype, ReduceOp op,
+                           bool) override {
     // In place on the host, this rank's block lands at the front of the buffer, which is
     // also where comm.h puts it when send == recv: one copy back serves both cases.
+    const std::size_t block = byte_count(count, dtype);
     char* host = host_buffer(static_cast<std::size_t>(size()) * block);
     staging_.to_host(host, send, static_cast<std::size_t>(size()) * block);
     inner_.reduce_scatter(host, host, count, dtype, op);
     staging_.to_device(recv, host, block);
   }
 
-  void broadcast(void* buf, std::int64_t count, DType dtype, int root) override {
-    count_check(*this, "broadcast", count);
-    root_check(*this, root);
-    if (size() == 1 || count == 0) return;
+  void broadcast_impl(void* buf, std::int64_t count, DType dtype, int root) override {
     // Only the root has data to send, and only the others have anything to receive.
     const std::size_t bytes = byte_count(count, dtype);
     char* host = host_buffer(bytes);
@@ -97,11 +79,18 @@ class StagedComm final : public Comm {
     if (rank() != root) staging_.to_device(buf, host, bytes);
   }
 
-  void barrier() override { inner_.barrier(); }
+  void barrier_impl() override { inner_.barrier(); }
 
-  std::unique_ptr<Comm> split(int color, int key, std::string name) const override {
-    split_color_check(*this, color);
+  std::unique_ptr<Comm> split_impl(int color, int key, std::string name) const override {
     return std::make_unique<StagedComm>(inner_.split(color, key, std::move(name)), staging_);
+  }
+
+  // A group of one's out-of-place copy. DeviceStaging has no device-to-device copy, so it
+  // goes through the host; staged groups of one are rare (tp = 1 skips its collectives).
+  void local_copy(void* dst, const void* src, std::size_t bytes) override {
+    char* host = host_buffer(bytes);
+    staging_.to_host(host, src, bytes);
+    staging_.to_device(dst, host, bytes);
   }
 
  private:
@@ -116,14 +105,6 @@ class StagedComm final : public Comm {
       host_bytes_ = bytes;
     }
     return host_.get();
-  }
-
-  // A group of one's out-of-place copy. DeviceStaging has no device-to-device copy, so it
-  // goes through the host; staged groups of one are rare (tp = 1 skips its collectives).
-  void device_copy(void* dst, const void* src, std::size_t bytes) {
-    char* host = host_buffer(bytes);
-    staging_.to_host(host, src, bytes);
-    staging_.to_device(dst, host, bytes);
   }
 
   std::unique_ptr<Comm> owned_;  // null unless this is a split's child

@@ -14,6 +14,8 @@
 #include <string>
 #include <vector>
 
+#include "backend/backend_support.h"
+#include "comm/comm.h"
 #include "core/log.h"
 
 namespace anvil::train {
@@ -27,8 +29,8 @@ enum class DataOverflow { overflow_truncate, overflow_split, overflow_drop };
 // Bad records: counted, reported and skipped, or the first one ends the run.
 enum class DataOnError { on_error_skip, on_error_fail };
 enum class LrSchedule { lr_constant, lr_linear, lr_cosine };
-enum class BackendKind { backend_cpu, backend_cuda, backend_auto };
-enum class CommKind { comm_nccl, comm_mpi, comm_auto };
+using BackendKind = backend::BackendKind;  // backend/backend_support.h
+using CommKind = comm::CommKind;           // comm/comm.h
 
 // The config spelling of each enum value, indexed by the value ("bf16", "cosine", ...).
 const std::vector<std::string>& enum_names(WeightDtype);

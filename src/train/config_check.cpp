@@ -2,7 +2,9 @@
 
 #include <filesystem>
 #include <initializer_list>
+#include <optional>
 
+#include "backend/backend_support.h"
 #include "core/error.h"
 #include "model/model_spec.h"
 #include "model/tp_shard.h"
@@ -42,8 +44,23 @@ void check_file(const std::string& key, const std::string& path, std::vector<Key
     out.push_back({key, str_cat("'", path, "' is a directory, expected a JSONL file")});
 }
 
-// tp must split the model as model/tp_shard.h describes.
-void check_model(const TrainConfig& cfg, bool tp_ok, std::vector<KeyProblem>& out) {
+// What `problem(kind)` (a backend_support.h check) says about the backend this config runs
+// on: parallel.backend, with auto resolved as the Runtime will resolve it. auto is only
+// resolved (which asks the CUDA driver) when the CUDA backend refuses the value; the CPU
+// backend takes every shape.
+template <typename Problem>
+std::optional<std::string> backend_limit_problem(const TrainConfig& cfg, Problem problem) {
+  if (!problem(BackendKind::backend_cuda)) return std::nullopt;
+  if (cfg.parallel.backend != BackendKind::backend_auto) return problem(cfg.parallel.backend);
+  const BackendKind resolved = backend::backend_auto();
+  std::optional<std::string> p = problem(resolved);
+  if (p) *p += str_cat(" (parallel.backend: auto picks ", enum_name(resolved), " on this machine)");
+  return p;
+}
+
+// tp must split the model as model/tp_shard.h describes, and the backend must take its
+// attention shape (`backend_ok`: parallel.backend parsed).
+void check_model(const TrainConfig& cfg, bool tp_ok, bool backend_ok, std::vector<KeyProblem>& out) {
   const std::string& dir = cfg.model.path;
   std::error_code ec;
   const fs::file_status st = fs::status(dir, ec);
@@ -63,6 +80,11 @@ void check_model(const TrainConfig& cfg, bool tp_ok, std::vector<KeyProblem>& ou
   } catch (const std::exception& e) {
     out.push_back({"model.path", e.what()});
     return;
+  }
+  if (backend_ok) {
+    const auto problem = backend_limit_problem(
+        cfg, [&](BackendKind kind) { return backend::backend_head_dim_problem(kind, spec.head_dim); });
+    if (problem) out.push_back({"model.path", str_cat(dir, "/config.json: ", *problem)});
   }
   if (!tp_ok) return;
   for (std::string& problem : model::tp_shard_problems(spec, cfg.parallel.tp))
@@ -93,6 +115,11 @@ std::vector<KeyProblem> config_check_rules(const TrainConfig& cfg, const ConfigC
   if (ok({"parallel.backend", "parallel.comm"}) && cfg.parallel.backend == BackendKind::backend_cpu &&
       cfg.parallel.comm == CommKind::comm_nccl)
     out.push_back({"parallel.comm", "nccl needs GPUs, but parallel.backend is cpu (use mpi or auto)"});
+  if (ok({"lora.rank", "parallel.backend"})) {
+    const auto problem = backend_limit_problem(
+        cfg, [&](BackendKind kind) { return backend::backend_lora_rank_problem(kind, cfg.lora.rank); });
+    if (problem) out.push_back({"lora.rank", *problem});
+  }
   if (ok({"checkpoint.resume"}) && cfg.checkpoint.resume.empty())
     out.push_back({"checkpoint.resume", "expected auto, never or a checkpoint path, got ''"});
 
@@ -109,7 +136,7 @@ std::vector<KeyProblem> config_check_rules(const TrainConfig& cfg, const ConfigC
     if (fs::exists(st) && !fs::is_directory(st))
       out.push_back({"output_dir", str_cat("'", cfg.output_dir, "' exists and is not a directory")});
   }
-  if (ok({"model.path"})) check_model(cfg, layout_ok, out);
+  if (ok({"model.path"})) check_model(cfg, layout_ok, ok({"parallel.backend"}), out);
   if (ok({"data.train"}))
     for (const DataSource& s : cfg.data.train) check_file("data.train", s.path, out);
   if (ok({"data.eval"}) && cfg.data.eval) check_file("data.eval", *cfg.data.eval, out);

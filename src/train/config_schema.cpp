@@ -150,7 +150,8 @@ ConfigKey row(std::string path, KeyType type, std::string default_yaml, FieldBin
                    std::move(doc),  field};
 }
 
-std::vector<ConfigKey> make_schema() {
+// The rows by section, in the order configs/README.md documents them.
+std::vector<ConfigKey> schema_model_lora() {
   const std::vector<std::string> lora_modules{"q_proj",    "k_proj",  "v_proj",   "o_proj",
                                               "gate_proj", "up_proj", "down_proj"};
   return {
@@ -177,8 +178,11 @@ std::vector<ConfigKey> make_schema() {
           FIELD(lora, targets),
           "linear layers that get an adapter: fewer = fewer trainable parameters, less capacity", {},
           lora_modules),
+  };
+}
 
-      // ---- data
+std::vector<ConfigKey> schema_data() {
+  return {
       row("data.train", key_sources, "", FIELD(data, train),
           "training set: a JSONL path, or a list of paths and {path, weight} (weight: uses of each record "
           "per epoch, e.g. 2 or 0.5)"),
@@ -214,8 +218,11 @@ std::vector<ConfigKey> make_schema() {
           {}, enum_names(DataOnError{})),
       row("data.cache_dir", key_string, "null", FIELD(data, cache_dir),
           "where the tokenized data is cached (anvil prepare); null = OUTPUT_DIR/cache"),
+  };
+}
 
-      // ---- train
+std::vector<ConfigKey> schema_train() {
+  return {
       row("train.steps", key_int, "0", FIELD(train, steps),
           "optimizer steps to run; 0 = run train.epochs passes over data.train", at_least(0)),
       row("train.epochs", key_int, "1", FIELD(train, epochs), "passes over data.train when train.steps is 0",
@@ -258,7 +265,11 @@ std::vector<ConfigKey> make_schema() {
           "steps in the running mean that loss_spike_factor compares with", between(2, 100000)),
       row("train.skip_loss_spikes", key_bool, "false", FIELD(train, skip_loss_spikes),
           "also skip the optimizer update of a step flagged by loss_spike_factor"),
+  };
+}
 
+std::vector<ConfigKey> schema_parallel_checkpoint_log() {
+  return {
       // ---- parallel
       row("parallel.tp", key_int, "1", FIELD(parallel, tp),
           "tensor-parallel ranks per model replica (consecutive ranks, one node): splits weights "
@@ -297,6 +308,13 @@ std::vector<ConfigKey> make_schema() {
           "GPU's bf16 datasheet figure, no MFU on CPU",
           at_least(0)),
   };
+}
+
+std::vector<ConfigKey> make_schema() {
+  std::vector<ConfigKey> all;
+  for (auto* section : {schema_model_lora, schema_data, schema_train, schema_parallel_checkpoint_log})
+    for (ConfigKey& key : section()) all.push_back(std::move(key));
+  return all;
 }
 
 #undef FIELD

@@ -7,7 +7,10 @@
 #include <chrono>
 #include <cstring>
 #include <filesystem>
+#include <functional>
 #include <optional>
+#include <tuple>
+#include <utility>
 
 #include "core/error.h"
 #include "core/log.h"
@@ -127,17 +130,19 @@ std::string data_cache_dir(const TrainConfig& cfg) {
   return cfg.data.cache_dir ? *cfg.data.cache_dir : (fs::path(cfg.output_dir) / "cache").string();
 }
 
-PreparedData data_prepare(const TrainConfig& cfg, const data::Tokenizer& tok, comm::Comm& world) {
-  const auto t0 = std::chrono::steady_clock::now();
-  const bool root = world.rank() == 0;
-  std::unique_ptr<data::ChatRenderer> renderer;
-  const data::PrepareSpec spec = make_spec(cfg, tok, renderer);
-  const std::string dir = data_cache_dir(cfg);
+namespace {
 
-  // The key and whether its cache is usable, decided by rank 0.
+double seconds_since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+// The cache key, decided by rank 0 and broadcast, and whether a usable cache with it is
+// there already (a damaged one is removed, to be built again).
+std::pair<std::string, bool> cache_key_decide(const TrainConfig& cfg, const data::PrepareSpec& spec,
+                                              const std::string& dir, comm::Comm& world) {
   char key_buf[33] = {};
   std::int32_t have = 0;
-  if (root) {
+  if (world.rank() == 0) {
     fs::create_directories(dir);
     const std::string key = data::cache_key(spec, cfg.model.path);
     std::memcpy(key_buf, key.data(), 32);
@@ -152,86 +157,109 @@ PreparedData data_prepare(const TrainConfig& cfg, const data::Tokenizer& tok, co
   }
   world.broadcast(key_buf, 32, DType::dtype_u8, 0);
   world.broadcast(&have, 1, DType::dtype_i32, 0);
-  PreparedData out;
-  out.key.assign(key_buf, 32);
-  const std::string path = (fs::path(dir) / ("tokens-" + out.key + ".bin")).string();
+  return {std::string(key_buf, 32), have != 0};
+}
 
-  if (!have) {
-    out.built = true;
-    const fs::path parts = fs::path(dir) / ("tokens-" + out.key + ".parts");
-    if (root) {
-      fs::remove_all(parts);
-      fs::create_directories(parts);
-      log_info("data: tokenizing ", cfg.data.train.size() + (cfg.data.eval ? 1 : 0), " file(s) on ", world.size(),
-               " rank(s) into ", path);
-    }
-    world.barrier();
-    auto part_path = [&](int r) { return (parts / ("part-" + std::to_string(r))).string(); };
+// Phase 1 of a build: every rank tokenizes its share of the lines into its part file. A
+// user error on any rank becomes, on every rank, the error of the earliest bad line.
+void tokenize_parts(const data::PrepareSpec& spec, const data::Tokenizer& tok, comm::Comm& world,
+                    const std::function<std::string(int)>& part_path, const fs::path& parts) {
+  std::optional<data::PartError> failure;
+  try {
+    failure = data::prepare_write_part(spec, tok, world.rank(), world.size(), part_path(world.rank()));
+  } catch (const Error& e) {
+    if (e.kind() != ErrorKind::user) throw;
+    failure = data::PartError{0, 0, e.what()};
+  }
+  if (failure) {
+    const nlohmann::json j = {{"source", failure->source}, {"line", failure->line}, {"message", failure->message}};
+    io::write_text_file_atomic(part_path(world.rank()) + ".err", j.dump());
+  }
+  if (!any_failed(world, failure.has_value())) return;
+  if (world.rank() != 0) wait_for_abort(world);
+  std::optional<data::PartError> first;
+  for (int r = 0; r < world.size(); ++r) {
+    const std::string err = part_path(r) + ".err";
+    if (!fs::exists(err)) continue;
+    const nlohmann::json j = nlohmann::json::parse(io::read_text_file(err));
+    data::PartError e{j.at("source").get<std::uint32_t>(), j.at("line").get<std::int64_t>(),
+                      j.at("message").get<std::string>()};
+    if (!first || std::tie(e.source, e.line) < std::tie(first->source, first->line)) first = e;
+  }
+  fs::remove_all(parts);
+  ANVIL_CHECK(first.has_value(), "a rank failed to tokenize but left no error");
+  throw_user_error(first->message);
+}
 
-    // Phase 1: every rank its lines.
-    std::optional<data::PartError> failure;
+// Phase 2: rank 0 assembles the parts into the cache file at `path`.
+void assemble_parts(const data::PrepareSpec& spec, const data::Tokenizer& tok, comm::Comm& world,
+                    const std::function<std::string(int)>& part_path, const fs::path& parts, const std::string& key,
+                    const std::string& path) {
+  std::string assemble_error;
+  if (world.rank() == 0) {
+    std::vector<std::string> part_paths;
+    for (int r = 0; r < world.size(); ++r) part_paths.push_back(part_path(r));
     try {
-      failure = data::prepare_write_part(spec, tok, world.rank(), world.size(), part_path(world.rank()));
+      data::prepare_assemble(spec, tok, part_paths, key, path);
     } catch (const Error& e) {
       if (e.kind() != ErrorKind::user) throw;
-      failure = data::PartError{0, 0, e.what()};
+      assemble_error = e.what();
     }
-    if (failure) {
-      const nlohmann::json j = {{"source", failure->source}, {"line", failure->line}, {"message", failure->message}};
-      io::write_text_file_atomic(part_path(world.rank()) + ".err", j.dump());
-    }
-    if (any_failed(world, failure.has_value())) {
-      if (!root) wait_for_abort(world);
-      std::optional<data::PartError> first;
-      for (int r = 0; r < world.size(); ++r) {
-        const std::string err = part_path(r) + ".err";
-        if (!fs::exists(err)) continue;
-        const nlohmann::json j = nlohmann::json::parse(io::read_text_file(err));
-        data::PartError e{j.at("source").get<std::uint32_t>(), j.at("line").get<std::int64_t>(),
-                          j.at("message").get<std::string>()};
-        if (!first || std::tie(e.source, e.line) < std::tie(first->source, first->line)) first = e;
-      }
-      fs::remove_all(parts);
-      ANVIL_CHECK(first.has_value(), "a rank failed to tokenize but left no error");
-      throw_user_error(first->message);
-    }
-
-    const double tokenized_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    // Phase 2: rank 0 assembles.
-    std::string assemble_error;
-    if (root) {
-      std::vector<std::string> part_paths;
-      for (int r = 0; r < world.size(); ++r) part_paths.push_back(part_path(r));
-      try {
-        data::prepare_assemble(spec, tok, part_paths, out.key, path);
-      } catch (const Error& e) {
-        if (e.kind() != ErrorKind::user) throw;
-        assemble_error = e.what();
-      }
-      fs::remove_all(parts);
-    }
-    if (any_failed(world, !assemble_error.empty())) {
-      if (!root) wait_for_abort(world);
-      throw_user_error(assemble_error);
-    }
-    if (root) {
-      const double assembled_s =
-          std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() - tokenized_s;
-      char line[128];
-      std::snprintf(line, sizeof line, "data: tokenized on %d rank(s) in %.1f s, assembled in %.1f s", world.size(),
-                    tokenized_s, assembled_s);
-      log_info(line);
-    }
+    fs::remove_all(parts);
   }
+  if (any_failed(world, !assemble_error.empty())) {
+    if (world.rank() != 0) wait_for_abort(world);
+    throw_user_error(assemble_error);
+  }
+}
 
+// Builds the cache `path` for `key` over the ranks of `world`.
+void cache_build(const TrainConfig& cfg, const data::PrepareSpec& spec, const data::Tokenizer& tok,
+                 comm::Comm& world, const std::string& dir, const std::string& key, const std::string& path) {
+  const auto t0 = std::chrono::steady_clock::now();
+  const bool root = world.rank() == 0;
+  const fs::path parts = fs::path(dir) / ("tokens-" + key + ".parts");
+  if (root) {
+    fs::remove_all(parts);
+    fs::create_directories(parts);
+    log_info("data: tokenizing ", cfg.data.train.size() + (cfg.data.eval ? 1 : 0), " file(s) on ", world.size(),
+             " rank(s) into ", path);
+  }
+  world.barrier();
+  const auto part_path = [&](int r) { return (parts / ("part-" + std::to_string(r))).string(); };
+  tokenize_parts(spec, tok, world, part_path, parts);
+  const double tokenized_s = seconds_since(t0);
+  assemble_parts(spec, tok, world, part_path, parts, key, path);
+  if (root) {
+    char line[128];
+    std::snprintf(line, sizeof line, "data: tokenized on %d rank(s) in %.1f s, assembled in %.1f s", world.size(),
+                  tokenized_s, seconds_since(t0) - tokenized_s);
+    log_info(line);
+  }
+}
+
+}  // namespace
+
+PreparedData data_prepare(const TrainConfig& cfg, const data::Tokenizer& tok, comm::Comm& world) {
+  const auto t0 = std::chrono::steady_clock::now();
+  std::unique_ptr<data::ChatRenderer> renderer;
+  const data::PrepareSpec spec = make_spec(cfg, tok, renderer);
+  const std::string dir = data_cache_dir(cfg);
+  PreparedData out;
+  bool have = false;
+  std::tie(out.key, have) = cache_key_decide(cfg, spec, dir, world);
+  const std::string path = (fs::path(dir) / ("tokens-" + out.key + ".bin")).string();
+  if (!have) {
+    out.built = true;
+    cache_build(cfg, spec, tok, world, dir, out.key, path);
+  }
   auto cache = data::token_cache_open(path, out.key, false);
   ANVIL_CHECK_INPUT(cache.has_value(), path, ": the token cache is missing (is data.cache_dir on a file system "
                     "that every node sees?)");
   out.cache = std::move(*cache);
-  if (root) {
+  if (world.rank() == 0) {
     log_reports(out, cfg);
-    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    log_info("data: ", out.built ? "built " : "reused ", out.cache.path, " in ", format_duration(seconds));
+    log_info("data: ", out.built ? "built " : "reused ", out.cache.path, " in ", format_duration(seconds_since(t0)));
   }
   return out;
 }

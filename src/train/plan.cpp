@@ -180,6 +180,120 @@ double plan_weight_bytes(const model::ModelSpec& spec, const model::TpShard& sha
   return bytes;
 }
 
+namespace {
+
+// What one TP rank holds, shared by the memory, collective and time estimates.
+struct RankShapes {
+  model::LoraSpec lora;
+  model::TpShard shard;
+  model::ModelSpec local;
+  model::LoraLayout layout;
+  double lora_bytes = 0;  // this rank's adapter, f32
+  std::int64_t tokens = 0;  // N = micro_batch x seq_len
+  double staged_tp = 0, staged_kv = 0;  // TP partial gradients reduced once per step, bytes
+};
+
+RankShapes rank_shapes(const TrainConfig& cfg, const model::ModelSpec& spec, const RunPlan& p) {
+  RankShapes r;
+  r.lora = lora_spec_from_config(cfg);
+  r.shard = model::tp_shard(spec, 0, p.tp);  // every TP rank has these shapes
+  r.local = model::tp_local_spec(spec, r.shard);
+  r.layout = model::LoraLayout(r.local, r.lora);
+  r.lora_bytes = 4.0 * static_cast<double>(r.layout.size());
+  r.tokens = p.micro_batch * p.seq_len;
+  for (const model::LoraPart& part : model::lora_tp_parts(r.shard, r.layout)) {
+    if (part.grad == model::GradReduce::grad_reduce_none) continue;
+    (part.grad == model::GradReduce::grad_reduce_tp ? r.staged_tp : r.staged_kv) += 4.0 * static_cast<double>(part.count);
+  }
+  return r;
+}
+
+// ---- memory per rank ------------------------------------------------------------------
+void plan_memory(RunPlan& p, const model::ModelSpec& spec, const RankShapes& r) {
+  const PlanDevice& device = p.device;
+  model::ModelLimits limits;
+  limits.micro_batch = p.micro_batch;
+  limits.seq_len = p.seq_len;
+  auto activations = [&](bool ckpt) {
+    limits.activation_checkpointing = ckpt;
+    return static_cast<double>(model::LlamaModel::arena_bytes_for(r.local, r.layout, limits, p.activations_dtype)) -
+           2.0 * align64(r.lora_bytes);
+  };
+  PlanMemory m;
+  m.weights = plan_weight_bytes(spec, r.shard, p.weights_dtype);
+  m.adapter = 2.0 * align64(r.lora_bytes);  // parameters and gradients, in the arena
+  m.optimizer = 2.0 * r.lora_bytes;         // AdamW m, v
+  m.activations_ckpt = activations(true);
+  m.activations_full = activations(false);
+  m.activations = p.checkpointing ? m.activations_ckpt : m.activations_full;
+  limits.activation_checkpointing = p.checkpointing;
+  const std::int64_t N = r.tokens;
+  if (device.gpu) {
+    const double width = static_cast<double>(
+        std::max({r.local.hidden_size, r.local.intermediate_size, r.local.num_attention_heads * r.local.head_dim}));
+    m.scratch = 4.0 * (static_cast<double>(kLossRows * r.local.vocab_size) +
+                       2.0 * static_cast<double>(std::min(kLoraRows, N)) * width);
+  } else {
+    m.scratch = static_cast<double>(backend::cpu_scratch_bytes(model::LlamaModel::backend_limits_for(r.local, limits)));
+  }
+  m.comm = r.staged_tp + r.staged_kv;  // the TP partial gradients, packed for one all-reduce (LlamaModel)
+  if (device.gpu) {
+    const int groups = (p.tp > 1 ? 1 : 0) + (p.dp > 1 ? 1 : 0);
+    m.comm += groups * device.comm_group_bytes;
+  }
+  m.runtime = device.runtime_bytes + 4.0 * 4.0 * static_cast<double>(N);  // + ids, targets, positions, segments
+  p.others = m;
+  p.rank0 = m;
+  if (!device.gpu) {
+    // The end of the run gathers the adapter: every rank the TP group's slices, rank 0 also
+    // the full layout (AdapterState::gather_full), while the model is still alive.
+    p.others.comm += r.lora_bytes * p.tp;
+    p.rank0.comm += r.lora_bytes * p.tp + 4.0 * static_cast<double>(p.lora_full);
+  }
+}
+
+// ---- collectives of one optimizer step --------------------------------------------------
+void plan_collectives(RunPlan& p, const model::ModelSpec& spec, const RankShapes& r) {
+  const double e = static_cast<double>(dtype_size(p.activations_dtype));
+  const std::int64_t N = r.tokens;
+  const double act = static_cast<double>(N) * static_cast<double>(spec.hidden_size) * e;  // one (N, C)
+  const double L = static_cast<double>(spec.num_hidden_layers);
+  const double blocks = std::ceil(static_cast<double>(N) / kLossRows);
+  const double a = p.accumulation;
+  // Per micro-batch: the embedding; per layer o and down forward, the attention and MLP
+  // input gradients backward, o again in the recompute; the cross-entropy's row max and
+  // (sum, target) per block, and the LM head's input gradient.
+  const double per_layer = p.checkpointing ? 5.0 : 4.0;
+  p.tp_comm.add(a * act * (1.0 + L * per_layer + 1.0), a * (2.0 + L * per_layer), p.tp);
+  p.tp_comm.add(a * static_cast<double>(N) * (4.0 + 16.0), a * 2.0 * blocks, p.tp);
+  // Per step: the replicated adapter matrices' partial gradients and the gradient norm.
+  p.tp_comm.add(r.staged_tp, r.staged_tp > 0 ? 1 : 0, p.tp);
+  p.tp_comm.add(r.staged_kv, r.staged_kv > 0 ? 1 : 0, static_cast<int>(r.shard.kv_replicas));
+  p.tp_comm.add(8.0, 1, p.tp);
+  // DP: the rank's flat adapter gradient and the loss; the preemption flag over the world.
+  p.dp_comm.add(r.lora_bytes + 8.0, 2, p.dp);
+  p.dp_comm.add(4.0, 1, p.world);
+  p.tp_across_nodes = p.tp > p.device.ranks_per_node;
+  p.dp_across_nodes = p.world > p.device.ranks_per_node;
+}
+
+// ---- step time ----------------------------------------------------------------------------
+void plan_time(RunPlan& p, const model::ModelSpec& spec, const RankShapes& r) {
+  const PlanDevice& device = p.device;
+  p.flops_per_token = train_flops_per_token(spec, r.lora, p.seq_len, p.checkpointing).total();
+  p.flops_per_rank = p.flops_per_token * static_cast<double>(p.global_batch * p.seq_len) / p.world;
+  const double rate = device.peak_flops * device.efficiency;
+  p.time.compute = rate > 0 ? p.flops_per_rank / rate : 0.0;
+  auto link_time = [&](const PlanCollectives& c, bool across) {
+    return c.count * (across ? device.inter_alpha : device.intra_alpha) +
+           c.moved / (across ? device.inter_busbw : device.intra_busbw);
+  };
+  p.time.tp = link_time(p.tp_comm, p.tp_across_nodes);
+  p.time.dp = link_time(p.dp_comm, p.dp_across_nodes);
+}
+
+}  // namespace
+
 RunPlan plan_run(const TrainConfig& cfg, const model::ModelSpec& spec, int world, const PlanDevice& device) {
   RunPlan p;
   p.device = device;
@@ -195,128 +309,55 @@ RunPlan plan_run(const TrainConfig& cfg, const model::ModelSpec& spec, int world
   p.checkpointing = cfg.train.activation_checkpointing;
   p.weights_dtype = weight_storage(cfg, device.gpu);
   p.activations_dtype = device.gpu ? DType::dtype_bf16 : DType::dtype_f32;
-  const double e = static_cast<double>(dtype_size(p.activations_dtype));
-
-  const model::LoraSpec lora = lora_spec_from_config(cfg);
-  const model::TpShard shard = model::tp_shard(spec, 0, p.tp);  // every TP rank has these shapes
-  const model::ModelSpec local = model::tp_local_spec(spec, shard);
-  const model::LoraLayout layout(local, lora);
-  p.lora_local = layout.size();
-  p.lora_full = model::LoraLayout(spec, lora).size();
-  const double lora_bytes = 4.0 * static_cast<double>(p.lora_local);
-
-  // ---- memory per rank ------------------------------------------------------------------
-  model::ModelLimits limits;
-  limits.micro_batch = p.micro_batch;
-  limits.seq_len = p.seq_len;
-  auto activations = [&](bool ckpt) {
-    limits.activation_checkpointing = ckpt;
-    return static_cast<double>(model::LlamaModel::arena_bytes_for(local, layout, limits, p.activations_dtype)) -
-           2.0 * align64(lora_bytes);
-  };
-  PlanMemory m;
-  m.weights = plan_weight_bytes(spec, shard, p.weights_dtype);
-  m.adapter = 2.0 * align64(lora_bytes);  // parameters and gradients, in the arena
-  m.optimizer = 2.0 * lora_bytes;         // AdamW m, v
-  m.activations_ckpt = activations(true);
-  m.activations_full = activations(false);
-  m.activations = p.checkpointing ? m.activations_ckpt : m.activations_full;
-  limits.activation_checkpointing = p.checkpointing;
-  const std::int64_t N = p.micro_batch * p.seq_len;
-  if (device.gpu) {
-    const double width = static_cast<double>(
-        std::max({local.hidden_size, local.intermediate_size, local.num_attention_heads * local.head_dim}));
-    m.scratch = 4.0 * (static_cast<double>(kLossRows * local.vocab_size) +
-                       2.0 * static_cast<double>(std::min(kLoraRows, N)) * width);
-  } else {
-    m.scratch = static_cast<double>(backend::cpu_scratch_bytes(model::LlamaModel::backend_limits_for(local, limits)));
-  }
-  double staged = 0;  // the TP partial gradients, packed for one all-reduce (LlamaModel)
-  double staged_tp = 0, staged_kv = 0;
-  for (const model::LoraPart& part : model::lora_tp_parts(shard, layout)) {
-    if (part.grad == model::GradReduce::grad_reduce_none) continue;
-    staged += 4.0 * static_cast<double>(part.count);
-    (part.grad == model::GradReduce::grad_reduce_tp ? staged_tp : staged_kv) += 4.0 * static_cast<double>(part.count);
-  }
-  m.comm = staged;
-  if (device.gpu) {
-    const int groups = (p.tp > 1 ? 1 : 0) + (p.dp > 1 ? 1 : 0);
-    m.comm += groups * device.comm_group_bytes;
-  }
-  m.runtime = device.runtime_bytes + 4.0 * 4.0 * static_cast<double>(N);  // + ids, targets, positions, segments
-  p.others = m;
-  p.rank0 = m;
-  if (!device.gpu) {
-    // The end of the run gathers the adapter: every rank the TP group's slices, rank 0 also
-    // the full layout (trainer: gather_adapter), while the model is still alive.
-    p.others.comm += lora_bytes * p.tp;
-    p.rank0.comm += lora_bytes * p.tp + 4.0 * static_cast<double>(p.lora_full);
-  }
-
-  // ---- collectives of one optimizer step --------------------------------------------------
-  const double act = static_cast<double>(N) * static_cast<double>(spec.hidden_size) * e;  // one (N, C)
-  const double L = static_cast<double>(spec.num_hidden_layers);
-  const double blocks = std::ceil(static_cast<double>(N) / kLossRows);
-  const double a = p.accumulation;
-  // Per micro-batch: the embedding; per layer o and down forward, the attention and MLP
-  // input gradients backward, o again in the recompute; the cross-entropy's row max and
-  // (sum, target) per block, and the LM head's input gradient.
-  const double per_layer = p.checkpointing ? 5.0 : 4.0;
-  p.tp_comm.add(a * act * (1.0 + L * per_layer + 1.0), a * (2.0 + L * per_layer), p.tp);
-  p.tp_comm.add(a * static_cast<double>(N) * (4.0 + 16.0), a * 2.0 * blocks, p.tp);
-  // Per step: the replicated adapter matrices' partial gradients and the gradient norm.
-  p.tp_comm.add(staged_tp, staged_tp > 0 ? 1 : 0, p.tp);
-  p.tp_comm.add(staged_kv, staged_kv > 0 ? 1 : 0, static_cast<int>(shard.kv_replicas));
-  p.tp_comm.add(8.0, 1, p.tp);
-  // DP: the rank's flat adapter gradient and the loss; the preemption flag over the world.
-  p.dp_comm.add(lora_bytes + 8.0, 2, p.dp);
-  p.dp_comm.add(4.0, 1, p.world);
-  p.tp_across_nodes = p.tp > device.ranks_per_node;
-  p.dp_across_nodes = p.world > device.ranks_per_node;
-
-  // ---- step time ----------------------------------------------------------------------------
-  p.flops_per_token = train_flops_per_token(spec, lora, p.seq_len, p.checkpointing).total();
-  p.flops_per_rank = p.flops_per_token * static_cast<double>(p.global_batch * p.seq_len) / world;
-  const double rate = device.peak_flops * device.efficiency;
-  p.time.compute = rate > 0 ? p.flops_per_rank / rate : 0.0;
-  auto link_time = [&](const PlanCollectives& c, bool across) {
-    return c.count * (across ? device.inter_alpha : device.intra_alpha) +
-           c.moved / (across ? device.inter_busbw : device.intra_busbw);
-  };
-  p.time.tp = link_time(p.tp_comm, p.tp_across_nodes);
-  p.time.dp = link_time(p.dp_comm, p.dp_across_nodes);
+  const RankShapes r = rank_shapes(cfg, spec, p);
+  p.lora_local = r.layout.size();
+  p.lora_full = model::LoraLayout(spec, r.lora).size();
+  plan_memory(p, spec, r);
+  plan_collectives(p, spec, r);
+  plan_time(p, spec, r);
   return p;
 }
 
-std::string plan_format(const RunPlan& p) {
+namespace {
+
+// printf-style lines appended to one string.
+struct PlanText {
   std::string out;
-  char line[512];
-  auto add = [&](const char* fmt, auto... args) {
+  template <typename... Args>
+  void add(const char* fmt, Args... args) {
+    char line[512];
     std::snprintf(line, sizeof(line), fmt, args...);
     out += line;
-  };
+  }
+};
+
+// The grid, the model, the batch and the dtypes.
+void plan_format_header(PlanText& t, const RunPlan& p) {
   const model::ModelSpec& s = p.spec;
   if (p.device.gpu)
-    add("plan: %d x %s (%d per node): tp %d x dp %d\n", p.world, p.device.name.c_str(), p.device.ranks_per_node, p.tp,
+    t.add("plan: %d x %s (%d per node): tp %d x dp %d\n", p.world, p.device.name.c_str(), p.device.ranks_per_node, p.tp,
         p.dp);
   else
-    add("plan: %d x %s, all on this machine: tp %d x dp %d\n", p.world, p.device.name.c_str(), p.tp, p.dp);
-  add("model: hidden %lld, ffn %lld, %lld layers, %lld heads (%lld KV), vocab %lld; %.2f B parameters\n",
+    t.add("plan: %d x %s, all on this machine: tp %d x dp %d\n", p.world, p.device.name.c_str(), p.tp, p.dp);
+  t.add("model: hidden %lld, ffn %lld, %lld layers, %lld heads (%lld KV), vocab %lld; %.2f B parameters\n",
       (long long)s.hidden_size, (long long)s.intermediate_size, (long long)s.num_hidden_layers,
       (long long)s.num_attention_heads, (long long)s.num_key_value_heads, (long long)s.vocab_size,
       static_cast<double>(model::model_parameter_count(s)) / 1e9);
-  add("batch: global %lld = micro %lld x dp %d x accumulation %d, seq_len %lld; LoRA r %lld: %.1f M parameters "
+  t.add("batch: global %lld = micro %lld x dp %d x accumulation %d, seq_len %lld; LoRA r %lld: %.1f M parameters "
       "(%.1f M per rank)\n",
       (long long)p.global_batch, (long long)p.micro_batch, p.dp, p.accumulation, (long long)p.seq_len,
       (long long)p.lora_rank, p.lora_full / 1e6, p.lora_local / 1e6);
   const std::string weights_dtype(dtype_short_name(p.weights_dtype)), act_dtype(dtype_short_name(p.activations_dtype));
-  add("weights %s, activations %s%s, activation checkpointing %s\n\n", weights_dtype.c_str(), act_dtype.c_str(),
+  t.add("weights %s, activations %s%s, activation checkpointing %s\n\n", weights_dtype.c_str(), act_dtype.c_str(),
       p.device.gpu ? " (projected)" : "", p.checkpointing ? "on" : "off");
+}
 
+// Memory per rank, line by line, and whether it fits the device (or the node).
+void plan_format_memory(PlanText& t, const RunPlan& p) {
   const bool alone = p.world == 1;
-  add("%-38s %14s %14s\n", "memory per rank", "rank 0", alone ? "" : "other ranks");
+  t.add("%-38s %14s %14s\n", "memory per rank", "rank 0", alone ? "" : "other ranks");
   auto row = [&](const char* name, double r0, double other) {
-    add("  %-36s %14s %14s\n", name, gib(r0).c_str(), alone ? "" : gib(other).c_str());
+    t.add("  %-36s %14s %14s\n", name, gib(r0).c_str(), alone ? "" : gib(other).c_str());
   };
   row(str_cat("base weights (", dtype_short_name(p.weights_dtype), ")").c_str(), p.rank0.weights, p.others.weights);
   row("adapter + gradients (f32)", p.rank0.adapter, p.others.adapter);
@@ -330,50 +371,62 @@ std::string plan_format(const RunPlan& p) {
   row("runtime", p.rank0.runtime, p.others.runtime);
   row("total", p.rank0.total(), p.others.total());
   const double other_ckpt = p.checkpointing ? p.rank0.activations_full : p.rank0.activations_ckpt;
-  add("  %-36s %14s\n", p.checkpointing ? "total without checkpointing" : "total with checkpointing",
+  t.add("  %-36s %14s\n", p.checkpointing ? "total without checkpointing" : "total with checkpointing",
       gib(p.rank0.total() - p.rank0.activations + other_ckpt).c_str());
   if (p.device.gpu) {
     const double total = std::max(p.rank0.total(), p.others.total());
-    add("device memory: %s per GPU: %.0f%% used%s\n", gib(p.device.memory_bytes).c_str(),
+    t.add("device memory: %s per GPU: %.0f%% used%s\n", gib(p.device.memory_bytes).c_str(),
         100.0 * total / p.device.memory_bytes, total > p.device.memory_bytes ? "  ** DOES NOT FIT **" : "");
   } else {
     const double node = p.rank0.total() + (p.device.ranks_per_node - 1) * p.others.total();
-    add("node memory: %d rank(s) together %s of %s RAM (%.0f%%)%s\n", p.device.ranks_per_node, gib(node).c_str(),
+    t.add("node memory: %d rank(s) together %s of %s RAM (%.0f%%)%s\n", p.device.ranks_per_node, gib(node).c_str(),
         gib(p.device.memory_bytes).c_str(), 100.0 * node / p.device.memory_bytes,
         node > p.device.memory_bytes ? "  ** DOES NOT FIT **" : "");
   }
+}
 
+// The step time: compute, the TP and DP collectives; then the device's assumptions.
+void plan_format_step(PlanText& t, const RunPlan& p) {
   const double tokens = static_cast<double>(p.global_batch * p.seq_len);
-  add("\nstep: %.0f tokens, %.3g FLOP per token (flops.h), %.3g FLOP per rank\n", tokens, p.flops_per_token,
+  t.add("\nstep: %.0f tokens, %.3g FLOP per token (flops.h), %.3g FLOP per rank\n", tokens, p.flops_per_token,
       p.flops_per_rank);
   if (p.device.gpu)
-    add("  %-16s %10s  at %.0f%% of %.0f TFLOP/s\n", "compute", seconds(p.time.compute).c_str(),
+    t.add("  %-16s %10s  at %.0f%% of %.0f TFLOP/s\n", "compute", seconds(p.time.compute).c_str(),
         100.0 * p.device.efficiency, p.device.peak_flops / 1e12);
   else
-    add("  %-16s %10s  at %.1f GFLOP/s per rank (f32 GEMM, measured)\n", "compute", seconds(p.time.compute).c_str(),
+    t.add("  %-16s %10s  at %.1f GFLOP/s per rank (f32 GEMM, measured)\n", "compute", seconds(p.time.compute).c_str(),
         p.device.peak_flops * p.device.efficiency / 1e9);
   auto link = [&](bool across) {
     return str_cat(across ? "between nodes " : "in the node ", (across ? p.device.inter_busbw : p.device.intra_busbw) / 1e9,
                    " GB/s");
   };
-  add("  %-16s %10s  %.0f all-reduces, %s payload, %s moved per rank, %s\n", "TP collectives",
+  t.add("  %-16s %10s  %.0f all-reduces, %s payload, %s moved per rank, %s\n", "TP collectives",
       seconds(p.time.tp).c_str(), p.tp_comm.count, decimal_bytes(p.tp_comm.payload).c_str(),
       decimal_bytes(p.tp_comm.moved).c_str(), link(p.tp_across_nodes).c_str());
-  add("  %-16s %10s  %.0f all-reduces, %s payload, %s moved per rank, %s\n", "DP collectives",
+  t.add("  %-16s %10s  %.0f all-reduces, %s payload, %s moved per rank, %s\n", "DP collectives",
       seconds(p.time.dp).c_str(), p.dp_comm.count, decimal_bytes(p.dp_comm.payload).c_str(),
       decimal_bytes(p.dp_comm.moved).c_str(), link(p.dp_across_nodes).c_str());
   const double step = p.time.total();
-  add("  %-16s %10s  %.0f tokens/s, %.0f per rank\n", "step", seconds(step).c_str(), step > 0 ? tokens / step : 0.0,
+  t.add("  %-16s %10s  %.0f tokens/s, %.0f per rank\n", "step", seconds(step).c_str(), step > 0 ? tokens / step : 0.0,
       step > 0 ? tokens / step / p.world : 0.0);
-  if (p.tp_across_nodes) add("warning: tp %d spans nodes; its all-reduces cross the network\n", p.tp);
-  out += "\nassumptions:\n";
+  if (p.tp_across_nodes) t.add("warning: tp %d spans nodes; its all-reduces cross the network\n", p.tp);
+  t.out += "\nassumptions:\n";
   std::size_t at = 0;
   while (at < p.device.notes.size()) {
     const std::size_t nl = p.device.notes.find('\n', at);
-    out += "  " + p.device.notes.substr(at, nl - at) + "\n";
+    t.out += "  " + p.device.notes.substr(at, nl - at) + "\n";
     at = nl == std::string::npos ? p.device.notes.size() : nl + 1;
   }
-  return out;
+}
+
+}  // namespace
+
+std::string plan_format(const RunPlan& p) {
+  PlanText t;
+  plan_format_header(t, p);
+  plan_format_memory(t, p);
+  plan_format_step(t, p);
+  return t.out;
 }
 
 model::LoraSpec lora_spec_from_config(const TrainConfig& cfg) {

@@ -24,6 +24,11 @@ cat > tiny-model/config.json <<'JSON'
  "num_key_value_heads": 2, "vocab_size": 256, "max_position_embeddings": 256,
  "rms_norm_eps": 1e-5, "rope_theta": 10000.0, "torch_dtype": "float32"}
 JSON
+# The backend limit table's cases: head_dim 64 (the CUDA kernels take it) and 96 (they do not).
+for model in cuda-model:256 hd96-model:384; do
+  mkdir -p "${model%:*}"
+  sed "s/\"hidden_size\": 64/\"hidden_size\": ${model#*:}/" tiny-model/config.json > "${model%:*}/config.json"
+done
 echo '{"text": "hello"}' > train.jsonl
 cp train.jsonl eval.jsonl
 cp "$here"/bad_configs/*.yaml .
@@ -98,10 +103,12 @@ check_error "--world-size" validate good.yaml --world-size 0
 grep -q '^  lr: 0.0002$' resolved.yaml || fail "resolved config lacks the default lr"$'\n'"$(cat resolved.yaml)"
 "$bin" validate resolved.yaml >/dev/null 2>&1 || fail "the printed resolved config does not validate"
 
-# the example configs, pointed at this directory's model and data
-for example in demo-cpu:2 llama3-8b-lora:8; do  # name:world size of its launch command
-  out=$("$bin" validate "$src/configs/${example%:*}.yaml" --world-size "${example#*:}" --set model.path=tiny-model \
-    --set data.train=train.jsonl --set data.eval=eval.jsonl 2>&1) || fail "configs/${example%:*}.yaml: exit $?"$'\n'"$out"
+# the example configs, pointed at this directory's model (one the CUDA kernels take, for the
+# CUDA config) and data
+for example in demo-cpu:2:tiny-model llama3-8b-lora:8:cuda-model; do  # name:world size of its launch command:model
+  IFS=: read -r name world model <<<"$example"
+  out=$("$bin" validate "$src/configs/$name.yaml" --world-size "$world" --set model.path="$model" \
+    --set data.train=train.jsonl --set data.eval=eval.jsonl 2>&1) || fail "configs/$name.yaml: exit $?"$'\n'"$out"
 done
 
 # anvil train: validates first (for the world size MPI reports: 1 here), prints the
@@ -114,6 +121,12 @@ grep -q 'resolved config' <<<"$out" || fail "train: no resolved config"$'\n'"$ou
 grep -q '^  global_batch: 8$' <<<"$out" || fail "train: resolved config lacks global_batch"$'\n'"$out"
 grep -q "^error: tiny-model: has no tokenizer.json" <<<"$out" || fail "train: model error"$'\n'"$out"
 check_error "04_float_type.yaml:8: train.lr: expected a number, got 'fast'" train 04_float_type.yaml
+# backend limits are config errors in train too, before the Runtime or any weight (these
+# models have none): exit 2 naming the key
+check_error "31_cuda_lora_rank.yaml:9: lora.rank: 128 is more than the CUDA backend's LoRA kernels take" \
+  train 31_cuda_lora_rank.yaml
+check_error "model.path: hd96-model/config.json: head_dim is 96" train 32_cuda_head_dim.yaml
+out=$("$bin" validate 31_cuda_lora_rank.yaml --set lora.rank=64 2>&1) || fail "lora.rank 64 on cuda: exit $?"$'\n'"$out"
 
 [ $failures -eq 0 ] || { echo "$failures failure(s)"; exit 1; }
 echo "ok ($count bad configs)"

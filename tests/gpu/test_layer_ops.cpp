@@ -1,8 +1,8 @@
-// Layer ops on the GPU (LoRA, RMSNorm, RoPE, SwiGLU, embedding) against the CPU backend on
-// fresh random inputs. Tolerance is relative to noise: the GPU's error against an fp64
-// reference may be at most twice the CPU backend's (an fp32 implementation of the same
-// math), plus a few ulps of the result's magnitude. Philox and the dropout index run on
-// the host too and are checked here without a GPU.
+// Layer ops on the GPU (LoRA, RMSNorm, RoPE, SwiGLU, embedding, decoding attention, bias)
+// against the CPU backend on fresh random inputs. Tolerance is relative to noise: the GPU's
+// error against an fp64 reference may be at most twice the CPU backend's (an fp32
+// implementation of the same math), plus a few ulps of the result's magnitude. Philox and
+// the dropout index run on the host too and are checked here without a GPU.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -11,12 +11,15 @@
 #include <cstring>
 #include <iostream>
 #include <random>
+#include <tuple>
 #include <vector>
 
 #include "backend/backend.h"
 #include "core/dtype.h"
 #include "core/philox.h"
+#include "bias.cuh"
 #include "cuda_check.cuh"
+#include "decode.cuh"
 #include "embedding.cuh"
 #include "gpu_test_util.h"
 #include "lora.cuh"
@@ -71,11 +74,14 @@ double max_err(const std::vector<float>& got, const std::vector<double>& ref) {
   return e;
 }
 
+// `terms`: the magnitude of the terms the result is a sum of, where they cancel (the floor of
+// a few ulps is of those, not of a result that is nearly zero); 0 = the result's own.
 void expect_within_noise(const char* what, const std::vector<float>& gpu,
-                         const std::vector<float>& cpu, const std::vector<double>& ref) {
+                         const std::vector<float>& cpu, const std::vector<double>& ref,
+                         double terms = 0.0) {
   ASSERT_EQ(gpu.size(), ref.size());
   ASSERT_EQ(cpu.size(), ref.size());
-  double scale = 0.0;
+  double scale = terms;
   for (double r : ref) scale = std::max(scale, std::fabs(r));
   const double eg = max_err(gpu, ref), ec = max_err(cpu, ref);
   const double tol = 2.0 * ec + 16.0 * FLT_EPSILON * scale + 1e-30;
@@ -322,13 +328,17 @@ TEST(GpuRmsnorm, ForwardBackwardMatchCpu) {
     for (float beta : {0.0f, 1.0f}) {
       SCOPED_TRACE(testing::Message() << "beta " << beta);
       std::vector<double> dx_ref(n * c);
+      double terms = 0.0;  // dx is a difference of two terms that cancel when c = 1
       for (i64 i = 0; i < n; ++i) {
         const double r = rstd_cpu[i];  // the saved rstd is the backward's input on both sides
         double dot = 0.0;
         for (i64 j = 0; j < c; ++j) dot += double(dout[i * c + j]) * double(w[j]) * x[i * c + j];
-        for (i64 j = 0; j < c; ++j)
-          dx_ref[i * c + j] = r * double(w[j]) * dout[i * c + j] -
-                              r * r * r / c * x[i * c + j] * dot + beta * dx0[i * c + j];
+        for (i64 j = 0; j < c; ++j) {
+          const double t1 = r * double(w[j]) * dout[i * c + j];
+          const double t2 = r * r * r / c * x[i * c + j] * dot;
+          dx_ref[i * c + j] = t1 - t2 + beta * dx0[i * c + j];
+          terms = std::max(terms, std::max(std::fabs(t1), std::fabs(t2)));
+        }
       }
       std::vector<float> dx_cpu(dx0);
       cpu->rmsnorm_backward(dx_cpu.data(), nullptr, dout.data(), x.data(), wv, rstd_cpu.data(), n,
@@ -338,7 +348,7 @@ TEST(GpuRmsnorm, ForwardBackwardMatchCpu) {
       if (beta == 0.0f) d_dx.poison();  // beta 0 must not read dx
       kernels::rmsnorm_backward(d_dx.get(), d_dout.get(), d_x.get(), d_w.get(), d_rstd.get(), n,
                                 c, beta, nullptr);
-      expect_within_noise("rmsnorm dx", d_dx.download(), dx_cpu, dx_ref);
+      expect_within_noise("rmsnorm dx", d_dx.download(), dx_cpu, dx_ref, terms);
     }
   }
 }
@@ -442,26 +452,86 @@ TEST(GpuEmbedding, ForwardShardAndBadId) {
   EXPECT_EQ(d_bad.download()[0], 1);
 }
 
-// The CPU adds each table row's tokens in token order; so does the GPU: equal bit for bit.
+// The CPU adds each table row's tokens in token order, in pieces cut at the same sorted
+// positions as the GPU's chunks: equal bit for bit. `pad` of the tokens are id 0 (a padding
+// run that crosses many chunks).
 TEST(GpuEmbedding, BackwardEqualsCpuExactly) {
   ANVIL_REQUIRE_GPU();
   auto cpu = backend::make_cpu_backend();
-  for (const auto& [n, vocab, dim] : {std::tuple<i64, i64, i64>{1000, 50, 200}, {37, 5000, 77},
-                                     {1, 3, 1}}) {
-    SCOPED_TRACE(testing::Message() << "n " << n << " vocab " << vocab << " dim " << dim);
+  for (const auto& [n, vocab, dim, pad] :
+       {std::tuple<i64, i64, i64, double>{1000, 50, 200, 0.0}, {37, 5000, 77, 0.0},
+        {1, 3, 1, 0.0}, {700, 5, 33, 0.9}, {130, 2, 3, 1.0}}) {
+    SCOPED_TRACE(testing::Message() << "n " << n << " vocab " << vocab << " dim " << dim
+                                    << " pad " << pad);
     std::vector<std::int32_t> ids(n);
-    for (auto& id : ids) id = static_cast<std::int32_t>(rng()() % vocab);
+    std::bernoulli_distribution is_pad(pad);
+    for (auto& id : ids)
+      id = is_pad(rng()) ? 0 : static_cast<std::int32_t>(rng()() % vocab);
     const auto dout = normal(n * dim), dtable0 = normal(vocab * dim);
     std::vector<float> dtable_cpu(dtable0);
     cpu->embedding_backward(dtable_cpu.data(), dout.data(), ids.data(), n, vocab, dim);
     Dev<float> d_dout(dout), d_dtable(dtable0);
     Dev<std::int32_t> d_ids(ids);
     void* ws = nullptr;
-    CUDA_CHECK(cudaMalloc(&ws, kernels::embedding_backward_workspace_bytes(n)));
+    CUDA_CHECK(cudaMalloc(&ws, kernels::embedding_backward_workspace_bytes(n, dim)));
     kernels::embedding_backward(d_dtable.get(), d_dout.get(), d_ids.get(), n, vocab, dim, ws,
                                 nullptr);
     EXPECT_EQ(d_dtable.download(), dtable_cpu);
     CUDA_CHECK(cudaFree(ws));
+  }
+}
+
+// ---- decoding attention, bias ------------------------------------------------------------
+
+// One query position over a KV cache: odd lengths (tails of the block's loops), GQA and plain
+// heads, head dims 64 and 128, against an fp64 softmax and the CPU backend.
+TEST(GpuDecode, MatchesCpuBackend) {
+  ANVIL_REQUIRE_GPU();
+  auto cpu = backend::make_cpu_backend();
+  for (const auto& [len, H, Hkv, D] : {std::tuple<i64, i64, i64, i64>{1, 4, 2, 64},
+                                       {37, 8, 2, 64}, {130, 4, 4, 128}, {300, 6, 1, 64}}) {
+    SCOPED_TRACE(testing::Message() << "len " << len << " H " << H << " Hkv " << Hkv << " D " << D);
+    const auto q = normal(H * D), kc = normal(len * Hkv * D), vc = normal(len * Hkv * D);
+    std::vector<float> out_cpu(H * D);
+    cpu->attention_decode(out_cpu.data(), q.data(), kc.data(), vc.data(), len, H, Hkv, D);
+    std::vector<double> ref(H * D, 0.0);
+    const double scale = 1.0 / std::sqrt(static_cast<double>(D));
+    for (i64 h = 0; h < H; ++h) {
+      const i64 kvh = h / (H / Hkv);
+      std::vector<double> p(len);
+      double mx = -INFINITY, sum = 0.0;
+      for (i64 j = 0; j < len; ++j) {
+        double dot = 0.0;
+        for (i64 d = 0; d < D; ++d) dot += double(q[h * D + d]) * kc[(j * Hkv + kvh) * D + d];
+        mx = std::max(mx, p[j] = dot * scale);
+      }
+      for (i64 j = 0; j < len; ++j) sum += p[j] = std::exp(p[j] - mx);
+      for (i64 j = 0; j < len; ++j)
+        for (i64 d = 0; d < D; ++d) ref[h * D + d] += p[j] / sum * vc[(j * Hkv + kvh) * D + d];
+    }
+    Dev<float> d_q(q), d_k(kc), d_v(vc), d_out(out_cpu);
+    d_out.poison();
+    void* ws = nullptr;
+    CUDA_CHECK(cudaMalloc(&ws, kernels::attention_decode_workspace_bytes(len, H)));
+    kernels::attention_decode(d_out.get(), d_q.get(), d_k.get(), d_v.get(), len, H, Hkv, D, ws,
+                              nullptr);
+    expect_within_noise("decode out", d_out.download(), out_cpu, ref);
+    CUDA_CHECK(cudaFree(ws));
+  }
+}
+
+// y += bias is one rounded add per element: exactly the host's.
+TEST(GpuBias, AddsEveryRowExactly) {
+  ANVIL_REQUIRE_GPU();
+  for (const auto& [m, n] : {std::pair<i64, i64>{1, 1}, {7, 33}, {300, 257}}) {
+    SCOPED_TRACE(testing::Message() << "m " << m << " n " << n);
+    const auto y0 = normal(m * n), bias = normal(n);
+    std::vector<float> want(y0);
+    for (i64 i = 0; i < m; ++i)
+      for (i64 j = 0; j < n; ++j) want[i * n + j] += bias[j];
+    Dev<float> d_y(y0), d_b(bias);
+    kernels::bias_add(d_y.get(), d_b.get(), m, n, nullptr);
+    EXPECT_EQ(d_y.download(), want);
   }
 }
 

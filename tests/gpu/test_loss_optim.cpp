@@ -466,8 +466,11 @@ TEST(GpuOptim, SumSquaresMatchesDoubleSumAndIsDeterministic) {
   SCOPED_TRACE(testing::Message() << "seed " << seed);
   std::mt19937 rng(seed);
   auto cpu = backend::make_cpu_backend();
-  for (const i64 n : {i64{0}, i64{1}, i64{255}, i64{257}, i64{1001}, i64{2048} * 1024 + 5,
-                      (i64{1} << 23) + 7}) {
+  std::vector<i64> sizes = {0, 1, 255, 257, 1001, i64{2048} * 1024 + 5};  // the last: capped partials
+#ifndef ANVIL_CUDA_EMU  // a 32 MB vector takes the emulator too long for every CI run
+  sizes.push_back((i64{1} << 23) + 7);
+#endif
+  for (const i64 n : sizes) {
     SCOPED_TRACE(testing::Message() << "n " << n);
     const std::vector<float> x = normal_floats(rng, n, 0.3f);
     long double want = 0.0L;  // each fp32 square is exact in double

@@ -19,13 +19,10 @@ SRC = os.environ["ANVIL_SOURCE_DIR"]
 MPIEXEC = os.environ.get("ANVIL_MPIEXEC", "mpirun")
 CONFIG = os.path.join(SRC, "configs", "demo-cpu.yaml")
 
-# The tiny preset's shape with head_dim 64 (hidden 256 / 4 heads), vocab of the demo tokenizer.
-SPEC = {
-    "model_type": "llama", "hidden_act": "silu", "hidden_size": 256, "intermediate_size": 688,
-    "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
-    "vocab_size": 320, "max_position_embeddings": 1024, "rms_norm_eps": 1e-5,
-    "rope_theta": 10000.0, "tie_word_embeddings": False, "bos_token_id": 256, "eos_token_id": 257,
-}
+# The tiny preset's shape with head_dim 64 (hidden 256 / 4 heads), vocab of the demo tokenizer
+# (also the model of scripts/gpu/run.sh's fine-tune).
+with open(os.path.join(SRC, "tests", "gpu", "finetune_spec.json"), encoding="utf-8") as _f:
+    SPEC = json.load(_f)
 
 
 def gpu_present():

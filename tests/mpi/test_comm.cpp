@@ -288,16 +288,17 @@ TEST(Comm, SplitGroupsByColorAndOrdersByKey) {
 }
 
 // Every tp from 1 to the world size: the divisors make a grid whose groups are exactly the
-// ranks World rank = dp_rank * tp + tp_rank says; the others are a user error.
+// ranks World rank = dp_rank * tp + tp_rank says; the others are refused (an internal
+// error: parallel.tp is validated with the config, before any grid is made).
 TEST(ProcessGrid, GroupsFollowWorldRankEqualsDpRankTimesTpPlusTpRank) {
   const int r = mpi_comm_world()->rank(), p = mpi_comm_world()->size();
   for (int tp = 1; tp <= p; ++tp) {
     SCOPED_TRACE(testing::Message() << "tp " << tp << " of " << p);
     if (p % tp != 0) {
       const Error e = error_of([&] { ProcessGrid grid(mpi_comm_world(), tp); });
-      EXPECT_EQ(e.kind(), ErrorKind::user);
-      EXPECT_EQ(std::string(e.what()),
-                str_cat("parallel.tp: ", tp, " does not divide the world size ", p));
+      EXPECT_EQ(e.kind(), ErrorKind::internal);  // the config's validation told the user
+      EXPECT_TRUE(contains(e, str_cat("ProcessGrid: tp ", tp, " does not divide the world size ", p)))
+          << e.what();
       continue;
     }
     ProcessGrid grid(mpi_comm_world(), tp);
@@ -328,12 +329,14 @@ TEST(ProcessGrid, GroupsFollowWorldRankEqualsDpRankTimesTpPlusTpRank) {
   }
 }
 
-TEST(ProcessGrid, TpBelowOneOrAboveTheWorldIsAUserError) {
+// The user hears of such a tp from the config's validation (parallel.tp: at least 1, dividing
+// the world); the grid refuses it as a caller's bug.
+TEST(ProcessGrid, TpBelowOneOrAboveTheWorldIsRefused) {
   const int p = mpi_comm_world()->size();
   for (const int tp : {0, -2, p + 1}) {
     const Error e = error_of([&] { ProcessGrid grid(mpi_comm_world(), tp); });
-    EXPECT_EQ(e.kind(), ErrorKind::user);
-    EXPECT_TRUE(contains(e, "parallel.tp: ")) << e.what();
+    EXPECT_EQ(e.kind(), ErrorKind::internal);
+    EXPECT_TRUE(contains(e, str_cat("ProcessGrid: tp ", tp, " does not divide"))) << e.what();
   }
 }
 

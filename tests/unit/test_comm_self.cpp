@@ -116,13 +116,15 @@ TEST(ProcessGrid, SingleIsOneRankOfSelfComms) {
   EXPECT_EQ(g, 2.5f);
 }
 
+// parallel.tp reaches the grid validated (train/config_check.cpp reports it to the user,
+// tests/unit/test_config.cpp): a tp that does not fit here is a caller's bug.
 TEST(ProcessGrid, TpMustDivideTheWorldSize) {
   Error e = error_of([] { ProcessGrid grid(self_comm("world"), 2); });
-  EXPECT_EQ(e.kind(), ErrorKind::user);
-  EXPECT_EQ(std::string(e.what()), "parallel.tp: 2 does not divide the world size 1");
+  EXPECT_EQ(e.kind(), ErrorKind::internal);
+  EXPECT_TRUE(contains(e, "ProcessGrid: tp 2 does not divide the world size 1")) << e.what();
   e = error_of([] { ProcessGrid grid(self_comm("world"), 0); });
-  EXPECT_EQ(e.kind(), ErrorKind::user);
-  EXPECT_TRUE(contains(e, "parallel.tp: ")) << e.what();
+  EXPECT_EQ(e.kind(), ErrorKind::internal);
+  EXPECT_TRUE(contains(e, "ProcessGrid: tp 0")) << e.what();
   const ProcessGrid grid(self_comm("world"), 1);
   EXPECT_EQ(grid.tp_size(), 1);
 }

@@ -166,6 +166,8 @@ TEST(ConfigTypes, WrongTypesAndRangesNameKeyAndLine) {
       {"lora:\n  targets: []\n", "lora.targets: must name at least one of q_proj"},
       {"parallel:\n  dp: many\n", "parallel.dp: expected auto or an integer, got 'many'"},
       {"parallel:\n  dp: 0\n", "parallel.dp: must be in [1, 1048576], got 0"},
+      // The one user-facing check of a tp below 1 (ProcessGrid only asserts it).
+      {"parallel:\n  tp: 0\n", "c.yaml:3: parallel.tp: must be in [1, 1024], got 0"},
       {"data:\n  chat_template: [a]\n", "data.chat_template: expected one of llama3, chatml, mistral, got a list"},
       {"train: 5\n", "c.yaml:2: train: expected a mapping of keys"},
   };
@@ -310,6 +312,15 @@ TEST(ConfigRules, BatchLayoutAndGradAccumulation) {
              "c.yaml:7: parallel.tp: 3 does not divide the world size 8");
 }
 
+// The backend limit table (backend/backend_support.h) as config errors: the key, its line,
+// and the limit; the CPU backend takes any rank.
+TEST(ConfigRules, BackendLimitsAreConfigErrors) {
+  EXPECT_HAS(load_error(kMinimal + "lora:\n  rank: 128\nparallel:\n  backend: cuda\n"),
+             "c.yaml:7: lora.rank: 128 is more than the CUDA backend's LoRA kernels take (at most 64)");
+  EXPECT_EQ(load(kMinimal + "lora:\n  rank: 64\nparallel:\n  backend: cuda\n").lora.rank, 64);
+  EXPECT_EQ(load(kMinimal + "lora:\n  rank: 128\nparallel:\n  backend: cpu\n").lora.rank, 128);
+}
+
 class ConfigFiles : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -369,6 +380,16 @@ TEST_F(ConfigFiles, TensorParallelBeyondKvHeadsReplicatesThem) {
   EXPECT_HAS(msg, "c.yaml:7: parallel.tp: 4 does not divide the model's intermediate_size (90)");
   EXPECT_EQ(msg.find("num_key_value_heads"), std::string::npos) << msg;
   EXPECT_EQ(msg.find("num_attention_heads"), std::string::npos) << msg;
+}
+
+// The model's head_dim against the backend limit table: 16 here, which the CPU reference
+// takes and the CUDA attention kernels (64, 128) do not; a config error on model.path.
+TEST_F(ConfigFiles, HeadDimTheBackendDoesNotTakeIsAConfigError) {
+  ConfigContext ctx;
+  EXPECT_NO_THROW(config_load_from_string(yaml_ + "parallel:\n  backend: cpu\n", "c.yaml", {}, ctx));
+  const std::string msg = error("parallel:\n  backend: cuda\n");
+  EXPECT_HAS(msg, "c.yaml:3: model.path: " + (dir_ / "model").string() +
+                      "/config.json: head_dim is 16; the CUDA backend's attention kernels take head_dim 64 or 128");
 }
 
 TEST(ConfigYaml, ResolvedConfigRoundTrips) {

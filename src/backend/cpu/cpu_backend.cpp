@@ -10,6 +10,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <new>
+#include <vector>
 
 #include "core/dtype.h"
 #include "core/error.h"
@@ -40,12 +41,14 @@ void CpuBackend::reserve(const BackendLimits& l) {
   const std::array<i64, 7> n = scratch_floats(l);
   std::vector<float>* bufs[] = {&weight_rows_, &norm_w_, &attn_p_, &attn_dp_, &logits_, &lora_x_, &lora_g_};
   for (std::size_t i = 0; i < n.size(); ++i) scratch(*bufs[i], n[i]);
+  scratch(embed_order_, l.vocab + l.max_tokens);
 }
 
 std::int64_t cpu_scratch_bytes(const BackendLimits& limits) {
   i64 floats = 0;
   for (const i64 n : scratch_floats(limits)) floats += n;
-  return floats * static_cast<i64>(sizeof(float));
+  return floats * static_cast<i64>(sizeof(float)) +
+         (limits.vocab + limits.max_tokens) * static_cast<i64>(sizeof(i64));  // embed_order_
 }
 
 // ---- memory: host memory -----------------------------------------------------------------
@@ -187,21 +190,47 @@ void CpuBackend::embedding_forward(float* out, const std::int32_t* ids, const Te
   }
 }
 
-// Threads own column blocks and walk all tokens in order: no races, and the sum order (by
-// token) is the same for any thread count.
+// Threads own column blocks: no races, and the sum order is the same for any thread count.
 void CpuBackend::embedding_backward(float* dtable, const float* dout, const std::int32_t* ids,
                                     i64 n, i64 vocab, i64 dim) {
   for (i64 i = 0; i < n; ++i)
     ANVIL_CHECK(ids[i] >= 0 && ids[i] < vocab, "token id ", ids[i], " outside [0, ", vocab, ")");
+  // The tokens grouped by id, in token order (a stable counting sort): position p of
+  // `sorted` is where the CUDA kernel's sort puts it. A row adds its tokens in pieces cut
+  // at multiples of kChunk of that position, each piece summed from zero, the pieces in
+  // order: the CUDA kernel's order (kernels/embedding.cu), so both give the same bits.
+  constexpr i64 kChunk = 64;
+  i64* end = scratch(embed_order_, vocab + n);  // end[v]: one past id v's last position
+  i64* sorted = end + vocab;                    // (n) token indices by (id, token)
+  std::fill(end, end + vocab, i64{0});
+  for (i64 i = 0; i < n; ++i) ++end[ids[i]];
+  for (i64 v = 0, start = 0; v < vocab; ++v) {  // end[v] = start of v, for the fill below
+    const i64 count = end[v];
+    end[v] = start;
+    start += count;
+  }
+  for (i64 i = 0; i < n; ++i) sorted[end[ids[i]]++] = i;  // now end[v] is v's end
+  auto begin = [&](i64 v) { return v == 0 ? i64{0} : end[v - 1]; };
   constexpr i64 kCols = 64;
   const i64 col_blocks = (dim + kCols - 1) / kCols;
 #pragma omp parallel for schedule(static) if (n * dim >= kParallelWork)
   for (i64 cb = 0; cb < col_blocks; ++cb) {
     const i64 c0 = cb * kCols, c1 = std::min(dim, c0 + kCols);
-    for (i64 i = 0; i < n; ++i) {
-      float* dst = dtable + ids[i] * dim;
-      const float* src = dout + i * dim;
-      for (i64 c = c0; c < c1; ++c) dst[c] += src[c];
+    for (i64 v = 0; v < vocab; ++v) {
+      if (begin(v) == end[v]) continue;
+      for (i64 c = c0; c < c1; ++c) {
+        float total = 0.0f, piece = 0.0f;
+        bool any = false;
+        for (i64 p = begin(v); p < end[v]; ++p) {
+          if (p > begin(v) && p % kChunk == 0) {
+            total = any ? total + piece : piece;
+            any = true;
+            piece = 0.0f;
+          }
+          piece += dout[sorted[p] * dim + c];
+        }
+        dtable[v * dim + c] += any ? total + piece : piece;
+      }
     }
   }
 }

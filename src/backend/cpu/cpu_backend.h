@@ -104,10 +104,12 @@ class CpuBackend final : public Backend {
   std::vector<float> logits_;       // (kLossRows, V) logits, then dlogits
   std::vector<float> lora_x_;       // (kLoraRows, in) dropout(x), then dx before the mask
   std::vector<float> lora_g_;       // (kLoraRows, r) dy B * scale
+  std::vector<i64> embed_order_;    // (V + n) embedding backward: run ends by id, tokens by id
 };
 
-// Makes `buf` hold at least n floats; allocates only when it is too small.
-inline float* scratch(std::vector<float>& buf, i64 n) {
+// Makes `buf` hold at least n elements; allocates only when it is too small.
+template <typename T>
+T* scratch(std::vector<T>& buf, i64 n) {
   if (static_cast<i64>(buf.size()) < n) buf.resize(static_cast<std::size_t>(n));
   return buf.data();
 }

@@ -157,7 +157,7 @@ void CudaBackend::reserve(const BackendLimits& l) {
     grow(decode_ws_, kernels::attention_decode_workspace_bytes(l.max_seq, l.max_heads));
   }
   grow(lora_ws_, kernels::lora_backward_workspace_bytes(tokens, width, width, kCudaMaxLoraRank));
-  grow(embed_ws_, kernels::embedding_backward_workspace_bytes(tokens));
+  grow(embed_ws_, kernels::embedding_backward_workspace_bytes(tokens, width));
   // The parameter count is not among the limits; the kernel's partials are capped, so the
   // workspace for a huge count is the most it ever needs.
   grow(sumsq_ws_, kernels::sum_squares_workspace_bytes(i64{1} << 40));
@@ -196,6 +196,13 @@ void CudaBackend::memory_free(void* p) {
   if (!p) return;
   CUDA_CHECK(cudaStreamSynchronize(stream_));  // queued work may still use it
   CUDA_CHECK(cudaFree(p));
+}
+
+bool CudaBackend::is_device_memory(const void* p) const {
+  cudaPointerAttributes a{};
+  // Plain host memory is cudaMemoryTypeUnregistered (CUDA 11+), not an error.
+  CUDA_CHECK(cudaPointerGetAttributes(&a, p));
+  return a.type == cudaMemoryTypeDevice || a.type == cudaMemoryTypeManaged;
 }
 
 void CudaBackend::copy(void* dst, const void* src, std::size_t bytes) {

@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "backend/backend.h"
+#include "backend/backend_support.h"
 
 namespace anvil::backend {
 
@@ -28,8 +29,9 @@ inline constexpr std::size_t kCublasWorkspaceBytes = std::size_t{32} << 20;
 // The (rows, V) f32 logits block of the LM-head loss stays under this many bytes.
 inline constexpr std::size_t kLossLogitsBytes = std::size_t{512} << 20;
 inline constexpr i64 kCudaLossRows = 1024;  // and never has more rows than this
-// The largest LoRA rank the kernels take (kernels/lora.cuh).
-inline constexpr int kCudaMaxLoraRank = 64;
+// The largest LoRA rank the kernels take (kernels/lora.cu), from the table that config
+// validation reads.
+inline constexpr int kCudaMaxLoraRank = kCudaSupport.max_lora_rank;
 
 // Rows of LM-head logits made at a time for a vocabulary (shard) of V rows.
 i64 cuda_loss_rows(i64 V);
@@ -55,6 +57,8 @@ class CudaBackend final : public Backend {
   void reserve(const BackendLimits& limits) override;
 
   bool on_device() const override { return true; }
+  bool is_device_memory(const void* p) const override;
+  void* native_stream() const override { return stream_; }
   void* memory_alloc(std::size_t bytes) override;
   void memory_free(void* p) override;
   void copy(void* dst, const void* src, std::size_t bytes) override;

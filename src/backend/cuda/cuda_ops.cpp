@@ -105,7 +105,7 @@ void CudaBackend::embedding_forward(float* out, const std::int32_t* ids, const T
 void CudaBackend::embedding_backward(float* dtable, const float* dout, const std::int32_t* ids,
                                      i64 n, i64 vocab, i64 dim) {
   if (n == 0) return;
-  void* ws = grow(embed_ws_, kernels::embedding_backward_workspace_bytes(n));
+  void* ws = grow(embed_ws_, kernels::embedding_backward_workspace_bytes(n, dim));
   kernels::embedding_backward(dtable, dout, ids, n, vocab, dim, ws, stream_);
 }
 

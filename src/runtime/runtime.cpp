@@ -1,0 +1,140 @@
+#include "runtime/runtime.h"
+
+#include <cstdlib>
+#include <utility>
+
+#include "core/error.h"
+#include "core/log.h"
+#include "model/tp_shard.h"
+#include "runtime/group_comm.h"
+
+#if ANVIL_WITH_CUDA
+#include <cuda_runtime.h>
+
+#include "comm/nccl_comm.h"
+#endif
+
+namespace anvil::runtime {
+
+namespace {
+
+using backend::BackendKind;
+using comm::CommKind;
+
+// Device buffers copied through host memory by the backend that owns them.
+class BackendStaging final : public comm::DeviceStaging {
+ public:
+  explicit BackendStaging(backend::Backend& be) : be_(be) {}
+  void to_host(void* host, const void* device, std::size_t bytes) override { be_.copy_to_host(host, device, bytes); }
+  void to_device(void* device, const void* host, std::size_t bytes) override {
+    be_.copy_from_host(device, host, bytes);
+  }
+
+ private:
+  backend::Backend& be_;
+};
+
+// The device half of a group: NCCL on the backend's stream, or the host Comm staged.
+std::unique_ptr<comm::Comm> device_comm(CommKind kind, comm::Comm& host, backend::Backend& be,
+                                        comm::DeviceStaging& staging) {
+  if (kind == CommKind::comm_mpi) return comm::staged_comm(host, staging);
+#if ANVIL_WITH_CUDA
+  return comm::nccl_comm_create(host, static_cast<cudaStream_t>(be.native_stream()), host.name());
+#else
+  (void)be;
+  ANVIL_CHECK(false, "parallel.comm: nccl in a build without CUDA");
+#endif
+}
+
+}  // namespace
+
+BackendKind backend_resolve(BackendKind requested) {
+  if (requested == BackendKind::backend_auto) return backend::backend_auto();
+  if (requested == BackendKind::backend_cuda && backend::cuda_device_count() == 0)
+    throw_user_error("parallel.backend: cuda, but ",
+#if ANVIL_WITH_CUDA
+                     "no CUDA device is visible to this process (check CUDA_VISIBLE_DEVICES, the driver "
+                     "and the Slurm --gpus request)",
+#else
+                     "this anvil was built without CUDA (nvcc was not found at build time)",
+#endif
+                     "; use parallel.backend: cpu or auto");
+  return requested;
+}
+
+CommKind comm_resolve(CommKind requested, BackendKind backend, int local_size, int devices) {
+  if (backend == BackendKind::backend_cpu) {
+    ANVIL_CHECK_INPUT(requested != CommKind::comm_nccl, "parallel.comm: nccl needs GPUs, but parallel.backend is cpu");
+    return CommKind::comm_mpi;
+  }
+  const bool shared_gpu = devices > 0 && local_size > devices;
+  if (requested == CommKind::comm_auto) return shared_gpu ? CommKind::comm_mpi : CommKind::comm_nccl;
+  ANVIL_CHECK_INPUT(!(requested == CommKind::comm_nccl && shared_gpu), "parallel.comm: nccl, but ", local_size,
+                    " ranks on this node share ", devices,
+                    " GPU(s), and NCCL needs one GPU per rank; use parallel.comm: mpi (or auto)");
+  return requested;
+}
+
+Runtime::Runtime(std::unique_ptr<comm::MpiSession> session, const RuntimeSpec& spec)
+    : session_(std::move(session)),
+      local_rank_(session_ ? session_->local_rank() : 0),
+      local_size_(session_ ? session_->local_size() : 1),
+      grid_(session_ || comm::mpi_running() ? comm::mpi_comm_world() : comm::self_comm("world"), spec.tp),
+      backend_kind_(backend_resolve(spec.backend)) {
+  world_ = &grid_.world();
+  tp_ = &grid_.tp();
+  dp_ = &grid_.dp();
+  // Ranks sharing a node share its cores (the CPU backend's, and the data preparation's
+  // on any backend), unless the user set OMP_NUM_THREADS.
+  if (std::getenv("OMP_NUM_THREADS") == nullptr) {
+    const int threads = backend::cpu_threads_for_rank(local_size_);
+    backend::cpu_threads_set(threads);
+    if (local_size_ > 1) log_info(local_size_, " ranks on this node: ", threads, " CPU threads each");
+  }
+  if (backend_kind_ == BackendKind::backend_cpu) {
+    comm_resolve(spec.comm, backend_kind_, local_size_, 0);  // refuses nccl
+    backend_ = backend::make_cpu_backend();
+    description_ = "cpu";
+    return;  // host memory is backend memory: the grid's Comms serve both
+  }
+  const int devices = backend::cuda_device_count();
+  const CommKind kind = comm_resolve(spec.comm, backend_kind_, local_size_, devices);
+  const int device = local_rank_ % devices;
+  backend_ = backend::make_cuda_backend(device);
+  description_ = str_cat("cuda device ", device, ", ", kind == CommKind::comm_nccl ? "nccl" : "mpi (host-staged)");
+  staging_ = std::make_unique<BackendStaging>(*backend_);
+  // The world's device half is always staged: nothing collects device buffers over the
+  // whole world yet, and an NCCL communicator for it would cost an init for nothing.
+  device_world_ = comm::staged_comm(grid_.world(), *staging_);
+  device_tp_ = device_comm(kind, grid_.tp(), *backend_, *staging_);
+  device_dp_ = device_comm(kind, grid_.dp(), *backend_, *staging_);
+  backend::Backend* be = backend_.get();
+  const IsDeviceMemory is_device = [be](const void* p) { return be->is_device_memory(p); };
+  group_world_ = group_comm(grid_.world(), *device_world_, is_device);
+  group_tp_ = group_comm(grid_.tp(), *device_tp_, is_device);
+  group_dp_ = group_comm(grid_.dp(), *device_dp_, is_device);
+  world_ = group_world_.get();
+  tp_ = group_tp_.get();
+  dp_ = group_dp_.get();
+}
+
+// Members go in reverse order: the group Comms before the Comms they use, the backend
+// (whose stream NCCL enqueues on) after them, the MPI session last.
+Runtime::~Runtime() = default;
+
+const model::TpGroup& Runtime::tp_group(const model::ModelSpec& spec) {
+  if (tp_group_) return *tp_group_;
+  model::TpGroup group;
+  group.shard = model::tp_shard(spec, tp_rank(), tp_size());
+  group.comm = tp_;
+  // Ranks holding copies of the same KV heads (tp > n_kv_heads) reduce their KV gradients
+  // among themselves.
+  if (group.shard.kv_replicas > 1) {
+    kv_comm_ = tp_->split(static_cast<int>(group.shard.kv_head_first), tp_rank(), "tp-kv");
+    group.kv_comm = kv_comm_.get();
+  }
+  tp_group_ = group;
+  return *tp_group_;
+}
+
+}  // namespace anvil::runtime

@@ -1,0 +1,99 @@
+// Runtime: where this rank computes and how it talks, built once from parallel.* before
+// any weight is read, and passed to whatever needs a group (the trainer, the model's TP
+// layers through tp_group()). It owns
+//   - the MPI session (comm/runtime.h: MpiSession),
+//   - the ProcessGrid: world = dp × tp, tp innermost (consecutive ranks, one node),
+//   - the resolved backend (auto → cuda or cpu; cuda takes GPU local_rank % devices),
+//   - per group ONE communicator, world(), tp(), dp(), that takes host scalars and backend
+//     buffers alike (runtime/group_comm.h); an expert-parallel group ep() goes between tp
+//     and dp when MoE comes (DESIGN.md "Grid with experts"),
+//   - the TP group's split of the KV heads (tp_group()).
+// parallel.tp arrives here validated (train/config_check.cpp); nothing here reads a config.
+#pragma once
+
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "backend/backend.h"
+#include "backend/backend_support.h"
+#include "comm/comm.h"
+#include "comm/process_grid.h"
+#include "comm/runtime.h"
+#include "model/model_spec.h"
+#include "model/tp_layers.h"
+
+namespace anvil::runtime {
+
+// The parallel.* keys the Runtime is built from (train/ fills it from the config).
+struct RuntimeSpec {
+  int tp = 1;
+  backend::BackendKind backend = backend::BackendKind::backend_auto;
+  comm::CommKind comm = comm::CommKind::comm_auto;
+};
+
+class Runtime {
+ public:
+  // Collective over the session's world; the Runtime keeps the session (and so MPI) until
+  // it is destroyed. `session` null: the caller keeps MPI (the MPI tests' main), or there
+  // is none and the world is one rank.
+  Runtime(std::unique_ptr<comm::MpiSession> session, const RuntimeSpec& spec);
+  ~Runtime();
+  Runtime(const Runtime&) = delete;
+  Runtime& operator=(const Runtime&) = delete;
+
+  backend::Backend& backend() const { return *backend_; }
+  backend::BackendKind backend_kind() const { return backend_kind_; }
+  // "cpu" or "cuda device 1, nccl": for the log.
+  const std::string& description() const { return description_; }
+
+  int world_rank() const { return grid_.world_rank(); }
+  int world_size() const { return grid_.world_size(); }
+  int tp_rank() const { return grid_.tp_rank(); }
+  int tp_size() const { return grid_.tp_size(); }
+  int dp_rank() const { return grid_.dp_rank(); }
+  int dp_size() const { return grid_.dp_size(); }
+  // This rank's place on its node (picks its GPU and its CPU threads).
+  int local_rank() const { return local_rank_; }
+  int local_size() const { return local_size_; }
+
+  // The groups, each one communicator on host and backend memory alike.
+  comm::Comm& world() const { return *world_; }
+  comm::Comm& tp() const { return *tp_; }
+  comm::Comm& dp() const { return *dp_; }
+  // The same groups on host memory only, for code that hands MPI host buffers itself
+  // (the HDF5 checkpoint's MPI-IO, the token cache).
+  const comm::ProcessGrid& host_grid() const { return grid_; }
+
+  // The TP group a model of `spec` runs in: this rank's shard and, when ranks share
+  // replicated KV heads, their sub-group (split once, on the first call; collective then).
+  const model::TpGroup& tp_group(const model::ModelSpec& spec);
+
+ private:
+  std::unique_ptr<comm::MpiSession> session_;  // null: kept by the caller, or no MPI
+  int local_rank_ = 0, local_size_ = 1;
+  comm::ProcessGrid grid_;
+  backend::BackendKind backend_kind_{};
+  std::unique_ptr<backend::Backend> backend_;
+  std::string description_;
+  // Device-memory Comms (NCCL, or MPI staged through host memory) and the GroupComms over
+  // them and the grid's host Comms; empty on the CPU backend, where the grid's serve both.
+  std::unique_ptr<comm::DeviceStaging> staging_;
+  std::unique_ptr<comm::Comm> device_world_, device_tp_, device_dp_;
+  std::unique_ptr<comm::Comm> group_world_, group_tp_, group_dp_;
+  comm::Comm* world_ = nullptr;
+  comm::Comm* tp_ = nullptr;
+  comm::Comm* dp_ = nullptr;
+  std::optional<model::TpGroup> tp_group_;
+  std::unique_ptr<comm::Comm> kv_comm_;
+};
+
+// The backend kind `requested` resolves to on this machine: auto = backend::backend_auto();
+// cuda without a device (or without CUDA in this build) is a user error naming
+// parallel.backend.
+backend::BackendKind backend_resolve(backend::BackendKind requested);
+// The communicator kind for `backend`: auto = nccl on cuda unless several ranks of this node
+// share one GPU (NCCL refuses that; MPI staged through the host works), mpi on cpu.
+comm::CommKind comm_resolve(comm::CommKind requested, backend::BackendKind backend, int local_size, int devices);
+
+}  // namespace anvil::runtime

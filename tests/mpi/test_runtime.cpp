@@ -1,0 +1,136 @@
+// The Runtime's groups under mpiexec, on CPU ranks: one communicator per group takes host
+// scalars and backend buffers alike, the grid follows parallel.tp, the TP group splits its
+// replicated KV heads. And GroupComm, the communicator a GPU rank gets, with a fake device
+// memory: each call goes to the host or the (staged) device Comm by where its buffers are.
+#include <gtest/gtest.h>
+
+#include <cstdint>
+#include <cstring>
+#include <memory>
+#include <vector>
+
+#include "backend/backend.h"
+#include "comm/comm.h"
+#include "core/error.h"
+#include "../unit/error_test_util.h"
+#include "../unit/fake_device.h"
+#include "model/model_spec.h"
+#include "runtime/group_comm.h"
+#include "runtime/runtime.h"
+
+namespace anvil::runtime {
+namespace {
+
+using comm::Comm;
+using comm::ReduceOp;
+using test::contains;
+using test::error_of;
+
+int world_size() { return comm::mpi_comm_world()->size(); }
+
+RuntimeSpec cpu_spec(int tp) { return RuntimeSpec{tp, backend::BackendKind::backend_cpu, comm::CommKind::comm_auto}; }
+
+TEST(RuntimeGroups, GridFollowsTpAndEachGroupTakesHostAndBackendBuffers) {
+  const int p = world_size();
+  const int tp = p % 2 == 0 ? 2 : 1;
+  Runtime rt(nullptr, cpu_spec(tp));
+  const int r = rt.world_rank();
+  EXPECT_EQ(rt.world_size(), p);
+  EXPECT_EQ(rt.tp_size(), tp);
+  EXPECT_EQ(rt.dp_size(), p / tp);
+  EXPECT_EQ(rt.tp_rank(), r % tp);
+  EXPECT_EQ(rt.dp_rank(), r / tp);
+
+  // A host scalar and a backend buffer through the same dp communicator object.
+  double host = r + 1;
+  rt.dp().allreduce_sum(&host, 1);
+  double want = 0;
+  for (int d = 0; d < rt.dp_size(); ++d) want += d * tp + rt.tp_rank() + 1;
+  EXPECT_EQ(host, want);
+  backend::Backend& be = rt.backend();
+  auto* buf = static_cast<float*>(be.memory_alloc(3 * sizeof(float)));
+  const float mine[3] = {static_cast<float>(r), 1.0f, static_cast<float>(2 * r)};
+  be.copy_from_host(buf, mine, sizeof mine);
+  rt.tp().allreduce(buf, 3, DType::dtype_f32, ReduceOp::reduce_sum);
+  float got[3] = {};
+  be.copy_to_host(got, buf, sizeof got);
+  const int first = rt.dp_rank() * tp;  // the tp group's ranks: first .. first + tp - 1
+  const float ranks = static_cast<float>(tp * first + tp * (tp - 1) / 2);
+  EXPECT_EQ(got[0], ranks);
+  EXPECT_EQ(got[1], static_cast<float>(tp));
+  EXPECT_EQ(got[2], 2 * ranks);
+  be.memory_free(buf);
+  // The world group: one small host collective, as the metrics make.
+  double worst = r;
+  rt.world().allreduce(&worst, 1, DType::dtype_f64, ReduceOp::reduce_max);
+  EXPECT_EQ(worst, p - 1);
+}
+
+// tp = 4 over a model with two KV heads: ranks 0-1 hold head 0, ranks 2-3 head 1, and each
+// pair reduces its KV gradients in its own sub-group.
+TEST(RuntimeGroups, TpGroupSplitsReplicatedKvHeads) {
+  if (world_size() != 4) GTEST_SKIP() << "needs 4 ranks";
+  Runtime rt(nullptr, cpu_spec(4));
+  const model::ModelSpec spec = *model::model_preset("tiny");  // 4 heads, 2 KV heads
+  const model::TpGroup& g = rt.tp_group(spec);
+  EXPECT_EQ(g.comm, &rt.tp());
+  EXPECT_EQ(g.shard.kv_replicas, 2);
+  ASSERT_NE(g.kv_comm, nullptr);
+  EXPECT_EQ(g.kv_comm->size(), 2);
+  EXPECT_EQ(g.kv_comm->name(), "tp-kv");
+  float x = static_cast<float>(rt.tp_rank());
+  g.kv_comm->allreduce_sum(&x, 1);
+  EXPECT_EQ(x, rt.tp_rank() < 2 ? 1.0f : 5.0f);  // 0 + 1, 2 + 3
+}
+
+
+TEST(GroupComm, EachCallGoesWhereItsBuffersAre) {
+  auto world = comm::mpi_comm_world();
+  test::FakeDevice dev;
+  auto device = comm::staged_comm(*world, dev);
+  auto group = group_comm(*world, *device, [&](const void* q) { return dev.holds(q); });
+  const int r = world->rank(), p = world->size();
+  EXPECT_EQ(group->rank(), r);
+  EXPECT_EQ(group->size(), p);
+  EXPECT_EQ(group->name(), "world");
+
+  double host = r;
+  group->allreduce_sum(&host, 1);
+  EXPECT_EQ(host, p * (p - 1) / 2);
+  EXPECT_EQ(dev.staged, 0);  // the host scalar never touched the device path
+
+  float* d = dev.memory.data();
+  d[0] = static_cast<float>(r);
+  group->allreduce_sum(d, 1);
+  EXPECT_EQ(d[0], static_cast<float>(p * (p - 1) / 2));
+  EXPECT_EQ(dev.staged, 2);  // out to the host and back
+
+  // allgather on device buffers, in place (this rank's block of recv).
+  d[r] = static_cast<float>(10 + r);
+  group->allgather(d + r, d, 1, DType::dtype_f32);
+  for (int i = 0; i < p; ++i) EXPECT_EQ(d[i], static_cast<float>(10 + i));
+
+  // send and recv in different memories is a caller's bug, refused before any message.
+  std::vector<float> recv(static_cast<std::size_t>(p));
+  const Error e = error_of([&] { group->allgather(d, recv.data(), 1, DType::dtype_f32); });
+  EXPECT_TRUE(contains(e, "different memories")) << e.what();
+
+  // A split keeps dispatching: a group per rank parity.
+  auto half = group->split(r % 2, r, "half");
+  EXPECT_EQ(half->name(), "half");
+  double one = 1;
+  half->allreduce_sum(&one, 1);
+  EXPECT_EQ(one, (p + 1 - r % 2) / 2);
+  d[1] = 1;
+  const int before = dev.staged;
+  half->allreduce_sum(d + 1, 1);
+  EXPECT_EQ(d[1], one);
+  if (half->size() > 1) {
+    EXPECT_GT(dev.staged, before);
+  } else {
+    EXPECT_EQ(dev.staged, before);  // a group of one moves nothing
+  }
+}
+
+}  // namespace
+}  // namespace anvil::runtime

@@ -1,0 +1,159 @@
+// The Runtime (runtime/runtime.h) on one rank without MPI: parallel.backend /
+// parallel.comm resolution (what auto becomes, which combinations are refused, with the
+// key named), the backend limit table that config validation reads, and the groups.
+#include <gtest/gtest.h>
+
+#include <cstring>
+#include <memory>
+#include <vector>
+
+#include "backend/backend.h"
+#include "backend/backend_support.h"
+#include "core/error.h"
+#include "model/model_spec.h"
+#include "fake_device.h"
+#include "runtime/group_comm.h"
+#include "runtime/runtime.h"
+
+namespace anvil::runtime {
+namespace {
+
+using B = backend::BackendKind;
+using C = comm::CommKind;
+
+TEST(Runtime, CommOnCpuIsMpiAndNcclIsRefused) {
+  EXPECT_EQ(comm_resolve(C::comm_auto, B::backend_cpu, 4, 0), C::comm_mpi);
+  EXPECT_EQ(comm_resolve(C::comm_mpi, B::backend_cpu, 1, 0), C::comm_mpi);
+  try {
+    comm_resolve(C::comm_nccl, B::backend_cpu, 1, 0);
+    FAIL() << "nccl on cpu accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("parallel.comm: nccl needs GPUs"), std::string::npos) << e.what();
+  }
+}
+
+TEST(Runtime, CommOnCudaIsNcclUnlessRanksShareAGpu) {
+  EXPECT_EQ(comm_resolve(C::comm_auto, B::backend_cuda, 8, 8), C::comm_nccl);
+  EXPECT_EQ(comm_resolve(C::comm_auto, B::backend_cuda, 2, 1), C::comm_mpi);  // two ranks, one GPU
+  EXPECT_EQ(comm_resolve(C::comm_mpi, B::backend_cuda, 8, 8), C::comm_mpi);
+  try {
+    comm_resolve(C::comm_nccl, B::backend_cuda, 4, 2);
+    FAIL() << "nccl with 2 ranks per GPU accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("4 ranks on this node share 2 GPU(s)"), std::string::npos) << e.what();
+  }
+}
+
+TEST(Runtime, BackendAutoFollowsTheVisibleDevices) {
+  const bool gpu = backend::cuda_device_count() > 0;
+  EXPECT_EQ(backend_resolve(B::backend_auto), gpu ? B::backend_cuda : B::backend_cpu);
+  EXPECT_EQ(backend_resolve(B::backend_cpu), B::backend_cpu);
+  if (gpu) {
+    EXPECT_EQ(backend_resolve(B::backend_cuda), B::backend_cuda);
+    return;
+  }
+  try {
+    backend_resolve(B::backend_cuda);
+    FAIL() << "cuda accepted without a device";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.kind(), ErrorKind::user);
+    EXPECT_NE(std::string(e.what()).find("parallel.backend: cuda"), std::string::npos) << e.what();
+  }
+}
+
+// The table config validation reads: the CPU reference takes any rank and head_dim; the
+// CUDA kernels ranks up to 64 and head_dim 64 or 128.
+TEST(BackendSupport, LimitsOfEachBackend) {
+  EXPECT_FALSE(backend::backend_lora_rank_problem(B::backend_cpu, 4096));
+  EXPECT_FALSE(backend::backend_head_dim_problem(B::backend_cpu, 96));
+  EXPECT_FALSE(backend::backend_lora_rank_problem(B::backend_cuda, 64));
+  EXPECT_FALSE(backend::backend_head_dim_problem(B::backend_cuda, 64));
+  EXPECT_FALSE(backend::backend_head_dim_problem(B::backend_cuda, 128));
+  const auto rank = backend::backend_lora_rank_problem(B::backend_cuda, 128);
+  ASSERT_TRUE(rank);
+  EXPECT_NE(rank->find("128 is more than the CUDA backend's LoRA kernels take (at most 64)"), std::string::npos)
+      << *rank;
+  const auto head = backend::backend_head_dim_problem(B::backend_cuda, 96);
+  ASSERT_TRUE(head);
+  EXPECT_NE(head->find("head_dim is 96; the CUDA backend's attention kernels take head_dim 64 or 128"),
+            std::string::npos)
+      << *head;
+  EXPECT_EQ(backend::backend_auto(), backend::cuda_device_count() > 0 ? B::backend_cuda : B::backend_cpu);
+}
+
+// One rank on the CPU backend: every group is a group of one, and each group's single
+// communicator takes a host scalar and a backend buffer alike.
+TEST(Runtime, SingleRankCpuGroupsTakeHostAndBackendBuffers) {
+  Runtime rt(nullptr, RuntimeSpec{1, B::backend_cpu, C::comm_auto});
+  EXPECT_EQ(rt.backend_kind(), B::backend_cpu);
+  EXPECT_EQ(rt.description(), "cpu");
+  EXPECT_EQ(rt.world_size(), 1);
+  EXPECT_EQ(rt.tp_size(), 1);
+  EXPECT_EQ(rt.dp_size(), 1);
+  EXPECT_EQ(rt.world().name(), "world");
+  EXPECT_EQ(rt.tp().name(), "tp");
+  EXPECT_EQ(rt.dp().name(), "dp");
+  double host = 3.5;
+  rt.dp().allreduce_sum(&host, 1);
+  EXPECT_EQ(host, 3.5);
+  auto* device = static_cast<float*>(rt.backend().memory_alloc(4 * sizeof(float)));
+  const float values[4] = {1, 2, 3, 4};
+  rt.backend().copy_from_host(device, values, sizeof values);
+  rt.dp().allreduce(device, 4, DType::dtype_f32, comm::ReduceOp::reduce_avg);
+  float back[4] = {};
+  rt.backend().copy_to_host(back, device, sizeof back);
+  EXPECT_EQ(std::memcmp(back, values, sizeof back), 0);
+  rt.backend().memory_free(device);
+}
+
+TEST(Runtime, TpGroupOfOneRankHoldsTheWholeModel) {
+  Runtime rt(nullptr, RuntimeSpec{1, B::backend_cpu, C::comm_mpi});
+  const model::ModelSpec spec = *model::model_preset("tiny");
+  const model::TpGroup& g = rt.tp_group(spec);
+  EXPECT_EQ(g.comm, &rt.tp());
+  EXPECT_EQ(g.kv_comm, nullptr);
+  EXPECT_EQ(g.shard.kv_replicas, 1);
+  EXPECT_EQ(&rt.tp_group(spec), &g);  // made once
+}
+
+// A GroupComm of one rank over a host Comm and a staged "device" Comm whose device memory is
+// one host block: a group of one's out-of-place copies stay in their memory, device ones
+// through the device Comm (its staging), host ones by memcpy.
+TEST(GroupComm, AGroupOfOneCopiesInTheMemoryOfItsBuffers) {
+  test::FakeDevice dev;
+  auto host = comm::self_comm("tp");
+  auto device = comm::staged_comm(*host, dev);
+  float* d = dev.memory.data();
+  auto group = group_comm(*host, *device, [&](const void* p) { return dev.holds(p); });
+  EXPECT_EQ(group->name(), "tp");
+  EXPECT_EQ(group->size(), 1);
+  d[0] = 1, d[1] = 2;
+  group->allgather(d, d + 4, 2, DType::dtype_f32);
+  EXPECT_EQ(d[4], 1.0f);
+  EXPECT_EQ(d[5], 2.0f);
+  EXPECT_EQ(dev.staged, 2);  // device to device, through the staging
+  const float h[2] = {7, 8};
+  float out[2] = {};
+  group->allgather(h, out, 2, DType::dtype_f32);
+  EXPECT_EQ(out[0], 7.0f);
+  EXPECT_EQ(out[1], 8.0f);
+  EXPECT_EQ(dev.staged, 2);  // host memory never staged
+  // Buffers in two memories are a caller's bug even on one rank.
+  EXPECT_THROW(group->allgather(h, d, 2, DType::dtype_f32), Error);
+}
+
+TEST(Runtime, NcclOnTheCpuBackendIsAUserError) {
+  const Error e = [] {
+    try {
+      Runtime rt(nullptr, RuntimeSpec{1, B::backend_cpu, C::comm_nccl});
+    } catch (const Error& err) {
+      return err;
+    }
+    return Error(ErrorKind::internal, "none thrown");
+  }();
+  EXPECT_EQ(e.kind(), ErrorKind::user);
+  EXPECT_NE(std::string(e.what()).find("parallel.comm: nccl needs GPUs"), std::string::npos) << e.what();
+}
+
+}  // namespace
+}  // namespace anvil::runtime
