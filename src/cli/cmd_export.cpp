@@ -12,7 +12,7 @@
 #include "cli/commands.h"
 #include "cli/format.h"
 #include "comm/comm.h"
-#include "comm/runtime.h"
+#include "comm/mpi_session.h"
 #include "core/error.h"
 #include "export/export.h"
 #include "export/shard_writer.h"

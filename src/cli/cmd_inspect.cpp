@@ -13,7 +13,7 @@
 #include "checkpoint/checkpoint_file.h"
 #include "cli/commands.h"
 #include "cli/format.h"
-#include "comm/runtime.h"
+#include "comm/mpi_session.h"
 #include "core/error.h"
 #include "io/safetensors.h"
 

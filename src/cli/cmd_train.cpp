@@ -13,7 +13,7 @@
 
 #include "backend/backend.h"
 #include "cli/commands.h"
-#include "comm/runtime.h"
+#include "comm/mpi_session.h"
 #include "core/error.h"
 #include "core/log.h"
 #include "data/tokenizer.h"

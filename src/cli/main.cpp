@@ -12,7 +12,7 @@
 
 #include "backend/backend.h"
 #include "cli/commands.h"
-#include "comm/runtime.h"
+#include "comm/mpi_session.h"
 #include "core/error.h"
 #include "core/version.h"
 #include "train/preemption.h"

@@ -11,7 +11,7 @@
 #include <thread>
 
 #include "comm/comm.h"
-#include "comm/runtime.h"
+#include "comm/mpi_session.h"
 
 namespace anvil::comm {
 namespace {

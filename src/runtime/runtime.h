@@ -1,7 +1,7 @@
 // Runtime: where this rank computes and how it talks, built once from parallel.* before
 // any weight is read, and passed to whatever needs a group (the trainer, the model's TP
 // layers through tp_group()). It owns
-//   - the MPI session (comm/runtime.h: MpiSession),
+//   - the MPI session (comm/mpi_session.h: MpiSession),
 //   - the ProcessGrid: world = dp × tp, tp innermost (consecutive ranks, one node),
 //   - the resolved backend (auto → cuda or cpu; cuda takes GPU local_rank % devices),
 //   - per group ONE communicator, world(), tp(), dp(), that takes host scalars and backend
@@ -19,7 +19,7 @@
 #include "backend/backend_support.h"
 #include "comm/comm.h"
 #include "comm/process_grid.h"
-#include "comm/runtime.h"
+#include "comm/mpi_session.h"
 #include "model/model_spec.h"
 #include "model/tp_layers.h"
 

@@ -20,7 +20,7 @@
 #include <vector>
 
 #include "comm/process_grid.h"
-#include "comm/runtime.h"
+#include "comm/mpi_session.h"
 #include "core/error.h"
 #include "model/tp_shard.h"
 #include "train/checkpoint.h"

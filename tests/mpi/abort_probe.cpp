@@ -5,7 +5,7 @@
 #include <cstdio>
 #include <exception>
 
-#include "comm/runtime.h"
+#include "comm/mpi_session.h"
 #include "core/error.h"
 
 int main() {

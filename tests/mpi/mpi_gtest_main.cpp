@@ -17,7 +17,7 @@
 #include <sstream>
 #include <string>
 
-#include "comm/runtime.h"
+#include "comm/mpi_session.h"
 #include "core/error.h"
 
 namespace {

@@ -1,4 +1,4 @@
-// The MPI runtime of one anvil process: init/finalize, world and node-local ranks, and the
+// The MPI session of one anvil process: init/finalize, world and node-local ranks, and the
 // job-wide abort that keeps a failing rank from leaving the others hanging.
 #pragma once
 

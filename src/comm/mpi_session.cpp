@@ -1,4 +1,4 @@
-#include "comm/runtime.h"
+#include "comm/mpi_session.h"
 
 #include <mpi.h>
 
