@@ -1,7 +1,13 @@
 #include "runtime/runtime.h"
 
+#include <unistd.h>
+
+#include <algorithm>
 #include <cstdlib>
+#include <cstring>
+#include <string>
 #include <utility>
+#include <vector>
 
 #include "core/error.h"
 #include "core/log.h"
@@ -46,7 +52,55 @@ std::unique_ptr<comm::Comm> device_comm(CommKind kind, comm::Comm& host, backend
 #endif
 }
 
+// The node this rank runs on, as a fixed-size name for an allgather. ANVIL_NODE_SIZE=N
+// (tests) pretends that every N consecutive world ranks are one node, "node-<k>".
+constexpr int kNodeNameBytes = 64;
+std::vector<char> node_name(int world_rank) {
+  std::vector<char> name(kNodeNameBytes, '\0');
+  if (const char* sim = std::getenv("ANVIL_NODE_SIZE"); sim && std::atoi(sim) > 0) {
+    const std::string fake = str_cat("node-", world_rank / std::atoi(sim));
+    std::memcpy(name.data(), fake.data(), std::min<std::size_t>(fake.size(), kNodeNameBytes - 1));
+  } else {
+    gethostname(name.data(), kNodeNameBytes - 1);
+  }
+  return name;
+}
+
 }  // namespace
+
+void launch_check_world(int world_size) {
+  // mpirun (and its orted, also under Slurm) says how many ranks it started; a direct srun
+  // launch says how many tasks. A world of another size is MPI that did not wire up: each
+  // task alone (srun without PMIx) would train and write the same checkpoints.
+  if (const char* n = std::getenv("OMPI_COMM_WORLD_SIZE"); n && std::atoi(n) != world_size)
+    throw_user_error("mpirun started ", n, " processes, but MPI's world has ", world_size,
+                     " rank(s): the mpirun and the MPI library anvil runs with do not match "
+                     "(use the mpirun of the Open MPI that anvil was built with or bundled)");
+  if (std::getenv("OMPI_COMM_WORLD_SIZE")) return;
+  if (const char* n = std::getenv("SLURM_STEP_NUM_TASKS"); n && std::atoi(n) != world_size)
+    throw_user_error("srun started ", n, " tasks, but MPI's world has ", world_size,
+                     " rank(s): every task would run alone; launch with srun --mpi=pmix (see "
+                     "slurm/README.md) or mpirun");
+}
+
+void launch_check_tp_node(const comm::ProcessGrid& grid) {
+  if (grid.tp_size() == 1) return;
+  const std::vector<char> mine = node_name(grid.world_rank());
+  std::vector<char> all(static_cast<std::size_t>(kNodeNameBytes * grid.tp_size()));
+  grid.tp().allgather(mine.data(), all.data(), kNodeNameBytes, DType::dtype_i8);
+  std::string nodes;
+  bool split = false;
+  for (int r = 0; r < grid.tp_size(); ++r) {
+    const char* name = all.data() + r * kNodeNameBytes;
+    split = split || std::strncmp(name, all.data(), kNodeNameBytes) != 0;
+    nodes += str_cat(r ? ", " : "", "tp rank ", r, " on ", name);
+  }
+  ANVIL_CHECK_INPUT(!split, "parallel.tp = ", grid.tp_size(),
+                    ": a tensor-parallel group must sit on one node (its collectives run every "
+                    "layer), but the group of world rank ", grid.world_rank(), " spans nodes (",
+                    nodes, "); place consecutive ranks on a node (srun --distribution=block, "
+                    "mpirun --map-by core) and keep tp at most the GPUs per node");
+}
 
 BackendKind backend_resolve(BackendKind requested) {
   if (requested == BackendKind::backend_auto) return backend::backend_auto();
@@ -81,6 +135,8 @@ Runtime::Runtime(std::unique_ptr<comm::MpiSession> session, const RuntimeSpec& s
       local_size_(session_ ? session_->local_size() : 1),
       grid_(session_ || comm::mpi_running() ? comm::mpi_comm_world() : comm::self_comm("world"), spec.tp),
       backend_kind_(backend_resolve(spec.backend)) {
+  launch_check_world(grid_.world_size());
+  launch_check_tp_node(grid_);
   world_ = &grid_.world();
   tp_ = &grid_.tp();
   dp_ = &grid_.dp();

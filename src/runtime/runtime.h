@@ -88,6 +88,14 @@ class Runtime {
   std::unique_ptr<comm::Comm> kv_comm_;
 };
 
+// Launch checks, user errors that name the fix. The world has the size the launcher
+// started (OMPI_COMM_WORLD_SIZE of mpirun, else SLURM_STEP_NUM_TASKS of srun): srun without
+// PMIx would give every task a world of its own. Every TP group sits on one node (by host
+// name; ANVIL_NODE_SIZE=N pretends every N consecutive ranks are a node, for tests).
+// Collective over the grid's TP groups.
+void launch_check_world(int world_size);
+void launch_check_tp_node(const comm::ProcessGrid& grid);
+
 // The backend kind `requested` resolves to on this machine: auto = backend::backend_auto();
 // cuda without a device (or without CUDA in this build) is a user error naming
 // parallel.backend.

@@ -5,12 +5,14 @@
 #include <gtest/gtest.h>
 
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <memory>
 #include <vector>
 
 #include "backend/backend.h"
 #include "comm/comm.h"
+#include "comm/process_grid.h"
 #include "core/error.h"
 #include "../unit/error_test_util.h"
 #include "../unit/fake_device.h"
@@ -130,6 +132,30 @@ TEST(GroupComm, EachCallGoesWhereItsBuffersAre) {
   } else {
     EXPECT_EQ(dev.staged, before);  // a group of one moves nothing
   }
+}
+
+// A TP group must sit on one node. ANVIL_NODE_SIZE=N makes every N consecutive ranks a
+// node: with nodes of 2 every tp-2 group is whole; with nodes of 3 the group {2, 3} spans
+// node-0 and node-1 and only its ranks refuse (the check is collective over the TP group
+// alone, so the others go on), naming parallel.tp and the hosts.
+TEST(LaunchCheck, TensorParallelGroupsStayOnOneNode) {
+  const int p = world_size();
+  if (p % 2 != 0) GTEST_SKIP() << "needs an even world for tp 2";
+  const comm::ProcessGrid grid(comm::mpi_comm_world(), 2);
+  setenv("ANVIL_NODE_SIZE", "2", 1);
+  EXPECT_NO_THROW(launch_check_tp_node(grid));
+  setenv("ANVIL_NODE_SIZE", "3", 1);
+  const int first = grid.world_rank() - grid.tp_rank();  // the group's ranks: first, first + 1
+  const bool spans = first / 3 != (first + 1) / 3;
+  if (spans) {
+    const Error e = error_of([&] { launch_check_tp_node(grid); });
+    EXPECT_EQ(e.kind(), ErrorKind::user);
+    EXPECT_TRUE(contains(e, "parallel.tp = 2")) << e.what();
+    EXPECT_TRUE(contains(e, "node-" + std::to_string(first / 3))) << e.what();
+  } else {
+    EXPECT_NO_THROW(launch_check_tp_node(grid));
+  }
+  unsetenv("ANVIL_NODE_SIZE");
 }
 
 }  // namespace

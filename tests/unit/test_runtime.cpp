@@ -3,13 +3,16 @@
 // key named), the backend limit table that config validation reads, and the groups.
 #include <gtest/gtest.h>
 
+#include <cstdlib>
 #include <cstring>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "backend/backend.h"
 #include "backend/backend_support.h"
 #include "core/error.h"
+#include "error_test_util.h"
 #include "model/model_spec.h"
 #include "fake_device.h"
 #include "runtime/group_comm.h"
@@ -153,6 +156,42 @@ TEST(Runtime, NcclOnTheCpuBackendIsAUserError) {
   }();
   EXPECT_EQ(e.kind(), ErrorKind::user);
   EXPECT_NE(std::string(e.what()).find("parallel.comm: nccl needs GPUs"), std::string::npos) << e.what();
+}
+
+// The world must have the size the launcher started: mpirun's count wins (also under Slurm,
+// where its orted are srun tasks); a direct srun launch is held to its task count.
+TEST(LaunchCheck, WorldSizeMustMatchTheLauncher) {
+  struct Env {  // sets or clears one variable for the scope, then restores it
+    std::string name;
+    std::string old;
+    bool had;
+    Env(const char* n, const char* v) : name(n), had(std::getenv(n) != nullptr) {
+      if (had) old = std::getenv(n);
+      if (v) setenv(n, v, 1); else unsetenv(n);
+    }
+    ~Env() {
+      if (had) setenv(name.c_str(), old.c_str(), 1); else unsetenv(name.c_str());
+    }
+  };
+  {
+    Env ompi("OMPI_COMM_WORLD_SIZE", nullptr), slurm("SLURM_STEP_NUM_TASKS", nullptr);
+    EXPECT_NO_THROW(launch_check_world(1));  // started alone
+  }
+  {
+    Env ompi("OMPI_COMM_WORLD_SIZE", nullptr), slurm("SLURM_STEP_NUM_TASKS", "4");
+    const Error e = test::error_of([] { launch_check_world(1); });
+    EXPECT_EQ(e.kind(), ErrorKind::user);
+    EXPECT_TRUE(test::contains(e, "srun started 4 tasks")) << e.what();
+    EXPECT_TRUE(test::contains(e, "srun --mpi=pmix")) << e.what();
+    EXPECT_NO_THROW(launch_check_world(4));
+  }
+  {
+    Env ompi("OMPI_COMM_WORLD_SIZE", "2"), slurm("SLURM_STEP_NUM_TASKS", "1");
+    EXPECT_NO_THROW(launch_check_world(2));  // mpirun inside a batch step: its count wins
+    const Error e = test::error_of([] { launch_check_world(1); });
+    EXPECT_EQ(e.kind(), ErrorKind::user);
+    EXPECT_TRUE(test::contains(e, "mpirun started 2 processes")) << e.what();
+  }
 }
 
 }  // namespace
