@@ -15,8 +15,13 @@ namespace anvil::comm {
 
 MpiSession::MpiSession() {
   if (!mpi_is_up()) {
+    // The collective watchdog (watchdog.h) calls MPI_Abort from its own thread while the
+    // main thread may sit in a collective: only MPI_THREAD_MULTIPLE allows that.
     int provided = 0;
-    mpi_check(MPI_Init_thread(nullptr, nullptr, MPI_THREAD_FUNNELED, &provided), "MPI_Init_thread");
+    mpi_check(MPI_Init_thread(nullptr, nullptr, MPI_THREAD_MULTIPLE, &provided), "MPI_Init_thread");
+    if (provided < MPI_THREAD_MULTIPLE)
+      log_warn("this MPI provides thread level ", provided, " < MPI_THREAD_MULTIPLE: the "
+               "collective watchdog's abort from its own thread is outside what it promises");
   }
   // Errors come back as codes (and become anvil::Error) instead of killing the process
   // with MPI's own message.
