@@ -58,7 +58,7 @@ void sync_threads(const char* file, int line);
 // Marks the running launch failed with `message` (the first failure wins); inside a kernel
 // it never returns: the fiber is abandoned and the launch ends with an error.
 void fail(const std::string& message);
-// Lane of the calling thread in its warp, and the mask of the warp's lanes that exist.
+// Lane of the calling thread in its warp.
 unsigned lane_id();
 
 // A warp collective over the lanes of `mask`: each lane deposits `bytes` of `in` in its
