@@ -1,8 +1,11 @@
 #!/usr/bin/env python3
-"""Golden reference outputs for anvil's Llama + LoRA training path.
+"""Golden reference outputs for anvil's LoRA training path (Llama, Qwen3, Qwen3-MoE, Mixtral).
 
 An independent implementation to test the C++ code against: Hugging Face
-`LlamaForCausalLM` + PEFT LoRA, fp32 on CPU, eager attention, one thread.
+`LlamaForCausalLM` / `Qwen3ForCausalLM` / `Qwen3MoeForCausalLM` / `MixtralForCausalLM` + PEFT
+LoRA, fp32 on CPU, eager attention, one thread. The mixture-of-experts specifics (per-expert
+files vs transformers 5's fused experts, per-expert LoRA vs PEFT's fused LoRA, the router's
+auxiliary loss) live in moe_lora.py (layouts, index maps, routing) and moe_peft.py (PEFT).
 
 For every case below the script
   1. writes `spec.json` (an HF config.json-style model shape) into tests/golden/<case>/,
@@ -22,7 +25,8 @@ For every case below the script
 
 Loss convention (the same as anvil's): targets[b, t] is the token to predict after
 position t (already aligned, no shift); -100 is ignored; loss = sum of token
-cross-entropies / number of counted tokens.
+cross-entropies / number of counted tokens. MoE cases add router_aux_loss_coef * aux_loss,
+transformers' load_balancing_loss_func over the router logits of all MoE layers (no mask).
 
 Regenerate (from the repository root, after `ninja -C build anvil`):
 
@@ -46,6 +50,9 @@ import peft
 import torch
 import transformers
 from safetensors.torch import load_file, save_file
+
+import moe_lora
+import moe_peft
 
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 B = 2
@@ -75,20 +82,59 @@ CASES = {
                                                "high_freq_factor": 4.0, "original_max_position_embeddings": 64}},
                         seed=14, T=64, r=4, alpha=8, rslora=False, max_norm=0.195),
 }
+# The other families: complete specs (HF hub config.json keys), odd sizes on purpose.
+QWEN3_SPEC = {
+    "model_type": "qwen3", "hidden_size": 64, "intermediate_size": 176, "num_hidden_layers": 2,
+    "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 24,  # 4*24 != 64: head_dim explicit
+    "vocab_size": 320, "max_position_embeddings": 256, "rms_norm_eps": 1e-6, "rope_theta": 1000000.0,
+    "tie_word_embeddings": False, "hidden_act": "silu", "attention_bias": False,
+}
+QWEN3_MOE_SPEC = {
+    "model_type": "qwen3_moe", "hidden_size": 96, "num_hidden_layers": 2, "num_attention_heads": 3,
+    "num_key_value_heads": 1, "head_dim": 32, "vocab_size": 301, "max_position_embeddings": 256,
+    "rms_norm_eps": 1e-6, "rope_theta": 1000000.0, "tie_word_embeddings": False, "hidden_act": "silu",
+    "attention_bias": False, "num_experts": 6, "num_experts_per_tok": 2, "moe_intermediate_size": 40,
+    "intermediate_size": 120, "norm_topk_prob": True, "decoder_sparse_step": 1, "mlp_only_layers": [],
+    "output_router_logits": True, "router_aux_loss_coef": 0.01,
+}
+MIXTRAL_SPEC = {
+    "model_type": "mixtral", "hidden_size": 64, "intermediate_size": 48, "num_hidden_layers": 2,
+    "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 301, "max_position_embeddings": 256,
+    "rms_norm_eps": 1e-5, "rope_theta": 1000000.0, "tie_word_embeddings": False, "hidden_act": "silu",
+    "num_local_experts": 5, "num_experts_per_tok": 2, "sliding_window": None, "router_jitter_noise": 0.0,
+    "output_router_logits": True, "router_aux_loss_coef": 0.02,
+}
+CASES.update({
+    "qwen3_dense": dict(spec=QWEN3_SPEC, seed=21, T=16, r=4, alpha=8, rslora=False, max_norm=0.68),
+    "qwen3_moe": dict(spec=QWEN3_MOE_SPEC, seed=32, T=24, r=3, alpha=7, rslora=False, max_norm=0.58),
+    # decoder_sparse_step 2 over 4 layers: dense, MoE, dense, MoE (intermediate_size is then
+    # the dense MLP's width); top-k weights not renormalised.
+    "qwen3_moe_sparse_step": dict(spec=dict(QWEN3_MOE_SPEC, num_hidden_layers=4, decoder_sparse_step=2,
+                                            norm_topk_prob=False),
+                                  seed=34, T=16, r=4, alpha=8, rslora=False, max_norm=1.02),
+    "mixtral": dict(spec=MIXTRAL_SPEC, seed=36, T=16, r=2, alpha=4, rslora=False, max_norm=0.245),
+})
 REGEN = ".venv/bin/python scripts/reference/make_golden.py --anvil build/src/cli/anvil --out tests/golden"
 
 
-def make_model_dir(anvil, spec_path, seed, out):
+def make_model_dir(anvil, spec_path, seed, out, python_weights=False):
+    if python_weights:  # development only: see moe_lora.python_model_dir
+        with open(spec_path) as f:
+            moe_lora.python_model_dir(json.load(f), seed, out)
+        return
     cmd = [anvil, "init-model", "--spec", spec_path, "--seed", str(seed), "--out", out, "--dtype", "f32"]
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
 
 
-def check_weights_loaded(model, model_dir, tied):
-    """transformers must hold exactly what anvil wrote, with the head tied iff asked."""
+def check_weights_loaded(model, model_dir, tied, lay):
+    """transformers must hold exactly what anvil wrote, with the head tied iff asked (per-expert
+    tensors fused by our own code first: transformers 5 fuses them at load)."""
     on_disk = {}
     for name in sorted(os.listdir(model_dir)):
         if name.endswith(".safetensors"):
             on_disk.update(load_file(os.path.join(model_dir, name)))
+    if lay is not None:
+        on_disk = moe_lora.fuse_disk_weights(on_disk, lay)
     state = model.state_dict()
     for name, t in on_disk.items():
         assert name in state, f"{name} written by anvil but not in the HF model"
@@ -117,7 +163,7 @@ def llama3_inv_freq(theta, dim, p):
 
 def check_rope(model, spec):
     rot = model.model.rotary_emb
-    dim = spec["hidden_size"] // spec["num_attention_heads"]
+    dim = spec.get("head_dim") or spec["hidden_size"] // spec["num_attention_heads"]
     hf = rot.inv_freq.double().numpy()
     scaling = spec.get("rope_scaling")
     if scaling is None:
@@ -154,16 +200,20 @@ def lora_params(model):
     return out
 
 
-def init_lora(params, rng):
+def lora_value(name, shape, rng):
     """Nonzero, well-scaled values: A ~ U(+-1/sqrt(in)), B ~ N(0, 0.02)."""
+    if ".lora_A." in name:
+        bound = 1.0 / math.sqrt(shape[1])
+        v = rng.uniform(-bound, bound, size=tuple(shape))
+    else:
+        v = rng.normal(0.0, 0.02, size=tuple(shape))
+    return torch.from_numpy(v.astype(np.float32))
+
+
+def init_lora(params, rng):
     with torch.no_grad():
         for name, p in params:
-            if ".lora_A." in name:
-                bound = 1.0 / math.sqrt(p.shape[1])
-                v = rng.uniform(-bound, bound, size=tuple(p.shape))
-            else:
-                v = rng.normal(0.0, 0.02, size=tuple(p.shape))
-            p.copy_(torch.from_numpy(v.astype(np.float32)))
+            p.copy_(lora_value(name, p.shape, rng))
 
 
 def masked_mean_ce(logits, targets):
@@ -173,41 +223,39 @@ def masked_mean_ce(logits, targets):
     return ce / count
 
 
-def run_case(name, cfg, anvil, case_dir, work):
-    spec = dict(BASE_SPEC, **cfg["spec"])
-    os.makedirs(case_dir, exist_ok=True)
-    spec_path = os.path.join(case_dir, "spec.json")
-    with open(spec_path, "w") as f:
-        json.dump(spec, f, indent=2, sort_keys=True)
-        f.write("\n")
-    model_dir = os.path.join(work, name)
-    make_model_dir(anvil, spec_path, cfg["seed"], model_dir)
+ARCHITECTURES = {"llama": "LlamaForCausalLM", "qwen3": "Qwen3ForCausalLM", "qwen3_moe": "Qwen3MoeForCausalLM",
+                 "mixtral": "MixtralForCausalLM"}
 
-    torch.manual_seed(cfg["seed"])
-    model = transformers.LlamaForCausalLM.from_pretrained(model_dir, dtype=torch.float32,
-                                                          attn_implementation="eager")
-    model.eval()  # no dropout anywhere (there is none in Llama, but be explicit)
-    check_weights_loaded(model, model_dir, spec["tie_word_embeddings"])
-    check_rope(model, spec)
-    model.name_or_path = None  # no hub model: keeps the temporary path out of adapter_config.json
 
+def load_model(model_dir, spec):
+    model = transformers.AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32,
+                                                              attn_implementation="eager")
+    assert type(model).__name__ == ARCHITECTURES[spec["model_type"]], type(model).__name__
+    model.eval()  # no dropout anywhere (there is none in these models, but be explicit)
+    return model
+
+
+class DenseAdapter:
+    """PEFT's LoRA tensors one to one (no fused experts): the interface of moe_peft.MoeAdapter."""
+
+    def __init__(self, pm):
+        self.pairs = lora_params(pm)
+        self.params = [p for _, p in self.pairs]
+
+    def named(self, grads=False):
+        return {n: (p.grad if grads else p.detach()).clone() for n, p in self.pairs}
+
+    def separate_gate_up(self):
+        pass
+
+
+def dense_lora(model, cfg, case_dir, rng):
+    """PEFT LoRA on the seven projections, seeded, saved with PEFT's own save_pretrained."""
     lcfg = peft.LoraConfig(r=cfg["r"], lora_alpha=cfg["alpha"], use_rslora=cfg["rslora"], lora_dropout=0.0,
                            target_modules=TARGETS, bias="none", task_type="CAUSAL_LM")
     pm = peft.get_peft_model(model, lcfg)
-    want_scale = cfg["alpha"] / (math.sqrt(cfg["r"]) if cfg["rslora"] else cfg["r"])
-    n_lora_layers = 0
-    for mod in pm.modules():
-        if isinstance(mod, peft.tuners.lora.LoraLayer):
-            assert math.isclose(mod.scaling["default"], want_scale, rel_tol=1e-12), mod.scaling
-            n_lora_layers += 1
-    assert n_lora_layers == 7 * spec["num_hidden_layers"], n_lora_layers
-
-    rng = np.random.default_rng(cfg["seed"])  # batch first, then the LoRA values
-    input_ids, targets = make_batch(rng, spec["vocab_size"], cfg["T"])
-    params = lora_params(pm)
-    init_lora(params, rng)
-    trainable = [n for n, p in pm.named_parameters() if p.requires_grad]
-    assert len(trainable) == len(params) == 2 * n_lora_layers, "only the LoRA weights may train"
+    adapter = DenseAdapter(pm)
+    init_lora(adapter.pairs, rng)
 
     # PEFT's own files, so the C++ side reads exactly the real format.
     # (save_embedding_layers=False: no embedding is adapted, and "auto" would look the
@@ -225,19 +273,68 @@ def run_case(name, cfg, anvil, case_dir, work):
     adapter_config["target_modules"] = sorted(TARGETS)
     with open(config_path, "w") as f:
         f.write(json.dumps(adapter_config, indent=2, sort_keys=True))  # PEFT's own formatting
+    return pm, adapter, adapter.named()
+
+
+def model_loss(pm, ids, tgt, spec):
+    """(logits, loss, ce, aux, router logits): loss = ce (+ coef * aux for MoE)."""
+    out = pm(input_ids=ids)  # no labels: HF would shift them
+    ce = masked_mean_ce(out.logits, tgt)
+    if "router_aux_loss_coef" not in spec:
+        return out.logits, ce, ce, None, None
+    return out.logits, ce + spec["router_aux_loss_coef"] * out.aux_loss, ce, out.aux_loss, out.router_logits
+
+
+def run_case(name, cfg, anvil, case_dir, work, python_weights=False):
+    spec = dict(BASE_SPEC, **cfg["spec"]) if cfg["spec"].get("model_type", "llama") == "llama" else dict(cfg["spec"])
+    lay = moe_lora.moe_layout(spec)
+    os.makedirs(case_dir, exist_ok=True)
+    spec_path = os.path.join(case_dir, "spec.json")
+    with open(spec_path, "w") as f:
+        json.dump(spec, f, indent=2, sort_keys=True)
+        f.write("\n")
+    model_dir = os.path.join(work, name)
+    make_model_dir(anvil, spec_path, cfg["seed"], model_dir, python_weights)
+
+    torch.manual_seed(cfg["seed"])
+    model = load_model(model_dir, spec)
+    check_weights_loaded(model, model_dir, spec["tie_word_embeddings"], lay)
+    check_rope(model, spec)
+    model.name_or_path = None  # no hub model: keeps the temporary path out of adapter_config.json
+
+    rng = np.random.default_rng(cfg["seed"])  # batch first, then the LoRA values
+    input_ids, targets = make_batch(rng, spec["vocab_size"], cfg["T"])
+    want_scale = cfg["alpha"] / (math.sqrt(cfg["r"]) if cfg["rslora"] else cfg["r"])
+    if lay is None:
+        pm, adapter, initial = dense_lora(model, cfg, case_dir, rng)
+        n_want = 7 * spec["num_hidden_layers"]
+    else:
+        assert not cfg["rslora"], "rsLoRA: PEFT's doubled alpha on the rank-2r gate_up LoRA would change the scale"
+        pm, adapter, initial, moe_meta = moe_peft.moe_lora_setup(model, lay, spec, cfg, case_dir, rng, want_scale,
+                                                                  lora_value)
+        n_want = 4 * spec["num_hidden_layers"] + 3 * len(lay.dense_layers) + 2 * len(lay.moe_layers)
+    n_lora_layers = 0
+    for mod in pm.modules():
+        if isinstance(mod, peft.tuners.lora.LoraLayer):
+            assert math.isclose(mod.scaling["default"], want_scale, rel_tol=1e-12), mod.scaling
+            n_lora_layers += 1
+    assert n_lora_layers == n_want, (n_lora_layers, n_want)
+    trainable = [n for n, p in pm.named_parameters() if p.requires_grad]
+    assert len(trainable) == len(adapter.params) == 2 * n_lora_layers, "only the LoRA weights may train"
+
     saved = load_file(os.path.join(case_dir, "adapter_model.safetensors"))
-    assert sorted(saved) == sorted(n for n, _ in params), (sorted(saved)[:3], params[0][0])
-    for n, p in params:
-        assert torch.equal(saved[n], p.detach()), n
+    assert sorted(saved) == sorted(initial), (sorted(saved)[:3], sorted(initial)[:3])
+    for n, t in initial.items():
+        assert torch.equal(saved[n], t), n
 
     ids_t = torch.from_numpy(input_ids).long()
     tgt_t = torch.from_numpy(targets).long()
 
     # One forward/backward: logits, loss and every LoRA gradient.
-    logits = pm(input_ids=ids_t).logits  # no labels: HF would shift them
+    logits, loss, ce, aux, router_logits = model_loss(pm, ids_t, tgt_t, spec)
     assert logits.shape == (B, cfg["T"], spec["vocab_size"]) and logits.dtype == torch.float32
-    loss = masked_mean_ce(logits, tgt_t)
     loss.backward()
+    adapter.separate_gate_up()
     # The adapter must matter: a wrong LoRA scale in the C++ code has to show in the logits.
     with torch.no_grad(), pm.disable_adapter():
         base_logits = pm(input_ids=ids_t).logits
@@ -245,18 +342,27 @@ def run_case(name, cfg, anvil, case_dir, work):
     assert lora_effect > 0.01, f"LoRA changes the logits by only {lora_effect:.3g} (relative)"
     out = {"input_ids": torch.from_numpy(input_ids), "targets": torch.from_numpy(targets),
            "logits": logits.detach().clone(), "loss": loss.detach().reshape(1).clone()}
-    for n, p in params:
-        assert p.grad is not None and p.grad.abs().max() > 0, f"{n}: zero gradient"
-        out["grad." + n] = p.grad.detach().clone()
+    if lay is not None:
+        out["loss_ce"] = ce.detach().reshape(1).clone()
+        out["aux_loss"] = aux.detach().reshape(1).clone()
+        moe_meta.update(moe_peft.moe_checks(pm, ids_t, tgt_t, spec, lay, loss, aux, router_logits, out))
+        moe_meta["peft_loads_per_expert_adapter"] = moe_peft.check_peft_loads(
+            load_model(model_dir, spec), case_dir, ids_t, logits.detach(), initial, lay, cfg["r"])
+        moe_meta["peft_fused_save_reload_rel_logit_difference"] = moe_peft.check_fused_save_reloads(
+            pm, lambda: load_model(model_dir, spec), os.path.join(work, name + "-fused"), ids_t, logits.detach())
+    for n, g in adapter.named(grads=True).items():
+        assert g.abs().max() > 0, f"{n}: zero gradient"
+        out["grad." + n] = g
 
     # AdamW over the LoRA weights only, clipping the global norm before each step.
-    opt = torch.optim.AdamW([p for _, p in params], foreach=False, **ADAMW)
+    opt = torch.optim.AdamW(adapter.params, foreach=False, **ADAMW)
     losses, norms, clipped = [], [], []
     for step in range(STEPS):
         opt.zero_grad(set_to_none=True)
-        step_loss = masked_mean_ce(pm(input_ids=ids_t).logits, tgt_t)
+        step_loss = model_loss(pm, ids_t, tgt_t, spec)[1]
         step_loss.backward()
-        norm = torch.nn.utils.clip_grad_norm_([p for _, p in params], max_norm=cfg["max_norm"])
+        adapter.separate_gate_up()
+        norm = torch.nn.utils.clip_grad_norm_(adapter.params, max_norm=cfg["max_norm"])
         losses.append(step_loss.item())
         norms.append(norm.item())
         clipped.append(bool(norm.item() > cfg["max_norm"]))
@@ -264,8 +370,8 @@ def run_case(name, cfg, anvil, case_dir, work):
     assert losses[0] == loss.item(), "the first AdamW loss must repeat the golden loss exactly"
     out["adamw_losses"] = torch.tensor(losses, dtype=torch.float32)
     out["adamw_grad_norms"] = torch.tensor(norms, dtype=torch.float32)
-    for n, p in params:
-        out["after_adamw." + n] = p.detach().clone()
+    for n, t in adapter.named().items():
+        out["after_adamw." + n] = t
 
     meta = {
         "case": name, "spec": "spec.json", "seed": cfg["seed"], "B": B, "T": cfg["T"],
@@ -285,6 +391,22 @@ def run_case(name, cfg, anvil, case_dir, work):
                      "peft": peft.__version__, "numpy": np.__version__, "python": sys.version.split()[0]},
         "regenerate": REGEN,
     }
+    if python_weights:
+        meta["model_command"] = "NOT anvil: transformers from_config + save_pretrained (--python-weights, development only)"
+    if lay is not None:
+        meta["lora"]["targets"] = lay.lora_targets()
+        meta["lora"]["init"] += "; per-expert tensors in moe_lora.per_expert_lora_shapes order"
+        meta["lora"]["experts"] = ("one LoRA (A, B) per expert per projection, scale alpha/r; trained as PEFT's fused "
+                                   "expert LoRA (gate_up rank 2r, alpha 2*alpha) with the off-diagonal gate/up blocks "
+                                   "of its B held at 0 (gradients zeroed before clipping and every AdamW step), "
+                                   "which is exactly separate per-expert LoRAs; the router is not adapted")
+        meta["loss"] += (f" + router_aux_loss_coef ({spec['router_aux_loss_coef']}) * aux_loss; aux_loss = "
+                         "transformers' load_balancing_loss_func over all MoE layers' router logits, no mask")
+        meta["adapter_files"] = ("per-expert (transformers v4) naming as anvil exports it, written by "
+                                 "moe_peft.write_per_expert_adapter, not by PEFT's save_pretrained")
+        meta["results"].update(loss_ce=ce.item(), aux_loss=aux.item())
+        meta["moe"] = dict(moe_meta, moe_layers=lay.moe_layers, dense_layers=lay.dense_layers,
+                           experts=lay.n_experts, top_k=lay.top_k)
     return out, meta
 
 
@@ -316,6 +438,8 @@ def main():
     ap.add_argument("--out", default="tests/golden", help="where the case directories go")
     ap.add_argument("--cases", nargs="*", default=list(CASES), choices=list(CASES))
     ap.add_argument("--check", action="store_true", help="compare with the committed files, write nothing")
+    ap.add_argument("--python-weights", action="store_true",
+                    help="development only: make the models with transformers instead of anvil init-model")
     args = ap.parse_args()
 
     torch.set_default_dtype(torch.float32)
@@ -324,8 +448,12 @@ def main():
     transformers.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
     warnings.filterwarnings("ignore", category=FutureWarning)  # deprecation notes from PEFT
+    # PEFT matches rank/alpha_pattern against module names before its ParamWrappers exist and
+    # warns that the gate_up_proj pattern matched nothing; the rank 2r and alpha 2*alpha are
+    # applied all the same (moe_peft asserts the shapes, run_case the scaling).
+    warnings.filterwarnings("ignore", message="The following (rank|alpha)_pattern keys did not match")
     anvil = os.path.abspath(args.anvil)
-    assert os.access(anvil, os.X_OK), f"{anvil}: not an executable (build it: ninja -C build anvil)"
+    assert args.python_weights or os.access(anvil, os.X_OK), f"{anvil}: not an executable (build it: ninja -C build anvil)"
 
     with tempfile.TemporaryDirectory(prefix="anvil-golden-") as work:
         for name in args.cases:
@@ -333,12 +461,18 @@ def main():
             target = os.path.join(work, "check", name) if args.check else case_dir
             if args.check:  # spec.json and the adapter files go to the scratch copy
                 shutil.copytree(case_dir, target)
-            out, meta = run_case(name, CASES[name], anvil, target, work)
+            out, meta = run_case(name, CASES[name], anvil, target, work, args.python_weights)
             r = meta["results"]
             print(f"{name}: loss {r['loss']:.6f}, max |logit| {r['max_abs_logit']:.4f}, "
                   f"grad norms {np.array2string(np.array(r['adamw_grad_norms']), precision=4)}, "
                   f"clipped {meta['clip']['clipped_per_step']}, LoRA effect {r['lora_effect_on_logits']:.3f}, "
                   f"adamw losses {np.array2string(np.array(r['adamw_losses']), precision=6)}")
+            if "moe" in meta:
+                m = meta["moe"]
+                print(f"  CE {r['loss_ce']:.6f} + aux {r['aux_loss']:.6f}, router top-k gap "
+                      f"{m['router_min_topk_probability_gap']:.3g}, PEFT conversion drops dense MLP targets: "
+                      f"{m['peft_conversion_drops_dense_mlp_targets']}, PEFT loads the per-expert adapter: "
+                      f"{m['peft_loads_per_expert_adapter']}")
             if args.check:
                 print(f"  matches the committed files (worst relative difference {compare(case_dir, target, out, meta):.3g})")
                 continue
