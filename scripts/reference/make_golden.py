@@ -329,6 +329,10 @@ def run_case(name, cfg, anvil, case_dir, work, python_weights=False):
 
     ids_t = torch.from_numpy(input_ids).long()
     tgt_t = torch.from_numpy(targets).long()
+    if lay is not None:
+        out_err, grad_err = moe_peft.check_experts_against_own(pm, adapter, ids_t, initial, lay, spec, want_scale)
+        assert out_err < 1e-5 and grad_err < 1e-4, (out_err, grad_err)
+        moe_meta["own_float64_expert_block_worst_rel_error"] = {"output": out_err, "lora_gradients": grad_err}
 
     # One forward/backward: logits, loss and every LoRA gradient.
     logits, loss, ce, aux, router_logits = model_loss(pm, ids_t, tgt_t, spec)
@@ -469,6 +473,8 @@ def main():
                   f"adamw losses {np.array2string(np.array(r['adamw_losses']), precision=6)}")
             if "moe" in meta:
                 m = meta["moe"]
+                own = m["own_float64_expert_block_worst_rel_error"]
+                print(f"  own float64 expert blocks: output {own['output']:.2g}, LoRA gradients {own['lora_gradients']:.2g}")
                 print(f"  CE {r['loss_ce']:.6f} + aux {r['aux_loss']:.6f}, router top-k gap "
                       f"{m['router_min_topk_probability_gap']:.3g}, PEFT conversion drops dense MLP targets: "
                       f"{m['peft_conversion_drops_dense_mlp_targets']}, PEFT loads the per-expert adapter: "

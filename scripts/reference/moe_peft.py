@@ -84,7 +84,7 @@ class MoeAdapter:
         """Zero the fused B's off-diagonal gradients: the reference then trains separate
         per-expert gate and up LoRAs (the blocks start at 0 and AdamW keeps them there)."""
         for (l, which), (_, B) in self.fused.items():
-            if which == "gate_up_proj":
+            if which == "gate_up_proj" and B.grad is not None:
                 B.grad[self.offdiag] = 0.0
 
     def check_merged_deltas(self, per, scale):
@@ -212,3 +212,69 @@ def moe_checks(pm, ids, tgt, spec, lay, loss, aux, router_logits, out):
     assert abs(hf.item() - loss.item()) < 1e-6 * loss.item(), (hf.item(), loss.item())
     return {"router_min_topk_probability_gap": min(gaps), "aux_loss_float64_own": own.item(),
             "hf_labelled_loss": hf.item()}
+
+
+def own_expert_block(x, router, gate_up, down, per, lay, l, scale, renorm):
+    """Our own dropless MoE MLP with separate per-expert LoRAs, float64: softmax router,
+    top-k (renormalised if asked), each expert's tokens through
+    down(silu(gate(x)) * up(x)) with W + scale * B_e A_e per projection, combined weighted."""
+    I = lay.width
+    probs = torch.softmax(x @ router.T, dim=-1)                  # (N, E)
+    top_p, top_e = torch.topk(probs, lay.top_k, dim=-1)          # (N, k)
+    if renorm:
+        top_p = top_p / top_p.sum(dim=-1, keepdim=True)
+    y = torch.zeros_like(x)                                      # (N, C)
+
+    def adapted(W, e, role):
+        return W + scale * per[expert_name(lay, l, e, role, "B")] @ per[expert_name(lay, l, e, role, "A")]
+
+    for e in range(lay.n_experts):
+        rows, slot = (top_e == e).nonzero(as_tuple=True)
+        xe = x[rows]                                             # (n_e, C)
+        h = (torch.nn.functional.silu(xe @ adapted(gate_up[e, :I], e, "gate").T) *
+             (xe @ adapted(gate_up[e, I:], e, "up").T))          # (n_e, I)
+        y = y.index_add(0, rows, (h @ adapted(down[e], e, "down").T) * top_p[rows, slot, None])
+    return y
+
+
+def check_experts_against_own(pm, adapter, ids, per, lay, spec, scale):
+    """Each MoE block of the PEFT model (fused LoRA, float32) against own_expert_block on the
+    block's real input: the output, and the per-expert LoRA gradients of a fixed random
+    projection of it (PEFT's fused gradients mapped back through the index maps). Independent
+    of PEFT's code, this checks the maps and that the fused training is per-expert training.
+    Worst relative errors (output, gradient); leaves no gradient behind."""
+    blocks = {l: pm.get_base_model().model.layers[l].mlp for l in lay.moe_layers}
+    inputs = {}
+    hooks = [b.register_forward_pre_hook(lambda m, a, l=l: inputs.__setitem__(l, a[0].detach()))
+             for l, b in blocks.items()]
+    with torch.no_grad():
+        pm(input_ids=ids)
+    for h in hooks:
+        h.remove()
+    renorm = spec.get("norm_topk_prob", True)  # Mixtral always renormalises
+    g = torch.Generator().manual_seed(0)
+    worst_out = worst_grad = 0.0
+    for l, block in blocks.items():
+        x = inputs[l]                                            # (B, T, C)
+        proj = torch.randn(x.shape, generator=g, dtype=torch.float64)
+        for p in adapter.params:
+            p.grad = None
+        y = block(x)
+        (y.double() * proj).sum().backward()
+        adapter.separate_gate_up()
+        got = {}
+        for (layer, which), (A, B) in adapter.fused.items():
+            if layer == l:
+                split = gate_up_split if which == "gate_up_proj" else down_split
+                got.update(split(lay, l, A.grad, B.grad, adapter.r))
+        base = block.experts.get_base_layer()
+        own_per = {n: t.double().requires_grad_() for n, t in per.items() if n in got}
+        own = own_expert_block(x.reshape(-1, x.shape[-1]).double(), block.gate.weight.double(),
+                               base.gate_up_proj.double(), base.down_proj.double(), own_per, lay, l, scale, renorm)
+        worst_out = max(worst_out, ((y.reshape(own.shape).double() - own).abs().max() / own.abs().max()).item())
+        (own * proj.reshape(own.shape)).sum().backward()
+        for n, t in own_per.items():
+            worst_grad = max(worst_grad, ((got[n].double() - t.grad).abs().max() / t.grad.abs().max()).item())
+    for p in adapter.params:
+        p.grad = None
+    return worst_out, worst_grad
