@@ -396,7 +396,8 @@ def run_case(name, cfg, anvil, case_dir, work, python_weights=False):
         "regenerate": REGEN,
     }
     if python_weights:
-        meta["model_command"] = "NOT anvil: transformers from_config + save_pretrained (--python-weights, development only)"
+        meta["model_command"] = ("NOT anvil: transformers from_config + save_pretrained "
+                                 "(--python-weights, development only)")
     if lay is not None:
         meta["lora"]["targets"] = lay.lora_targets()
         meta["lora"]["init"] += "; per-expert tensors in moe_lora.per_expert_lora_shapes order"
@@ -457,7 +458,8 @@ def main():
     # applied all the same (moe_peft asserts the shapes, run_case the scaling).
     warnings.filterwarnings("ignore", message="The following (rank|alpha)_pattern keys did not match")
     anvil = os.path.abspath(args.anvil)
-    assert args.python_weights or os.access(anvil, os.X_OK), f"{anvil}: not an executable (build it: ninja -C build anvil)"
+    assert args.python_weights or os.access(anvil, os.X_OK), \
+        f"{anvil}: not an executable (build it: ninja -C build anvil)"
 
     with tempfile.TemporaryDirectory(prefix="anvil-golden-") as work:
         for name in args.cases:
@@ -474,7 +476,8 @@ def main():
             if "moe" in meta:
                 m = meta["moe"]
                 own = m["own_float64_expert_block_worst_rel_error"]
-                print(f"  own float64 expert blocks: output {own['output']:.2g}, LoRA gradients {own['lora_gradients']:.2g}")
+                print(f"  own float64 expert blocks: output {own['output']:.2g}, "
+                      f"LoRA gradients {own['lora_gradients']:.2g}")
                 print(f"  CE {r['loss_ce']:.6f} + aux {r['aux_loss']:.6f}, router top-k gap "
                       f"{m['router_min_topk_probability_gap']:.3g}, PEFT conversion drops dense MLP targets: "
                       f"{m['peft_conversion_drops_dense_mlp_targets']}, PEFT loads the per-expert adapter: "

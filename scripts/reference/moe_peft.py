@@ -7,6 +7,7 @@ PEFT 0.21 on a transformers-5 MoE model adapts the fused expert parameters (Para
 2r, alpha 2*alpha) and down_proj, and the per-expert adapter tensors into the fused ones when
 loading. What the reference relies on, and the quirks found, are checked here each run.
 """
+import contextlib
 import json
 import os
 import re
@@ -65,6 +66,7 @@ class MoeAdapter:
                 p.copy_(per[n])
             for (l, which), (A, B) in self.fused.items():
                 a, b = (gate_up_join if which == "gate_up_proj" else down_join)(self.lay, l, per, self.r)
+                assert A.shape == a.shape and B.shape == b.shape, (which, A.shape, a.shape, B.shape, b.shape)
                 A.copy_(a)
                 B.copy_(b)
 
@@ -115,6 +117,11 @@ def write_per_expert_adapter(case_dir, per, lay, r, alpha):
               os.path.join(case_dir, "adapter_model.safetensors"), metadata={"format": "pt"})
 
 
+def conversion_switched_off():
+    """PEFT's v4 -> v5 target conversion as a no-op (the dense-layer workaround)."""
+    return mock.patch.object(peft_conversion, "convert_peft_config_for_transformers", lambda *a, **k: None)
+
+
 def moe_peft_model(model, lay, r, alpha):
     """get_peft_model with the fused-form config. PEFT's own v4 -> v5 target conversion is
     switched off for the call: it would drop the dense layers' gate/up/down (PEFT 0.21 maps
@@ -123,7 +130,7 @@ def moe_peft_model(model, lay, r, alpha):
     converted = peft_converted_targets(model, lay, r, alpha)
     ours = fused_lora_config(lay, r, alpha)
     cfg = peft.LoraConfig(r=r, lora_alpha=alpha, lora_dropout=0.0, bias="none", task_type="CAUSAL_LM", **ours)
-    with mock.patch.object(peft_conversion, "convert_peft_config_for_transformers", lambda *a, **k: None):
+    with conversion_switched_off():
         pm = peft.get_peft_model(model, cfg)
     return pm, converted, ours
 
@@ -154,14 +161,8 @@ def check_fused_save_reloads(pm, load_base, out_dir, ids, logits):
     pm.save_pretrained(out_dir, save_embedding_layers=False)
     result = {}
     for how, off in (("as_is", False), ("conversion_off", True)):
-        patch = mock.patch.object(peft_conversion, "convert_peft_config_for_transformers", lambda *a, **k: None) if off else None
-        if patch:
-            patch.start()
-        try:
+        with conversion_switched_off() if off else contextlib.nullcontext():
             lm = peft.PeftModel.from_pretrained(load_base(), out_dir)
-        finally:
-            if patch:
-                patch.stop()
         with torch.no_grad():
             got = lm(input_ids=ids).logits
         result[how] = ((got - logits).abs().max() / logits.abs().max()).item()
