@@ -105,24 +105,28 @@ MIXTRAL_SPEC = {
     "output_router_logits": True, "router_aux_loss_coef": 0.02,
 }
 CASES.update({
-    "qwen3_dense": dict(spec=QWEN3_SPEC, seed=21, T=16, r=4, alpha=8, rslora=False, max_norm=0.68),
-    "qwen3_moe": dict(spec=QWEN3_MOE_SPEC, seed=32, T=24, r=3, alpha=7, rslora=False, max_norm=0.58),
+    # norm_std: norm weights 1 + N(0, 0.2), so that the q/k norms' weights, and their place
+    # before RoPE, change the result (at ones a per-head RMSNorm commutes with RoPE).
+    "qwen3_dense": dict(spec=QWEN3_SPEC, seed=21, T=16, r=4, alpha=8, rslora=False, max_norm=0.68, norm_std=0.2),
+    "qwen3_moe": dict(spec=QWEN3_MOE_SPEC, seed=32, T=24, r=3, alpha=7, rslora=False, max_norm=0.594, norm_std=0.2),
     # decoder_sparse_step 2 over 4 layers: dense, MoE, dense, MoE (intermediate_size is then
     # the dense MLP's width); top-k weights not renormalised.
     "qwen3_moe_sparse_step": dict(spec=dict(QWEN3_MOE_SPEC, num_hidden_layers=4, decoder_sparse_step=2,
                                             norm_topk_prob=False),
-                                  seed=34, T=16, r=4, alpha=8, rslora=False, max_norm=1.02),
-    "mixtral": dict(spec=MIXTRAL_SPEC, seed=36, T=16, r=2, alpha=4, rslora=False, max_norm=0.245),
+                                  seed=34, T=16, r=4, alpha=8, rslora=False, max_norm=1.02, norm_std=0.2),
+    "mixtral": dict(spec=MIXTRAL_SPEC, seed=36, T=16, r=2, alpha=4, rslora=False, max_norm=0.272, norm_std=0.2),
 })
 REGEN = ".venv/bin/python scripts/reference/make_golden.py --anvil build/src/cli/anvil --out tests/golden"
 
 
-def make_model_dir(anvil, spec_path, seed, out, python_weights=False):
+def make_model_dir(anvil, spec_path, seed, out, python_weights=False, norm_std=0.0):
     if python_weights:  # development only: see moe_lora.python_model_dir
         with open(spec_path) as f:
             moe_lora.python_model_dir(json.load(f), seed, out)
         return
     cmd = [anvil, "init-model", "--spec", spec_path, "--seed", str(seed), "--out", out, "--dtype", "f32"]
+    if norm_std:  # norm weights 1 + N(0, norm_std): the norms' weights (and where they act) must matter
+        cmd += ["--norm-std", str(norm_std)]
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
 
 
@@ -294,7 +298,7 @@ def run_case(name, cfg, anvil, case_dir, work, python_weights=False):
         json.dump(spec, f, indent=2, sort_keys=True)
         f.write("\n")
     model_dir = os.path.join(work, name)
-    make_model_dir(anvil, spec_path, cfg["seed"], model_dir, python_weights)
+    make_model_dir(anvil, spec_path, cfg["seed"], model_dir, python_weights, cfg.get("norm_std", 0.0))
 
     torch.manual_seed(cfg["seed"])
     model = load_model(model_dir, spec)
@@ -379,7 +383,8 @@ def run_case(name, cfg, anvil, case_dir, work, python_weights=False):
 
     meta = {
         "case": name, "spec": "spec.json", "seed": cfg["seed"], "B": B, "T": cfg["T"],
-        "model_command": f"anvil init-model --spec spec.json --seed {cfg['seed']} --dtype f32 --out DIR",
+        "model_command": f"anvil init-model --spec spec.json --seed {cfg['seed']} --dtype f32 --out DIR" +
+                         (f" --norm-std {cfg['norm_std']}" if cfg.get("norm_std") else ""),
         "lora": {"r": cfg["r"], "alpha": cfg["alpha"], "rslora": cfg["rslora"], "scaling": want_scale,
                  "targets": TARGETS, "dropout": 0.0,
                  "init": "A ~ U(-1/sqrt(in), 1/sqrt(in)), B ~ N(0, 0.02), numpy default_rng(seed) after the batch"},
@@ -395,6 +400,8 @@ def run_case(name, cfg, anvil, case_dir, work, python_weights=False):
                      "peft": peft.__version__, "numpy": np.__version__, "python": sys.version.split()[0]},
         "regenerate": REGEN,
     }
+    if cfg.get("norm_std"):
+        meta["norm_std"] = cfg["norm_std"]
     if python_weights:
         meta["model_command"] = ("NOT anvil: transformers from_config + save_pretrained "
                                  "(--python-weights, development only)")

@@ -22,16 +22,24 @@ std::array<std::int64_t*, 6> state_fields(State& s) {
   return {&s.step, &s.tokens_seen, &s.skipped_steps, &s.seed, &s.sampler_epoch, &s.sampler_cursor};
 }
 
-// The stacks of a LoRA: every targeted projection, A then B, in Proj order.
+// The stacks of a LoRA: every projection with adapters, A then B, in Proj order. A stack's
+// slabs are that projection's adapters in layout order: one per layer for a dense model;
+// the layers that have the projection, times each expert for a routed expert's.
 struct Stack {
   Proj proj;
   char which;
+  std::vector<std::int64_t> slots;  // indices into the full layout's slots()
+  std::int64_t slabs() const { return static_cast<std::int64_t>(slots.size()); }
 };
-std::vector<Stack> stacks(const model::LoraSpec& lora) {
+std::vector<Stack> stacks(const LoraLayout& full) {
   std::vector<Stack> out;
-  for (int p = 0; p < model::kProjCount; ++p)
-    if (lora.targets[p])
-      for (const char which : {'A', 'B'}) out.push_back({static_cast<Proj>(p), which});
+  for (int p = 0; p < model::kProjCount; ++p) {
+    std::vector<std::int64_t> slots;
+    for (std::size_t i = 0; i < full.slots().size(); ++i)
+      if (full.slots()[i].proj == static_cast<Proj>(p)) slots.push_back(static_cast<std::int64_t>(i));
+    if (slots.empty()) continue;
+    for (const char which : {'A', 'B'}) out.push_back({static_cast<Proj>(p), which, slots});
+  }
   return out;
 }
 
@@ -40,42 +48,34 @@ std::int64_t matrix_rows(const model::LoraSlot& s, char which, int r) { return w
 std::int64_t matrix_cols(const model::LoraSlot& s, char which, int r) { return which == 'A' ? s.in : r; }
 std::int64_t matrix_offset(const model::LoraSlot& s, char which) { return which == 'A' ? s.a_offset : s.b_offset; }
 
-// This rank's blocks, found by (layer, projection, A/B).
+// This rank's blocks, found by (slot of the full layout, A/B): lora_tp_blocks lists A then
+// B of every slot in layout order.
 class BlockIndex {
  public:
-  explicit BlockIndex(const Shards& s)
-      : blocks_(model::lora_tp_blocks(*s.spec, s.shard, *s.full, *s.local)),
-        index_(static_cast<std::size_t>(s.spec->num_hidden_layers * model::kProjCount * 2), -1) {
-    for (std::size_t i = 0; i < blocks_.size(); ++i)
-      index_[key(blocks_[i].slot->layer, blocks_[i].slot->proj, blocks_[i].which)] = static_cast<std::int64_t>(i);
-  }
-  const LoraBlock& at(std::int64_t layer, Proj p, char which) const {
-    const std::int64_t i = index_[key(layer, p, which)];
-    ANVIL_CHECK(i >= 0, "no TP block for layer ", layer, " ", model::proj_name(p));
-    return blocks_[static_cast<std::size_t>(i)];
+  explicit BlockIndex(const Shards& s) : blocks_(model::lora_tp_blocks(*s.spec, s.shard, *s.full, *s.local)) {}
+  const LoraBlock& at(std::int64_t slot, char which) const {
+    const auto i = static_cast<std::size_t>(2 * slot + (which == 'B'));
+    ANVIL_CHECK(i < blocks_.size() && blocks_[i].which == which, "no TP block for adapter slot ", slot);
+    return blocks_[i];
   }
 
  private:
-  static std::size_t key(std::int64_t layer, Proj p, char which) {
-    return static_cast<std::size_t>((layer * model::kProjCount + static_cast<int>(p)) * 2 + (which == 'B'));
-  }
   std::vector<LoraBlock> blocks_;
-  std::vector<std::int64_t> index_;
 };
 
-// One stack's layer shape (rows, cols) and this rank's block of it, the same in every layer
+// One stack's slab shape (rows, cols) and this rank's block of it, the same in every slab
 // (`block` floats).
 struct StackPlan {
   std::int64_t rows = 0, cols = 0, block = 0;
-  const LoraBlock* first = nullptr;  // layer 0's
+  const LoraBlock* first = nullptr;  // slab 0's
 };
 StackPlan stack_plan(const LoraLayout& full, const BlockIndex& blocks, const Stack& st) {
-  const model::LoraSlot& slot = *full.find(0, st.proj);
+  const model::LoraSlot& slot = full.slots()[static_cast<std::size_t>(st.slots.front())];
   const int r = full.spec().rank;
   StackPlan p;
   p.rows = matrix_rows(slot, st.which, r);
   p.cols = matrix_cols(slot, st.which, r);
-  p.first = &blocks.at(0, st.proj, st.which);
+  p.first = &blocks.at(st.slots.front(), st.which);
   p.block = p.first->nrows * p.first->ncols;
   return p;
 }
@@ -95,19 +95,19 @@ std::vector<std::uint64_t> halves_total(comm::Comm& tp, std::vector<std::int64_t
   return sums;
 }
 
-// Reads every stack of group g whole, each layer checked, and hands each layer's matrix
-// (rows, cols) to take(stack, layer, matrix, rows, cols).
+// Reads every stack of group g whole, each slab checked, and hands each slab's matrix
+// (rows, cols) to take(stack, slab, matrix, rows, cols).
 template <class Take>
 void read_stacks(const io::H5Store& h5, Group g, const LoraLayout& full, Take&& take) {
   const int r = full.spec().rank;
-  const std::int64_t layers = full.slots().empty() ? 0 : full.slots().back().layer + 1;
   std::vector<float> whole;
-  for (const Stack& st : stacks(full.spec())) {
-    const model::LoraSlot& first = *full.find(0, st.proj);
+  for (const Stack& st : stacks(full)) {
+    const model::LoraSlot& first = full.slots()[static_cast<std::size_t>(st.slots.front())];
     const std::int64_t rows = matrix_rows(first, st.which, r), cols = matrix_cols(first, st.which, r);
-    whole.resize(static_cast<std::size_t>(layers * rows * cols));
-    h5.read_slabs_checked(stack_name(g, st.proj, st.which), layers, rows, cols, whole.data());
-    for (std::int64_t l = 0; l < layers; ++l) take(st, l, whole.data() + l * rows * cols, rows, cols);
+    const std::int64_t slabs = st.slabs();
+    whole.resize(static_cast<std::size_t>(slabs * rows * cols));
+    h5.read_slabs_checked(stack_name(g, st.proj, st.which), slabs, rows, cols, whole.data());
+    for (std::int64_t l = 0; l < slabs; ++l) take(st, l, whole.data() + l * rows * cols, rows, cols);
   }
 }
 
@@ -131,19 +131,19 @@ void checkpoint_write(const std::string& path, const comm::ProcessGrid& grid, co
   io::H5Store h5 = io::H5Store::create(path, comm::mpi_handle(grid.world()));
   write_meta_state(h5, kFormat, meta, state);
   const BlockIndex blocks(shards);
-  const std::int64_t layers = shards.spec->num_hidden_layers;
   const bool replica0 = grid.dp_rank() == 0;
   std::vector<float> staged;
   for (int g = 0; g < kGroupCount; ++g) {
     const float* local = buffers[static_cast<std::size_t>(g)];
-    for (const Stack& st : stacks(shards.full->spec())) {
+    for (const Stack& st : stacks(*shards.full)) {
+      const std::int64_t layers = st.slabs();
       // The rank's blocks staged layer after layer, and its share of each layer's checksum
       // (a replicated block counts once: its writer's), added up over the TP group.
       const StackPlan p = stack_plan(*shards.full, blocks, st);
       staged.resize(static_cast<std::size_t>(layers * p.block));
       std::vector<std::int64_t> halves(static_cast<std::size_t>(2 * layers), 0);
       for (std::int64_t l = 0; l < layers; ++l) {
-        const LoraBlock& b = blocks.at(l, st.proj, st.which);
+        const LoraBlock& b = blocks.at(st.slots[static_cast<std::size_t>(l)], st.which);
         std::copy_n(local + b.local_offset, p.block, staged.data() + l * p.block);
         if (b.writer)
           add_halves(halves, l, io::slab_sum(local + b.local_offset, b.nrows, b.ncols, b.row0, b.col0, p.cols));
@@ -189,9 +189,9 @@ State CheckpointReader::state() const {
 void CheckpointReader::read_group(Group g, const Shards& shards, comm::Comm& tp, float* local) const {
   if (format_ == kFormatV1) return read_group_v1(h5_, g, shards, local);
   const BlockIndex blocks(shards);
-  const std::int64_t layers = shards.spec->num_hidden_layers;
   std::vector<float> staged;
-  for (const Stack& st : stacks(shards.full->spec())) {
+  for (const Stack& st : stacks(*shards.full)) {
+    const std::int64_t layers = st.slabs();
     const StackPlan p = stack_plan(*shards.full, blocks, st);
     const LoraBlock& b0 = *p.first;
     staged.resize(static_cast<std::size_t>(layers * p.block));
@@ -200,7 +200,7 @@ void CheckpointReader::read_group(Group g, const Shards& shards, comm::Comm& tp,
         name, layers, p.rows, p.cols, io::MatrixBlock{b0.row0, b0.nrows, b0.col0, b0.ncols}, staged.data());
     std::vector<std::int64_t> halves(static_cast<std::size_t>(2 * layers), 0);
     for (std::int64_t l = 0; l < layers; ++l) {
-      const LoraBlock& b = blocks.at(l, st.proj, st.which);
+      const LoraBlock& b = blocks.at(st.slots[static_cast<std::size_t>(l)], st.which);
       const float* mine = staged.data() + l * p.block;
       std::copy_n(mine, p.block, local + b.local_offset);
       if (b.writer) add_halves(halves, l, io::slab_sum(mine, b.nrows, b.ncols, b.row0, b.col0, p.cols));
@@ -216,7 +216,8 @@ void CheckpointReader::read_group(Group g, const Shards& shards, comm::Comm& tp,
 void CheckpointReader::read_group_full(Group g, const LoraLayout& full, float* params) const {
   if (format_ == kFormatV1) return read_group_full_v1(h5_, g, full, params);
   const auto take = [&](const Stack& st, std::int64_t l, const float* slab, std::int64_t rows, std::int64_t cols) {
-    std::copy_n(slab, rows * cols, params + matrix_offset(*full.find(l, st.proj), st.which));
+    const model::LoraSlot& slot = full.slots()[static_cast<std::size_t>(st.slots[static_cast<std::size_t>(l)])];
+    std::copy_n(slab, rows * cols, params + matrix_offset(slot, st.which));
   };
   read_stacks(h5_, g, full, take);
 }
@@ -242,7 +243,7 @@ std::vector<std::string> CheckpointReader::verify() const {
         for (const auto& s : full.slots())
           for (const char which : {'A', 'B'}) expected.push_back(matrix_name_v1(static_cast<Group>(g), s, which));
       } else {
-        for (const Stack& st : stacks(lora)) expected.push_back(stack_name(static_cast<Group>(g), st.proj, st.which));
+        for (const Stack& st : stacks(full)) expected.push_back(stack_name(static_cast<Group>(g), st.proj, st.which));
       }
     }
   } catch (const Error&) {

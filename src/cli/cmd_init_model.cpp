@@ -31,6 +31,7 @@ struct InitModelArgs {
   std::string dtype = "f32";
   std::string max_shard_size = "5GB";
   double init_std = 0;  // 0: the spec's initializer_range
+  double norm_std = 0;  // 0: norm weights are ones
   bool dry_run = false;
   bool config_only = false;
   bool force = false;
@@ -90,6 +91,7 @@ void run_init_model(const InitModelArgs& a) {
   opt.seed = a.seed;
   opt.dtype = *dtype;
   opt.max_shard_bytes = exporting::shard_size_parse(a.max_shard_size, "--max-shard-size");
+  opt.norm_std = a.norm_std;
   ANVIL_CHECK_INPUT(spec.vocab_size >= data::kByteLevelTokenizerSize, "init-model: vocab_size ", spec.vocab_size,
                     " is smaller than the ", data::kByteLevelTokenizerSize, " tokens of the byte-level tokenizer");
   print_summary(spec, a.dtype, *dtype);
@@ -146,6 +148,9 @@ void register_init_model(CLI::App& app) {
                   "std of the normal init of linear layers and embeddings (default: the spec's "
                   "initializer_range, 0.02)")
       ->check(CLI::PositiveNumber);
+  cmd->add_option("--norm-std", args->norm_std,
+                  "norm weights 1 + N(0, S) instead of ones (tests that must see the norms' weights)")
+      ->check(CLI::NonNegativeNumber);
   cmd->add_option("--dtype", args->dtype, "weight dtype: f32, bf16 or f16")->default_val("f32");
   cmd->add_option("--max-shard-size", args->max_shard_size, "largest safetensors shard (e.g. 5GB)")->default_val("5GB");
   cmd->add_flag("--dry-run", args->dry_run, "print the shapes, parameter count and bytes; write nothing");

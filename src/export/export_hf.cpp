@@ -172,7 +172,7 @@ ExportSummary export_hf_merged(const ExportAdapter& adapter, const std::string& 
   model::model_check_weights(adapter.spec, weights);
   const model::LoraLayout layout(adapter.spec, adapter.lora);
   std::map<std::string, const model::LoraSlot*, std::less<>> slot_by_weight;
-  for (const auto& s : layout.slots()) slot_by_weight.emplace(model::proj_module_path(s.layer, s.proj) + ".weight", &s);
+  for (const auto& s : layout.slots()) slot_by_weight.emplace(s.module + ".weight", &s);
 
   // In the base's own order: shard by shard, each in data order. Every rank plans all
   // tensors, so that the shards (and their names) come out as one process would write them.

@@ -1,5 +1,6 @@
 #include "export/peft.h"
 
+#include <algorithm>
 #include <filesystem>
 #include <nlohmann/json.hpp>
 
@@ -36,14 +37,36 @@ PeftAdapter peft_load(const std::string& dir, const model::ModelSpec& model) {
   ANVIL_CHECK_INPUT(targets.is_array(), config_path,
                     ": 'target_modules' must be a list of module names");
   std::vector<std::string> names;
+  std::vector<model::Proj> experts;  // leaf names of a sparse model's experts
   for (const auto& t : targets) {
     ANVIL_CHECK_INPUT(t.is_string(), config_path, ": 'target_modules' must hold strings");
-    names.push_back(t.get<std::string>());
+    const std::string name = t.get<std::string>();
+    // PEFT matches names as module suffixes: "gate_proj" adapts a Qwen3-MoE model's dense
+    // MLPs and its experts alike (the tensors present then say which there are).
+    if (const auto e = model::expert_proj_from_leaf(model, name)) experts.push_back(*e);
+    if (model::proj_from_name(name) || !model::expert_proj_from_leaf(model, name)) names.push_back(name);
   }
   out.spec.targets = model::lora_targets_from_names(names, config_path + ": target_modules");
+  for (const model::Proj p : experts) out.spec.targets[static_cast<int>(p)] = true;
 
   const std::string weights_path = dir + "/adapter_model.safetensors";
   const auto file = io::SafetensorsFile::open(weights_path);
+  auto file_has = [&](const model::LoraSlot& s, char which) {
+    return file.find(model::LoraLayout::peft_name(s, which)) != nullptr;
+  };
+  // A name that could mean the dense MLP or the experts adapts what the file holds.
+  for (const model::Proj dense : {model::Proj::proj_gate, model::Proj::proj_up, model::Proj::proj_down}) {
+    const auto expert = static_cast<model::Proj>(static_cast<int>(dense) + 3);
+    if (!out.spec.targets[static_cast<int>(dense)] || !out.spec.targets[static_cast<int>(expert)]) continue;
+    const model::LoraLayout both(model, out.spec);
+    bool dense_there = false, experts_there = false;
+    for (const auto& s : both.slots()) {
+      if (s.proj == dense && file_has(s, 'A')) dense_there = true;
+      if (s.proj == expert && file_has(s, 'A')) experts_there = true;
+    }
+    if (!dense_there) out.spec.targets[static_cast<int>(dense)] = false;
+    if (!experts_there && dense_there) out.spec.targets[static_cast<int>(expert)] = false;
+  }
   const model::LoraLayout layout(model, out.spec);
   out.params.assign(static_cast<std::size_t>(layout.size()), 0.0f);
   std::size_t matched = 0;
@@ -74,9 +97,12 @@ void peft_save(const std::string& dir, const model::LoraLayout& layout, const fl
                     const std::string& base_model) {
   std::filesystem::create_directories(dir);
   const model::LoraSpec& spec = layout.spec();
+  // The HF leaf names of the adapted modules ("q_proj", ..., an expert's "gate_proj" or "w1").
   nlohmann::json targets = nlohmann::json::array();
-  for (int p = 0; p < model::kProjCount; ++p)
-    if (spec.targets[p]) targets.push_back(model::proj_name(static_cast<model::Proj>(p)));
+  for (const auto& s : layout.slots()) {
+    const std::string leaf = s.module.substr(s.module.rfind('.') + 1);
+    if (std::find(targets.begin(), targets.end(), leaf) == targets.end()) targets.push_back(leaf);
+  }
   const nlohmann::json cfg = {
       {"peft_type", "LORA"},        {"task_type", "CAUSAL_LM"},
       {"base_model_name_or_path", base_model},

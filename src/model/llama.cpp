@@ -43,14 +43,18 @@ std::vector<float> rope_inv_freq(const ModelSpec& spec) {
 }
 
 LinearShard linear_shard(const BaseWeights& base, const LoraLayout* lora, const float* params,
-                         float* grads, std::int64_t layer, Proj p) {
+                         float* grads, std::int64_t layer, Proj p, std::int64_t expert) {
   const LayerWeights& w = base.layers[static_cast<std::size_t>(layer)];
   const int pi = static_cast<int>(p);
   LinearShard l;
-  l.w = w.proj[pi];
-  l.bias = w.bias[pi].data ? w.bias[pi].as<float>() : nullptr;
+  if (proj_is_expert(p)) {
+    l.w = w.experts[static_cast<std::size_t>(expert)][static_cast<std::size_t>(pi - static_cast<int>(Proj::proj_expert_gate))];
+  } else {
+    l.w = w.proj[pi];
+    l.bias = w.bias[pi].data ? w.bias[pi].as<float>() : nullptr;
+  }
   if (!lora) return l;
-  if (const LoraSlot* s = lora->find(layer, p)) {
+  if (const LoraSlot* s = lora->find(layer, p, expert)) {
     ANVIL_CHECK(s->in == l.in() && s->out == l.out(), "adapter ", LoraLayout::peft_name(*s, 'A'),
                 " does not match its weight ", l.w.shape.str());
     l.a = params + s->a_offset;
@@ -92,6 +96,11 @@ BaseWeights weights_place(backend::Backend& be, BaseWeights base) {
     place(l.mlp_norm);
     for (TensorView& w : l.proj) place(w);
     for (TensorView& w : l.bias) place(w);
+    place(l.q_norm);
+    place(l.k_norm);
+    place(l.router);
+    for (auto& expert : l.experts)
+      for (TensorView& w : expert) place(w);
   }
   base.owner.reset();  // the host copies and the mapping are no longer read
   return base;
@@ -130,6 +139,14 @@ LlamaModel::LlamaModel(ModelSpec spec, BaseWeights base, LoraLayout lora, ModelL
               "replicated KV heads need the group of their ", tp_.shard.kv_replicas, " ranks");
   ANVIL_CHECK(LoraLayout(local_, lora_.spec()).size() == lora_.size(),
               "the LoRA layout is not this rank's (build it from tp_local_spec)");
+  if (spec_.is_moe()) {
+    // The sparse blocks' row moves and routing are host loops (model/moe_routing.h).
+    ANVIL_CHECK(!be_.on_device(), "mixture-of-experts models run on the CPU backend only");
+    const bool expert_adapters = lora_.spec().targets[static_cast<int>(Proj::proj_expert_gate)] ||
+                                 lora_.spec().targets[static_cast<int>(Proj::proj_expert_up)] ||
+                                 lora_.spec().targets[static_cast<int>(Proj::proj_expert_down)];
+    ANVIL_CHECK(!expert_adapters || lora_.spec().dropout == 0.0, "LoRA dropout on experts is not supported");
+  }
   parts_ = lora_tp_parts(tp_.shard, lora_);
   std::int64_t staged = 0;
   for (const LoraPart& part : parts_)
@@ -155,7 +172,7 @@ backend::BackendLimits LlamaModel::backend_limits_for(const ModelSpec& local, co
   bl.max_seq = limits.seq_len;
   bl.max_heads = local.num_attention_heads;
   bl.max_head_dim = local.head_dim;
-  bl.max_width = std::max({local.hidden_size, local.intermediate_size,
+  bl.max_width = std::max({local.hidden_size, local.intermediate_size, local.moe.intermediate_size,
                            local.num_attention_heads * local.head_dim});
   bl.vocab = local.vocab_size;
   bl.hidden = local.hidden_size;
@@ -192,7 +209,11 @@ void LlamaModel::carve(Arena& arena, const ModelSpec& local, const LoraLayout& l
   out.segments = arena.take<std::int32_t>(N);
   out.inv_freq = arena.take<float>(local.head_dim / 2);
 
-  auto take_block = [&](LayerActs& a) {
+  const std::int64_t E = local.moe.num_experts, K = local.moe.top_k, R = N * K;
+  const std::int64_t Fe = local.moe.intermediate_size;
+  bool any_dense = false, any_sparse = false;
+  for (std::int64_t l = 0; l < L; ++l) (local.layer_is_moe(l) ? any_sparse : any_dense) = true;
+  auto take_block = [&](LayerActs& a, bool dense, bool sparse) {
     a.xn1 = act(N * C);
     a.rstd1 = arena.take<float>(N);
     a.q = act(N * HD);
@@ -203,19 +224,50 @@ void LlamaModel::carve(Arena& arena, const ModelSpec& local, const LoraLayout& l
     a.x_mid = act(N * C);
     a.xn2 = act(N * C);
     a.rstd2 = arena.take<float>(N);
-    a.gate = act(N * F);
-    a.up = act(N * F);
-    a.h = act(N * F);
-    for (int p = 0; p < kProjCount; ++p)
-      a.xa[p] = lora.spec().targets[p] ? act(N * r) : nullptr;
+    if (local.qk_norm) {
+      a.q_pre = act(N * HD);
+      a.k_pre = act(N * KV);
+      a.rstd_q = arena.take<float>(N * local.num_attention_heads);
+      a.rstd_k = arena.take<float>(N * local.num_key_value_heads);
+    }
+    if (dense) {
+      a.gate = act(N * F);
+      a.up = act(N * F);
+      a.h = act(N * F);
+    }
+    if (sparse) {
+      a.xs = act(R * C);
+      a.egate = act(R * Fe);
+      a.eup = act(R * Fe);
+      a.eh = act(R * Fe);
+      a.ye = act(R * C);
+    }
+    for (int p = 0; p < kProjCount; ++p) {
+      const bool expert = proj_is_expert(static_cast<Proj>(p));
+      const bool used = p < static_cast<int>(Proj::proj_gate) || (expert ? sparse : dense);
+      a.xa[p] = lora.spec().targets[p] && used ? act((expert ? R : N) * r) : nullptr;
+    }
   };
   out.acts.assign(static_cast<std::size_t>(L), LayerActs{});
   LayerActs shared{};
-  if (limits.activation_checkpointing) take_block(shared);
-  for (auto& a : out.acts) {
+  if (limits.activation_checkpointing) take_block(shared, any_dense, any_sparse);
+  for (std::int64_t l = 0; l < L; ++l) {
+    LayerActs& a = out.acts[static_cast<std::size_t>(l)];
     if (limits.activation_checkpointing) a = shared;
-    else take_block(a);
+    else take_block(a, !local.layer_is_moe(l), local.layer_is_moe(l));
     a.x_in = act(N * C);
+  }
+  // Every sparse layer's routing is kept (the load-balancing loss reads them all).
+  out.routes.assign(static_cast<std::size_t>(L), MoeRoute{});
+  for (std::int64_t l = 0; l < L; ++l) {
+    if (!local.layer_is_moe(l)) continue;
+    MoeRoute& rt = out.routes[static_cast<std::size_t>(l)];
+    rt.probs = arena.take<float>(N * E);
+    rt.expert = arena.take<std::int32_t>(R);
+    rt.weight = arena.take<float>(R);
+    rt.row = arena.take<std::int32_t>(R);
+    rt.token = arena.take<std::int32_t>(R);
+    rt.offsets = arena.take<std::int64_t>(E + 1);
   }
   out.x_final = act(N * C);
   out.xf = act(N * C);
@@ -226,9 +278,25 @@ void LlamaModel::carve(Arena& arena, const ModelSpec& local, const LoraLayout& l
   out.d_att = act(N * HD);
   out.d_k = act(N * KV);
   out.d_v = act(N * KV);
-  out.d_gate = act(N * F);
-  out.d_up = act(N * F);
-  out.d_h = act(N * F);
+  if (any_dense) {
+    out.d_gate = act(N * F);
+    out.d_up = act(N * F);
+    out.d_h = act(N * F);
+  }
+  if (local.qk_norm) {
+    out.d_qn = act(N * HD);
+    out.d_kn = act(N * KV);
+  }
+  if (any_sparse) {
+    out.logits = arena.take<float>(N * E);
+    out.moe_out = act(N * C);
+    out.dweight = arena.take<float>(R);
+    out.d_ye = act(R * C);
+    out.d_xs = act(R * C);
+    out.d_egate = act(R * Fe);
+    out.d_eup = act(R * Fe);
+    out.d_eh = act(R * Fe);
+  }
 }
 
 void LlamaModel::zero_grads() {
@@ -298,18 +366,18 @@ void LlamaModel::block_forward(std::int64_t l, LayerActs& a, float* x_out, const
 
   // attention
   be_.rmsnorm_forward(a.xn1, a.rstd1, a.x_in, w.attn_norm, N, C, eps);  // (N, C)
-  project(l, Proj::proj_q, a.q, a.xn1, xa(Proj::proj_q), b, 0.0f);      // (N, H*D)
-  project(l, Proj::proj_k, a.k, a.xn1, xa(Proj::proj_k), b, 0.0f);      // (N, Hkv*D)
-  project(l, Proj::proj_v, a.v, a.xn1, xa(Proj::proj_v), b, 0.0f);      // (N, Hkv*D)
-  be_.rope_forward(a.q, b.positions, buf_.inv_freq, N, H, D);
-  be_.rope_forward(a.k, b.positions, buf_.inv_freq, N, Hkv, D);
+  qkv_forward(l, a, b);
   const AttentionShape shape{b.batch, b.seq, H, Hkv, D};
   be_.attention_forward(a.att, a.lse, a.q, a.k, a.v, b.segments, shape);  // (N, H*D)
   be_.copy(a.x_mid, a.x_in, sizeof(float) * static_cast<std::size_t>(N * C));
   project(l, Proj::proj_o, a.x_mid, a.att, xa(Proj::proj_o), b, 1.0f);  // residual (N, C), reduced
 
-  // MLP
+  // MLP, or the routed experts
   be_.rmsnorm_forward(a.xn2, a.rstd2, a.x_mid, w.mlp_norm, N, C, eps);        // (N, C)
+  if (spec_.layer_is_moe(l)) {
+    moe_forward(l, a, x_out, b);
+    return;
+  }
   project(l, Proj::proj_gate, a.gate, a.xn2, xa(Proj::proj_gate), b, 0.0f);  // (N, F)
   project(l, Proj::proj_up, a.up, a.xn2, xa(Proj::proj_up), b, 0.0f);        // (N, F)
   be_.swiglu_forward(a.h, a.gate, a.up, N * local_.intermediate_size);      // (N, F)
@@ -331,30 +399,167 @@ void LlamaModel::block_backward(std::int64_t l, const LayerActs& a, float* d_res
   const std::int64_t D = local_.head_dim;
   auto xa = [&](Proj p) { return a.xa[static_cast<int>(p)]; };
 
-  // MLP, in reverse
-  project_backward(l, Proj::proj_down, buf_.d_h, d_res, a.h, xa(Proj::proj_down), b, 0.0f);  // (N, F)
-  be_.swiglu_backward(buf_.d_gate, buf_.d_up, buf_.d_h, a.gate, a.up, N * local_.intermediate_size);
-  project_backward(l, Proj::proj_gate, buf_.d_xn, buf_.d_gate, a.xn2, xa(Proj::proj_gate), b, 0.0f);
-  project_backward(l, Proj::proj_up, buf_.d_xn, buf_.d_up, a.xn2, xa(Proj::proj_up), b, 1.0f);  // (N, C)
-  tp_allreduce(tp_.comm, buf_.d_xn, N * C);  // column-parallel input: the partial sums meet
+  // MLP (or the experts), in reverse
+  if (spec_.layer_is_moe(l)) {
+    moe_backward(l, a, d_res);  // complete d_xn
+  } else {
+    project_backward(l, Proj::proj_down, buf_.d_h, d_res, a.h, xa(Proj::proj_down), b, 0.0f);  // (N, F)
+    be_.swiglu_backward(buf_.d_gate, buf_.d_up, buf_.d_h, a.gate, a.up, N * local_.intermediate_size);
+    project_backward(l, Proj::proj_gate, buf_.d_xn, buf_.d_gate, a.xn2, xa(Proj::proj_gate), b, 0.0f);
+    project_backward(l, Proj::proj_up, buf_.d_xn, buf_.d_up, a.xn2, xa(Proj::proj_up), b, 1.0f);  // (N, C)
+    tp_allreduce(tp_.comm, buf_.d_xn, N * C);  // column-parallel input: the partial sums meet
+  }
   be_.rmsnorm_backward(d_res, nullptr, buf_.d_xn, a.x_mid, w.mlp_norm, a.rstd2, N, C, 1.0f);
 
   // attention, in reverse
   project_backward(l, Proj::proj_o, buf_.d_att, d_res, a.att, xa(Proj::proj_o), b, 0.0f);  // (N, H*D)
   const AttentionShape shape{b.batch, b.seq, H, Hkv, D};
   be_.attention_backward(buf_.d_q, buf_.d_k, buf_.d_v, buf_.d_att, a.att, a.lse, a.q, a.k, a.v, b.segments, shape);
-  be_.rope_backward(buf_.d_q, b.positions, buf_.inv_freq, N, H, D);
-  be_.rope_backward(buf_.d_k, b.positions, buf_.inv_freq, N, Hkv, D);
-  project_backward(l, Proj::proj_q, buf_.d_xn, buf_.d_q, a.xn1, xa(Proj::proj_q), b, 0.0f);
-  project_backward(l, Proj::proj_k, buf_.d_xn, buf_.d_k, a.xn1, xa(Proj::proj_k), b, 1.0f);
-  project_backward(l, Proj::proj_v, buf_.d_xn, buf_.d_v, a.xn1, xa(Proj::proj_v), b, 1.0f);  // (N, C)
+  qkv_backward(l, a, b);  // (N, C)
   tp_allreduce(tp_.comm, buf_.d_xn, N * C);  // column-parallel input: the partial sums meet
   be_.rmsnorm_backward(d_res, nullptr, buf_.d_xn, a.x_in, w.attn_norm, a.rstd1, N, C, 1.0f);
+}
+
+void LlamaModel::qkv_forward(std::int64_t l, LayerActs& a, const TokenBatch& b) {
+  const LayerWeights& w = base_.layers[static_cast<std::size_t>(l)];
+  const std::int64_t N = b.batch * b.seq, D = local_.head_dim;
+  const std::int64_t H = local_.num_attention_heads, Hkv = local_.num_key_value_heads;
+  const float eps = static_cast<float>(spec_.rms_norm_eps);
+  auto xa = [&](Proj p) { return a.xa[static_cast<int>(p)]; };
+  const bool norm = spec_.qk_norm;
+  project(l, Proj::proj_q, norm ? a.q_pre : a.q, a.xn1, xa(Proj::proj_q), b, 0.0f);  // (N, H*D)
+  project(l, Proj::proj_k, norm ? a.k_pre : a.k, a.xn1, xa(Proj::proj_k), b, 0.0f);  // (N, Hkv*D)
+  project(l, Proj::proj_v, a.v, a.xn1, xa(Proj::proj_v), b, 0.0f);                   // (N, Hkv*D)
+  if (norm) {  // each head over its D channels
+    be_.rmsnorm_forward(a.q, a.rstd_q, a.q_pre, w.q_norm, N * H, D, eps);
+    be_.rmsnorm_forward(a.k, a.rstd_k, a.k_pre, w.k_norm, N * Hkv, D, eps);
+  }
+  be_.rope_forward(a.q, b.positions, buf_.inv_freq, N, H, D);
+  be_.rope_forward(a.k, b.positions, buf_.inv_freq, N, Hkv, D);
+}
+
+void LlamaModel::qkv_backward(std::int64_t l, const LayerActs& a, const TokenBatch& b) {
+  const LayerWeights& w = base_.layers[static_cast<std::size_t>(l)];
+  const std::int64_t N = b.batch * b.seq, D = local_.head_dim;
+  const std::int64_t H = local_.num_attention_heads, Hkv = local_.num_key_value_heads;
+  auto xa = [&](Proj p) { return a.xa[static_cast<int>(p)]; };
+  be_.rope_backward(buf_.d_q, b.positions, buf_.inv_freq, N, H, D);
+  be_.rope_backward(buf_.d_k, b.positions, buf_.inv_freq, N, Hkv, D);
+  const float* d_q = buf_.d_q;
+  const float* d_k = buf_.d_k;
+  if (spec_.qk_norm) {
+    be_.rmsnorm_backward(buf_.d_qn, nullptr, buf_.d_q, a.q_pre, w.q_norm, a.rstd_q, N * H, D, 0.0f);
+    be_.rmsnorm_backward(buf_.d_kn, nullptr, buf_.d_k, a.k_pre, w.k_norm, a.rstd_k, N * Hkv, D, 0.0f);
+    d_q = buf_.d_qn;
+    d_k = buf_.d_kn;
+  }
+  project_backward(l, Proj::proj_q, buf_.d_xn, d_q, a.xn1, xa(Proj::proj_q), b, 0.0f);
+  project_backward(l, Proj::proj_k, buf_.d_xn, d_k, a.xn1, xa(Proj::proj_k), b, 1.0f);
+  project_backward(l, Proj::proj_v, buf_.d_xn, buf_.d_v, a.xn1, xa(Proj::proj_v), b, 1.0f);  // (N, C)
+}
+
+void LlamaModel::moe_forward(std::int64_t l, LayerActs& a, float* x_out, const TokenBatch& b) {
+  const LayerWeights& w = base_.layers[static_cast<std::size_t>(l)];
+  const MoeRoute& rt = buf_.routes[static_cast<std::size_t>(l)];
+  const std::int64_t N = b.batch * b.seq, C = local_.hidden_size, Fe = local_.moe.intermediate_size;
+  const std::int64_t E = spec_.moe.num_experts, K = spec_.moe.top_k, r = lora_.spec().rank;
+  be_.linear_forward(buf_.logits, a.xn2, w.router, nullptr, N, 0.0f);  // (N, E), the same on every TP rank
+  moe_route(buf_.logits, N, E, K, spec_.moe.norm_topk_prob, rt);
+  moe_gather(a.xs, a.xn2, rt, N, K, C);  // (R, C) in expert order
+  auto xa = [&](Proj p, std::int64_t row0) {
+    float* x = a.xa[static_cast<int>(p)];
+    return x ? x + row0 * r : nullptr;
+  };
+  const backend::LoraDropout none;  // experts take no dropout (checked at construction)
+  for (std::int64_t e = 0; e < E; ++e) {
+    const std::int64_t o = rt.offsets[e], n = rt.offsets[e + 1] - o;
+    if (n == 0) continue;
+    auto shard = [&](Proj p) { return linear_shard(base_, &lora_, buf_.lora_params, nullptr, l, p, e); };
+    linear_forward_local(be_, shard(Proj::proj_expert_gate), a.egate + o * Fe, a.xs + o * C,
+                         xa(Proj::proj_expert_gate, o), n, 0.0f, none);  // (n, fe)
+    linear_forward_local(be_, shard(Proj::proj_expert_up), a.eup + o * Fe, a.xs + o * C,
+                         xa(Proj::proj_expert_up, o), n, 0.0f, none);
+    be_.swiglu_forward(a.eh + o * Fe, a.egate + o * Fe, a.eup + o * Fe, n * Fe);
+    // The output too when recomputing: the weights' gradient reads it.
+    linear_forward_local(be_, shard(Proj::proj_expert_down), a.ye + o * C, a.eh + o * Fe,
+                         xa(Proj::proj_expert_down, o), n, 0.0f, none);  // (n, C), partial over TP
+  }
+  if (!x_out) return;
+  moe_combine(buf_.moe_out, a.ye, rt, N, K, C);
+  tp_allreduce(tp_.comm, buf_.moe_out, N * C);  // the experts' down projections are row-parallel
+  be_.copy(x_out, a.x_mid, sizeof(float) * static_cast<std::size_t>(N * C));
+  for (std::int64_t i = 0; i < N * C; ++i) x_out[i] += buf_.moe_out[i];
+}
+
+void LlamaModel::moe_backward(std::int64_t l, const LayerActs& a, const float* d_res) {
+  const LayerWeights& w = base_.layers[static_cast<std::size_t>(l)];
+  const MoeRoute& rt = buf_.routes[static_cast<std::size_t>(l)];
+  const std::int64_t N = n_cur_, C = local_.hidden_size, Fe = local_.moe.intermediate_size;
+  const std::int64_t E = spec_.moe.num_experts, K = spec_.moe.top_k, r = lora_.spec().rank;
+  // The weights' gradient reads the experts' outputs, partial over the TP group: reduced.
+  moe_combine_backward(buf_.dweight, buf_.d_ye, d_res, a.ye, rt, N, K, C);
+  tp_allreduce(tp_.comm, buf_.dweight, N * K);
+  auto xa = [&](Proj p, std::int64_t row0) {
+    const float* x = a.xa[static_cast<int>(p)];
+    return x ? x + row0 * r : nullptr;
+  };
+  const backend::LoraDropout none;
+  for (std::int64_t e = 0; e < E; ++e) {
+    const std::int64_t o = rt.offsets[e], n = rt.offsets[e + 1] - o;
+    if (n == 0) continue;
+    auto shard = [&](Proj p) { return linear_shard(base_, &lora_, buf_.lora_params, buf_.lora_grads, l, p, e); };
+    linear_backward_local(be_, shard(Proj::proj_expert_down), buf_.d_eh + o * Fe, buf_.d_ye + o * C,
+                          a.eh + o * Fe, xa(Proj::proj_expert_down, o), n, 0.0f, none);  // (n, fe)
+    be_.swiglu_backward(buf_.d_egate + o * Fe, buf_.d_eup + o * Fe, buf_.d_eh + o * Fe, a.egate + o * Fe,
+                        a.eup + o * Fe, n * Fe);
+    linear_backward_local(be_, shard(Proj::proj_expert_gate), buf_.d_xs + o * C, buf_.d_egate + o * Fe,
+                          a.xs + o * C, xa(Proj::proj_expert_gate, o), n, 0.0f, none);
+    linear_backward_local(be_, shard(Proj::proj_expert_up), buf_.d_xs + o * C, buf_.d_eup + o * Fe,
+                          a.xs + o * C, xa(Proj::proj_expert_up, o), n, 1.0f, none);  // (n, C)
+  }
+  moe_scatter(buf_.d_xn, buf_.d_xs, rt, N, K, C);
+  tp_allreduce(tp_.comm, buf_.d_xn, N * C);  // the experts' gate/up are column-parallel
+  // The router (replicated): its input gradient is complete on every rank.
+  moe_router_backward(buf_.logits, buf_.dweight, rt, N, E, K, spec_.moe.norm_topk_prob,
+                      aux_grad_.empty() ? nullptr : aux_grad_.data());
+  be_.linear_backward_input(buf_.d_xn, buf_.logits, w.router, N, 1.0f);
+}
+
+void LlamaModel::aux_loss_compute(std::int64_t n) {
+  aux_loss_ = 0.0;
+  aux_grad_.clear();
+  if (!spec_.is_moe() || !spec_.moe.aux_loss) return;
+  const std::int64_t E = spec_.moe.num_experts, K = spec_.moe.top_k;
+  std::vector<double> count(static_cast<std::size_t>(E)), prob_sum(static_cast<std::size_t>(E));
+  std::int64_t sparse = 0;
+  for (std::int64_t l = 0; l < spec_.num_hidden_layers; ++l) {
+    if (!spec_.layer_is_moe(l)) continue;
+    moe_aux_accumulate(buf_.routes[static_cast<std::size_t>(l)], n, E, K, count, prob_sum);
+    ++sparse;
+  }
+  const double rows = static_cast<double>(n * sparse);
+  aux_grad_.assign(static_cast<std::size_t>(E), 0.0);
+  for (std::int64_t e = 0; e < E; ++e) {
+    const auto i = static_cast<std::size_t>(e);
+    aux_loss_ += static_cast<double>(E) * (count[i] / rows) * (prob_sum[i] / rows);
+    aux_grad_[i] = static_cast<double>(aux_weight_) * static_cast<double>(E) * count[i] / (rows * rows);
+  }
+}
+
+std::vector<std::int64_t> LlamaModel::last_expert_load() const {
+  std::vector<std::int64_t> out;
+  for (std::int64_t l = 0; l < spec_.num_hidden_layers; ++l) {
+    if (!spec_.layer_is_moe(l)) continue;
+    const MoeRoute& rt = buf_.routes[static_cast<std::size_t>(l)];
+    for (std::int64_t e = 0; e < spec_.moe.num_experts; ++e) out.push_back(rt.offsets[e + 1] - rt.offsets[e]);
+  }
+  return out;
 }
 
 const float* LlamaModel::forward_hidden(const TokenBatch& b) {
   const std::int64_t N = b.batch * b.seq, C = spec_.hidden_size;
   const std::int64_t L = spec_.num_hidden_layers;
+  n_cur_ = N;
   vocab_parallel_embedding(be_, tp_.comm, buf_.acts[0].x_in, b.ids, base_.embed, N, vocab_shard());  // (N, C)
   for (std::int64_t l = 0; l < L; ++l) {
     float* x_out = l + 1 < L ? buf_.acts[static_cast<std::size_t>(l + 1)].x_in : buf_.x_final;
@@ -372,6 +577,7 @@ double LlamaModel::train_micro_batch(const TokenBatch& host_batch, float grad_sc
   dropout_on_ = true;
   const std::int64_t N = b.batch * b.seq, C = spec_.hidden_size;
   const float* hidden = forward_hidden(b);
+  aux_loss_compute(N);
   // Loss and dL/d(hidden) together, a block of rows at a time.
   const double loss = vocab_parallel_cross_entropy(be_, tp_.comm, buf_.d_xn, hidden, base_.lm_head,
                                                    b.targets, N, grad_scale, vocab_shard());

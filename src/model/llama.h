@@ -7,6 +7,12 @@
 //   x_mid = x + attention(q,k,v)·Wo^T + LoRA
 //   xn2 = rmsnorm(x_mid)        h = silu(xn2·Wg^T + LoRA) * (xn2·Wu^T + LoRA)
 //   x_out = x_mid + h·Wd^T + LoRA
+// Qwen3 normalises each head of q and k (q_norm, k_norm) before rope. A sparse block
+// (Qwen3-MoE, Mixtral) routes each token of xn2 to its top-k experts instead of the MLP
+// (model/moe_routing.h): rows sorted by expert, one GEMM per expert with its own adapters,
+//   x_out = x_mid + Σ_j weight_j · expert_j(xn2)
+// and the router (frozen) gets its gradient through the weights and, when config.json asks
+// for it, through transformers' load-balancing loss.
 // Every buffer lives in one arena sized at construction from (micro_batch, seq_len); with
 // activation checkpointing only each block's input is kept and the block is recomputed
 // inside backward.
@@ -22,6 +28,7 @@
 #include "model/llama_weights.h"
 #include "model/lora.h"
 #include "model/model_spec.h"
+#include "model/moe_routing.h"
 #include "model/tp_layers.h"
 
 namespace anvil::model {
@@ -47,10 +54,11 @@ struct ModelLimits {
 // The rotary frequencies HF uses for `spec` (default, linear or llama3 scaling), (D/2).
 std::vector<float> rope_inv_freq(const ModelSpec& spec);
 
-// One rank's part of projection p of block `layer`: base weight, bias and, when `lora` has
-// an adapter there, its A and B in `params` and their gradients in `grads` (may be null).
+// One rank's part of projection p of block `layer` (of routed expert `expert` for the
+// expert projections): base weight, bias and, when `lora` has an adapter there, its A and B
+// in `params` and their gradients in `grads` (may be null).
 LinearShard linear_shard(const BaseWeights& base, const LoraLayout* lora, const float* params,
-                         float* grads, std::int64_t layer, Proj p);
+                         float* grads, std::int64_t layer, Proj p, std::int64_t expert = -1);
 
 // One projection of block `layer` over n rows on one rank: y(n, out) = x W^T (+ bias) +
 // beta*y, plus the adapter when `lora` has one there (xa (n, r) saved for backward). The
@@ -128,6 +136,19 @@ class LlamaModel {
   // only (no TP).
   void logits(const TokenBatch& batch, float* out);
 
+  // Mixture of experts: the weight of the load-balancing loss in the gradient of the next
+  // train_micro_batch calls (config.json's router_aux_loss_coef divided by the step's
+  // micro-batches; 0 leaves the router's loss out), and the loss of the last forward.
+  void set_aux_loss_weight(float w) { aux_weight_ = w; }
+  double last_aux_loss() const { return aux_loss_; }
+  // Tokens routed to each expert of each sparse layer in the last forward, (layer, E)
+  // row-major over the sparse layers in order (min/max load for the metrics).
+  std::vector<std::int64_t> last_expert_load() const;
+  // The routing of sparse layer `layer` in the last forward (null for a dense layer).
+  const MoeRoute* route(std::int64_t layer) const {
+    return spec_.layer_is_moe(layer) ? &buf_.routes[static_cast<std::size_t>(layer)] : nullptr;
+  }
+
  private:
   // Shapes with this rank's H, Hkv, F (the whole model's divided over the TP group).
   struct LayerActs {
@@ -145,7 +166,18 @@ class LlamaModel {
     float* gate;   // (N, F)
     float* up;     // (N, F)
     float* h;      // (N, F)
-    std::array<float*, kProjCount> xa{};  // (N, r) per adapted projection
+    std::array<float*, kProjCount> xa{};  // (N, r) per adapted projection; (N·k, r) per expert one
+    // qk-norm: q and k before their norm, and the norms' 1/rms per head
+    float* q_pre = nullptr;   // (N, H*D)
+    float* k_pre = nullptr;   // (N, Hkv*D)
+    float* rstd_q = nullptr;  // (N*H)
+    float* rstd_k = nullptr;  // (N*Hkv)
+    // a sparse block's rows in expert order (R = N·k), fe = this rank's rows of an expert
+    float* xs = nullptr;     // (R, C) gathered xn2
+    float* egate = nullptr;  // (R, fe)
+    float* eup = nullptr;    // (R, fe)
+    float* eh = nullptr;     // (R, fe)
+    float* ye = nullptr;     // (R, C) expert outputs (partial sums over the TP group)
   };
   // Every buffer of the arena, in the order carve() takes them.
   struct Buffers {
@@ -171,6 +203,19 @@ class LlamaModel {
     float* d_gate = nullptr;       // (N, F)
     float* d_up = nullptr;         // (N, F)
     float* d_h = nullptr;          // (N, F)
+    float* d_qn = nullptr;         // (N, H*D) qk-norm: gradient before the norm
+    float* d_kn = nullptr;         // (N, Hkv*D)
+    // sparse blocks: the routing of each layer (kept for the aux loss and backward), and
+    // scratch shared by the layers
+    std::vector<MoeRoute> routes;  // per layer; empty for dense layers
+    float* logits = nullptr;       // (N, E) router logits, then their gradient
+    float* moe_out = nullptr;      // (N, C) the combined expert outputs
+    float* dweight = nullptr;      // (N, k)
+    float* d_ye = nullptr;         // (R, C)
+    float* d_xs = nullptr;         // (R, C)
+    float* d_egate = nullptr;      // (R, fe)
+    float* d_eup = nullptr;        // (R, fe)
+    float* d_eh = nullptr;         // (R, fe)
   };
   // Takes every buffer from `arena` (null pointers in plan mode). The one list of the
   // arena's contents: the constructor and arena_bytes_for both run it.
@@ -190,6 +235,17 @@ class LlamaModel {
   void block_forward(std::int64_t layer, LayerActs& a, float* x_out, const TokenBatch& b);
   // d_res holds dL/d(x_out) and becomes dL/d(x_in).
   void block_backward(std::int64_t layer, const LayerActs& a, float* d_res, const TokenBatch& b);
+  // q, k (and v) of block `layer` from a.xn1, normed per head (qk-norm) and rotated.
+  void qkv_forward(std::int64_t layer, LayerActs& a, const TokenBatch& b);
+  // d_q, d_k (rotated, normed) back to d_xn of the block input's norm.
+  void qkv_backward(std::int64_t layer, const LayerActs& a, const TokenBatch& b);
+  // The sparse MLP: x_out = x_mid + the weighted experts of a.xn2 (x_out null: recompute).
+  void moe_forward(std::int64_t layer, LayerActs& a, float* x_out, const TokenBatch& b);
+  // dL/d(x_out) in d_res to dL/d(xn2) in buf_.d_xn (complete over the TP group).
+  void moe_backward(std::int64_t layer, const LayerActs& a, const float* d_res);
+  // After a forward: the load-balancing loss of every sparse layer's routing, and its
+  // gradient per expert (aux_grad_) scaled by aux_weight_.
+  void aux_loss_compute(std::int64_t n);
   // Embedding, every block and the final norm; returns the final normed hidden (N, C).
   const float* forward_hidden(const TokenBatch& b);
   // `b` with its arrays in backend memory: itself on the CPU, uploaded copies on a device.
@@ -210,6 +266,10 @@ class LlamaModel {
   std::uint64_t step_ = 0;
   bool dropout_on_ = false;
   std::int64_t n_max_ = 0;  // B*T
+  std::int64_t n_cur_ = 0;  // B*T of the micro-batch in flight
+  float aux_weight_ = 0.0f;
+  double aux_loss_ = 0.0;
+  std::vector<double> aux_grad_;  // (E) dL/dprobs of every sparse row; empty: no aux loss
 
   Arena arena_;
   Buffers buf_;

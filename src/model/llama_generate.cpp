@@ -36,6 +36,40 @@ Generator::Generator(const ModelSpec& spec, const BaseWeights& base, const LoraL
   h_.resize(F);
   xa_.resize(static_cast<std::size_t>(lora_ ? lora_->spec().rank : 1));
   logits_.resize(static_cast<std::size_t>(spec.vocab_size));
+  rstd_heads_.resize(static_cast<std::size_t>(spec.num_attention_heads));
+  if (spec.is_moe()) {
+    const auto E = static_cast<std::size_t>(spec.moe.num_experts), K = static_cast<std::size_t>(spec.moe.top_k);
+    const auto Fe = static_cast<std::size_t>(spec.moe.intermediate_size);
+    router_.resize(E);
+    probs_.resize(E);
+    weight_.resize(K);
+    expert_.resize(K);
+    row_.resize(K);
+    token_.resize(K);
+    offsets_.resize(E + 1);
+    gate_.resize(std::max(F, Fe));
+    up_.resize(std::max(F, Fe));
+    h_.resize(std::max(F, Fe));
+    y_.resize(C);
+  }
+}
+
+void Generator::experts_forward(std::int64_t l) {
+  const LayerWeights& w = base_.layers[static_cast<std::size_t>(l)];
+  const std::int64_t C = spec_.hidden_size, E = spec_.moe.num_experts, K = spec_.moe.top_k;
+  be_.linear_forward(router_.data(), xn_.data(), w.router, nullptr, 1, 0.0f);  // (1, E)
+  const MoeRoute r{probs_.data(), expert_.data(), weight_.data(), row_.data(), token_.data(), offsets_.data()};
+  moe_route(router_.data(), 1, E, K, spec_.moe.norm_topk_prob, r);
+  for (std::int64_t j = 0; j < K; ++j) {  // in choice order, as the training forward combines
+    const std::int64_t e = expert_[static_cast<std::size_t>(j)];
+    auto shard = [&](Proj p) { return linear_shard(base_, lora_, lora_params_, nullptr, l, p, e); };
+    linear_forward_local(be_, shard(Proj::proj_expert_gate), gate_.data(), xn_.data(), xa_.data(), 1, 0.0f, {});
+    linear_forward_local(be_, shard(Proj::proj_expert_up), up_.data(), xn_.data(), xa_.data(), 1, 0.0f, {});
+    be_.swiglu_forward(h_.data(), gate_.data(), up_.data(), spec_.moe.intermediate_size);
+    linear_forward_local(be_, shard(Proj::proj_expert_down), y_.data(), h_.data(), xa_.data(), 1, 0.0f, {});
+    const float wj = weight_[static_cast<std::size_t>(j)];
+    for (std::int64_t i = 0; i < C; ++i) x_[static_cast<std::size_t>(i)] += wj * y_[static_cast<std::size_t>(i)];
+  }
 }
 
 void Generator::project(std::int64_t layer, Proj p, float* y, const float* x, float beta) {
@@ -61,11 +95,19 @@ const float* Generator::step(std::int32_t token) {
     project(l, Proj::proj_q, q_.data(), xn_.data(), 0.0f);         // (1, H*D)
     project(l, Proj::proj_k, kc + pos_ * KV, xn_.data(), 0.0f);    // into the cache
     project(l, Proj::proj_v, vc + pos_ * KV, xn_.data(), 0.0f);
+    if (spec_.qk_norm) {  // each head over its D channels (the norm reads and writes in place)
+      be_.rmsnorm_forward(q_.data(), rstd_heads_.data(), q_.data(), w.q_norm, H, D, eps);
+      be_.rmsnorm_forward(kc + pos_ * KV, rstd_heads_.data(), kc + pos_ * KV, w.k_norm, Hkv, D, eps);
+    }
     be_.rope_forward(q_.data(), &pos, inv_freq_.data(), 1, H, D);
     be_.rope_forward(kc + pos_ * KV, &pos, inv_freq_.data(), 1, Hkv, D);
     be_.attention_decode(att_.data(), q_.data(), kc, vc, pos_ + 1, H, Hkv, D);  // (1, H*D)
     project(l, Proj::proj_o, x_.data(), att_.data(), 1.0f);        // residual
     be_.rmsnorm_forward(xn_.data(), &rstd, x_.data(), w.mlp_norm, 1, C, eps);
+    if (spec_.layer_is_moe(l)) {
+      experts_forward(l);
+      continue;
+    }
     project(l, Proj::proj_gate, gate_.data(), xn_.data(), 0.0f);
     project(l, Proj::proj_up, up_.data(), xn_.data(), 0.0f);
     be_.swiglu_forward(h_.data(), gate_.data(), up_.data(), spec_.intermediate_size);

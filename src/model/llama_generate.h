@@ -38,6 +38,8 @@ class Generator {
 
  private:
   void project(std::int64_t layer, Proj p, float* y, const float* x, float beta);
+  // x_ += the token's top-k experts of xn_, weighted (a sparse layer's MLP).
+  void experts_forward(std::int64_t layer);
 
   const ModelSpec& spec_;
   const BaseWeights& base_;
@@ -49,6 +51,9 @@ class Generator {
   std::vector<float> inv_freq_;
   std::vector<float> k_cache_, v_cache_;  // (L, max_len, Hkv*D) each
   std::vector<float> x_, xn_, q_, k_, v_, att_, gate_, up_, h_, xa_, logits_;
+  std::vector<float> rstd_heads_, router_, probs_, weight_, y_;  // qk-norm and the experts
+  std::vector<std::int32_t> expert_, row_, token_;
+  std::vector<std::int64_t> offsets_;
 };
 
 }  // namespace anvil::model

@@ -109,6 +109,23 @@ TensorView weight_view(Owner& o, const std::string& name, DType want, std::optio
   return dst;
 }
 
+// A sparse layer's router (whole, f32: its logits pick the experts) and this rank's slice
+// of every expert.
+void carve_experts(Owner& o, const ModelSpec& spec, DType storage, const TpShard& shard, std::int64_t l,
+                   LayerWeights& lw, std::int64_t* copied) {
+  lw.router = weight_view(o, str_cat("model.layers.", l, ".", spec.moe_module(), ".gate.weight"), DType::dtype_f32,
+                          std::nullopt, copied);
+  for (std::int64_t e = 0; e < spec.moe.num_experts; ++e) {
+    std::array<TensorView, 3> ex;
+    for (int k = 0; k < 3; ++k) {
+      const Proj proj = static_cast<Proj>(static_cast<int>(Proj::proj_expert_gate) + k);
+      ex[static_cast<std::size_t>(k)] = weight_view(o, proj_module_path(spec, l, proj, e) + ".weight", storage,
+                                                    tp_proj_slice(spec, shard, proj), copied);
+    }
+    lw.experts.push_back(ex);
+  }
+}
+
 void carve(Owner& o, const ModelSpec& spec, DType storage, const TpShard& shard, BaseWeights& w) {
   w = BaseWeights{};
   w.storage = storage;
@@ -122,9 +139,16 @@ void carve(Owner& o, const ModelSpec& spec, DType storage, const TpShard& shard,
     LayerWeights lw;
     lw.attn_norm = weight_view(o, p + "input_layernorm.weight", f32, std::nullopt, copied);
     lw.mlp_norm = weight_view(o, p + "post_attention_layernorm.weight", f32, std::nullopt, copied);
+    if (spec.qk_norm) {
+      lw.q_norm = weight_view(o, p + "self_attn.q_norm.weight", f32, std::nullopt, copied);
+      lw.k_norm = weight_view(o, p + "self_attn.k_norm.weight", f32, std::nullopt, copied);
+    }
+    const bool sparse = spec.layer_is_moe(l);
+    if (sparse) carve_experts(o, spec, storage, shard, l, lw, copied);
     for (int i = 0; i < kProjCount; ++i) {
       const Proj proj = static_cast<Proj>(i);
-      const std::string base = proj_module_path(l, proj);
+      if (proj_is_expert(proj) || (sparse && proj >= Proj::proj_gate)) continue;
+      const std::string base = proj_module_path(spec, l, proj);
       const WeightSlice slice = tp_proj_slice(spec, shard, proj);
       lw.proj[i] = weight_view(o, base + ".weight", storage, slice, copied);
       // A bias belongs to the output rows: a column-parallel layer's is split with them,

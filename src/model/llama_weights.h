@@ -23,6 +23,11 @@ struct LayerWeights {
   std::array<TensorView, kProjCount> bias;      // q/k/v biases (Qwen2), sliced like their rows
                                                 // (o/down biases whole); empty views otherwise
   TensorView mlp_norm;                          // (C)
+  TensorView q_norm, k_norm;                    // (D) Qwen3's per-head norms; empty otherwise
+  // A sparse (mixture-of-experts) layer instead of the dense MLP: the router (E, C),
+  // replicated, and each expert's gate (fe, C), up (fe, C) and down (C, fe), fe its local rows.
+  TensorView router;
+  std::vector<std::array<TensorView, 3>> experts;
 };
 
 struct BaseWeights {

@@ -1,5 +1,6 @@
 #include "model/lora.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include "core/error.h"
@@ -9,8 +10,9 @@ namespace anvil::model {
 
 namespace {
 
-constexpr const char* kProjNames[kProjCount] = {"q_proj",    "k_proj",  "v_proj",   "o_proj",
-                                                "gate_proj", "up_proj", "down_proj"};
+constexpr const char* kProjNames[kProjCount] = {
+    "q_proj",   "k_proj",    "v_proj",            "o_proj",          "gate_proj",
+    "up_proj",  "down_proj", "experts.gate_proj", "experts.up_proj", "experts.down_proj"};
 
 // Philox stream slot of LoRA initialisation, apart from the dropout slots (0..6).
 constexpr std::uint32_t kInitSlot = 0x80;
@@ -19,10 +21,32 @@ constexpr std::uint32_t kInitSlot = 0x80;
 
 const char* proj_name(Proj p) { return kProjNames[static_cast<int>(p)]; }
 
+bool proj_is_expert(Proj p) { return p >= Proj::proj_expert_gate; }
+
 const char* proj_module(Proj p) { return p <= Proj::proj_o ? "self_attn" : "mlp"; }
 
-std::string proj_module_path(std::int64_t layer, Proj p) {
-  return str_cat("model.layers.", layer, ".", proj_module(p), ".", proj_name(p));
+namespace {
+constexpr const char* kExpertLeaf[3] = {"gate_proj", "up_proj", "down_proj"};
+constexpr const char* kMixtralLeaf[3] = {"w1", "w3", "w2"};  // gate, up, down
+const char* expert_leaf(const ModelSpec& spec, int k) {
+  return spec.model_type == "mixtral" ? kMixtralLeaf[k] : kExpertLeaf[k];
+}
+}  // namespace
+
+std::optional<Proj> expert_proj_from_leaf(const ModelSpec& spec, const std::string& leaf) {
+  if (!spec.is_moe()) return std::nullopt;
+  for (int k = 0; k < 3; ++k)
+    if (leaf == expert_leaf(spec, k)) return static_cast<Proj>(static_cast<int>(Proj::proj_expert_gate) + k);
+  return std::nullopt;
+}
+
+std::string proj_module_path(const ModelSpec& spec, std::int64_t layer, Proj p, std::int64_t expert) {
+  const std::string block = str_cat("model.layers.", layer, ".");
+  if (p <= Proj::proj_o) return str_cat(block, "self_attn.", proj_name(p));
+  if (!proj_is_expert(p)) return str_cat(block, "mlp.", proj_name(p));
+  ANVIL_CHECK(expert >= 0 && expert < spec.moe.num_experts, "expert ", expert, " of ", spec.moe.num_experts);
+  const int k = static_cast<int>(p) - static_cast<int>(Proj::proj_expert_gate);
+  return str_cat(block, spec.moe_module(), ".experts.", expert, ".", expert_leaf(spec, k));
 }
 
 std::optional<Proj> proj_from_name(const std::string& name) {
@@ -42,6 +66,9 @@ std::array<std::int64_t, 2> proj_shape(const ModelSpec& s, Proj p) {
     case Proj::proj_gate: return {s.intermediate_size, s.hidden_size};
     case Proj::proj_up: return {s.intermediate_size, s.hidden_size};
     case Proj::proj_down: return {s.hidden_size, s.intermediate_size};
+    case Proj::proj_expert_gate:
+    case Proj::proj_expert_up: return {s.moe.intermediate_size, s.hidden_size};
+    case Proj::proj_expert_down: return {s.hidden_size, s.moe.intermediate_size};
   }
   ANVIL_CHECK(false, "bad projection");
   return {};
@@ -61,10 +88,16 @@ std::array<bool, kProjCount> lora_targets_from_names(const std::vector<std::stri
                                                      const std::string& key) {
   std::array<bool, kProjCount> out{};
   for (const auto& n : names) {
+    if (n == "experts") {
+      for (const Proj p : {Proj::proj_expert_gate, Proj::proj_expert_up, Proj::proj_expert_down})
+        out[static_cast<int>(p)] = true;
+      continue;
+    }
     auto p = proj_from_name(n);
     ANVIL_CHECK_INPUT(p.has_value(), key, ": unknown LoRA target '", n,
-                      "' (expected q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj or "
-                      "down_proj)");
+                      "' (expected q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj, "
+                      "experts, or one expert projection: experts.gate_proj, experts.up_proj, "
+                      "experts.down_proj)");
     out[static_cast<int>(*p)] = true;
   }
   return out;
@@ -74,32 +107,44 @@ LoraLayout::LoraLayout(const ModelSpec& spec, const LoraSpec& lora) : lora_(lora
   ANVIL_CHECK(lora.rank > 0, "LoRA rank must be positive");
   index_.assign(static_cast<std::size_t>(spec.num_hidden_layers * kProjCount), -1);
   for (std::int64_t l = 0; l < spec.num_hidden_layers; ++l) {
+    const bool sparse = spec.layer_is_moe(l);
     for (int p = 0; p < kProjCount; ++p) {
-      if (!lora.targets[p]) continue;
-      auto [out, in] = proj_shape(spec, static_cast<Proj>(p));
-      LoraSlot s{l, static_cast<Proj>(p), in, out, size_, 0};
-      s.b_offset = s.a_offset + lora.rank * in;
-      size_ = s.b_offset + out * lora.rank;
+      const Proj proj = static_cast<Proj>(p);
+      const bool mlp = proj >= Proj::proj_gate;
+      if (!lora.targets[p] || (mlp && proj_is_expert(proj) != sparse)) continue;
+      auto [out, in] = proj_shape(spec, proj);
       index_[static_cast<std::size_t>(l * kProjCount + p)] = static_cast<std::int64_t>(slots_.size());
-      slots_.push_back(s);
+      const std::int64_t experts = proj_is_expert(proj) ? spec.moe.num_experts : 1;
+      for (std::int64_t e = 0; e < experts; ++e) {
+        LoraSlot s{l, proj, in, out, size_, 0, proj_is_expert(proj) ? e : -1, ""};
+        s.module = proj_module_path(spec, l, proj, s.expert);
+        s.b_offset = s.a_offset + lora.rank * in;
+        size_ = s.b_offset + out * lora.rank;
+        slots_.push_back(std::move(s));
+      }
     }
   }
 }
 
-const LoraSlot* LoraLayout::find(std::int64_t layer, Proj p) const {
+const LoraSlot* LoraLayout::find(std::int64_t layer, Proj p, std::int64_t expert) const {
   const std::size_t i = static_cast<std::size_t>(layer * kProjCount + static_cast<int>(p));
-  if (i >= index_.size() || index_[i] < 0) return nullptr;
-  return &slots_[static_cast<std::size_t>(index_[i])];
+  if (layer < 0 || i >= index_.size() || index_[i] < 0) return nullptr;
+  const std::int64_t slot = index_[i] + std::max<std::int64_t>(expert, 0);
+  ANVIL_CHECK(proj_is_expert(p) == (expert >= 0), "LoRA lookup: expert ", expert, " of ", proj_name(p));
+  return &slots_[static_cast<std::size_t>(slot)];
 }
 
 std::string LoraLayout::peft_name(const LoraSlot& s, char which) {
-  return str_cat("base_model.model.", proj_module_path(s.layer, s.proj), ".lora_", which, ".weight");
+  return str_cat("base_model.model.", s.module, ".lora_", which, ".weight");
 }
 
 void lora_init(const LoraLayout& layout, std::uint64_t seed, float* params) {
   const std::int64_t r = layout.spec().rank;
   for (const auto& s : layout.slots()) {
-    const PhiloxStream stream = philox_stream(seed, 0, static_cast<std::uint32_t>(s.layer),
+    // Expert e's stream is step e + 1 of the init slots (dropout uses the slots below them),
+    // so a dense model's values stay what they were.
+    const PhiloxStream stream = philox_stream(seed, static_cast<std::uint64_t>(s.expert + 1),
+                                              static_cast<std::uint32_t>(s.layer),
                                               kInitSlot + static_cast<std::uint32_t>(s.proj));
     const float bound = 1.0f / std::sqrt(static_cast<float>(s.in));
     float* a = params + s.a_offset;

@@ -14,17 +14,28 @@
 
 namespace anvil::model {
 
-// The seven linear layers of a Llama block, in HF module order.
-enum class Proj { proj_q, proj_k, proj_v, proj_o, proj_gate, proj_up, proj_down };
-inline constexpr int kProjCount = 7;
-// "q_proj", ... "down_proj"
+// The linear layers of a block, in HF module order: the seven of a dense Llama block, then
+// the three of each routed expert of a mixture-of-experts block (which has no dense MLP).
+enum class Proj {
+  proj_q, proj_k, proj_v, proj_o, proj_gate, proj_up, proj_down,
+  proj_expert_gate, proj_expert_up, proj_expert_down
+};
+inline constexpr int kProjCount = 10;
+// "q_proj", ... "down_proj", "experts.gate_proj", "experts.up_proj", "experts.down_proj":
+// anvil's names (config keys, checkpoint datasets), the same for every model family.
 const char* proj_name(Proj p);
-// "self_attn" or "mlp"
+bool proj_is_expert(Proj p);
+// "self_attn" or "mlp" (experts included): the prefix of anvil's checkpoint dataset names.
 const char* proj_module(Proj p);
-// The HF module path of projection p of block `layer`: "model.layers.3.self_attn.q_proj"
-// (+ ".weight" / ".bias" names its tensors; PEFT prefixes "base_model.model.").
-std::string proj_module_path(std::int64_t layer, Proj p);
+// The HF module path of projection p of block `layer` (of routed expert `expert`):
+// "model.layers.3.self_attn.q_proj", "model.layers.3.mlp.experts.5.gate_proj" (Qwen3-MoE),
+// "model.layers.3.block_sparse_moe.experts.5.w1" (Mixtral). + ".weight" / ".bias" names its
+// tensors; PEFT prefixes "base_model.model.".
+std::string proj_module_path(const ModelSpec& spec, std::int64_t layer, Proj p, std::int64_t expert = -1);
 std::optional<Proj> proj_from_name(const std::string& name);
+// The expert projection an HF leaf module name stands for in `spec`'s sparse layers
+// ("gate_proj" or Mixtral's "w1" -> proj_expert_gate, ...); nullopt for a dense model.
+std::optional<Proj> expert_proj_from_leaf(const ModelSpec& spec, const std::string& leaf);
 // (out, in) of the projection's weight.
 std::array<std::int64_t, 2> proj_shape(const ModelSpec& spec, Proj p);
 
@@ -38,7 +49,8 @@ struct LoraSpec {
   bool targets_any() const;
 };
 
-// Throws a user error naming `key` for an unknown target name.
+// Throws a user error naming `key` for an unknown target name. "experts" names the three
+// projections of every routed expert.
 std::array<bool, kProjCount> lora_targets_from_names(const std::vector<std::string>& names,
                                                      const std::string& key);
 
@@ -49,9 +61,13 @@ struct LoraSlot {
   std::int64_t in = 0, out = 0;
   std::int64_t a_offset = 0;  // (r, in)
   std::int64_t b_offset = 0;  // (out, r)
+  std::int64_t expert = -1;   // a routed expert's projection: which expert
+  std::string module;         // the HF module path (proj_module_path)
 };
 
-// The flat layout: for each layer, for each targeted projection in Proj order, A then B.
+// The flat layout: for each layer, for each targeted projection the layer has, in Proj
+// order (and each expert in turn), A then B. A sparse layer has the expert projections
+// instead of gate/up/down.
 class LoraLayout {
  public:
   LoraLayout() = default;
@@ -60,14 +76,14 @@ class LoraLayout {
   std::int64_t size() const { return size_; }  // floats in the flat buffer
   const std::vector<LoraSlot>& slots() const { return slots_; }
   // nullptr when the projection has no adapter.
-  const LoraSlot* find(std::int64_t layer, Proj p) const;
-  // PEFT's tensor names: base_model.model.model.layers.{i}.{module}.{proj}.lora_{A,B}.weight
+  const LoraSlot* find(std::int64_t layer, Proj p, std::int64_t expert = -1) const;
+  // PEFT's tensor names: base_model.model.{module}.lora_{A,B}.weight
   static std::string peft_name(const LoraSlot& s, char which);
 
  private:
   LoraSpec lora_;
   std::vector<LoraSlot> slots_;
-  std::vector<std::int64_t> index_;  // layer * kProjCount + proj -> slot or -1
+  std::vector<std::int64_t> index_;  // layer * kProjCount + proj -> (first expert's) slot or -1
   std::int64_t size_ = 0;
 };
 

@@ -62,17 +62,25 @@ void write_text(const std::string& path, const std::string& text) {
 enum class InitKind { normal, ones, zeros };
 
 InitKind init_kind(const std::string& name) {
-  if (ends_with(name, "layernorm.weight") || name == "model.norm.weight") return InitKind::ones;
+  if (ends_with(name, "layernorm.weight") || ends_with(name, "_norm.weight") || name == "model.norm.weight")
+    return InitKind::ones;
   if (ends_with(name, ".bias")) return InitKind::zeros;
   return InitKind::normal;  // linear layers and the embedding: HF's initializer_range
 }
 
 // Fills out[0, end - begin) with elements [begin, end) of the tensor, in `dtype`.
-void fill_range(InitKind kind, double stddev, std::uint64_t key, DType dtype, std::int64_t begin, std::int64_t end,
-                float* scratch, std::uint8_t* out) {
+// stddev: of the normal values; norm_std: of a norm's values around 1 (0: exactly ones).
+void fill_range(InitKind kind, double stddev, double norm_std, std::uint64_t key, DType dtype, std::int64_t begin,
+                std::int64_t end, float* scratch, std::uint8_t* out) {
   const std::int64_t m = end - begin;
-  if (kind == InitKind::normal) fill_normal(key, begin, end, stddev, scratch);
-  else std::fill(scratch, scratch + m, kind == InitKind::ones ? 1.0f : 0.0f);
+  if (kind == InitKind::normal) {
+    fill_normal(key, begin, end, stddev, scratch);
+  } else if (kind == InitKind::ones && norm_std > 0) {
+    fill_normal(key, begin, end, norm_std, scratch);
+    for (std::int64_t j = 0; j < m; ++j) scratch[j] += 1.0f;
+  } else {
+    std::fill(scratch, scratch + m, kind == InitKind::ones ? 1.0f : 0.0f);
+  }
   if (dtype == DType::dtype_f32) {
     std::memcpy(out, scratch, static_cast<std::size_t>(m) * 4);
     return;
@@ -86,8 +94,10 @@ void fill_range(InitKind kind, double stddev, std::uint64_t key, DType dtype, st
 // Streams one tensor in chunks through the writer. Each chunk is filled by several
 // threads (an 8B model is 8e9 normals; one core would take minutes), each thread over an
 // even-aligned slice so that Box-Muller pairs never straddle two threads.
-void write_tensor_values(io::SafetensorsWriter& writer, const WeightInfo& w, std::uint64_t seed, DType dtype,
+void write_tensor_values(io::SafetensorsWriter& writer, const WeightInfo& w, const InitOptions& options,
                          double stddev) {
+  const std::uint64_t seed = options.seed;
+  const DType dtype = options.dtype;
   const std::int64_t n = w.shape.numel();
   const InitKind kind = init_kind(w.name);
   const std::uint64_t key = splitmix64(seed ^ name_hash(w.name));
@@ -103,7 +113,7 @@ void write_tensor_values(io::SafetensorsWriter& writer, const WeightInfo& w, std
     auto run = [&](std::int64_t t) {
       const std::int64_t lo = std::min(m, t * slice), hi = std::min(m, lo + slice);
       if (lo < hi)
-        fill_range(kind, stddev, key, dtype, start + lo, start + hi, scratch.data() + lo,
+        fill_range(kind, stddev, options.norm_std, key, dtype, start + lo, start + hi, scratch.data() + lo,
                    buf.data() + static_cast<std::size_t>(lo) * dtype_size(dtype));
     };
     {
@@ -159,7 +169,7 @@ void model_init_write(const ModelSpec& spec, const std::string& dir, const InitO
     io::SafetensorsWriter writer(dir + "/" + file);
     for (const auto* w : shards[s]) writer.declare(w->name, options.dtype, w->shape);
     for (const auto* w : shards[s]) {
-      write_tensor_values(writer, *w, options.seed, options.dtype, spec.initializer_range);
+      write_tensor_values(writer, *w, options, spec.initializer_range);
       weight_map[w->name] = file;
     }
     writer.finish();

@@ -14,10 +14,14 @@ struct InitOptions {
   std::uint64_t seed = 0;
   DType dtype = DType::dtype_f32;
   std::uint64_t max_shard_bytes = 5'000'000'000ull;  // HF's default "5GB"
+  // Norm weights 1 + N(0, norm_std) instead of ones (0): tests that must see whether a norm's
+  // weights are applied, and where (a per-head qk-norm commutes with RoPE only at ones).
+  double norm_std = 0.0;
 };
 
 // Writes the model files into `dir` (which must exist). Weights: N(0, initializer_range) for linear
-// layers and embeddings (HF's initializer_range), ones for norms, zeros for biases. Each
+// layers and embeddings (HF's initializer_range), ones for norms (or 1 + N(0, norm_std)),
+// zeros for biases. Each
 // value depends only on (seed, tensor name, element index), not on write order or sharding.
 void model_init_write(const ModelSpec& spec, const std::string& dir, const InitOptions& options);
 

@@ -101,19 +101,77 @@ void parse_rope(const ConfigReader& r, ModelSpec& spec) {
 
 // Mistral: a missing key means transformers' default window of 4096, null means none.
 // Qwen2: the window is only used when use_sliding_window is true. Llama has none.
+// Qwen3 and Qwen3-MoE as Qwen2; Mixtral as Mistral but with no window when the key is missing.
 void parse_sliding_window(const ConfigReader& r, ModelSpec& spec) {
-  const bool mistral = spec.model_type == "mistral";
-  const bool qwen2_on = spec.model_type == "qwen2" && r.boolean("use_sliding_window", false);
-  if (!mistral && !qwen2_on) return;
+  const std::string& t = spec.model_type;
+  const bool mistral = t == "mistral" || t == "mixtral";
+  const bool qwen_on = (t == "qwen2" || t == "qwen3" || t == "qwen3_moe") && r.boolean("use_sliding_window", false);
+  if (!mistral && !qwen_on) return;
   if (!r.j.contains("sliding_window")) {
-    spec.sliding_window = 4096;  // MistralConfig's and Qwen2Config's default
+    if (t != "mixtral") spec.sliding_window = 4096;  // MistralConfig's and Qwen2/3Config's default
     return;
   }
   if (r.j["sliding_window"].is_null()) return;
   spec.sliding_window = r.positive_int_value(r.j["sliding_window"], "sliding_window");
 }
 
+std::vector<std::int64_t> int_list(const ConfigReader& r, const char* key) {
+  std::vector<std::int64_t> out;
+  if (!r.has(key)) return out;
+  const json& v = r.j[key];
+  ANVIL_CHECK_INPUT(v.is_array(), r.label, ": key '", key, "' must be a list of integers");
+  for (const auto& x : v) {
+    ANVIL_CHECK_INPUT(x.is_number_integer(), r.label, ": key '", key, "' must list integers, got ", x.dump());
+    out.push_back(x.get<std::int64_t>());
+  }
+  return out;
+}
+
+// Qwen3-MoE (num_experts, moe_intermediate_size, decoder_sparse_step, mlp_only_layers) and
+// Mixtral (num_local_experts, every layer sparse, intermediate_size is the expert's).
+void parse_moe(const ConfigReader& r, ModelSpec& spec) {
+  MoeSpec& m = spec.moe;
+  const bool mixtral = spec.model_type == "mixtral";
+  m.num_experts = mixtral ? r.optional_positive_int("num_local_experts", 8) : r.optional_positive_int("num_experts", 128);
+  m.top_k = r.optional_positive_int("num_experts_per_tok", mixtral ? 2 : 8);
+  m.intermediate_size = mixtral ? spec.intermediate_size : r.optional_positive_int("moe_intermediate_size", 768);
+  m.norm_topk_prob = mixtral || r.boolean("norm_topk_prob", false);
+  if (!mixtral) {
+    m.sparse_step = r.optional_positive_int("decoder_sparse_step", 1);
+    m.mlp_only_layers = int_list(r, "mlp_only_layers");
+    for (auto l : m.mlp_only_layers)
+      ANVIL_CHECK_INPUT(l >= 0 && l < spec.num_hidden_layers, r.label, ": key 'mlp_only_layers' names layer ", l,
+                        ", outside 0..", spec.num_hidden_layers - 1);
+  }
+  ANVIL_CHECK_INPUT(m.top_k <= m.num_experts, r.label, ": key 'num_experts_per_tok' (", m.top_k,
+                    ") exceeds the number of experts (", m.num_experts, ")");
+  m.aux_loss = r.boolean("output_router_logits", false);
+  if (r.has("router_aux_loss_coef")) m.aux_loss_coef = r.number_value(r.j["router_aux_loss_coef"], "router_aux_loss_coef");
+  else m.aux_loss_coef = 0.001;
+  ANVIL_CHECK_INPUT(m.aux_loss_coef >= 0, r.label, ": key 'router_aux_loss_coef' must not be negative");
+  if (mixtral && r.has("router_jitter_noise")) {
+    // transformers multiplies the router input by noise in training mode: not reproducible.
+    ANVIL_CHECK_INPUT(r.number_value(r.j["router_jitter_noise"], "router_jitter_noise") == 0.0, r.label,
+                      ": key 'router_jitter_noise' must be 0: anvil's routing is deterministic");
+  }
+}
+
+bool model_type_known(const std::string& t) {
+  for (const char* k : {"llama", "mistral", "qwen2", "qwen3", "qwen3_moe", "mixtral"})
+    if (t == k) return true;
+  return false;
+}
+
 }  // namespace
+
+bool ModelSpec::layer_is_moe(std::int64_t layer) const {
+  if (!is_moe()) return false;
+  for (auto l : moe.mlp_only_layers)
+    if (l == layer) return false;
+  return (layer + 1) % moe.sparse_step == 0;
+}
+
+const char* ModelSpec::moe_module() const { return model_type == "mixtral" ? "block_sparse_moe" : "mlp"; }
 
 ModelSpec model_spec_from_json(std::string_view json_text, const std::string& label) {
   json j;
@@ -129,9 +187,8 @@ ModelSpec model_spec_from_json(std::string_view json_text, const std::string& la
     ANVIL_CHECK_INPUT(j["model_type"].is_string(), label, ": key 'model_type' must be a string");
     spec.model_type = j["model_type"].get<std::string>();
   }
-  ANVIL_CHECK_INPUT(spec.model_type == "llama" || spec.model_type == "mistral" || spec.model_type == "qwen2",
-                    label, ": key 'model_type' is '", spec.model_type,
-                    "'; anvil supports the Llama family: llama, mistral, qwen2");
+  ANVIL_CHECK_INPUT(model_type_known(spec.model_type), label, ": key 'model_type' is '", spec.model_type,
+                    "'; anvil supports llama, mistral, qwen2, qwen3, qwen3_moe and mixtral");
   spec.hidden_size = r.positive_int("hidden_size");
   spec.intermediate_size = r.positive_int("intermediate_size");
   spec.num_hidden_layers = r.positive_int("num_hidden_layers");
@@ -141,6 +198,8 @@ ModelSpec model_spec_from_json(std::string_view json_text, const std::string& la
   spec.max_position_embeddings = r.optional_positive_int("max_position_embeddings", 2048);
   if (r.has("head_dim")) {
     spec.head_dim = r.positive_int("head_dim");
+  } else if (spec.model_type == "qwen3") {
+    spec.head_dim = 128;  // Qwen3Config's default, whatever hidden_size / heads is
   } else {
     ANVIL_CHECK_INPUT(spec.hidden_size % spec.num_attention_heads == 0, label, ": key 'hidden_size' (",
                       spec.hidden_size, ") is not divisible by 'num_attention_heads' (", spec.num_attention_heads,
@@ -167,11 +226,15 @@ ModelSpec model_spec_from_json(std::string_view json_text, const std::string& la
   // Only Llama reads attention_bias / mlp_bias. transformers hard-codes the others
   // whatever config.json says: Qwen2 has q/k/v biases (none on o_proj or the MLP),
   // Mistral has none.
+  // Qwen3 and Qwen3-MoE read attention_bias (all four projections) like Llama.
   const bool llama = spec.model_type == "llama";
+  const bool qwen3 = spec.model_type == "qwen3" || spec.model_type == "qwen3_moe";
   const bool attention_bias = r.boolean("attention_bias", false);
   const bool mlp_bias = r.boolean("mlp_bias", false);
-  spec.attention_bias = llama ? attention_bias : spec.model_type == "qwen2";
+  spec.attention_bias = llama || qwen3 ? attention_bias : spec.model_type == "qwen2";
   spec.mlp_bias = llama && mlp_bias;
+  spec.qk_norm = qwen3;
+  if (spec.model_type == "qwen3_moe" || spec.model_type == "mixtral") parse_moe(r, spec);
   if (r.has("bos_token_id")) {
     ANVIL_CHECK_INPUT(j["bos_token_id"].is_number_integer(), label, ": key 'bos_token_id' must be an integer");
     spec.bos_token_id = j["bos_token_id"].get<std::int64_t>();
@@ -214,9 +277,12 @@ ModelSpec model_spec_from_dir(const std::string& model_dir) {
 std::string model_spec_to_json(const ModelSpec& s) {
   // A llama spec loads as LlamaForCausalLM. Mistral and Qwen2 keep their own class: a
   // Llama config cannot say "q/k/v biases but none on o_proj" (Qwen2) or carry a window.
-  const char* architecture = s.model_type == "qwen2"     ? "Qwen2ForCausalLM"
-                             : s.model_type == "mistral" ? "MistralForCausalLM"
-                                                         : "LlamaForCausalLM";
+  const char* architecture = s.model_type == "qwen2"       ? "Qwen2ForCausalLM"
+                             : s.model_type == "mistral"   ? "MistralForCausalLM"
+                             : s.model_type == "qwen3"     ? "Qwen3ForCausalLM"
+                             : s.model_type == "qwen3_moe" ? "Qwen3MoeForCausalLM"
+                             : s.model_type == "mixtral"   ? "MixtralForCausalLM"
+                                                           : "LlamaForCausalLM";
   json j;
   j["architectures"] = {architecture};
   j["model_type"] = s.model_type;
@@ -242,15 +308,30 @@ std::string model_spec_to_json(const ModelSpec& s) {
       break;
   }
   j["tie_word_embeddings"] = s.tie_word_embeddings;
-  if (s.model_type == "llama") {  // fixed by the class for mistral and qwen2
-    j["attention_bias"] = s.attention_bias;
-    j["mlp_bias"] = s.mlp_bias;
-  }
+  const bool qwen3 = s.model_type == "qwen3" || s.model_type == "qwen3_moe";
+  if (s.model_type == "llama" || qwen3) j["attention_bias"] = s.attention_bias;  // fixed by the others' classes
+  if (s.model_type == "llama") j["mlp_bias"] = s.mlp_bias;
   const json window = s.sliding_window > 0 ? json(s.sliding_window) : json(nullptr);
-  if (s.model_type == "mistral") j["sliding_window"] = window;
-  if (s.model_type == "qwen2") {
+  if (s.model_type == "mistral" || s.model_type == "mixtral") j["sliding_window"] = window;
+  if (s.model_type == "qwen2" || qwen3) {
     j["use_sliding_window"] = s.sliding_window > 0;
     j["sliding_window"] = window;
+  }
+  if (s.model_type == "mixtral") {
+    j["num_local_experts"] = s.moe.num_experts;
+    j["router_jitter_noise"] = 0.0;
+  }
+  if (s.model_type == "qwen3_moe") {
+    j["num_experts"] = s.moe.num_experts;
+    j["moe_intermediate_size"] = s.moe.intermediate_size;
+    j["norm_topk_prob"] = s.moe.norm_topk_prob;
+    j["decoder_sparse_step"] = s.moe.sparse_step;
+    j["mlp_only_layers"] = s.moe.mlp_only_layers;
+  }
+  if (s.is_moe()) {
+    j["num_experts_per_tok"] = s.moe.top_k;
+    j["output_router_logits"] = s.moe.aux_loss;
+    j["router_aux_loss_coef"] = s.moe.aux_loss_coef;
   }
   j["hidden_act"] = "silu";
   j["initializer_range"] = s.initializer_range;

@@ -26,8 +26,26 @@ struct RopeSpec {
   std::int64_t original_max_position = 8192;  // llama3: original_max_position_embeddings
 };
 
+// Mixture-of-experts MLPs (Qwen3-MoE, Mixtral): a router picks top_k of num_experts SwiGLU
+// experts per token, softmax over all experts first, the top-k weights renormalised to sum
+// to 1 when norm_topk_prob. num_experts 0: a dense model.
+struct MoeSpec {
+  std::int64_t num_experts = 0;
+  std::int64_t top_k = 0;              // num_experts_per_tok
+  std::int64_t intermediate_size = 0;  // one expert's (Qwen3-MoE: moe_intermediate_size)
+  bool norm_topk_prob = true;
+  // Qwen3-MoE: layer l is sparse when l is not in mlp_only_layers and (l + 1) % sparse_step
+  // == 0; the others have the dense MLP of ModelSpec::intermediate_size.
+  std::int64_t sparse_step = 1;
+  std::vector<std::int64_t> mlp_only_layers;
+  // transformers adds aux_loss_coef · the load-balancing loss to the loss only when
+  // output_router_logits is set in config.json.
+  bool aux_loss = false;
+  double aux_loss_coef = 0.0;
+};
+
 struct ModelSpec {
-  std::string model_type = "llama";  // "llama", "mistral", "qwen2", ...
+  std::string model_type = "llama";  // "llama", "mistral", "qwen2", "qwen3", "qwen3_moe", "mixtral"
   std::int64_t hidden_size = 0;
   std::int64_t intermediate_size = 0;
   std::int64_t num_hidden_layers = 0;
@@ -46,12 +64,24 @@ struct ModelSpec {
   std::int64_t bos_token_id = -1;  // -1: not given
   std::vector<std::int64_t> eos_token_ids;
   std::string torch_dtype = "float32";
+  // Qwen3 and Qwen3-MoE: an RMSNorm (weights q_norm, k_norm of head_dim) over each head of q
+  // and k, before RoPE.
+  bool qk_norm = false;
+  MoeSpec moe;
+
+  bool is_moe() const { return moe.num_experts > 0; }
+  // Whether block `layer` has routed experts instead of the dense MLP.
+  bool layer_is_moe(std::int64_t layer) const;
+  // The HF module that holds a sparse layer's router and experts: "mlp" (Qwen3-MoE) or
+  // "block_sparse_moe" (Mixtral), and an expert's three projections' names there.
+  const char* moe_module() const;
 };
 
 // Parses config.json text; `label` (the file path) names the source in errors. Every
 // problem is a user error naming the key: missing keys, wrong types, inconsistent sizes.
-// model_type: llama (also when absent), mistral or qwen2; biases and sliding windows
-// follow what transformers does for each type. Anything but a silu MLP is rejected.
+// model_type: llama (also when absent), mistral, qwen2, qwen3, qwen3_moe or mixtral; biases,
+// head_dim defaults and sliding windows follow what transformers does for each type.
+// Anything but a silu MLP is rejected.
 ModelSpec model_spec_from_json(std::string_view json_text, const std::string& label);
 ModelSpec model_spec_from_file(const std::string& config_json_path);
 // DIR/config.json

@@ -5,6 +5,7 @@
 
 #include "core/error.h"
 #include "io/safetensors.h"
+#include "model/lora.h"
 #include "model/model_spec.h"
 
 namespace anvil::model {
@@ -27,7 +28,21 @@ std::vector<WeightInfo> model_weight_list(const ModelSpec& s) {
     w.push_back({p + "self_attn.o_proj.weight", Shape{H, q_out}});
     // Qwen2 has q/k/v biases but none on o_proj; Llama's attention_bias covers all four.
     if (s.attention_bias && s.model_type != "qwen2") w.push_back({p + "self_attn.o_proj.bias", Shape{H}});
+    if (s.qk_norm) {
+      w.push_back({p + "self_attn.q_norm.weight", Shape{s.head_dim}});
+      w.push_back({p + "self_attn.k_norm.weight", Shape{s.head_dim}});
+    }
     w.push_back({p + "post_attention_layernorm.weight", Shape{H}});
+    if (s.layer_is_moe(l)) {
+      // The router, then each expert's gate, up and down (HF's per-expert names on disk).
+      w.push_back({str_cat(p, s.moe_module(), ".gate.weight"), Shape{s.moe.num_experts, H}});
+      for (std::int64_t e = 0; e < s.moe.num_experts; ++e)
+        for (const Proj proj : {Proj::proj_expert_gate, Proj::proj_expert_up, Proj::proj_expert_down}) {
+          const auto [out, in] = proj_shape(s, proj);
+          w.push_back({proj_module_path(s, l, proj, e) + ".weight", Shape{out, in}});
+        }
+      continue;
+    }
     w.push_back({p + "mlp.gate_proj.weight", Shape{I, H}});
     if (s.mlp_bias) w.push_back({p + "mlp.gate_proj.bias", Shape{I}});
     w.push_back({p + "mlp.up_proj.weight", Shape{I, H}});

@@ -17,6 +17,8 @@ std::vector<std::string> tp_shard_problems(const ModelSpec& spec, int tp) {
   };
   must_divide("num_attention_heads", spec.num_attention_heads);
   must_divide("intermediate_size", spec.intermediate_size);
+  if (spec.is_moe()) must_divide(spec.model_type == "mixtral" ? "intermediate_size" : "moe_intermediate_size",
+                                 spec.moe.intermediate_size);
   must_divide("vocab_size", spec.vocab_size);
   const std::int64_t kv = spec.num_key_value_heads;
   if (kv % tp != 0 && tp % kv != 0)
@@ -43,12 +45,13 @@ TpShard tp_shard(const ModelSpec& spec, int rank, int size) {
     t.kv_head_first = rank / t.kv_replicas;
   }
   t.ffn = spec.intermediate_size / size;
+  t.expert_ffn = spec.moe.intermediate_size / size;
   t.vocab = spec.vocab_size / size;
   t.vocab_first = rank * t.vocab;
   return t;
 }
 
-bool proj_row_parallel(Proj p) { return p == Proj::proj_o || p == Proj::proj_down; }
+bool proj_row_parallel(Proj p) { return p == Proj::proj_o || p == Proj::proj_down || p == Proj::proj_expert_down; }
 
 WeightSlice tp_proj_slice(const ModelSpec& spec, const TpShard& t, Proj p) {
   const std::int64_t D = spec.head_dim;
@@ -60,6 +63,9 @@ WeightSlice tp_proj_slice(const ModelSpec& spec, const TpShard& t, Proj p) {
     case Proj::proj_gate:
     case Proj::proj_up: return {SplitAxis::split_rows, t.rank * t.ffn, t.ffn};
     case Proj::proj_down: return {SplitAxis::split_cols, t.rank * t.ffn, t.ffn};
+    case Proj::proj_expert_gate:
+    case Proj::proj_expert_up: return {SplitAxis::split_rows, t.rank * t.expert_ffn, t.expert_ffn};
+    case Proj::proj_expert_down: return {SplitAxis::split_cols, t.rank * t.expert_ffn, t.expert_ffn};
   }
   ANVIL_CHECK(false, "unknown projection");
   return {};
@@ -79,6 +85,7 @@ ModelSpec tp_local_spec(const ModelSpec& spec, const TpShard& t) {
   s.num_attention_heads = t.heads;
   s.num_key_value_heads = t.kv_heads;
   s.intermediate_size = t.ffn;
+  s.moe.intermediate_size = t.expert_ffn;
   s.vocab_size = t.vocab;
   return s;
 }
@@ -118,7 +125,7 @@ void lora_shard_walk(const ModelSpec& spec, const TpShard& t, const LoraLayout& 
   for (std::size_t i = 0; i < full.slots().size(); ++i) {
     const LoraSlot& f = full.slots()[i];
     const LoraSlot& l = local.slots()[i];
-    ANVIL_CHECK(f.layer == l.layer && f.proj == l.proj, "local and full LoRA layouts differ");
+    ANVIL_CHECK(f.layer == l.layer && f.proj == l.proj && f.expert == l.expert, "local and full LoRA layouts differ");
     const WeightSlice w = tp_proj_slice(spec, t, f.proj);
     if (w.axis == SplitAxis::split_rows) {
       copy(f.a_offset, l.a_offset, r * f.in);                      // A (r, in): all of it

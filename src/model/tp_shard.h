@@ -2,6 +2,8 @@
 // (Megatron layout, ../shared/DESIGN.md "Parallelism"):
 //   column-parallel  q, k, v, gate, up   W (out, in): rank t holds a block of output rows
 //   row-parallel     o, down             W (out, in): rank t holds a block of input columns
+//   routed experts   each expert's gate/up/down split like the dense MLP's (every rank holds
+//                    a slice of every expert); the router replicated
 //   vocab-parallel   embedding, LM head  (V, C):      rank t holds a block of vocabulary rows
 //   replicated       norms
 // Query heads split evenly. KV heads split evenly when tp divides them; when tp is a
@@ -27,6 +29,7 @@ struct TpShard {
   std::int64_t kv_head_first = 0;  // global index of the first local KV head
   std::int64_t kv_replicas = 1;    // ranks holding the same KV heads (tp / Hkv when tp > Hkv)
   std::int64_t ffn = 0;            // local intermediate rows, F / tp
+  std::int64_t expert_ffn = 0;     // local rows of each routed expert, moe.intermediate_size / tp
   std::int64_t vocab = 0;          // local vocabulary rows, V / tp
   std::int64_t vocab_first = 0;    // global index of the first local vocabulary row
 };
@@ -47,7 +50,7 @@ struct WeightSlice {
   std::int64_t count = 0;
 };
 
-// True for o and down, whose input columns are split.
+// True for o, down and the experts' down, whose input columns are split.
 bool proj_row_parallel(Proj p);
 // The slice of projection p's weight (out, in) rank `t` holds.
 WeightSlice tp_proj_slice(const ModelSpec& spec, const TpShard& t, Proj p);

@@ -6,6 +6,8 @@
 
 #include "backend/backend_support.h"
 #include "core/error.h"
+#include "core/log.h"
+#include "model/lora.h"
 #include "model/model_spec.h"
 #include "model/tp_shard.h"
 
@@ -58,6 +60,41 @@ std::optional<std::string> backend_limit_problem(const TrainConfig& cfg, Problem
   return p;
 }
 
+// lora.targets against the model: a target that adapts no layer (a dense MLP name when every
+// layer is sparse, 'experts' on a dense model) is a mistake unless others adapt something;
+// routed experts take no dropout (neither does PEFT's LoRA on transformers' fused experts).
+void check_lora_targets(const TrainConfig& cfg, const model::ModelSpec& spec, std::vector<KeyProblem>& out) {
+  model::LoraSpec lora;
+  try {
+    lora.targets = model::lora_targets_from_names(cfg.lora.targets, "lora.targets");
+  } catch (const Error&) {
+    return;  // reported by the key's own check
+  }
+  lora.rank = 1;
+  std::array<bool, model::kProjCount> used{};
+  const model::LoraLayout layout(spec, lora);
+  for (const auto& s : layout.slots()) used[static_cast<std::size_t>(s.proj)] = true;
+  std::string idle;  // the targets that adapt nothing, comma-separated
+  bool any = false, experts = false;
+  for (int p = 0; p < model::kProjCount; ++p) {
+    if (!lora.targets[static_cast<std::size_t>(p)]) continue;
+    any = any || used[static_cast<std::size_t>(p)];
+    experts = experts || (used[static_cast<std::size_t>(p)] && model::proj_is_expert(static_cast<model::Proj>(p)));
+    if (!used[static_cast<std::size_t>(p)])
+      idle += str_cat(idle.empty() ? "" : ", ", model::proj_name(static_cast<model::Proj>(p)));
+  }
+  if (!any && !idle.empty())
+    out.push_back({"lora.targets", str_cat("no layer of the model (", spec.model_type, ") has ", idle,
+                                           spec.is_moe() ? "; name 'experts' to adapt the routed experts"
+                                                         : "; 'experts' needs a mixture-of-experts model")});
+  else if (!idle.empty())
+    log_warn("lora.targets: ", idle, " adapt no layer of this ", spec.model_type, " model");
+  if (experts && cfg.lora.dropout > 0)
+    out.push_back({"lora.dropout", str_cat(cfg.lora.dropout, " with adapters on routed experts: expert adapters "
+                                                             "take no dropout (set 0, or leave experts out of "
+                                                             "lora.targets)")});
+}
+
 // tp must split the model as model/tp_shard.h describes, and the backend must take its
 // attention shape (`backend_ok`: parallel.backend parsed).
 void check_model(const TrainConfig& cfg, bool tp_ok, bool backend_ok, std::vector<KeyProblem>& out) {
@@ -85,7 +122,13 @@ void check_model(const TrainConfig& cfg, bool tp_ok, bool backend_ok, std::vecto
     const auto problem = backend_limit_problem(
         cfg, [&](BackendKind kind) { return backend::backend_head_dim_problem(kind, spec.head_dim); });
     if (problem) out.push_back({"model.path", str_cat(dir, "/config.json: ", *problem)});
+    const auto moe = spec.is_moe() ? backend_limit_problem(cfg, [&](BackendKind kind) {
+      return backend::backend_moe_problem(kind, spec.model_type);
+    })
+                                   : std::nullopt;
+    if (moe) out.push_back({"parallel.backend", str_cat(dir, "/config.json: ", *moe)});
   }
+  check_lora_targets(cfg, spec, out);
   if (!tp_ok) return;
   for (std::string& problem : model::tp_shard_problems(spec, cfg.parallel.tp))
     out.push_back({"parallel.tp", std::move(problem)});

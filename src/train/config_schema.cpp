@@ -152,8 +152,9 @@ ConfigKey row(std::string path, KeyType type, std::string default_yaml, FieldBin
 
 // The rows by section, in the order configs/README.md documents them.
 std::vector<ConfigKey> schema_model_lora() {
-  const std::vector<std::string> lora_modules{"q_proj",    "k_proj",  "v_proj",   "o_proj",
-                                              "gate_proj", "up_proj", "down_proj"};
+  const std::vector<std::string> lora_modules{"q_proj",  "k_proj",    "v_proj",  "o_proj",
+                                              "gate_proj", "up_proj", "down_proj", "experts",
+                                              "experts.gate_proj", "experts.up_proj", "experts.down_proj"};
   return {
       row("output_dir", key_path, "", bind_top<&TrainConfig::output_dir>(),
           "run directory: metrics.jsonl, checkpoints and logs go under it (created if missing)"),
@@ -176,7 +177,9 @@ std::vector<ConfigKey> schema_model_lora() {
           "rank-stabilised scale alpha / sqrt(rank): keeps the update size steady at high rank"),
       row("lora.targets", key_list, "[q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj]",
           FIELD(lora, targets),
-          "linear layers that get an adapter: fewer = fewer trainable parameters, less capacity", {},
+          "linear layers that get an adapter: fewer = fewer trainable parameters, less capacity; on a "
+          "mixture-of-experts model gate/up/down_proj adapt its dense MLP layers and 'experts' every routed "
+          "expert's three (the router stays frozen)", {},
           lora_modules),
   };
 }

@@ -60,6 +60,12 @@ void MetricsWriter::write_step(const StepMetrics& m) {
   j["peak_rss_mib"] = std::round(m.peak_rss_mib * 10) / 10;
   j["comm_share"] = std::round(m.comm_share * 1e4) / 1e4;
   j["data_share"] = std::round(m.data_share * 1e4) / 1e4;
+  if (m.aux_loss) j["aux_loss"] = number(*m.aux_loss);
+  if (!m.expert_load.empty()) {
+    nlohmann::json load = nlohmann::json::array();
+    for (const auto& [lo, hi] : m.expert_load) load.push_back({{"min", lo}, {"max", hi}});
+    j["expert_load"] = load;
+  }
   if (m.spike) j["spike"] = true;
   if (m.skipped_total > 0 || m.skipped) {
     j["skipped"] = m.skipped;

@@ -2,6 +2,8 @@
 // optimizer step and per evaluation, flushed as written) and the console progress line.
 #pragma once
 
+#include <array>
+
 #include <cstdint>
 #include <cstdio>
 #include <optional>
@@ -25,6 +27,12 @@ struct StepMetrics {
   double peak_rss_mib = 0;   // the largest peak resident set of any rank so far
   double comm_share = 0;     // the largest share of the step any rank spent inside collectives
   double data_share = 0;     // the largest share any rank spent drawing and gathering its batch
+  // Mixture of experts: the load-balancing loss (mean over the step's micro-batches; when
+  // config.json's output_router_logits asks for it, router_aux_loss_coef times it is in the
+  // gradient, not in `loss`), and per sparse layer the fewest and most tokens any expert got
+  // in the step (over every rank).
+  std::optional<double> aux_loss;
+  std::vector<std::array<std::int64_t, 2>> expert_load;
 };
 
 class MetricsWriter {

@@ -163,10 +163,14 @@ double plan_weight_bytes(const model::ModelSpec& spec, const model::TpShard& sha
       bytes += static_cast<double>(shard.vocab) * C * st;
       continue;
     }
-    // model.layers.{l}.{module}.{proj}.{weight|bias}, or a norm (f32, replicated).
+    // model.layers.{l}.{module}.{proj}.{weight|bias} (a routed expert's: ...experts.{e}.{proj}),
+    // or a norm or a router (f32, replicated).
     const std::size_t dot = n.rfind('.');
     const std::size_t prev = n.rfind('.', dot - 1);
-    const std::optional<model::Proj> p = model::proj_from_name(n.substr(prev + 1, dot - prev - 1));
+    const std::string leaf = n.substr(prev + 1, dot - prev - 1);
+    const std::optional<model::Proj> p = n.find(".experts.") != std::string::npos
+                                             ? model::expert_proj_from_leaf(spec, leaf)
+                                             : model::proj_from_name(leaf);
     if (!p) {
       bytes += static_cast<double>(w.shape.numel()) * 4.0;
       continue;

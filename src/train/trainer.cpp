@@ -92,6 +92,11 @@ void Trainer::model_build() {
   model_ = std::make_unique<model::LlamaModel>(spec_, model::base_weights_load(spec_, cfg_.model.path, storage, tp.shard),
                                                std::move(local), limits, rt_.backend(), seed, tp);
   adapter_ = std::make_unique<AdapterState>(*model_, full_layout_, seed);
+  // transformers adds coef · aux to each forward's loss; the step's objective is the mean
+  // over its micro-batches (global_batch / micro_batch of them, over every replica).
+  if (spec_.is_moe() && spec_.moe.aux_loss)
+    model_->set_aux_loss_weight(static_cast<float>(spec_.moe.aux_loss_coef * static_cast<double>(cfg_.train.micro_batch) /
+                                                   static_cast<double>(cfg_.train.global_batch)));
   const std::int64_t n_local = model_->lora_layout().size();
   log_info("model: ", model::model_parameter_count(spec_), " frozen parameters (", dtype_name(storage), "), ",
            full_layout_.size(), " LoRA parameters",
@@ -147,13 +152,16 @@ StepMetrics Trainer::train_step(std::int64_t step) {
   const float grad_scale = m.tokens > 0 ? 1.0f / static_cast<float>(m.tokens) : 0.0f;
   model_->zero_grads();
   double loss_sum = 0;
+  MoeStepStats moe;
   for (std::int64_t start = first_row_; start < first_row_ + per_replica_; start += micro) {
     const double t_data = now_s();
     const model::TokenBatch batch = batch_->gather(train_set, rows_.data() + start, micro, start);
     data_s += now_s() - t_data;
     loss_sum += model_->train_micro_batch(batch, grad_scale, static_cast<std::uint64_t>(step));
+    if (spec_.is_moe()) moe.add(*model_);
     fault_.maybe_fail_in_step(step);
   }
+  if (spec_.is_moe()) moe_step_metrics(moe, m);
 
   // The gradient of the global step: TP partial sums first, then one flat all-reduce over
   // the data-parallel replicas (each holds the same slice of the adapter). The loss sum
@@ -180,6 +188,29 @@ StepMetrics Trainer::train_step(std::int64_t step) {
   const double step_s = now_s() - t_step;
   step_record(m, step_s, comm::comm_busy_seconds() - comm_at_start, data_s);
   return m;
+}
+
+void Trainer::MoeStepStats::add(const model::LlamaModel& model) {
+  aux_sum += model.last_aux_loss();
+  const std::vector<std::int64_t> l = model.last_expert_load();
+  if (load.empty()) load.assign(l.size(), 0);
+  for (std::size_t i = 0; i < l.size(); ++i) load[i] += l[i];
+}
+
+// The step's mean aux loss and each sparse layer's expert load, summed over the DP replicas
+// (the TP ranks of a replica route the same tokens alike).
+void Trainer::moe_step_metrics(MoeStepStats& s, StepMetrics& m) {
+  rt_.dp().allreduce_sum(&s.aux_sum, 1);
+  rt_.dp().allreduce(s.load.data(), static_cast<std::int64_t>(s.load.size()), DType::dtype_i64,
+                     comm::ReduceOp::reduce_sum);
+  if (spec_.moe.aux_loss)
+    m.aux_loss = s.aux_sum * static_cast<double>(cfg_.train.micro_batch) / static_cast<double>(cfg_.train.global_batch);
+  const auto E = static_cast<std::size_t>(spec_.moe.num_experts);
+  for (std::size_t l = 0; l + E <= s.load.size(); l += E) {
+    const auto [lo, hi] = std::minmax_element(s.load.begin() + static_cast<std::ptrdiff_t>(l),
+                                              s.load.begin() + static_cast<std::ptrdiff_t>(l + E));
+    m.expert_load.push_back({*lo, *hi});
+  }
 }
 
 // Throughput, MFU and the worst rank's shares into `m`; metrics.jsonl and the progress line.

@@ -72,6 +72,13 @@ class Trainer {
   void model_build();
   void step_plan();
   StepMetrics train_step(std::int64_t step);
+  // A mixture-of-experts step's router statistics, summed over its micro-batches.
+  struct MoeStepStats {
+    double aux_sum = 0;
+    std::vector<std::int64_t> load;  // (sparse layers, experts)
+    void add(const model::LlamaModel& model);
+  };
+  void moe_step_metrics(MoeStepStats& s, StepMetrics& m);
   void step_record(StepMetrics& m, double step_s, double comm_s, double data_s);
   void eval_run(std::int64_t step);
   TrainResult finish();

@@ -2,7 +2,8 @@
 // on one rank, which every rank also builds: loss, every adapter gradient (gathered into
 // the full layout), the gradient norm and the evaluation loss, with dropout on, packed
 // documents and with activation checkpointing. np 2 splits the KV heads; np 4 replicates
-// each of the 2 KV heads on two ranks.
+// each of the 2 KV heads on two ranks. The same for a Qwen3-MoE shape: every expert's
+// slice on every rank, the router replicated, its weights' gradient reduced.
 #include <gtest/gtest.h>
 #include <unistd.h>
 
@@ -48,7 +49,20 @@ double rel_error(const std::vector<float>& a, const std::vector<float>& b) {
 struct Case {
   bool checkpointing = false;
   double dropout = 0.0;
+  bool moe = false;  // a Qwen3-MoE shape (qk-norm, experts, a dense layer, the aux loss)
 };
+
+model::ModelSpec case_spec(const Case& c) {
+  if (!c.moe) {
+    model::ModelSpec spec = *model::model_preset("tiny");  // 4 heads, 2 KV heads, F 176, V 320
+    spec.num_hidden_layers = 2;
+    return spec;
+  }
+  return model::model_spec_from_json(R"({"model_type": "qwen3_moe", "hidden_size": 64, "intermediate_size": 64,
+    "moe_intermediate_size": 32, "num_hidden_layers": 3, "num_attention_heads": 4, "num_key_value_heads": 2,
+    "head_dim": 16, "vocab_size": 320, "num_experts": 6, "num_experts_per_tok": 2, "mlp_only_layers": [1],
+    "output_router_logits": true, "router_aux_loss_coef": 0.05, "max_position_embeddings": 64})", "moe spec");
+}
 
 class TpModel : public ::testing::TestWithParam<Case> {};
 
@@ -56,8 +70,7 @@ TEST_P(TpModel, MatchesTheSingleRankModel) {
   const Case c = GetParam();
   auto world = comm::mpi_comm_world();
   const int tp = world->size(), t = world->rank();
-  model::ModelSpec spec = *model::model_preset("tiny");  // 4 heads, 2 KV heads, F 176, V 320
-  spec.num_hidden_layers = 2;
+  const model::ModelSpec spec = case_spec(c);
   const TempModel files(spec);
   model::LoraSpec ls;
   ls.rank = 4;
@@ -91,6 +104,7 @@ TEST_P(TpModel, MatchesTheSingleRankModel) {
                                                          model::tp_shard(spec, 0, 1)),
                            full, limits, *be, 7);
   std::copy(params.begin(), params.end(), single.lora_params());
+  single.set_aux_loss_weight(0.5f);
   single.zero_grads();
   const double want_loss = single.train_micro_batch(batch, scale, 5);
   const std::vector<float> want_grads(single.lora_grads(), single.lora_grads() + full.size());
@@ -110,6 +124,7 @@ TEST_P(TpModel, MatchesTheSingleRankModel) {
   model::LlamaModel sharded(spec, model::base_weights_load(spec, files.dir.string(), DType::dtype_f32, group.shard),
                             local, limits, *be_tp, 7, group);
   model::lora_shard_extract(spec, group.shard, full, local, params.data(), sharded.lora_params());
+  sharded.set_aux_loss_weight(0.5f);
   sharded.zero_grads();
   const double got_loss = sharded.train_micro_batch(batch, scale, 5);
   sharded.reduce_tp_grads();
@@ -139,9 +154,11 @@ TEST_P(TpModel, MatchesTheSingleRankModel) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Cases, TpModel,
-                         ::testing::Values(Case{false, 0.0}, Case{false, 0.2}, Case{true, 0.2}),
+                         ::testing::Values(Case{false, 0.0}, Case{false, 0.2}, Case{true, 0.2},
+                                           Case{false, 0.0, true}, Case{true, 0.0, true}),
                          [](const auto& info) {
-                           return std::string(info.param.checkpointing ? "Checkpointing" : "Plain") +
+                           return std::string(info.param.moe ? "Moe" : "") +
+                                  (info.param.checkpointing ? "Checkpointing" : "Plain") +
                                   (info.param.dropout > 0 ? "Dropout" : "");
                          });
 

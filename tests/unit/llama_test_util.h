@@ -41,10 +41,11 @@ struct TempDir {
 // Writes the weights of `spec` with our deterministic generator (what `anvil init-model
 // --spec` does) and returns the directory.
 inline std::string make_model_dir(const TempDir& dir, const model::ModelSpec& spec,
-                                  std::uint64_t seed, DType dtype = DType::dtype_f32) {
+                                  std::uint64_t seed, DType dtype = DType::dtype_f32, double norm_std = 0.0) {
   model::InitOptions o;
   o.seed = seed;
   o.dtype = dtype;
+  o.norm_std = norm_std;
   model::model_init_write(spec, dir.str(), o);
   return dir.str();
 }

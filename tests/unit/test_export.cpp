@@ -102,7 +102,7 @@ std::vector<double> merged_reference(const io::SafetensorsModel& base, const mod
 }
 
 std::string weight_name(const model::LoraSlot& s) {
-  return str_cat("model.layers.", s.layer, ".", model::proj_module(s.proj), ".", model::proj_name(s.proj), ".weight");
+  return s.module + ".weight";
 }
 
 // Tensor names in file order, shard after shard.

@@ -1,5 +1,6 @@
 // The Llama + LoRA model against Hugging Face transformers + PEFT (fp32, CPU): logits,
-// loss, every LoRA gradient and five AdamW steps with clipping, on the tiny models of
+// loss, every LoRA gradient and five AdamW steps with clipping (Llama, Qwen3 with qk-norm,
+// Qwen3-MoE and Mixtral: routing, the load-balancing loss, per-expert adapters), on the tiny models of
 // tests/golden (made by scripts/reference/make_golden.py; the model weights come from our
 // generator with the committed spec and seed, so only small outputs are committed).
 #include <nlohmann/json.hpp>
@@ -56,7 +57,8 @@ class GoldenTest : public ::testing::TestWithParam<std::string> {};
 void check_golden(const std::string& name, bool checkpointing) {
   GoldenCase c(name);
   test::TempDir dir("golden_" + name);
-  test::make_model_dir(dir, c.spec, c.meta["seed"].get<std::uint64_t>());
+  test::make_model_dir(dir, c.spec, c.meta["seed"].get<std::uint64_t>(), DType::dtype_f32,
+                       c.meta.value("norm_std", 0.0));
   auto be = backend::make_cpu_backend();
   const model::LoraLayout layout(c.spec, c.adapter.spec);
   EXPECT_FLOAT_EQ(layout.spec().scale(), c.meta["lora"]["scaling"].get<float>());
@@ -72,14 +74,30 @@ void check_golden(const std::string& name, bool checkpointing) {
   std::vector<float> logits(ref_logits.size());
   m.logits(batch, logits.data());
   EXPECT_LE(rel_error(logits.data(), ref_logits.data(), logits.size()), 1e-5) << "logits";
+  // A mixture-of-experts model's loss has transformers' load-balancing term as well:
+  // coef · aux, with the CE part as loss_ce.
+  const double coef = c.spec.is_moe() && c.spec.moe.aux_loss ? c.spec.moe.aux_loss_coef : 0.0;
+  m.set_aux_loss_weight(static_cast<float>(coef));
   const float ref_loss = test::read_tensor<float>(c.golden, "loss")[0];
+  const float ref_ce = c.spec.is_moe() ? test::read_tensor<float>(c.golden, "loss_ce")[0] : ref_loss;
   const double eval = m.eval_loss(batch) / count;
-  EXPECT_LE(std::abs(eval - ref_loss) / ref_loss, 1e-5) << "loss " << eval << " vs " << ref_loss;
+  EXPECT_LE(std::abs(eval - ref_ce) / ref_ce, 1e-5) << "loss " << eval << " vs " << ref_ce;
 
   // every LoRA gradient of the mean loss
   m.zero_grads();
-  const double train_loss = m.train_micro_batch(batch, static_cast<float>(1.0 / count), 1) / count;
+  const double train_loss = m.train_micro_batch(batch, static_cast<float>(1.0 / count), 1) / count +
+                            coef * m.last_aux_loss();
   EXPECT_LE(std::abs(train_loss - ref_loss) / ref_loss, 1e-5);
+  if (c.spec.is_moe()) {
+    const float ref_aux = test::read_tensor<float>(c.golden, "aux_loss")[0];
+    EXPECT_LE(std::abs(m.last_aux_loss() - ref_aux) / ref_aux, 1e-5) << "aux loss";
+    for (std::int64_t l = 0; l < c.spec.num_hidden_layers; ++l) {  // every token's experts, best first
+      if (!c.spec.layer_is_moe(l)) continue;
+      const auto ref = test::read_tensor<std::int32_t>(c.golden, str_cat("router_topk.", l));
+      const std::int32_t* ours = m.route(l)->expert;
+      EXPECT_EQ(std::vector<std::int32_t>(ours, ours + ref.size()), ref) << "top-k experts of layer " << l;
+    }
+  }
   for (const auto& s : layout.slots()) {
     for (char which : {'A', 'B'}) {
       const std::string pname = model::LoraLayout::peft_name(s, which);
@@ -98,7 +116,8 @@ void check_golden(const std::string& name, bool checkpointing) {
   for (std::int64_t step = 1; step <= static_cast<std::int64_t>(ref_losses.size()); ++step) {
     m.zero_grads();
     const double loss = m.train_micro_batch(batch, static_cast<float>(1.0 / count),
-                                            static_cast<std::uint64_t>(step)) / count;
+                                            static_cast<std::uint64_t>(step)) / count +
+                        coef * m.last_aux_loss();
     const float ref = ref_losses[static_cast<std::size_t>(step - 1)];
     EXPECT_LE(std::abs(loss - ref) / ref, 1e-4) << "loss before AdamW step " << step;
     const double norm = std::sqrt(be->sum_squares(m.lora_grads(), layout.size()));
@@ -129,7 +148,8 @@ TEST_P(GoldenTest, MatchesTransformersAndPeft) { check_golden(GetParam(), false)
 TEST_P(GoldenTest, MatchesWithActivationCheckpointing) { check_golden(GetParam(), true); }
 
 INSTANTIATE_TEST_SUITE_P(Golden, GoldenTest,
-                         ::testing::Values("gqa_untied", "tied", "odd_mqa", "llama3_rope"));
+                         ::testing::Values("gqa_untied", "tied", "odd_mqa", "llama3_rope", "qwen3_dense", "qwen3_moe",
+                                           "qwen3_moe_sparse_step", "mixtral"));
 
 }  // namespace
 }  // namespace anvil

@@ -1,0 +1,142 @@
+#include "model/moe_routing.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "core/error.h"
+
+namespace anvil::model {
+
+namespace {
+
+void softmax_row(const float* x, float* p, std::int64_t E) {
+  float mx = x[0];
+  for (std::int64_t e = 1; e < E; ++e) mx = std::max(mx, x[e]);
+  float sum = 0.0f;
+  for (std::int64_t e = 0; e < E; ++e) {
+    p[e] = std::exp(x[e] - mx);
+    sum += p[e];
+  }
+  for (std::int64_t e = 0; e < E; ++e) p[e] /= sum;
+}
+
+// The k largest of p (E), best first; a tie goes to the lower index.
+void top_k(const float* p, std::int64_t E, std::int64_t k, std::int32_t* out) {
+  for (std::int64_t j = 0; j < k; ++j) {
+    std::int64_t best = -1;
+    for (std::int64_t e = 0; e < E; ++e) {
+      if (std::find(out, out + j, static_cast<std::int32_t>(e)) != out + j) continue;
+      if (best < 0 || p[e] > p[best]) best = e;
+    }
+    out[j] = static_cast<std::int32_t>(best);
+  }
+}
+
+}  // namespace
+
+void moe_route(const float* logits, std::int64_t n, std::int64_t E, std::int64_t k, bool norm_topk,
+               const MoeRoute& r) {
+  for (std::int64_t t = 0; t < n; ++t) {
+    float* p = r.probs + t * E;
+    softmax_row(logits + t * E, p, E);
+    std::int32_t* ex = r.expert + t * k;
+    top_k(p, E, k, ex);
+    float sum = 0.0f;
+    for (std::int64_t j = 0; j < k; ++j) sum += p[ex[j]];
+    for (std::int64_t j = 0; j < k; ++j) r.weight[t * k + j] = norm_topk ? p[ex[j]] / sum : p[ex[j]];
+  }
+  // Counting sort of the n·k choices by expert, stable in (token, choice) order.
+  std::fill(r.offsets, r.offsets + E + 1, 0);
+  for (std::int64_t i = 0; i < n * k; ++i) ++r.offsets[r.expert[i] + 1];
+  for (std::int64_t e = 0; e < E; ++e) r.offsets[e + 1] += r.offsets[e];
+  std::vector<std::int64_t> next(r.offsets, r.offsets + E);
+  for (std::int64_t i = 0; i < n * k; ++i) {
+    const std::int64_t row = next[static_cast<std::size_t>(r.expert[i])]++;
+    r.row[i] = static_cast<std::int32_t>(row);
+    r.token[row] = static_cast<std::int32_t>(i / k);
+  }
+}
+
+void moe_router_backward(float* d_logits, const float* dweight, const MoeRoute& r, std::int64_t n,
+                         std::int64_t E, std::int64_t k, bool norm_topk, const double* aux_grad) {
+  std::vector<double> dp(static_cast<std::size_t>(E));
+  for (std::int64_t t = 0; t < n; ++t) {
+    const float* p = r.probs + t * E;
+    const std::int32_t* ex = r.expert + t * k;
+    const float* dw = dweight + t * k;
+    for (std::int64_t e = 0; e < E; ++e) dp[static_cast<std::size_t>(e)] = aux_grad ? aux_grad[e] : 0.0;
+    if (norm_topk) {
+      // w_j = p_j / S with S = Σ_top p: dL/dp_j = (dw_j − Σ_i dw_i w_i) / S.
+      double s = 0.0, dot = 0.0;
+      for (std::int64_t j = 0; j < k; ++j) s += p[ex[j]];
+      for (std::int64_t j = 0; j < k; ++j) dot += static_cast<double>(dw[j]) * r.weight[t * k + j];
+      for (std::int64_t j = 0; j < k; ++j) dp[static_cast<std::size_t>(ex[j])] += (dw[j] - dot) / s;
+    } else {
+      for (std::int64_t j = 0; j < k; ++j) dp[static_cast<std::size_t>(ex[j])] += dw[j];
+    }
+    // Softmax: dlogit_e = p_e (dp_e − Σ_i p_i dp_i).
+    double mean = 0.0;
+    for (std::int64_t e = 0; e < E; ++e) mean += p[e] * dp[static_cast<std::size_t>(e)];
+    for (std::int64_t e = 0; e < E; ++e)
+      d_logits[t * E + e] = static_cast<float>(p[e] * (dp[static_cast<std::size_t>(e)] - mean));
+  }
+}
+
+void moe_aux_accumulate(const MoeRoute& r, std::int64_t n, std::int64_t E, std::int64_t k,
+                        std::vector<double>& count, std::vector<double>& prob_sum) {
+  ANVIL_CHECK(count.size() == static_cast<std::size_t>(E) && prob_sum.size() == count.size(),
+              "aux statistics of ", count.size(), " experts, the model has ", E);
+  for (std::int64_t i = 0; i < n * k; ++i) count[static_cast<std::size_t>(r.expert[i])] += 1.0;
+  for (std::int64_t t = 0; t < n; ++t)
+    for (std::int64_t e = 0; e < E; ++e) prob_sum[static_cast<std::size_t>(e)] += r.probs[t * E + e];
+}
+
+}  // namespace anvil::model
+
+namespace anvil::model {
+
+void moe_gather(float* xs, const float* x, const MoeRoute& r, std::int64_t n, std::int64_t k, std::int64_t c) {
+  for (std::int64_t row = 0; row < n * k; ++row) std::copy_n(x + r.token[row] * c, c, xs + row * c);
+}
+
+void moe_combine(float* y, const float* ye, const MoeRoute& r, std::int64_t n, std::int64_t k, std::int64_t c) {
+  for (std::int64_t t = 0; t < n; ++t) {
+    float* out = y + t * c;
+    std::fill(out, out + c, 0.0f);
+    for (std::int64_t j = 0; j < k; ++j) {
+      const float w = r.weight[t * k + j];
+      const float* src = ye + static_cast<std::int64_t>(r.row[t * k + j]) * c;
+      for (std::int64_t i = 0; i < c; ++i) out[i] += w * src[i];
+    }
+  }
+}
+
+void moe_combine_backward(float* dweight, float* d_ye, const float* dy, const float* ye, const MoeRoute& r,
+                          std::int64_t n, std::int64_t k, std::int64_t c) {
+  for (std::int64_t t = 0; t < n; ++t) {
+    const float* g = dy + t * c;
+    for (std::int64_t j = 0; j < k; ++j) {
+      const std::int64_t row = r.row[t * k + j];
+      const float* src = ye + row * c;
+      double dot = 0.0;
+      for (std::int64_t i = 0; i < c; ++i) dot += static_cast<double>(g[i]) * src[i];
+      dweight[t * k + j] = static_cast<float>(dot);
+      const float w = r.weight[t * k + j];
+      float* dst = d_ye + row * c;
+      for (std::int64_t i = 0; i < c; ++i) dst[i] = w * g[i];
+    }
+  }
+}
+
+void moe_scatter(float* dx, const float* dxs, const MoeRoute& r, std::int64_t n, std::int64_t k, std::int64_t c) {
+  for (std::int64_t t = 0; t < n; ++t) {
+    float* out = dx + t * c;
+    std::fill(out, out + c, 0.0f);
+    for (std::int64_t j = 0; j < k; ++j) {
+      const float* src = dxs + static_cast<std::int64_t>(r.row[t * k + j]) * c;
+      for (std::int64_t i = 0; i < c; ++i) out[i] += src[i];
+    }
+  }
+}
+
+}  // namespace anvil::model
