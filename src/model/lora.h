@@ -21,6 +21,7 @@ enum class Proj {
   proj_expert_gate, proj_expert_up, proj_expert_down
 };
 inline constexpr int kProjCount = 10;
+inline constexpr int kDenseProjCount = 7;  // q .. down: the projections of a dense block
 // "q_proj", ... "down_proj", "experts.gate_proj", "experts.up_proj", "experts.down_proj":
 // anvil's names (config keys, checkpoint datasets), the same for every model family.
 const char* proj_name(Proj p);

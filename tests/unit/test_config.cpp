@@ -160,7 +160,7 @@ TEST(ConfigTypes, WrongTypesAndRangesNameKeyAndLine) {
       {"model:\n  dtype: BF16\n",
        "model.dtype: expected one of auto, f32, bf16, got 'BF16' (did you mean 'bf16'?)"},
       {"lora:\n  targets: q_proj\n",
-       "lora.targets: expected a list such as [q_proj, down_proj], got 'q_proj'"},
+       "lora.targets: expected a list such as [q_proj, experts.down_proj], got 'q_proj'"},
       {"lora:\n  targets:\n    - q_proj\n    - qproj\n", "c.yaml:5: lora.targets: 'qproj' is not one of"},
       {"lora:\n  targets: [v_proj, v_proj]\n", "lora.targets: 'v_proj' is listed twice"},
       {"lora:\n  targets: []\n", "lora.targets: must name at least one of q_proj"},

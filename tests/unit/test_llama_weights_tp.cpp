@@ -71,12 +71,12 @@ void expect_rank(const ModelSpec& s, const BaseWeights& full, const BaseWeights&
     const auto& ll = local.layers[l];
     const std::string p = str_cat(at, "layer ", l, " ");
     const auto& fp = fl.proj;
-    const std::array<Block, model::kProjCount> want = {
+    const std::array<Block, model::kDenseProjCount> want = {
         block_rows(fp[0], r * q_rows, q_rows),  block_rows(fp[1], kv_first, kv_rows),
         block_rows(fp[2], kv_first, kv_rows),   block_cols(fp[3], r * q_rows, q_rows),
         block_rows(fp[4], r * f_rows, f_rows),  block_rows(fp[5], r * f_rows, f_rows),
         block_cols(fp[6], r * f_rows, f_rows)};
-    for (int i = 0; i < model::kProjCount; ++i) {
+    for (int i = 0; i < model::kDenseProjCount; ++i) {
       const std::string name = p + model::proj_name(static_cast<Proj>(i));
       expect_block(fp[i], ll.proj[i], want[i], name);
       ASSERT_EQ(ll.bias[i].data == nullptr, fl.bias[i].data == nullptr) << name;
@@ -228,7 +228,7 @@ TEST(WeightsTpMapping, RowSlicesInTheFileDtypeAreNotCopied) {
     EXPECT_TRUE(in_mapping(w.lm_head, maps));
     EXPECT_EQ(in_mapping(w.final_norm, maps), e.file == DType::dtype_f32);
     for (const auto& l : w.layers) {
-      for (int i = 0; i < model::kProjCount; ++i)
+      for (int i = 0; i < model::kDenseProjCount; ++i)
         EXPECT_EQ(in_mapping(l.proj[i], maps), !model::proj_row_parallel(static_cast<Proj>(i)))
             << model::proj_name(static_cast<Proj>(i));
     }
