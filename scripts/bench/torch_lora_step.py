@@ -9,6 +9,12 @@ the config, nothing is downloaded): the step time does not depend on their value
 
     .venv/bin/python scripts/bench/torch_lora_step.py --steps 3
     .venv/bin/python scripts/bench/torch_lora_step.py --checkpointing --json out.json
+    .venv/bin/python scripts/bench/torch_lora_step.py --spec MODEL_DIR/config.json   # another shape
+
+With --spec the model is AutoModelForCausalLM of that config.json (random weights, as
+anvil init-model --spec writes them); on a mixture-of-experts model (Qwen3-MoE, Mixtral)
+the targets gate_proj/up_proj/down_proj reach every routed expert (PEFT 0.21 turns them
+into LoRA on transformers 5's fused expert parameters), the router stays frozen.
 
 LoRA r=16, alpha=32, dropout 0 on q/k/v/o/gate/up/down; loss = mean cross-entropy over
 all tokens (HF's shifted labels). The peak RSS is the whole process's (ru_maxrss), so
@@ -37,9 +43,14 @@ SMOLLM2_135M = dict(hidden_size=576, intermediate_size=1536, num_hidden_layers=3
 
 def build_model(args):
     torch.manual_seed(args.seed)
-    config = transformers.LlamaConfig(**SMOLLM2_135M, use_cache=False)
-    model = transformers.LlamaForCausalLM._from_config(config, attn_implementation=args.attn,
-                                                       dtype=torch.float32)
+    if args.spec:
+        config = transformers.AutoConfig.from_pretrained(args.spec, use_cache=False)
+        model = transformers.AutoModelForCausalLM.from_config(config, attn_implementation=args.attn,
+                                                              dtype=torch.float32)
+    else:
+        config = transformers.LlamaConfig(**SMOLLM2_135M, use_cache=False)
+        model = transformers.LlamaForCausalLM._from_config(config, attn_implementation=args.attn,
+                                                           dtype=torch.float32)
     if args.checkpointing:
         # Non-reentrant checkpointing works with frozen inputs (PEFT freezes the embedding),
         # so no enable_input_require_grads() hook is needed.
@@ -64,6 +75,7 @@ def main():
     ap.add_argument("--attn", default="sdpa", choices=["sdpa", "eager"], help="attention implementation")
     ap.add_argument("--checkpointing", action="store_true", help="model.gradient_checkpointing_enable()")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--spec", metavar="CONFIG_JSON", help="an HF config.json instead of the smollm2-135m shape")
     ap.add_argument("--json", metavar="PATH", help="also write the numbers as JSON ('-': stdout)")
     args = ap.parse_args()
 
@@ -78,7 +90,8 @@ def main():
     opt = torch.optim.AdamW(trainable, lr=args.lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0)
 
     gen = torch.Generator().manual_seed(args.seed)
-    ids = torch.randint(0, SMOLLM2_135M["vocab_size"], (args.micro_batch, args.seq), generator=gen)
+    vocab = model.config.vocab_size
+    ids = torch.randint(0, vocab, (args.micro_batch, args.seq), generator=gen)
 
     def step():
         loss = model(input_ids=ids, labels=ids).loss  # HF shifts the labels: mean CE over T-1 tokens
@@ -89,7 +102,8 @@ def main():
 
     print(f"torch {torch.__version__}, transformers {transformers.__version__}, peft {peft.__version__}; "
           f"threads {torch.get_num_threads()}, attn {args.attn}, checkpointing {args.checkpointing}")
-    print(f"smollm2-135m shape: {n_total:,} parameters, {n_trainable:,} trainable (LoRA r={args.rank}); "
+    shape = args.spec or "smollm2-135m"
+    print(f"{shape} shape: {n_total:,} parameters, {n_trainable:,} trainable (LoRA r={args.rank}); "
           f"micro batch {args.micro_batch} x seq {args.seq}")
     for i in range(args.warmup):
         t0 = time.perf_counter()
@@ -108,7 +122,7 @@ def main():
     tokens = args.micro_batch * args.seq
     mean_s = sum(times) / len(times)
     result = {
-        "model": "smollm2-135m", "seq": args.seq, "micro_batch": args.micro_batch, "rank": args.rank,
+        "model": shape, "seq": args.seq, "micro_batch": args.micro_batch, "rank": args.rank,
         "alpha": args.alpha, "attn": args.attn, "checkpointing": args.checkpointing,
         "threads": torch.get_num_threads(), "warmup": args.warmup, "steps": args.steps,
         "ms_per_step": 1e3 * mean_s, "ms_per_step_median": 1e3 * statistics.median(times),

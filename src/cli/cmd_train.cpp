@@ -1,5 +1,5 @@
 // anvil train CONFIG [--set KEY=VALUE]...
-// anvil validate CONFIG [--set KEY=VALUE]... [--world N] [--gpu h200|h100|cpu] [--print]
+// anvil validate CONFIG [--set KEY=VALUE]... [--world N] [--gpu h200|h200-nvl|h100|cpu] [--print]
 // anvil prepare CONFIG [--set KEY=VALUE]...
 //
 // All load the config through the same path (train/config.h); validate stops after the
@@ -64,7 +64,7 @@ void run_validate(const ConfigOptions& opt) {
   const std::string device_name =
       !opt.gpu.empty() ? opt.gpu : cfg.parallel.backend == train::BackendKind::backend_cuda ? "h200" : "cpu";
   const auto kind = train::plan_device_from_name(device_name);
-  ANVIL_CHECK_INPUT(kind.has_value(), "--gpu: expected h200, h100 or cpu, got '", device_name, "'");
+  ANVIL_CHECK_INPUT(kind.has_value(), "--gpu: expected h200, h200-nvl, h100 or cpu, got '", device_name, "'");
   const model::ModelSpec spec = model::model_spec_from_dir(cfg.model.path);
   train::PlanDevice device = train::plan_device(*kind, world);
   if (!device.gpu) {
@@ -144,7 +144,7 @@ void register_validate(CLI::App& app) {
   cmd->add_option("--gpu", opt->gpu,
                   "Plan the run for this device: memory per rank, step time, communication "
                   "(h200, h100, or cpu: this machine)")
-      ->check(CLI::IsMember({"h200", "h100", "cpu"}));
+      ->check(CLI::IsMember({"h200", "h200-nvl", "h100", "cpu"}));
   cmd->add_flag("--print", opt->print, "Print the resolved config (every key, defaults filled) as YAML");
   cmd->callback([opt] { run_validate(*opt); });
 }

@@ -73,6 +73,7 @@ std::string seconds(double s) {
 
 std::optional<PlanDeviceKind> plan_device_from_name(const std::string& name) {
   if (name == "h200") return PlanDeviceKind::plan_h200;
+  if (name == "h200-nvl") return PlanDeviceKind::plan_h200_nvl;
   if (name == "h100") return PlanDeviceKind::plan_h100;
   if (name == "cpu") return PlanDeviceKind::plan_cpu;
   return std::nullopt;
@@ -84,6 +85,41 @@ void PlanCollectives::add(double bytes, double calls, int group) {
   count += calls;
   moved += ring_factor(group) * bytes;
 }
+
+namespace {
+
+// The PCIe card of the target server: four H200 NVL joined by a 4-way NVLink bridge (no
+// NVSwitch, so no NVLS in-network reduction), lower clocks than the SXM part.
+PlanDevice plan_device_h200_nvl() {
+  PlanDevice d;
+  d.name = "H200 NVL";
+  d.gpu = true;
+  d.memory_bytes = 141e9;
+  d.memory_bw = 4.8e12;
+  d.peak_flops = 835e12;
+  d.efficiency = 0.5;
+  d.ranks_per_node = 4;
+  d.intra_busbw = 300e9;
+  d.intra_alpha = 15e-6;
+  d.inter_busbw = 40e9;
+  d.inter_alpha = 20e-6;
+  d.runtime_bytes = kGpuRuntimeBytes;
+  d.comm_group_bytes = kNcclGroupBytes;
+  d.notes =
+      "H200 NVL (PCIe card): 141 GB HBM3e, 4.8 TB/s, 835 TFLOP/s dense bf16 (NVIDIA's 1,671 with sparsity), 4 per "
+      "server\n"
+      "compute: 50% of peak (GEMMs only, flops.h)\n"
+      "NVLink bridge, 4-way: 900 GB/s per GPU in both directions, split over 3 peers, no NVSwitch (no NVLS):\n"
+      "  all-reduce bus bandwidth 300 GB/s assumed (not measured), 15 us each; without a bridge (PCIe Gen5\n"
+      "  only, 128 GB/s) expect about 20-25 GB/s\n"
+      "between servers: one 400 Gb/s NIC per GPU assumed, 40 GB/s achieved, 20 us each\n"
+      "activations bf16 and backend scratch: a projection of the CPU layout (the CUDA backend keeps f32 activations "
+      "today)\n"
+      "runtime 1 GiB per GPU (CUDA context, cuBLAS workspaces), NCCL 0.5 GiB per communicator: assumed\n";
+  return d;
+}
+
+}  // namespace
 
 PlanDevice plan_device(PlanDeviceKind kind, int world) {
   PlanDevice d;
@@ -103,6 +139,7 @@ PlanDevice plan_device(PlanDeviceKind kind, int world) {
         "runtime: 28 MiB per process (libraries, MPI, OpenBLAS buffers; measured, tests/bench/RESULTS.md)\n";
     return d;
   }
+  if (kind == PlanDeviceKind::plan_h200_nvl) return plan_device_h200_nvl();
   const bool h200 = kind == PlanDeviceKind::plan_h200;
   d.name = h200 ? "H200 SXM" : "H100 SXM";
   d.gpu = true;

@@ -43,9 +43,9 @@
 
 namespace anvil::train {
 
-enum class PlanDeviceKind { plan_cpu, plan_h100, plan_h200 };
+enum class PlanDeviceKind { plan_cpu, plan_h100, plan_h200, plan_h200_nvl };
 
-// "h200", "h100", "cpu"; nullopt for anything else.
+// "h200", "h200-nvl", "h100", "cpu"; nullopt for anything else.
 std::optional<PlanDeviceKind> plan_device_from_name(const std::string& name);
 
 // A device and the links between devices; every rate an assumption stated in `notes`,

@@ -20,6 +20,7 @@
 #include "backend/backend.h"
 #include "core/error.h"
 #include "model/llama.h"
+#include "train/flops.h"
 
 namespace {
 
@@ -123,6 +124,9 @@ int main(int argc, char** argv) try {
   const double lora = L * 2 * n * r * per_layer_lora_width;
   double flops = 2 * fwd_linear + 3 * attn_fwd + 3 * lora;
   if (ckpt) flops += fwd_linear - 2 * n * V * C + attn_fwd + lora;  // blocks run forward twice
+  // A mixture-of-experts model: train/flops.h's count, which takes the active parameters
+  // only (router + top_k experts per token), with its full T x T attention.
+  if (spec.is_moe()) flops = train::train_flops_per_token(spec, ls, T, ckpt).total() * n;
   const double gflops = flops / step_s / 1e9;
 
   const double gemm_qkv = sgemm_rate(*be, N, static_cast<std::int64_t>(HD), spec.hidden_size);
@@ -132,9 +136,10 @@ int main(int argc, char** argv) try {
   rusage ru{};
   getrusage(RUSAGE_SELF, &ru);
 
-  std::printf("model %s: %lld layers, hidden %lld, vocab %lld; LoRA r=%lld on all 7 projections; seq %lld x micro batch %lld%s\n",
+  std::printf("model %s: %lld layers, hidden %lld, vocab %lld; LoRA r=%lld on every projection%s; seq %lld x micro batch %lld%s\n",
               dir.c_str(), static_cast<long long>(spec.num_hidden_layers), static_cast<long long>(spec.hidden_size),
-              static_cast<long long>(spec.vocab_size), static_cast<long long>(rank), static_cast<long long>(T),
+              static_cast<long long>(spec.vocab_size), static_cast<long long>(rank),
+              spec.is_moe() ? " (every routed expert's too)" : "", static_cast<long long>(T),
               static_cast<long long>(B), ckpt ? ", activation checkpointing" : "");
   std::printf("step %.3f s, %.0f tokens/s, %.2f GFLOP/step, %.1f GFLOP/s achieved\n", step_s, n / step_s,
               flops / 1e9, gflops);

@@ -152,7 +152,16 @@ TEST(Plan, CollectivesAndFlopsOfATinyRun) {
 
 TEST(Plan, DevicesAndTheirLinks) {
   EXPECT_EQ(train::plan_device_from_name("h200"), train::PlanDeviceKind::plan_h200);
+  EXPECT_EQ(train::plan_device_from_name("h200-nvl"), train::PlanDeviceKind::plan_h200_nvl);
   EXPECT_FALSE(train::plan_device_from_name("a100").has_value());
+  // The target server: 4 H200 NVL on an NVLink bridge; tp 4 stays on it, tp 8 would not.
+  const train::PlanDevice nvl = train::plan_device(train::PlanDeviceKind::plan_h200_nvl, 4);
+  EXPECT_EQ(nvl.ranks_per_node, 4);
+  EXPECT_DOUBLE_EQ(nvl.memory_bytes, 141e9);
+  const train::RunPlan on_bridge = train::plan_run(tiny_config(4, 1, 16, 8, false), *model::model_preset("tiny"), 4, nvl);
+  EXPECT_FALSE(on_bridge.tp_across_nodes);
+  EXPECT_DOUBLE_EQ(on_bridge.time.tp, on_bridge.tp_comm.count * 15e-6 + on_bridge.tp_comm.moved / 300e9);
+  EXPECT_NE(train::plan_format(on_bridge).find("NVLink bridge"), std::string::npos);
   const train::PlanDevice cpu = train::plan_device(train::PlanDeviceKind::plan_cpu, 2);
   EXPECT_GT(cpu.memory_bytes, 1e9);
   EXPECT_EQ(cpu.ranks_per_node, 2);
