@@ -116,6 +116,9 @@ class Backend {
   virtual TensorView weight_place(const TensorView& w) = 0;
   // Waits for every op issued so far (the CPU backend's ops are synchronous).
   virtual void synchronize() {}
+  // The device this backend computes on, for the per-rank binding line: a GPU's UUID and
+  // PCI bus id; empty on the CPU backend.
+  virtual std::string device_identity() const { return {}; }
 
   // ---- dense algebra -------------------------------------------------------------------
   // C(m,n) = alpha * op(A) op(B) + beta * C; op(X) = X^T when trans_x. f32.

@@ -1,10 +1,12 @@
 #include "runtime/runtime.h"
 
+#include <sched.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
 #include <string>
 #include <utility>
 #include <vector>
@@ -66,7 +68,45 @@ std::vector<char> node_name(int world_rank) {
   return name;
 }
 
+// The CPUs this process may run on (its affinity mask).
+std::vector<int> allowed_cpus() {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  std::vector<int> out;
+  if (sched_getaffinity(0, sizeof set, &set) != 0) return out;
+  for (int c = 0; c < CPU_SETSIZE; ++c)
+    if (CPU_ISSET(c, &set)) out.push_back(c);
+  return out;
+}
+
 }  // namespace
+
+std::string cpu_ranges(const std::vector<int>& cpus) {
+  std::string out;
+  for (std::size_t i = 0; i < cpus.size();) {
+    std::size_t j = i;
+    while (j + 1 < cpus.size() && cpus[j + 1] == cpus[j] + 1) ++j;
+    out += str_cat(out.empty() ? "" : ",", cpus[i]);
+    if (j > i) out += str_cat("-", cpus[j]);
+    i = j + 1;
+  }
+  return out;
+}
+
+std::string numa_nodes_of(const std::vector<int>& cpus) {
+  std::vector<int> nodes;
+  for (const int c : cpus) {
+    std::error_code ec;
+    for (const auto& e : std::filesystem::directory_iterator(str_cat("/sys/devices/system/cpu/cpu", c), ec)) {
+      const std::string name = e.path().filename().string();
+      if (name.rfind("node", 0) != 0 || name.size() == 4) continue;
+      const int n = std::atoi(name.c_str() + 4);
+      if (std::find(nodes.begin(), nodes.end(), n) == nodes.end()) nodes.push_back(n);
+    }
+  }
+  std::sort(nodes.begin(), nodes.end());
+  return cpu_ranges(nodes);
+}
 
 void launch_check_world(int world_size) {
   // mpirun (and its orted, also under Slurm) says how many ranks it started; a direct srun
@@ -177,6 +217,31 @@ Runtime::Runtime(std::unique_ptr<comm::MpiSession> session, const RuntimeSpec& s
 // Members go in reverse order: the group Comms before the Comms they use, the backend
 // (whose stream NCCL enqueues on) after them, the MPI session last.
 Runtime::~Runtime() = default;
+
+std::string Runtime::binding_line() const {
+  const std::vector<int> cpus = allowed_cpus();
+  const std::string numa = numa_nodes_of(cpus);
+  const char* visible = std::getenv("CUDA_VISIBLE_DEVICES");
+  const std::string device = backend_->device_identity();
+  return str_cat("rank ", world_rank(), "/", world_size(), " on ", node_name(world_rank()).data(), ", local ",
+                 local_rank_, "/", local_size_, ", tp ", tp_rank(), "/", tp_size(), ", dp ", dp_rank(), "/",
+                 dp_size(), "; cpus ", cpu_ranges(cpus), ", numa ", numa.empty() ? "?" : numa,
+                 "; CUDA_VISIBLE_DEVICES=", visible ? visible : "(unset)", "; ", description_,
+                 device.empty() ? "" : ", " + device);
+}
+
+std::vector<std::string> Runtime::binding_report() const {
+  constexpr int kLineBytes = 512;
+  std::vector<char> mine(kLineBytes, '\0');
+  const std::string line = binding_line();
+  std::memcpy(mine.data(), line.data(), std::min<std::size_t>(line.size(), kLineBytes - 1));
+  std::vector<char> all(static_cast<std::size_t>(kLineBytes) * static_cast<std::size_t>(world_size()));
+  grid_.world().allgather(mine.data(), all.data(), kLineBytes, DType::dtype_i8);
+  std::vector<std::string> out;
+  if (world_rank() != 0) return out;
+  for (int r = 0; r < world_size(); ++r) out.emplace_back(all.data() + static_cast<std::ptrdiff_t>(r) * kLineBytes);
+  return out;
+}
 
 const model::TpGroup& Runtime::tp_group(const model::ModelSpec& spec) {
   if (tp_group_) return *tp_group_;

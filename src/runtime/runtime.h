@@ -14,6 +14,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "backend/backend.h"
 #include "backend/backend_support.h"
@@ -69,6 +70,13 @@ class Runtime {
   // replicated KV heads, their sub-group (split once, on the first call; collective then).
   const model::TpGroup& tp_group(const model::ModelSpec& spec);
 
+  // Where this rank runs, one line: host, world and local rank, tp/dp coordinates, the CPUs
+  // it may use and their NUMA nodes, CUDA_VISIBLE_DEVICES, and the device (a GPU's UUID
+  // and PCI bus id). binding_report gathers every rank's line to world rank 0 (collective)
+  // and returns them in rank order there (empty elsewhere).
+  std::string binding_line() const;
+  std::vector<std::string> binding_report() const;
+
  private:
   std::unique_ptr<comm::MpiSession> session_;  // null: kept by the caller, or no MPI
   int local_rank_ = 0, local_size_ = 1;
@@ -95,6 +103,11 @@ class Runtime {
 // Collective over the grid's TP groups.
 void launch_check_world(int world_size);
 void launch_check_tp_node(const comm::ProcessGrid& grid);
+
+// "0-3,8,10-11": a set of CPU numbers as ranges; the NUMA nodes of those CPUs from
+// /sys (empty when the kernel does not say).
+std::string cpu_ranges(const std::vector<int>& cpus);
+std::string numa_nodes_of(const std::vector<int>& cpus);
 
 // The backend kind `requested` resolves to on this machine: auto = backend::backend_auto();
 // cuda without a device (or without CUDA in this build) is a user error naming

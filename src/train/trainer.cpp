@@ -54,6 +54,8 @@ Trainer::Trainer(const TrainConfig& cfg, runtime::Runtime& rt, const TrainOption
   const double t_setup = now_s();
   if (writer_) std::filesystem::create_directories(cfg_.output_dir);
   log_info("backend: ", rt_.description());
+  // Where every rank runs (host, CPUs, NUMA node, GPU), one line each, in rank order.
+  for (const std::string& line : rt_.binding_report()) log_info("bind: ", line);
   data_load();
   model_build();
   step_plan();

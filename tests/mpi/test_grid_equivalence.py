@@ -103,8 +103,13 @@ def check(tmp):
         assert [r["step"] for r in steps] == list(range(1, STEPS + 1)), steps
         adapter = load_file(os.path.join(out, "adapter", "adapter_model.safetensors"))
         results[(tp, dp)] = (steps, evals, adapter)
-        # Only rank 0 prints the progress and the resolved config.
-        assert (p.stdout + p.stderr).count("resolved config") == 1, p.stdout + p.stderr
+        # Only rank 0 prints the progress and the resolved config, and one binding line per
+        # rank in rank order (host, ranks, tp/dp coordinates, CPUs, NUMA node, device).
+        log = p.stdout + p.stderr
+        assert log.count("resolved config") == 1, log
+        binds = [line.split("bind: ", 1)[1] for line in log.splitlines() if "bind: rank " in line]
+        assert [b.split("/")[0] for b in binds] == [f"rank {r}" for r in range(tp * dp)], binds
+        assert all(f"tp {r % tp}/{tp}, dp {r // tp}/{dp}; cpus " in b for r, b in enumerate(binds)), binds
         print(f"tp {tp} dp {dp}: {seconds:.1f} s, final loss {steps[-1]['loss']:.6f}, "
               f"eval {evals[-1]['eval_loss']:.6f}")
 

@@ -158,5 +158,31 @@ TEST(LaunchCheck, TensorParallelGroupsStayOnOneNode) {
   unsetenv("ANVIL_NODE_SIZE");
 }
 
+bool has(const std::string& text, const std::string& part) { return text.find(part) != std::string::npos; }
+
+TEST(Binding, EveryRankReportsWhereItRuns) {
+  Runtime rt(nullptr, cpu_spec(1));
+  const std::string mine = rt.binding_line();
+  EXPECT_TRUE(has(mine, "rank " + std::to_string(rt.world_rank()) + "/" + std::to_string(rt.world_size()))) << mine;
+  EXPECT_TRUE(has(mine, "; cpus ")) << mine;
+  EXPECT_TRUE(has(mine, "CUDA_VISIBLE_DEVICES=")) << mine;
+  EXPECT_TRUE(has(mine, "; cpu")) << mine;  // the backend's description
+  const std::vector<std::string> all = rt.binding_report();
+  if (rt.world_rank() != 0) {
+    EXPECT_TRUE(all.empty());
+    return;
+  }
+  ASSERT_EQ(static_cast<int>(all.size()), rt.world_size());
+  for (int r = 0; r < rt.world_size(); ++r)
+    EXPECT_EQ(all[static_cast<std::size_t>(r)].rfind("rank " + std::to_string(r) + "/", 0), 0u) << all[static_cast<std::size_t>(r)];
+  EXPECT_EQ(all[0], mine);
+}
+
+TEST(Binding, CpuSetsAsRanges) {
+  EXPECT_EQ(cpu_ranges({0, 1, 2, 3, 8, 10, 11}), "0-3,8,10-11");
+  EXPECT_EQ(cpu_ranges({5}), "5");
+  EXPECT_EQ(cpu_ranges({}), "");
+}
+
 }  // namespace
 }  // namespace anvil::runtime

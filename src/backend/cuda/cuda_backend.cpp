@@ -4,7 +4,9 @@
 
 #include <algorithm>
 #include <climits>
+#include <cstdio>
 #include <cstring>
+#include <string>
 
 #include "attention.cuh"
 #include "backend/cuda/blas_api.h"
@@ -230,6 +232,22 @@ void CudaBackend::fill_zero(void* dst, std::size_t bytes) {
 }
 
 void CudaBackend::synchronize() { CUDA_CHECK(cudaStreamSynchronize(stream_)); }
+
+// "GPU-8f1c…, bus 0000:41:00.0": what nvidia-smi and CUDA_VISIBLE_DEVICES=GPU-… name.
+std::string CudaBackend::device_identity() const {
+  cudaDeviceProp prop{};
+  CUDA_CHECK(cudaGetDeviceProperties(&prop, device_));
+  std::string uuid = "GPU-";
+  for (int i = 0; i < 16; ++i) {
+    char hex[3];
+    std::snprintf(hex, sizeof hex, "%02x", static_cast<unsigned char>(prop.uuid.bytes[i]));
+    uuid += hex;
+    if (i == 3 || i == 5 || i == 7 || i == 9) uuid += '-';
+  }
+  char bus[32];
+  std::snprintf(bus, sizeof bus, "%04x:%02x:%02x.0", prop.pciDomainID, prop.pciBusID, prop.pciDeviceID);
+  return str_cat(prop.name, " ", uuid, ", bus ", bus);
+}
 
 // 2-D weights (linear layers, embedding, LM head) become bf16, what cuBLASLt and the
 // embedding kernel read; 1-D weights (norms) become f32. A host view may be a misaligned

@@ -67,6 +67,7 @@ class CudaBackend final : public Backend {
   void fill_zero(void* dst, std::size_t bytes) override;
   TensorView weight_place(const TensorView& w) override;
   void synchronize() override;
+  std::string device_identity() const override;
 
   void gemm(bool trans_a, bool trans_b, i64 m, i64 n, i64 k, float alpha, const float* a, i64 lda,
             const float* b, i64 ldb, float beta, float* c, i64 ldc) override;
