@@ -77,6 +77,24 @@ def main():
         assert got == want, "the preempted and requeued job's adapter differs from the uninterrupted job's"
         print(f"job {job}: resumed twice, completed; the adapter is the uninterrupted job's, byte for byte")
 
+        # ANVIL_MAX_RESTARTS caps the requeues: with 0, the first preemption ends the job
+        # (exit 75) with its checkpoint saved, and nothing is requeued.
+        capped = os.path.join(tmp, "capped")
+        capped_log = os.path.join(tmp, "capped.log")
+        job = sbatch(dict(env, ANVIL_MAX_RESTARTS="0"), capped_log, demo_args(model, capped, *SETS))
+        deadline = time.time() + 120
+        while steps_done(capped) < 10:
+            assert time.time() < deadline, f"job {job} did not reach step 10\n{read_text(capped_log)}"
+            time.sleep(0.1)
+        subprocess.run(["scancel", "--batch", "--signal=USR1", job], env=env, check=True)
+        f = wait_job_done(env, job, timeout=120)
+        text = read_text(capped_log)
+        assert f.get("ExitCode") == "75:0" and f.get("Restarts") == "0", f"{f}\n{text}"
+        assert "not requeueing" in text and "requeueing job" not in text, text
+        saved = re.findall(r"preempted after step (\d+)", text)
+        assert len(saved) == 1 and os.path.exists(os.path.join(capped, "checkpoints", f"step_{saved[0]}.h5")), text
+        print(f"job {job}: ANVIL_MAX_RESTARTS=0: preempted after step {saved[0]}, exit 75, not requeued")
+
 
 if __name__ == "__main__":
     main()
