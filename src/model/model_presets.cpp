@@ -58,11 +58,34 @@ std::optional<ModelSpec> model_preset(std::string_view name) {
   if (name == "llama3-8b") return llama3_spec(4096, 14336, 32, 32);
   if (name == "llama3-70b") return llama3_spec(8192, 28672, 80, 64);
   if (name == "llama3-405b") return llama3_spec(16384, 53248, 126, 128);
+  if (name == "qwen3-30b-a3b") {
+    // 128 experts of 768, top 8 renormalised, every layer sparse; head_dim 128 with qk-norm.
+    ModelSpec s = make_spec(2048, 6144, 48, 32, 4, 151936, false, 1000000.0, 40960);
+    s.model_type = "qwen3_moe";
+    s.head_dim = 128;
+    s.rms_norm_eps = 1e-6;
+    s.qk_norm = true;
+    s.moe = MoeSpec{128, 8, 768, true, 1, {}, false, 0.001};
+    s.torch_dtype = "bfloat16";
+    s.bos_token_id = 151643;
+    s.eos_token_ids = {151645};
+    return s;
+  }
+  if (name == "mixtral-8x7b") {
+    ModelSpec s = make_spec(4096, 14336, 32, 32, 8, 32000, false, 1000000.0, 32768);
+    s.model_type = "mixtral";
+    s.moe = MoeSpec{8, 2, 14336, true, 1, {}, false, 0.02};
+    s.torch_dtype = "bfloat16";
+    s.bos_token_id = 1;
+    s.eos_token_ids = {2};
+    return s;
+  }
   return std::nullopt;
 }
 
 std::vector<std::string> model_preset_names() {
-  return {"tiny", "tiny-tied", "smollm2-135m", "llama3-8b", "llama3-70b", "llama3-405b"};
+  return {"tiny",        "tiny-tied",  "smollm2-135m",  "llama3-8b",
+          "llama3-70b",  "llama3-405b", "qwen3-30b-a3b", "mixtral-8x7b"};
 }
 
 }  // namespace anvil::model

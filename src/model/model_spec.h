@@ -110,7 +110,7 @@ std::int64_t model_parameter_count(const ModelSpec& spec);
 void model_check_weights(const ModelSpec& spec, const io::SafetensorsModel& weights);
 
 // Named shapes for tests, benchmarks and plans: tiny, tiny-tied, smollm2-135m, llama3-8b,
-// llama3-70b, llama3-405b.
+// llama3-70b, llama3-405b, and the mixture-of-experts qwen3-30b-a3b and mixtral-8x7b.
 std::optional<ModelSpec> model_preset(std::string_view name);
 std::vector<std::string> model_preset_names();
 

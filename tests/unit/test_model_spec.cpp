@@ -213,6 +213,15 @@ void expect_same_spec(const ModelSpec& a, const ModelSpec& b) {
   EXPECT_EQ(b.bos_token_id, a.bos_token_id);
   EXPECT_EQ(b.eos_token_ids, a.eos_token_ids);
   EXPECT_EQ(b.torch_dtype, a.torch_dtype);
+  EXPECT_EQ(b.qk_norm, a.qk_norm);
+  EXPECT_EQ(b.moe.num_experts, a.moe.num_experts);
+  EXPECT_EQ(b.moe.top_k, a.moe.top_k);
+  EXPECT_EQ(b.moe.intermediate_size, a.moe.intermediate_size);
+  EXPECT_EQ(b.moe.norm_topk_prob, a.moe.norm_topk_prob);
+  EXPECT_EQ(b.moe.sparse_step, a.moe.sparse_step);
+  EXPECT_EQ(b.moe.mlp_only_layers, a.moe.mlp_only_layers);
+  EXPECT_EQ(b.moe.aux_loss, a.moe.aux_loss);
+  EXPECT_DOUBLE_EQ(b.moe.aux_loss_coef, a.moe.aux_loss_coef);
 }
 
 TEST(ModelSpec, JsonRoundTrip) {
@@ -280,6 +289,9 @@ TEST(ModelSpec, PresetParameterCounts) {
   EXPECT_EQ(model_parameter_count(*model_preset("llama3-405b")), 405'853'388'800);  // Llama 3.1 405B
   // SmolLM2-135M: tied embeddings, so no lm_head.
   EXPECT_EQ(model_parameter_count(*model_preset("smollm2-135m")), 134'515'008);
+  // Published totals: Qwen3-30B-A3B 30.5B, Mixtral 8x7B 46.7B.
+  EXPECT_EQ(model_parameter_count(*model_preset("qwen3-30b-a3b")), 30'532'122'624);
+  EXPECT_EQ(model_parameter_count(*model_preset("mixtral-8x7b")), 46'702'792'704);
   const auto tiny = *model_preset("tiny");
   const auto tied = *model_preset("tiny-tied");
   EXPECT_LT(model_parameter_count(tiny), 1'000'000);
