@@ -1,6 +1,8 @@
 #include "checkpoint/checkpoint_file.h"
 
 #include <algorithm>
+#include <functional>
+#include <future>
 #include <optional>
 
 #include "checkpoint/checkpoint_v1.h"
@@ -64,20 +66,35 @@ class BlockIndex {
 };
 
 // One stack's layer shape (rows, cols) and this rank's block of it, the same in every layer
-// (`block` floats).
+// (`block` floats), layer l's at first->local_offset + l * stride in the rank's buffer:
+// the layout puts the layers one after the other, each the same size, so the file's
+// hyperslab maps onto the buffer itself (io::H5Store reads and writes it in place).
 struct StackPlan {
-  std::int64_t rows = 0, cols = 0, block = 0;
+  Stack stack;
+  std::int64_t layers = 0, rows = 0, cols = 0, block = 0, stride = 0;
   const LoraBlock* first = nullptr;  // layer 0's
 };
-StackPlan stack_plan(const LoraLayout& full, const BlockIndex& blocks, const Stack& st) {
+StackPlan stack_plan(const LoraLayout& full, const BlockIndex& blocks, const Stack& st, std::int64_t layers) {
   const model::LoraSlot& slot = *full.find(0, st.proj);
   const int r = full.spec().rank;
-  StackPlan p;
-  p.rows = matrix_rows(slot, st.which, r);
-  p.cols = matrix_cols(slot, st.which, r);
+  StackPlan p{st, layers, matrix_rows(slot, st.which, r), matrix_cols(slot, st.which, r)};
   p.first = &blocks.at(0, st.proj, st.which);
   p.block = p.first->nrows * p.first->ncols;
+  p.stride = layers > 1 ? blocks.at(1, st.proj, st.which).local_offset - p.first->local_offset : p.block;
+  for (std::int64_t l = 0; l < layers; ++l)
+    ANVIL_CHECK(blocks.at(l, st.proj, st.which).local_offset == p.first->local_offset + l * p.stride,
+                "layer ", l, " of ", stack_name(Group::group_adapter, st.proj, st.which),
+                " is not evenly spaced in the LoRA layout");
   return p;
+}
+std::vector<StackPlan> stack_plans(const Shards& shards, const BlockIndex& blocks) {
+  std::vector<StackPlan> plans;
+  for (const Stack& st : stacks(shards.full->spec()))
+    plans.push_back(stack_plan(*shards.full, blocks, st, shards.spec->num_hidden_layers));
+  return plans;
+}
+io::MatrixBlock file_block(const StackPlan& p) {
+  return io::MatrixBlock{p.first->row0, p.first->nrows, p.first->col0, p.first->ncols};
 }
 
 // A layer's checksum share, kept as two 32-bit halves so that adding the shares of the TP
@@ -87,13 +104,53 @@ void add_halves(std::vector<std::int64_t>& halves, std::int64_t layer, std::uint
   halves[static_cast<std::size_t>(2 * layer)] += static_cast<std::int64_t>(sum & 0xffffffffu);
   halves[static_cast<std::size_t>(2 * layer + 1)] += static_cast<std::int64_t>(sum >> 32);
 }
-std::vector<std::uint64_t> halves_total(comm::Comm& tp, std::vector<std::int64_t>& halves) {
+std::vector<std::uint64_t> halves_total(comm::Comm& tp, std::vector<std::int64_t> halves) {
   tp.allreduce(halves.data(), static_cast<std::int64_t>(halves.size()), DType::dtype_i64, comm::ReduceOp::reduce_sum);
   std::vector<std::uint64_t> sums(halves.size() / 2);
   for (std::size_t l = 0; l < sums.size(); ++l)
     sums[l] = static_cast<std::uint64_t>(halves[2 * l]) + (static_cast<std::uint64_t>(halves[2 * l + 1]) << 32);
   return sums;
 }
+
+// This rank's share of each layer's checksum of one stack, from its buffer `local` (a
+// replicated block counts once: its writer's). Touches no MPI or HDF5: it runs on a
+// thread beside the one that reads or writes the file.
+std::vector<std::int64_t> checksum_share(const BlockIndex& blocks, const StackPlan& p, const float* local) {
+  std::vector<std::int64_t> halves(static_cast<std::size_t>(2 * p.layers), 0);
+  for (std::int64_t l = 0; l < p.layers; ++l) {
+    const LoraBlock& b = blocks.at(l, p.stack.proj, p.stack.which);
+    if (b.writer) add_halves(halves, l, io::slab_sum(local + b.local_offset, b.nrows, b.ncols, b.row0, b.col0, p.cols));
+  }
+  return halves;
+}
+
+// Runs checksum tasks on one thread beside the caller, one at a time and in the order
+// started, so that they overlap the caller's reads of the next stacks (MPI and HDF5 calls
+// stay on the caller's thread). The data a task reads must not change until its result
+// is taken.
+class ChecksumAhead {
+ public:
+  using Shares = std::vector<std::int64_t>;
+  // Waits for the task started before, then starts `task`.
+  void start(std::function<Shares()> task) {
+    collect();
+    running_ = std::async(std::launch::async, std::move(task));
+  }
+  // The results of every task, in the order started, end to end.
+  Shares finish() {
+    collect();
+    return std::move(done_);
+  }
+
+ private:
+  void collect() {
+    if (!running_.valid()) return;
+    const Shares last = running_.get();
+    done_.insert(done_.end(), last.begin(), last.end());
+  }
+  std::future<Shares> running_;
+  Shares done_;
+};
 
 // Reads every stack of group g whole, each layer checked, and hands each layer's matrix
 // (rows, cols) to take(stack, layer, matrix, rows, cols).
@@ -131,30 +188,35 @@ void checkpoint_write(const std::string& path, const comm::ProcessGrid& grid, co
   io::H5Store h5 = io::H5Store::create(path, comm::mpi_handle(grid.world()));
   write_meta_state(h5, kFormat, meta, state);
   const BlockIndex blocks(shards);
-  const std::int64_t layers = shards.spec->num_hidden_layers;
-  const bool replica0 = grid.dp_rank() == 0;
-  std::vector<float> staged;
-  for (int g = 0; g < kGroupCount; ++g) {
-    const float* local = buffers[static_cast<std::size_t>(g)];
-    for (const Stack& st : stacks(shards.full->spec())) {
-      // The rank's blocks staged layer after layer, and its share of each layer's checksum
-      // (a replicated block counts once: its writer's), added up over the TP group.
-      const StackPlan p = stack_plan(*shards.full, blocks, st);
-      staged.resize(static_cast<std::size_t>(layers * p.block));
-      std::vector<std::int64_t> halves(static_cast<std::size_t>(2 * layers), 0);
-      for (std::int64_t l = 0; l < layers; ++l) {
-        const LoraBlock& b = blocks.at(l, st.proj, st.which);
-        std::copy_n(local + b.local_offset, p.block, staged.data() + l * p.block);
-        if (b.writer)
-          add_halves(halves, l, io::slab_sum(local + b.local_offset, b.nrows, b.ncols, b.row0, b.col0, p.cols));
-      }
-      const std::vector<std::uint64_t> sums = halves_total(grid.tp(), halves);
-      const LoraBlock& b0 = *p.first;
-      std::optional<io::MatrixBlock> mine;
-      if (replica0 && b0.writer) mine = io::MatrixBlock{b0.row0, b0.nrows, b0.col0, b0.ncols};
-      h5.write_slabs(stack_name(static_cast<Group>(g), st.proj, st.which), layers, p.rows, p.cols, mine,
-                     staged.data(), sums);
+  const std::vector<StackPlan> plans = stack_plans(shards, blocks);
+  // Stack k of the file is plans[k % n] of group k / n.
+  const std::size_t n = plans.size(), total = n * kGroupCount;
+  const auto local = [&](std::size_t k) { return static_cast<const float*>(buffers[k / n]); };
+  const auto name = [&](std::size_t k) {
+    return stack_name(static_cast<Group>(k / n), plans[k % n].stack.proj, plans[k % n].stack.which);
+  };
+  // A second thread sums the rank's blocks of every stack while this one writes them; the
+  // TP group adds the sums up once at the end (no rank waits for another between writes).
+  std::future<std::vector<std::int64_t>> shares = std::async(std::launch::async, [&] {
+    std::vector<std::int64_t> all;
+    for (std::size_t k = 0; k < total; ++k) {
+      const std::vector<std::int64_t> one = checksum_share(blocks, plans[k % n], local(k));
+      all.insert(all.end(), one.begin(), one.end());
     }
+    return all;
+  });
+  const bool replica0 = grid.dp_rank() == 0;
+  for (std::size_t k = 0; k < total; ++k) {
+    const StackPlan& p = plans[k % n];
+    std::optional<io::MatrixBlock> mine;
+    if (replica0 && p.first->writer) mine = file_block(p);
+    h5.write_slabs(name(k), p.layers, p.rows, p.cols, mine, local(k) + p.first->local_offset, p.stride);
+  }
+  const std::vector<std::uint64_t> sums = halves_total(grid.tp(), shares.get());
+  const std::int64_t layers = shards.spec->num_hidden_layers;
+  for (std::size_t k = 0; k < total; ++k) {
+    const auto first = sums.begin() + static_cast<std::ptrdiff_t>(k) * layers;
+    h5.seal_slabs(name(k), {first, first + layers});
   }
   h5.close();
 }
@@ -189,27 +251,25 @@ State CheckpointReader::state() const {
 void CheckpointReader::read_group(Group g, const Shards& shards, comm::Comm& tp, float* local) const {
   if (format_ == kFormatV1) return read_group_v1(h5_, g, shards, local);
   const BlockIndex blocks(shards);
-  const std::int64_t layers = shards.spec->num_hidden_layers;
-  std::vector<float> staged;
-  for (const Stack& st : stacks(shards.full->spec())) {
-    const StackPlan p = stack_plan(*shards.full, blocks, st);
-    const LoraBlock& b0 = *p.first;
-    staged.resize(static_cast<std::size_t>(layers * p.block));
-    const std::string name = stack_name(g, st.proj, st.which);
-    const std::vector<std::uint64_t> stored = h5_.read_slabs_block(
-        name, layers, p.rows, p.cols, io::MatrixBlock{b0.row0, b0.nrows, b0.col0, b0.ncols}, staged.data());
-    std::vector<std::int64_t> halves(static_cast<std::size_t>(2 * layers), 0);
-    for (std::int64_t l = 0; l < layers; ++l) {
-      const LoraBlock& b = blocks.at(l, st.proj, st.which);
-      const float* mine = staged.data() + l * p.block;
-      std::copy_n(mine, p.block, local + b.local_offset);
-      if (b.writer) add_halves(halves, l, io::slab_sum(mine, b.nrows, b.ncols, b.row0, b.col0, p.cols));
-    }
-    const std::vector<std::uint64_t> sums = halves_total(tp, halves);
-    for (std::size_t l = 0; l < sums.size(); ++l)
-      if (sums[l] != stored[l])
-        throw_user_error(path(), ": dataset '", name, "' fails its checksum at slab ", l, " of ", layers,
-                         " (the file is damaged)");
+  const std::vector<StackPlan> plans = stack_plans(shards, blocks);
+  // Each stack is read in place into `local`; its checksums are computed while the next
+  // one is read, and checked with the TP group in one all-reduce once all are in.
+  ChecksumAhead ahead;
+  std::vector<std::uint64_t> stored;
+  for (const StackPlan& p : plans) {
+    const std::vector<std::uint64_t> sums = h5_.read_slabs_block(
+        stack_name(g, p.stack.proj, p.stack.which), p.layers, p.rows, p.cols, file_block(p),
+        local + p.first->local_offset, p.stride);
+    stored.insert(stored.end(), sums.begin(), sums.end());
+    ahead.start([&blocks, &p, local] { return checksum_share(blocks, p, local); });
+  }
+  const std::vector<std::uint64_t> sums = halves_total(tp, ahead.finish());
+  for (std::size_t i = 0; i < sums.size(); ++i) {
+    const StackPlan& p = plans[i / static_cast<std::size_t>(shards.spec->num_hidden_layers)];
+    const std::int64_t layer = static_cast<std::int64_t>(i) % p.layers;
+    if (sums[i] != stored[i])
+      throw_user_error(path(), ": dataset '", stack_name(g, p.stack.proj, p.stack.which),
+                       "' fails its checksum at slab ", layer, " of ", p.layers, " (the file is damaged)");
   }
 }
 
