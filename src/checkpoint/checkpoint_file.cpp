@@ -8,6 +8,7 @@
 #include "checkpoint/checkpoint_v1.h"
 #include "comm/mpi_handle.h"
 #include "core/error.h"
+#include "io/files.h"
 
 namespace anvil::checkpoint {
 
@@ -205,12 +206,15 @@ void checkpoint_write(const std::string& path, const comm::ProcessGrid& grid, co
     }
     return all;
   });
+  // The disk starts on each stack as soon as it is written, not at the final sync.
+  const io::Writeback writeback(path);
   const bool replica0 = grid.dp_rank() == 0;
   for (std::size_t k = 0; k < total; ++k) {
     const StackPlan& p = plans[k % n];
     std::optional<io::MatrixBlock> mine;
     if (replica0 && p.first->writer) mine = file_block(p);
     h5.write_slabs(name(k), p.layers, p.rows, p.cols, mine, local(k) + p.first->local_offset, p.stride);
+    writeback.start();
   }
   const std::vector<std::uint64_t> sums = halves_total(grid.tp(), shares.get());
   const std::int64_t layers = shards.spec->num_hidden_layers;
