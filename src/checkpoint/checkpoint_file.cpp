@@ -125,32 +125,26 @@ std::vector<std::int64_t> checksum_share(const BlockIndex& blocks, const StackPl
   return halves;
 }
 
-// Runs checksum tasks on one thread beside the caller, one at a time and in the order
-// started, so that they overlap the caller's reads of the next stacks (MPI and HDF5 calls
-// stay on the caller's thread). The data a task reads must not change until its result
-// is taken.
+// Runs checksum tasks beside the caller, one at a time and in the order started, without
+// making the caller wait: each task runs on a thread of its own once the task before it is
+// done, so that the caller's reads of the next stacks overlap them (MPI and HDF5 calls
+// stay on the caller's thread). The data a task reads must not change until finish().
 class ChecksumAhead {
  public:
   using Shares = std::vector<std::int64_t>;
-  // Waits for the task started before, then starts `task`.
   void start(std::function<Shares()> task) {
-    collect();
-    running_ = std::async(std::launch::async, std::move(task));
+    running_ = std::async(std::launch::async, [before = std::move(running_), task = std::move(task)]() mutable {
+      Shares done = before.valid() ? before.get() : Shares{};
+      const Shares mine = task();
+      done.insert(done.end(), mine.begin(), mine.end());
+      return done;
+    });
   }
   // The results of every task, in the order started, end to end.
-  Shares finish() {
-    collect();
-    return std::move(done_);
-  }
+  Shares finish() { return running_.valid() ? running_.get() : Shares{}; }
 
  private:
-  void collect() {
-    if (!running_.valid()) return;
-    const Shares last = running_.get();
-    done_.insert(done_.end(), last.begin(), last.end());
-  }
   std::future<Shares> running_;
-  Shares done_;
 };
 
 // Reads every stack of group g whole, each layer checked, and hands each layer's matrix
