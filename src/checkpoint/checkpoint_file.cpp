@@ -1,11 +1,14 @@
 #include "checkpoint/checkpoint_file.h"
 
 #include <algorithm>
+#include <functional>
+#include <future>
 #include <optional>
 
 #include "checkpoint/checkpoint_v1.h"
 #include "comm/mpi_handle.h"
 #include "core/error.h"
+#include "io/files.h"
 
 namespace anvil::checkpoint {
 
@@ -64,20 +67,43 @@ class BlockIndex {
 };
 
 // One stack's slab shape (rows, cols) and this rank's block of it, the same in every slab
-// (`block` floats).
+// (`block` floats). When the layout puts the slabs one after the other, each the same size
+// (a dense model: one per layer), slab l's block sits at first->local_offset + l * stride
+// and the file's hyperslab maps onto the rank's buffer itself (io::H5Store reads and writes
+// it in place); otherwise (experts, or dense and sparse layers mixed) the blocks are staged.
 struct StackPlan {
-  std::int64_t rows = 0, cols = 0, block = 0;
+  Stack stack;
+  std::int64_t layers = 0, rows = 0, cols = 0, block = 0, stride = 0;
   const LoraBlock* first = nullptr;  // slab 0's
+  bool even = true;
+  std::int64_t sum_first = 0;  // where the stack's slabs start among all stacks' checksums
 };
+const LoraBlock& slab_block(const BlockIndex& blocks, const StackPlan& p, std::int64_t l) {
+  return blocks.at(p.stack.slots[static_cast<std::size_t>(l)], p.stack.which);
+}
 StackPlan stack_plan(const LoraLayout& full, const BlockIndex& blocks, const Stack& st) {
   const model::LoraSlot& slot = full.slots()[static_cast<std::size_t>(st.slots.front())];
   const int r = full.spec().rank;
-  StackPlan p;
-  p.rows = matrix_rows(slot, st.which, r);
-  p.cols = matrix_cols(slot, st.which, r);
+  StackPlan p{st, st.slabs(), matrix_rows(slot, st.which, r), matrix_cols(slot, st.which, r)};
   p.first = &blocks.at(st.slots.front(), st.which);
   p.block = p.first->nrows * p.first->ncols;
+  p.stride = p.layers > 1 ? slab_block(blocks, p, 1).local_offset - p.first->local_offset : p.block;
+  for (std::int64_t l = 0; l < p.layers; ++l)
+    p.even = p.even && slab_block(blocks, p, l).local_offset == p.first->local_offset + l * p.stride;
   return p;
+}
+std::vector<StackPlan> stack_plans(const Shards& shards, const BlockIndex& blocks) {
+  std::vector<StackPlan> plans;
+  std::int64_t sums = 0;
+  for (const Stack& st : stacks(*shards.full)) {
+    plans.push_back(stack_plan(*shards.full, blocks, st));
+    plans.back().sum_first = sums;
+    sums += plans.back().layers;
+  }
+  return plans;
+}
+io::MatrixBlock file_block(const StackPlan& p) {
+  return io::MatrixBlock{p.first->row0, p.first->nrows, p.first->col0, p.first->ncols};
 }
 
 // A layer's checksum share, kept as two 32-bit halves so that adding the shares of the TP
@@ -87,13 +113,47 @@ void add_halves(std::vector<std::int64_t>& halves, std::int64_t layer, std::uint
   halves[static_cast<std::size_t>(2 * layer)] += static_cast<std::int64_t>(sum & 0xffffffffu);
   halves[static_cast<std::size_t>(2 * layer + 1)] += static_cast<std::int64_t>(sum >> 32);
 }
-std::vector<std::uint64_t> halves_total(comm::Comm& tp, std::vector<std::int64_t>& halves) {
+std::vector<std::uint64_t> halves_total(comm::Comm& tp, std::vector<std::int64_t> halves) {
   tp.allreduce(halves.data(), static_cast<std::int64_t>(halves.size()), DType::dtype_i64, comm::ReduceOp::reduce_sum);
   std::vector<std::uint64_t> sums(halves.size() / 2);
   for (std::size_t l = 0; l < sums.size(); ++l)
     sums[l] = static_cast<std::uint64_t>(halves[2 * l]) + (static_cast<std::uint64_t>(halves[2 * l + 1]) << 32);
   return sums;
 }
+
+// This rank's share of each layer's checksum of one stack, from its buffer `local` (a
+// replicated block counts once: its writer's). Touches no MPI or HDF5: it runs on a
+// thread beside the one that reads or writes the file.
+std::vector<std::int64_t> checksum_share(const BlockIndex& blocks, const StackPlan& p, const float* local) {
+  std::vector<std::int64_t> halves(static_cast<std::size_t>(2 * p.layers), 0);
+  for (std::int64_t l = 0; l < p.layers; ++l) {
+    const LoraBlock& b = slab_block(blocks, p, l);
+    if (b.writer) add_halves(halves, l, io::slab_sum(local + b.local_offset, b.nrows, b.ncols, b.row0, b.col0, p.cols));
+  }
+  return halves;
+}
+
+// Runs checksum tasks beside the caller, one at a time and in the order started, without
+// making the caller wait: each task runs on a thread of its own once the task before it is
+// done, so that the caller's reads of the next stacks overlap them (MPI and HDF5 calls
+// stay on the caller's thread). The data a task reads must not change until finish().
+class ChecksumAhead {
+ public:
+  using Shares = std::vector<std::int64_t>;
+  void start(std::function<Shares()> task) {
+    running_ = std::async(std::launch::async, [before = std::move(running_), task = std::move(task)]() mutable {
+      Shares done = before.valid() ? before.get() : Shares{};
+      const Shares mine = task();
+      done.insert(done.end(), mine.begin(), mine.end());
+      return done;
+    });
+  }
+  // The results of every task, in the order started, end to end.
+  Shares finish() { return running_.valid() ? running_.get() : Shares{}; }
+
+ private:
+  std::future<Shares> running_;
+};
 
 // Reads every stack of group g whole, each slab checked, and hands each slab's matrix
 // (rows, cols) to take(stack, slab, matrix, rows, cols).
@@ -131,30 +191,47 @@ void checkpoint_write(const std::string& path, const comm::ProcessGrid& grid, co
   io::H5Store h5 = io::H5Store::create(path, comm::mpi_handle(grid.world()));
   write_meta_state(h5, kFormat, meta, state);
   const BlockIndex blocks(shards);
+  const std::vector<StackPlan> plans = stack_plans(shards, blocks);
+  // Stack k of the file is plans[k % n] of group k / n.
+  const std::size_t n = plans.size(), total = n * kGroupCount;
+  const auto local = [&](std::size_t k) { return static_cast<const float*>(buffers[k / n]); };
+  const auto name = [&](std::size_t k) {
+    return stack_name(static_cast<Group>(k / n), plans[k % n].stack.proj, plans[k % n].stack.which);
+  };
+  // A second thread sums the rank's blocks of every stack while this one writes them; the
+  // TP group adds the sums up once at the end (no rank waits for another between writes).
+  std::future<std::vector<std::int64_t>> shares = std::async(std::launch::async, [&] {
+    std::vector<std::int64_t> all;
+    for (std::size_t k = 0; k < total; ++k) {
+      const std::vector<std::int64_t> one = checksum_share(blocks, plans[k % n], local(k));
+      all.insert(all.end(), one.begin(), one.end());
+    }
+    return all;
+  });
+  // The disk starts on each stack as soon as it is written, not at the final sync.
+  const io::Writeback writeback(path);
   const bool replica0 = grid.dp_rank() == 0;
   std::vector<float> staged;
-  for (int g = 0; g < kGroupCount; ++g) {
-    const float* local = buffers[static_cast<std::size_t>(g)];
-    for (const Stack& st : stacks(*shards.full)) {
-      const std::int64_t layers = st.slabs();
-      // The rank's blocks staged layer after layer, and its share of each layer's checksum
-      // (a replicated block counts once: its writer's), added up over the TP group.
-      const StackPlan p = stack_plan(*shards.full, blocks, st);
-      staged.resize(static_cast<std::size_t>(layers * p.block));
-      std::vector<std::int64_t> halves(static_cast<std::size_t>(2 * layers), 0);
-      for (std::int64_t l = 0; l < layers; ++l) {
-        const LoraBlock& b = blocks.at(st.slots[static_cast<std::size_t>(l)], st.which);
-        std::copy_n(local + b.local_offset, p.block, staged.data() + l * p.block);
-        if (b.writer)
-          add_halves(halves, l, io::slab_sum(local + b.local_offset, b.nrows, b.ncols, b.row0, b.col0, p.cols));
-      }
-      const std::vector<std::uint64_t> sums = halves_total(grid.tp(), halves);
-      const LoraBlock& b0 = *p.first;
-      std::optional<io::MatrixBlock> mine;
-      if (replica0 && b0.writer) mine = io::MatrixBlock{b0.row0, b0.nrows, b0.col0, b0.ncols};
-      h5.write_slabs(stack_name(static_cast<Group>(g), st.proj, st.which), layers, p.rows, p.cols, mine,
-                     staged.data(), sums);
+  for (std::size_t k = 0; k < total; ++k) {
+    const StackPlan& p = plans[k % n];
+    std::optional<io::MatrixBlock> mine;
+    if (replica0 && p.first->writer) mine = file_block(p);
+    if (p.even) {
+      h5.write_slabs(name(k), p.layers, p.rows, p.cols, mine, local(k) + p.first->local_offset, p.stride);
+    } else {
+      staged.resize(static_cast<std::size_t>(p.layers * p.block));
+      for (std::int64_t l = 0; l < p.layers; ++l)
+        std::copy_n(local(k) + slab_block(blocks, p, l).local_offset, p.block, staged.data() + l * p.block);
+      h5.write_slabs(name(k), p.layers, p.rows, p.cols, mine, staged.data(), p.block);
     }
+    writeback.start();
+  }
+  const std::vector<std::uint64_t> sums = halves_total(grid.tp(), shares.get());
+  const std::int64_t per_group = plans.back().sum_first + plans.back().layers;
+  for (std::size_t k = 0; k < total; ++k) {
+    const StackPlan& p = plans[k % n];
+    const auto first = sums.begin() + static_cast<std::ptrdiff_t>(static_cast<std::int64_t>(k / n) * per_group + p.sum_first);
+    h5.seal_slabs(name(k), {first, first + p.layers});
   }
   h5.close();
 }
@@ -189,28 +266,35 @@ State CheckpointReader::state() const {
 void CheckpointReader::read_group(Group g, const Shards& shards, comm::Comm& tp, float* local) const {
   if (format_ == kFormatV1) return read_group_v1(h5_, g, shards, local);
   const BlockIndex blocks(shards);
+  const std::vector<StackPlan> plans = stack_plans(shards, blocks);
+  // Each stack is read in place into `local`; its checksums are computed while the next
+  // one is read, and checked with the TP group in one all-reduce once all are in.
+  ChecksumAhead ahead;
+  std::vector<std::uint64_t> stored;
   std::vector<float> staged;
-  for (const Stack& st : stacks(*shards.full)) {
-    const std::int64_t layers = st.slabs();
-    const StackPlan p = stack_plan(*shards.full, blocks, st);
-    const LoraBlock& b0 = *p.first;
-    staged.resize(static_cast<std::size_t>(layers * p.block));
-    const std::string name = stack_name(g, st.proj, st.which);
-    const std::vector<std::uint64_t> stored = h5_.read_slabs_block(
-        name, layers, p.rows, p.cols, io::MatrixBlock{b0.row0, b0.nrows, b0.col0, b0.ncols}, staged.data());
-    std::vector<std::int64_t> halves(static_cast<std::size_t>(2 * layers), 0);
-    for (std::int64_t l = 0; l < layers; ++l) {
-      const LoraBlock& b = blocks.at(st.slots[static_cast<std::size_t>(l)], st.which);
-      const float* mine = staged.data() + l * p.block;
-      std::copy_n(mine, p.block, local + b.local_offset);
-      if (b.writer) add_halves(halves, l, io::slab_sum(mine, b.nrows, b.ncols, b.row0, b.col0, p.cols));
+  for (const StackPlan& p : plans) {
+    const std::string name = stack_name(g, p.stack.proj, p.stack.which);
+    std::vector<std::uint64_t> sums;
+    if (p.even) {
+      sums = h5_.read_slabs_block(name, p.layers, p.rows, p.cols, file_block(p), local + p.first->local_offset,
+                                  p.stride);
+    } else {  // staged, then each slab's block to its place
+      staged.resize(static_cast<std::size_t>(p.layers * p.block));
+      sums = h5_.read_slabs_block(name, p.layers, p.rows, p.cols, file_block(p), staged.data(), p.block);
+      for (std::int64_t l = 0; l < p.layers; ++l)
+        std::copy_n(staged.data() + l * p.block, p.block, local + slab_block(blocks, p, l).local_offset);
     }
-    const std::vector<std::uint64_t> sums = halves_total(tp, halves);
-    for (std::size_t l = 0; l < sums.size(); ++l)
-      if (sums[l] != stored[l])
-        throw_user_error(path(), ": dataset '", name, "' fails its checksum at slab ", l, " of ", layers,
-                         " (the file is damaged)");
+    stored.insert(stored.end(), sums.begin(), sums.end());
+    ahead.start([&blocks, &p, local] { return checksum_share(blocks, p, local); });
   }
+  const std::vector<std::uint64_t> sums = halves_total(tp, ahead.finish());
+  for (const StackPlan& p : plans)
+    for (std::int64_t l = 0; l < p.layers; ++l) {
+      const auto i = static_cast<std::size_t>(p.sum_first + l);
+      if (sums[i] != stored[i])
+        throw_user_error(path(), ": dataset '", stack_name(g, p.stack.proj, p.stack.which),
+                         "' fails its checksum at slab ", l, " of ", p.layers, " (the file is damaged)");
+    }
 }
 
 void CheckpointReader::read_group_full(Group g, const LoraLayout& full, float* params) const {

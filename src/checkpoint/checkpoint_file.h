@@ -33,9 +33,11 @@ using GroupBuffers = std::array<float*, kGroupCount>;
 // Writes a format-2 checkpoint to `path` (created or truncated), collectively over
 // grid.world() (every dataset created by all ranks together): rank 0 writes meta and
 // state; each TP rank of replica 0 writes its block of every stack as one hyperslab (its
-// own MPI-IO write, not two-phase collective buffering), the other replicas nothing. The per-layer
-// checksums come from memory: each TP rank sums its blocks (io::slab_sum) and the group
-// adds them up, so no byte is gathered or read back. Returns once the file is flushed (MPI_File_sync) and closed.
+// own MPI-IO write, not two-phase collective buffering), straight from `buffers` (no
+// staging copy), the other replicas nothing. The per-layer checksums come from memory: each
+// TP rank sums its blocks (io::slab_sum, on a second thread, one stack ahead of the writes)
+// and the group adds them up, so no byte is gathered or read back. Returns once the file
+// is flushed (MPI_File_sync) and closed.
 void checkpoint_write(const std::string& path, const comm::ProcessGrid& grid, const Meta& meta,
                       const State& state, const Shards& shards, const GroupBuffers& buffers);
 
@@ -51,8 +53,9 @@ class CheckpointReader {
   State state() const;
   // This rank's blocks of group g's matrices into `local` (shards.local's layout): any
   // grid reads a checkpoint of any grid. Collective over `tp`, the TP group of `shards`:
-  // each rank reads its blocks and the group adds up their checksums (a damaged layer is
-  // a user error on every rank). Format 1: whole matrices, each rank checks them alone.
+  // each rank reads its blocks in place and the group adds up their checksums (a damaged
+  // layer is a user error on every rank, `local` then holds what was read). Format 1:
+  // whole matrices, each rank checks them alone.
   void read_group(Group g, const Shards& shards, comm::Comm& tp, float* local) const;
   // Group g whole, in the layout `full` (export; inspect).
   void read_group_full(Group g, const model::LoraLayout& full, float* params) const;

@@ -47,4 +47,16 @@ void write_text_file_atomic(const std::string& path, const std::string& text) {
   }
 }
 
+Writeback::Writeback(const std::string& path) : fd_(::open(path.c_str(), O_RDONLY | O_CLOEXEC)) {}
+
+Writeback::~Writeback() {
+  if (fd_ >= 0) ::close(fd_);
+}
+
+void Writeback::start() const {
+#if defined(__linux__)
+  if (fd_ >= 0) ::sync_file_range(fd_, 0, 0, SYNC_FILE_RANGE_WRITE);
+#endif
+}
+
 }  // namespace anvil::io

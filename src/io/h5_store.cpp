@@ -107,6 +107,31 @@ Id select_block(hid_t fs, const std::optional<MatrixBlock>& block) {
   return Id(H5Screate_simple(2, count, nullptr), H5Sclose);
 }
 
+// A block that lies inside a (rows, cols) slab, else an internal error naming the dataset.
+void check_block(const std::string& name, const MatrixBlock& b, std::int64_t rows, std::int64_t cols) {
+  ANVIL_CHECK(b.row0 >= 0 && b.col0 >= 0 && b.nrows > 0 && b.ncols > 0 && b.row0 + b.nrows <= rows &&
+                  b.col0 + b.ncols <= cols,
+              name, ": block outside the slab");
+}
+
+// Selects `block` of every slab of the stack's file space fs, and returns the memory space
+// that matches it in a rank's own buffer: n runs of block.nrows * block.ncols floats,
+// `stride` floats apart. HDF5 then moves each run between the buffer and the file with its
+// own MPI-IO call (independent transfer), with no copy on either side.
+Id select_stack_block(hid_t fs, std::int64_t n, const MatrixBlock& b, std::int64_t stride) {
+  const hsize_t start[3] = {0, static_cast<hsize_t>(b.row0), static_cast<hsize_t>(b.col0)};
+  const hsize_t count[3] = {static_cast<hsize_t>(n), static_cast<hsize_t>(b.nrows), static_cast<hsize_t>(b.ncols)};
+  H5Sselect_hyperslab(fs, H5S_SELECT_SET, start, nullptr, count, nullptr);
+  const std::int64_t run = b.nrows * b.ncols;
+  ANVIL_CHECK(stride >= run, "slab blocks ", stride, " floats apart overlap (", run, " each)");
+  const hsize_t extent[1] = {static_cast<hsize_t>((n - 1) * stride + run)};
+  Id ms(H5Screate_simple(1, extent, nullptr), H5Sclose);
+  const hsize_t mem_start[1] = {0}, mem_stride[1] = {static_cast<hsize_t>(stride)};
+  const hsize_t mem_count[1] = {static_cast<hsize_t>(n)}, mem_block[1] = {static_cast<hsize_t>(run)};
+  H5Sselect_hyperslab(ms.get(), H5S_SELECT_SET, mem_start, mem_stride, mem_count, mem_block);
+  return ms;
+}
+
 Id text_type(std::size_t size) {
   Id type(H5Tcopy(H5T_C_S1), H5Tclose);
   H5Tset_size(type.get(), std::max<std::size_t>(size, 1));
@@ -385,10 +410,8 @@ void H5Store::read_matrix_checked(const std::string& name, std::int64_t rows, st
 }
 
 void H5Store::write_slabs(const std::string& name, std::int64_t n, std::int64_t rows, std::int64_t cols,
-                          const std::optional<MatrixBlock>& block, const float* data,
-                          const std::vector<std::uint64_t>& sums) {
-  ANVIL_CHECK(n > 0 && rows > 0 && cols > 0 && sums.size() == static_cast<std::size_t>(n), name,
-              ": empty stack, or not one checksum per slab");
+                          const std::optional<MatrixBlock>& block, const float* data, std::int64_t stride) {
+  ANVIL_CHECK(n > 0 && rows > 0 && cols > 0, name, ": empty stack");
   const hsize_t dims[3] = {static_cast<hsize_t>(n), static_cast<hsize_t>(rows), static_cast<hsize_t>(cols)};
   Id space(H5Screate_simple(3, dims, nullptr), H5Sclose);
   Id dcpl(H5Pcreate(H5P_DATASET_CREATE), H5Pclose);
@@ -396,19 +419,12 @@ void H5Store::write_slabs(const std::string& name, std::int64_t n, std::int64_t 
   H5Pset_fill_time(dcpl.get(), H5D_FILL_TIME_NEVER);
   Id d = impl_->create(name, H5T_IEEE_F32LE, space.get(), dcpl.get());
   impl_->attribute_text(d.get(), name, "dtype", "f32");
-  impl_->attribute_u64s(d.get(), name, "slab_sum64", sums);
   Id fs(H5Dget_space(d.get()), H5Sclose);
   static const float kNothing = 0.0f;
   Id ms;
   if (block) {
-    const MatrixBlock& b = *block;
-    ANVIL_CHECK(b.row0 >= 0 && b.col0 >= 0 && b.nrows > 0 && b.ncols > 0 && b.row0 + b.nrows <= rows &&
-                    b.col0 + b.ncols <= cols,
-                name, ": block outside the slab");
-    const hsize_t start[3] = {0, static_cast<hsize_t>(b.row0), static_cast<hsize_t>(b.col0)};
-    const hsize_t count[3] = {static_cast<hsize_t>(n), static_cast<hsize_t>(b.nrows), static_cast<hsize_t>(b.ncols)};
-    H5Sselect_hyperslab(fs.get(), H5S_SELECT_SET, start, nullptr, count, nullptr);
-    ms = Id(H5Screate_simple(3, count, nullptr), H5Sclose);
+    check_block(name, *block, rows, cols);
+    ms = select_stack_block(fs.get(), n, *block, stride);
   } else {
     data = &kNothing;
     ms = select_block(fs.get(), std::nullopt);
@@ -421,10 +437,15 @@ void H5Store::write_slabs(const std::string& name, std::int64_t n, std::int64_t 
         "writing '" + name + "'");
 }
 
-namespace {
-
-
-}  // namespace
+void H5Store::seal_slabs(const std::string& name, const std::vector<std::uint64_t>& sums) {
+  Id d = impl_->dataset(name);
+  Id space(H5Dget_space(d.get()), H5Sclose);
+  hsize_t dims[3] = {0, 0, 0};
+  const bool one_per_slab = H5Sget_simple_extent_ndims(space.get()) == 3 &&
+                            H5Sget_simple_extent_dims(space.get(), dims, nullptr) == 3 && dims[0] == sums.size();
+  ANVIL_CHECK(one_per_slab, name, ": not one checksum per slab");
+  impl_->attribute_u64s(d.get(), name, "slab_sum64", sums);
+}
 
 void H5Store::read_slabs_checked(const std::string& name, std::int64_t n, std::int64_t rows, std::int64_t cols,
                                  float* data) const {
@@ -439,16 +460,12 @@ void H5Store::read_slabs_checked(const std::string& name, std::int64_t n, std::i
 }
 
 std::vector<std::uint64_t> H5Store::read_slabs_block(const std::string& name, std::int64_t n, std::int64_t rows,
-                                                     std::int64_t cols, const MatrixBlock& b, float* data) const {
+                                                     std::int64_t cols, const MatrixBlock& b, float* data,
+                                                     std::int64_t stride) const {
   auto [d, sums] = impl_->stack(name, n, rows, cols);
-  ANVIL_CHECK(b.row0 >= 0 && b.col0 >= 0 && b.nrows > 0 && b.ncols > 0 && b.row0 + b.nrows <= rows &&
-                  b.col0 + b.ncols <= cols,
-              name, ": block outside the slab");
+  check_block(name, b, rows, cols);
   Id fs(H5Dget_space(d.get()), H5Sclose);
-  const hsize_t start[3] = {0, static_cast<hsize_t>(b.row0), static_cast<hsize_t>(b.col0)};
-  const hsize_t count[3] = {static_cast<hsize_t>(n), static_cast<hsize_t>(b.nrows), static_cast<hsize_t>(b.ncols)};
-  H5Sselect_hyperslab(fs.get(), H5S_SELECT_SET, start, nullptr, count, nullptr);
-  Id ms(H5Screate_simple(3, count, nullptr), H5Sclose);
+  Id ms = select_stack_block(fs.get(), n, b, stride);
   Id dxpl = independent_xfer();
   check(H5Dread(d.get(), H5T_NATIVE_FLOAT, ms.get(), fs.get(), dxpl.get(), data), impl_->path,
         "reading '" + name + "'");

@@ -74,23 +74,27 @@ class H5Store {
   void read_matrix_checked(const std::string& name, std::int64_t rows, std::int64_t cols, float* data) const;
 
   // Creates `name` as n slabs of (rows, cols) f32 (collective) and writes, on the ranks
-  // that pass a block, that block of every slab from `data` (n, block.nrows, block.ncols)
-  // as one hyperslab, each rank independently. `sums` holds slab_sum of each whole slab
-  // (every rank the same).
+  // that pass a block, that block of every slab as one hyperslab, each rank independently.
+  // Slab i's block (block.nrows x block.ncols, row-major) is read in place at
+  // data + i * stride (stride >= its size): no staging copy.
   void write_slabs(const std::string& name, std::int64_t n, std::int64_t rows, std::int64_t cols,
-                   const std::optional<MatrixBlock>& block, const float* data, const std::vector<std::uint64_t>& sums);
+                   const std::optional<MatrixBlock>& block, const float* data, std::int64_t stride);
+  // Stores the checksums of the stack `name`: `sums` holds slab_sum of each whole slab
+  // (every rank the same; collective). A stack without them fails to read and to verify.
+  void seal_slabs(const std::string& name, const std::vector<std::uint64_t>& sums);
   // Reads the whole stack (n, rows, cols) into `data` on every rank (independently) and
   // checks each slab. User errors name file, dataset and slab: missing, another shape, a
   // failed checksum.
   void read_slabs_checked(const std::string& name, std::int64_t n, std::int64_t rows, std::int64_t cols,
                           float* data) const;
 
-  // Reads `block` of every slab of the stack `name` (n, rows, cols) into `data` (n,
-  // block.nrows, block.ncols), independently, and returns the stored checksums for the
+  // Reads `block` of every slab of the stack `name` (n, rows, cols), independently, slab
+  // i's into data + i * stride (as write_slabs), and returns the stored checksums for the
   // caller to check against the sums of all blocks (a user error naming file and dataset
   // when the stack is missing or of another shape).
   std::vector<std::uint64_t> read_slabs_block(const std::string& name, std::int64_t n, std::int64_t rows,
-                                              std::int64_t cols, const MatrixBlock& block, float* data) const;
+                                              std::int64_t cols, const MatrixBlock& block, float* data,
+                                              std::int64_t stride) const;
 
   // Reads dataset `name` whole, whatever it holds, and checks it against its checksum(s):
   // empty when it is sound, else what is wrong ("FILE: dataset 'X' fails its checksum ...").

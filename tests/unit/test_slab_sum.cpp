@@ -1,6 +1,7 @@
 // io::slab_sum, the per-layer checksum of format-2 checkpoints: the blocks that tile a slab
 // add up to the whole slab's sum (whatever the tiling: how TP ranks of any grid check it
-// together), and a changed bit or two swapped elements change it.
+// together), a changed bit or two swapped elements change it, and its values are those of
+// its definition (checkpoints on disk hold them), whatever the loop that computes them.
 #include <gtest/gtest.h>
 
 #include <cstring>
@@ -64,6 +65,41 @@ TEST(SlabSum, AFlippedBitOrTwoSwappedElementsChangeIt) {
   auto swapped = slab;
   std::swap(swapped[2], swapped[17]);
   EXPECT_NE(slab_sum(swapped.data(), rows, cols, 0, 0, cols), whole);
+}
+
+// The definition, written out element by element: the sum (mod 2^64) of mix(index, bits).
+std::uint64_t slab_sum_by_definition(const float* block, std::int64_t nrows, std::int64_t ncols,
+                                     std::int64_t row0, std::int64_t col0, std::int64_t cols) {
+  std::uint64_t sum = 0;
+  for (std::int64_t i = 0; i < nrows; ++i)
+    for (std::int64_t j = 0; j < ncols; ++j) {
+      std::uint32_t bits;
+      std::memcpy(&bits, block + i * ncols + j, sizeof(bits));
+      const auto index = static_cast<std::uint64_t>((row0 + i) * cols + col0 + j);
+      const std::uint64_t h = (bits + index * 0x9E3779B97F4A7C15ull) * 0xBF58476D1CE4E5B9ull;
+      sum += h ^ (h >> 31);
+    }
+  return sum;
+}
+
+TEST(SlabSum, EqualsItsDefinitionForEveryShapeAndOffset) {
+  const auto data = random_slab(40 * 67);
+  // Row lengths below, at and past any vector width, blocks anywhere in wide slabs.
+  for (const std::int64_t ncols : {1, 3, 4, 7, 8, 15, 16, 17, 31, 33, 67})
+    for (const std::int64_t nrows : {1, 2, 5, 40}) {
+      const std::int64_t row0 = ncols % 5, col0 = nrows * 3, cols = col0 + ncols + 11;
+      EXPECT_EQ(slab_sum(data.data(), nrows, ncols, row0, col0, cols),
+                slab_sum_by_definition(data.data(), nrows, ncols, row0, col0, cols))
+          << nrows << " x " << ncols;
+    }
+}
+
+TEST(SlabSum, ValuesOfCheckpointsAlreadyWritten) {
+  // Computed by the first implementation (anvil 389e2c7), which wrote format-2 files.
+  std::vector<float> slab(7 * 13);
+  for (std::size_t i = 0; i < slab.size(); ++i) slab[i] = static_cast<float>(static_cast<int>(i % 97)) * 0.25f - 7.0f;
+  EXPECT_EQ(slab_sum(slab.data(), 7, 13, 0, 0, 13), 0xfdb77111c1b6c5e9ull);
+  EXPECT_EQ(slab_sum(slab.data(), 7, 13, 5, 3, 29), 0x5c7d5270d30f69d5ull);
 }
 
 }  // namespace
