@@ -12,6 +12,7 @@
 #include "export/shard_writer.h"
 #include "io/files.h"
 #include "io/safetensors.h"
+#include "model/tp_shard.h"
 
 namespace anvil::exporting {
 
@@ -111,6 +112,30 @@ void tensor_merge(ShardedWriter& out, const TensorView& src, const model::LoraSl
   }
 }
 
+// The linear weights a quantized run held quantized, each with whether it is split by
+// columns over TP (row-parallel) rather than by rows.
+std::map<std::string, bool, std::less<>> quantized_weights(const ExportAdapter& a) {
+  std::map<std::string, bool, std::less<>> out;
+  if (a.quant.kind == quant::QuantKind::quant_none) return out;
+  for (std::int64_t l = 0; l < a.spec.num_hidden_layers; ++l)
+    for (int i = 0; i < model::kProjCount; ++i) {
+      const auto proj = static_cast<model::Proj>(i);
+      const std::string name = model::proj_module_path(l, proj) + ".weight";
+      if (a.quant.applies(name)) out.emplace(name, model::proj_row_parallel(proj));
+    }
+  if (!a.spec.tie_word_embeddings && a.quant.applies("lm_head.weight")) out.emplace("lm_head.weight", false);
+  return out;
+}
+
+// A base tensor as the quantized run saw it: (rows, cols) f32 in `buf`.
+TensorView base_dequantized(const TensorView& src, const ExportAdapter& a, bool split_cols, std::vector<float>& buf) {
+  const std::int64_t rows = src.shape[0], cols = src.shape[1];
+  buf.resize(static_cast<std::size_t>(rows * cols));
+  load_f32(src, 0, rows * cols, buf.data());
+  quant::quant_roundtrip_sliced(buf.data(), rows, cols, a.quant.kind, a.quant_tp, split_cols);
+  return TensorView{buf.data(), DType::dtype_f32, src.shape};
+}
+
 const char* torch_dtype_name(DType t) {
   return t == DType::dtype_f32 ? "float32" : t == DType::dtype_bf16 ? "bfloat16" : "float16";
 }
@@ -188,16 +213,21 @@ ExportSummary export_hf_merged(const ExportAdapter& adapter, const std::string& 
   auto be = backend::make_cpu_backend();
   Buffers buf;
   buf.reserve(kBlockElems, dtype);
+  const auto quantized = quantized_weights(adapter);
+  std::vector<float> dequantized;  // (rows, cols) one quantized base tensor
   ExportSummary summary;
   for (std::size_t i = 0; i < planned.size(); ++i) {
     if (!out.tensor_owned(i)) continue;
     ++summary.tensors;
+    TensorView src = sources[i];
+    if (const auto q = quantized.find(planned[i].name); q != quantized.end())
+      src = base_dequantized(src, adapter, q->second, dequantized);
     const auto it = slot_by_weight.find(planned[i].name);
     if (it == slot_by_weight.end()) {
-      tensor_copy(out, sources[i], dtype, buf);
+      tensor_copy(out, src, dtype, buf);
       continue;
     }
-    tensor_merge(out, sources[i], *it->second, adapter.lora, adapter.params, dtype, *be, buf);
+    tensor_merge(out, src, *it->second, adapter.lora, adapter.params, dtype, *be, buf);
     ++summary.merged;
   }
   out.finish();

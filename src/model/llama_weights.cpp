@@ -14,6 +14,7 @@ namespace {
 struct Owner {
   io::SafetensorsModel file;
   Arena copies;
+  quant::QuantStore quantized;
 };
 
 bool aligned_for(const void* p, DType t) {
@@ -67,9 +68,9 @@ void span_convert(const std::uint8_t* src, DType from, void* dst, DType to, std:
 // tensor of n elements counts as (n, 1). A block of whole rows in `want`, aligned, is a
 // view into the mapping; anything else is copied into the arena (in plan mode only
 // counted), reading only the slice's bytes.
-TensorView weight_view(Owner& o, const std::string& name, DType want, std::optional<WeightSlice> slice,
-                       std::int64_t* copied) {
-  const auto* e = o.file.find(name);
+TensorView weight_view(const io::SafetensorsModel& file, Arena& copies, const std::string& name,
+                       DType want, std::optional<WeightSlice> slice, std::int64_t* copied) {
+  const auto* e = file.find(name);
   ANVIL_CHECK(e != nullptr, "weight ", name, " vanished after the check");
   const TensorView src = e->file->view(*e->info);
   const std::int64_t rows = src.shape[0];
@@ -92,7 +93,7 @@ TensorView weight_view(Owner& o, const std::string& name, DType want, std::optio
     return TensorView{const_cast<std::uint8_t*>(first), want, local};
 
   TensorView dst{nullptr, want, local};
-  auto* out = o.copies.take<std::uint8_t>(static_cast<std::int64_t>(dst.nbytes()));
+  auto* out = copies.take<std::uint8_t>(static_cast<std::int64_t>(dst.nbytes()));
   if (out) {
     if (by_rows) {
       span_convert(first, src.dtype, out, want, n_rows * n_cols);
@@ -109,7 +110,30 @@ TensorView weight_view(Owner& o, const std::string& name, DType want, std::optio
   return dst;
 }
 
-void carve(Owner& o, const ModelSpec& spec, DType storage, const TpShard& shard, BaseWeights& w) {
+TensorView weight_view(Owner& o, const std::string& name, DType want, std::optional<WeightSlice> slice,
+                       std::int64_t* copied) {
+  return weight_view(o.file, o.copies, name, want, slice, copied);
+}
+
+// A linear layer's weight, quantized when `quant` applies to it: its f32 slice is read
+// into an arena of its own, quantized into o.quantized and let go, so one tensor's slice
+// is the most ever held dense. In plan mode (o.copies not allocated) it takes nothing.
+TensorView linear_weight(Owner& o, const std::string& name, DType storage, std::optional<WeightSlice> slice,
+                         std::int64_t* copied, const quant::QuantPolicy& quant) {
+  if (!quant.applies(name)) return weight_view(o, name, storage, slice, copied);
+  if (!o.copies.allocated()) return {};
+  Arena one;
+  std::int64_t dense_bytes = 0;
+  weight_view(o.file, one, name, DType::dtype_f32, slice, &dense_bytes);
+  one.allocate();
+  const TensorView dense = weight_view(o.file, one, name, DType::dtype_f32, slice, &dense_bytes);
+  const TensorView q = o.quantized.add(dense, quant.kind);
+  if (one.used() == 0) io::mapping_pages_release(dense.data, dense.nbytes());  // a view into the file
+  return q;
+}
+
+void carve(Owner& o, const ModelSpec& spec, DType storage, const TpShard& shard, const quant::QuantPolicy& quant,
+           BaseWeights& w) {
   w = BaseWeights{};
   w.storage = storage;
   w.shard = shard;
@@ -126,7 +150,7 @@ void carve(Owner& o, const ModelSpec& spec, DType storage, const TpShard& shard,
       const Proj proj = static_cast<Proj>(i);
       const std::string base = proj_module_path(l, proj);
       const WeightSlice slice = tp_proj_slice(spec, shard, proj);
-      lw.proj[i] = weight_view(o, base + ".weight", storage, slice, copied);
+      lw.proj[i] = linear_weight(o, base + ".weight", storage, slice, copied, quant);
       // A bias belongs to the output rows: a column-parallel layer's is split with them,
       // a row-parallel layer's is whole (added once, to the reduced sum).
       if (o.file.find(base + ".bias"))
@@ -136,24 +160,26 @@ void carve(Owner& o, const ModelSpec& spec, DType storage, const TpShard& shard,
     w.layers.push_back(lw);
   }
   w.final_norm = weight_view(o, "model.norm.weight", f32, std::nullopt, copied);
-  w.lm_head = spec.tie_word_embeddings ? w.embed : weight_view(o, "lm_head.weight", storage, vocab, copied);
+  w.lm_head = spec.tie_word_embeddings ? w.embed : linear_weight(o, "lm_head.weight", storage, vocab, copied, quant);
+  w.quant = quant.kind;
+  w.quantized_bytes = o.quantized.bytes();
 }
 
 }  // namespace
 
 BaseWeights base_weights_load(const ModelSpec& spec, const std::string& model_dir, DType storage,
-                              const TpShard& shard) {
+                              const TpShard& shard, const quant::QuantPolicy& quant) {
   ANVIL_CHECK(storage == DType::dtype_f32 || storage == DType::dtype_bf16,
               "base weights are stored in f32 or bf16");
   ANVIL_CHECK(shard.size >= 1 && shard.heads * shard.size == spec.num_attention_heads &&
                   shard.vocab * shard.size == spec.vocab_size,
               "tp shard (rank ", shard.rank, " of ", shard.size, ") was made for another model");
-  auto owner = std::make_shared<Owner>(Owner{io::SafetensorsModel::open(model_dir), Arena{}});
+  auto owner = std::make_shared<Owner>(Owner{io::SafetensorsModel::open(model_dir), Arena{}, {}});
   model_check_weights(spec, owner->file);
   BaseWeights w;
-  carve(*owner, spec, storage, shard, w);  // plan: count the copies
+  carve(*owner, spec, storage, shard, quant, w);  // plan: count the copies
   owner->copies.allocate();
-  carve(*owner, spec, storage, shard, w);
+  carve(*owner, spec, storage, shard, quant, w);
   w.owner = owner;
   return w;
 }

@@ -106,6 +106,21 @@ i64 quant_bytes(QuantKind kind, i64 rows, i64 cols) {
   return 0;
 }
 
+void quant_roundtrip_sliced(float* w, i64 rows, i64 cols, QuantKind kind, int parts, bool split_cols) {
+  ANVIL_CHECK(parts >= 1 && (split_cols ? cols : rows) % parts == 0, "quantize: ", rows, " x ", cols,
+              " does not split into ", parts, " parts");
+  const i64 prows = split_cols ? rows : rows / parts, pcols = split_cols ? cols / parts : cols;
+  std::vector<float> slice(static_cast<std::size_t>(prows * pcols));  // (prows, pcols)
+  for (int p = 0; p < parts; ++p) {
+    float* first = w + (split_cols ? p * pcols : p * prows * cols);
+    for (i64 r = 0; r < prows; ++r) std::copy_n(first + r * cols, pcols, slice.data() + r * pcols);
+    QuantStore store;
+    const TensorView q = store.add({slice.data(), DType::dtype_f32, Shape{prows, pcols}}, kind);
+    quant_dequantize(q, 0, prows * pcols, slice.data());
+    for (i64 r = 0; r < prows; ++r) std::copy_n(slice.data() + r * pcols, pcols, first + r * cols);
+  }
+}
+
 void quant_dequantize(const TensorView& w, i64 first, i64 count, float* dst) {
   ANVIL_CHECK(w.quant != nullptr, "quantized weight ", w.shape.str(), " has no quantization state");
   const auto* codes = static_cast<const std::uint8_t*>(w.data);

@@ -87,6 +87,12 @@ class QuantStore {
 // Bytes a (rows, cols) weight takes quantized as `kind` (codes and every scale).
 std::int64_t quant_bytes(QuantKind kind, std::int64_t rows, std::int64_t cols);
 
+// w (rows, cols) f32, in place: replaced by the values it has after quantization as
+// `parts` tensor-parallel ranks hold it (split_cols: each quantizes its block of columns,
+// a row-parallel layer; else its block of rows), i.e. the base that training saw.
+void quant_roundtrip_sliced(float* w, std::int64_t rows, std::int64_t cols, QuantKind kind, int parts,
+                            bool split_cols);
+
 // dst[0, count) = the values of flat elements [first, first + count) of a quantized view.
 void quant_dequantize(const TensorView& w, std::int64_t first, std::int64_t count, float* dst);
 

@@ -120,6 +120,14 @@ std::vector<KeyProblem> config_check_rules(const TrainConfig& cfg, const ConfigC
         cfg, [&](BackendKind kind) { return backend::backend_lora_rank_problem(kind, cfg.lora.rank); });
     if (problem) out.push_back({"lora.rank", *problem});
   }
+  if (ok({"model.quant", "parallel.backend"}) && cfg.model.quant != QuantMode::quant_none) {
+    const auto problem = backend_limit_problem(cfg, [&](BackendKind kind) -> std::optional<std::string> {
+      if (kind != BackendKind::backend_cuda) return std::nullopt;
+      return str_cat(enum_name(cfg.model.quant), " base weights need the CPU backend: the CUDA backend has no "
+                     "dequantization kernels yet (use model.quant: none, or parallel.backend: cpu)");
+    });
+    if (problem) out.push_back({"model.quant", *problem});
+  }
   if (ok({"checkpoint.resume"}) && cfg.checkpoint.resume.empty())
     out.push_back({"checkpoint.resume", "expected auto, never or a checkpoint path, got ''"});
 

@@ -1,0 +1,156 @@
+"""QLoRA end to end on the demo data with the tiny model (model.quant: nf4 and fp8):
+
+- training: 50 steps with a quantized base end within a stated tolerance of the same run
+  with the unquantized base (mean loss of the last 10 steps: nf4 within 3%, fp8 within
+  1%), and the loss falls;
+- checkpoints record the quantization: resuming with another model.quant is refused,
+  exit 2, naming the key;
+- `anvil export` (hf, f32) writes every quantized linear weight as W_dq + scale·B·A: for
+  fp8 W_dq is recomputed with torch's float8_e4m3fn (per-row amax / 448), for nf4 with
+  bitsandbytes' quantize_4bit (double quantization, blocksize 64) expanded by its layout, where
+  those run (else this part is skipped, said on stdout); unquantized tensors (embedding,
+  norms) come out as the base's;
+- a bad model.quant is a config error naming the key (exit 2).
+Usage: test_qlora.py   (ANVIL_BIN, ANVIL_SOURCE_DIR from the environment)"""
+import json
+import os
+import subprocess
+import sys
+import tempfile
+
+import numpy as np
+from safetensors.numpy import load_file
+
+ANVIL = os.environ["ANVIL_BIN"]
+SRC = os.environ["ANVIL_SOURCE_DIR"]
+CONFIG = os.path.join(SRC, "configs", "demo-cpu.yaml")
+STEPS = 50
+TOLERANCE = {"nf4": 0.03, "fp8": 0.01}  # relative, on the mean loss of the last 10 steps
+
+
+def run(args, expect=0):
+    p = subprocess.run(args, capture_output=True, text=True, cwd=SRC)
+    out = p.stdout + p.stderr
+    assert p.returncode == expect, f"{' '.join(args)}: exit {p.returncode}, expected {expect}\n{out}"
+    return out
+
+
+def train(model, out, quant, *extra, expect=0):
+    sets = [f"output_dir={out}", f"model.path={model}", f"train.steps={STEPS}", "train.warmup_steps=5",
+            "train.eval_every=0", "checkpoint.every=25", "log.every=100", f"model.quant={quant}"]
+    args = [ANVIL, "train", CONFIG]
+    for s in sets:
+        args += ["--set", s]
+    return run(args + list(extra), expect)
+
+
+def losses(out):
+    with open(os.path.join(out, "metrics.jsonl")) as f:
+        return np.array([r["loss"] for r in map(json.loads, f) if "loss" in r])
+
+
+def check_training(tmp, model):
+    runs = {q: os.path.join(tmp, q) for q in ("none", "nf4", "fp8")}
+    for q, out in runs.items():
+        log = train(model, out, q)
+        if q != "none":
+            assert f"linear weights {q}" in log, log
+    base = losses(runs["none"])
+    assert len(base) == STEPS and base[-10:].mean() < 0.8 * base[:5].mean(), base
+    for q in ("nf4", "fp8"):
+        got = losses(runs[q])
+        assert len(got) == STEPS and np.all(np.isfinite(got)), got
+        rel = abs(got[-10:].mean() - base[-10:].mean()) / base[-10:].mean()
+        print(f"{q}: last-10 mean loss {got[-10:].mean():.4f} vs {base[-10:].mean():.4f} unquantized "
+              f"({rel:.2%}; tolerance {TOLERANCE[q]:.0%}); first step {got[0]:.4f} vs {base[0]:.4f}")
+        assert rel <= TOLERANCE[q], (q, rel)
+        assert not np.array_equal(got, base), f"{q}: the quantized run is the unquantized one"
+    return runs
+
+
+def check_resume_refused(tmp, model, runs):
+    ckpt = os.path.join(runs["nf4"], "checkpoints", "step_50.h5")
+    out = train(model, os.path.join(tmp, "r"), "fp8", "--set", f"checkpoint.resume={ckpt}", expect=2)
+    assert "written with model.quant = nf4 (dataset meta/config), this config has fp8" in out, out
+    out = run([ANVIL, "validate", CONFIG, "--set", f"model.path={model}", "--set", "model.quant=int4"], expect=2)
+    assert "model.quant" in out and "int4" in out, out
+    print("resume with another model.quant refused; model.quant: int4 is a config error")
+
+
+def reference_dequantize(quant, w):
+    """W_dq of a (rows, cols) f32 weight by the reference libraries; None where they do not run."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    t = torch.from_numpy(w)
+    if quant == "fp8":
+        amax = t.abs().amax(dim=1, keepdim=True)
+        scale = torch.where(amax > 0, amax / 448.0, torch.ones_like(amax))
+        return ((t / scale).clamp(-448, 448).to(torch.float8_e4m3fn).float() * scale).numpy()
+    try:
+        import bitsandbytes.functional as F
+    except ImportError:
+        return None
+    # bitsandbytes quantizes; the values are expanded here from its state by the documented
+    # layout (high nibble first, code[q] * absmax[block], absmax = dequantize_blockwise +
+    # offset): its CPU dequantize_4bit of 0.50.2 returns wrong values for a (64, 176)
+    # weight (errors of 0.26 where the quantization step is 0.04), its quantize_4bit is right.
+    q, st = F.quantize_4bit(t, blocksize=64, compress_statistics=True, quant_type="nf4")
+    absmax = F.dequantize_blockwise(st.absmax, st.state2) + st.offset
+    packed = q.reshape(-1).long()
+    codes = torch.stack([packed >> 4, packed & 15], dim=1).reshape(-1)[: w.size]
+    values = st.code[codes] * absmax.repeat_interleave(64)[: w.size]
+    return values.reshape(w.shape).numpy()
+
+
+def check_export(tmp, model, runs, quant):
+    ckpt = os.path.join(runs[quant], "checkpoints", "step_50.h5")
+    merged, peft = os.path.join(tmp, f"merged_{quant}"), os.path.join(tmp, f"peft_{quant}")
+    run([ANVIL, "export", ckpt, "--out", merged, "--dtype", "f32"])
+    run([ANVIL, "export", ckpt, "--out", peft, "--format", "peft"])
+    base = load_file(os.path.join(model, "model.safetensors"))
+    out = load_file(os.path.join(merged, "model.safetensors"))
+    adapter = load_file(os.path.join(peft, "adapter_model.safetensors"))
+    cfg = json.load(open(os.path.join(peft, "adapter_config.json")))
+    scale = cfg["lora_alpha"] / cfg["r"]
+    for name in ("model.embed_tokens.weight", "model.norm.weight", "model.layers.0.input_layernorm.weight"):
+        assert np.array_equal(out[name], base[name].astype(np.float32)), name
+    checked = 0
+    for name, w in base.items():
+        if not name.endswith("_proj.weight"):
+            continue
+        w_dq = reference_dequantize(quant, w.astype(np.float32))
+        if w_dq is None:
+            print(f"{quant}: the reference library does not run here; export values not checked")
+            return
+        stem = "base_model.model." + name[: -len(".weight")]
+        delta = scale * adapter[stem + ".lora_B.weight"] @ adapter[stem + ".lora_A.weight"]
+        err = np.abs(out[name] - (w_dq + delta))
+        tol = 1e-6 * np.abs(w).max()
+        if quant == "fp8":
+            assert err.max() <= tol, (name, err.max())
+        else:
+            # bitsandbytes' approximate search picks a farther 8-bit absmax code now and then
+            # (tests/unit/test_quant.cpp): such a 64-value block differs by that one code step.
+            bad_blocks = (err.reshape(-1, 64) > tol).any(axis=1)
+            assert bad_blocks.mean() <= 0.05, (name, bad_blocks.mean(), err.max())
+            assert err.max() <= 0.02 * np.abs(w).max(), (name, err.max())
+        checked += 1
+    assert checked > 0
+    print(f"{quant}: export = W_dq + scale·B·A on {checked} quantized weights; other tensors the base's")
+
+
+def main():
+    tmp = tempfile.mkdtemp(prefix="anvil_e2e_qlora_")
+    model = os.path.join(tmp, "model")
+    run([ANVIL, "init-model", "--preset", "tiny", "--out", model, "--seed", "1", "--init-std", "0.1"])
+    runs = check_training(tmp, model)
+    check_resume_refused(tmp, model, runs)
+    for quant in ("fp8", "nf4"):
+        check_export(tmp, model, runs, quant)
+    print("qlora: ok")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
