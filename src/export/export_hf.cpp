@@ -13,6 +13,7 @@
 #include "io/files.h"
 #include "io/safetensors.h"
 #include "model/tp_shard.h"
+#include "quant/quant_load.h"
 
 namespace anvil::exporting {
 
@@ -127,12 +128,21 @@ std::map<std::string, bool, std::less<>> quantized_weights(const ExportAdapter& 
   return out;
 }
 
-// A base tensor as the quantized run saw it: (rows, cols) f32 in `buf`.
-TensorView base_dequantized(const TensorView& src, const ExportAdapter& a, bool split_cols, std::vector<float>& buf) {
+// A base tensor as the quantized run saw it: (rows, cols) f32 in `buf`. One quantized on
+// disk (FP8 with its scales) is its dequantized self; one quantized at load, the values
+// each TP rank's slice took.
+TensorView base_dequantized(const io::SafetensorsModel& weights, const std::string& name, const TensorView& src,
+                            const ExportAdapter& a, bool split_cols, std::vector<float>& buf) {
   const std::int64_t rows = src.shape[0], cols = src.shape[1];
   buf.resize(static_cast<std::size_t>(rows * cols));
-  load_f32(src, 0, rows * cols, buf.data());
-  quant::quant_roundtrip_sliced(buf.data(), rows, cols, a.quant.kind, a.quant_tp, split_cols);
+  if (src.dtype == DType::dtype_fp8_e4m3) {
+    quant::QuantStore store;
+    const TensorView q = quant::fp8_load_slice(weights, name, 0, rows, 0, cols, store);
+    quant::quant_dequantize(q, 0, rows * cols, buf.data());
+  } else {
+    load_f32(src, 0, rows * cols, buf.data());
+    quant::quant_roundtrip_sliced(buf.data(), rows, cols, a.quant.kind, a.quant_tp, split_cols);
+  }
   return TensorView{buf.data(), DType::dtype_f32, src.shape};
 }
 
@@ -205,6 +215,7 @@ ExportSummary export_hf_merged(const ExportAdapter& adapter, const std::string& 
   std::vector<TensorView> sources;
   for (const auto& file : weights.files()) {
     for (const auto& t : file.tensors()) {
+      if (quant::quant_side_tensor(t.name)) continue;  // the merged model is dense
       planned.push_back({t.name, dtype, t.shape});
       sources.push_back(file.view(t));
     }
@@ -221,7 +232,7 @@ ExportSummary export_hf_merged(const ExportAdapter& adapter, const std::string& 
     ++summary.tensors;
     TensorView src = sources[i];
     if (const auto q = quantized.find(planned[i].name); q != quantized.end())
-      src = base_dequantized(src, adapter, q->second, dequantized);
+      src = base_dequantized(weights, planned[i].name, src, adapter, q->second, dequantized);
     const auto it = slot_by_weight.find(planned[i].name);
     if (it == slot_by_weight.end()) {
       tensor_copy(out, src, dtype, buf);

@@ -6,6 +6,7 @@
 #include "core/arena.h"
 #include "core/error.h"
 #include "io/safetensors.h"
+#include "quant/quant_load.h"
 
 namespace anvil::model {
 
@@ -68,23 +69,36 @@ void span_convert(const std::uint8_t* src, DType from, void* dst, DType to, std:
 // tensor of n elements counts as (n, 1). A block of whole rows in `want`, aligned, is a
 // view into the mapping; anything else is copied into the arena (in plan mode only
 // counted), reading only the slice's bytes.
+// The rows and columns of a (rows, cols) tensor that `slice` takes (all: nullopt); a 1-D
+// tensor of n elements counts as (n, 1).
+struct SliceBox {
+  std::int64_t row_first, n_rows, col_first, n_cols;
+  bool by_rows;
+};
+
+SliceBox slice_box(const std::string& name, const Shape& shape, std::optional<WeightSlice> slice) {
+  const std::int64_t rows = shape[0];
+  const std::int64_t cols = shape.rank() == 2 ? shape[1] : 1;
+  WeightSlice s = slice.value_or(WeightSlice{SplitAxis::split_rows, 0, rows});
+  if (s.axis == SplitAxis::split_cols && s.count == cols) s = {SplitAxis::split_rows, 0, rows};  // tp 1: whole
+  const bool by_rows = s.axis == SplitAxis::split_rows;
+  ANVIL_CHECK(by_rows || shape.rank() == 2, name, ": a column slice of a 1-D tensor");
+  ANVIL_CHECK(s.start >= 0 && s.count > 0 && s.start + s.count <= (by_rows ? rows : cols), name,
+              ": slice [", s.start, ", +", s.count, ") outside ", shape.str());
+  return by_rows ? SliceBox{s.start, s.count, 0, cols, true} : SliceBox{0, rows, s.start, s.count, false};
+}
+
 TensorView weight_view(const io::SafetensorsModel& file, Arena& copies, const std::string& name,
                        DType want, std::optional<WeightSlice> slice, std::int64_t* copied) {
   const auto* e = file.find(name);
   ANVIL_CHECK(e != nullptr, "weight ", name, " vanished after the check");
   const TensorView src = e->file->view(*e->info);
-  const std::int64_t rows = src.shape[0];
+  ANVIL_CHECK_INPUT(src.dtype != DType::dtype_fp8_e4m3, e->file->path(), ": tensor '", name,
+                    "' is FP8 on disk: load it with model.quant: fp8 (and keep it out of model.quant_skip)");
   const std::int64_t cols = src.shape.rank() == 2 ? src.shape[1] : 1;
-  WeightSlice s = slice.value_or(WeightSlice{SplitAxis::split_rows, 0, rows});
-  if (s.axis == SplitAxis::split_cols && s.count == cols) s = {SplitAxis::split_rows, 0, rows};  // tp 1: whole
-  const bool by_rows = s.axis == SplitAxis::split_rows;
-  ANVIL_CHECK(by_rows || src.shape.rank() == 2, name, ": a column slice of a 1-D tensor");
-  ANVIL_CHECK(s.start >= 0 && s.count > 0 && s.start + s.count <= (by_rows ? rows : cols), name,
-              ": slice [", s.start, ", +", s.count, ") outside ", src.shape.str());
-  const std::int64_t row_first = by_rows ? s.start : 0, n_rows = by_rows ? s.count : rows;
-  const std::int64_t col_first = by_rows ? 0 : s.start, n_cols = by_rows ? cols : s.count;
+  const auto [row_first, n_rows, col_first, n_cols, by_rows] = slice_box(name, src.shape, slice);
   Shape local = src.shape;
-  local[by_rows ? 0 : 1] = s.count;
+  local[by_rows ? 0 : 1] = by_rows ? n_rows : n_cols;
 
   const std::size_t in_size = dtype_size(src.dtype);
   const auto* first = static_cast<const std::uint8_t*>(src.data) +
@@ -122,6 +136,13 @@ TensorView linear_weight(Owner& o, const std::string& name, DType storage, std::
                          std::int64_t* copied, const quant::QuantPolicy& quant) {
   if (!quant.applies(name)) return weight_view(o, name, storage, slice, copied);
   if (!o.copies.allocated()) return {};
+  const auto* e = o.file.find(name);
+  if (e && e->info->dtype == DType::dtype_fp8_e4m3) {  // quantized on disk
+    ANVIL_CHECK_INPUT(quant.kind == quant::QuantKind::quant_fp8, e->file->path(), ": tensor '", name,
+                      "' is FP8 on disk, but model.quant is ", quant::quant_kind_name(quant.kind), " (set fp8)");
+    const SliceBox b = slice_box(name, e->info->shape, slice);
+    return quant::fp8_load_slice(o.file, name, b.row_first, b.n_rows, b.col_first, b.n_cols, o.quantized);
+  }
   Arena one;
   std::int64_t dense_bytes = 0;
   weight_view(o.file, one, name, DType::dtype_f32, slice, &dense_bytes);

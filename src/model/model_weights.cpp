@@ -6,6 +6,7 @@
 #include "core/error.h"
 #include "io/safetensors.h"
 #include "model/model_spec.h"
+#include "quant/quant_load.h"
 
 namespace anvil::model {
 
@@ -82,6 +83,8 @@ void model_check_weights(const ModelSpec& spec, const io::SafetensorsModel& weig
     // Old checkpoints also carry the rotary inv_freq buffer, which is recomputed.
     if (spec.tie_word_embeddings && name == "lm_head.weight") continue;
     if (name.find("rotary_emb.inv_freq") != std::string::npos) continue;
+    // The scales of a checkpoint quantized on disk; their shapes are checked at load.
+    if (quant::quant_side_tensor(name) && expected.count(name.substr(0, name.rfind('.')) + ".weight")) continue;
     problems.push_back(str_cat(e.file->path(), ": unexpected tensor '", name, "' ", e.info->shape.str()));
   }
   if (problems.empty()) return;

@@ -8,6 +8,7 @@
 #include "core/error.h"
 #include "model/model_spec.h"
 #include "model/tp_shard.h"
+#include "quant/quant_load.h"
 
 namespace anvil::train {
 
@@ -80,6 +81,14 @@ void check_model(const TrainConfig& cfg, bool tp_ok, bool backend_ok, std::vecto
   } catch (const std::exception& e) {
     out.push_back({"model.path", e.what()});
     return;
+  }
+  try {
+    const quant::QuantKind on_disk = quant::quant_format_of_model(dir);
+    if (on_disk == quant::QuantKind::quant_fp8 && cfg.model.quant != QuantMode::quant_fp8)
+      out.push_back({"model.quant", str_cat(dir, "/config.json: the weights are FP8 on disk (quantization_config); "
+                                            "set model.quant: fp8 to train on them")});
+  } catch (const std::exception& e) {
+    out.push_back({"model.path", e.what()});
   }
   if (backend_ok) {
     const auto problem = backend_limit_problem(

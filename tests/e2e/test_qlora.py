@@ -10,7 +10,13 @@
   bitsandbytes' quantize_4bit (double quantization, blocksize 64) expanded by its layout, where
   those run (else this part is skipped, said on stdout); unquantized tensors (embedding,
   norms) come out as the base's;
-- a bad model.quant is a config error naming the key (exit 2).
+- a bad model.quant is a config error naming the key (exit 2);
+- an FP8 checkpoint on disk (compressed-tensors layout: F8_E4M3 weights, f32 weight_scale
+  (out, 1), quantization_config in config.json, written here with torch) trains with
+  model.quant: fp8 to the losses of a dense checkpoint holding the same values (1e-5),
+  exports to them plus the adapter, and malformed quantization metadata (a missing or
+  misshapen scale, an unknown quant_method, model.quant: none) is exit 2 naming the
+  tensor or key.
 Usage: test_qlora.py   (ANVIL_BIN, ANVIL_SOURCE_DIR from the environment)"""
 import json
 import os
@@ -141,6 +147,85 @@ def check_export(tmp, model, runs, quant):
     print(f"{quant}: export = W_dq + scale·B·A on {checked} quantized weights; other tensors the base's")
 
 
+def write_fp8_checkpoint(model, out, dense_out, mutate=None):
+    """`model` with every *_proj weight as compressed-tensors FP8; `dense_out` with the same
+    values dense in f32. mutate(tensors, config) may break the FP8 one."""
+    import shutil
+    import torch
+    from safetensors.torch import load_file as load_t, save_file as save_t
+    for d in (out, dense_out):
+        shutil.copytree(model, d)
+    tensors = load_t(os.path.join(model, "model.safetensors"))
+    fp8, dense = {}, {}
+    for name, w in tensors.items():
+        if not name.endswith("_proj.weight"):
+            fp8[name] = dense[name] = w
+            continue
+        amax = w.float().abs().amax(dim=1, keepdim=True)
+        scale = torch.where(amax > 0, amax / 448.0, torch.ones_like(amax))
+        q = (w.float() / scale).clamp(-448, 448).to(torch.float8_e4m3fn)
+        fp8[name], fp8[name + "_scale"] = q, scale.contiguous()
+        dense[name] = (q.float() * scale).contiguous()
+    cfg = json.load(open(os.path.join(model, "config.json")))
+    cfg["quantization_config"] = {
+        "quant_method": "compressed-tensors", "format": "float-quantized", "ignore": ["lm_head"],
+        "config_groups": {"group_0": {"targets": ["Linear"], "weights": {
+            "num_bits": 8, "type": "float", "strategy": "channel", "symmetric": True, "dynamic": False}}}}
+    if mutate:
+        mutate(fp8, cfg)
+    save_t(fp8, os.path.join(out, "model.safetensors"))
+    save_t(dense, os.path.join(dense_out, "model.safetensors"))
+    json.dump(cfg, open(os.path.join(out, "config.json"), "w"))
+
+
+def check_fp8_checkpoint(tmp, model):
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        print("fp8 checkpoint: torch is not installed here; skipped")
+        return
+    fp8, dense = os.path.join(tmp, "ckpt_fp8"), os.path.join(tmp, "ckpt_dense")
+    write_fp8_checkpoint(model, fp8, dense)
+    steps = ["--set", "train.steps=6", "--set", "checkpoint.every=6"]
+    train(fp8, os.path.join(tmp, "run_fp8"), "fp8", *steps)
+    train(dense, os.path.join(tmp, "run_dense"), "none", *steps)
+    got, want = losses(os.path.join(tmp, "run_fp8")), losses(os.path.join(tmp, "run_dense"))
+    assert np.allclose(got, want, rtol=1e-5, atol=0), (got, want)
+
+    ckpt = os.path.join(tmp, "run_fp8", "checkpoints", "step_6.h5")
+    merged, peft = os.path.join(tmp, "merged_fp8ckpt"), os.path.join(tmp, "peft_fp8ckpt")
+    run([ANVIL, "export", ckpt, "--out", merged, "--dtype", "f32"])
+    run([ANVIL, "export", ckpt, "--out", peft, "--format", "peft"])
+    out = load_file(os.path.join(merged, "model.safetensors"))
+    assert not any(n.endswith("_scale") for n in out), sorted(out)
+    base = load_file(os.path.join(dense, "model.safetensors"))
+    adapter = load_file(os.path.join(peft, "adapter_model.safetensors"))
+    cfg = json.load(open(os.path.join(peft, "adapter_config.json")))
+    name = "model.layers.1.mlp.down_proj.weight"
+    stem = "base_model.model." + name[: -len(".weight")]
+    want_w = base[name] + cfg["lora_alpha"] / cfg["r"] * adapter[stem + ".lora_B.weight"] @ adapter[stem + ".lora_A.weight"]
+    assert np.abs(out[name] - want_w).max() <= 1e-6 * np.abs(base[name]).max(), np.abs(out[name] - want_w).max()
+
+    def bad(tag, mutate, *expect, quant="fp8"):
+        d = os.path.join(tmp, f"bad_{tag}")
+        write_fp8_checkpoint(model, d, d + "_dense", mutate)
+        log = train(d, os.path.join(tmp, f"run_bad_{tag}"), quant, expect=2)
+        for e in expect:
+            assert e in log, (tag, e, log)
+
+    q = "model.layers.0.self_attn.q_proj.weight"
+    bad("no_scale", lambda t, c: t.pop(q + "_scale"), f"has no scale tensor {q}_scale")
+    bad("scale_shape", lambda t, c: t.__setitem__(q + "_scale", t[q + "_scale"][:3].clone()),
+        f"tensor '{q}_scale' has shape [3, 1]")
+    bad("method", lambda t, c: c["quantization_config"].__setitem__("quant_method", "awq"),
+        "quantization_config.quant_method: 'awq' cannot be loaded")
+    bad("group", lambda t, c: c["quantization_config"]["config_groups"]["group_0"]["weights"].__setitem__(
+        "strategy", "tensor"), "config_groups.group_0.weights: strategy 'tensor' is not supported")
+    bad("unquantized", None, "model.quant", "FP8 on disk", quant="none")
+    print("fp8 checkpoint: trains as its dense values (rtol 1e-5), exports W_dq + scale·B·A, "
+          "malformed metadata refused naming the tensor or key")
+
+
 def main():
     tmp = tempfile.mkdtemp(prefix="anvil_e2e_qlora_")
     model = os.path.join(tmp, "model")
@@ -149,6 +234,7 @@ def main():
     check_resume_refused(tmp, model, runs)
     for quant in ("fp8", "nf4"):
         check_export(tmp, model, runs, quant)
+    check_fp8_checkpoint(tmp, model)
     print("qlora: ok")
 
 
