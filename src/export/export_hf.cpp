@@ -133,17 +133,19 @@ std::map<std::string, bool, std::less<>> quantized_weights(const ExportAdapter& 
 // each TP rank's slice took.
 TensorView base_dequantized(const io::SafetensorsModel& weights, const std::string& name, const TensorView& src,
                             const ExportAdapter& a, bool split_cols, std::vector<float>& buf) {
-  const std::int64_t rows = src.shape[0], cols = src.shape[1];
+  const Shape shape = quant::bnb4_packed(weights, name) ? quant::bnb4_shape(weights, name) : src.shape;
+  const std::int64_t rows = shape[0], cols = shape[1];
   buf.resize(static_cast<std::size_t>(rows * cols));
-  if (src.dtype == DType::dtype_fp8_e4m3) {
+  if (src.dtype == DType::dtype_fp8_e4m3 || quant::bnb4_packed(weights, name)) {
     quant::QuantStore store;
-    const TensorView q = quant::fp8_load_slice(weights, name, 0, rows, 0, cols, store);
+    const TensorView q = src.dtype == DType::dtype_fp8_e4m3 ? quant::fp8_load_slice(weights, name, 0, rows, 0, cols, store)
+                                                            : quant::nf4_load(weights, name, store);
     quant::quant_dequantize(q, 0, rows * cols, buf.data());
   } else {
     load_f32(src, 0, rows * cols, buf.data());
     quant::quant_roundtrip_sliced(buf.data(), rows, cols, a.quant.kind, a.quant_tp, split_cols);
   }
-  return TensorView{buf.data(), DType::dtype_f32, src.shape};
+  return TensorView{buf.data(), DType::dtype_f32, shape};
 }
 
 const char* torch_dtype_name(DType t) {
@@ -216,7 +218,7 @@ ExportSummary export_hf_merged(const ExportAdapter& adapter, const std::string& 
   for (const auto& file : weights.files()) {
     for (const auto& t : file.tensors()) {
       if (quant::quant_side_tensor(t.name)) continue;  // the merged model is dense
-      planned.push_back({t.name, dtype, t.shape});
+      planned.push_back({t.name, dtype, quant::bnb4_packed(weights, t.name) ? quant::bnb4_shape(weights, t.name) : t.shape});
       sources.push_back(file.view(t));
     }
   }

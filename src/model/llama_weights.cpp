@@ -93,8 +93,9 @@ TensorView weight_view(const io::SafetensorsModel& file, Arena& copies, const st
   const auto* e = file.find(name);
   ANVIL_CHECK(e != nullptr, "weight ", name, " vanished after the check");
   const TensorView src = e->file->view(*e->info);
-  ANVIL_CHECK_INPUT(src.dtype != DType::dtype_fp8_e4m3, e->file->path(), ": tensor '", name,
-                    "' is FP8 on disk: load it with model.quant: fp8 (and keep it out of model.quant_skip)");
+  ANVIL_CHECK_INPUT(src.dtype != DType::dtype_fp8_e4m3 && !quant::bnb4_packed(file, name), e->file->path(),
+                    ": tensor '", name, "' is quantized on disk: load it with the model.quant of its checkpoint "
+                    "(fp8 / nf4) and keep it out of model.quant_skip");
   const std::int64_t cols = src.shape.rank() == 2 ? src.shape[1] : 1;
   const auto [row_first, n_rows, col_first, n_cols, by_rows] = slice_box(name, src.shape, slice);
   Shape local = src.shape;
@@ -137,6 +138,16 @@ TensorView linear_weight(Owner& o, const std::string& name, DType storage, std::
   if (!quant.applies(name)) return weight_view(o, name, storage, slice, copied);
   if (!o.copies.allocated()) return {};
   const auto* e = o.file.find(name);
+  if (quant::bnb4_packed(o.file, name)) {  // bitsandbytes 4-bit on disk: whole tensors only
+    ANVIL_CHECK_INPUT(quant.kind == quant::QuantKind::quant_nf4, e->file->path(), ": tensor '", name,
+                      "' is bitsandbytes NF4 on disk, but model.quant is ", quant::quant_kind_name(quant.kind),
+                      " (set nf4)");
+    const TensorView q = quant::nf4_load(o.file, name, o.quantized);
+    const SliceBox b = slice_box(name, q.shape, slice);
+    ANVIL_CHECK_INPUT(b.n_rows == q.shape[0] && b.n_cols == q.shape[1], e->file->path(), ": tensor '", name,
+                      "' is bitsandbytes 4-bit, whose blocks a tensor-parallel slice would cut: set parallel.tp 1");
+    return q;
+  }
   if (e && e->info->dtype == DType::dtype_fp8_e4m3) {  // quantized on disk
     ANVIL_CHECK_INPUT(quant.kind == quant::QuantKind::quant_fp8, e->file->path(), ": tensor '", name,
                       "' is FP8 on disk, but model.quant is ", quant::quant_kind_name(quant.kind), " (set fp8)");

@@ -67,6 +67,11 @@ void model_check_weights(const ModelSpec& spec, const io::SafetensorsModel& weig
     const auto* e = weights.find(w.name);
     if (e == nullptr) {
       problems.push_back(str_cat("tensor '", w.name, "' ", w.shape.str(), " is missing"));
+    } else if (quant::bnb4_packed(weights, w.name)) {  // packed 4-bit codes: the shape is in its state
+      const Shape logical = quant::bnb4_shape(weights, w.name);
+      if (logical != w.shape)
+        problems.push_back(str_cat(e->file->path(), ": tensor '", w.name, "' (bitsandbytes 4-bit) has shape ",
+                                   logical.str(), ", expected ", w.shape.str()));
     } else if (e->info->shape != w.shape) {
       problems.push_back(str_cat(e->file->path(), ": tensor '", w.name, "' has shape ", e->info->shape.str(),
                                  ", expected ", w.shape.str()));
@@ -84,7 +89,7 @@ void model_check_weights(const ModelSpec& spec, const io::SafetensorsModel& weig
     if (spec.tie_word_embeddings && name == "lm_head.weight") continue;
     if (name.find("rotary_emb.inv_freq") != std::string::npos) continue;
     // The scales of a checkpoint quantized on disk; their shapes are checked at load.
-    if (quant::quant_side_tensor(name) && expected.count(name.substr(0, name.rfind('.')) + ".weight")) continue;
+    if (expected.count(quant::quant_side_tensor_owner(name))) continue;
     problems.push_back(str_cat(e.file->path(), ": unexpected tensor '", name, "' ", e.info->shape.str()));
   }
   if (problems.empty()) return;

@@ -11,12 +11,14 @@
   those run (else this part is skipped, said on stdout); unquantized tensors (embedding,
   norms) come out as the base's;
 - a bad model.quant is a config error naming the key (exit 2);
-- an FP8 checkpoint on disk (compressed-tensors layout: F8_E4M3 weights, f32 weight_scale
-  (out, 1), quantization_config in config.json, written here with torch) trains with
-  model.quant: fp8 to the losses of a dense checkpoint holding the same values (1e-5),
-  exports to them plus the adapter, and malformed quantization metadata (a missing or
-  misshapen scale, an unknown quant_method, model.quant: none) is exit 2 naming the
-  tensor or key.
+- checkpoints quantized on disk, FP8 (compressed-tensors: F8_E4M3 weights, f32
+  weight_scale (out, 1), written with torch) and NF4 (bitsandbytes 4-bit as transformers
+  saves it: packed U8 weight, absmax, nested state, quant_map, quant_state JSON, written
+  with bitsandbytes' QuantState.as_dict(packed=True)), each with quantization_config in
+  config.json, train with model.quant fp8 / nf4 to the losses of a dense checkpoint of
+  the same values (rtol 1e-5), export to them plus the adapter, and malformed metadata
+  (missing or misshapen scale / absmax / state shape, unknown quant_method or type,
+  model.quant: none) is exit 2 naming the tensor or key.
 Usage: test_qlora.py   (ANVIL_BIN, ANVIL_SOURCE_DIR from the environment)"""
 import json
 import os
@@ -147,58 +149,81 @@ def check_export(tmp, model, runs, quant):
     print(f"{quant}: export = W_dq + scale·B·A on {checked} quantized weights; other tensors the base's")
 
 
-def write_fp8_checkpoint(model, out, dense_out, mutate=None):
-    """`model` with every *_proj weight as compressed-tensors FP8; `dense_out` with the same
-    values dense in f32. mutate(tensors, config) may break the FP8 one."""
-    import shutil
+def quantize_on_disk(fmt, name, w):
+    """{tensor name: tensor} of one linear weight as `fmt` writes it, and its values."""
     import torch
+    if fmt == "fp8":  # compressed-tensors, channel strategy
+        amax = w.float().abs().amax(dim=1, keepdim=True)
+        scale = torch.where(amax > 0, amax / 448.0, torch.ones_like(amax))
+        q = (w.float() / scale).clamp(-448, 448).to(torch.float8_e4m3fn)
+        return {name: q, name + "_scale": scale.contiguous()}, q.float() * scale
+    import bitsandbytes.functional as F  # as transformers saves a Linear4bit (packed state)
+    q, st = F.quantize_4bit(w.float(), blocksize=64, compress_statistics=True, quant_type="nf4")
+    out = {name: q}
+    out.update({f"{name}.{k}": v for k, v in st.as_dict(packed=True).items()})
+    absmax = F.dequantize_blockwise(st.absmax, st.state2) + st.offset
+    packed = q.reshape(-1).long()
+    codes = torch.stack([packed >> 4, packed & 15], dim=1).reshape(-1)[: w.numel()]
+    return out, (st.code[codes] * absmax.repeat_interleave(64)[: w.numel()]).reshape(w.shape)
+
+
+QUANT_CONFIG = {
+    "fp8": {"quant_method": "compressed-tensors", "format": "float-quantized", "ignore": ["lm_head"],
+            "config_groups": {"group_0": {"targets": ["Linear"], "weights": {
+                "num_bits": 8, "type": "float", "strategy": "channel", "symmetric": True, "dynamic": False}}}},
+    "nf4": {"quant_method": "bitsandbytes", "load_in_4bit": True, "bnb_4bit_quant_type": "nf4",
+            "bnb_4bit_use_double_quant": True, "bnb_4bit_compute_dtype": "float32"},
+}
+
+
+def write_quantized_checkpoint(fmt, model, out, dense_out, mutate=None):
+    """`model` with every *_proj weight quantized on disk as `fmt`; `dense_out` with the
+    same values dense in f32. mutate(tensors, config) may break the quantized one."""
+    import shutil
     from safetensors.torch import load_file as load_t, save_file as save_t
     for d in (out, dense_out):
         shutil.copytree(model, d)
     tensors = load_t(os.path.join(model, "model.safetensors"))
-    fp8, dense = {}, {}
+    quantized, dense = {}, {}
     for name, w in tensors.items():
         if not name.endswith("_proj.weight"):
-            fp8[name] = dense[name] = w
+            quantized[name] = dense[name] = w
             continue
-        amax = w.float().abs().amax(dim=1, keepdim=True)
-        scale = torch.where(amax > 0, amax / 448.0, torch.ones_like(amax))
-        q = (w.float() / scale).clamp(-448, 448).to(torch.float8_e4m3fn)
-        fp8[name], fp8[name + "_scale"] = q, scale.contiguous()
-        dense[name] = (q.float() * scale).contiguous()
+        parts, values = quantize_on_disk(fmt, name, w)
+        quantized.update(parts)
+        dense[name] = values.contiguous()
     cfg = json.load(open(os.path.join(model, "config.json")))
-    cfg["quantization_config"] = {
-        "quant_method": "compressed-tensors", "format": "float-quantized", "ignore": ["lm_head"],
-        "config_groups": {"group_0": {"targets": ["Linear"], "weights": {
-            "num_bits": 8, "type": "float", "strategy": "channel", "symmetric": True, "dynamic": False}}}}
+    cfg["quantization_config"] = json.loads(json.dumps(QUANT_CONFIG[fmt]))
     if mutate:
-        mutate(fp8, cfg)
-    save_t(fp8, os.path.join(out, "model.safetensors"))
+        mutate(quantized, cfg)
+    save_t(quantized, os.path.join(out, "model.safetensors"))
     save_t(dense, os.path.join(dense_out, "model.safetensors"))
     json.dump(cfg, open(os.path.join(out, "config.json"), "w"))
 
 
-def check_fp8_checkpoint(tmp, model):
+def check_disk_checkpoint(tmp, model, fmt):
     try:
         import torch  # noqa: F401
+        if fmt == "nf4":
+            import bitsandbytes  # noqa: F401
     except ImportError:
-        print("fp8 checkpoint: torch is not installed here; skipped")
+        print(f"{fmt} checkpoint: torch / bitsandbytes is not installed here; skipped")
         return
-    fp8, dense = os.path.join(tmp, "ckpt_fp8"), os.path.join(tmp, "ckpt_dense")
-    write_fp8_checkpoint(model, fp8, dense)
+    ck, dense = os.path.join(tmp, f"ckpt_{fmt}"), os.path.join(tmp, f"ckpt_{fmt}_dense")
+    write_quantized_checkpoint(fmt, model, ck, dense)
     steps = ["--set", "train.steps=6", "--set", "checkpoint.every=6"]
-    train(fp8, os.path.join(tmp, "run_fp8"), "fp8", *steps)
-    train(dense, os.path.join(tmp, "run_dense"), "none", *steps)
-    got, want = losses(os.path.join(tmp, "run_fp8")), losses(os.path.join(tmp, "run_dense"))
+    train(ck, os.path.join(tmp, f"run_{fmt}_disk"), fmt, *steps)
+    train(dense, os.path.join(tmp, f"run_{fmt}_dense"), "none", *steps)
+    got, want = losses(os.path.join(tmp, f"run_{fmt}_disk")), losses(os.path.join(tmp, f"run_{fmt}_dense"))
     assert np.allclose(got, want, rtol=1e-5, atol=0), (got, want)
 
-    ckpt = os.path.join(tmp, "run_fp8", "checkpoints", "step_6.h5")
-    merged, peft = os.path.join(tmp, "merged_fp8ckpt"), os.path.join(tmp, "peft_fp8ckpt")
+    ckpt = os.path.join(tmp, f"run_{fmt}_disk", "checkpoints", "step_6.h5")
+    merged, peft = os.path.join(tmp, f"merged_{fmt}_disk"), os.path.join(tmp, f"peft_{fmt}_disk")
     run([ANVIL, "export", ckpt, "--out", merged, "--dtype", "f32"])
     run([ANVIL, "export", ckpt, "--out", peft, "--format", "peft"])
     out = load_file(os.path.join(merged, "model.safetensors"))
-    assert not any(n.endswith("_scale") for n in out), sorted(out)
     base = load_file(os.path.join(dense, "model.safetensors"))
+    assert sorted(out) == sorted(base), sorted(set(out) ^ set(base))
     adapter = load_file(os.path.join(peft, "adapter_model.safetensors"))
     cfg = json.load(open(os.path.join(peft, "adapter_config.json")))
     name = "model.layers.1.mlp.down_proj.weight"
@@ -206,23 +231,39 @@ def check_fp8_checkpoint(tmp, model):
     want_w = base[name] + cfg["lora_alpha"] / cfg["r"] * adapter[stem + ".lora_B.weight"] @ adapter[stem + ".lora_A.weight"]
     assert np.abs(out[name] - want_w).max() <= 1e-6 * np.abs(base[name]).max(), np.abs(out[name] - want_w).max()
 
-    def bad(tag, mutate, *expect, quant="fp8"):
-        d = os.path.join(tmp, f"bad_{tag}")
-        write_fp8_checkpoint(model, d, d + "_dense", mutate)
-        log = train(d, os.path.join(tmp, f"run_bad_{tag}"), quant, expect=2)
+    def bad(tag, mutate, *expect, quant=fmt):
+        d = os.path.join(tmp, f"bad_{fmt}_{tag}")
+        write_quantized_checkpoint(fmt, model, d, d + "_dense", mutate)
+        log = train(d, os.path.join(tmp, f"run_bad_{fmt}_{tag}"), quant, expect=2)
         for e in expect:
             assert e in log, (tag, e, log)
 
     q = "model.layers.0.self_attn.q_proj.weight"
-    bad("no_scale", lambda t, c: t.pop(q + "_scale"), f"has no scale tensor {q}_scale")
-    bad("scale_shape", lambda t, c: t.__setitem__(q + "_scale", t[q + "_scale"][:3].clone()),
-        f"tensor '{q}_scale' has shape [3, 1]")
-    bad("method", lambda t, c: c["quantization_config"].__setitem__("quant_method", "awq"),
-        "quantization_config.quant_method: 'awq' cannot be loaded")
-    bad("group", lambda t, c: c["quantization_config"]["config_groups"]["group_0"]["weights"].__setitem__(
-        "strategy", "tensor"), "config_groups.group_0.weights: strategy 'tensor' is not supported")
-    bad("unquantized", None, "model.quant", "FP8 on disk", quant="none")
-    print("fp8 checkpoint: trains as its dense values (rtol 1e-5), exports W_dq + scale·B·A, "
+    if fmt == "fp8":
+        bad("no_scale", lambda t, c: t.pop(q + "_scale"), f"has no scale tensor {q}_scale")
+        bad("scale_shape", lambda t, c: t.__setitem__(q + "_scale", t[q + "_scale"][:3].clone()),
+            f"tensor '{q}_scale' has shape [3, 1]")
+        bad("method", lambda t, c: c["quantization_config"].__setitem__("quant_method", "awq"),
+            "quantization_config.quant_method: 'awq' cannot be loaded")
+        bad("group", lambda t, c: c["quantization_config"]["config_groups"]["group_0"]["weights"].__setitem__(
+            "strategy", "tensor"), "config_groups.group_0.weights: strategy 'tensor' is not supported")
+    else:
+        import torch
+        state = q + ".quant_state.bitsandbytes__nf4"
+
+        def state_shape(t, c):
+            st = json.loads(bytes(t[state].tolist()).decode())
+            st["shape"] = [st["shape"][0], st["shape"][1] + 1]
+            t[state] = torch.tensor(list(json.dumps(st).encode()), dtype=torch.uint8)
+
+        bad("no_absmax", lambda t, c: t.pop(q + ".absmax"), f"tensor '{q}.absmax' is missing")
+        bad("absmax_size", lambda t, c: t.__setitem__(q + ".absmax", t[q + ".absmax"][:-1].clone()),
+            f"tensor '{q}.absmax' is U8")
+        bad("state_shape", state_shape, f"tensor '{q}' (bitsandbytes 4-bit) has shape")
+        bad("fp4", lambda t, c: c["quantization_config"].__setitem__("bnb_4bit_quant_type", "fp4"),
+            "bnb_4bit_quant_type: 'fp4' is not supported")
+    bad("unquantized", None, "model.quant", f"{fmt} on disk", quant="none")
+    print(f"{fmt} checkpoint on disk: trains as its dense values (rtol 1e-5), exports W_dq + scale·B·A, "
           "malformed metadata refused naming the tensor or key")
 
 
@@ -234,7 +275,8 @@ def main():
     check_resume_refused(tmp, model, runs)
     for quant in ("fp8", "nf4"):
         check_export(tmp, model, runs, quant)
-    check_fp8_checkpoint(tmp, model)
+    for fmt in ("fp8", "nf4"):
+        check_disk_checkpoint(tmp, model, fmt)
     print("qlora: ok")
 
 
