@@ -26,8 +26,7 @@ enum class DType : std::uint8_t {
 inline constexpr DType kAllDTypes[] = {
     DType::dtype_f64, DType::dtype_f32, DType::dtype_f16, DType::dtype_bf16, DType::dtype_i64,
     DType::dtype_i32, DType::dtype_i16, DType::dtype_i8,  DType::dtype_u8,   DType::dtype_bool,
-    DType::dtype_fp8_e4m3,
-};  // the types a safetensors file can hold (nf4 is not one: it lives in uint8 tensors)
+};  // the plain element types (also F8_E4M3 reads from safetensors; nf4 lives in U8 tensors)
 
 // Bytes per element; a sub-byte type (nf4) has none, so asking is an internal error.
 std::size_t dtype_size(DType t);
