@@ -2,7 +2,8 @@
 # Installs everything anvil needs to build, test and run, from Debian packages and PyPI.
 # Idempotent: prints what it installed, and does nothing when all is already there.
 #   scripts/setup.sh              system packages + the Python venv (.venv) for tests
-#   scripts/setup.sh --reference  also the heavy Python references (torch, transformers, peft)
+#   scripts/setup.sh --reference  also the heavy Python references (torch, transformers, peft,
+#                                 bitsandbytes)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -53,7 +54,7 @@ if [ ! -x .venv/bin/python ]; then
   "$py" -m venv .venv
 fi
 pip_want=(numpy safetensors tokenizers jinja2 matplotlib)
-[ "$want_reference" = 1 ] && pip_want+=(torch transformers peft)
+[ "$want_reference" = 1 ] && pip_want+=(torch transformers peft bitsandbytes)
 pip_missing=()
 for m in "${pip_want[@]}"; do
   .venv/bin/python -c "import $m" 2>/dev/null || pip_missing+=("$m")

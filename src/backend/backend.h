@@ -5,7 +5,9 @@
 // - Row-major buffers, raw pointers and explicit sizes (as a kernel launcher takes them);
 //   activations and gradients are f32. Shapes are in the comment of each call.
 // - Frozen base weights come as TensorViews in Hugging Face layout, (out, in) for a linear
-//   layer, in f32 or bf16; an op reads bf16 weights as exact f32 values.
+//   layer, in f32 or bf16; an op reads bf16 weights as exact f32 values. The linear ops
+//   also take quantized views (nf4, fp8_e4m3 with TensorView::quant, see
+//   quant/quant_state.h) and read them as their dequantized f32 values (CPU backend).
 // - `beta` on an output: 0 overwrites it, 1 accumulates into it. Outputs without beta are
 //   overwritten.
 // - Ops never allocate per call once warmed up: scratch is sized by reserve() before the

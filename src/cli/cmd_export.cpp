@@ -18,6 +18,7 @@
 #include "export/shard_writer.h"
 #include "checkpoint/checkpoint_file.h"
 #include "checkpoint/model_identity.h"
+#include "train/config.h"
 
 namespace anvil::cli {
 
@@ -78,7 +79,11 @@ void run_export(const ExportArgs& a) {
   const exporting::ExportOptions options = options_resolve(a);
   const checkpoint::CheckpointAdapter ckpt = checkpoint::checkpoint_read_adapter(a.checkpoint);
   const bool hf = options.format == exporting::ExportFormat::export_format_hf;
-  const exporting::ExportAdapter adapter{ckpt.spec, ckpt.meta.lora, ckpt.params.data(), base_resolve(a, ckpt, hf)};
+  exporting::ExportAdapter adapter{ckpt.spec, ckpt.meta.lora, ckpt.params.data(), base_resolve(a, ckpt, hf), {}, 1};
+  const train::TrainConfig trained = train::config_load_from_string(
+      ckpt.meta.config_yaml, a.checkpoint + ": " + checkpoint::kMetaConfig, {}, train::ConfigContext{0, false});
+  adapter.quant = train::quant_policy_from_config(trained);
+  adapter.quant_tp = trained.parallel.tp;
   const auto s = exporting::export_to_dir(adapter, a.out, options, {a.checkpoint}, *world);
   if (world->rank() != 0) return;
   std::printf("exported step %lld of %s (%s, %s): %zu tensors", static_cast<long long>(ckpt.step),

@@ -1,6 +1,8 @@
 #include "core/dtype.h"
 
+#include <algorithm>
 #include <cmath>
+#include <limits>
 
 #include "core/error.h"
 
@@ -9,18 +11,21 @@ namespace anvil {
 namespace {
 struct DTypeInfo {
   DType type;
-  std::size_t size;
+  std::size_t bits;
   std::string_view name;
   std::string_view short_name;
   bool is_float;
 };
 
 constexpr DTypeInfo kInfo[] = {
-    {DType::dtype_f64, 8, "F64", "f64", true},   {DType::dtype_f32, 4, "F32", "f32", true},
-    {DType::dtype_f16, 2, "F16", "f16", true},   {DType::dtype_bf16, 2, "BF16", "bf16", true},
-    {DType::dtype_i64, 8, "I64", "i64", false},  {DType::dtype_i32, 4, "I32", "i32", false},
-    {DType::dtype_i16, 2, "I16", "i16", false},  {DType::dtype_i8, 1, "I8", "i8", false},
-    {DType::dtype_u8, 1, "U8", "u8", false},     {DType::dtype_bool, 1, "BOOL", "bool", false},
+    {DType::dtype_f64, 64, "F64", "f64", true},   {DType::dtype_f32, 32, "F32", "f32", true},
+    {DType::dtype_f16, 16, "F16", "f16", true},   {DType::dtype_bf16, 16, "BF16", "bf16", true},
+    {DType::dtype_i64, 64, "I64", "i64", false},  {DType::dtype_i32, 32, "I32", "i32", false},
+    {DType::dtype_i16, 16, "I16", "i16", false},  {DType::dtype_i8, 8, "I8", "i8", false},
+    {DType::dtype_u8, 8, "U8", "u8", false},      {DType::dtype_bool, 8, "BOOL", "bool", false},
+    {DType::dtype_fp8_e4m3, 8, "F8_E4M3", "fp8_e4m3", true},
+    // Not a safetensors type: the name is only what messages print.
+    {DType::dtype_nf4, 4, "NF4", "nf4", true},
 };
 
 const DTypeInfo& info(DType t) {
@@ -30,14 +35,19 @@ const DTypeInfo& info(DType t) {
 }
 }  // namespace
 
-std::size_t dtype_size(DType t) { return info(t).size; }
+std::size_t dtype_size(DType t) {
+  const std::size_t bits = info(t).bits;
+  ANVIL_CHECK(bits % 8 == 0, dtype_name(t), " packs several elements per byte");
+  return bits / 8;
+}
+std::size_t dtype_bits(DType t) { return info(t).bits; }
 bool dtype_is_float(DType t) { return info(t).is_float; }
 std::string_view dtype_name(DType t) { return info(t).name; }
 std::string_view dtype_short_name(DType t) { return info(t).short_name; }
 
 std::optional<DType> dtype_from_name(std::string_view name) {
   for (const auto& i : kInfo)
-    if (i.name == name) return i.type;
+    if (i.name == name && i.type != DType::dtype_nf4) return i.type;
   return std::nullopt;
 }
 
@@ -91,6 +101,35 @@ float f16_to_f32(std::uint16_t h) {
   return f;
 }
 
+std::uint8_t f32_to_fp8_e4m3(float f) {
+  std::uint32_t u;
+  std::memcpy(&u, &f, 4);
+  const auto sign = static_cast<std::uint8_t>((u >> 24) & 0x80u);
+  const std::uint32_t abs = u & 0x7fffffffu;
+  if (abs > 0x7f800000u) return static_cast<std::uint8_t>(sign | 0x7fu);  // NaN
+  if (abs >= 0x43e00000u) return static_cast<std::uint8_t>(sign | 0x7eu);  // >= 448: saturate
+  if (abs < 0x3c800000u) {
+    // Below the smallest normal (2^-6): value = m * 2^-9, m rounded to nearest even. The
+    // product is exact, and m = 8 is the encoding of 2^-6 itself.
+    float a;
+    std::memcpy(&a, &abs, 4);
+    return static_cast<std::uint8_t>(sign | static_cast<std::uint8_t>(std::nearbyint(a * 512.0f)));
+  }
+  // Normal: rebias the exponent (127 -> 7) and round the 20 dropped mantissa bits.
+  std::uint32_t r = abs - 0x3c000000u;
+  r += 0x7ffffu + ((r >> 20) & 1u);
+  return static_cast<std::uint8_t>(sign | std::min<std::uint32_t>(r >> 20, 0x7eu));
+}
+
+float fp8_e4m3_to_f32(std::uint8_t b) {
+  const int exp = (b >> 3) & 0xf, mant = b & 0x7;
+  float v;
+  if (exp == 0xf && mant == 0x7) v = std::numeric_limits<float>::quiet_NaN();
+  else if (exp == 0) v = std::ldexp(static_cast<float>(mant), -9);
+  else v = std::ldexp(static_cast<float>(8 + mant), exp - 10);
+  return (b & 0x80) ? -v : v;
+}
+
 double dtype_load_as_f64(const void* data, DType t, std::size_t i) {
   const auto* p = static_cast<const unsigned char*>(data) + i * dtype_size(t);
   auto load = [p](auto v) {
@@ -108,6 +147,8 @@ double dtype_load_as_f64(const void* data, DType t, std::size_t i) {
     case DType::dtype_i8: return load(std::int8_t{});
     case DType::dtype_u8: return load(std::uint8_t{});
     case DType::dtype_bool: return load(std::uint8_t{}) != 0 ? 1.0 : 0.0;
+    case DType::dtype_fp8_e4m3: return fp8_e4m3_to_f32(load(std::uint8_t{}));
+    case DType::dtype_nf4: break;  // codes without their scales are not values
   }
   ANVIL_CHECK(false, "unknown dtype");
 }

@@ -19,14 +19,18 @@ enum class DType : std::uint8_t {
   dtype_i8,
   dtype_u8,
   dtype_bool,
+  dtype_fp8_e4m3,  // OCP float8 e4m3fn: 4 exponent bits (bias 7), 3 mantissa bits, no inf
+  dtype_nf4,       // QLoRA 4-bit NormalFloat codes, two per byte; needs its QuantState
 };
 
 inline constexpr DType kAllDTypes[] = {
     DType::dtype_f64, DType::dtype_f32, DType::dtype_f16, DType::dtype_bf16, DType::dtype_i64,
     DType::dtype_i32, DType::dtype_i16, DType::dtype_i8,  DType::dtype_u8,   DType::dtype_bool,
-};
+};  // the plain element types (also F8_E4M3 reads from safetensors; nf4 lives in U8 tensors)
 
+// Bytes per element; a sub-byte type (nf4) has none, so asking is an internal error.
 std::size_t dtype_size(DType t);
+std::size_t dtype_bits(DType t);
 bool dtype_is_float(DType t);
 // The safetensors spelling: "F32", "BF16", "BOOL", ...
 std::string_view dtype_name(DType t);
@@ -54,6 +58,11 @@ inline float bf16_to_f32(std::uint16_t h) {
 // IEEE binary16. Round to nearest even, overflow to inf, subnormals kept.
 std::uint16_t f32_to_f16(float f);
 float f16_to_f32(std::uint16_t h);
+
+// float8 e4m3fn. The encoder rounds to nearest even and saturates at +-448 (the type has
+// no infinity); NaN stays NaN (0x7f with the sign).
+std::uint8_t f32_to_fp8_e4m3(float f);
+float fp8_e4m3_to_f32(std::uint8_t b);
 
 // Reads element i of a buffer of type t as a double (for inspection and tests).
 double dtype_load_as_f64(const void* data, DType t, std::size_t i);

@@ -48,13 +48,21 @@ class Shape {
   int rank_ = 0;
 };
 
+// The scales and codes a quantized view (dtype nf4 or fp8_e4m3) needs besides its codes;
+// defined and owned by src/quant (quant/quant_state.h). Null for plain dtypes.
+struct QuantState;
+
 struct TensorView {
   void* data = nullptr;
   DType dtype = DType::dtype_f32;
   Shape shape;
+  const QuantState* quant = nullptr;
 
   std::int64_t numel() const { return shape.numel(); }
-  std::size_t nbytes() const { return static_cast<std::size_t>(numel()) * dtype_size(dtype); }
+  // nf4 packs two codes per byte (an odd count rounds up), as bitsandbytes stores them.
+  std::size_t nbytes() const {
+    return (static_cast<std::size_t>(numel()) * dtype_bits(dtype) + 7) / 8;
+  }
   template <typename T>
   T* as() const {
     return static_cast<T*>(data);

@@ -18,6 +18,7 @@
 #include "export/shard_writer.h"
 #include "model/lora.h"
 #include "model/model_spec.h"
+#include "quant/quant_state.h"
 
 namespace anvil::exporting {
 
@@ -41,6 +42,10 @@ struct ExportAdapter {
   const float* params = nullptr;
   // The base model directory: merged into (hf), named in adapter_config.json (peft).
   std::string base_dir;
+  // The quantization training ran with (model.quant, quant_skip) and its TP size: an hf
+  // export writes those linear weights dequantized as training saw them, W_dq + scale·B·A.
+  quant::QuantPolicy quant;
+  int quant_tp = 1;
 };
 
 // With several ranks (export_to_dir over a communicator) each rank fills in its share;

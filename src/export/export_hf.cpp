@@ -12,6 +12,8 @@
 #include "export/shard_writer.h"
 #include "io/files.h"
 #include "io/safetensors.h"
+#include "model/tp_shard.h"
+#include "quant/quant_load.h"
 
 namespace anvil::exporting {
 
@@ -111,6 +113,45 @@ void tensor_merge(ShardedWriter& out, const TensorView& src, const model::LoraSl
   }
 }
 
+// The linear weights a quantized run held quantized, each with whether it is split by
+// columns over TP (row-parallel) rather than by rows.
+std::map<std::string, bool, std::less<>> quantized_weights(const ExportAdapter& a) {
+  std::map<std::string, bool, std::less<>> out;
+  if (a.quant.kind == quant::QuantKind::quant_none) return out;
+  for (std::int64_t l = 0; l < a.spec.num_hidden_layers; ++l)
+    for (int i = 0; i < model::kProjCount; ++i) {
+      const auto proj = static_cast<model::Proj>(i);
+      const bool expert = model::proj_is_expert(proj), mlp = proj >= model::Proj::proj_gate;
+      if (mlp && expert != a.spec.layer_is_moe(l)) continue;  // the MLP this layer has
+      for (std::int64_t e = 0; e < (expert ? a.spec.moe.num_experts : 1); ++e) {
+        const std::string name = model::proj_module_path(a.spec, l, proj, expert ? e : -1) + ".weight";
+        if (a.quant.applies(name)) out.emplace(name, model::proj_row_parallel(proj));
+      }
+    }
+  if (!a.spec.tie_word_embeddings && a.quant.applies("lm_head.weight")) out.emplace("lm_head.weight", false);
+  return out;
+}
+
+// A base tensor as the quantized run saw it: (rows, cols) f32 in `buf`. One quantized on
+// disk (FP8 with its scales) is its dequantized self; one quantized at load, the values
+// each TP rank's slice took.
+TensorView base_dequantized(const io::SafetensorsModel& weights, const std::string& name, const TensorView& src,
+                            const ExportAdapter& a, bool split_cols, std::vector<float>& buf) {
+  const Shape shape = quant::bnb4_packed(weights, name) ? quant::bnb4_shape(weights, name) : src.shape;
+  const std::int64_t rows = shape[0], cols = shape[1];
+  buf.resize(static_cast<std::size_t>(rows * cols));
+  if (src.dtype == DType::dtype_fp8_e4m3 || quant::bnb4_packed(weights, name)) {
+    quant::QuantStore store;
+    const TensorView q = src.dtype == DType::dtype_fp8_e4m3 ? quant::fp8_load_slice(weights, name, 0, rows, 0, cols, store)
+                                                            : quant::nf4_load(weights, name, store);
+    quant::quant_dequantize(q, 0, rows * cols, buf.data());
+  } else {
+    load_f32(src, 0, rows * cols, buf.data());
+    quant::quant_roundtrip_sliced(buf.data(), rows, cols, a.quant.kind, a.quant_tp, split_cols);
+  }
+  return TensorView{buf.data(), DType::dtype_f32, shape};
+}
+
 const char* torch_dtype_name(DType t) {
   return t == DType::dtype_f32 ? "float32" : t == DType::dtype_bf16 ? "bfloat16" : "float16";
 }
@@ -180,7 +221,8 @@ ExportSummary export_hf_merged(const ExportAdapter& adapter, const std::string& 
   std::vector<TensorView> sources;
   for (const auto& file : weights.files()) {
     for (const auto& t : file.tensors()) {
-      planned.push_back({t.name, dtype, t.shape});
+      if (quant::quant_side_tensor(t.name)) continue;  // the merged model is dense
+      planned.push_back({t.name, dtype, quant::bnb4_packed(weights, t.name) ? quant::bnb4_shape(weights, t.name) : t.shape});
       sources.push_back(file.view(t));
     }
   }
@@ -188,16 +230,21 @@ ExportSummary export_hf_merged(const ExportAdapter& adapter, const std::string& 
   auto be = backend::make_cpu_backend();
   Buffers buf;
   buf.reserve(kBlockElems, dtype);
+  const auto quantized = quantized_weights(adapter);
+  std::vector<float> dequantized;  // (rows, cols) one quantized base tensor
   ExportSummary summary;
   for (std::size_t i = 0; i < planned.size(); ++i) {
     if (!out.tensor_owned(i)) continue;
     ++summary.tensors;
+    TensorView src = sources[i];
+    if (const auto q = quantized.find(planned[i].name); q != quantized.end())
+      src = base_dequantized(weights, planned[i].name, src, adapter, q->second, dequantized);
     const auto it = slot_by_weight.find(planned[i].name);
     if (it == slot_by_weight.end()) {
-      tensor_copy(out, sources[i], dtype, buf);
+      tensor_copy(out, src, dtype, buf);
       continue;
     }
-    tensor_merge(out, sources[i], *it->second, adapter.lora, adapter.params, dtype, *be, buf);
+    tensor_merge(out, src, *it->second, adapter.lora, adapter.params, dtype, *be, buf);
     ++summary.merged;
   }
   out.finish();

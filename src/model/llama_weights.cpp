@@ -6,6 +6,7 @@
 #include "core/arena.h"
 #include "core/error.h"
 #include "io/safetensors.h"
+#include "quant/quant_load.h"
 
 namespace anvil::model {
 
@@ -14,6 +15,7 @@ namespace {
 struct Owner {
   io::SafetensorsModel file;
   Arena copies;
+  quant::QuantStore quantized;
 };
 
 bool aligned_for(const void* p, DType t) {
@@ -67,23 +69,37 @@ void span_convert(const std::uint8_t* src, DType from, void* dst, DType to, std:
 // tensor of n elements counts as (n, 1). A block of whole rows in `want`, aligned, is a
 // view into the mapping; anything else is copied into the arena (in plan mode only
 // counted), reading only the slice's bytes.
-TensorView weight_view(Owner& o, const std::string& name, DType want, std::optional<WeightSlice> slice,
-                       std::int64_t* copied) {
-  const auto* e = o.file.find(name);
-  ANVIL_CHECK(e != nullptr, "weight ", name, " vanished after the check");
-  const TensorView src = e->file->view(*e->info);
-  const std::int64_t rows = src.shape[0];
-  const std::int64_t cols = src.shape.rank() == 2 ? src.shape[1] : 1;
+// The rows and columns of a (rows, cols) tensor that `slice` takes (all: nullopt); a 1-D
+// tensor of n elements counts as (n, 1).
+struct SliceBox {
+  std::int64_t row_first, n_rows, col_first, n_cols;
+  bool by_rows;
+};
+
+SliceBox slice_box(const std::string& name, const Shape& shape, std::optional<WeightSlice> slice) {
+  const std::int64_t rows = shape[0];
+  const std::int64_t cols = shape.rank() == 2 ? shape[1] : 1;
   WeightSlice s = slice.value_or(WeightSlice{SplitAxis::split_rows, 0, rows});
   if (s.axis == SplitAxis::split_cols && s.count == cols) s = {SplitAxis::split_rows, 0, rows};  // tp 1: whole
   const bool by_rows = s.axis == SplitAxis::split_rows;
-  ANVIL_CHECK(by_rows || src.shape.rank() == 2, name, ": a column slice of a 1-D tensor");
+  ANVIL_CHECK(by_rows || shape.rank() == 2, name, ": a column slice of a 1-D tensor");
   ANVIL_CHECK(s.start >= 0 && s.count > 0 && s.start + s.count <= (by_rows ? rows : cols), name,
-              ": slice [", s.start, ", +", s.count, ") outside ", src.shape.str());
-  const std::int64_t row_first = by_rows ? s.start : 0, n_rows = by_rows ? s.count : rows;
-  const std::int64_t col_first = by_rows ? 0 : s.start, n_cols = by_rows ? cols : s.count;
+              ": slice [", s.start, ", +", s.count, ") outside ", shape.str());
+  return by_rows ? SliceBox{s.start, s.count, 0, cols, true} : SliceBox{0, rows, s.start, s.count, false};
+}
+
+TensorView weight_view(const io::SafetensorsModel& file, Arena& copies, const std::string& name,
+                       DType want, std::optional<WeightSlice> slice, std::int64_t* copied) {
+  const auto* e = file.find(name);
+  ANVIL_CHECK(e != nullptr, "weight ", name, " vanished after the check");
+  const TensorView src = e->file->view(*e->info);
+  ANVIL_CHECK_INPUT(src.dtype != DType::dtype_fp8_e4m3 && !quant::bnb4_packed(file, name), e->file->path(),
+                    ": tensor '", name, "' is quantized on disk: load it with the model.quant of its checkpoint "
+                    "(fp8 / nf4) and keep it out of model.quant_skip");
+  const std::int64_t cols = src.shape.rank() == 2 ? src.shape[1] : 1;
+  const auto [row_first, n_rows, col_first, n_cols, by_rows] = slice_box(name, src.shape, slice);
   Shape local = src.shape;
-  local[by_rows ? 0 : 1] = s.count;
+  local[by_rows ? 0 : 1] = by_rows ? n_rows : n_cols;
 
   const std::size_t in_size = dtype_size(src.dtype);
   const auto* first = static_cast<const std::uint8_t*>(src.data) +
@@ -92,7 +108,7 @@ TensorView weight_view(Owner& o, const std::string& name, DType want, std::optio
     return TensorView{const_cast<std::uint8_t*>(first), want, local};
 
   TensorView dst{nullptr, want, local};
-  auto* out = o.copies.take<std::uint8_t>(static_cast<std::int64_t>(dst.nbytes()));
+  auto* out = copies.take<std::uint8_t>(static_cast<std::int64_t>(dst.nbytes()));
   if (out) {
     if (by_rows) {
       span_convert(first, src.dtype, out, want, n_rows * n_cols);
@@ -109,24 +125,64 @@ TensorView weight_view(Owner& o, const std::string& name, DType want, std::optio
   return dst;
 }
 
+TensorView weight_view(Owner& o, const std::string& name, DType want, std::optional<WeightSlice> slice,
+                       std::int64_t* copied) {
+  return weight_view(o.file, o.copies, name, want, slice, copied);
+}
+
+// A linear layer's weight, quantized when `quant` applies to it: its f32 slice is read
+// into an arena of its own, quantized into o.quantized and let go, so one tensor's slice
+// is the most ever held dense. In plan mode (o.copies not allocated) it takes nothing.
+TensorView linear_weight(Owner& o, const std::string& name, DType storage, std::optional<WeightSlice> slice,
+                         std::int64_t* copied, const quant::QuantPolicy& quant) {
+  if (!quant.applies(name)) return weight_view(o, name, storage, slice, copied);
+  if (!o.copies.allocated()) return {};
+  const auto* e = o.file.find(name);
+  if (quant::bnb4_packed(o.file, name)) {  // bitsandbytes 4-bit on disk: whole tensors only
+    ANVIL_CHECK_INPUT(quant.kind == quant::QuantKind::quant_nf4, e->file->path(), ": tensor '", name,
+                      "' is bitsandbytes NF4 on disk, but model.quant is ", quant::quant_kind_name(quant.kind),
+                      " (set nf4)");
+    const TensorView q = quant::nf4_load(o.file, name, o.quantized);
+    const SliceBox b = slice_box(name, q.shape, slice);
+    ANVIL_CHECK_INPUT(b.n_rows == q.shape[0] && b.n_cols == q.shape[1], e->file->path(), ": tensor '", name,
+                      "' is bitsandbytes 4-bit, whose blocks a tensor-parallel slice would cut: set parallel.tp 1");
+    return q;
+  }
+  if (e && e->info->dtype == DType::dtype_fp8_e4m3) {  // quantized on disk
+    ANVIL_CHECK_INPUT(quant.kind == quant::QuantKind::quant_fp8, e->file->path(), ": tensor '", name,
+                      "' is FP8 on disk, but model.quant is ", quant::quant_kind_name(quant.kind), " (set fp8)");
+    const SliceBox b = slice_box(name, e->info->shape, slice);
+    return quant::fp8_load_slice(o.file, name, b.row_first, b.n_rows, b.col_first, b.n_cols, o.quantized);
+  }
+  Arena one;
+  std::int64_t dense_bytes = 0;
+  weight_view(o.file, one, name, DType::dtype_f32, slice, &dense_bytes);
+  one.allocate();
+  const TensorView dense = weight_view(o.file, one, name, DType::dtype_f32, slice, &dense_bytes);
+  const TensorView q = o.quantized.add(dense, quant.kind);
+  if (one.used() == 0) io::mapping_pages_release(dense.data, dense.nbytes());  // a view into the file
+  return q;
+}
+
 // A sparse layer's router (whole, f32: its logits pick the experts) and this rank's slice
 // of every expert.
-void carve_experts(Owner& o, const ModelSpec& spec, DType storage, const TpShard& shard, std::int64_t l,
-                   LayerWeights& lw, std::int64_t* copied) {
+void carve_experts(Owner& o, const ModelSpec& spec, DType storage, const TpShard& shard,
+                   const quant::QuantPolicy& quant, std::int64_t l, LayerWeights& lw, std::int64_t* copied) {
   lw.router = weight_view(o, str_cat("model.layers.", l, ".", spec.moe_module(), ".gate.weight"), DType::dtype_f32,
                           std::nullopt, copied);
   for (std::int64_t e = 0; e < spec.moe.num_experts; ++e) {
     std::array<TensorView, 3> ex;
     for (int k = 0; k < 3; ++k) {
       const Proj proj = static_cast<Proj>(static_cast<int>(Proj::proj_expert_gate) + k);
-      ex[static_cast<std::size_t>(k)] = weight_view(o, proj_module_path(spec, l, proj, e) + ".weight", storage,
-                                                    tp_proj_slice(spec, shard, proj), copied);
+      ex[static_cast<std::size_t>(k)] = linear_weight(o, proj_module_path(spec, l, proj, e) + ".weight", storage,
+                                                      tp_proj_slice(spec, shard, proj), copied, quant);
     }
     lw.experts.push_back(ex);
   }
 }
 
-void carve(Owner& o, const ModelSpec& spec, DType storage, const TpShard& shard, BaseWeights& w) {
+void carve(Owner& o, const ModelSpec& spec, DType storage, const TpShard& shard, const quant::QuantPolicy& quant,
+           BaseWeights& w) {
   w = BaseWeights{};
   w.storage = storage;
   w.shard = shard;
@@ -144,13 +200,13 @@ void carve(Owner& o, const ModelSpec& spec, DType storage, const TpShard& shard,
       lw.k_norm = weight_view(o, p + "self_attn.k_norm.weight", f32, std::nullopt, copied);
     }
     const bool sparse = spec.layer_is_moe(l);
-    if (sparse) carve_experts(o, spec, storage, shard, l, lw, copied);
+    if (sparse) carve_experts(o, spec, storage, shard, quant, l, lw, copied);
     for (int i = 0; i < kProjCount; ++i) {
       const Proj proj = static_cast<Proj>(i);
       if (proj_is_expert(proj) || (sparse && proj >= Proj::proj_gate)) continue;
       const std::string base = proj_module_path(spec, l, proj);
       const WeightSlice slice = tp_proj_slice(spec, shard, proj);
-      lw.proj[i] = weight_view(o, base + ".weight", storage, slice, copied);
+      lw.proj[i] = linear_weight(o, base + ".weight", storage, slice, copied, quant);
       // A bias belongs to the output rows: a column-parallel layer's is split with them,
       // a row-parallel layer's is whole (added once, to the reduced sum).
       if (o.file.find(base + ".bias"))
@@ -160,24 +216,26 @@ void carve(Owner& o, const ModelSpec& spec, DType storage, const TpShard& shard,
     w.layers.push_back(lw);
   }
   w.final_norm = weight_view(o, "model.norm.weight", f32, std::nullopt, copied);
-  w.lm_head = spec.tie_word_embeddings ? w.embed : weight_view(o, "lm_head.weight", storage, vocab, copied);
+  w.lm_head = spec.tie_word_embeddings ? w.embed : linear_weight(o, "lm_head.weight", storage, vocab, copied, quant);
+  w.quant = quant.kind;
+  w.quantized_bytes = o.quantized.bytes();
 }
 
 }  // namespace
 
 BaseWeights base_weights_load(const ModelSpec& spec, const std::string& model_dir, DType storage,
-                              const TpShard& shard) {
+                              const TpShard& shard, const quant::QuantPolicy& quant) {
   ANVIL_CHECK(storage == DType::dtype_f32 || storage == DType::dtype_bf16,
               "base weights are stored in f32 or bf16");
   ANVIL_CHECK(shard.size >= 1 && shard.heads * shard.size == spec.num_attention_heads &&
                   shard.vocab * shard.size == spec.vocab_size,
               "tp shard (rank ", shard.rank, " of ", shard.size, ") was made for another model");
-  auto owner = std::make_shared<Owner>(Owner{io::SafetensorsModel::open(model_dir), Arena{}});
+  auto owner = std::make_shared<Owner>(Owner{io::SafetensorsModel::open(model_dir), Arena{}, {}});
   model_check_weights(spec, owner->file);
   BaseWeights w;
-  carve(*owner, spec, storage, shard, w);  // plan: count the copies
+  carve(*owner, spec, storage, shard, quant, w);  // plan: count the copies
   owner->copies.allocate();
-  carve(*owner, spec, storage, shard, w);
+  carve(*owner, spec, storage, shard, quant, w);
   w.owner = owner;
   return w;
 }

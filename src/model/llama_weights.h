@@ -11,6 +11,7 @@
 #include "model/lora.h"
 #include "model/model_spec.h"
 #include "model/tp_shard.h"
+#include "quant/quant_state.h"
 
 namespace anvil::model {
 
@@ -38,6 +39,8 @@ struct BaseWeights {
   DType storage = DType::dtype_f32;
   TpShard shard;          // the part of the model these views hold
   std::int64_t converted_bytes = 0;  // bytes copied at load: other file dtype, or column slices
+  quant::QuantKind quant = quant::QuantKind::quant_none;
+  std::int64_t quantized_bytes = 0;  // codes and scales of the quantized linear weights
 
   // Keeps the mapping and the copies alive.
   std::shared_ptr<void> owner;
@@ -48,7 +51,10 @@ struct BaseWeights {
 // only its own part of each tensor (a column slice row by row) and lets go of the mapped
 // pages of every tensor it copied, so its memory is its slice, not the model (a copied
 // tensor's pages are resident only while it is copied). One rank: tp_shard(spec, 0, 1).
+// With `quant`, each linear weight it applies to is quantized right after its slice is
+// read (one tensor's f32 slice at a time, never the model) and its view is quantized
+// (dtype nf4 / fp8_e4m3, see quant/quant_state.h); the backend's linear ops take it as is.
 BaseWeights base_weights_load(const ModelSpec& spec, const std::string& model_dir, DType storage,
-                              const TpShard& shard);
+                              const TpShard& shard, const quant::QuantPolicy& quant = {});
 
 }  // namespace anvil::model

@@ -7,6 +7,7 @@
 #include "io/safetensors.h"
 #include "model/lora.h"
 #include "model/model_spec.h"
+#include "quant/quant_load.h"
 
 namespace anvil::model {
 
@@ -81,6 +82,11 @@ void model_check_weights(const ModelSpec& spec, const io::SafetensorsModel& weig
     const auto* e = weights.find(w.name);
     if (e == nullptr) {
       problems.push_back(str_cat("tensor '", w.name, "' ", w.shape.str(), " is missing"));
+    } else if (quant::bnb4_packed(weights, w.name)) {  // packed 4-bit codes: the shape is in its state
+      const Shape logical = quant::bnb4_shape(weights, w.name);
+      if (logical != w.shape)
+        problems.push_back(str_cat(e->file->path(), ": tensor '", w.name, "' (bitsandbytes 4-bit) has shape ",
+                                   logical.str(), ", expected ", w.shape.str()));
     } else if (e->info->shape != w.shape) {
       problems.push_back(str_cat(e->file->path(), ": tensor '", w.name, "' has shape ", e->info->shape.str(),
                                  ", expected ", w.shape.str()));
@@ -97,6 +103,8 @@ void model_check_weights(const ModelSpec& spec, const io::SafetensorsModel& weig
     // Old checkpoints also carry the rotary inv_freq buffer, which is recomputed.
     if (spec.tie_word_embeddings && name == "lm_head.weight") continue;
     if (name.find("rotary_emb.inv_freq") != std::string::npos) continue;
+    // The scales of a checkpoint quantized on disk; their shapes are checked at load.
+    if (expected.count(quant::quant_side_tensor_owner(name))) continue;
     problems.push_back(str_cat(e.file->path(), ": unexpected tensor '", name, "' ", e.info->shape.str()));
   }
   if (problems.empty()) return;

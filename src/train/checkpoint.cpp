@@ -33,6 +33,13 @@ std::optional<std::int64_t> step_of(const std::string& name) {
   return std::stoll(m[1].str());
 }
 
+// "[a, b]"
+std::string list_text(const std::vector<std::string>& items) {
+  std::string s = "[";
+  for (std::size_t i = 0; i < items.size(); ++i) s += (i ? ", " : "") + items[i];
+  return s + "]";
+}
+
 // The LoRA, seed, sequence length and global batch of the saved config: what must match
 // for the resumed run to be the same run.
 void check_compatible(const CheckpointContext& ctx, const std::string& file, const checkpoint::Meta& saved) {
@@ -56,6 +63,10 @@ void check_compatible(const CheckpointContext& ctx, const std::string& file, con
   same("train.global_batch", saved_cfg.train.global_batch, cfg.train.global_batch);
   same("data.seq_len", saved_cfg.data.seq_len, cfg.data.seq_len);
   same("data.shuffle", saved_cfg.data.shuffle, cfg.data.shuffle);
+  // The adapter was trained against the quantized base: another base is another run.
+  same("model.quant", enum_name(saved_cfg.model.quant), enum_name(cfg.model.quant));
+  if (cfg.model.quant != QuantMode::quant_none)
+    same("model.quant_skip", list_text(saved_cfg.model.quant_skip), list_text(cfg.model.quant_skip));
   // Changed data is the user's call (a fixed record, one more file): the run goes on from
   // the saved position, but it is no longer the stream the checkpoint's run would have seen.
   if (!saved.data_key.empty() && saved.data_key != ctx.data_key && ctx.grid->world_rank() == 0)

@@ -17,11 +17,14 @@
 #include "backend/backend_support.h"
 #include "comm/comm.h"
 #include "core/log.h"
+#include "quant/quant_state.h"
 
 namespace anvil::train {
 
 // Storage of the frozen base weights. auto: bf16 on CUDA, f32 on CPU.
 enum class WeightDtype { weight_auto, weight_f32, weight_bf16 };
+// Quantization of the frozen base's linear weights at load (QLoRA): none, NF4, FP8 e4m3.
+enum class QuantMode { quant_none, quant_nf4, quant_fp8 };
 // How a JSONL record becomes tokens. auto: decided by the keys of the first record.
 enum class DataFormat { format_auto, format_text, format_prompt_completion, format_chat };
 // What happens to a sample longer than data.seq_len.
@@ -34,6 +37,7 @@ using CommKind = comm::CommKind;           // comm/comm.h
 
 // The config spelling of each enum value, indexed by the value ("bf16", "cosine", ...).
 const std::vector<std::string>& enum_names(WeightDtype);
+const std::vector<std::string>& enum_names(QuantMode);
 const std::vector<std::string>& enum_names(DataFormat);
 const std::vector<std::string>& enum_names(DataOverflow);
 const std::vector<std::string>& enum_names(DataOnError);
@@ -51,6 +55,8 @@ const std::string& enum_name(E value) {
 struct ModelSection {
   std::string path;  // Hugging Face model directory
   WeightDtype dtype{};
+  QuantMode quant{};
+  std::vector<std::string> quant_skip;
   bool operator==(const ModelSection&) const = default;
 };
 
@@ -180,5 +186,8 @@ int config_world_size(const TrainConfig& cfg, int world_size);
 int config_data_parallel(const TrainConfig& cfg, int world_size);
 // Micro-batches per rank per optimizer step: global_batch / (micro_batch × dp).
 int config_grad_accumulation(const TrainConfig& cfg, int world_size);
+
+// model.quant and model.quant_skip as the weight loader takes them.
+quant::QuantPolicy quant_policy_from_config(const TrainConfig& cfg);
 
 }  // namespace anvil::train

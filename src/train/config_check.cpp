@@ -10,6 +10,7 @@
 #include "model/lora.h"
 #include "model/model_spec.h"
 #include "model/tp_shard.h"
+#include "quant/quant_load.h"
 
 namespace anvil::train {
 
@@ -118,6 +119,18 @@ void check_model(const TrainConfig& cfg, bool tp_ok, bool backend_ok, std::vecto
     out.push_back({"model.path", e.what()});
     return;
   }
+  try {
+    const quant::QuantKind on_disk = quant::quant_format_of_model(dir);
+    if (on_disk != quant::QuantKind::quant_none && static_cast<int>(cfg.model.quant) != static_cast<int>(on_disk))
+      out.push_back({"model.quant", str_cat(dir, "/config.json: the weights are ", quant::quant_kind_name(on_disk),
+                                            " on disk (quantization_config); set model.quant: ",
+                                            quant::quant_kind_name(on_disk), " to train on them")});
+    if (on_disk == quant::QuantKind::quant_nf4 && cfg.parallel.tp != 1)
+      out.push_back({"parallel.tp", str_cat(dir, ": bitsandbytes 4-bit weights load whole (a TP slice would cut "
+                                            "their absmax blocks); set parallel.tp: 1")});
+  } catch (const std::exception& e) {
+    out.push_back({"model.path", e.what()});
+  }
   if (backend_ok) {
     const auto problem = backend_limit_problem(
         cfg, [&](BackendKind kind) { return backend::backend_head_dim_problem(kind, spec.head_dim); });
@@ -162,6 +175,14 @@ std::vector<KeyProblem> config_check_rules(const TrainConfig& cfg, const ConfigC
     const auto problem = backend_limit_problem(
         cfg, [&](BackendKind kind) { return backend::backend_lora_rank_problem(kind, cfg.lora.rank); });
     if (problem) out.push_back({"lora.rank", *problem});
+  }
+  if (ok({"model.quant", "parallel.backend"}) && cfg.model.quant != QuantMode::quant_none) {
+    const auto problem = backend_limit_problem(cfg, [&](BackendKind kind) -> std::optional<std::string> {
+      if (kind != BackendKind::backend_cuda) return std::nullopt;
+      return str_cat(enum_name(cfg.model.quant), " base weights need the CPU backend: the CUDA backend has no "
+                     "dequantization kernels yet (use model.quant: none, or parallel.backend: cpu)");
+    });
+    if (problem) out.push_back({"model.quant", *problem});
   }
   if (ok({"checkpoint.resume"}) && cfg.checkpoint.resume.empty())
     out.push_back({"checkpoint.resume", "expected auto, never or a checkpoint path, got ''"});

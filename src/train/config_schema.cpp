@@ -13,6 +13,16 @@ const std::vector<std::string>& enum_names(WeightDtype) {
   static const std::vector<std::string> names{"auto", "f32", "bf16"};
   return names;
 }
+const std::vector<std::string>& enum_names(QuantMode) {
+  static const std::vector<std::string> names{"none", "nf4", "fp8"};
+  return names;
+}
+quant::QuantPolicy quant_policy_from_config(const TrainConfig& cfg) {
+  static_assert(static_cast<int>(QuantMode::quant_nf4) == static_cast<int>(quant::QuantKind::quant_nf4) &&
+                static_cast<int>(QuantMode::quant_fp8) == static_cast<int>(quant::QuantKind::quant_fp8));
+  return {static_cast<quant::QuantKind>(cfg.model.quant), cfg.model.quant_skip};
+}
+
 const std::vector<std::string>& enum_names(DataFormat) {
   static const std::vector<std::string> names{"auto", "text", "prompt_completion", "chat"};
   return names;
@@ -155,6 +165,10 @@ std::vector<ConfigKey> schema_model_lora() {
   const std::vector<std::string> lora_modules{"q_proj",  "k_proj",    "v_proj",  "o_proj",
                                               "gate_proj", "up_proj", "down_proj", "experts",
                                               "experts.gate_proj", "experts.up_proj", "experts.down_proj"};
+  // model.quant_skip names dot-separated parts of a tensor's name: the dense projections, and
+  // "experts" for every routed expert's.
+  std::vector<std::string> quant_skip_names{"lm_head", "embed_tokens", "router", "experts"};
+  quant_skip_names.insert(quant_skip_names.end(), lora_modules.begin(), lora_modules.begin() + 7);
   return {
       row("output_dir", key_path, "", bind_top<&TrainConfig::output_dir>(),
           "run directory: metrics.jsonl, checkpoints and logs go under it (created if missing)"),
@@ -165,6 +179,13 @@ std::vector<ConfigKey> schema_model_lora() {
       row("model.dtype", key_choice, "auto", FIELD(model, dtype),
           "storage of the frozen base weights: bf16 halves their memory; auto = bf16 on CUDA, f32 on CPU", {},
           enum_names(WeightDtype{})),
+      row("model.quant", key_choice, "none", FIELD(model, quant),
+          "quantize the frozen base's linear weights at load (QLoRA): nf4 = 4-bit NormalFloat with double "
+          "quantization (~0.53 bytes/param), fp8 = e4m3 with per-row scales (~1 byte/param); the adapter stays fp32",
+          {}, enum_names(QuantMode{})),
+      row("model.quant_skip", key_list, "[lm_head, embed_tokens, router]", FIELD(model, quant_skip),
+          "linear layers kept unquantized under model.quant (norms, biases and the embedding always are)", {},
+          quant_skip_names),
 
       // ---- lora
       row("lora.rank", key_int, "16", FIELD(lora, rank),

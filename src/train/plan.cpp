@@ -190,12 +190,17 @@ double plan_measure_cpu_gemm(const model::ModelSpec& local, std::int64_t tokens,
   return flops / std::max(best, 1e-9);
 }
 
-double plan_weight_bytes(const model::ModelSpec& spec, const model::TpShard& shard, DType storage) {
+double plan_weight_bytes(const model::ModelSpec& spec, const model::TpShard& shard, DType storage,
+                         const quant::QuantPolicy& quant) {
   const double st = static_cast<double>(dtype_size(storage));
   const auto C = static_cast<double>(spec.hidden_size);
   double bytes = 0;
   for (const model::WeightInfo& w : model::model_weight_list(spec)) {
     const std::string& n = w.name;
+    if (n == "lm_head.weight" && quant.applies(n)) {
+      bytes += static_cast<double>(quant::quant_bytes(quant.kind, shard.vocab, spec.hidden_size));
+      continue;
+    }
     if (n == "model.embed_tokens.weight" || n == "lm_head.weight") {
       bytes += static_cast<double>(shard.vocab) * C * st;
       continue;
@@ -215,6 +220,8 @@ double plan_weight_bytes(const model::ModelSpec& spec, const model::TpShard& sha
     const auto local = model::tp_proj_shape(spec, shard, *p);  // (out, in)
     if (n.ends_with(".bias"))  // f32, split with the output rows of a column-parallel layer
       bytes += 4.0 * static_cast<double>(model::proj_row_parallel(*p) ? w.shape.numel() : local[0]);
+    else if (quant.applies(n))
+      bytes += static_cast<double>(quant::quant_bytes(quant.kind, local[0], local[1]));
     else
       bytes += static_cast<double>(local[0] * local[1]) * st;
   }
@@ -261,7 +268,7 @@ void plan_memory(RunPlan& p, const model::ModelSpec& spec, const RankShapes& r) 
            2.0 * align64(r.lora_bytes);
   };
   PlanMemory m;
-  m.weights = plan_weight_bytes(spec, r.shard, p.weights_dtype);
+  m.weights = plan_weight_bytes(spec, r.shard, p.weights_dtype, p.quant);
   m.adapter = 2.0 * align64(r.lora_bytes);  // parameters and gradients, in the arena
   m.optimizer = 2.0 * r.lora_bytes;         // AdamW m, v
   m.activations_ckpt = activations(true);
@@ -349,6 +356,7 @@ RunPlan plan_run(const TrainConfig& cfg, const model::ModelSpec& spec, int world
   p.lora_rank = cfg.lora.rank;
   p.checkpointing = cfg.train.activation_checkpointing;
   p.weights_dtype = weight_storage(cfg, device.gpu);
+  p.quant = quant_policy_from_config(cfg);
   p.activations_dtype = device.gpu ? DType::dtype_bf16 : DType::dtype_f32;
   const RankShapes r = rank_shapes(cfg, spec, p);
   p.lora_local = r.layout.size();
@@ -400,7 +408,10 @@ void plan_format_memory(PlanText& t, const RunPlan& p) {
   auto row = [&](const char* name, double r0, double other) {
     t.add("  %-36s %14s %14s\n", name, gib(r0).c_str(), alone ? "" : gib(other).c_str());
   };
-  row(str_cat("base weights (", dtype_short_name(p.weights_dtype), ")").c_str(), p.rank0.weights, p.others.weights);
+  const std::string quantized =
+      p.quant.kind == quant::QuantKind::quant_none ? "" : str_cat(", linear ", quant::quant_kind_name(p.quant.kind));
+  row(str_cat("base weights (", dtype_short_name(p.weights_dtype), quantized, ")").c_str(), p.rank0.weights,
+      p.others.weights);
   row("adapter + gradients (f32)", p.rank0.adapter, p.others.adapter);
   row("AdamW m, v (f32)", p.rank0.optimizer, p.others.optimizer);
   row(p.checkpointing ? "activations, checkpointing  [used]" : "activations, checkpointing", p.rank0.activations_ckpt,

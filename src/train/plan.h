@@ -4,7 +4,8 @@
 //
 // Memory per rank, each part counted from the code that allocates it:
 //   base weights       this rank's TP slice of every tensor (tp_shard.h) in the storage
-//                      dtype, norms f32, a tied head once. On CPU a row slice is a view of
+//                      dtype, norms f32, a tied head once; under model.quant the linear
+//                      weights it applies to as NF4 / FP8 codes and scales. On CPU a row slice is a view of
 //                      the mapped file and a column slice a copy: resident either way.
 //                      (Measured gap: with tp > 1 and weights used in place from an f32
 //                      file, ranks keep up to ~15% more of the file resident than their
@@ -75,8 +76,11 @@ PlanDevice plan_device(PlanDeviceKind kind, int world);
 // (C, F) projection of `local` (tokens capped at 512), timed for well under a second.
 double plan_measure_cpu_gemm(const model::ModelSpec& local, std::int64_t tokens, int threads);
 
-// Bytes of the base weights rank `shard` holds in `storage` (norms and biases f32).
-double plan_weight_bytes(const model::ModelSpec& spec, const model::TpShard& shard, DType storage);
+// Bytes of the base weights rank `shard` holds in `storage` (norms and biases f32); the
+// linear weights `quant` applies to count their codes and scales (quant::quant_bytes of
+// the rank's slice) instead.
+double plan_weight_bytes(const model::ModelSpec& spec, const model::TpShard& shard, DType storage,
+                         const quant::QuantPolicy& quant = {});
 
 struct PlanMemory {
   double weights = 0, adapter = 0, optimizer = 0;
@@ -106,6 +110,7 @@ struct RunPlan {
   std::int64_t micro_batch = 1, seq_len = 0, global_batch = 1, lora_rank = 0;
   bool checkpointing = false;
   DType weights_dtype = DType::dtype_f32, activations_dtype = DType::dtype_f32;
+  quant::QuantPolicy quant;  // model.quant: the linear weights it applies to are quantized
   std::int64_t lora_local = 0, lora_full = 0;  // adapter parameters: one rank's, the model's
   PlanMemory rank0;   // world rank 0 (it also gathers the adapter at the end)
   PlanMemory others;  // every other rank

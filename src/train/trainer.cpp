@@ -91,8 +91,10 @@ void Trainer::model_build() {
   limits.activation_checkpointing = cfg_.train.activation_checkpointing;
   const DType storage = cfg_.model.dtype == WeightDtype::weight_bf16 ? DType::dtype_bf16 : DType::dtype_f32;
   const auto seed = static_cast<std::uint64_t>(cfg_.train.seed);
-  model_ = std::make_unique<model::LlamaModel>(spec_, model::base_weights_load(spec_, cfg_.model.path, storage, tp.shard),
-                                               std::move(local), limits, rt_.backend(), seed, tp);
+  const quant::QuantPolicy quant = quant_policy_from_config(cfg_);
+  model_ = std::make_unique<model::LlamaModel>(
+      spec_, model::base_weights_load(spec_, cfg_.model.path, storage, tp.shard, quant), std::move(local), limits,
+      rt_.backend(), seed, tp);
   adapter_ = std::make_unique<AdapterState>(*model_, full_layout_, seed);
   // transformers adds coef · aux to each forward's loss; the step's objective is the mean
   // over its micro-batches (global_batch / micro_batch of them, over every replica).
@@ -100,7 +102,10 @@ void Trainer::model_build() {
     model_->set_aux_loss_weight(static_cast<float>(spec_.moe.aux_loss_coef * static_cast<double>(cfg_.train.micro_batch) /
                                                    static_cast<double>(cfg_.train.global_batch)));
   const std::int64_t n_local = model_->lora_layout().size();
-  log_info("model: ", model::model_parameter_count(spec_), " frozen parameters (", dtype_name(storage), "), ",
+  log_info("model: ", model::model_parameter_count(spec_), " frozen parameters (", dtype_name(storage),
+           quant.kind != quant::QuantKind::quant_none ? str_cat(", linear weights ", quant::quant_kind_name(quant.kind))
+                                                      : std::string(),
+           "), ",
            full_layout_.size(), " LoRA parameters",
            rt_.tp_size() > 1 ? str_cat(" (", n_local, " on each TP rank)") : "", ", arena ",
            model_->arena_bytes() >> 20, " MiB per rank");

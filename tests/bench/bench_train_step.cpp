@@ -3,7 +3,10 @@
 // on the step's own GEMM shapes. Prints one JSON object last (for scripts/bench/).
 //
 //   bench_train_step MODEL_DIR [--seq 512] [--micro-batch 1] [--rank 16] [--steps 5]
-//                    [--warmup 1] [--checkpointing]
+//                    [--warmup 1] [--checkpointing] [--quant none|nf4|fp8]
+//
+// --quant quantizes the base's linear weights at load (model.quant; lm_head and the
+// embedding stay f32): the QLoRA step, its GEMMs dequantizing tiles of rows.
 #include <sys/resource.h>
 #include <unistd.h>
 
@@ -19,7 +22,9 @@
 
 #include "backend/backend.h"
 #include "core/error.h"
+#include "backend/cpu/cpu_backend.h"
 #include "model/llama.h"
+#include "quant/quant_state.h"
 #include "train/flops.h"
 
 namespace {
@@ -43,12 +48,30 @@ double sgemm_rate(backend::Backend& be, std::int64_t m, std::int64_t n, std::int
   return 2.0 * static_cast<double>(m * n * k) * reps / seconds(t0) / 1e9;
 }
 
+// Seconds to dequantize every quantized linear weight of `w` once, in tiles of
+// backend::kConvertFloats as the CPU backend's GEMMs do (best of three passes).
+double dequantize_pass_seconds(const model::BaseWeights& w) {
+  std::vector<float> tile(static_cast<std::size_t>(backend::kConvertFloats));
+  double best = 1e30;
+  for (int pass = 0; pass < 3; ++pass) {
+    const auto t0 = Clock::now();
+    for (const model::LayerWeights& l : w.layers)
+      for (const TensorView& v : l.proj) {
+        if (!v.quant) continue;
+        for (std::int64_t e = 0; e < v.numel(); e += backend::kConvertFloats)
+          quant::quant_dequantize(v, e, std::min<std::int64_t>(backend::kConvertFloats, v.numel() - e), tile.data());
+      }
+    best = std::min(best, seconds(t0));
+  }
+  return best;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) try {
   if (argc < 2) {
     std::fprintf(stderr, "usage: bench_train_step MODEL_DIR [--seq N] [--micro-batch N] [--rank N] "
-                         "[--steps N] [--warmup N] [--checkpointing]\n");
+                         "[--steps N] [--warmup N] [--checkpointing] [--quant none|nf4|fp8]\n");
     return 2;
   }
   if (const std::string core = backend::blas_core_override(); !core.empty()) {
@@ -58,6 +81,7 @@ int main(int argc, char** argv) try {
   const std::string dir = argv[1];
   std::int64_t T = 512, B = 1, rank = 16, steps = 5, warmup = 1;
   bool ckpt = false;
+  quant::QuantPolicy quant{quant::QuantKind::quant_none, {"lm_head", "embed_tokens", "router"}};
   for (int i = 2; i < argc; ++i) {
     const std::string a = argv[i];
     auto next = [&] { ANVIL_CHECK_INPUT(i + 1 < argc, a, " needs a value"); return std::atoll(argv[++i]); };
@@ -67,6 +91,11 @@ int main(int argc, char** argv) try {
     else if (a == "--steps") steps = next();
     else if (a == "--warmup") warmup = next();
     else if (a == "--checkpointing") ckpt = true;
+    else if (a == "--quant") {
+      ANVIL_CHECK_INPUT(i + 1 < argc && quant::quant_kind_from_name(argv[i + 1], &quant.kind),
+                        "--quant needs none, nf4 or fp8");
+      ++i;
+    }
     else throw_user_error("unknown option ", a);
   }
   const model::ModelSpec spec = model::model_spec_from_dir(dir);
@@ -76,8 +105,10 @@ int main(int argc, char** argv) try {
   ls.alpha = 2.0 * static_cast<double>(rank);
   ls.targets.fill(true);
   const model::LoraLayout layout(spec, ls);
-  model::LlamaModel m(spec, model::base_weights_load(spec, dir, DType::dtype_f32, model::tp_shard(spec, 0, 1)), layout,
-                      model::ModelLimits{B, T, ckpt}, *be, 1);
+  model::BaseWeights base = model::base_weights_load(spec, dir, DType::dtype_f32, model::tp_shard(spec, 0, 1), quant);
+  const double quantized_mib = static_cast<double>(base.quantized_bytes) / (1 << 20);
+  const double dequant_s = quant.kind == quant::QuantKind::quant_none ? 0.0 : dequantize_pass_seconds(base);
+  model::LlamaModel m(spec, std::move(base), layout, model::ModelLimits{B, T, ckpt}, *be, 1);
   model::lora_init(layout, 1, m.lora_params());
   // B = 0 would make every A gradient trivially zero; give B values so the math is real.
   for (const auto& s : layout.slots()) std::fill_n(m.lora_params() + s.b_offset, s.out * rank, 1e-3f);
@@ -145,12 +176,20 @@ int main(int argc, char** argv) try {
               flops / 1e9, gflops);
   std::printf("sgemm in this run: %.1f (N x q), %.1f (N x mlp), %.1f (lm head) GFLOP/s; step = %.0f%% of the best\n",
               gemm_qkv, gemm_mlp, gemm_head, 100 * gflops / gemm_best);
-  std::printf("peak RSS %.0f MiB, arena %.0f MiB, final loss %.4f\n", ru.ru_maxrss / 1024.0,
-              static_cast<double>(m.arena_bytes()) / (1 << 20), loss);
+  // Without checkpointing each frozen weight is expanded twice a step (forward, input
+  // gradient), with it three times (the recomputed forward).
+  const double dequant_share = (ckpt ? 3.0 : 2.0) * dequant_s / step_s;
+  if (dequant_s > 0)
+    std::printf("dequantizing every linear weight once: %.3f s; x%d per step = %.0f%% of the step\n", dequant_s,
+                ckpt ? 3 : 2, 100 * dequant_share);
+  std::printf("peak RSS %.0f MiB, arena %.0f MiB, quantized base %s %.1f MiB, final loss %.4f\n",
+              ru.ru_maxrss / 1024.0, static_cast<double>(m.arena_bytes()) / (1 << 20),
+              quant::quant_kind_name(quant.kind), quantized_mib, loss);
   nlohmann::json j = {{"tokens_per_s", n / step_s}, {"step_s", step_s},   {"gflop_per_step", flops / 1e9},
                       {"gflops", gflops},           {"sgemm_gflops", gemm_best}, {"fraction_of_sgemm", gflops / gemm_best},
                       {"peak_rss_mib", ru.ru_maxrss / 1024.0}, {"checkpointing", ckpt}, {"seq", T},
-                      {"micro_batch", B}, {"rank", rank}};
+                      {"micro_batch", B}, {"rank", rank}, {"quant", quant::quant_kind_name(quant.kind)},
+                      {"quantized_mib", quantized_mib}, {"dequant_pass_s", dequant_s}};
   std::printf("%s\n", j.dump().c_str());
   return 0;
 } catch (const std::exception& e) {

@@ -321,6 +321,26 @@ TEST(ConfigRules, BackendLimitsAreConfigErrors) {
   EXPECT_EQ(load(kMinimal + "lora:\n  rank: 128\nparallel:\n  backend: cpu\n").lora.rank, 128);
 }
 
+// model.quant / model.quant_skip: defaults, the policy the loader gets, and bad values
+// named with their key (exit 2); the CUDA backend has no dequantization kernels yet.
+TEST(ConfigQuant, QuantKeysParseAndBadValuesAreNamed) {
+  const TrainConfig d = load(kMinimal);
+  EXPECT_EQ(d.model.quant, QuantMode::quant_none);
+  EXPECT_EQ(d.model.quant_skip, (std::vector<std::string>{"lm_head", "embed_tokens", "router"}));
+  EXPECT_EQ(quant_policy_from_config(d).kind, quant::QuantKind::quant_none);
+  const TrainConfig q = load(kMinimal, {"model.quant=nf4", "model.quant_skip=[lm_head, down_proj]"});
+  const quant::QuantPolicy p = quant_policy_from_config(q);
+  EXPECT_EQ(p.kind, quant::QuantKind::quant_nf4);
+  EXPECT_TRUE(p.applies("model.layers.0.self_attn.q_proj.weight"));
+  EXPECT_FALSE(p.applies("model.layers.0.mlp.down_proj.weight"));
+  EXPECT_FALSE(p.applies("lm_head.weight"));
+  EXPECT_EQ(quant_policy_from_config(load(kMinimal, {"model.quant=fp8"})).kind, quant::QuantKind::quant_fp8);
+  EXPECT_HAS(load_error(kMinimal, {"model.quant=int4"}), "model.quant");
+  EXPECT_HAS(load_error(kMinimal, {"model.quant_skip=[lm_head, mlp]"}), "model.quant_skip");
+  EXPECT_HAS(load_error(kMinimal + "parallel:\n  backend: cuda\n", {"model.quant=nf4"}),
+             "model.quant: nf4 base weights need the CPU backend");
+}
+
 class ConfigFiles : public ::testing::Test {
  protected:
   void SetUp() override {

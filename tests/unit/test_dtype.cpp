@@ -17,7 +17,13 @@ TEST(DType, NamesRoundTripAndSizes) {
   EXPECT_EQ(dtype_size(DType::dtype_bf16), 2u);
   EXPECT_EQ(dtype_size(DType::dtype_f64), 8u);
   EXPECT_EQ(dtype_size(DType::dtype_bool), 1u);
-  EXPECT_FALSE(dtype_from_name("F8_E4M3").has_value());
+  EXPECT_EQ(dtype_from_name("F8_E4M3"), DType::dtype_fp8_e4m3);
+  EXPECT_FALSE(dtype_from_name("F8_E5M2").has_value());
+  EXPECT_FALSE(dtype_from_name("NF4").has_value());  // not a file dtype: lives in U8 tensors
+  EXPECT_EQ(dtype_bits(DType::dtype_nf4), 4u);
+  EXPECT_THROW(dtype_size(DType::dtype_nf4), Error);
+  EXPECT_EQ((TensorView{nullptr, DType::dtype_nf4, Shape{3, 5}}.nbytes()), 8u);  // 15 codes
+  EXPECT_EQ((TensorView{nullptr, DType::dtype_fp8_e4m3, Shape{3, 5}}.nbytes()), 15u);
   EXPECT_FALSE(dtype_from_name("f32").has_value());  // safetensors names are upper case
 }
 

@@ -63,7 +63,7 @@ struct Fixture {
     params.resize(static_cast<std::size_t>(layout.size()));
     for (auto& x : params) x = nd(rng);
   }
-  exporting::ExportAdapter adapter() const { return {spec, lora, params.data(), base}; }
+  exporting::ExportAdapter adapter() const { return {spec, lora, params.data(), base, {}, 1}; }
   std::string out(const std::string& name) const { return tmp.str() + "/" + name; }
 };
 
@@ -395,7 +395,7 @@ TEST(Export, PeakMemoryIsBlocksNotTheModel) {
   fs::create_directories(base);
   model::model_init_write(spec, base, model::InitOptions{});
   const std::vector<float> params(static_cast<std::size_t>(model::LoraLayout(spec, all).size()), 0.01f);
-  const exporting::ExportAdapter adapter{spec, all, params.data(), base};
+  const exporting::ExportAdapter adapter{spec, all, params.data(), base, {}, 1};
   {
     std::ofstream reset("/proc/self/clear_refs");
     reset << "5";

@@ -9,6 +9,7 @@
 
 #include "llama_test_util.h"
 #include "model/llama_weights.h"
+#include "quant/quant_state.h"
 
 namespace anvil {
 namespace {
@@ -241,6 +242,61 @@ TEST(WeightsTpMapping, RowSlicesInTheFileDtypeAreNotCopied) {
   const std::int64_t local_params =
       model::model_parameter_count(model::tp_local_spec(spec, model::tp_shard(spec, 0, tp)));
   EXPECT_EQ(w.converted_bytes, (local_params - norms) * 2);  // norms stay f32 views
+}
+
+}  // namespace
+}  // namespace anvil
+
+namespace anvil {
+namespace {
+
+// The (rows, cols) values of a 2-D view: f32 as they are, quantized ones dequantized.
+std::vector<float> values_of(const TensorView& v) {
+  std::vector<float> out(static_cast<std::size_t>(v.numel()));
+  if (v.quant) quant::quant_dequantize(v, 0, v.numel(), out.data());
+  else std::memcpy(out.data(), v.data, out.size() * sizeof(float));
+  return out;
+}
+
+// Quantized at load (model.quant): each rank's projection is its slice of the f32 weight,
+// quantized on its own, i.e. the slice of quant_roundtrip_sliced over the whole weight;
+// skipped (lm_head), norm and embedding views stay f32; the QuantStore's bytes are counted.
+TEST(WeightsTpQuant, EveryRankQuantizesExactlyItsSlice) {
+  const ModelSpec spec = preset("tiny");
+  test::TempDir dir("weights_tp_quant");
+  test::make_model_dir(dir, spec, 13, DType::dtype_bf16);
+  const BaseWeights full = model::base_weights_load(spec, dir.str(), DType::dtype_f32, model::tp_shard(spec, 0, 1));
+  for (const auto kind : {quant::QuantKind::quant_nf4, quant::QuantKind::quant_fp8}) {
+    const quant::QuantPolicy policy{kind, {"lm_head", "embed_tokens", "router"}};
+    const int tp = 2;
+    for (int r = 0; r < tp; ++r) {
+      const auto shard = model::tp_shard(spec, r, tp);
+      const BaseWeights local = model::base_weights_load(spec, dir.str(), DType::dtype_f32, shard, policy);
+      EXPECT_EQ(local.quant, kind);
+      EXPECT_GT(local.quantized_bytes, 0);
+      EXPECT_EQ(local.lm_head.dtype, DType::dtype_f32);
+      EXPECT_EQ(local.embed.dtype, DType::dtype_f32);
+      EXPECT_EQ(local.layers[0].attn_norm.dtype, DType::dtype_f32);
+      for (int i = 0; i < model::kDenseProjCount; ++i) {
+        const auto proj = static_cast<Proj>(i);
+        const TensorView& fw = full.layers[1].proj[i];
+        const TensorView& lw = local.layers[1].proj[i];
+        ASSERT_NE(lw.quant, nullptr) << i;
+        EXPECT_EQ(lw.dtype, kind == quant::QuantKind::quant_nf4 ? DType::dtype_nf4 : DType::dtype_fp8_e4m3);
+        const bool by_cols = model::proj_row_parallel(proj);
+        std::vector<float> want = values_of(fw);
+        quant::quant_roundtrip_sliced(want.data(), fw.shape[0], fw.shape[1], kind, tp, by_cols);
+        const std::vector<float> got = values_of(lw);
+        const std::int64_t rows = lw.shape[0], cols = lw.shape[1];
+        const std::int64_t r0 = by_cols ? 0 : r * rows, c0 = by_cols ? r * cols : 0;
+        std::int64_t bad = 0;
+        for (std::int64_t y = 0; y < rows; ++y)
+          for (std::int64_t x = 0; x < cols; ++x)
+            bad += got[y * cols + x] != want[(r0 + y) * fw.shape[1] + c0 + x];
+        EXPECT_EQ(bad, 0) << quant::quant_kind_name(kind) << " rank " << r << " proj " << i;
+      }
+    }
+  }
 }
 
 }  // namespace

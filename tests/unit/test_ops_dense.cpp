@@ -12,6 +12,7 @@
 
 #include "core/error.h"
 #include "ops_test_util.h"
+#include "quant/quant_state.h"
 
 namespace anvil::test {
 namespace {
@@ -135,6 +136,39 @@ TEST(OpsLinear, Bf16ConvertedInBlocks) {
   round_to_bf16(w);
   WeightBuf bf(w, {20000, 72}, DType::dtype_bf16);
   check_linear(bf.view, w, 3, 1e-5, 1e-4, "bf16 blocks");
+}
+
+// Quantized weights (nf4, fp8_e4m3): forward and input gradient against the fp64
+// reference on the dequantized values, i.e. the op equals dequantize-then-f32 linear.
+// Shapes put tile and block edges mid-row and on odd elements; the large case is
+// dequantized in two tiles of rows (kConvertFloats), never as a whole.
+void check_quantized_linear(quant::QuantKind kind, i64 out, i64 in, i64 m, const std::string& what) {
+  std::mt19937 rng(static_cast<unsigned>(out * 31 + in));
+  Vec w = random_vec(rng, out * in, 0.05f, 0.001f);
+  quant::QuantStore store;
+  const TensorView q = store.add(f32_view(w, {out, in}), kind);
+  ASSERT_NE(q.dtype, DType::dtype_f32);
+  Vec dq(w.size());
+  quant::quant_dequantize(q, 0, out * in, dq.data());
+  ASSERT_NE(dq, w);  // the reference really is the quantized weight, not the input
+  check_linear(q, dq, m, 1e-5, 1e-4, what);
+}
+
+TEST(OpsLinear, Nf4AgainstDequantized) {
+  check_quantized_linear(quant::QuantKind::quant_nf4, 37, 53, 5, "nf4 small");
+  check_quantized_linear(quant::QuantKind::quant_nf4, 600, 1999, 3, "nf4 two tiles");
+}
+
+TEST(OpsLinear, Fp8AgainstDequantized) {
+  check_quantized_linear(quant::QuantKind::quant_fp8, 37, 53, 5, "fp8 small");
+  check_quantized_linear(quant::QuantKind::quant_fp8, 600, 1999, 3, "fp8 two tiles");
+}
+
+TEST(OpsLinear, QuantizedWithoutStateIsRefused) {
+  std::vector<std::uint8_t> codes(40 * 72 / 2);
+  const TensorView q{codes.data(), DType::dtype_nf4, Shape{40, 72}};
+  Vec x(72), y(40);
+  EXPECT_THROW(cpu()->linear_forward(y.data(), x.data(), q, nullptr, 1, 0.0f), Error);
 }
 
 TEST(OpsLinear, GradientMatchesFiniteDifferences) {

@@ -26,11 +26,14 @@ model::LoraSpec lora_all(int rank) {
   return l;
 }
 
-std::int64_t view_bytes(const TensorView& v) { return v.data ? static_cast<std::int64_t>(v.nbytes()) : 0; }
+// A quantized view's codes and scales are counted once, in BaseWeights::quantized_bytes.
+std::int64_t view_bytes(const TensorView& v) {
+  return v.data && !v.quant ? static_cast<std::int64_t>(v.nbytes()) : 0;
+}
 
 // Every tensor a rank's BaseWeights holds, a tied head once.
 std::int64_t loaded_bytes(const model::BaseWeights& w) {
-  std::int64_t n = view_bytes(w.embed) + view_bytes(w.final_norm);
+  std::int64_t n = view_bytes(w.embed) + view_bytes(w.final_norm) + w.quantized_bytes;
   if (w.lm_head.data != w.embed.data) n += view_bytes(w.lm_head);
   for (const model::LayerWeights& l : w.layers) {
     n += view_bytes(l.attn_norm) + view_bytes(l.mlp_norm);
@@ -90,6 +93,29 @@ TEST(Plan, WeightBytesAreTheTensorsARankLoads) {
           const model::TpShard shard = model::tp_shard(spec, r, tp);
           const model::BaseWeights w = model::base_weights_load(spec, dir.str(), storage, shard);
           EXPECT_EQ(train::plan_weight_bytes(spec, shard, storage), static_cast<double>(loaded_bytes(w)));
+        }
+  }
+}
+
+// Under model.quant the planned bytes are the loaded ones too: quantized linear weights
+// (lm_head included when it is not skipped and not tied) as their codes and scales.
+TEST(Plan, QuantizedWeightBytesAreWhatARankHolds) {
+  for (const char* preset : {"tiny", "tiny-tied"}) {
+    const ModelSpec spec = *model::model_preset(preset);
+    test::TempDir dir(str_cat("plan_quant_", preset));
+    test::make_model_dir(dir, spec, 5);
+    for (const auto kind : {quant::QuantKind::quant_nf4, quant::QuantKind::quant_fp8})
+      for (const std::vector<std::string>& skip : {std::vector<std::string>{"lm_head"}, std::vector<std::string>{}})
+        for (const int tp : {1, 2}) {
+          SCOPED_TRACE(str_cat(preset, " ", quant::quant_kind_name(kind), " skip ", skip.size(), " tp ", tp));
+          const quant::QuantPolicy policy{kind, skip};
+          const model::TpShard shard = model::tp_shard(spec, tp - 1, tp);
+          const model::BaseWeights w = model::base_weights_load(spec, dir.str(), DType::dtype_f32, shard, policy);
+          EXPECT_GT(w.quantized_bytes, 0);
+          EXPECT_EQ(train::plan_weight_bytes(spec, shard, DType::dtype_f32, policy),
+                    static_cast<double>(loaded_bytes(w)));
+          EXPECT_LT(train::plan_weight_bytes(spec, shard, DType::dtype_f32, policy),
+                    train::plan_weight_bytes(spec, shard, DType::dtype_f32));
         }
   }
 }

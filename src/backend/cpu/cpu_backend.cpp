@@ -14,6 +14,7 @@
 
 #include "core/dtype.h"
 #include "core/error.h"
+#include "quant/quant_state.h"
 
 namespace anvil::backend {
 
@@ -83,6 +84,10 @@ bool weight_is_direct_f32(const TensorView& w) {
          reinterpret_cast<std::uintptr_t>(w.data) % alignof(float) == 0;
 }
 
+bool weight_is_quantized(const TensorView& w) {
+  return w.dtype == DType::dtype_nf4 || w.dtype == DType::dtype_fp8_e4m3;
+}
+
 void load_f32(float* dst, const TensorView& w, i64 offset, i64 count) {
   const auto* bytes = static_cast<const unsigned char*>(w.data);
   if (w.dtype == DType::dtype_f32) {
@@ -112,9 +117,13 @@ i64 CpuBackend::weight_row_block(const TensorView& w) const {
 const float* CpuBackend::weight_rows_f32(const TensorView& w, i64 row0, i64 rows) {
   const i64 cols = w.shape[1];
   if (weight_is_direct_f32(w)) return w.as<const float>() + row0 * cols;
-  ANVIL_CHECK(w.dtype == DType::dtype_f32 || w.dtype == DType::dtype_bf16,
-              "weights must be f32 or bf16, got ", dtype_name(w.dtype));
   float* dst = scratch(weight_rows_, rows * cols);
+  if (weight_is_quantized(w)) {  // a tile of rows dequantized, never the whole matrix
+    quant::quant_dequantize(w, row0 * cols, rows * cols, dst);
+    return dst;
+  }
+  ANVIL_CHECK(w.dtype == DType::dtype_f32 || w.dtype == DType::dtype_bf16,
+              "weights must be f32, bf16, nf4 or fp8_e4m3, got ", dtype_name(w.dtype));
   // Serial on purpose: the copy is memory-bound, and an OpenMP team started between two
   // sgemm calls competes with OpenBLAS's still-spinning threads (5x slower on 2 cores).
   for (i64 r = 0; r < rows; ++r) load_f32(dst + r * cols, w, (row0 + r) * cols, cols);

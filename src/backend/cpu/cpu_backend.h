@@ -92,12 +92,13 @@ class CpuBackend final : public Backend {
 
  private:
   // A weight as f32 rows [row0, row0 + rows) of `cols` values: the weight's own memory
-  // when it is aligned f32, otherwise converted into weight_rows_.
+  // when it is aligned f32, otherwise converted (bf16) or dequantized (nf4, fp8) into
+  // weight_rows_, which reserve() sizes: a quantized weight is never expanded whole.
   const float* weight_rows_f32(const TensorView& w, i64 row0, i64 rows);
   // Rows of a weight converted per sgemm: the whole weight when it is usable directly.
   i64 weight_row_block(const TensorView& w) const;
 
-  std::vector<float> weight_rows_;  // (rows, in) converted bf16 / misaligned weight rows
+  std::vector<float> weight_rows_;  // (rows, in) converted bf16 / dequantized / misaligned rows
   std::vector<float> norm_w_;       // (c) norm weight as f32
   std::vector<float> attn_p_;       // (T, T) scores, then probabilities
   std::vector<float> attn_dp_;      // (T, T) dP, then dS
@@ -116,6 +117,8 @@ T* scratch(std::vector<T>& buf, i64 n) {
 
 // Whether a weight view can be handed to BLAS as it is.
 bool weight_is_direct_f32(const TensorView& w);
+// Whether a weight view holds quantized codes (nf4, fp8_e4m3) and their QuantState.
+bool weight_is_quantized(const TensorView& w);
 // Copies `count` elements starting at element `offset` of an f32 or bf16 view into dst as
 // f32; safe on misaligned views.
 void load_f32(float* dst, const TensorView& w, i64 offset, i64 count);

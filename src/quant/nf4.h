@@ -1,0 +1,31 @@
+// NF4 with double quantization, as bitsandbytes defines it (QLoRA, Dettmers et al. 2023):
+// the 16-value NormalFloat code, absmax per block of 64, and the absmax itself quantized
+// to 8 bits with bitsandbytes' signed dynamic map in blocks of 256 around its mean.
+#pragma once
+
+#include <array>
+#include <cstdint>
+
+#include "quant/quant_state.h"
+
+namespace anvil::quant {
+
+inline constexpr std::int64_t kNf4Blocksize = 64;
+inline constexpr std::int64_t kAbsmaxBlocksize = 256;
+
+// The NF4 code: quantiles of N(0, 1) scaled to [-1, 1], with an exact zero.
+const std::array<float, 16>& nf4_code();
+// bitsandbytes' create_dynamic_map(signed=True): 8-bit dynamic-exponent code, sorted.
+const std::array<float, 256>& dynamic_map_signed();
+
+// NF4 codes and double-quantized absmax of n values (a flat row-major tensor).
+QuantTensor nf4_quantize(const float* x, std::int64_t n);
+// 8-bit blockwise quantization of n values with `code` (sorted, 256 values): nearest code
+// to x / absmax of its block, a tie to the lower one. absmax: (ceil(n / blocksize)).
+void blockwise8_quantize(const float* x, std::int64_t n, std::int64_t blocksize,
+                         const float* code, std::uint8_t* q, float* absmax);
+
+void nf4_dequantize(const QuantState& s, const std::uint8_t* codes, std::int64_t first,
+                    std::int64_t count, float* dst);
+
+}  // namespace anvil::quant
