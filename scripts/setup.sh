@@ -52,7 +52,7 @@ if [ ! -x .venv/bin/python ]; then
   echo "setup: creating .venv"
   "$py" -m venv .venv
 fi
-pip_want=(numpy safetensors tokenizers jinja2 matplotlib)
+pip_want=(numpy safetensors tokenizers jinja2 matplotlib gguf)
 [ "$want_reference" = 1 ] && pip_want+=(torch transformers peft)
 pip_missing=()
 for m in "${pip_want[@]}"; do
