@@ -1,6 +1,7 @@
 #include "core/dtype.h"
 
 #include <cmath>
+#include <cstring>
 
 #include "core/error.h"
 
@@ -110,6 +111,19 @@ double dtype_load_as_f64(const void* data, DType t, std::size_t i) {
     case DType::dtype_bool: return load(std::uint8_t{}) != 0 ? 1.0 : 0.0;
   }
   ANVIL_CHECK(false, "unknown dtype");
+}
+
+void f32_store_as(const float* in, std::int64_t n, DType dtype, std::uint8_t* out) {
+  ANVIL_CHECK(dtype == DType::dtype_f32 || dtype == DType::dtype_bf16 || dtype == DType::dtype_f16,
+              "f32_store_as: cannot store as ", dtype_name(dtype));
+  if (dtype == DType::dtype_f32) {
+    std::memcpy(out, in, static_cast<std::size_t>(n) * 4);
+    return;
+  }
+  for (std::int64_t i = 0; i < n; ++i) {
+    const std::uint16_t h = dtype == DType::dtype_bf16 ? f32_to_bf16(in[i]) : f32_to_f16(in[i]);
+    std::memcpy(out + 2 * i, &h, 2);
+  }
 }
 
 }  // namespace anvil

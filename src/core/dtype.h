@@ -55,6 +55,9 @@ inline float bf16_to_f32(std::uint16_t h) {
 std::uint16_t f32_to_f16(float f);
 float f16_to_f32(std::uint16_t h);
 
+// n f32 values stored as `dtype` (f32, bf16 or f16; rounding to nearest even) at `out`.
+void f32_store_as(const float* in, std::int64_t n, DType dtype, std::uint8_t* out);
+
 // Reads element i of a buffer of type t as a double (for inspection and tests).
 double dtype_load_as_f64(const void* data, DType t, std::size_t i);
 

@@ -5,6 +5,8 @@
 
 #include <algorithm>
 #include <bit>
+#include <charconv>
+#include <cmath>
 #include <cstring>
 #include <limits>
 
@@ -82,6 +84,17 @@ std::uint64_t min_value_bytes(GgufValueType t) {
   return 0;
 }
 
+// The double whose decimal form is the float's shortest round-trip one: an rms eps
+// stored as f32 1e-6 reads as 1e-6, not 9.99999997e-7, and goes into config.json so.
+double f32_as_shortest_double(float f) {
+  if (!std::isfinite(f)) return f;
+  char buf[32];
+  const auto [end, ec] = std::to_chars(buf, buf + sizeof buf, f);
+  double d = f;
+  if (ec == std::errc()) std::from_chars(buf, end, d);
+  return d;
+}
+
 GgufValueType read_value_type(Cursor& c, const std::string& label, const std::string& where) {
   const auto t = c.read<std::uint32_t>("a value type");
   ANVIL_CHECK_INPUT(t <= static_cast<std::uint32_t>(GgufValueType::gguf_f64), label, ": ", where,
@@ -117,7 +130,7 @@ GgufValue read_value(Cursor& c, GgufValueType type, const std::string& label, co
     case GgufValueType::gguf_i32: v.i = c.read<std::int32_t>(where); break;
     case GgufValueType::gguf_u64: v.u = c.read<std::uint64_t>(where); break;
     case GgufValueType::gguf_i64: v.i = c.read<std::int64_t>(where); break;
-    case GgufValueType::gguf_f32: v.f = c.read<float>(where); break;
+    case GgufValueType::gguf_f32: v.f = f32_as_shortest_double(c.read<float>(where)); break;
     case GgufValueType::gguf_f64: v.f = c.read<double>(where); break;
     case GgufValueType::gguf_bool: {
       v.u = c.read<std::uint8_t>(where);

@@ -213,12 +213,16 @@ BlockFn block_fn(std::uint32_t type) {
 
 bool gguf_can_dequantize(std::uint32_t type) { return block_fn(type) != nullptr; }
 
-void gguf_dequantize(const GgufTensorInfo& t, const std::uint8_t* src, float* out, const std::string& label) {
-  const BlockFn fn = block_fn(t.type);
-  ANVIL_CHECK_INPUT(fn != nullptr, label, ": tensor '", detail::escape_for_message(t.name), "' has type ",
+void gguf_check_dequantizable(const GgufTensorInfo& t, const std::string& label) {
+  ANVIL_CHECK_INPUT(gguf_can_dequantize(t.type), label, ": tensor '", detail::escape_for_message(t.name), "' has type ",
                     ggml_type_name(t.type),
                     ", which anvil cannot convert (supported: F32 F16 BF16 Q8_0 Q4_0 Q4_1 Q5_0 Q5_1 Q2_K Q3_K "
                     "Q4_K Q5_K Q6_K)");
+}
+
+void gguf_dequantize(const GgufTensorInfo& t, const std::uint8_t* src, float* out, const std::string& label) {
+  gguf_check_dequantizable(t, label);
+  const BlockFn fn = block_fn(t.type);
   const GgmlBlock block = ggml_block(t.type);
   const std::uint64_t blocks = t.numel / block.elems;
   ANVIL_CHECK(t.nbytes == blocks * block.bytes, "tensor '", t.name, "': ", t.nbytes, " bytes for ", blocks,

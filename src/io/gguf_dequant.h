@@ -13,10 +13,12 @@
 namespace anvil::io {
 
 bool gguf_can_dequantize(std::uint32_t type);
+// A user error naming the type, the tensor and `label` (the file) unless anvil can
+// convert the tensor's type.
+void gguf_check_dequantizable(const GgufTensorInfo& t, const std::string& label);
 
 // Writes the t.numel elements of `t` (t.nbytes bytes at `src`, as GgufFile::data gives
-// them) to `out` as f32. A type anvil cannot convert is a user error naming the type,
-// the tensor and `label` (the file).
+// them) to `out` as f32. A type anvil cannot convert is gguf_check_dequantizable's error.
 void gguf_dequantize(const GgufTensorInfo& t, const std::uint8_t* src, float* out, const std::string& label);
 
 }  // namespace anvil::io

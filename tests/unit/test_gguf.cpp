@@ -90,6 +90,7 @@ TEST(Gguf, ReadsEveryMetadataType) {
   EXPECT_EQ(g.get_u64("test.u64"), (1ull << 63) + 5);
   EXPECT_EQ(g.find("test.i64")->i, -(1ll << 62));
   EXPECT_EQ(g.get_f64("test.f32"), 0.25);
+  EXPECT_EQ(g.get_f64("test.f32_decimal"), 1e-6);  // not 9.99999997e-7, the float's exact value
   EXPECT_EQ(g.get_f64("test.f64"), 1e-300);
   EXPECT_EQ(g.find("test.bool")->u, 1u);
   EXPECT_EQ(g.get_string("test.string"), "h\xc3\xa9llo");
