@@ -10,6 +10,7 @@
 #include "export/shard_writer.h"
 #include "export/staged_dir.h"
 #include "import/gguf_spec.h"
+#include "import/gguf_tokenizer.h"
 #include "io/gguf.h"
 #include "io/gguf_dequant.h"
 #include "io/json_strict.h"
@@ -102,9 +103,12 @@ model::ModelSpec gguf_import(const std::string& gguf_path, const std::string& ou
   const io::GgufFile g = io::GgufFile::open(gguf_path);
   const model::ModelSpec spec = gguf_model_spec(g);
   const std::vector<PlannedTensor> plan = plan_tensors(g, spec);
+  const bool has_tokenizer = g.find("tokenizer.ggml.model") != nullptr;
+  if (has_tokenizer) gguf_tokenizer_check(g);
 
   exporting::StagedDir staged(out, options.force, {gguf_path});
   model::model_config_write(spec, options.dtype, staged.path());
+  if (has_tokenizer) gguf_tokenizer_write(g, staged.path(), spec.max_position_embeddings);
   std::vector<exporting::ShardTensor> shards;
   for (const PlannedTensor& p : plan) shards.push_back({p.hf_name, options.dtype, p.src->shape()});
   exporting::ShardedWriter writer(staged.path(), shards, options.max_shard_bytes);

@@ -1,5 +1,6 @@
 // anvil import: a llama.cpp GGUF file as a Hugging Face model directory (config.json,
-// generation_config.json, safetensors shards with HF tensor names).
+// generation_config.json, safetensors shards with HF tensor names, and tokenizer.json +
+// tokenizer_config.json when the file has a tokenizer).
 #pragma once
 
 #include <cstdint>

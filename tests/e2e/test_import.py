@@ -22,8 +22,8 @@ HIDDEN, INTER, LAYERS, HEADS, KV_HEADS, VOCAB, CTX = 64, 128, 2, 4, 2, 96, 256
 HEAD_DIM = HIDDEN // HEADS
 
 
-def anvil(*args, expect=0):
-    p = subprocess.run([ANVIL, *args], capture_output=True, text=True)
+def anvil(*args, expect=0, stdin=None):
+    p = subprocess.run([ANVIL, *args], capture_output=True, text=True, input=stdin)
     assert p.returncode == expect, f"anvil {' '.join(args)}: exit {p.returncode}\n{p.stdout}\n{p.stderr}"
     return p.stdout + p.stderr
 
@@ -33,11 +33,11 @@ def interleave_heads(w, n_head):
     return w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
 
 
-def hf_weights(rng, arch, tied):
-    w = {"model.embed_tokens.weight": rng.standard_normal((VOCAB, HIDDEN)),
+def hf_weights(rng, arch, tied, vocab=VOCAB):
+    w = {"model.embed_tokens.weight": rng.standard_normal((vocab, HIDDEN)),
          "model.norm.weight": 1 + 0.1 * rng.standard_normal(HIDDEN)}
     if not tied:
-        w["lm_head.weight"] = rng.standard_normal((VOCAB, HIDDEN))
+        w["lm_head.weight"] = rng.standard_normal((vocab, HIDDEN))
     for l in range(LAYERS):
         p = f"model.layers.{l}."
         for name, shape in [("self_attn.q_proj", (HIDDEN, HIDDEN)), ("self_attn.k_proj", (KV_HEADS * HEAD_DIM, HIDDEN)),
@@ -70,8 +70,9 @@ def gguf_name(hf):
     return f"{GGUF_NAMES[stem]}.{suffix}", None
 
 
-def write_gguf(path, arch, weights, unsupported=False):
-    """Returns what the import must produce: each HF tensor as gguf dequantizes it."""
+def write_gguf(path, arch, weights, unsupported=False, tokenizer=None):
+    """Returns what the import must produce: each HF tensor as gguf dequantizes it.
+    tokenizer: (HF Tokenizer, tokenizer.ggml.pre) to store as llama.cpp's converter does."""
     w = GGUFWriter(path, arch)
     w.add_context_length(CTX)
     w.add_embedding_length(HIDDEN)
@@ -81,9 +82,12 @@ def write_gguf(path, arch, weights, unsupported=False):
     w.add_head_count_kv(KV_HEADS)
     w.add_rope_freq_base(50000.0)
     w.add_layer_norm_rms_eps(1e-6)
-    w.add_token_list([f"t{i}".encode() for i in range(VOCAB)])
-    w.add_bos_token_id(1)
-    w.add_eos_token_id(2)
+    if tokenizer is None:
+        w.add_token_list([f"t{i}".encode() for i in range(VOCAB)])
+        w.add_bos_token_id(1)
+        w.add_eos_token_id(2)
+    else:
+        add_tokenizer(w, *tokenizer)
     expected = {}
     for hf, value in weights.items():
         name, layer = gguf_name(hf)
@@ -106,6 +110,72 @@ def write_gguf(path, arch, weights, unsupported=False):
         expected[hf] = back
     make_gguf.finish(w)
     return expected
+
+
+SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+TEXTS = ["Hello world, it's 2024!", "  leading spaces and\ttabs\n\nnew lines", "Grüße, мир! 日本語 12345",
+         "<|im_start|>user\nhi there<|im_end|>", "don't STOP-believing... 3.14159", "in 1000000 years, 123456"]
+
+
+def train_tokenizer(pre):
+    """A small byte-level BPE with the pre-tokenizer of one llama.cpp `pre` family."""
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
+    tok = Tokenizer(models.BPE(ignore_merges=pre == "llama-bpe"))
+    # Trained on GPT-2's split, which keeps digit runs whole, so the merges join digits and
+    # the families' own splits (one digit, up to three) change the ids.
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=SPECIALS, show_progress=False,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    corpus = TEXTS + ["the quick brown fox jumps over the lazy dog", "2024 12345 123 99 1000000"]
+    tok.train_from_iterator(corpus * 20, trainer)
+    bl = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=pre in ("gpt2", "smollm"))
+    if pre == "smollm":
+        tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True), bl])
+    elif pre in ("llama-bpe", "qwen2"):
+        sys.path.insert(0, os.path.join(os.environ["ANVIL_SOURCE_DIR"], "scripts", "fixtures"))
+        import make_tokenizers
+        pattern = make_tokenizers.LLAMA3_PATTERN if pre == "llama-bpe" else make_tokenizers.QWEN2_PATTERN
+        tok.pre_tokenizer = pre_tokenizers.Sequence([
+            pre_tokenizers.Split(Regex(pattern), behavior="isolated", invert=False), bl])
+    return tok
+
+
+def add_tokenizer(w, tok, pre, model="gpt2"):
+    """What llama.cpp's converter stores for a byte-level BPE tokenizer."""
+    spec = json.loads(tok.to_str())
+    vocab = sorted(spec["model"]["vocab"].items(), key=lambda kv: kv[1])
+    special = {t["id"] for t in spec["added_tokens"] if t["special"]}
+    w.add_tokenizer_model(model)
+    w.add_tokenizer_pre(pre)
+    w.add_token_list([t for t, _ in vocab])
+    w.add_token_types([3 if i in special else 1 for _, i in vocab])
+    w.add_token_merges([m if isinstance(m, str) else " ".join(m) for m in spec["model"]["merges"]])
+    w.add_bos_token_id(tok.token_to_id("<|im_start|>"))
+    w.add_eos_token_id(tok.token_to_id("<|im_end|>"))
+    w.add_add_bos_token(False)
+    w.add_chat_template("{% for m in messages %}<|im_start|>{{ m['content'] }}<|im_end|>{% endfor %}")
+
+
+def check_tokenizer(tmp, pre):
+    from tokenizers import Tokenizer
+    tok = train_tokenizer(pre)
+    weights = hf_weights(np.random.default_rng(3), "llama", True, vocab=tok.get_vocab_size())
+    path = os.path.join(tmp, f"tok-{pre}.gguf")
+    write_gguf(path, "llama", weights, tokenizer=(tok, pre))
+    out = os.path.join(tmp, f"tok-{pre}-hf")
+    anvil("import", path, "--out", out)
+    imported = Tokenizer.from_file(os.path.join(out, "tokenizer.json"))
+    for text in TEXTS:
+        assert imported.encode(text).ids == tok.encode(text).ids, (pre, text)
+    # anvil's own tokenizer reads what import wrote and agrees with HF.
+    lines = [t for t in TEXTS if "\n" not in t]
+    got = anvil("tokenize", out, stdin="\n".join(lines) + "\n")
+    got = [json.loads(line)["ids"] for line in got.splitlines() if line.startswith("{")]
+    assert got == [tok.encode(t).ids for t in lines], (pre, got)
+    cfg = json.load(open(os.path.join(out, "tokenizer_config.json")))
+    assert cfg["bos_token"] == "<|im_start|>" and cfg["eos_token"] == "<|im_end|>", cfg
+    assert cfg["add_bos_token"] is False and cfg["chat_template"].startswith("{% for m in messages %}"), cfg
 
 
 def check_import(tmp, arch, tied):
@@ -145,6 +215,17 @@ def check_dtype_and_force(path, out, expected):
     assert json.load(open(os.path.join(out, "config.json")))["torch_dtype"] == "float16"
 
 
+def check_refused_tokenizers(tmp):
+    tok = train_tokenizer("gpt2")
+    weights = hf_weights(np.random.default_rng(3), "llama", True, vocab=tok.get_vocab_size())
+    for model, pre, fragment in [("gpt2", "falcon", "tokenizer.ggml.pre 'falcon' is not supported"),
+                                 ("llama", "default", "tokenizer.ggml.model 'llama' is not supported")]:
+        path = os.path.join(tmp, f"refused-{pre}.gguf")
+        write_gguf(path, "llama", weights, tokenizer=(tok, pre, model))
+        msg = anvil("import", path, "--out", os.path.join(tmp, "refused"), expect=2)
+        assert fragment in msg, msg
+
+
 def check_failure_leaves_nothing(tmp):
     path = os.path.join(tmp, "iq4.gguf")
     write_gguf(path, "llama", hf_weights(np.random.default_rng(1), "llama", False), unsupported=True)
@@ -169,6 +250,9 @@ def main():
         path, out, expected = check_import(tmp, "llama", tied=False)
         check_dtype_and_force(path, out, expected)
         check_import(tmp, "qwen2", tied=True)
+        for pre in ("gpt2", "smollm", "llama-bpe", "qwen2"):
+            check_tokenizer(tmp, pre)
+        check_refused_tokenizers(tmp)
         check_failure_leaves_nothing(tmp)
         check_malformed_corpus(tmp)
     print("import: ok")
