@@ -16,7 +16,8 @@ from safetensors.numpy import load_file
 
 ANVIL = os.environ["ANVIL_BIN"]
 sys.path.insert(0, os.path.join(os.environ["ANVIL_SOURCE_DIR"], "scripts", "fixtures"))
-import make_gguf  # noqa: E402  (the malformed corpus)
+import gguf_cases  # noqa: E402  (the malformed corpus)
+import make_gguf  # noqa: E402
 
 HIDDEN, INTER, LAYERS, HEADS, KV_HEADS, VOCAB, CTX = 64, 128, 2, 4, 2, 96, 256
 HEAD_DIM = HIDDEN // HEADS
@@ -236,7 +237,7 @@ def check_failure_leaves_nothing(tmp):
 
 
 def check_malformed_corpus(tmp):
-    for name, (blob, fragment) in make_gguf.malformed_cases().items():
+    for name, (blob, fragment) in gguf_cases.malformed_cases().items():
         path = os.path.join(tmp, name + ".gguf")
         with open(path, "wb") as f:
             f.write(blob)

@@ -3,6 +3,7 @@ anvil against transformers' own GGUF loader. The same weights (transformers dequ
 with the `gguf` package too), the same logits for a prompt within 1e-4, the same tokens
 from HF tokenizers, and anvil generate's greedy text is transformers' greedy text.
 Exit 77 (skipped) without torch/transformers or without the package registry."""
+import json
 import os
 import subprocess
 import sys
@@ -61,8 +62,15 @@ def main():
 
     ref_tok = AutoTokenizer.from_pretrained(os.path.dirname(gguf), gguf_file=os.path.basename(gguf))
     our_tok = AutoTokenizer.from_pretrained(model_dir)
-    for text in [PROMPT, "Hello, world! 12345 <|im_start|>user\nhi<|im_end|>", "  naïve café, 日本語"]:
+    texts = [PROMPT, "Hello, world! 12345 <|im_start|>user hi<|im_end|>", "  naïve café, 日本語 👩🏽‍💻",
+             "don't STOP-believing... 3.14159 in 1000000 years"]
+    for text in texts:
         assert ref_tok(text).input_ids == our_tok(text).input_ids, text
+    # anvil's own tokenizer on the imported tokenizer.json (add_bos_token is false: no specials).
+    p = subprocess.run([ANVIL, "tokenize", model_dir], input="\n".join(texts) + "\n", capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    got = [json.loads(line)["ids"] for line in p.stdout.splitlines() if line.startswith("{")]
+    assert got == [ref_tok(t).input_ids for t in texts], got
 
     ids = ref_tok(PROMPT, return_tensors="pt").input_ids
     with torch.no_grad():
