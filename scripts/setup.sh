@@ -53,7 +53,7 @@ if [ ! -x .venv/bin/python ]; then
   echo "setup: creating .venv"
   "$py" -m venv .venv
 fi
-pip_want=(numpy safetensors tokenizers jinja2 matplotlib)
+pip_want=(numpy safetensors tokenizers jinja2 matplotlib gguf)
 [ "$want_reference" = 1 ] && pip_want+=(torch transformers peft bitsandbytes)
 pip_missing=()
 for m in "${pip_want[@]}"; do

@@ -12,6 +12,7 @@ void register_validate(CLI::App& app);
 void register_export(CLI::App& app);
 void register_inspect(CLI::App& app);
 void register_init_model(CLI::App& app);
+void register_import(CLI::App& app);
 void register_tokenize(CLI::App& app);
 void register_prepare(CLI::App& app);
 void register_generate(CLI::App& app);

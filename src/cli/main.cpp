@@ -34,6 +34,7 @@ int main(int argc, char** argv) {
   anvil::cli::register_export(app);
   anvil::cli::register_inspect(app);
   anvil::cli::register_init_model(app);
+  anvil::cli::register_import(app);
   anvil::cli::register_tokenize(app);
   anvil::cli::register_prepare(app);
   anvil::cli::register_generate(app);

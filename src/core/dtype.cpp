@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <limits>
 
 #include "core/error.h"
@@ -151,6 +152,19 @@ double dtype_load_as_f64(const void* data, DType t, std::size_t i) {
     case DType::dtype_nf4: break;  // codes without their scales are not values
   }
   ANVIL_CHECK(false, "unknown dtype");
+}
+
+void f32_store_as(const float* in, std::int64_t n, DType dtype, std::uint8_t* out) {
+  ANVIL_CHECK(dtype == DType::dtype_f32 || dtype == DType::dtype_bf16 || dtype == DType::dtype_f16,
+              "f32_store_as: cannot store as ", dtype_name(dtype));
+  if (dtype == DType::dtype_f32) {
+    std::memcpy(out, in, static_cast<std::size_t>(n) * 4);
+    return;
+  }
+  for (std::int64_t i = 0; i < n; ++i) {
+    const std::uint16_t h = dtype == DType::dtype_bf16 ? f32_to_bf16(in[i]) : f32_to_f16(in[i]);
+    std::memcpy(out + 2 * i, &h, 2);
+  }
 }
 
 }  // namespace anvil

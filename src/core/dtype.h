@@ -63,6 +63,8 @@ float f16_to_f32(std::uint16_t h);
 // no infinity); NaN stays NaN (0x7f with the sign).
 std::uint8_t f32_to_fp8_e4m3(float f);
 float fp8_e4m3_to_f32(std::uint8_t b);
+// n f32 values stored as `dtype` (f32, bf16 or f16; rounding to nearest even) at `out`.
+void f32_store_as(const float* in, std::int64_t n, DType dtype, std::uint8_t* out);
 
 // Reads element i of a buffer of type t as a double (for inspection and tests).
 double dtype_load_as_f64(const void* data, DType t, std::size_t i);

@@ -52,18 +52,6 @@ void load_f32(const TensorView& src, std::int64_t begin, std::int64_t n, float* 
   }
 }
 
-// n fp32 values as `dtype` (f32, bf16 or f16), rounding to nearest even.
-void store_as(const float* in, std::int64_t n, DType dtype, std::uint8_t* out) {
-  if (dtype == DType::dtype_f32) {
-    std::memcpy(out, in, static_cast<std::size_t>(n) * 4);
-    return;
-  }
-  for (std::int64_t i = 0; i < n; ++i) {
-    const std::uint16_t h = dtype == DType::dtype_bf16 ? f32_to_bf16(in[i]) : f32_to_f16(in[i]);
-    std::memcpy(out + 2 * i, &h, 2);
-  }
-}
-
 struct Buffers {
   std::vector<float> f32;          // (block rows, in)
   std::vector<std::uint8_t> cast;  // the same in the output dtype
@@ -86,7 +74,7 @@ void tensor_copy(ShardedWriter& out, const TensorView& src, DType dtype, Buffers
       out.append(chunk, chunk_bytes);
     } else {
       load_f32(src, begin, m, buf.f32.data());
-      store_as(buf.f32.data(), m, dtype, buf.cast.data());
+      f32_store_as(buf.f32.data(), m, dtype, buf.cast.data());
       out.append(buf.cast.data(), static_cast<std::size_t>(m) * dtype_size(dtype));
     }
     io::mapping_pages_release(chunk, chunk_bytes);
@@ -106,7 +94,7 @@ void tensor_merge(ShardedWriter& out, const TensorView& src, const model::LoraSl
     load_f32(src, row * s.in, m * s.in, w);
     be.gemm(false, false, m, s.in, r, lora.scale(), params + s.b_offset + row * r, r, params + s.a_offset, s.in,
             1.0f, w, s.in);
-    store_as(w, m * s.in, dtype, buf.cast.data());
+    f32_store_as(w, m * s.in, dtype, buf.cast.data());
     out.append(buf.cast.data(), static_cast<std::size_t>(m * s.in) * dtype_size(dtype));
     io::mapping_pages_release(static_cast<const std::uint8_t*>(src.data) + static_cast<std::size_t>(row * s.in) * src_size,
                     static_cast<std::size_t>(m * s.in) * src_size);

@@ -81,14 +81,7 @@ void fill_range(InitKind kind, double stddev, double norm_std, std::uint64_t key
   } else {
     std::fill(scratch, scratch + m, kind == InitKind::ones ? 1.0f : 0.0f);
   }
-  if (dtype == DType::dtype_f32) {
-    std::memcpy(out, scratch, static_cast<std::size_t>(m) * 4);
-    return;
-  }
-  for (std::int64_t j = 0; j < m; ++j) {
-    const std::uint16_t h = dtype == DType::dtype_bf16 ? f32_to_bf16(scratch[j]) : f32_to_f16(scratch[j]);
-    std::memcpy(out + 2 * j, &h, 2);
-  }
+  f32_store_as(scratch, m, dtype, out);
 }
 
 // Streams one tensor in chunks through the writer. Each chunk is filled by several
@@ -131,20 +124,23 @@ std::uint64_t model_weight_bytes(const ModelSpec& spec, DType dtype) {
   return static_cast<std::uint64_t>(model_parameter_count(spec)) * dtype_size(dtype);
 }
 
-void model_init_write(const ModelSpec& spec, const std::string& dir, const InitOptions& options) {
-  ANVIL_CHECK_INPUT(options.dtype == DType::dtype_f32 || options.dtype == DType::dtype_bf16 ||
-                        options.dtype == DType::dtype_f16,
-                    "model init: the weight dtype must be f32, bf16 or f16, got ", dtype_short_name(options.dtype));
-  ANVIL_CHECK_INPUT(options.max_shard_bytes > 0, "model init: the maximum shard size must be positive");
+void model_config_write(const ModelSpec& spec, DType dtype, const std::string& dir) {
   ModelSpec out_spec = spec;
-  out_spec.torch_dtype = options.dtype == DType::dtype_f32 ? "float32"
-                         : options.dtype == DType::dtype_bf16 ? "bfloat16" : "float16";
+  out_spec.torch_dtype = dtype == DType::dtype_f32 ? "float32" : dtype == DType::dtype_bf16 ? "bfloat16" : "float16";
   write_text(dir + "/config.json", model_spec_to_json(out_spec));
   nlohmann::json gen = {{"_from_model_config", true}, {"do_sample", false}};
   if (spec.bos_token_id >= 0) gen["bos_token_id"] = spec.bos_token_id;
   if (spec.eos_token_ids.size() == 1) gen["eos_token_id"] = spec.eos_token_ids[0];
   else if (!spec.eos_token_ids.empty()) gen["eos_token_id"] = spec.eos_token_ids;
   write_text(dir + "/generation_config.json", gen.dump(2) + "\n");
+}
+
+void model_init_write(const ModelSpec& spec, const std::string& dir, const InitOptions& options) {
+  ANVIL_CHECK_INPUT(options.dtype == DType::dtype_f32 || options.dtype == DType::dtype_bf16 ||
+                        options.dtype == DType::dtype_f16,
+                    "model init: the weight dtype must be f32, bf16 or f16, got ", dtype_short_name(options.dtype));
+  ANVIL_CHECK_INPUT(options.max_shard_bytes > 0, "model init: the maximum shard size must be positive");
+  model_config_write(spec, options.dtype, dir);
 
   // Greedy sharding in model order: a new shard starts when the next tensor would push
   // the current one past max_shard_bytes (a tensor larger than that gets a shard alone).

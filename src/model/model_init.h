@@ -25,6 +25,10 @@ struct InitOptions {
 // value depends only on (seed, tensor name, element index), not on write order or sharding.
 void model_init_write(const ModelSpec& spec, const std::string& dir, const InitOptions& options);
 
+// config.json (torch_dtype from `dtype`) and generation_config.json (greedy; the spec's
+// bos/eos ids) into `dir`.
+void model_config_write(const ModelSpec& spec, DType dtype, const std::string& dir);
+
 // Bytes of the weights in `dtype`.
 std::uint64_t model_weight_bytes(const ModelSpec& spec, DType dtype);
 

@@ -1,0 +1,21 @@
+// The tokenizer of a GGUF file as Hugging Face files: tokenizer.json (byte-level BPE from
+// tokenizer.ggml.tokens / merges / token_type, the pre-tokenizer named by
+// tokenizer.ggml.pre) and tokenizer_config.json (bos/eos, add_bos_token, chat_template).
+#pragma once
+
+#include <string>
+
+#include "io/gguf.h"
+
+namespace anvil::importing {
+
+// Throws a user error naming the key when the file's tokenizer cannot be written:
+// tokenizer.ggml.model other than "gpt2" (SentencePiece-style "llama" is not supported yet),
+// a pre-tokenizer other than llama-bpe, smollm, qwen2 or gpt2, or malformed lists.
+// Called before anything is written.
+void gguf_tokenizer_check(const io::GgufFile& g);
+
+// Writes DIR/tokenizer.json and DIR/tokenizer_config.json.
+void gguf_tokenizer_write(const io::GgufFile& g, const std::string& dir, std::int64_t model_max_length);
+
+}  // namespace anvil::importing

