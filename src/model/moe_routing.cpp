@@ -45,13 +45,14 @@ void moe_route(const float* logits, std::int64_t n, std::int64_t E, std::int64_t
     for (std::int64_t j = 0; j < k; ++j) sum += p[ex[j]];
     for (std::int64_t j = 0; j < k; ++j) r.weight[t * k + j] = norm_topk ? p[ex[j]] / sum : p[ex[j]];
   }
-  // Counting sort of the n·k choices by expert, stable in (token, choice) order.
+  // Counting sort of the n·k choices by expert, stable in (token, choice) order, with no
+  // scratch: offsets[e + 1] starts at expert e's first row and, as e's cursor, ends at e + 1's.
   std::fill(r.offsets, r.offsets + E + 1, 0);
   for (std::int64_t i = 0; i < n * k; ++i) ++r.offsets[r.expert[i] + 1];
-  for (std::int64_t e = 0; e < E; ++e) r.offsets[e + 1] += r.offsets[e];
-  std::vector<std::int64_t> next(r.offsets, r.offsets + E);
+  for (std::int64_t e = 0; e < E; ++e) r.offsets[e + 1] += r.offsets[e];  // [e]: e's first row
+  for (std::int64_t e = E; e > 0; --e) r.offsets[e] = r.offsets[e - 1];    // [e + 1]: e's first row
   for (std::int64_t i = 0; i < n * k; ++i) {
-    const std::int64_t row = next[static_cast<std::size_t>(r.expert[i])]++;
+    const std::int64_t row = r.offsets[r.expert[i] + 1]++;
     r.row[i] = static_cast<std::int32_t>(row);
     r.token[row] = static_cast<std::int32_t>(i / k);
   }
@@ -59,26 +60,29 @@ void moe_route(const float* logits, std::int64_t n, std::int64_t E, std::int64_t
 
 void moe_router_backward(float* d_logits, const float* dweight, const MoeRoute& r, std::int64_t n,
                          std::int64_t E, std::int64_t k, bool norm_topk, const double* aux_grad) {
-  std::vector<double> dp(static_cast<std::size_t>(E));
   for (std::int64_t t = 0; t < n; ++t) {
     const float* p = r.probs + t * E;
     const std::int32_t* ex = r.expert + t * k;
     const float* dw = dweight + t * k;
-    for (std::int64_t e = 0; e < E; ++e) dp[static_cast<std::size_t>(e)] = aux_grad ? aux_grad[e] : 0.0;
+    // w_j = p_j / S with S = Σ_top p: dL/dp_j = (dw_j − Σ_i dw_i w_i) / S; else dL/dp_j = dw_j.
+    double s = 1.0, dot = 0.0;
     if (norm_topk) {
-      // w_j = p_j / S with S = Σ_top p: dL/dp_j = (dw_j − Σ_i dw_i w_i) / S.
-      double s = 0.0, dot = 0.0;
+      s = 0.0;
       for (std::int64_t j = 0; j < k; ++j) s += p[ex[j]];
       for (std::int64_t j = 0; j < k; ++j) dot += static_cast<double>(dw[j]) * r.weight[t * k + j];
-      for (std::int64_t j = 0; j < k; ++j) dp[static_cast<std::size_t>(ex[j])] += (dw[j] - dot) / s;
-    } else {
-      for (std::int64_t j = 0; j < k; ++j) dp[static_cast<std::size_t>(ex[j])] += dw[j];
     }
+    // dL/dprobs[e]: the aux loss's share plus that of each choice of e (a few, in choice
+    // order), made where it is needed rather than kept in a row of scratch.
+    auto dp = [&](std::int64_t e) {
+      double v = aux_grad ? aux_grad[e] : 0.0;
+      for (std::int64_t j = 0; j < k; ++j)
+        if (ex[j] == e) v += norm_topk ? (dw[j] - dot) / s : static_cast<double>(dw[j]);
+      return v;
+    };
     // Softmax: dlogit_e = p_e (dp_e − Σ_i p_i dp_i).
     double mean = 0.0;
-    for (std::int64_t e = 0; e < E; ++e) mean += p[e] * dp[static_cast<std::size_t>(e)];
-    for (std::int64_t e = 0; e < E; ++e)
-      d_logits[t * E + e] = static_cast<float>(p[e] * (dp[static_cast<std::size_t>(e)] - mean));
+    for (std::int64_t e = 0; e < E; ++e) mean += p[e] * dp(e);
+    for (std::int64_t e = 0; e < E; ++e) d_logits[t * E + e] = static_cast<float>(p[e] * (dp(e) - mean));
   }
 }
 
