@@ -23,8 +23,6 @@ namespace anvil::train {
 
 // Storage of the frozen base weights. auto: bf16 on CUDA, f32 on CPU.
 enum class WeightDtype { weight_auto, weight_f32, weight_bf16 };
-// Quantization of the frozen base's linear weights at load (QLoRA): none, NF4, FP8 e4m3.
-enum class QuantMode { quant_none, quant_nf4, quant_fp8 };
 // How a JSONL record becomes tokens. auto: decided by the keys of the first record.
 enum class DataFormat { format_auto, format_text, format_prompt_completion, format_chat };
 // What happens to a sample longer than data.seq_len.
@@ -34,6 +32,8 @@ enum class DataOnError { on_error_skip, on_error_fail };
 enum class LrSchedule { lr_constant, lr_linear, lr_cosine };
 using BackendKind = backend::BackendKind;  // backend/backend_support.h
 using CommKind = comm::CommKind;           // comm/comm.h
+// Quantization of the frozen base's linear weights at load (QLoRA): none, NF4, FP8 e4m3.
+using QuantMode = quant::QuantKind;        // quant/quant_state.h
 
 // The config spelling of each enum value, indexed by the value ("bf16", "cosine", ...).
 const std::vector<std::string>& enum_names(WeightDtype);

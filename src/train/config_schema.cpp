@@ -18,9 +18,7 @@ const std::vector<std::string>& enum_names(QuantMode) {
   return names;
 }
 quant::QuantPolicy quant_policy_from_config(const TrainConfig& cfg) {
-  static_assert(static_cast<int>(QuantMode::quant_nf4) == static_cast<int>(quant::QuantKind::quant_nf4) &&
-                static_cast<int>(QuantMode::quant_fp8) == static_cast<int>(quant::QuantKind::quant_fp8));
-  return {static_cast<quant::QuantKind>(cfg.model.quant), cfg.model.quant_skip};
+  return {cfg.model.quant, cfg.model.quant_skip};
 }
 
 const std::vector<std::string>& enum_names(DataFormat) {
