@@ -88,36 +88,56 @@ void PlanCollectives::add(double bytes, double calls, int group) {
 
 namespace {
 
-// The PCIe card of the target server: four H200 NVL joined by a 4-way NVLink bridge (no
-// NVSwitch, so no NVLS in-network reduction), lower clocks than the SXM part.
-PlanDevice plan_device_h200_nvl() {
+// A GPU profile: what every one shares (50% of peak, one 400 Gb/s NIC per GPU between nodes
+// at 40 GB/s, the runtime and NCCL reserves) around the card's own figures; `card` and
+// `links` are its lines of notes.
+struct GpuCard {
+  const char* name;
+  double memory_bytes, memory_bw, peak_flops;
+  int per_node;
+  double intra_busbw, intra_alpha;
+  const char* card;
+  const char* links;
+};
+PlanDevice gpu_device(const GpuCard& c) {
   PlanDevice d;
-  d.name = "H200 NVL";
+  d.name = c.name;
   d.gpu = true;
-  d.memory_bytes = 141e9;
-  d.memory_bw = 4.8e12;
-  d.peak_flops = 835e12;
+  d.memory_bytes = c.memory_bytes;
+  d.memory_bw = c.memory_bw;
+  d.peak_flops = c.peak_flops;
   d.efficiency = 0.5;
-  d.ranks_per_node = 4;
-  d.intra_busbw = 300e9;
-  d.intra_alpha = 15e-6;
+  d.ranks_per_node = c.per_node;
+  d.intra_busbw = c.intra_busbw;
+  d.intra_alpha = c.intra_alpha;
   d.inter_busbw = 40e9;
   d.inter_alpha = 20e-6;
   d.runtime_bytes = kGpuRuntimeBytes;
   d.comm_group_bytes = kNcclGroupBytes;
-  d.notes =
-      "H200 NVL (PCIe card): 141 GB HBM3e, 4.8 TB/s, 835 TFLOP/s dense bf16 (NVIDIA's 1,671 with sparsity), 4 per "
-      "server\n"
-      "compute: 50% of peak (GEMMs only, flops.h)\n"
-      "NVLink bridge, 4-way: 900 GB/s per GPU in both directions, split over 3 peers, no NVSwitch (no NVLS):\n"
-      "  all-reduce bus bandwidth 300 GB/s assumed (not measured), 15 us each; without a bridge (PCIe Gen5\n"
-      "  only, 128 GB/s) expect about 20-25 GB/s\n"
-      "between servers: one 400 Gb/s NIC per GPU assumed, 40 GB/s achieved, 20 us each\n"
-      "activations bf16 and backend scratch: a projection of the CPU layout (the CUDA backend keeps f32 activations "
-      "today)\n"
-      "runtime 1 GiB per GPU (CUDA context, cuBLAS workspaces), NCCL 0.5 GiB per communicator: assumed\n";
+  d.notes = str_cat(c.card, "\n", "compute: 50% of peak (GEMMs only, flops.h)\n", c.links,
+                    "between nodes: one 400 Gb/s InfiniBand NDR HCA (or NIC) per GPU (50 GB/s), 40 GB/s achieved, "
+                    "20 us each\n"
+                    "activations bf16 and backend scratch: a projection of the CPU layout (the CUDA backend keeps f32 "
+                    "activations today)\n"
+                    "runtime 1 GiB per GPU (CUDA context, cuBLAS workspaces), NCCL 0.5 GiB per communicator: assumed\n");
   return d;
 }
+
+constexpr const char* kNvlinkSwitch =
+    "NVLink: 900 GB/s per GPU (both directions): all-reduce bus bandwidth 450 GB/s, 10 us each\n";
+// The target server's card: four H200 NVL joined by a 4-way NVLink bridge (no NVSwitch, so
+// no NVLS in-network reduction), lower clocks than the SXM part.
+constexpr GpuCard kH200Nvl{
+    "H200 NVL", 141e9, 4.8e12, 835e12, 4, 300e9, 15e-6,
+    "H200 NVL (PCIe card): 141 GB HBM3e, 4.8 TB/s, 835 TFLOP/s dense bf16 (NVIDIA's 1,671 with sparsity), 4 per "
+    "server",
+    "NVLink bridge, 4-way: 900 GB/s per GPU in both directions, split over 3 peers, no NVSwitch (no NVLS):\n"
+    "  all-reduce bus bandwidth 300 GB/s assumed (not measured), 15 us each; without a bridge (PCIe Gen5\n"
+    "  only, 128 GB/s) expect about 20-25 GB/s\n"};
+constexpr GpuCard kH200Sxm{"H200 SXM", 141e9, 4.8e12, 989e12, 8, 450e9, 10e-6,
+                           "H200 SXM: 141 GB HBM3e, 4.8 TB/s, 989 TFLOP/s dense bf16, 8 per node", kNvlinkSwitch};
+constexpr GpuCard kH100Sxm{"H100 SXM", 80e9, 3.35e12, 989e12, 8, 450e9, 10e-6,
+                           "H100 SXM: 80 GB HBM3, 3.35 TB/s, 989 TFLOP/s dense bf16, 8 per node", kNvlinkSwitch};
 
 }  // namespace
 
@@ -139,29 +159,8 @@ PlanDevice plan_device(PlanDeviceKind kind, int world) {
         "runtime: 28 MiB per process (libraries, MPI, OpenBLAS buffers; measured, tests/bench/RESULTS.md)\n";
     return d;
   }
-  if (kind == PlanDeviceKind::plan_h200_nvl) return plan_device_h200_nvl();
-  const bool h200 = kind == PlanDeviceKind::plan_h200;
-  d.name = h200 ? "H200 SXM" : "H100 SXM";
-  d.gpu = true;
-  d.memory_bytes = h200 ? 141e9 : 80e9;
-  d.memory_bw = h200 ? 4.8e12 : 3.35e12;
-  d.peak_flops = 989e12;
-  d.efficiency = 0.5;
-  d.ranks_per_node = 8;
-  d.intra_busbw = 450e9;
-  d.intra_alpha = 10e-6;
-  d.inter_busbw = 40e9;
-  d.inter_alpha = 20e-6;
-  d.runtime_bytes = kGpuRuntimeBytes;
-  d.comm_group_bytes = kNcclGroupBytes;
-  d.notes = std::string(h200 ? "H200 SXM: 141 GB HBM3e, 4.8 TB/s" : "H100 SXM: 80 GB HBM3, 3.35 TB/s") +
-            ", 989 TFLOP/s dense bf16, 8 per node\n"
-            "compute: 50% of peak (GEMMs only, flops.h)\n"
-            "NVLink: 900 GB/s per GPU (both directions): all-reduce bus bandwidth 450 GB/s, 10 us each\n"
-            "between nodes: one 400 Gb/s InfiniBand NDR HCA per GPU (50 GB/s), 40 GB/s achieved, 20 us each\n"
-            "activations bf16 and backend scratch: a projection of the CPU layout (the CUDA backend keeps f32 activations today)\n"
-            "runtime 1 GiB per GPU (CUDA context, cuBLAS workspaces), NCCL 0.5 GiB per communicator: assumed\n";
-  return d;
+  if (kind == PlanDeviceKind::plan_h200_nvl) return gpu_device(kH200Nvl);
+  return gpu_device(kind == PlanDeviceKind::plan_h200 ? kH200Sxm : kH100Sxm);
 }
 
 double plan_measure_cpu_gemm(const model::ModelSpec& local, std::int64_t tokens, int threads) {
