@@ -1,6 +1,7 @@
 #include "export/peft.h"
 
 #include <algorithm>
+#include <array>
 #include <filesystem>
 #include <nlohmann/json.hpp>
 
@@ -36,15 +37,16 @@ PeftAdapter peft_load(const std::string& dir, const model::ModelSpec& model) {
   const auto& targets = need("target_modules");
   ANVIL_CHECK_INPUT(targets.is_array(), config_path,
                     ": 'target_modules' must be a list of module names");
+  // PEFT matches names as module suffixes: on a mixture-of-experts model "gate_proj" (Mixtral:
+  // "w1") adapts the dense MLPs and the experts alike; the tensors in the file say which.
   std::vector<std::string> names;
-  std::vector<model::Proj> experts;  // leaf names of a sparse model's experts
+  std::vector<model::Proj> experts;
   for (const auto& t : targets) {
     ANVIL_CHECK_INPUT(t.is_string(), config_path, ": 'target_modules' must hold strings");
     const std::string name = t.get<std::string>();
-    // PEFT matches names as module suffixes: "gate_proj" adapts a Qwen3-MoE model's dense
-    // MLPs and its experts alike (the tensors present then say which there are).
-    if (const auto e = model::expert_proj_from_leaf(model, name)) experts.push_back(*e);
-    if (model::proj_from_name(name) || !model::expert_proj_from_leaf(model, name)) names.push_back(name);
+    const auto expert = model::expert_proj_from_leaf(model, name);
+    if (expert) experts.push_back(*expert);
+    if (!expert || model::proj_from_name(name)) names.push_back(name);
   }
   out.spec.targets = model::lora_targets_from_names(names, config_path + ": target_modules");
   for (const model::Proj p : experts) out.spec.targets[static_cast<int>(p)] = true;
@@ -55,17 +57,15 @@ PeftAdapter peft_load(const std::string& dir, const model::ModelSpec& model) {
     return file.find(model::LoraLayout::peft_name(s, which)) != nullptr;
   };
   // A name that could mean the dense MLP or the experts adapts what the file holds.
+  std::array<bool, model::kProjCount> in_file{};
+  const model::LoraLayout candidates(model, out.spec);
+  for (const auto& s : candidates.slots())
+    if (file_has(s, 'A')) in_file[static_cast<std::size_t>(s.proj)] = true;
   for (const model::Proj dense : {model::Proj::proj_gate, model::Proj::proj_up, model::Proj::proj_down}) {
-    const auto expert = static_cast<model::Proj>(static_cast<int>(dense) + 3);
-    if (!out.spec.targets[static_cast<int>(dense)] || !out.spec.targets[static_cast<int>(expert)]) continue;
-    const model::LoraLayout both(model, out.spec);
-    bool dense_there = false, experts_there = false;
-    for (const auto& s : both.slots()) {
-      if (s.proj == dense && file_has(s, 'A')) dense_there = true;
-      if (s.proj == expert && file_has(s, 'A')) experts_there = true;
-    }
-    if (!dense_there) out.spec.targets[static_cast<int>(dense)] = false;
-    if (!experts_there && dense_there) out.spec.targets[static_cast<int>(expert)] = false;
+    const auto d = static_cast<std::size_t>(dense), e = d + 3;  // proj_expert_gate = proj_gate + 3, ...
+    if (!out.spec.targets[d] || !out.spec.targets[e]) continue;
+    if (!in_file[d]) out.spec.targets[d] = false;
+    else if (!in_file[e]) out.spec.targets[e] = false;
   }
   const model::LoraLayout layout(model, out.spec);
   out.params.assign(static_cast<std::size_t>(layout.size()), 0.0f);
