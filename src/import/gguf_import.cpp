@@ -31,6 +31,7 @@ struct PlannedTensor {
 std::map<std::string, const io::GgufTensorInfo*> tensors_by_hf_name(const io::GgufFile& g) {
   std::map<std::string, const io::GgufTensorInfo*> by_hf;
   for (const io::GgufTensorInfo& t : g.tensors()) {
+    if (t.name == "rope_freqs.weight") continue;  // Llama 3 rope scaling, in config.json (gguf_model_spec)
     const auto hf = gguf_tensor_hf_name(t.name);
     ANVIL_CHECK_INPUT(hf.has_value(), g.path(), ": tensor '", escape_for_message(t.name),
                       "' has no Hugging Face counterpart in a llama/qwen2 model");

@@ -1,11 +1,16 @@
 // GGUF metadata and tensor names → Hugging Face config fields and tensor names.
 #include "import/gguf_spec.h"
 
+#include <algorithm>
 #include <array>
 #include <charconv>
+#include <cmath>
+#include <numbers>
 #include <utility>
+#include <vector>
 
 #include "core/error.h"
+#include "io/gguf_dequant.h"
 
 namespace anvil::importing {
 
@@ -23,7 +28,69 @@ double get_f64_or(const io::GgufFile& g, const std::string& key, double fallback
   return g.find(key) ? g.get_f64(key) : fallback;
 }
 
-model::RopeSpec rope_spec(const io::GgufFile& g, const std::string& arch) {
+// What convert_hf_to_gguf.py stores in rope_freqs.weight for Llama 3.1's rope scaling: the
+// number each rotary frequency is divided by (1 for short wavelengths, `factor` for long
+// ones, and between them the smooth interpolation transformers computes).
+double llama3_freq_factor(const model::RopeSpec& r, double freq) {
+  const double old_len = static_cast<double>(r.original_max_position);
+  const double wavelen = 2.0 * std::numbers::pi / freq;
+  if (wavelen < old_len / r.high_freq_factor) return 1.0;
+  if (wavelen > old_len / r.low_freq_factor) return r.factor;
+  const double smooth = (old_len / wavelen - r.low_freq_factor) / (r.high_freq_factor - r.low_freq_factor);
+  return 1.0 / ((1.0 - smooth) / r.factor + smooth);
+}
+
+// Llama 3.1+ files carry their rope scaling only as rope_freqs.weight; config.json needs its
+// parameters. `factor` is the largest entry; the band between short and long wavelengths,
+// where 1/entry is linear in 1/wavelength, gives low_freq_factor and high_freq_factor once
+// original_max_position_embeddings is known (the file's
+// rope.scaling.original_context_length, else 8192 as in every Llama 3 release; Meta's 1 and
+// 4 when the band has fewer than two entries). The result must give back every entry, or
+// the tensor is refused by name.
+void rope_from_freq_factors(const io::GgufFile& g, const std::string& arch, std::int64_t head_dim,
+                            model::RopeSpec& rope) {
+  const io::GgufTensorInfo& t = *g.find_tensor("rope_freqs.weight");
+  const auto half = static_cast<std::uint64_t>(head_dim / 2);
+  ANVIL_CHECK_INPUT(t.dims.size() == 1 && t.numel == half, g.path(), ": tensor 'rope_freqs.weight' has shape ",
+                    t.shape().str(), ", not (", half, "), one factor per rotary frequency");
+  io::gguf_check_dequantizable(t, g.path());
+  std::vector<float> factors(half);
+  io::gguf_dequantize(t, g.data(t), factors.data(), g.path());
+  std::vector<double> freqs(half);
+  for (std::uint64_t i = 0; i < half; ++i)  // in f32, as the converter computes them
+    freqs[i] = static_cast<float>(1.0 / std::pow(rope.theta, static_cast<double>(2 * i) / head_dim));
+  const double factor = *std::max_element(factors.begin(), factors.end());
+  if (std::abs(factor - 1.0) < 1e-6 && *std::min_element(factors.begin(), factors.end()) > 1.0f - 1e-6f) return;
+  ANVIL_CHECK_INPUT(rope.scaling == model::RopeScalingType::rope_none, g.path(),
+                    ": the file has both rope_freqs.weight and ", arch, ".rope.scaling.type");
+  rope.scaling = model::RopeScalingType::rope_llama3;
+  rope.factor = factor;
+  rope.original_max_position = get_int_or(g, arch + ".rope.scaling.original_context_length", 8192);
+  // In the band, s = (1/entry - 1/factor) / (1 - 1/factor) = a / wavelength - b with
+  // a = old_len / (high - low) and b = low / (high - low).
+  std::vector<std::pair<double, double>> band;  // (1 / wavelength, s)
+  for (std::uint64_t i = 0; i < half; ++i)
+    if (factors[i] > 1.0 + 1e-4 && factors[i] < factor * (1.0 - 1e-4))
+      band.push_back({freqs[i] / (2.0 * std::numbers::pi), (1.0 / factors[i] - 1.0 / factor) / (1.0 - 1.0 / factor)});
+  if (band.size() >= 2) {
+    const auto [x0, s0] = band.front();
+    const auto [x1, s1] = band.back();
+    const double a = (s1 - s0) / (x1 - x0), b = a * x0 - s0;
+    const double width = static_cast<double>(rope.original_max_position) / a;
+    // Rounded to 1/1000: the entries are f32, the parameters short decimals.
+    rope.low_freq_factor = std::round(b * width * 1000.0) / 1000.0;
+    rope.high_freq_factor = std::round((b * width + width) * 1000.0) / 1000.0;
+  }
+  for (std::uint64_t i = 0; i < half; ++i)
+    ANVIL_CHECK_INPUT(std::abs(llama3_freq_factor(rope, freqs[i]) - factors[i]) <= 1e-4 * factors[i], g.path(),
+                      ": tensor 'rope_freqs.weight' is not Llama 3 rope scaling (entry ", i, " is ", factors[i],
+                      ", but factor ", rope.factor, ", low_freq_factor ", rope.low_freq_factor,
+                      ", high_freq_factor ", rope.high_freq_factor, " and original context ",
+                      rope.original_max_position, " give ", llama3_freq_factor(rope, freqs[i]),
+                      "); anvil imports no other per-frequency rope factors");
+}
+
+model::RopeSpec rope_spec(const io::GgufFile& g, const std::string& arch, std::int64_t head_dim) {
   model::RopeSpec rope;
   rope.theta = get_f64_or(g, arch + ".rope.freq_base", 10000.0);
   const std::string type_key = arch + ".rope.scaling.type";
@@ -35,6 +102,7 @@ model::RopeSpec rope_spec(const io::GgufFile& g, const std::string& arch) {
     ANVIL_CHECK_INPUT(type == "none", g.path(), ": rope scaling '", type, "' (", type_key,
                       ") is not supported (none and linear are)");
   }
+  if (g.find_tensor("rope_freqs.weight")) rope_from_freq_factors(g, arch, head_dim, rope);
   return rope;
 }
 
@@ -65,7 +133,7 @@ model::ModelSpec gguf_model_spec(const io::GgufFile& g) {
       get_int_or(g, arch + ".attention.key_length", spec.hidden_size / spec.num_attention_heads);
   spec.max_position_embeddings = get_int(g, arch + ".context_length");
   spec.rms_norm_eps = g.get_f64(arch + ".attention.layer_norm_rms_epsilon");
-  spec.rope = rope_spec(g, arch);
+  spec.rope = rope_spec(g, arch, spec.head_dim);
   spec.vocab_size = vocab_size(g, arch);
   spec.tie_word_embeddings = g.find_tensor("output.weight") == nullptr;
   spec.bos_token_id = get_int_or(g, "tokenizer.ggml.bos_token_id", -1);

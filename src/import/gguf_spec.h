@@ -11,7 +11,8 @@
 namespace anvil::importing {
 
 // config.json's fields from the metadata of a `llama` or `qwen2` file (other architectures
-// are refused by name): sizes, heads, kv heads, rope theta and linear scaling, rms eps,
+// are refused by name): sizes, heads, kv heads, rope theta and scaling (linear from the
+// metadata, Llama 3's recovered from the rope_freqs.weight tensor), rms eps,
 // context length, vocabulary (from the token list), bos/eos, and tied embeddings when the
 // file has no output.weight. Missing or mistyped keys are user errors naming them.
 model::ModelSpec gguf_model_spec(const io::GgufFile& g);

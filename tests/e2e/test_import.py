@@ -18,6 +18,8 @@ ANVIL = os.environ["ANVIL_BIN"]
 sys.path.insert(0, os.path.join(os.environ["ANVIL_SOURCE_DIR"], "scripts", "fixtures"))
 import gguf_cases  # noqa: E402  (the malformed corpus)
 import make_gguf  # noqa: E402
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import import_checks  # noqa: E402  (SentencePiece tokenizers, Llama 3 rope scaling)
 
 HIDDEN, INTER, LAYERS, HEADS, KV_HEADS, VOCAB, CTX = 64, 128, 2, 4, 2, 96, 256
 HEAD_DIM = HIDDEN // HEADS
@@ -71,9 +73,10 @@ def gguf_name(hf):
     return f"{GGUF_NAMES[stem]}.{suffix}", None
 
 
-def write_gguf(path, arch, weights, unsupported=False, tokenizer=None):
+def write_gguf(path, arch, weights, unsupported=False, tokenizer=None, extra=None):
     """Returns what the import must produce: each HF tensor as gguf dequantizes it.
-    tokenizer: (HF Tokenizer, tokenizer.ggml.pre) to store as llama.cpp's converter does."""
+    tokenizer: (HF Tokenizer, tokenizer.ggml.pre) to store as llama.cpp's converter does, or
+    a function that writes the tokenizer metadata; extra(writer) adds more keys or tensors."""
     w = GGUFWriter(path, arch)
     w.add_context_length(CTX)
     w.add_embedding_length(HIDDEN)
@@ -87,8 +90,12 @@ def write_gguf(path, arch, weights, unsupported=False, tokenizer=None):
         w.add_token_list([f"t{i}".encode() for i in range(VOCAB)])
         w.add_bos_token_id(1)
         w.add_eos_token_id(2)
+    elif callable(tokenizer):
+        tokenizer(w)
     else:
         add_tokenizer(w, *tokenizer)
+    if extra is not None:
+        extra(w)
     expected = {}
     for hf, value in weights.items():
         name, layer = gguf_name(hf)
@@ -220,7 +227,7 @@ def check_refused_tokenizers(tmp):
     tok = train_tokenizer("gpt2")
     weights = hf_weights(np.random.default_rng(3), "llama", True, vocab=tok.get_vocab_size())
     for model, pre, fragment in [("gpt2", "falcon", "tokenizer.ggml.pre 'falcon' is not supported"),
-                                 ("llama", "default", "tokenizer.ggml.model 'llama' is not supported")]:
+                                 ("bert", "default", "tokenizer.ggml.model 'bert' is not supported")]:
         path = os.path.join(tmp, f"refused-{pre}.gguf")
         write_gguf(path, "llama", weights, tokenizer=(tok, pre, model))
         msg = anvil("import", path, "--out", os.path.join(tmp, "refused"), expect=2)
@@ -253,6 +260,8 @@ def main():
         check_import(tmp, "qwen2", tied=True)
         for pre in ("gpt2", "smollm", "llama-bpe", "qwen2"):
             check_tokenizer(tmp, pre)
+        import_checks.check_sentencepiece(tmp, write_gguf, hf_weights, anvil)
+        import_checks.check_rope_freqs(tmp, write_gguf, hf_weights, anvil)
         check_refused_tokenizers(tmp)
         check_failure_leaves_nothing(tmp)
         check_malformed_corpus(tmp)
