@@ -1,14 +1,19 @@
 """Reference tier: the real SmolLM2-135M-Instruct GGUF (scripts/fetch_model.sh) imported by
 anvil against transformers' own GGUF loader. The same weights (transformers dequantizes
-with the `gguf` package too), the same logits for a prompt within 1e-4, the same tokens
-from HF tokenizers, and anvil generate's greedy text is transformers' greedy text.
+with the `gguf` package too), the same logits for a prompt within 1e-4 (transformers on the
+imported directory, and anvil's own training forward and generation path, through
+logits_tool, argv[1]), the same tokens from HF tokenizers, and anvil generate's greedy text
+is transformers' greedy text.
 Exit 77 (skipped) without torch/transformers or without the package registry."""
 import json
 import os
 import subprocess
 import sys
 
+import numpy as np
+
 ANVIL = os.environ["ANVIL_BIN"]
+LOGITS_TOOL = sys.argv[1]
 SOURCE = os.environ["ANVIL_SOURCE_DIR"]
 BUILD = os.path.dirname(os.path.dirname(os.path.dirname(ANVIL)))  # build/src/cli/anvil → build
 PROMPT = "The capital of France is"
@@ -48,6 +53,24 @@ def check_peak_rss(gguf, tmp_out):
     return peak_kb
 
 
+def check_anvil_logits(model_dir, ids, ref):
+    """anvil's logits for every position of the prompt, from both of its forward paths,
+    against transformers' GGUF-loaded model in f32."""
+    prefix = model_dir + ".logits"
+    p = subprocess.run([LOGITS_TOOL, model_dir, prefix, *map(str, ids[0].tolist())], capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    with torch.no_grad():
+        want = ref(ids).logits[0].numpy()  # (T, V)
+    worst = 0.0
+    for path in ("forward", "generate"):
+        got = np.fromfile(f"{prefix}.{path}.f32", dtype=np.float32).reshape(want.shape)
+        os.remove(f"{prefix}.{path}.f32")
+        d = float(np.abs(got - want).max())
+        assert d <= 1e-4, f"anvil's {path} logits differ from transformers' by {d}"
+        worst = max(worst, d)
+    return worst
+
+
 def main():
     model_dir, gguf = fetch()
     peak_kb = check_peak_rss(gguf, model_dir + ".rss-check")
@@ -77,13 +100,15 @@ def main():
         delta = (ref(ids).logits - ours(ids).logits).abs().max().item()
         greedy = ref.generate(ids, max_new_tokens=NEW_TOKENS, do_sample=False)
     assert delta <= 1e-4, f"logits differ by {delta}"
+    anvil_delta = check_anvil_logits(model_dir, ids, ref)
     want = ref_tok.decode(greedy[0, ids.shape[1]:], skip_special_tokens=True)
 
     p = subprocess.run([ANVIL, "generate", model_dir, "--prompt", PROMPT, "--max-new-tokens", str(NEW_TOKENS)],
                        capture_output=True, text=True)
     assert p.returncode == 0, p.stderr
     assert p.stdout.strip() == want.strip(), (p.stdout, want)
-    print(f"import_reference: ok (weights identical, logits within {delta:.2e}, greedy {want!r}, "
+    print(f"import_reference: ok (weights identical, logits within {delta:.2e}, anvil's logits within "
+          f"{anvil_delta:.2e}, greedy {want!r}, "
           f"import peak RSS {peak_kb // 1024} MiB)")
 
 
