@@ -1,6 +1,8 @@
 """More `anvil import` checks for test_import.py (which passes in its GGUF writer):
 SentencePiece-style tokenizers against transformers' own GGUF loader and HF tokenizers on
-the tokenizer parity corpus, and Llama 3 rope scaling recovered from rope_freqs.weight."""
+the tokenizer parity corpus, Llama 3 rope scaling recovered from rope_freqs.weight, and
+anvil's logits on an imported model against transformers'."""
+import subprocess
 import json
 import math
 import os
@@ -146,3 +148,31 @@ def check_rope_against_transformers(model_dir, factors, head_dim, theta):
     inv_freq, _ = ROPE_INIT_FUNCTIONS["llama3"](AutoConfig.from_pretrained(model_dir), "cpu")
     base = 1.0 / theta ** (np.arange(0, head_dim, 2, dtype=np.float32) / head_dim)
     assert np.allclose(inv_freq.numpy(), base / factors, rtol=1e-5), (inv_freq, base / factors)
+
+
+def check_logits(model_dir, logits_tool):
+    """anvil's training forward and its generation path (logits_tool) give transformers'
+    logits on an imported directory; for qwen2 this covers the q/k/v biases in anvil's
+    forward (training such a model is still refused)."""
+    try:
+        import torch
+        from transformers import AutoModelForCausalLM
+    except ImportError:
+        print("import: torch/transformers missing, anvil's logits not compared")
+        return
+    if logits_tool is None:
+        return
+    ids = [3, 17, 5, 60, 2, 9, 44, 1]
+    prefix = model_dir + ".logits"
+    p = subprocess.run([logits_tool, model_dir, prefix, *map(str, ids)], capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+    with torch.no_grad():
+        want = model(torch.tensor([ids])).logits[0].numpy()  # (T, V)
+    for path in ("forward", "generate"):
+        got = np.fromfile(f"{prefix}.{path}.f32", dtype=np.float32).reshape(want.shape)
+        os.remove(f"{prefix}.{path}.f32")
+        # Random weights give logits near 25: relative to the largest, as f32 rounding is.
+        err = float(np.abs(got - want).max() / np.abs(want).max())
+        assert err <= 1e-5, f"{model_dir}: anvil's {path} logits differ from transformers' by {err:.2e} (relative)"
+    print(f"import: anvil's logits = transformers' on {os.path.basename(model_dir)}")

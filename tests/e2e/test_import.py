@@ -2,7 +2,8 @@
 random HF-layout weights go in (q/k rows interleaved the way llama.cpp's converter does for
 llama files), and the imported model.safetensors must hold them again under HF names, as
 gguf's own dequantizer gives them; config.json follows the metadata; errors exit 2 and
-leave nothing behind; the malformed-GGUF corpus exits 2 through the CLI."""
+leave nothing behind; the malformed-GGUF corpus exits 2 through the CLI. With torch, anvil's
+logits on the imported llama and qwen2 (q/k/v biases) models are transformers'."""
 import json
 import os
 import subprocess
@@ -15,6 +16,7 @@ from gguf import GGUFWriter, quants
 from safetensors.numpy import load_file
 
 ANVIL = os.environ["ANVIL_BIN"]
+LOGITS_TOOL = sys.argv[1] if len(sys.argv) > 1 else None  # tests/e2e/logits_tool.cpp
 sys.path.insert(0, os.path.join(os.environ["ANVIL_SOURCE_DIR"], "scripts", "fixtures"))
 import gguf_cases  # noqa: E402  (the malformed corpus)
 import make_gguf  # noqa: E402
@@ -256,8 +258,9 @@ def check_malformed_corpus(tmp):
 def main():
     with tempfile.TemporaryDirectory() as tmp:
         path, out, expected = check_import(tmp, "llama", tied=False)
+        import_checks.check_logits(out, LOGITS_TOOL)
         check_dtype_and_force(path, out, expected)
-        check_import(tmp, "qwen2", tied=True)
+        import_checks.check_logits(check_import(tmp, "qwen2", tied=True)[1], LOGITS_TOOL)
         for pre in ("gpt2", "smollm", "llama-bpe", "qwen2"):
             check_tokenizer(tmp, pre)
         import_checks.check_sentencepiece(tmp, write_gguf, hf_weights, anvil)
