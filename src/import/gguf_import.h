@@ -22,7 +22,7 @@ struct ImportOptions {
 // directory is staged and appears whole by one rename, so an error leaves nothing behind.
 // Tensors are dequantized one at a time: memory stays near one tensor in f32.
 // The model is written as transformers reads it even where anvil cannot train it yet
-// (Qwen2's q/k/v biases): train and generate refuse those with their own message.
+// (Qwen2's q/k/v biases: generate uses them, train refuses them with its own message).
 // Returns the spec it wrote.
 model::ModelSpec gguf_import(const std::string& gguf_path, const std::string& out, const ImportOptions& options);
 
