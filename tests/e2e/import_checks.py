@@ -72,6 +72,7 @@ def check_sentencepiece(tmp, write_gguf, hf_weights, anvil):
     cfg = json.load(open(os.path.join(out, "tokenizer_config.json")))
     assert (cfg["bos_token"], cfg["eos_token"], cfg["unk_token"], cfg["pad_token"], cfg["add_bos_token"]) == \
         ("<s>", "</s>", "<unk>", "<unk>", True), cfg
+    check_sentencepiece_variants(tmp, write_gguf, hf_weights, anvil, texts, len(tokens))
     ref = transformers_tokenizer(tmp, path)
     if ref is None:
         return
@@ -84,6 +85,35 @@ def check_sentencepiece(tmp, write_gguf, hf_weights, anvil):
     decoded = [ours.decode(ids) for ids in want[:200]]
     assert decoded == [ref.decode(ids, skip_special_tokens=True) for ids in want[:200]]
     print(f"import: SentencePiece tokenizer, {len(texts)} parity texts: anvil = HF tokenizers = transformers GGUF")
+
+
+def check_sentencepiece_variants(tmp, write_gguf, hf_weights, anvil, texts, vocab):
+    """add_space_prefix false (llama.cpp puts no "▁" before the text; transformers ignores
+    the key): anvil and HF tokenizers still agree on what import wrote. Scores that do not
+    match the tokens: exit 2 naming the key."""
+    from tokenizers import Tokenizer
+    weights = hf_weights(np.random.default_rng(5), "llama", True, vocab=vocab)
+    path = os.path.join(tmp, "sp-noprefix.gguf")
+    write_gguf(path, "llama", weights, tokenizer=lambda w: gguf_sentencepiece.add_sentencepiece_tokenizer(
+        w, texts, add_bos=None, add_space_prefix=False))
+    out = os.path.join(tmp, "sp-noprefix-hf")
+    anvil("import", path, "--out", out)
+    tok = Tokenizer.from_file(os.path.join(out, "tokenizer.json"))
+    assert tok.pre_tokenizer.prepend_scheme == "never"
+    lines = [t for t in texts[:400] if "\n" not in t and "\r" not in t]
+    # add_bos absent from the file: llama.cpp's default for SentencePiece, BOS on.
+    assert anvil_ids(anvil, out, lines, True) == [e.ids for e in tok.encode_batch(lines)]
+    assert all(e.ids[:1] == [1] for e in tok.encode_batch(lines))
+
+    def short_scores(w):
+        gguf_sentencepiece.add_sentencepiece_tokenizer(w, texts)
+        w.kv_data[0].pop("tokenizer.ggml.scores")  # replaced by one score too few
+        w.add_token_scores([0.0] * (vocab - 1))
+
+    path = os.path.join(tmp, "sp-bad.gguf")
+    write_gguf(path, "llama", weights, tokenizer=short_scores)
+    msg = anvil("import", path, "--out", os.path.join(tmp, "sp-bad-hf"), expect=2)
+    assert f"tokenizer.ggml.scores has {vocab - 1} entries for {vocab} tokens" in msg and path in msg, msg
 
 
 def llama3_factors(half, theta, factor, low, high, old):
