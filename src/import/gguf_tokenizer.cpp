@@ -12,6 +12,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
+#include "data/tokenizer_utf8.h"
 #include "io/files.h"
 
 namespace anvil::importing {
@@ -246,9 +247,14 @@ void gguf_tokenizer_check(const io::GgufFile& g) {
   ANVIL_CHECK_INPUT(is_sentencepiece(g) || !pre_tokenizer(pre).is_null(), g.path(), ": tokenizer.ggml.pre '",
                     pre, "' is not supported by anvil import (llama-bpe, smollm, qwen2 and gpt2 are)");
   const auto& tokens = g.get_array("tokenizer.ggml.tokens");
-  for (const io::GgufValue& t : tokens)
-    ANVIL_CHECK_INPUT(t.type == io::GgufValueType::gguf_string, g.path(),
-                      ": tokenizer.ggml.tokens must be a list of strings");
+  // JSON holds only well-formed UTF-8 (HF reads tokens as such).
+  for (std::size_t i = 0; i < tokens.size(); ++i)
+    ANVIL_CHECK_INPUT(tokens[i].type == io::GgufValueType::gguf_string &&
+                          data::utf8_find_invalid(tokens[i].s) == std::string_view::npos,
+                      g.path(), ": tokenizer.ggml.tokens must be a list of UTF-8 strings (entry ", i, " is not)");
+  if (g.find("tokenizer.chat_template"))
+    ANVIL_CHECK_INPUT(data::utf8_find_invalid(g.get_string("tokenizer.chat_template")) == std::string_view::npos,
+                      g.path(), ": tokenizer.chat_template is not valid UTF-8");
   if (is_sentencepiece(g) && !g.find("tokenizer.ggml.merges")) {
     // The merges are derived from the scores.
     const auto& scores = g.get_array("tokenizer.ggml.scores");
@@ -263,8 +269,9 @@ void gguf_tokenizer_check(const io::GgufFile& g) {
                       " entries for ", tokens.size(), " tokens");
   if (g.find("tokenizer.ggml.merges"))
     for (const io::GgufValue& m : g.get_array("tokenizer.ggml.merges"))
-      ANVIL_CHECK_INPUT(m.type == io::GgufValueType::gguf_string && m.s.find(' ') != std::string::npos, g.path(),
-                        ": tokenizer.ggml.merges must be strings 'left right'");
+      ANVIL_CHECK_INPUT(m.type == io::GgufValueType::gguf_string && m.s.find(' ') != std::string::npos &&
+                            data::utf8_find_invalid(m.s) == std::string_view::npos,
+                        g.path(), ": tokenizer.ggml.merges must be UTF-8 strings 'left right'");
 }
 
 void gguf_tokenizer_write(const io::GgufFile& g, const std::string& dir, std::int64_t model_max_length) {

@@ -116,6 +116,20 @@ def check_sentencepiece_variants(tmp, write_gguf, hf_weights, anvil, texts, voca
     assert f"tokenizer.ggml.scores has {vocab - 1} entries for {vocab} tokens" in msg and path in msg, msg
 
 
+def check_invalid_utf8(tmp, write_gguf, hf_weights, anvil, vocab):
+    """A token that is not UTF-8 cannot go into tokenizer.json: exit 2 naming it, nothing written."""
+    def tokenizer(w):
+        w.add_tokenizer_model("gpt2")
+        w.add_token_list([b"\xff\xfe" if i == 7 else f"t{i}".encode() for i in range(vocab)])
+
+    path = os.path.join(tmp, "bad-utf8.gguf")
+    write_gguf(path, "llama", hf_weights(np.random.default_rng(1), "llama", True), tokenizer=tokenizer)
+    out = os.path.join(tmp, "bad-utf8-hf")
+    msg = anvil("import", path, "--out", out, expect=2)
+    assert "tokenizer.ggml.tokens must be a list of UTF-8 strings (entry 7 is not)" in msg and path in msg, msg
+    assert not os.path.exists(out)
+
+
 def llama3_factors(half, theta, factor, low, high, old):
     """convert_hf_to_gguf.py's rope_freqs.weight for Llama 3 rope scaling."""
     out = []

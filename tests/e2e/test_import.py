@@ -266,6 +266,7 @@ def main():
         import_checks.check_sentencepiece(tmp, write_gguf, hf_weights, anvil)
         import_checks.check_rope_freqs(tmp, write_gguf, hf_weights, anvil)
         check_refused_tokenizers(tmp)
+        import_checks.check_invalid_utf8(tmp, write_gguf, hf_weights, anvil, VOCAB)
         check_failure_leaves_nothing(tmp)
         check_malformed_corpus(tmp)
     print("import: ok")
