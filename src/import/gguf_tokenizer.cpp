@@ -203,20 +203,29 @@ json decoder(const io::GgufFile& g) {
   return {{"type", "Sequence"}, {"decoders", std::move(steps)}};
 }
 
-// BOS before every sequence when the file asks for it, else GPT-2's plain byte-level one
+// BOS before and EOS after every sequence where the file asks for them, laid out as
+// transformers' update_post_processor does; else GPT-2's plain byte-level processor
 // (nothing for SentencePiece).
 json post_processor(const io::GgufFile& g, const std::vector<io::GgufValue>& tokens) {
-  if (!add_bos(g) && is_sentencepiece(g)) return nullptr;
-  if (!add_bos(g))
+  const bool bos = add_bos(g), eos = flag(g, "tokenizer.ggml.add_eos_token", false);
+  if (!bos && !eos) {
+    if (is_sentencepiece(g)) return nullptr;
     return {{"type", "ByteLevel"}, {"add_prefix_space", true}, {"trim_offsets", false}, {"use_regex", true}};
-  const std::string& bos = token_at(g, tokens, "tokenizer.ggml.bos_token_id");
-  const json special = {{"SpecialToken", {{"id", bos}, {"type_id", 0}}}};
-  return {{"type", "TemplateProcessing"},
-          {"single", {special, {{"Sequence", {{"id", "A"}, {"type_id", 0}}}}}},
-          {"pair", {special, {{"Sequence", {{"id", "A"}, {"type_id", 0}}}}, special,
-                    {{"Sequence", {{"id", "B"}, {"type_id", 1}}}}}},
-          {"special_tokens", {{bos, {{"id", bos}, {"ids", {g.get_u64("tokenizer.ggml.bos_token_id")}},
-                                     {"tokens", {bos}}}}}}};
+  }
+  json single = json::array(), pair = json::array(), specials = json::object();
+  const auto special = [&](const char* key, int type_id) {
+    const std::string& t = token_at(g, tokens, key);
+    specials[t] = {{"id", t}, {"ids", {g.get_u64(key)}}, {"tokens", {t}}};
+    return json{{"SpecialToken", {{"id", t}, {"type_id", type_id}}}};
+  };
+  for (int seq = 0; seq < 2; ++seq) {
+    json& out = seq == 0 ? single : pair;
+    if (seq == 1) out = single;
+    if (bos) out.push_back(special("tokenizer.ggml.bos_token_id", seq));
+    out.push_back({{"Sequence", {{"id", seq == 0 ? "A" : "B"}, {"type_id", seq}}}});
+    if (eos) out.push_back(special("tokenizer.ggml.eos_token_id", seq));
+  }
+  return {{"type", "TemplateProcessing"}, {"single", single}, {"pair", pair}, {"special_tokens", specials}};
 }
 
 json tokenizer_config(const io::GgufFile& g, const std::vector<io::GgufValue>& tokens, std::int64_t max_length) {

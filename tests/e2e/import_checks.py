@@ -89,8 +89,8 @@ def check_sentencepiece(tmp, write_gguf, hf_weights, anvil):
 
 def check_sentencepiece_variants(tmp, write_gguf, hf_weights, anvil, texts, vocab):
     """add_space_prefix false (llama.cpp puts no "▁" before the text; transformers ignores
-    the key): anvil and HF tokenizers still agree on what import wrote. Scores that do not
-    match the tokens: exit 2 naming the key."""
+    the key): anvil and HF tokenizers still agree on what import wrote. add_eos_token: EOS
+    after the text in all three. Scores that do not match the tokens: exit 2 naming the key."""
     from tokenizers import Tokenizer
     weights = hf_weights(np.random.default_rng(5), "llama", True, vocab=vocab)
     path = os.path.join(tmp, "sp-noprefix.gguf")
@@ -104,6 +104,20 @@ def check_sentencepiece_variants(tmp, write_gguf, hf_weights, anvil, texts, voca
     # add_bos absent from the file: llama.cpp's default for SentencePiece, BOS on.
     assert anvil_ids(anvil, out, lines, True) == [e.ids for e in tok.encode_batch(lines)]
     assert all(e.ids[:1] == [1] for e in tok.encode_batch(lines))
+
+    # BOS off and EOS on: the same ids as transformers' GGUF loading gives.
+    path = os.path.join(tmp, "sp-eos.gguf")
+    write_gguf(path, "llama", weights, tokenizer=lambda w: gguf_sentencepiece.add_sentencepiece_tokenizer(
+        w, texts, add_bos=False, add_eos=True))
+    out = os.path.join(tmp, "sp-eos-hf")
+    anvil("import", path, "--out", out)
+    want = [e.ids for e in Tokenizer.from_file(os.path.join(out, "tokenizer.json")).encode_batch(lines)]
+    tok = Tokenizer.from_file(os.path.join(out, "tokenizer.json"))
+    assert tok.encode("hi").ids[-1] == 2 and tok.encode("hi").ids[0] != 1
+    assert anvil_ids(anvil, out, lines, True) == want
+    ref = transformers_tokenizer(tmp, path)
+    if ref is not None:
+        assert [ref(t).input_ids for t in lines] == want
 
     def short_scores(w):
         gguf_sentencepiece.add_sentencepiece_tokenizer(w, texts)
