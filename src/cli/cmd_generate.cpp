@@ -133,7 +133,8 @@ EvalCase eval_chat_case(const ChatPrompter& chat, const nlohmann::json& list, co
   for (std::size_t i = 0; i < list.size(); ++i) {
     ANVIL_CHECK_INPUT(has_string(list[i], "role") && has_string(list[i], "content"), where, ": messages[", i,
                       "] needs string fields \"role\" and \"content\"");
-    messages.push_back({list[i]["role"].get_ref<const std::string&>(), list[i]["content"].get_ref<const std::string&>()});
+    messages.push_back(
+        {list[i]["role"].get_ref<const std::string&>(), list[i]["content"].get_ref<const std::string&>()});
   }
   ANVIL_CHECK_INPUT(messages.back().role == "assistant", where, ": the last message must be the assistant's (the "
                     "expected answer), not \"", messages.back().role, "\"");

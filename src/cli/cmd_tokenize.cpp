@@ -153,8 +153,9 @@ void register_tokenize(CLI::App& app) {
                 "template and its generation prompt)");
   cmd->add_option("--system", opt->system, "With --chat: a system message in front of each line");
   cmd->callback([opt] {
-    ANVIL_CHECK_INPUT(!(opt->chat && (opt->records || opt->decode)), "tokenize: --chat goes with neither --records "
-                      "nor --decode");
+    ANVIL_CHECK_INPUT(!(opt->chat && (opt->records || opt->decode || opt->add_special)),
+                      "tokenize: --chat goes with none of --records, --decode, --add-special (the chat template "
+                      "writes its own special tokens)");
     ANVIL_CHECK_INPUT(opt->chat || opt->system.empty(), "tokenize: --system needs --chat");
     opt->records ? run_records(*opt) : run_tokenize(*opt);
   });

@@ -129,7 +129,8 @@ ChatTemplateSource chat_template_find(const std::string& model_dir, const std::s
   const std::string hint = "; set data.chat_template (anvil generate/eval/tokenize: --template) to one of " +
                            options_text() + " or a .jinja file";
   if (!configured.empty()) {
-    if (const auto t = chat_template_from_name(configured)) return {chat_template_jinja(*t), "chat template " + configured};
+    if (const auto t = chat_template_from_name(configured))
+      return {chat_template_jinja(*t), "chat template " + configured};
     std::error_code ec;
     ANVIL_CHECK_INPUT(std::filesystem::is_regular_file(configured, ec), "chat template '", configured,
                       "': not one of ", options_text(), ", and no such file (a .jinja file holding the template)");

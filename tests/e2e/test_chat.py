@@ -9,7 +9,9 @@
   bigram table: after the generation prompt's "\\n" it says "A", then <|eot_id|>), which a
   plain prompt does not stop at;
 - eval --chat on {"messages"} records gives what it gives on the equivalent
-  {"prompt", "completion"} records with --system; a bad record names file:line, exit 2.
+  {"prompt", "completion"} records with --system; a bad record names file:line, exit 2;
+- a LoRA fine-tune on chat records, tried with generate/eval --chat, answers as trained
+  and stops at the end of its turn.
 
 Usage: test_chat.py   (ANVIL_BIN, ANVIL_SOURCE_DIR from the environment)"""
 import json
@@ -61,6 +63,7 @@ def check_prompt_ids(model):
         want = [hf_prompt_ids(model, template, messages_of(p, system)) for p in PROMPTS]
         assert got == want, f"--chat prompt ids differ from jinja2 + tokenizers\n anvil {got}\n hf    {want}"
         assert all(ids.count(want[0][0]) == 1 for ids in got), "one BOS, the template's"
+    assert "--add-special" in anvil("tokenize", model, "--chat", "--add-special", stdin="x\n", expect=2)
     try:
         from transformers import AutoTokenizer
     except ImportError:
@@ -222,6 +225,33 @@ def check_eval(model, bigram, tmp):
     assert "need --chat" in anvil("generate", bigram, "--prompt", "x", "--system", "s", expect=2)
 
 
+def ok_record(i):
+    return {"messages": messages_of(f"question {i}") + [{"role": "assistant", "content": "ok"}]}
+
+
+def check_chat_fine_tune(tmp):
+    """Train on chat records (answer "ok" to anything), then try the adapter as a chat model:
+    it answers "ok" and stops at <|eot_id|>, which it learned to emit after its answer; eval
+    --chat counts held-out messages records right, and the base model's answers wrong."""
+    model = os.path.join(tmp, "ft_base")
+    anvil("init-model", "--preset", "tiny", "--out", model, "--seed", "1")
+    data = write_jsonl(os.path.join(tmp, "ft.jsonl"), [ok_record(i) for i in range(64)])
+    run = os.path.join(tmp, "ft_run")
+    args = ["train", os.path.join(SRC, "configs", "demo-cpu.yaml")]
+    for s in [f"output_dir={run}", f"model.path={model}", f"data.train={data}", "data.eval=null",
+              "train.eval_every=0", "train.steps=40", "train.lr=1e-2", "train.warmup_steps=4", "data.seq_len=64"]:
+        args += ["--set", s]
+    anvil(*args)
+    adapter = os.path.join(run, "adapter")
+    assert anvil("generate", model, "--adapter", adapter, "--chat", "--prompt", "question 99") == "ok\n"
+    # Without the template's stop the fine-tune runs past its end of turn.
+    assert anvil("generate", model, "--adapter", adapter, "--prompt", "question 99", "--max-new-tokens", "8") != "ok\n"
+    held_out = write_jsonl(os.path.join(tmp, "ft_eval.jsonl"), [ok_record(i) for i in range(100, 104)])
+    tuned = json.loads(anvil("eval", model, "--adapter", adapter, "--chat", "--data", held_out, "--json"))
+    base = json.loads(anvil("eval", model, "--chat", "--data", held_out, "--max-new-tokens", "4", "--json"))
+    assert tuned == {"exact_match": 1.0, "correct": 4, "total": 4} and base["correct"] == 0, (tuned, base)
+
+
 def main():
     with tempfile.TemporaryDirectory(prefix="anvil_e2e_chat_") as tmp:
         model = os.path.join(tmp, "tiny")
@@ -231,7 +261,9 @@ def main():
         bigram = make_bigram_model(model, os.path.join(tmp, "bigram"))
         check_stop_at_end_of_turn(bigram)
         check_eval(model, bigram, tmp)
-    print("chat: prompt ids match jinja2 + tokenizers, template lookup order, stop at end of turn, eval --chat")
+        check_chat_fine_tune(tmp)
+    print("chat: prompt ids match jinja2 + tokenizers, template lookup order, stop at end of turn, eval --chat, "
+              "a chat fine-tune")
 
 
 if __name__ == "__main__":

@@ -115,7 +115,8 @@ TEST_F(ChatTemplateTest, PromptIsTheConversationAndTheGenerationPrompt) {
   EXPECT_EQ(prompt(ChatTemplate::chat_chatml, two),
             "<|im_start|>user\na<|im_end|>\n<|im_start|>assistant\nb<|im_end|>\n<|im_start|>user\nc<|im_end|>\n"
             "<|im_start|>assistant\n");
-  EXPECT_EQ(prompt(ChatTemplate::chat_mistral, two), "<|begin_of_text|>[INST] a [/INST]b<|end_of_text|>[INST] c [/INST]");
+  EXPECT_EQ(prompt(ChatTemplate::chat_mistral, two),
+            "<|begin_of_text|>[INST] a [/INST]b<|end_of_text|>[INST] c [/INST]");
 }
 
 TEST_F(ChatTemplateTest, PromptMustEndWithAUserMessage) {
