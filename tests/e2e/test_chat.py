@@ -125,9 +125,11 @@ def check_lookup_order(model, tmp):
     unknown = os.path.join(m2, "chat_template.jinja")
     with open(unknown, "w", encoding="utf-8") as f:
         f.write("{% for m in messages %}{{ m['content'] }}{% endfor %}")
-    for args in (["tokenize", m2, "--chat"], ["generate", m2, "--chat", "--prompt", "hi"], prepare[:-2]):
+    validate = ["validate", *prepare[1:-2], "--set", f"data.chat_template={unknown}"]
+    for args in (["tokenize", m2, "--chat"], ["generate", m2, "--chat", "--prompt", "hi"], prepare[:-2], validate):
         err = anvil(*args, expect=2, stdin="hi\n")
         assert f"{unknown}: the chat template is none that anvil knows" in err, err
+    assert "data.chat_template" in err, err
 
 
 def make_bigram_model(model, out):
