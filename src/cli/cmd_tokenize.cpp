@@ -1,8 +1,11 @@
 // anvil tokenize MODEL_DIR [--file F] [--add-special] | --decode [--skip-special]
+//                | --chat [--system TEXT] [--template T] | --records ...
 //
 // Encode: one JSON line {"ids": [...]} per input line (the line without its '\n').
 // Decode: reads JSON lines holding "ids" (or a bare array of ids) and prints their text,
-// one line each. A tool for checking a model's tokenizer against its Python twin.
+// one line each. --chat: each line is a user turn, encoded as `anvil generate --chat`
+// prompts the model with it. A tool for checking a model's tokenizer against its Python
+// twin.
 #include <nlohmann/json.hpp>
 
 #include <cstdio>
@@ -14,6 +17,7 @@
 #include <string>
 #include <vector>
 
+#include "cli/chat_prompt.h"
 #include "cli/commands.h"
 #include "core/error.h"
 #include "data/chat_template.h"
@@ -30,8 +34,10 @@ struct TokenizeOptions {
   bool decode = false;
   bool skip_special = false;
   bool records = false;        // JSONL training records, as anvil train reads them
-  std::string chat_template;   // with --records: empty = detected from the model directory
+  std::string chat_template;   // with --records or --chat: empty = the model directory's
   bool train_on_prompt = false;
+  bool chat = false;           // each line a user turn, with the chat template's generation prompt
+  std::string system;          // with --chat: a system message in front of each line
 };
 
 void write_ids(const std::vector<std::int32_t>& ids, std::string& out) {
@@ -51,6 +57,8 @@ std::vector<std::int32_t> read_ids(const std::string& line) {
 
 void run_tokenize(const TokenizeOptions& opt) {
   const data::Tokenizer tok = data::Tokenizer::load(opt.model_dir);
+  std::optional<ChatPrompter> chat;
+  if (opt.chat) chat.emplace(opt.model_dir, opt.chat_template, tok);
   std::ifstream file;
   if (!opt.file.empty()) {
     file.open(opt.file, std::ios::binary);
@@ -66,6 +74,8 @@ void run_tokenize(const TokenizeOptions& opt) {
       if (opt.decode) {
         if (!line.empty()) out += tok.decode(read_ids(line), opt.skip_special);
         out += '\n';
+      } else if (chat) {
+        write_ids(chat->user_turn_ids(opt.system, line, "--chat"), out);
       } else {
         ids.clear();
         tok.encode_append(line, opt.add_special, ids);
@@ -94,12 +104,10 @@ void run_records(const TokenizeOptions& opt) {
   data::RecordOptions ro;
   ro.train_on_prompt = opt.train_on_prompt;
   std::optional<data::ChatTemplate> kind;
-  if (!opt.chat_template.empty()) {
-    kind = data::chat_template_from_name(opt.chat_template);
-    ANVIL_CHECK_INPUT(kind.has_value(), "--template ", opt.chat_template, ": not one of llama3, chatml, mistral");
-  } else {
+  if (!opt.chat_template.empty())
+    kind = data::chat_template_detect(opt.model_dir, opt.chat_template);
+  else
     kind = data::chat_template_try_detect(opt.model_dir, ro.chat_problem);
-  }
   std::optional<data::ChatRenderer> renderer;
   if (kind) ro.chat = &renderer.emplace(*kind, tok);
   data::RecordEncoder encoder(tok, ro);
@@ -137,9 +145,20 @@ void register_tokenize(CLI::App& app) {
                 "Read JSONL training records (--file) and print each sample's ids and trained flags as "
                 "anvil train sees them (chat templates applied)");
   cmd->add_option("--template", opt->chat_template,
-                  "With --records: chat template llama3, chatml or mistral (default: detected from the model)");
+                  "With --records or --chat: chat template llama3, chatml, mistral or a .jinja file (default: the "
+                  "model's)");
   cmd->add_flag("--train-on-prompt", opt->train_on_prompt, "With --records: as data.train_on_prompt");
-  cmd->callback([opt] { opt->records ? run_records(*opt) : run_tokenize(*opt); });
+  cmd->add_flag("--chat", opt->chat,
+                "Each line is a user turn: print the ids anvil generate --chat prompts the model with (the chat "
+                "template and its generation prompt)");
+  cmd->add_option("--system", opt->system, "With --chat: a system message in front of each line");
+  cmd->callback([opt] {
+    ANVIL_CHECK_INPUT(!(opt->chat && (opt->records || opt->decode || opt->add_special)),
+                      "tokenize: --chat goes with none of --records, --decode, --add-special (the chat template "
+                      "writes its own special tokens)");
+    ANVIL_CHECK_INPUT(opt->chat || opt->system.empty(), "tokenize: --system needs --chat");
+    opt->records ? run_records(*opt) : run_tokenize(*opt);
+  });
 }
 
 }  // namespace anvil::cli

@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "core/error.h"
+#include "data/chat_template.h"
 
 namespace anvil::data {
 
@@ -31,13 +32,6 @@ std::vector<std::string> byte_symbols() {
   }
   return symbols;
 }
-
-// The Llama-3 chat layout as a transformers chat template (Jinja): BOS, then each message
-// as a header with its role, a blank line, the trimmed content and <|eot_id|>.
-constexpr const char* kChatTemplate =
-    "{{ bos_token }}{% for message in messages %}{{ '<|start_header_id|>' + message['role'] + "
-    "'<|end_header_id|>\n\n' + message['content'] | trim + '<|eot_id|>' }}{% endfor %}"
-    "{% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\n\n' }}{% endif %}";
 
 json special(std::int64_t id, const char* content) {
   return {{"id", id},         {"content", content}, {"single_word", false}, {"lstrip", false},
@@ -88,7 +82,7 @@ ByteLevelTokenizerIds write_bytelevel_tokenizer(const std::string& dir, std::int
              {{"bos_token", "<|begin_of_text|>"}, {"eos_token", "<|end_of_text|>"}, {"pad_token", "<|pad|>"},
               {"add_bos_token", true}, {"add_eos_token", false}, {"clean_up_tokenization_spaces", false},
               {"model_max_length", model_max_length}, {"tokenizer_class", "PreTrainedTokenizerFast"},
-              {"chat_template", kChatTemplate}});
+              {"chat_template", chat_template_jinja(ChatTemplate::chat_llama3)}});
   write_json(dir + "/special_tokens_map.json",
              {{"bos_token", "<|begin_of_text|>"}, {"eos_token", "<|end_of_text|>"}, {"pad_token", "<|pad|>"}});
   return ids;

@@ -70,13 +70,13 @@ class Builder {
 
 std::string token_spelling(const Tokenizer& tok, std::optional<std::int32_t> id, const char* what,
                            ChatTemplate t) {
-  ANVIL_CHECK_INPUT(id.has_value(), "data.chat_template ", chat_template_name(t), " needs the tokenizer's ", what,
+  ANVIL_CHECK_INPUT(id.has_value(), "chat template ", chat_template_name(t), " needs the tokenizer's ", what,
                     " token, and it has none");
   return *tok.id_to_token(*id);
 }
 
 void require_token(const Tokenizer& tok, const char* token, ChatTemplate t) {
-  ANVIL_CHECK_INPUT(tok.token_to_id(token).has_value(), "data.chat_template ", chat_template_name(t),
+  ANVIL_CHECK_INPUT(tok.token_to_id(token).has_value(), "chat template ", chat_template_name(t),
                     " needs the token ", token, ", which the model's tokenizer does not have (is it the "
                     "right template for this model? the options are ", options_text(), ")");
 }
@@ -106,15 +106,42 @@ ChatTemplate chat_template_detect_text(std::string_view jinja, const std::string
   if (jinja.find("<|im_start|>") != std::string_view::npos) return ChatTemplate::chat_chatml;
   if (jinja.find("[INST]") != std::string_view::npos) return ChatTemplate::chat_mistral;
   throw_user_error(where, ": the chat template is none that anvil knows (it has none of the markers "
-                   "<|start_header_id|>, <|im_start|>, [INST]); set data.chat_template to one of ",
-                   options_text());
+                   "<|start_header_id|>, <|im_start|>, [INST]); set data.chat_template (anvil generate/eval/"
+                   "tokenize: --template) to one of ", options_text());
 }
 
-ChatTemplate chat_template_detect(const std::string& model_dir) {
+const std::string& chat_template_jinja(ChatTemplate t) {
+  // The layouts of the header comment; llama3's is also what anvil init-model writes.
+  static const std::vector<std::string> texts{
+      "{{ bos_token }}{% for message in messages %}{{ '<|start_header_id|>' + message['role'] + "
+      "'<|end_header_id|>\n\n' + message['content'] | trim + '<|eot_id|>' }}{% endfor %}"
+      "{% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\n\n' }}{% endif %}",
+      "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + "
+      "'<|im_end|>' + '\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}",
+      "{{ bos_token }}{% for message in messages %}{% if message['role'] == 'user' %}{{ '[INST] ' + "
+      "(messages[0]['content'] + '\n\n' if loop.index0 == 1 and messages[0]['role'] == 'system' else '') + "
+      "message['content'] + ' [/INST]' }}{% elif message['role'] == 'assistant' %}"
+      "{{ message['content'] + eos_token }}{% endif %}{% endfor %}"};
+  return texts.at(static_cast<std::size_t>(t));
+}
+
+ChatTemplateSource chat_template_find(const std::string& model_dir, const std::string& configured) {
+  const std::string hint = "; set data.chat_template (anvil generate/eval/tokenize: --template) to one of " +
+                           options_text() + " or a .jinja file";
+  if (!configured.empty()) {
+    if (const auto t = chat_template_from_name(configured))
+      return {chat_template_jinja(*t), "chat template " + configured};
+    std::error_code ec;
+    ANVIL_CHECK_INPUT(std::filesystem::is_regular_file(configured, ec), "chat template '", configured,
+                      "': not one of ", options_text(), ", and no such file (a .jinja file holding the template)");
+    return {io::read_text_file(configured), configured};
+  }
+  // Current transformers saves the template beside tokenizer_config.json, not in it.
+  const std::string jinja = (std::filesystem::path(model_dir) / "chat_template.jinja").string();
+  if (std::filesystem::exists(jinja)) return {io::read_text_file(jinja), jinja};
   const std::string path = (std::filesystem::path(model_dir) / "tokenizer_config.json").string();
-  const char* hint = "; set data.chat_template to one of ";
-  ANVIL_CHECK_INPUT(std::filesystem::exists(path), model_dir, ": has no tokenizer_config.json to take the chat "
-                    "template from", hint, options_text());
+  ANVIL_CHECK_INPUT(std::filesystem::exists(path), model_dir, ": has no chat_template.jinja and no "
+                    "tokenizer_config.json to take the chat template from", hint);
   nlohmann::json config;
   try {
     config = nlohmann::json::parse(io::read_text_file(path));
@@ -123,23 +150,27 @@ ChatTemplate chat_template_detect(const std::string& model_dir) {
   }
   const auto it = config.find("chat_template");
   ANVIL_CHECK_INPUT(config.is_object() && it != config.end() && !it->is_null(), path,
-                    ": has no \"chat_template\"", hint, options_text());
-  if (it->is_string()) return chat_template_detect_text(it->get_ref<const std::string&>(), path + ": chat_template");
+                    ": has no \"chat_template\" (and there is no chat_template.jinja beside it)", hint);
+  if (it->is_string()) return {it->get<std::string>(), path + ": chat_template"};
   if (it->is_array()) {
     for (const auto& entry : *it) {
       if (entry.is_object() && entry.value("name", "") == "default" && entry.contains("template") &&
           entry["template"].is_string())
-        return chat_template_detect_text(entry["template"].get_ref<const std::string&>(),
-                                         path + ": chat_template \"default\"");
+        return {entry["template"].get<std::string>(), path + ": chat_template \"default\""};
     }
   }
-  throw_user_error(path, ": \"chat_template\" is neither a string nor a list with a \"default\" entry", hint,
-                   options_text());
+  throw_user_error(path, ": \"chat_template\" is neither a string nor a list with a \"default\" entry", hint);
 }
 
-std::optional<ChatTemplate> chat_template_try_detect(const std::string& model_dir, std::string& why) {
+ChatTemplate chat_template_detect(const std::string& model_dir, const std::string& configured) {
+  const ChatTemplateSource source = chat_template_find(model_dir, configured);
+  return chat_template_detect_text(source.text, source.where);
+}
+
+std::optional<ChatTemplate> chat_template_try_detect(const std::string& model_dir, std::string& why,
+                                                     const std::string& configured) {
   try {
-    return chat_template_detect(model_dir);
+    return chat_template_detect(model_dir, configured);
   } catch (const Error& e) {
     if (e.kind() != ErrorKind::user) throw;
     why = e.what();
@@ -152,15 +183,34 @@ ChatRenderer::ChatRenderer(ChatTemplate t, const Tokenizer& tok) : kind_(t) {
     case ChatTemplate::chat_llama3:
       bos_ = token_spelling(tok, tok.bos_id(), "BOS", t);
       for (const char* token : {"<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"}) require_token(tok, token, t);
+      end_of_turn_ = *tok.token_to_id("<|eot_id|>");
       break;
     case ChatTemplate::chat_chatml:
       for (const char* token : {"<|im_start|>", "<|im_end|>"}) require_token(tok, token, t);
+      end_of_turn_ = *tok.token_to_id("<|im_end|>");
       break;
     case ChatTemplate::chat_mistral:
       bos_ = token_spelling(tok, tok.bos_id(), "BOS", t);
       eos_ = token_spelling(tok, tok.eos_id(), "EOS", t);
+      end_of_turn_ = *tok.eos_id();
       break;
   }
+}
+
+std::optional<ChatProblem> ChatRenderer::render_prompt(const std::vector<ChatMessage>& messages,
+                                                      std::string& out) const {
+  if (messages.empty() || messages.back().role != "user")
+    return ChatProblem{false, "the conversation to answer must end with a user message"};
+  // The generation prompt is, by construction, the text render() puts in front of an
+  // assistant's content: the text the model was trained to continue. Rendered with a
+  // placeholder answer and cut where the answer's trained range begins.
+  std::vector<ChatMessage> with_answer = messages;
+  with_answer.push_back({"assistant", "x"});
+  RenderedChat rendered;
+  if (auto problem = render(with_answer, false, rendered)) return problem;
+  ANVIL_CHECK(!rendered.trained.empty(), "a rendered answer has no trained range");
+  out.assign(rendered.text, 0, rendered.trained.back().first);
+  return std::nullopt;
 }
 
 std::optional<ChatProblem> ChatRenderer::render(const std::vector<ChatMessage>& messages, bool train_on_prompt,

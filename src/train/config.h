@@ -87,7 +87,7 @@ struct DataSection {
   bool shuffle{};
   bool add_eos{};
   bool train_on_prompt{};
-  std::optional<std::string> chat_template;  // a name of data::chat_template_names(); null = detect
+  std::optional<std::string> chat_template;  // a data::chat_template_names() name or a .jinja file; null: the model's
   DataOnError on_error{};
   std::optional<std::string> cache_dir;  // null = OUTPUT_DIR/cache
   bool operator==(const DataSection&) const = default;

