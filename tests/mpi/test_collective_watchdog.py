@@ -39,6 +39,18 @@ def rank_pid(marker, rank):
     return None
 
 
+def end_stopped(job, pid):
+    """However the test went: no mpirun and no stopped rank left behind."""
+    if job.poll() is None:
+        job.kill()
+    if pid:
+        try:
+            os.kill(pid, signal.SIGCONT)
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
 def main():
     with tempfile.TemporaryDirectory(prefix="anvil_watchdog_") as tmp:
         model = os.path.join(tmp, "model")
@@ -67,14 +79,7 @@ def main():
             _, err = job.communicate(timeout=60)
             waited = time.time() - t0
         finally:
-            if job.poll() is None:
-                job.kill()
-            if stopped:
-                try:
-                    os.kill(stopped, signal.SIGCONT)
-                    os.kill(stopped, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
+            end_stopped(job, stopped)
         assert job.returncode != 0, err
         assert "has not finished after" in err and "collective_timeout_s" in err, err
         assert TIMEOUT_S - 1 <= waited <= TIMEOUT_S + 20, f"the job ended {waited:.1f} s after the stop"
@@ -99,15 +104,7 @@ def stalled_setup():
         try:
             _, err = job.communicate(timeout=90)
         finally:
-            if job.poll() is None:
-                job.kill()
-            stuck = rank_pid(out, 1)
-            if stuck:
-                try:
-                    os.kill(stuck, signal.SIGCONT)
-                    os.kill(stuck, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
+            end_stopped(job, rank_pid(out, 1))
         waited = time.time() - t0
         assert job.returncode != 0, err
         assert "[rank 0] error: MPI_Comm_split on the world group has not finished after" in err, err
