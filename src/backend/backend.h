@@ -18,6 +18,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "core/philox.h"
 #include "core/tensor.h"
@@ -228,8 +229,14 @@ std::unique_ptr<Backend> make_cpu_backend();
 // cuBLASLt for their products, kernels/ for the rest, one compute stream. Throws
 // anvil::Error (user error) when anvil was built without CUDA or the device is missing.
 std::unique_ptr<Backend> make_cuda_backend(int device);
-// CUDA devices this process can use: 0 when built without CUDA or none is present.
+// CUDA devices this process can use: 0 when built without CUDA, without an NVIDIA driver,
+// or with none visible. Any other failure to enumerate them (a driver older than the CUDA
+// runtime, Fabric Manager down, a GPU fallen off the bus) is a user error carrying CUDA's
+// own error, never read as "no GPU".
 int cuda_device_count();
+// The UUIDs ("GPU-8f1c...", what nvidia-smi and CUDA_VISIBLE_DEVICES name) of those devices,
+// in CUDA ordinal order: which physical GPU each ordinal is, whatever binding made it visible.
+std::vector<std::string> cuda_visible_gpus();
 // Bytes of scratch the CPU backend's reserve(limits) holds (the planner's count of it).
 std::int64_t cpu_scratch_bytes(const BackendLimits& limits);
 

@@ -12,4 +12,6 @@ std::unique_ptr<Backend> make_cuda_backend(int device) {
 
 int cuda_device_count() { return 0; }
 
+std::vector<std::string> cuda_visible_gpus() { return {}; }
+
 }  // namespace anvil::backend

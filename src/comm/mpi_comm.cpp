@@ -153,7 +153,10 @@ class MpiComm final : public Comm {
 
   std::unique_ptr<Comm> split_impl(int color, int key, std::string name) const override {
     MPI_Comm child = MPI_COMM_NULL;
-    mpi_check(MPI_Comm_split(comm_, color, key, &child), "MPI_Comm_split", name_);
+    {
+      const CollectiveScope scope("MPI_Comm_split", name_);
+      mpi_check(MPI_Comm_split(comm_, color, key, &child), "MPI_Comm_split", name_);
+    }
     return std::make_unique<MpiComm>(child, std::move(name));
   }
 

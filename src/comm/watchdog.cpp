@@ -29,7 +29,7 @@ std::atomic<const std::string*> g_comm{nullptr};
 
 class Watchdog {
  public:
-  explicit Watchdog(double timeout_s) : timeout_(timeout_s), thread_([this] { run(); }) {}
+  Watchdog(double timeout_s, const char* setting) : timeout_(timeout_s), setting_(setting), thread_([this] { run(); }) {}
   ~Watchdog() {
     {
       std::lock_guard<std::mutex> lock(mu_);
@@ -52,14 +52,16 @@ class Watchdog {
       const std::string* comm = g_comm.load();
       std::fprintf(stderr,
                    "%serror: %s on the %s group has not finished after %.0f s: a rank has stopped or hangs "
-                   "(parallel.collective_timeout_s); ending the job\n",
-                   rank_prefix().c_str(), op ? op : "a collective", comm ? comm->c_str() : "?", now_s() - started);
+                   "(%s); ending the job\n",
+                   rank_prefix().c_str(), op ? op : "a collective", comm ? comm->c_str() : "?", now_s() - started,
+                   setting_);
       std::fflush(stderr);
       MPI_Abort(MPI_COMM_WORLD, 3);
     }
   }
 
   double timeout_;
+  const char* setting_;
   std::mutex mu_;
   std::condition_variable cv_;
   bool stop_ = false;
@@ -81,9 +83,9 @@ CollectiveScope::~CollectiveScope() {
   g_busy_seconds.fetch_add(now_s() - t0_, std::memory_order_relaxed);
 }
 
-void collective_watchdog(double timeout_s) {
+void collective_watchdog(double timeout_s, const char* setting) {
   g_watchdog.reset();
-  if (timeout_s > 0) g_watchdog = std::make_unique<Watchdog>(timeout_s);
+  if (timeout_s > 0) g_watchdog = std::make_unique<Watchdog>(timeout_s, setting);
 }
 
 double comm_busy_seconds() { return g_busy_seconds.load(std::memory_order_relaxed); }

@@ -25,8 +25,18 @@ class CollectiveScope {
 };
 
 // Starts the watchdog thread (timeout_s > 0) or stops it (0). Aborting prints
-// "[rank R] error: <op> on <comm> has not finished after N s ..." and calls
-// MPI_Abort(MPI_COMM_WORLD, 3).
-void collective_watchdog(double timeout_s);
+// "[rank R] error: <op> on <comm> has not finished after N s ... (<setting>)" and calls
+// MPI_Abort(MPI_COMM_WORLD, 3). `setting` (a string literal) is the config key that set the
+// limit: the set-up and the training loop have their own.
+void collective_watchdog(double timeout_s, const char* setting = "parallel.collective_timeout_s");
+
+// The watchdog armed for a scope (timeout_s 0: not armed), disarmed however it ends.
+class WatchdogArmed {
+ public:
+  WatchdogArmed(double timeout_s, const char* setting) { collective_watchdog(timeout_s, setting); }
+  ~WatchdogArmed() { collective_watchdog(0); }
+  WatchdogArmed(const WatchdogArmed&) = delete;
+  WatchdogArmed& operator=(const WatchdogArmed&) = delete;
+};
 
 }  // namespace anvil::comm

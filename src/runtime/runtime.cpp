@@ -15,6 +15,7 @@
 #include "core/log.h"
 #include "model/tp_shard.h"
 #include "runtime/group_comm.h"
+#include "runtime/placement.h"
 
 #if ANVIL_WITH_CUDA
 #include <cuda_runtime.h>
@@ -156,19 +157,6 @@ BackendKind backend_resolve(BackendKind requested) {
   return requested;
 }
 
-CommKind comm_resolve(CommKind requested, BackendKind backend, int local_size, int devices) {
-  if (backend == BackendKind::backend_cpu) {
-    ANVIL_CHECK_INPUT(requested != CommKind::comm_nccl, "parallel.comm: nccl needs GPUs, but parallel.backend is cpu");
-    return CommKind::comm_mpi;
-  }
-  const bool shared_gpu = devices > 0 && local_size > devices;
-  if (requested == CommKind::comm_auto) return shared_gpu ? CommKind::comm_mpi : CommKind::comm_nccl;
-  ANVIL_CHECK_INPUT(!(requested == CommKind::comm_nccl && shared_gpu), "parallel.comm: nccl, but ", local_size,
-                    " ranks on this node share ", devices,
-                    " GPU(s), and NCCL needs one GPU per rank; use parallel.comm: mpi (or auto)");
-  return requested;
-}
-
 Runtime::Runtime(std::unique_ptr<comm::MpiSession> session, const RuntimeSpec& spec)
     : session_(std::move(session)),
       local_rank_(session_ ? session_->local_rank() : 0),
@@ -187,17 +175,22 @@ Runtime::Runtime(std::unique_ptr<comm::MpiSession> session, const RuntimeSpec& s
     backend::cpu_threads_set(threads);
     if (local_size_ > 1) log_info(local_size_, " ranks on this node: ", threads, " CPU threads each");
   }
+  // Backend, GPU and communicator, decided job-wide from every rank's view (placement.h).
+  RankView mine{node_name(world_rank()).data(), backend_kind_, {}};
+  if (backend_kind_ == BackendKind::backend_cuda) mine.gpus = backend::cuda_visible_gpus();
+  const JobPlacement placement = placement_resolve(placement_gather(grid_.world(), mine), spec.comm);
   if (backend_kind_ == BackendKind::backend_cpu) {
-    comm_resolve(spec.comm, backend_kind_, local_size_, 0);  // refuses nccl
     backend_ = backend::make_cpu_backend();
     description_ = "cpu";
     return;  // host memory is backend memory: the grid's Comms serve both
   }
-  const int devices = backend::cuda_device_count();
-  const CommKind kind = comm_resolve(spec.comm, backend_kind_, local_size_, devices);
-  const int device = local_rank_ % devices;
-  backend_ = backend::make_cuda_backend(device);
-  description_ = str_cat("cuda device ", device, ", ", kind == CommKind::comm_nccl ? "nccl" : "mpi (host-staged)");
+  const GpuChoice& gpu = placement.gpu[static_cast<std::size_t>(world_rank())];
+  const CommKind kind = placement.comm;
+  if (!placement.shared.empty() && world_rank() == 0)
+    log_info(placement.shared, ": NCCL needs a GPU per rank, so the groups talk through host memory (MPI)");
+  backend_ = backend::make_cuda_backend(gpu.ordinal);
+  description_ = str_cat("cuda device ", gpu.ordinal, gpu.sharers > 1 ? str_cat(" (shared by ", gpu.sharers, " ranks)") : "",
+                         ", ", kind == CommKind::comm_nccl ? "nccl" : "mpi (host-staged)");
   staging_ = std::make_unique<BackendStaging>(*backend_);
   // The world's device half is always staged: nothing collects device buffers over the
   // whole world yet, and an NCCL communicator for it would cost an init for nothing.

@@ -3,7 +3,8 @@
 // layers through tp_group()). It owns
 //   - the MPI session (comm/mpi_session.h: MpiSession),
 //   - the ProcessGrid: world = dp × tp, tp innermost (consecutive ranks, one node),
-//   - the resolved backend (auto → cuda or cpu; cuda takes GPU local_rank % devices),
+//   - the resolved backend (auto → cuda or cpu), agreed by every rank, and this rank's GPU,
+//     assigned by UUID over its node (runtime/placement.h),
 //   - per group ONE communicator, world(), tp(), dp(), that takes host scalars and backend
 //     buffers alike (runtime/group_comm.h); an expert-parallel group ep() goes between tp
 //     and dp when MoE comes (DESIGN.md "Grid with experts"),
@@ -113,8 +114,5 @@ std::string numa_nodes_of(const std::vector<int>& cpus);
 // cuda without a device (or without CUDA in this build) is a user error naming
 // parallel.backend.
 backend::BackendKind backend_resolve(backend::BackendKind requested);
-// The communicator kind for `backend`: auto = nccl on cuda unless several ranks of this node
-// share one GPU (NCCL refuses that; MPI staged through the host works), mpi on cpu.
-comm::CommKind comm_resolve(comm::CommKind requested, backend::BackendKind backend, int local_size, int devices);
 
 }  // namespace anvil::runtime

@@ -123,6 +123,7 @@ struct ParallelSection {
   BackendKind backend{};
   CommKind comm{};
   int collective_timeout_s{};  // 0: no watchdog
+  int setup_timeout_s{};       // the watchdog over the Runtime's set-up; 0: none
   bool operator==(const ParallelSection&) const = default;
 };
 

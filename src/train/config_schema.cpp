@@ -310,6 +310,9 @@ std::vector<ConfigKey> schema_parallel_checkpoint_log() {
       row("parallel.collective_timeout_s", key_int, "600", FIELD(parallel, collective_timeout_s),
           "a collective unfinished after this many seconds (a rank stopped or hung) ends the job; 0 = wait forever",
           at_least(0)),
+      row("parallel.setup_timeout_s", key_int, "300", FIELD(parallel, setup_timeout_s),
+          "the same for the set-up of the process grid and communicators (NCCL's init included); 0 = wait forever",
+          at_least(0)),
 
       // ---- checkpoint
       row("checkpoint.every", key_int, "500", FIELD(checkpoint, every),

@@ -19,9 +19,15 @@ FaultInjection fault_injection_from_env(int world_rank) {
   int rank = -1;
   long long step = -1;
   char where[8] = {0};
+  if (std::sscanf(v, "%d:%7s", &rank, where) == 2 && std::string(where) == "setup" &&
+      std::string(v).find(':') == std::string(v).rfind(':')) {
+    FaultInjection f;
+    f.stall_setup = rank == world_rank;
+    return f;
+  }
   const int n = std::sscanf(v, "%d:%lld:%7s", &rank, &step, where);
   ANVIL_CHECK_INPUT((n == 2 || (n == 3 && std::string(where) == "save")) && step > 0,
-                    "ANVIL_FAULT_INJECT: expected RANK:STEP or RANK:STEP:save, got '", v, "'");
+                    "ANVIL_FAULT_INJECT: expected RANK:STEP, RANK:STEP:save or RANK:setup, got '", v, "'");
   if (rank != world_rank) return {};
   return {step, n == 3};
 }

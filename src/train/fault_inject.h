@@ -3,7 +3,8 @@
 // checkpoint: without ":save" it throws in the middle of step STEP (after its first
 // micro-batch, while the other ranks go on into the step's collectives); with ":save" it
 // kills itself (SIGKILL) in the middle of writing step STEP's checkpoint
-// (CheckpointContext::kill_during_save).
+// (CheckpointContext::kill_during_save). RANK:setup stops that rank (SIGSTOP) just before
+// the Runtime's collective set-up, as a node that hangs there would.
 #pragma once
 
 #include <cstdint>
@@ -13,6 +14,7 @@ namespace anvil::train {
 struct FaultInjection {
   std::int64_t step = 0;  // 0: none on this rank
   bool during_save = false;
+  bool stall_setup = false;
 
   // Throws (a user error naming the variable) when this rank is to fail in `step`'s
   // micro-batches.

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <csignal>
 #include <cmath>
 #include <filesystem>
 
@@ -27,15 +28,6 @@ double now_s() {
   return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
 
-// Armed after the set-up (data preparation may keep ranks waiting a long time), disarmed
-// however the run ends.
-struct WatchdogGuard {
-  explicit WatchdogGuard(int timeout_s) { comm::collective_watchdog(timeout_s); }
-  ~WatchdogGuard() { comm::collective_watchdog(0); }
-  WatchdogGuard(const WatchdogGuard&) = delete;
-  WatchdogGuard& operator=(const WatchdogGuard&) = delete;
-};
-
 }  // namespace
 
 std::unique_ptr<runtime::Runtime> runtime_from_config(const TrainConfig& cfg,
@@ -44,6 +36,11 @@ std::unique_ptr<runtime::Runtime> runtime_from_config(const TrainConfig& cfg,
   spec.tp = cfg.parallel.tp;  // validated by config_load against the world and the model
   spec.backend = cfg.parallel.backend;
   spec.comm = cfg.parallel.comm;
+  // The Runtime's set-up is collective (the grid's splits, every rank's device view, NCCL's
+  // init): a node that stalls there (a wrong network interface, a hung driver) must end
+  // the job, not hold every GPU until the time limit.
+  const comm::WatchdogArmed watchdog(cfg.parallel.setup_timeout_s, "parallel.setup_timeout_s");
+  if (session && fault_injection_from_env(session->world_rank()).stall_setup) std::raise(SIGSTOP);
   return std::make_unique<runtime::Runtime>(std::move(session), spec);
 }
 
@@ -251,7 +248,9 @@ TrainResult Trainer::run() {
     metrics_.emplace(cfg_.output_dir + "/metrics.jsonl", result_.resumed_from ? state_.step : -1);
     progress_.emplace(total_steps_, cfg_.log.every);
   }
-  const WatchdogGuard watchdog(cfg_.parallel.collective_timeout_s);
+  // Armed for the loop only: data preparation and weight loading before it may keep ranks
+  // waiting on each other far longer than a step's collectives.
+  const comm::WatchdogArmed watchdog(cfg_.parallel.collective_timeout_s, "parallel.collective_timeout_s");
   t0_ = now_s();
   const std::int64_t eval_every = cfg_.train.eval_every;
   if (eval_every > 0 && !result_.resumed_from) eval_run(0);

@@ -2,7 +2,9 @@
 the middle of training; the other waits in the step's collectives until
 parallel.collective_timeout_s runs out, then ends the job: mpirun exits non-zero within
 a bounded time, and the error names the collective, its group and the setting. With the
-watchdog off (0) the same job would wait forever; that is not run.
+watchdog off (0) the same job would wait forever; that is not run. Then a rank that stalls
+before the Runtime's collective set-up (grid splits, device views, NCCL init): the set-up's
+own watchdog (parallel.setup_timeout_s) ends the job.
 
 Usage: test_collective_watchdog.py MPIEXEC   (ANVIL_BIN, ANVIL_SOURCE_DIR from the environment)"""
 import os
@@ -37,6 +39,18 @@ def rank_pid(marker, rank):
     return None
 
 
+def end_stopped(job, pid):
+    """However the test went: no mpirun and no stopped rank left behind."""
+    if job.poll() is None:
+        job.kill()
+    if pid:
+        try:
+            os.kill(pid, signal.SIGCONT)
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
 def main():
     with tempfile.TemporaryDirectory(prefix="anvil_watchdog_") as tmp:
         model = os.path.join(tmp, "model")
@@ -65,18 +79,39 @@ def main():
             _, err = job.communicate(timeout=60)
             waited = time.time() - t0
         finally:
-            if job.poll() is None:
-                job.kill()
-            if stopped:
-                try:
-                    os.kill(stopped, signal.SIGCONT)
-                    os.kill(stopped, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
+            end_stopped(job, stopped)
         assert job.returncode != 0, err
         assert "has not finished after" in err and "collective_timeout_s" in err, err
         assert TIMEOUT_S - 1 <= waited <= TIMEOUT_S + 20, f"the job ended {waited:.1f} s after the stop"
     print(f"stopped rank: the watchdog ended the job {waited:.1f} s later (timeout {TIMEOUT_S} s)")
+    stalled_setup()
+
+
+def stalled_setup():
+    """Rank 1 stops itself (ANVIL_FAULT_INJECT=1:setup) just before the Runtime's collective
+    set-up; rank 0 waits in the set-up's first collective until parallel.setup_timeout_s,
+    then ends the job, naming the collective, the group and that setting."""
+    with tempfile.TemporaryDirectory(prefix="anvil_watchdog_setup_") as tmp:
+        model = os.path.join(tmp, "model")
+        subprocess.run([ANVIL, "init-model", "--preset", "tiny", "--out", model, "--seed", "1"], check=True,
+                       capture_output=True)
+        out = os.path.join(tmp, "run")
+        cmd = [MPIEXEC, "--oversubscribe", "-np", "2", "-x", "ANVIL_FAULT_INJECT=1:setup", ANVIL, "train", CONFIG,
+               "--set", f"model.path={model}", "--set", f"output_dir={out}",
+               "--set", f"parallel.setup_timeout_s={TIMEOUT_S}", "--set", "parallel.collective_timeout_s=600"]
+        t0 = time.time()
+        job = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=SRC)
+        try:
+            _, err = job.communicate(timeout=90)
+        finally:
+            end_stopped(job, rank_pid(out, 1))
+        waited = time.time() - t0
+        assert job.returncode != 0, err
+        assert "[rank 0] error: MPI_Comm_split on the world group has not finished after" in err, err
+        assert "(parallel.setup_timeout_s)" in err, err
+        assert waited <= TIMEOUT_S + 30, f"the job ended {waited:.1f} s after its start"
+    print(f"rank stalled in set-up: the watchdog ended the job {waited:.1f} s after its start "
+          f"(setup timeout {TIMEOUT_S} s)")
 
 
 if __name__ == "__main__":

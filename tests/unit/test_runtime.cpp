@@ -16,6 +16,7 @@
 #include "model/model_spec.h"
 #include "fake_device.h"
 #include "runtime/group_comm.h"
+#include "runtime/placement.h"
 #include "runtime/runtime.h"
 
 namespace anvil::runtime {
@@ -24,27 +25,128 @@ namespace {
 using B = backend::BackendKind;
 using C = comm::CommKind;
 
-TEST(Runtime, CommOnCpuIsMpiAndNcclIsRefused) {
-  EXPECT_EQ(comm_resolve(C::comm_auto, B::backend_cpu, 4, 0), C::comm_mpi);
-  EXPECT_EQ(comm_resolve(C::comm_mpi, B::backend_cpu, 1, 0), C::comm_mpi);
-  try {
-    comm_resolve(C::comm_nccl, B::backend_cpu, 1, 0);
-    FAIL() << "nccl on cpu accepted";
-  } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find("parallel.comm: nccl needs GPUs"), std::string::npos) << e.what();
+// ---- placement: the job's backend, each rank's GPU by UUID, the communicator ----------
+
+// `n` ranks on `node`, each seeing the GPUs `visible(local rank)` names.
+template <typename F>
+void add_node(std::vector<RankView>& job, const std::string& node, int n, F visible) {
+  for (int l = 0; l < n; ++l) job.push_back({node, B::backend_cuda, visible(l)});
+}
+std::vector<std::string> gpus(std::initializer_list<const char*> ids) { return {ids.begin(), ids.end()}; }
+const std::vector<std::string> kFour = gpus({"GPU-a", "GPU-b", "GPU-c", "GPU-d"});
+
+TEST(Placement, CpuJobsTalkMpiAndNcclIsRefused) {
+  const std::vector<RankView> job(4, RankView{"n0", B::backend_cpu, {}});
+  const JobPlacement p = placement_resolve(job, C::comm_auto);
+  EXPECT_EQ(p.backend, B::backend_cpu);
+  EXPECT_EQ(p.comm, C::comm_mpi);
+  EXPECT_TRUE(p.gpu.empty());
+  EXPECT_EQ(placement_resolve(job, C::comm_mpi).comm, C::comm_mpi);
+  EXPECT_TRUE(test::contains(test::error_of([&] { placement_resolve(job, C::comm_nccl); }),
+                             "parallel.comm: nccl needs GPUs"));
+}
+
+TEST(Placement, NoBindingEveryRankSeesAllGpus) {  // plain mpirun, or srun --gpus-per-node=4
+  std::vector<RankView> job;
+  add_node(job, "n0", 4, [](int) { return kFour; });
+  add_node(job, "n1", 4, [](int) { return kFour; });
+  const JobPlacement p = placement_resolve(job, C::comm_auto);
+  ASSERT_EQ(p.gpu.size(), 8u);
+  for (int r = 0; r < 8; ++r) {
+    EXPECT_EQ(p.gpu[r].ordinal, r % 4) << r;  // each node starts again at its ordinal 0
+    EXPECT_EQ(p.gpu[r].uuid, kFour[r % 4]) << r;
+    EXPECT_EQ(p.gpu[r].sharers, 1) << r;
+  }
+  EXPECT_EQ(p.comm, C::comm_nccl);
+  EXPECT_EQ(p.shared, "");
+}
+
+TEST(Placement, PerTaskBindingEachRankSeesOnlyItsOwnGpu) {  // srun --gpus-per-task=1
+  std::vector<RankView> job;
+  add_node(job, "n0", 4, [](int l) { return std::vector<std::string>{kFour[l]}; });
+  const JobPlacement p = placement_resolve(job, C::comm_nccl);  // was refused when "4 ranks > 1 device"
+  for (int r = 0; r < 4; ++r) {
+    EXPECT_EQ(p.gpu[r].ordinal, 0) << r;
+    EXPECT_EQ(p.gpu[r].uuid, kFour[r]) << r;
+    EXPECT_EQ(p.gpu[r].sharers, 1) << r;
+  }
+  EXPECT_EQ(p.comm, C::comm_nccl);
+}
+
+TEST(Placement, ClosestBindingSocketsSeeTheirOwnGpus) {  // --gpu-bind=closest, 2 sockets
+  std::vector<RankView> job;
+  add_node(job, "n0", 4, [](int l) { return l < 2 ? gpus({"GPU-a", "GPU-b"}) : gpus({"GPU-c", "GPU-d"}); });
+  const JobPlacement p = placement_resolve(job, C::comm_auto);
+  const char* want[] = {"GPU-a", "GPU-b", "GPU-c", "GPU-d"};
+  for (int r = 0; r < 4; ++r) EXPECT_EQ(p.gpu[r].uuid, want[r]) << r;
+  EXPECT_EQ(p.comm, C::comm_nccl);
+
+  // Ranks placed cyclically over the sockets (srun --distribution=block:cyclic): local
+  // ranks 0 and 2 see socket 0's GPUs, 1 and 3 socket 1's. local_rank % 2 would put ranks
+  // 0 and 2 both on GPU-a and ranks 1 and 3 both on GPU-d.
+  job.clear();
+  add_node(job, "n0", 4, [](int l) { return l % 2 == 0 ? gpus({"GPU-a", "GPU-b"}) : gpus({"GPU-c", "GPU-d"}); });
+  const JobPlacement q = placement_resolve(job, C::comm_nccl);
+  const char* want2[] = {"GPU-a", "GPU-c", "GPU-b", "GPU-d"};
+  const int ordinal2[] = {0, 0, 1, 1};
+  for (int r = 0; r < 4; ++r) {
+    EXPECT_EQ(q.gpu[r].uuid, want2[r]) << r;
+    EXPECT_EQ(q.gpu[r].ordinal, ordinal2[r]) << r;
+    EXPECT_EQ(q.gpu[r].sharers, 1) << r;
   }
 }
 
-TEST(Runtime, CommOnCudaIsNcclUnlessRanksShareAGpu) {
-  EXPECT_EQ(comm_resolve(C::comm_auto, B::backend_cuda, 8, 8), C::comm_nccl);
-  EXPECT_EQ(comm_resolve(C::comm_auto, B::backend_cuda, 2, 1), C::comm_mpi);  // two ranks, one GPU
-  EXPECT_EQ(comm_resolve(C::comm_mpi, B::backend_cuda, 8, 8), C::comm_mpi);
-  try {
-    comm_resolve(C::comm_nccl, B::backend_cuda, 4, 2);
-    FAIL() << "nccl with 2 ranks per GPU accepted";
-  } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find("4 ranks on this node share 2 GPU(s)"), std::string::npos) << e.what();
+TEST(Placement, MoreRanksThanGpusShareThemAndNcclIsRefused) {
+  std::vector<RankView> job;
+  add_node(job, "n0", 4, [](int) { return gpus({"GPU-a", "GPU-b"}); });
+  add_node(job, "n1", 2, [](int) { return gpus({"GPU-a", "GPU-b"}); });  // another node's GPU-a is another GPU
+  const JobPlacement p = placement_resolve(job, C::comm_auto);
+  const int ordinal[] = {0, 1, 0, 1, 0, 1};
+  const int sharers[] = {2, 2, 2, 2, 1, 1};
+  for (int r = 0; r < 6; ++r) {
+    EXPECT_EQ(p.gpu[r].ordinal, ordinal[r]) << r;
+    EXPECT_EQ(p.gpu[r].sharers, sharers[r]) << r;
   }
+  EXPECT_EQ(p.comm, C::comm_mpi);  // auto: NCCL cannot, the whole job stages through the host
+  EXPECT_EQ(p.shared, "ranks 0, 2 on n0 share GPU-a; ranks 1, 3 on n0 share GPU-b");
+  EXPECT_EQ(placement_resolve(job, C::comm_mpi).comm, C::comm_mpi);
+  const Error e = test::error_of([&] { placement_resolve(job, C::comm_nccl); });
+  EXPECT_TRUE(test::contains(e, "parallel.comm: nccl, but ranks 0, 2 on n0 share GPU-a")) << e.what();
+  EXPECT_EQ(e.kind(), ErrorKind::user);
+
+  // Per-task binding that hands two ranks the same GPU is sharing too.
+  job.clear();
+  add_node(job, "n0", 2, [](int) { return gpus({"GPU-a"}); });
+  EXPECT_EQ(placement_resolve(job, C::comm_auto).shared, "ranks 0, 1 on n0 share GPU-a");
+}
+
+TEST(Placement, BackendsMustAgreeOverTheJob) {
+  std::vector<RankView> job;
+  add_node(job, "gpu-node", 2, [](int) { return kFour; });
+  job.push_back({"cpu-node", B::backend_cpu, {}});
+  job.push_back({"cpu-node", B::backend_cpu, {}});
+  const Error e = test::error_of([&] { placement_resolve(job, C::comm_auto); });
+  EXPECT_EQ(e.kind(), ErrorKind::user);
+  EXPECT_TRUE(test::contains(e, "the CPU backend on cpu-node (ranks 2, 3); but the CUDA backend on gpu-node (ranks 0, 1)"))
+      << e.what();
+}
+
+TEST(Placement, ACudaRankWithoutAGpuIsNamed) {
+  std::vector<RankView> job;
+  add_node(job, "n0", 1, [](int) { return kFour; });
+  add_node(job, "n1", 1, [](int) { return std::vector<std::string>{}; });
+  const Error e = test::error_of([&] { placement_resolve(job, C::comm_auto); });
+  EXPECT_TRUE(test::contains(e, "rank 1 on n1 sees no GPU")) << e.what();
+}
+
+TEST(Placement, TheGatherCarriesEveryField) {
+  comm::ProcessGrid grid(comm::self_comm("world"), 1);
+  const RankView mine{"host-1", B::backend_cuda, gpus({"GPU-a", "GPU-\"odd\""})};
+  const std::vector<RankView> all = placement_gather(grid.world(), mine);
+  ASSERT_EQ(all.size(), 1u);
+  EXPECT_EQ(all[0].node, "host-1");
+  EXPECT_EQ(all[0].backend, B::backend_cuda);
+  EXPECT_EQ(all[0].gpus, mine.gpus);
 }
 
 TEST(Runtime, BackendAutoFollowsTheVisibleDevices) {

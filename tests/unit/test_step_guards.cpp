@@ -86,11 +86,17 @@ TEST(FaultInjection, ParsedForItsRankOnly) {
   EXPECT_TRUE(save.during_save);
   save.maybe_fail_in_step(3);  // fails in the save instead (CheckpointContext::kill_during_save)
 
-  for (const char* bad : {"1", "1:0", "x:2", "0:2:load"}) {
+  ::setenv("ANVIL_FAULT_INJECT", "1:setup", 1);
+  EXPECT_FALSE(fault_injection_from_env(0).stall_setup);
+  const FaultInjection setup = fault_injection_from_env(1);
+  EXPECT_TRUE(setup.stall_setup);
+  EXPECT_EQ(setup.step, 0);
+
+  for (const char* bad : {"1", "1:0", "x:2", "0:2:load", "1:setup:2", "1:stall"}) {
     ::setenv("ANVIL_FAULT_INJECT", bad, 1);
     const Error b = error_of([] { fault_injection_from_env(0); });
     EXPECT_EQ(b.kind(), ErrorKind::user) << bad;
-    EXPECT_TRUE(contains(b, "expected RANK:STEP or RANK:STEP:save")) << b.what();
+    EXPECT_TRUE(contains(b, "expected RANK:STEP, RANK:STEP:save or RANK:setup")) << b.what();
   }
   ::unsetenv("ANVIL_FAULT_INJECT");
 }

@@ -25,11 +25,47 @@ namespace anvil::backend {
 
 int cuda_device_count() {
   int count = 0;
-  if (cudaGetDeviceCount(&count) != cudaSuccess) {
-    (void)cudaGetLastError();  // no driver or no GPU: the answer is 0, not a failure
-    return 0;
+  const cudaError_t err = cudaGetDeviceCount(&count);
+  if (err == cudaSuccess) return count;
+  (void)cudaGetLastError();
+  // No GPU, or no driver at all (a CPU node running the GPU build): the answer is 0. With
+  // a driver installed, any other error is the machine's problem to report, not "no GPU"
+  // (auto would quietly train on the CPU).
+  int driver = 0, runtime = 0;
+  (void)cudaDriverGetVersion(&driver);
+  (void)cudaRuntimeGetVersion(&runtime);
+  if (err == cudaErrorNoDevice || driver == 0) return 0;
+  throw_user_error("CUDA cannot list the GPUs: ", cudaGetErrorName(err), " (", cudaGetErrorString(err),
+                   "); driver supports CUDA ", driver / 1000, ".", driver % 1000 / 10, ", anvil's runtime is ",
+                   runtime / 1000, ".", runtime % 1000 / 10,
+                   " (check nvidia-smi, the driver version and, on NVSwitch systems, nvidia-fabricmanager)");
+}
+
+namespace {
+
+// "GPU-8f1c2e3a-...": the spelling of nvidia-smi -L and CUDA_VISIBLE_DEVICES.
+std::string uuid_text(const cudaUUID_t& id) {
+  std::string uuid = "GPU-";
+  for (int i = 0; i < 16; ++i) {
+    char hex[3];
+    std::snprintf(hex, sizeof hex, "%02x", static_cast<unsigned char>(id.bytes[i]));
+    uuid += hex;
+    if (i == 3 || i == 5 || i == 7 || i == 9) uuid += '-';
   }
-  return count;
+  return uuid;
+}
+
+}  // namespace
+
+std::vector<std::string> cuda_visible_gpus() {
+  std::vector<std::string> out;
+  const int count = cuda_device_count();
+  for (int d = 0; d < count; ++d) {
+    cudaDeviceProp prop{};
+    CUDA_CHECK(cudaGetDeviceProperties(&prop, d));
+    out.push_back(uuid_text(prop.uuid));
+  }
+  return out;
 }
 
 std::unique_ptr<Backend> make_cuda_backend(int device) {
@@ -237,16 +273,9 @@ void CudaBackend::synchronize() { CUDA_CHECK(cudaStreamSynchronize(stream_)); }
 std::string CudaBackend::device_identity() const {
   cudaDeviceProp prop{};
   CUDA_CHECK(cudaGetDeviceProperties(&prop, device_));
-  std::string uuid = "GPU-";
-  for (int i = 0; i < 16; ++i) {
-    char hex[3];
-    std::snprintf(hex, sizeof hex, "%02x", static_cast<unsigned char>(prop.uuid.bytes[i]));
-    uuid += hex;
-    if (i == 3 || i == 5 || i == 7 || i == 9) uuid += '-';
-  }
   char bus[32];
   std::snprintf(bus, sizeof bus, "%04x:%02x:%02x.0", prop.pciDomainID, prop.pciBusID, prop.pciDeviceID);
-  return str_cat(prop.name, " ", uuid, ", bus ", bus);
+  return str_cat(prop.name, " ", uuid_text(prop.uuid), ", bus ", bus);
 }
 
 // 2-D weights (linear layers, embedding, LM head) become bf16, what cuBLASLt and the
