@@ -105,7 +105,7 @@ grep -q '^  lr: 0.0002$' resolved.yaml || fail "resolved config lacks the defaul
 
 # the example configs, pointed at this directory's model (one the CUDA kernels take, for the
 # CUDA config) and data
-for example in demo-cpu:2:tiny-model llama3-8b-lora:8:cuda-model; do  # name:world size of its launch command:model
+for example in demo-cpu:2:tiny-model demo-email:2:tiny-model llama3-8b-lora:8:cuda-model; do  # name:world size of its launch command:model
   IFS=: read -r name world model <<<"$example"
   out=$("$bin" validate "$src/configs/$name.yaml" --world-size "$world" --set model.path="$model" \
     --set data.train=train.jsonl --set data.eval=eval.jsonl 2>&1) || fail "configs/$name.yaml: exit $?"$'\n'"$out"
