@@ -80,7 +80,7 @@ Renderer::Flow Renderer::exec(const std::vector<NodePtr>& body, const ScopePtr& 
     charge(1, n.line);
     switch (n.kind) {
       case NodeKind::text: emit(n.name, n.line); break;
-      case NodeKind::output: emit(to_str(eval(*n.kids[0], scope)), n.line); break;
+      case NodeKind::output: emit(str(eval(*n.kids[0], scope), n.line), n.line); break;
       case NodeKind::if_: {
         Flow f = exec(truthy(eval(*n.kids[0], scope)) ? n.body : n.else_body, scope);
         if (f != Flow::normal) return f;
@@ -208,22 +208,7 @@ Renderer::Flow Renderer::exec_for(const Node& n, const ScopePtr& scope) {
 
 void Renderer::loop_body(const Node& n, const ScopePtr& scope, const Value& items_in, int depth) {
   if (depth > opt_.max_depth) fail(n.line, "recursion deeper than " + std::to_string(opt_.max_depth));
-  List items;
-  switch (items_in.kind) {
-    case Kind::undefined: break;  // iterating an Undefined yields nothing, as in jinja2
-    case Kind::list: items = *items_in.list; break;
-    case Kind::dict:
-      for (const auto& kv : *items_in.dict) items.push_back(Value::string(kv.first));
-      break;
-    case Kind::string:
-      for (std::uint32_t cp : utf8_decode(items_in.s)) {
-        std::string c;
-        utf8_append(cp, c);
-        items.push_back(Value::string(c));
-      }
-      break;
-    default: fail(n.line, std::string("'") + kind_name(items_in.kind) + "' object is not iterable");
-  }
+  List items = iterate(items_in, n.line);
   auto bind = [&](const ScopePtr& frame, const Value& item) {
     if (n.targets.size() == 1) {
       frame->vars.emplace_back(n.targets[0], item);
@@ -377,13 +362,19 @@ Value Renderer::eval(const Node& n, const ScopePtr& scope) {
       Dict d;
       for (std::size_t k = 0; k + 1 < n.kids.size(); k += 2) {
         Value key = eval(*n.kids[k], scope);
-        if (key.kind != Kind::string) fail(n.line, "unsupported template construct: a dict literal key that is not a string");
+        if (key.kind == Kind::list || key.kind == Kind::dict || key.kind == Kind::undefined || key.kind == Kind::function ||
+            key.kind == Kind::ns) {
+          fail(n.line, std::string("unsupported template construct: a dict key of type ") + kind_name(key.kind));
+        }
+        if (key.kind == Kind::floating && key.f == std::floor(key.f)) key = Value::integer(static_cast<std::int64_t>(key.f));
+        if (key.kind == Kind::boolean) key = Value::integer(key.b);  // Python: True and 1 are one key
         Value v = eval(*n.kids[k + 1], scope);
+        std::string dk_text = dict_key(key);
         bool replaced = false;
         for (auto& [dk, dv] : d) {
-          if (dk == key.s) dv = v, replaced = true;
+          if (dk == dk_text) dv = v, replaced = true;
         }
-        if (!replaced) d.emplace_back(key.s, v);
+        if (!replaced) d.emplace_back(dk_text, v);
       }
       return Value::make_dict(std::move(d));
     }
@@ -418,7 +409,7 @@ Value Renderer::eval_compare(const Node& n, const ScopePtr& scope) {
 
 Value Renderer::eval_binary(const Node& n, const Value& a, const Value& b) {
   const std::string& op = n.name;
-  if (op == "~") return Value::string(to_str(a) + to_str(b));
+  if (op == "~") return Value::string(str(a, n.line) + str(b, n.line));
   check_defined(a, n.line);
   check_defined(b, n.line);
   if (a.is_number() && b.is_number()) {
@@ -461,7 +452,12 @@ Value Renderer::eval_binary(const Node& n, const Value& a, const Value& b) {
       return Value::integer(acc);
     }
   }
-  if (op == "+" && a.kind == Kind::string && b.kind == Kind::string) return Value::string(a.s + b.s);
+  if (op == "+" && a.kind == Kind::string && b.kind == Kind::string) {
+    if (!a.markup && !b.markup) return Value::string(a.s + b.s);
+    Value out = Value::string((a.markup ? a.s : html_escape(a.s)) + (b.markup ? b.s : html_escape(b.s)));
+    out.markup = true;
+    return out;
+  }
   if (op == "+" && a.kind == Kind::list && b.kind == Kind::list && a.tuple == b.tuple) {
     List l = *a.list;
     l.insert(l.end(), b.list->begin(), b.list->end());
@@ -475,7 +471,9 @@ Value Renderer::eval_binary(const Node& n, const Value& a, const Value& b) {
     if (a.kind == Kind::string) {
       std::string s;
       for (std::int64_t k = 0; k < times; ++k) s += a.s;
-      return Value::string(std::move(s));
+      Value out = Value::string(std::move(s));
+      out.markup = a.markup;
+      return out;
     }
     List l;
     for (std::int64_t k = 0; k < times; ++k) l.insert(l.end(), a.list->begin(), a.list->end());
@@ -489,6 +487,7 @@ Value Renderer::eval_binary(const Node& n, const Value& a, const Value& b) {
 Value Renderer::eval_slice(const Node& n, const ScopePtr& scope) {
   Value target = eval(*n.kids[0], scope);
   check_defined(target, n.line);
+  if (!target.py_type.empty()) fail(n.line, "'" + target.py_type + "' object is not subscriptable");
   std::int64_t bound[3] = {0, 0, 1};
   bool given[3] = {false, false, false};
   for (int k = 0; k < 3; ++k) {

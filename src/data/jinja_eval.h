@@ -37,6 +37,11 @@ class Renderer {
   Value getitem(const Value& obj, const Value& key, int line);
   // Errors out on an undefined value where jinja2's Undefined would raise.
   void check_defined(const Value& v, int line) const;
+  // The items a for loop or a filter walks: a list's, a dict's keys, a string's characters,
+  // nothing for Undefined. A generator can be walked once.
+  List iterate(const Value& v, int line);
+  // str(v) where the text is output; refuses what Python would print as "<generator ...>".
+  std::string str(const Value& v, int line) const;
   void charge(std::size_t steps, int line);
   std::size_t max_output() const { return opt_.max_output_bytes; }
   const RenderOptions& options() const { return opt_; }

@@ -10,28 +10,6 @@
 namespace anvil::data::jinja {
 namespace {
 
-List as_list(Renderer& r, const Value& v, int line) {
-  switch (v.kind) {
-    case Kind::undefined: return {};
-    case Kind::list: return *v.list;
-    case Kind::dict: {
-      List keys;
-      for (const auto& kv : *v.dict) keys.push_back(Value::string(kv.first));
-      return keys;
-    }
-    case Kind::string: {
-      List chars;
-      for (std::uint32_t cp : utf8_decode(v.s)) {
-        std::string c;
-        utf8_append(cp, c);
-        chars.push_back(Value::string(c));
-      }
-      return chars;
-    }
-    default: r.fail(line, std::string("'") + kind_name(v.kind) + "' object is not iterable");
-  }
-}
-
 // attribute="a.b" (or an index) as jinja2's make_attrgetter resolves it.
 Value attribute_of(Renderer& r, const Value& v, const std::string& path, int line) {
   Value cur = v;
@@ -142,14 +120,25 @@ Value indent_text(Renderer& r, const Value& v, CallArgs& a) {
 Value Renderer::filter(const std::string& name, const Value& v, CallArgs& a, int line) {
   charge(1 + (v.kind == Kind::list ? v.list->size() : v.kind == Kind::string ? v.s.size() / 64 : 0), line);
   auto arg = [&](std::size_t k, const char* n) { return a.get(k, n); };
-  if (name == "safe") return v;
-  if (name == "string") return Value::string(to_str(v));
+  // Filters that keep a Markup a Markup (markupsafe's str methods return Markup).
+  auto same_kind = [&](Value out) {
+    out.markup = v.kind == Kind::string && v.markup;
+    return out;
+  };
+  if (name == "safe" || name == "e" || name == "escape" || name == "forceescape") {
+    bool already = v.kind == Kind::string && v.markup && name != "forceescape";
+    Value out = Value::string(name == "safe" || already ? str(v, line) : html_escape(str(v, line)));
+    out.markup = true;
+    return out;
+  }
+  if (name == "string") return same_kind(Value::string(str(v, line)));
   if (name == "tojson") return tojson(*this, v, a);
   if (name == "trim") {
     const Value* chars = arg(0, "chars");
-    return Value::string(py_strip(to_str(v), chars && chars->kind == Kind::string ? &chars->s : nullptr, true, true));
+    return same_kind(Value::string(py_strip(to_str(v), chars && chars->kind == Kind::string ? &chars->s : nullptr, true, true)));
   }
   if (name == "length" || name == "count") {
+    if (v.py_type == "generator") fail(line, "object of type 'generator' has no len()");
     if (v.kind == Kind::string) return Value::integer(static_cast<std::int64_t>(utf8_decode(v.s).size()));
     if (v.kind == Kind::list) return Value::integer(static_cast<std::int64_t>(v.list->size()));
     if (v.kind == Kind::dict || v.kind == Kind::ns) return Value::integer(static_cast<std::int64_t>((v.dict ? *v.dict : *v.ns).size()));
@@ -162,7 +151,7 @@ Value Renderer::filter(const std::string& name, const Value& v, CallArgs& a, int
     bool use = v.is_undefined() || (boolean && truthy(*boolean) && !truthy(v));
     return use ? (dflt ? *dflt : Value::string("")) : v;
   }
-  if (name == "upper" || name == "lower" || name == "capitalize") return Value::string(py_case(to_str(v), name, *this, line));
+  if (name == "upper" || name == "lower" || name == "capitalize") return same_kind(Value::string(py_case(to_str(v), name, *this, line)));
   if (name == "title") return Value::string(py_case(to_str(v), "jinja_title", *this, line));
   if (name == "replace") {
     const Value* old = arg(0, "old");
@@ -175,19 +164,20 @@ Value Renderer::filter(const std::string& name, const Value& v, CallArgs& a, int
     const Value* sep = arg(0, "d");
     const Value* attr = arg(1, "attribute");
     std::string out;
-    List items = as_list(*this, v, line);
+    List items = iterate(v, line);
     for (std::size_t k = 0; k < items.size(); ++k) {
-      if (k) out += sep ? to_str(*sep) : "";
-      out += to_str(attr ? attribute_of(*this, items[k], to_str(*attr), line) : items[k]);
+      if (k) out += sep ? str(*sep, line) : "";
+      out += str(attr ? attribute_of(*this, items[k], to_str(*attr), line) : items[k], line);
     }
     return Value::string(std::move(out));
   }
   if (name == "first" || name == "last") {
-    List items = as_list(*this, v, line);
+    if (name == "last" && v.py_type == "generator") fail(line, "'generator' object is not reversible");
+    List items = iterate(v, line);
     if (items.empty()) return Value::undefined("no " + name + " item, sequence was empty");
     return name == "first" ? items.front() : items.back();
   }
-  if (name == "list") return Value::make_list(as_list(*this, v, line));
+  if (name == "list") return Value::make_list(iterate(v, line));
   if (name == "reverse") {
     if (v.kind == Kind::string) {
       auto cps = utf8_decode(v.s);
@@ -195,32 +185,37 @@ Value Renderer::filter(const std::string& name, const Value& v, CallArgs& a, int
       for (auto it = cps.rbegin(); it != cps.rend(); ++it) utf8_append(*it, out);
       return Value::string(std::move(out));
     }
-    List items = as_list(*this, v, line);
+    List items = iterate(v, line);
     std::reverse(items.begin(), items.end());
-    return Value::make_list(std::move(items));
+    Value out = Value::generator(std::move(items));  // reversed(list): an iterator
+    out.py_type = v.kind == Kind::list && v.py_type.empty() ? "list_reverseiterator" : "generator";
+    return out;
   }
   if (name == "items") {
     if (v.is_undefined()) return Value::make_list({});
     if (v.kind != Kind::dict) fail(line, "items filter expects a mapping");
     List out;
-    for (const auto& [k, x] : *v.dict) out.push_back(Value::make_list({Value::string(k), x}, true));
-    return Value::make_list(std::move(out));
+    for (const auto& [k, x] : *v.dict) out.push_back(Value::make_list({dict_key_value(k), x}, true));
+    return Value::generator(std::move(out));
   }
+  // map, select, reject, selectattr, rejectattr are generators in jinja2, and yield nothing
+  // for a false value (None included) without iterating it.
   if (name == "map") {
     List out;
+    if (!truthy(v)) return Value::generator({});
     const Value* attr = arg(99, "attribute");
     if (attr) {
       const Value* dflt = arg(99, "default");
-      for (const auto& x : as_list(*this, v, line)) {
+      for (const auto& x : iterate(v, line)) {
         Value got = attribute_of(*this, x, to_str(*attr), line);
         out.push_back(got.is_undefined() && dflt ? *dflt : got);
       }
-      return Value::make_list(std::move(out));
+      return Value::generator(std::move(out));
     }
     if (a.pos.empty() || a.pos[0].kind != Kind::string) fail(line, "map needs a filter name or attribute=");
     CallArgs rest = shift_args(a, 1);
-    for (const auto& x : as_list(*this, v, line)) out.push_back(filter(a.pos[0].s, x, rest, line));
-    return Value::make_list(std::move(out));
+    for (const auto& x : iterate(v, line)) out.push_back(filter(a.pos[0].s, x, rest, line));
+    return Value::generator(std::move(out));
   }
   if (name == "select" || name == "reject" || name == "selectattr" || name == "rejectattr") {
     bool by_attr = name == "selectattr" || name == "rejectattr";
@@ -231,12 +226,13 @@ Value Renderer::filter(const std::string& name, const Value& v, CallArgs& a, int
     if (has_test && a.pos[test_at].kind != Kind::string) fail(line, name + ": the test must be named by a string");
     CallArgs rest = shift_args(a, test_at + 1);
     List out;
-    for (const auto& x : as_list(*this, v, line)) {
+    if (!truthy(v)) return Value::generator({});
+    for (const auto& x : iterate(v, line)) {
       Value subject = by_attr ? attribute_of(*this, x, a.pos[0].s, line) : x;
       bool ok = has_test ? test(a.pos[test_at].s, subject, rest, line) : truthy(subject);
       if (ok == keep_if) out.push_back(x);
     }
-    return Value::make_list(std::move(out));
+    return Value::generator(std::move(out));
   }
   if (name == "int") {
     const Value* dflt = arg(0, "default");
@@ -279,7 +275,7 @@ Value Renderer::filter(const std::string& name, const Value& v, CallArgs& a, int
     fail(line, std::string("bad operand type for abs(): '") + kind_name(v.kind) + "'");
   }
   if (name == "round") return round_value(*this, v, a);
-  if (name == "indent") return indent_text(*this, v, a);
+  if (name == "indent") return same_kind(indent_text(*this, v, a));
   if (name == "wordcount") {
     std::int64_t n = 0;
     bool in_word = false;
@@ -299,13 +295,13 @@ Value Renderer::filter(const std::string& name, const Value& v, CallArgs& a, int
       const Value* rev = arg(2, "reverse");
       int pos = by && by->kind == Kind::string && by->s == "value" ? 1 : 0;
       List out;
-      for (const auto& [k, x] : *v.dict) out.push_back(Value::make_list({Value::string(k), x}, true));
+      for (const auto& [k, x] : *v.dict) out.push_back(Value::make_list({dict_key_value(k), x}, true));
       sort_values(*this, out, rev && truthy(*rev), [&](const Value& x) { return sort_key((*x.list)[pos], case_sensitive); }, line);
       return Value::make_list(std::move(out));
     }
     const Value* attr = arg(name == "sort" ? 2 : 1, "attribute");
     auto key = [&](const Value& x) { return sort_key(attr ? attribute_of(*this, x, to_str(*attr), line) : x, case_sensitive); };
-    List items = as_list(*this, v, line);
+    List items = iterate(v, line);
     if (name == "sort") {
       const Value* rev = arg(0, "reverse");
       sort_values(*this, items, rev && truthy(*rev), key, line);
@@ -319,7 +315,22 @@ Value Renderer::filter(const std::string& name, const Value& v, CallArgs& a, int
         out.push_back(x);
       }
     }
-    return Value::make_list(std::move(out));
+    return Value::generator(std::move(out));
+  }
+  if (name == "min" || name == "max") {
+    const Value* cs = arg(0, "case_sensitive");
+    const Value* attr = arg(1, "attribute");
+    List items = iterate(v, line);
+    if (items.empty()) return Value::undefined("no " + name + " item, sequence was empty");
+    auto key = [&](const Value& x) { return sort_key(attr ? attribute_of(*this, x, to_str(*attr), line) : x, cs && truthy(*cs)); };
+    std::string err;
+    std::size_t best = 0;
+    for (std::size_t k = 1; k < items.size(); ++k) {
+      int c = compare(key(items[k]), key(items[best]), err);
+      if (name == "min" ? c < 0 : c > 0) best = k;
+    }
+    if (!err.empty()) fail(line, name + ": " + err);
+    return items[best];
   }
   if (name == "sum") {
     const Value* attr = arg(0, "attribute");
@@ -328,7 +339,7 @@ Value Renderer::filter(const std::string& name, const Value& v, CallArgs& a, int
     std::int64_t i = start ? to_int(*start) : 0;
     bool is_float = start && start->kind == Kind::floating;
     if (is_float) f = start->f;
-    for (const auto& x0 : as_list(*this, v, line)) {
+    for (const auto& x0 : iterate(v, line)) {
       Value x = attr ? attribute_of(*this, x0, to_str(*attr), line) : x0;
       if (!x.is_number()) fail(line, "sum of non-numbers");
       if (x.kind == Kind::floating && !is_float) is_float = true, f = static_cast<double>(i);
@@ -341,20 +352,6 @@ Value Renderer::filter(const std::string& name, const Value& v, CallArgs& a, int
     const Value* n = arg(0, "name");
     if (!n || n->kind != Kind::string) fail(line, "attr needs a name");
     return getattr(v, n->s, line);
-  }
-  if (name == "e" || name == "escape" || name == "forceescape") {
-    std::string out;
-    for (char c : to_str(v)) {
-      switch (c) {
-        case '&': out += "&amp;"; break;
-        case '<': out += "&lt;"; break;
-        case '>': out += "&gt;"; break;
-        case '"': out += "&#34;"; break;
-        case '\'': out += "&#39;"; break;
-        default: out += c;
-      }
-    }
-    return Value::string(std::move(out));
   }
   fail(line, "unsupported template construct: filter '" + name + "'");
 }
@@ -419,8 +416,13 @@ bool Renderer::test(const std::string& name, const Value& v, CallArgs& a, int li
       if (v.kind != Kind::string) fail(line, "'in <string>' requires string as left operand, not " + std::string(kind_name(v.kind)));
       return c.s.find(v.s) != std::string::npos;
     }
-    if (c.kind == Kind::list) return std::any_of(c.list->begin(), c.list->end(), [&](const Value& x) { return equal(x, v); });
-    if (c.kind == Kind::dict || c.kind == Kind::ns) return v.kind == Kind::string && c.find(v.s) != nullptr;
+    if (c.kind == Kind::list) {
+      List items = iterate(c, line);
+      return std::any_of(items.begin(), items.end(), [&](const Value& x) { return equal(x, v); });
+    }
+    if (c.kind == Kind::dict || c.kind == Kind::ns) {
+      return v.kind != Kind::list && v.kind != Kind::dict && c.find(dict_key(v.kind == Kind::boolean ? Value::integer(v.b) : v)) != nullptr;
+    }
     if (c.is_undefined()) return false;
     fail(line, std::string("argument of type '") + kind_name(c.kind) + "' is not iterable");
   }

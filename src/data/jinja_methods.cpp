@@ -20,6 +20,47 @@ std::string arg_string(Renderer& r, const CallArgs& a, std::size_t index, const 
   return v->s;
 }
 
+// str.format with "{}", "{0}" and "{name}" fields (no format spec or conversion).
+std::string py_format(const std::string& s, Renderer& r, const CallArgs& a) {
+  std::string out;
+  std::size_t auto_index = 0;
+  for (std::size_t k = 0; k < s.size(); ++k) {
+    char c = s[k];
+    if ((c == '{' || c == '}') && k + 1 < s.size() && s[k + 1] == c) {
+      out += c;
+      ++k;
+      continue;
+    }
+    if (c == '}') r.fail(a.line, "str.format: single '}' encountered in format string");
+    if (c != '{') {
+      out += c;
+      continue;
+    }
+    std::size_t end = s.find('}', k);
+    if (end == std::string::npos) r.fail(a.line, "str.format: single '{' encountered in format string");
+    std::string field = s.substr(k + 1, end - k - 1);
+    if (field.find_first_of(":!.[{") != std::string::npos) {
+      r.fail(a.line, "unsupported template construct: str.format field '{" + field + "}'");
+    }
+    const Value* v = nullptr;
+    if (field.empty()) {
+      v = auto_index < a.pos.size() ? &a.pos[auto_index] : nullptr;
+      ++auto_index;
+    } else if (field.find_first_not_of("0123456789") == std::string::npos) {
+      std::size_t i = std::stoul(field);
+      v = i < a.pos.size() ? &a.pos[i] : nullptr;
+    } else {
+      for (const auto& [kn, kv] : a.kw) {
+        if (kn == field) v = &kv;
+      }
+    }
+    if (v == nullptr) r.fail(a.line, "str.format: no argument for '{" + field + "}'");
+    out += r.str(*v, a.line);
+    k = end;
+  }
+  return out;
+}
+
 Value string_method(const std::string& s, const std::string& name, Renderer& r, CallArgs& a) {
   if (name == "strip" || name == "lstrip" || name == "rstrip") {
     const Value* chars = a.get(0, "chars");
@@ -94,6 +135,7 @@ Value string_method(const std::string& s, const std::string& name, Renderer& r, 
       name == "isupper") {
     return Value::boolean(py_is(s, name, r, a.line));
   }
+  if (name == "format") return Value::string(py_format(s, r, a));
   r.fail(a.line, "unsupported template construct: str." + name + "()");
 }
 
@@ -128,6 +170,16 @@ Value Renderer::method(const Value& obj, const std::string& name, int line) {
                    "() is refused: transformers renders templates in an immutable sandbox");
   }
   return Value::function([obj, name](Renderer& r, CallArgs& a) -> Value {
+    if (obj.kind == Kind::string && obj.markup) {  // Markup's methods escape their arguments
+      bool keeps = name == "strip" || name == "lstrip" || name == "rstrip" || name == "upper" || name == "lower" ||
+                   name == "title" || name == "capitalize";
+      if (!keeps && !name.starts_with("is") && name != "startswith" && name != "endswith" && name != "find" && name != "count") {
+        r.fail(a.line, "unsupported template construct: str." + name + "() of a |safe (Markup) string");
+      }
+      Value out = string_method(obj.s, name, r, a);
+      out.markup = keeps;
+      return out;
+    }
     if (obj.kind == Kind::string) return string_method(obj.s, name, r, a);
     if (obj.kind == Kind::list) {
       const Value* x = a.get(0, "value");
@@ -145,18 +197,54 @@ Value Renderer::method(const Value& obj, const std::string& name, int line) {
       const Value* key = a.get(0, "key");
       if (key == nullptr) r.fail(a.line, "dict.get() takes at least 1 argument");
       const Value* dflt = a.get(1, "default");
-      const Value* hit = key->kind == Kind::string ? obj.find(key->s) : nullptr;
+      const Value* hit = key->kind == Kind::list || key->kind == Kind::dict ? nullptr : obj.find(dict_key(*key));
       return hit ? *hit : dflt ? *dflt : Value::none();
     }
     if (name == "copy") return obj;
     List out;
     for (const auto& [k, v] : *obj.dict) {
-      if (name == "keys") out.push_back(Value::string(k));
+      if (name == "keys") out.push_back(dict_key_value(k));
       else if (name == "values") out.push_back(v);
-      else out.push_back(Value::make_list({Value::string(k), v}, true));
+      else out.push_back(Value::make_list({dict_key_value(k), v}, true));
     }
-    return Value::make_list(std::move(out));
+    Value view = Value::make_list(std::move(out));
+    view.py_type = "dict_" + name;
+    return view;
   });
+}
+
+List Renderer::iterate(const Value& v, int line) {
+  switch (v.kind) {
+    case Kind::undefined: return {};  // iterating an Undefined yields nothing, as in jinja2
+    case Kind::list:
+      if (v.consumed) {
+        if (*v.consumed) fail(line, "unsupported template construct: a " + v.py_type + " (the result of map, select, ...) iterated a second time");
+        *v.consumed = true;
+      }
+      return *v.list;
+    case Kind::dict: {
+      List keys;
+      for (const auto& kv : *v.dict) keys.push_back(dict_key_value(kv.first));
+      return keys;
+    }
+    case Kind::string: {
+      List chars;
+      for (std::uint32_t cp : utf8_decode(v.s)) {
+        std::string c;
+        utf8_append(cp, c);
+        chars.push_back(Value::string(c));
+      }
+      return chars;
+    }
+    default: fail(line, std::string("'") + kind_name(v.kind) + "' object is not iterable");
+  }
+}
+
+std::string Renderer::str(const Value& v, int line) const {
+  if (v.kind == Kind::list && !v.py_type.empty()) {
+    fail(line, "unsupported template construct: printing a " + v.py_type + " (Python prints its type and address)");
+  }
+  return to_str(v);
 }
 
 // obj.name: a method first (jinja2 tries Python attributes first), then a dict key.
@@ -176,8 +264,11 @@ Value Renderer::getattr(const Value& obj, const std::string& name, int line) {
 // obj[key]: an item first, then (for a string key) an attribute, as jinja2's getitem.
 Value Renderer::getitem(const Value& obj, const Value& key, int line) {
   check_defined(obj, line);
-  if ((obj.kind == Kind::dict || obj.kind == Kind::ns) && key.kind == Kind::string) {
-    if (const Value* v = obj.find(key.s)) return *v;
+  if (obj.kind == Kind::list && !obj.py_type.empty()) fail(line, "'" + obj.py_type + "' object is not subscriptable");
+  if ((obj.kind == Kind::dict || obj.kind == Kind::ns) && key.kind != Kind::list && key.kind != Kind::dict) {
+    Value k = key.kind == Kind::boolean ? Value::integer(key.b) : key;
+    if (k.kind == Kind::floating && k.f == static_cast<double>(static_cast<std::int64_t>(k.f))) k = Value::integer(static_cast<std::int64_t>(k.f));
+    if (const Value* v = obj.find(dict_key(k))) return *v;
   }
   bool int_key = key.kind == Kind::integer || key.kind == Kind::boolean;
   std::int64_t idx = key.kind == Kind::integer ? key.i : key.b;

@@ -23,6 +23,30 @@ Value Value::make_dict(Dict x) {
   return v;
 }
 
+Value Value::generator(List x) {
+  Value v = make_list(std::move(x));
+  v.py_type = "generator";
+  v.consumed = std::make_shared<bool>(false);
+  return v;
+}
+
+std::string dict_key(const Value& k) {
+  if (k.kind == Kind::string) return k.s;
+  char tag = k.kind == Kind::none ? 'n' : k.kind == Kind::boolean ? 'b' : k.kind == Kind::integer ? 'i' : 'f';
+  return std::string("\x1f") + tag + to_str(k);
+}
+
+Value dict_key_value(const std::string& k) {
+  if (k.size() < 2 || k[0] != '\x1f') return Value::string(k);
+  std::string body = k.substr(2);
+  switch (k[1]) {
+    case 'n': return Value::none();
+    case 'b': return Value::boolean(body == "True");
+    case 'i': return Value::integer(std::stoll(body));
+    default: return Value::floating(std::stod(body));
+  }
+}
+
 Value Value::function(Function f) {
   Value v;
   v.kind = Kind::function;
@@ -97,7 +121,7 @@ bool truthy(const Value& v) {
     case Kind::integer: return v.i != 0;
     case Kind::floating: return v.f != 0;
     case Kind::string: return !v.s.empty();
-    case Kind::list: return !v.list->empty();
+    case Kind::list: return v.py_type == "generator" || !v.list->empty();
     case Kind::dict: return !v.dict->empty();
     default: return true;
   }
@@ -182,6 +206,21 @@ bool is_py_space(std::uint32_t cp) {
          cp == 0x202F || cp == 0x205F || cp == 0x3000;
 }
 
+std::string html_escape(const std::string& s) {
+  std::string out;
+  for (char c : s) {
+    switch (c) {
+      case '&': out += "&amp;"; break;
+      case '<': out += "&lt;"; break;
+      case '>': out += "&gt;"; break;
+      case '"': out += "&#34;"; break;
+      case '\'': out += "&#39;"; break;
+      default: out += c;
+    }
+  }
+  return out;
+}
+
 // Code points str.isprintable() rejects (control, format, separators), as repr escapes them.
 static bool repr_escapes(std::uint32_t cp) {
   return cp < 0x20 || (cp >= 0x7F && cp <= 0xA0) || cp == 0xAD || (cp >= 0x2000 && cp <= 0x200F) ||
@@ -231,7 +270,7 @@ std::string to_repr(const Value& v) {
       std::string out = "{";
       for (std::size_t k = 0; k < v.dict->size(); ++k) {
         if (k) out += ", ";
-        out += string_repr((*v.dict)[k].first) + ": " + to_repr((*v.dict)[k].second);
+        out += to_repr(dict_key_value((*v.dict)[k].first)) + ": " + to_repr((*v.dict)[k].second);
       }
       return out + "}";
     }
@@ -357,6 +396,10 @@ void to_json_text(const Value& v, const JsonStyle& style, int level, std::string
       return;
     case Kind::string: json_string(v.s, style.ensure_ascii, out); return;
     case Kind::list: {
+      if (!v.py_type.empty()) {
+        error = "Object of type " + v.py_type + " is not JSON serializable";
+        return;
+      }
       if (v.list->empty()) {
         out += "[]";
         return;
@@ -385,7 +428,14 @@ void to_json_text(const Value& v, const JsonStyle& style, int level, std::string
       for (std::size_t k = 0; k < items.size(); ++k) {
         if (k) out += style.item_sep;
         if (style.indent >= 0) json_newline(style, level + 1, out);
-        json_string(items[k]->first, style.ensure_ascii, out);
+        Value key = dict_key_value(items[k]->first);  // json.dumps writes non-string keys as their JSON text
+        if (key.kind == Kind::string) {
+          json_string(key.s, style.ensure_ascii, out);
+        } else {
+          std::string text;
+          to_json_text(key, style, level, text, error);
+          json_string(text, style.ensure_ascii, out);
+        }
         out += style.key_sep;
         to_json_text(items[k]->second, style, level + 1, out, error);
       }

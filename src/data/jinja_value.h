@@ -20,7 +20,9 @@ struct Value;
 struct CallArgs;
 class Renderer;
 using List = std::vector<Value>;
-using Dict = std::vector<std::pair<std::string, Value>>;  // insertion order, as Python's dict
+// Insertion order, as Python's dict. Keys are strings; a template's non-string key (an int
+// in a dict literal) is held as dict_key() encodes it.
+using Dict = std::vector<std::pair<std::string, Value>>;
 using Function = std::function<Value(Renderer&, CallArgs&)>;
 
 enum class Kind { undefined, none, boolean, integer, floating, string, list, dict, function, ns };
@@ -29,6 +31,14 @@ struct Value {
   Kind kind = Kind::undefined;
   bool b = false;
   bool tuple = false;  // a list printed as a Python tuple
+  // A list that stands for another Python iterable: "generator" (map, select, ... return
+  // one: always true, no len, one pass, not printable) or "dict_items"/"dict_keys"/
+  // "dict_values" (views: not printable as a list, not JSON). Empty for a plain list.
+  std::string py_type;
+  std::shared_ptr<bool> consumed;  // a generator's: already iterated
+  // A str that is markupsafe's Markup (from |safe or |escape): '+' HTML-escapes a plain str
+  // on its other side, as jinja2 without autoescape still does.
+  bool markup = false;
   std::int64_t i = 0;
   double f = 0;
   std::string s;  // string; for undefined, the name that was missing (for errors)
@@ -46,6 +56,7 @@ struct Value {
   static Value make_list(List x, bool is_tuple = false);
   static Value make_dict(Dict x);
   static Value function(Function f);
+  static Value generator(List x);
 
   bool is_undefined() const { return kind == Kind::undefined; }
   bool is_number() const { return kind == Kind::integer || kind == Kind::floating || kind == Kind::boolean; }
@@ -62,6 +73,10 @@ struct CallArgs {
 };
 
 Value from_json(const nlohmann::ordered_json& j);
+// A dict key as stored, and back: strings are themselves; None, bools, ints and floats are
+// tagged with a leading "\x1f" that no template text uses.
+std::string dict_key(const Value& k);
+Value dict_key_value(const std::string& k);
 const char* kind_name(Kind k);
 bool truthy(const Value& v);
 // str(v) and repr(v) as Python prints them (floats shortest round-trip, True, None, lists).
@@ -86,5 +101,7 @@ void to_json_text(const Value& v, const JsonStyle& style, int level, std::string
 std::vector<std::uint32_t> utf8_decode(std::string_view s);
 void utf8_append(std::uint32_t cp, std::string& out);
 bool is_py_space(std::uint32_t cp);
+// markupsafe.escape: & < > ' " as entities.
+std::string html_escape(const std::string& s);
 
 }  // namespace anvil::data::jinja
