@@ -6,7 +6,7 @@ namespace anvil::cli {
 
 ChatPrompter::ChatPrompter(const std::string& model_dir, const std::string& template_flag,
                            const data::Tokenizer& tok)
-    : tok_(tok), renderer_(data::chat_template_detect(model_dir, template_flag), tok) {}
+    : tok_(tok), renderer_(data::chat_template_find(model_dir, template_flag), tok) {}
 
 std::vector<std::int32_t> ChatPrompter::ids(const std::vector<data::ChatMessage>& messages,
                                             const std::string& where) const {

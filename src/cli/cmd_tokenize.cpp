@@ -103,13 +103,13 @@ void run_records(const TokenizeOptions& opt) {
   const data::Tokenizer tok = data::Tokenizer::load(opt.model_dir);
   data::RecordOptions ro;
   ro.train_on_prompt = opt.train_on_prompt;
-  std::optional<data::ChatTemplate> kind;
+  std::optional<data::ChatTemplateSource> source;
   if (!opt.chat_template.empty())
-    kind = data::chat_template_detect(opt.model_dir, opt.chat_template);
+    source = data::chat_template_find(opt.model_dir, opt.chat_template);
   else
-    kind = data::chat_template_try_detect(opt.model_dir, ro.chat_problem);
+    source = data::chat_template_try_find(opt.model_dir, ro.chat_problem);
   std::optional<data::ChatRenderer> renderer;
-  if (kind) ro.chat = &renderer.emplace(*kind, tok);
+  if (source) ro.chat = &renderer.emplace(*source, tok);
   data::RecordEncoder encoder(tok, ro);
   std::string out;
   const data::FileReport report = encoder.read_file(

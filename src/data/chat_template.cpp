@@ -3,11 +3,12 @@
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
+#include <span>
 #include <filesystem>
 
 #include "core/error.h"
+#include "data/jinja.h"
 #include "data/tokenizer.h"
-#include "data/tokenizer_utf8.h"
 #include "io/files.h"
 
 namespace anvil::data {
@@ -19,25 +20,6 @@ std::string options_text() {
   return s;
 }
 
-// Python's str.isspace(), which Jinja's trim (str.strip()) uses: Unicode White_Space
-// plus the separators U+001C..U+001F.
-bool python_space(char32_t c) { return unicode_is_white_space(c) || (c >= 0x1C && c <= 0x1F); }
-
-// Jinja's trim: whitespace off both ends. `s` is valid UTF-8 (the JSON reader checked it).
-std::string_view trim(std::string_view s) {
-  std::size_t begin = 0, end = 0, i = 0;
-  bool seen = false;
-  while (i < s.size()) {
-    const std::size_t at = i;
-    const char32_t c = utf8_next(s, i);
-    if (python_space(c)) continue;
-    if (!seen) begin = at;
-    seen = true;
-    end = i;
-  }
-  return seen ? s.substr(begin, end - begin) : std::string_view{};
-}
-
 enum class Role { system, user, assistant };
 
 std::optional<Role> role_of(std::string_view role) {
@@ -47,38 +29,33 @@ std::optional<Role> role_of(std::string_view role) {
   return std::nullopt;
 }
 
-// Appends text; a trained piece extends the last trained range when they touch.
-class Builder {
- public:
-  explicit Builder(RenderedChat& out) : out_(out) {
-    out_.text.clear();
-    out_.trained.clear();
+// What every template takes: known roles, a system message only first.
+std::optional<ChatProblem> check_roles(const std::vector<ChatMessage>& messages) {
+  for (std::size_t i = 0; i < messages.size(); ++i) {
+    const std::optional<Role> role = role_of(messages[i].role);
+    if (!role)
+      return ChatProblem{false, str_cat("message ", i, ": role \"", messages[i].role,
+                                        "\" is not one of system, user, assistant")};
+    if (*role == Role::system && i > 0)
+      return ChatProblem{false, str_cat("message ", i, ": a system message must come first")};
   }
-  void add(std::string_view s, bool trained) {
-    const std::size_t b = out_.text.size();
-    out_.text += s;
-    if (!trained || s.empty()) return;
-    if (!out_.trained.empty() && out_.trained.back().second == b)
-      out_.trained.back().second = out_.text.size();
-    else
-      out_.trained.emplace_back(b, out_.text.size());
-  }
-
- private:
-  RenderedChat& out_;
-};
-
-std::string token_spelling(const Tokenizer& tok, std::optional<std::int32_t> id, const char* what,
-                           ChatTemplate t) {
-  ANVIL_CHECK_INPUT(id.has_value(), "chat template ", chat_template_name(t), " needs the tokenizer's ", what,
-                    " token, and it has none");
-  return *tok.id_to_token(*id);
+  return std::nullopt;
 }
 
-void require_token(const Tokenizer& tok, const char* token, ChatTemplate t) {
-  ANVIL_CHECK_INPUT(tok.token_to_id(token).has_value(), "chat template ", chat_template_name(t),
-                    " needs the token ", token, ", which the model's tokenizer does not have (is it the "
-                    "right template for this model? the options are ", options_text(), ")");
+bool is_blank(std::string_view s) {
+  return s.find_first_not_of(" \t\n\r\f\v") == std::string_view::npos;
+}
+
+// The <|...|> markers a rendering writes: special tokens the tokenizer must have.
+std::vector<std::string> markers_in(std::string_view text) {
+  std::vector<std::string> out;
+  for (std::size_t at = text.find("<|"); at != std::string_view::npos; at = text.find("<|", at + 2)) {
+    const std::size_t end = text.find("|>", at + 2);
+    if (end == std::string_view::npos || end - at > 64) continue;
+    const std::string_view m = text.substr(at, end + 2 - at);
+    if (m.find_first_of(" \n") == std::string_view::npos) out.emplace_back(m);
+  }
+  return out;
 }
 
 }  // namespace
@@ -99,17 +76,6 @@ std::optional<ChatTemplate> chat_template_from_name(std::string_view name) {
   return static_cast<ChatTemplate>(it - names.begin());
 }
 
-ChatTemplate chat_template_detect_text(std::string_view jinja, const std::string& where) {
-  // llama3 before mistral: nothing else carries these markers, and they never co-occur
-  // in the templates of the families anvil trains.
-  if (jinja.find("<|start_header_id|>") != std::string_view::npos) return ChatTemplate::chat_llama3;
-  if (jinja.find("<|im_start|>") != std::string_view::npos) return ChatTemplate::chat_chatml;
-  if (jinja.find("[INST]") != std::string_view::npos) return ChatTemplate::chat_mistral;
-  throw_user_error(where, ": the chat template is none that anvil knows (it has none of the markers "
-                   "<|start_header_id|>, <|im_start|>, [INST]); set data.chat_template (anvil generate/eval/"
-                   "tokenize: --template) to one of ", options_text());
-}
-
 const std::string& chat_template_jinja(ChatTemplate t) {
   // The layouts of the header comment; llama3's is also what anvil init-model writes.
   static const std::vector<std::string> texts{
@@ -118,7 +84,11 @@ const std::string& chat_template_jinja(ChatTemplate t) {
       "{% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\n\n' }}{% endif %}",
       "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + "
       "'<|im_end|>' + '\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}",
-      "{{ bos_token }}{% for message in messages %}{% if message['role'] == 'user' %}{{ '[INST] ' + "
+      "{{ bos_token }}{% set offset = 1 if messages and messages[0]['role'] == 'system' else 0 %}"
+      "{% for message in messages %}{% if message['role'] != 'system' and (message['role'] == 'user') != "
+      "((loop.index0 - offset) % 2 == 0) %}{{ raise_exception('mistral conversations alternate user and "
+      "assistant, starting with user (after an optional system message)') }}{% endif %}"
+      "{% if message['role'] == 'user' %}{{ '[INST] ' + "
       "(messages[0]['content'] + '\n\n' if loop.index0 == 1 and messages[0]['role'] == 'system' else '') + "
       "message['content'] + ' [/INST]' }}{% elif message['role'] == 'assistant' %}"
       "{{ message['content'] + eos_token }}{% endif %}{% endfor %}"};
@@ -162,15 +132,10 @@ ChatTemplateSource chat_template_find(const std::string& model_dir, const std::s
   throw_user_error(path, ": \"chat_template\" is neither a string nor a list with a \"default\" entry", hint);
 }
 
-ChatTemplate chat_template_detect(const std::string& model_dir, const std::string& configured) {
-  const ChatTemplateSource source = chat_template_find(model_dir, configured);
-  return chat_template_detect_text(source.text, source.where);
-}
-
-std::optional<ChatTemplate> chat_template_try_detect(const std::string& model_dir, std::string& why,
-                                                     const std::string& configured) {
+std::optional<ChatTemplateSource> chat_template_try_find(const std::string& model_dir, std::string& why,
+                                                         const std::string& configured) {
   try {
-    return chat_template_detect(model_dir, configured);
+    return chat_template_find(model_dir, configured);
   } catch (const Error& e) {
     if (e.kind() != ErrorKind::user) throw;
     why = e.what();
@@ -178,109 +143,118 @@ std::optional<ChatTemplate> chat_template_try_detect(const std::string& model_di
   }
 }
 
-ChatRenderer::ChatRenderer(ChatTemplate t, const Tokenizer& tok) : kind_(t) {
-  switch (t) {
-    case ChatTemplate::chat_llama3:
-      bos_ = token_spelling(tok, tok.bos_id(), "BOS", t);
-      for (const char* token : {"<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"}) require_token(tok, token, t);
-      end_of_turn_ = *tok.token_to_id("<|eot_id|>");
-      break;
-    case ChatTemplate::chat_chatml:
-      for (const char* token : {"<|im_start|>", "<|im_end|>"}) require_token(tok, token, t);
-      end_of_turn_ = *tok.token_to_id("<|im_end|>");
-      break;
-    case ChatTemplate::chat_mistral:
-      bos_ = token_spelling(tok, tok.bos_id(), "BOS", t);
-      eos_ = token_spelling(tok, tok.eos_id(), "EOS", t);
-      end_of_turn_ = *tok.eos_id();
-      break;
+void chat_template_check(const std::string& configured) {
+  const ChatTemplateSource source = chat_template_find("", configured);
+  const jinja::Template parsed(source.text, source.where);
+}
+
+ChatRenderer::ChatRenderer(ChatTemplate t, const Tokenizer& tok)
+    : ChatRenderer(ChatTemplateSource{chat_template_jinja(t), "chat template " + chat_template_name(t)}, tok) {}
+
+ChatRenderer::~ChatRenderer() = default;
+
+ChatRenderer::ChatRenderer(const ChatTemplateSource& source, const Tokenizer& tok)
+    : where_(source.where), template_(std::make_unique<jinja::Template>(source.text, source.where)) {
+  // transformers passes the tokenizer's special tokens; a template that uses one the
+  // tokenizer lacks would quietly render nothing for it.
+  if (const auto id = tok.bos_id()) bos_ = *tok.id_to_token(*id);
+  if (const auto id = tok.eos_id()) eos_ = *tok.id_to_token(*id);
+  ANVIL_CHECK_INPUT(!(bos_.empty() && source.text.find("bos_token") != std::string::npos), where_,
+                    ": the chat template writes bos_token, but the model's tokenizer has no BOS token");
+  ANVIL_CHECK_INPUT(!(eos_.empty() && source.text.find("eos_token") != std::string::npos), where_,
+                    ": the chat template writes eos_token, but the model's tokenizer has no EOS token");
+  // A probe conversation: its markers must be the tokenizer's tokens, and what follows the
+  // answer is the end of a turn.
+  const std::vector<ChatMessage> probe{{"user", "Hi"}, {"assistant", "Hello"}};
+  std::string asked, answered;
+  const auto p1 = render_text(probe, 1, true, asked, nullptr);
+  const auto p2 = render_text(probe, 2, false, answered, nullptr);
+  if (p1 || p2) throw_user_error(where_, ": the chat template does not render a user and an assistant message: ",
+                                 (p1 ? p1 : p2)->message);
+  for (const std::string& m : markers_in(answered))
+    ANVIL_CHECK_INPUT(tok.token_to_id(m).has_value(), where_, ": the chat template writes ", m,
+                      ", which the model's tokenizer does not have (is it the right template for this model? "
+                      "anvil's own are ", [] {
+                        std::string names;
+                        for (const std::string& n : chat_template_names()) names += (names.empty() ? "" : ", ") + n;
+                        return names;
+                      }(), ")");
+  const std::size_t answer = answered.find("Hello", answered.starts_with(asked) ? asked.size() : 0);
+  std::string_view after = answer == std::string::npos ? std::string_view{} : std::string_view(answered).substr(answer + 5);
+  after.remove_prefix(std::min(after.size(), after.find_first_not_of(" \t\n")));
+  const std::vector<std::int32_t> ids = tok.encode(after, false);
+  const std::span<const std::int32_t> first(ids.data(), ids.empty() ? 0 : 1);
+  if (!ids.empty() && tok.decode(first, true).empty() && !tok.decode(first, false).empty())
+    end_of_turn_ = ids.front();  // a special token
+  else if (const auto eos = tok.eos_id())
+    end_of_turn_ = *eos;
+}
+
+std::optional<ChatProblem> ChatRenderer::render_text(const std::vector<ChatMessage>& messages, std::size_t count,
+                                                     bool add_generation_prompt, std::string& text,
+                                                     std::vector<std::pair<std::size_t, std::size_t>>* generation) const {
+  nlohmann::ordered_json context = nlohmann::ordered_json::object();
+  nlohmann::ordered_json& list = context["messages"] = nlohmann::ordered_json::array();
+  for (std::size_t i = 0; i < count; ++i) list.push_back({{"role", messages[i].role}, {"content", messages[i].content}});
+  context["add_generation_prompt"] = add_generation_prompt;
+  if (!bos_.empty()) context["bos_token"] = bos_;
+  if (!eos_.empty()) context["eos_token"] = eos_;
+  try {
+    jinja::Rendered r = template_->render(context);
+    text = std::move(r.text);
+    if (generation) *generation = std::move(r.generation);
+  } catch (const Error& e) {
+    if (e.kind() != ErrorKind::user) throw;
+    return ChatProblem{false, e.what()};
   }
+  return std::nullopt;
 }
 
 std::optional<ChatProblem> ChatRenderer::render_prompt(const std::vector<ChatMessage>& messages,
                                                       std::string& out) const {
   if (messages.empty() || messages.back().role != "user")
     return ChatProblem{false, "the conversation to answer must end with a user message"};
-  // The generation prompt is, by construction, the text render() puts in front of an
-  // assistant's content: the text the model was trained to continue. Rendered with a
-  // placeholder answer and cut where the answer's trained range begins.
-  std::vector<ChatMessage> with_answer = messages;
-  with_answer.push_back({"assistant", "x"});
-  RenderedChat rendered;
-  if (auto problem = render(with_answer, false, rendered)) return problem;
-  ANVIL_CHECK(!rendered.trained.empty(), "a rendered answer has no trained range");
-  out.assign(rendered.text, 0, rendered.trained.back().first);
-  return std::nullopt;
+  if (auto problem = check_roles(messages)) return problem;
+  return render_text(messages, messages.size(), true, out, nullptr);
 }
 
 std::optional<ChatProblem> ChatRenderer::render(const std::vector<ChatMessage>& messages, bool train_on_prompt,
                                                RenderedChat& out) const {
   if (messages.empty()) return ChatProblem{true, "\"messages\" is empty"};
+  if (auto problem = check_roles(messages)) return problem;
   bool has_answer = false;
-  std::size_t first = 0;  // the first message after an optional system message
-  std::string_view system;
-  for (std::size_t i = 0; i < messages.size(); ++i) {
-    const std::optional<Role> role = role_of(messages[i].role);
-    if (!role)
-      return ChatProblem{false, str_cat("message ", i, ": role \"", messages[i].role,
-                                        "\" is not one of system, user, assistant")};
-    if (*role == Role::system && i > 0)
-      return ChatProblem{false, str_cat("message ", i, ": a system message must come first")};
-    if (*role == Role::system) {
-      system = messages[i].content;
-      first = 1;
-    }
-    if (kind_ == ChatTemplate::chat_mistral && i >= first && (*role == Role::user) != ((i - first) % 2 == 0))
-      return ChatProblem{false, str_cat("message ", i, ": mistral conversations alternate user and assistant, "
-                                        "starting with user (after an optional system message); found \"",
-                                        messages[i].role, "\"")};
-    if (*role == Role::assistant && !trim(messages[i].content).empty()) has_answer = true;
-  }
+  for (const ChatMessage& m : messages) has_answer = has_answer || (m.role == "assistant" && !is_blank(m.content));
   if (!has_answer) return ChatProblem{true, "no assistant message with content: nothing to train"};
 
-  Builder b(out);
-  const bool all = train_on_prompt;
-  switch (kind_) {
-    case ChatTemplate::chat_llama3:
-      b.add(bos_, all);
-      for (const ChatMessage& m : messages) {
-        const bool answer = m.role == "assistant";
-        b.add("<|start_header_id|>", all);
-        b.add(m.role, all);
-        b.add("<|end_header_id|>\n\n", all);
-        b.add(trim(m.content), all || answer);
-        b.add("<|eot_id|>", all || answer);
-      }
-      break;
-    case ChatTemplate::chat_chatml:
-      for (const ChatMessage& m : messages) {
-        const bool answer = m.role == "assistant";
-        b.add("<|im_start|>", all);
-        b.add(m.role, all);
-        b.add("\n", all);
-        b.add(m.content, all || answer);
-        b.add("<|im_end|>", all || answer);
-        b.add("\n", all);
-      }
-      break;
-    case ChatTemplate::chat_mistral:
-      b.add(bos_, all);
-      for (std::size_t i = first; i < messages.size(); ++i) {
-        const ChatMessage& m = messages[i];
-        if ((i - first) % 2 == 0) {  // a user turn (checked above)
-          b.add("[INST] ", all);
-          if (i == first && first == 1) {
-            b.add(system, all);
-            b.add("\n\n", all);
-          }
-          b.add(m.content, all);
-          b.add(" [/INST]", all);
-        } else {
-          b.add(m.content, true);
-          b.add(eos_, true);
-        }
-      }
-      break;
+  out.trained.clear();
+  std::vector<std::pair<std::size_t, std::size_t>> generation;
+  if (auto problem = render_text(messages, messages.size(), false, out.text, &generation)) return problem;
+  if (train_on_prompt) {
+    out.trained.emplace_back(0, out.text.size());
+    return std::nullopt;
+  }
+  if (template_->has_generation_blocks()) {
+    out.trained = std::move(generation);
+    return std::nullopt;
+  }
+  // Each answer: what the conversation through it renders beyond its generation prompt.
+  std::string asked, answered;
+  for (std::size_t i = 0; i < messages.size(); ++i) {
+    if (messages[i].role != "assistant") continue;
+    if (auto problem = render_text(messages, i, true, asked, nullptr)) return problem;
+    if (auto problem = render_text(messages, i + 1, false, answered, nullptr)) return problem;
+    if (!answered.starts_with(asked) || !out.text.starts_with(answered))
+      return ChatProblem{false, str_cat("message ", i, ": ", where_, " renders the conversation before this answer "
+                                        "differently once later messages follow, so anvil cannot tell which "
+                                        "tokens are the answer (train on the last answer alone, or use a template "
+                                        "with {% generation %} blocks)")};
+    std::size_t end = answered.size();
+    while (end > asked.size() && std::string_view(" \t\n\r").find(answered[end - 1]) != std::string_view::npos) --end;
+    if (end == asked.size()) continue;
+    if (!out.trained.empty() && out.trained.back().second == asked.size())
+      out.trained.back().second = end;
+    else
+      out.trained.emplace_back(asked.size(), end);
   }
   return std::nullopt;
 }

@@ -1,27 +1,34 @@
 // Chat templates: a conversation ({"messages": [{"role", "content"}, ...]}) rendered into
 // the one string the model's own chat template renders (transformers'
 // apply_chat_template, which vLLM and llama.cpp servers apply at inference), together
-// with the byte ranges that are trained: each assistant turn's content and the token that
+// with the byte ranges that are trained: each assistant turn's content and the markup that
 // ends it. The string is tokenized whole, as the server tokenizes it, and a token is
 // trained when its text reaches into a trained range (data/dataset.cpp).
 //
 // Where the template comes from, in this order (chat_template_find): data.chat_template
 // (or --template: a name below, or a path to a .jinja file), chat_template.jinja in the
 // model directory (where current transformers saves it), tokenizer_config.json's
-// "chat_template". Until anvil renders Jinja itself the text is recognised as one of
-// three templates by its marker; a template that is none of them is a user error.
+// "chat_template". Any template is rendered by anvil's Jinja renderer (data/jinja.h) with
+// transformers' semantics, byte for byte.
 //
-// Templates, by name and the marker that detects them in a template's text:
-//   llama3   <|start_header_id|>  BOS, then per message
+// Which bytes are an answer comes from the rendering itself, not from per-template code:
+// the template's {% generation %} blocks where it has them (as transformers'
+// return_assistant_tokens_mask reads them), otherwise each assistant turn is what the
+// conversation up to that turn renders beyond its generation prompt (the conversation
+// before it with add_generation_prompt), without trailing whitespace. A template whose
+// earlier turns change once later ones follow cannot be read that way: such a conversation
+// is refused, naming the message.
+//
+// anvil's own templates, by name (the texts of chat_template_jinja):
+//   llama3   BOS, then per message
 //            <|start_header_id|>ROLE<|end_header_id|>\n\nCONTENT<|eot_id|>  (content trimmed)
-//   chatml   <|im_start|>         <|im_start|>ROLE\nCONTENT<|im_end|>\n  (Qwen2, SmolLM2)
-//   mistral  [INST]               BOS [INST] USER [/INST]ASSISTANT</s>[INST] ... ; a system
-//            message is put in front of the first user message, followed by a blank line
-// anvil adds no default system message (some Qwen2/SmolLM2 templates do): put one in the
-// data when the model expects it.
+//   chatml   <|im_start|>ROLE\nCONTENT<|im_end|>\n  (Qwen2, SmolLM2 without their default system)
+//   mistral  BOS [INST] USER [/INST]ASSISTANT</s>[INST] ... ; a system message is put in
+//            front of the first user message, followed by a blank line
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -30,8 +37,12 @@
 
 namespace anvil::data {
 
+namespace jinja {
+class Template;
+}
 class Tokenizer;
 
+// anvil's own templates, for data.chat_template by name.
 enum class ChatTemplate { chat_llama3, chat_chatml, chat_mistral };
 
 // "llama3", "chatml", "mistral", in enum order.
@@ -55,16 +66,13 @@ struct ChatTemplateSource {
 // {name, template} where "default" is used. A user error names what was looked at when
 // there is no template.
 ChatTemplateSource chat_template_find(const std::string& model_dir, const std::string& configured = "");
-
-// chat_template_find's template recognised by its markers. A user error names the file
-// and the options when there is none or it is not one of ours.
-ChatTemplate chat_template_detect(const std::string& model_dir, const std::string& configured = "");
-// The same, but without a usable template it returns nullopt and `why` (the error text):
-// for data where chat records may not occur, so that only a chat record fails.
-std::optional<ChatTemplate> chat_template_try_detect(const std::string& model_dir, std::string& why,
-                                                     const std::string& configured = "");
-// The same for the template text; `where` names its source in errors.
-ChatTemplate chat_template_detect_text(std::string_view jinja, const std::string& where);
+// The same, but without a template it returns nullopt and `why` (the error text): for
+// data where chat records may not occur, so that only a chat record fails.
+std::optional<ChatTemplateSource> chat_template_try_find(const std::string& model_dir, std::string& why,
+                                                         const std::string& configured = "");
+// A configured template (a name or a .jinja file) read and parsed: a user error names the
+// file and what in it anvil cannot render.
+void chat_template_check(const std::string& configured);
 
 struct ChatMessage {
   std::string_view role;  // system, user, assistant
@@ -81,30 +89,42 @@ struct ChatProblem {
   std::string message;
 };
 
-// The special-token spellings a template needs, checked against the tokenizer once.
+// A template parsed once, with the tokenizer's special tokens it is rendered with.
 class ChatRenderer {
  public:
-  // A user error names the template and the token when the tokenizer lacks one of them.
+  // A user error names the template when it cannot be parsed, uses bos_token / eos_token
+  // and the tokenizer has none, or writes a <|...|> marker the tokenizer lacks (the wrong
+  // template for this model).
+  ChatRenderer(const ChatTemplateSource& source, const Tokenizer& tok);
+  // One of anvil's own templates.
   ChatRenderer(ChatTemplate t, const Tokenizer& tok);
+  ~ChatRenderer();
 
   // Renders `messages` into `out` (replacing it). train_on_prompt: everything is trained.
-  // Returns what is wrong with the conversation instead (an unknown role, roles out of
-  // order; or nothing to train: no messages, no assistant turn with content); the caller
-  // adds file and line.
+  // Returns what is wrong with the conversation instead (an unknown role, a misplaced
+  // system message, the template's own raise_exception; or nothing to train: no messages,
+  // no assistant turn with content); the caller adds file and line.
   std::optional<ChatProblem> render(const std::vector<ChatMessage>& messages, bool train_on_prompt,
                                     RenderedChat& out) const;
   // What a chat model is prompted with (transformers' add_generation_prompt=True): the
-  // conversation so far, which must end with a user message, then what the template puts
-  // in front of an assistant's content. Into `out` (replacing it); a problem as render's.
+  // conversation so far, which must end with a user message, then the template's
+  // generation prompt. Into `out` (replacing it); a problem as render's.
   std::optional<ChatProblem> render_prompt(const std::vector<ChatMessage>& messages, std::string& out) const;
   // The token that ends an assistant turn (<|eot_id|>, <|im_end|>, EOS for mistral):
-  // where generation stops.
+  // where generation stops. The first token the template writes after an answer; EOS when
+  // it writes none; -1 when there is neither.
   std::int32_t end_of_turn_id() const { return end_of_turn_; }
-  ChatTemplate kind() const { return kind_; }
+  const std::string& where() const { return where_; }
 
  private:
-  ChatTemplate kind_;
-  std::string bos_, eos_;
+  // The rendering of messages[0, count); a template error is returned as a problem.
+  std::optional<ChatProblem> render_text(const std::vector<ChatMessage>& messages, std::size_t count,
+                                         bool add_generation_prompt, std::string& text,
+                                         std::vector<std::pair<std::size_t, std::size_t>>* generation) const;
+
+  std::string where_;
+  std::unique_ptr<jinja::Template> template_;
+  std::string bos_, eos_;  // empty: the tokenizer has none (the context leaves them undefined)
   std::int32_t end_of_turn_ = -1;
 };
 

@@ -218,9 +218,10 @@ std::string cache_key(const PrepareSpec& spec, const std::string& model_dir) {
   const RecordOptions& r = spec.records;
   h.field(str_cat(spec.eval_fraction, " ", static_cast<int>(r.format), " ", r.add_eos, " ", r.train_on_prompt, " ",
                   static_cast<int>(r.on_error), " ",
-                  spec.chat_template ? chat_template_name(*spec.chat_template) : std::string("none"), " ",
                   spec.seq_len, " ", spec.packing, " ", static_cast<int>(spec.overflow), " ", spec.shuffle, " ",
                   spec.seed));
+  h.field("chat_template");
+  h.field(spec.chat_template ? spec.chat_template->text : std::string("none"));
   return h.hex();
 }
 

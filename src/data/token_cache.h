@@ -36,7 +36,7 @@ struct PrepareSpec {
   std::optional<std::string> eval;  // eval file
   double eval_fraction = 0.0;       // or: this share of the training records, held out by a seeded hash
   RecordOptions records;
-  std::optional<ChatTemplate> chat_template;  // the template records.chat renders (part of the key)
+  std::optional<ChatTemplateSource> chat_template;  // the template records.chat renders (its text is part of the key)
   std::int64_t seq_len = 0;
   bool packing = true;
   Overflow overflow = Overflow::overflow_truncate;

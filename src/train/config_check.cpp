@@ -98,7 +98,7 @@ void check_lora_targets(const TrainConfig& cfg, const model::ModelSpec& spec, st
                                                              "lora.targets)")});
 }
 
-// data.chat_template: a template's name, or a .jinja file holding one that anvil knows.
+// data.chat_template: a template's name, or a .jinja file holding one that anvil can render.
 void check_chat_template(const std::string& value, bool check_files, std::vector<KeyProblem>& out) {
   if (data::chat_template_from_name(value)) return;
   if (!value.ends_with(".jinja")) {
@@ -109,7 +109,7 @@ void check_chat_template(const std::string& value, bool check_files, std::vector
   }
   if (!check_files) return;
   try {
-    data::chat_template_detect("", value);
+    data::chat_template_check(value);
   } catch (const Error& e) {
     if (e.kind() != ErrorKind::user) throw;
     out.push_back({"data.chat_template", e.what()});

@@ -62,10 +62,10 @@ data::PrepareSpec make_spec(const TrainConfig& cfg, const data::Tokenizer& tok,
 
   if (cfg.data.chat_template || cfg.data.format == DataFormat::format_chat) {
     // Errors name the file and the options.
-    spec.chat_template = data::chat_template_detect(cfg.model.path, cfg.data.chat_template.value_or(""));
+    spec.chat_template = data::chat_template_find(cfg.model.path, cfg.data.chat_template.value_or(""));
   } else if (cfg.data.format == DataFormat::format_auto) {
     std::string why;
-    spec.chat_template = data::chat_template_try_detect(cfg.model.path, why);
+    spec.chat_template = data::chat_template_try_find(cfg.model.path, why);
     if (!spec.chat_template) spec.records.chat_problem = "no chat template: " + why;
   } else {
     spec.records.chat_problem = str_cat("data.format is ", enum_name(cfg.data.format));

@@ -72,35 +72,75 @@ TEST_F(ChatTemplateTest, FoundInTheConfigThenTheModelsJinjaFileThenTokenizerConf
   const std::string jinja = put("chat_template.jinja", chat_template_jinja(ChatTemplate::chat_chatml));
   s = chat_template_find(dir);
   EXPECT_EQ(s.where, jinja);
-  EXPECT_EQ(chat_template_detect(dir), ChatTemplate::chat_chatml);
+  EXPECT_EQ(s.text, chat_template_jinja(ChatTemplate::chat_chatml));
   // The configured template comes first: a name, or any file.
-  EXPECT_EQ(chat_template_detect(dir, "mistral"), ChatTemplate::chat_mistral);
   EXPECT_EQ(chat_template_find(dir, "mistral").text, chat_template_jinja(ChatTemplate::chat_mistral));
   const std::string mine = put("mine.jinja", "{{ bos_token }}<|start_header_id|>...");
   s = chat_template_find(dir, mine);
   EXPECT_EQ(s.where, mine);
-  EXPECT_EQ(chat_template_detect(dir, mine), ChatTemplate::chat_llama3);
+  EXPECT_EQ(s.text, "{{ bos_token }}<|start_header_id|>...");
   // Errors name the file the template came from, even when a later source would do.
-  put("chat_template.jinja", "{% for m in messages %}{{ m.content }}{% endfor %}");
-  auto e = error_of([&] { chat_template_detect(dir); });
+  put("chat_template.jinja", "{% for m in messages %}{{ m.content }{% endfor %}");
+  auto e = error_of([&] { ChatRenderer(chat_template_find(dir), Tokenizer::load(dir)); });
   EXPECT_EQ(e.kind(), anvil::ErrorKind::user);
-  EXPECT_TRUE(contains(e, jinja + ": the chat template is none that anvil knows")) << e.what();
-  EXPECT_TRUE(contains(e, "llama3, chatml, mistral")) << e.what();
-  e = error_of([&] { chat_template_detect(dir, dir + "/missing.jinja"); });
+  EXPECT_TRUE(contains(e, jinja)) << e.what();
+  e = error_of([&] { chat_template_find(dir, dir + "/missing.jinja"); });
   EXPECT_TRUE(contains(e, "chat template '" + dir + "/missing.jinja': not one of llama3, chatml, mistral"))
       << e.what();
+  e = error_of([&] { chat_template_check(jinja); });
+  EXPECT_TRUE(contains(e, jinja)) << e.what();
   std::string why;
-  EXPECT_EQ(chat_template_try_detect(dir, why), std::nullopt);
-  EXPECT_TRUE(why.find(jinja) != std::string::npos) << why;
   std::filesystem::remove(jinja);
-  EXPECT_EQ(chat_template_try_detect(dir, why), ChatTemplate::chat_llama3);
+  std::filesystem::remove(dir_ / "tokenizer_config.json");
+  EXPECT_EQ(chat_template_try_find(dir, why), std::nullopt);
+  EXPECT_TRUE(why.find("no chat_template.jinja and no tokenizer_config.json") != std::string::npos) << why;
 }
 
-TEST_F(ChatTemplateTest, TheBuiltInTextsAreRecognisedAsTheirOwnTemplate) {
-  for (const std::string& name : chat_template_names()) {
-    const ChatTemplate t = *chat_template_from_name(name);
-    EXPECT_EQ(chat_template_detect_text(chat_template_jinja(t), name), t) << name;
-  }
+TEST_F(ChatTemplateTest, AnyTemplateRendersAndItsAnswersAreTrained) {
+  // Not one of anvil's: a default system message, a role prefix, answers between markers.
+  const std::string text =
+      "{% if messages[0]['role'] != 'system' %}{{ 'SYS: be brief\n' }}{% endif %}"
+      "{% for m in messages %}{% if m['role'] == 'assistant' %}{{ '<|im_start|>' + m['content'] + '<|im_end|>\n' }}"
+      "{% else %}{{ m['role'] | upper + ': ' + m['content'] + '\n' }}{% endif %}{% endfor %}"
+      "{% if add_generation_prompt %}{{ '<|im_start|>' }}{% endif %}";
+  const ChatRenderer r(ChatTemplateSource{text, "t.jinja"}, Tokenizer::load(dir_.string()));
+  RenderedChat out;
+  ASSERT_FALSE(r.render({{"user", "a"}, {"assistant", "b"}, {"user", "c"}, {"assistant", "d"}}, false, out));
+  EXPECT_EQ(out.text, "SYS: be brief\nUSER: a\n<|im_start|>b<|im_end|>\nUSER: c\n<|im_start|>d<|im_end|>\n");
+  ASSERT_EQ(out.trained.size(), 2u);
+  EXPECT_EQ(out.text.substr(out.trained[0].first, out.trained[0].second - out.trained[0].first), "b<|im_end|>");
+  EXPECT_EQ(out.text.substr(out.trained[1].first, out.trained[1].second - out.trained[1].first), "d<|im_end|>");
+  EXPECT_EQ(r.end_of_turn_id(), 263);
+  std::string prompt;
+  ASSERT_FALSE(r.render_prompt({{"user", "a"}}, prompt));
+  EXPECT_EQ(prompt, "SYS: be brief\nUSER: a\n<|im_start|>");
+
+  // {% generation %} blocks say what is trained.
+  const std::string marked =
+      "{% for m in messages %}{% if m['role'] == 'assistant' %}{% generation %}{{ m['content'] }}{% endgeneration %}"
+      "{{ '<|im_end|>' }}{% else %}{{ m['content'] }}{% endif %}{% endfor %}";
+  const ChatRenderer g(ChatTemplateSource{marked, "g.jinja"}, Tokenizer::load(dir_.string()));
+  ASSERT_FALSE(g.render({{"user", "a"}, {"assistant", "bc"}}, false, out));
+  EXPECT_EQ(out.text, "abc<|im_end|>");
+  ASSERT_EQ(out.trained.size(), 1u);
+  EXPECT_EQ(out.trained[0], (std::pair<std::size_t, std::size_t>{1, 3}));
+
+  // A template that rewrites earlier turns once later ones follow is refused, named.
+  const std::string unstable =
+      "{% for m in messages %}{% if loop.last %}{{ 'LAST ' }}{% endif %}{{ m['content'] + '<|im_end|>' }}{% endfor %}";
+  const ChatRenderer u(ChatTemplateSource{unstable, "u.jinja"}, Tokenizer::load(dir_.string()));
+  const auto problem = u.render({{"user", "a"}, {"assistant", "b"}, {"user", "c"}, {"assistant", "d"}}, false, out);
+  ASSERT_TRUE(problem.has_value());
+  EXPECT_TRUE(problem->message.find("message 1: u.jinja renders the conversation") != std::string::npos)
+      << problem->message;
+  // raise_exception is the conversation's problem, with the template's message.
+  const ChatRenderer x(ChatTemplateSource{"{% if messages|length > 2 %}{{ raise_exception('one turn only') }}"
+                                          "{% endif %}{% for m in messages %}{{ m['content'] }}{% endfor %}", "x.jinja"},
+                       Tokenizer::load(dir_.string()));
+  const auto raised = x.render({{"user", "a"}, {"assistant", "b"}, {"user", "c"}}, false, out);
+  ASSERT_TRUE(raised.has_value());
+  EXPECT_FALSE(raised->nothing_to_train);
+  EXPECT_TRUE(raised->message.find("one turn only") != std::string::npos) << raised->message;
 }
 
 TEST_F(ChatTemplateTest, PromptIsTheConversationAndTheGenerationPrompt) {

@@ -354,17 +354,13 @@ TEST_F(Dataset, ChatTemplateNeedsItsTokens) {
   expect_user_error([&] { ChatRenderer(ChatTemplate::chat_llama3, tokenizer_with_config("")); }, {"llama3", "BOS"});
 }
 
-TEST_F(Dataset, ChatTemplateIsDetectedByItsMarkers) {
-  EXPECT_EQ(chat_template_detect(dir_.string()), ChatTemplate::chat_llama3);  // the generated tokenizer's
-  EXPECT_EQ(chat_template_detect_text("{% for m in messages %}<|im_start|>{{ m.role }}", "t"), ChatTemplate::chat_chatml);
-  EXPECT_EQ(chat_template_detect_text("{{ bos_token }}[INST] {{ m }} [/INST]", "t"), ChatTemplate::chat_mistral);
-  expect_user_error([] { chat_template_detect_text("{{ messages }}", "cfg.json: chat_template"); },
-                    {"cfg.json: chat_template", "llama3, chatml, mistral"});
+TEST_F(Dataset, ChatTemplateIsTheModelsOwnText) {
+  EXPECT_EQ(chat_template_find(dir_.string()).text, chat_template_jinja(ChatTemplate::chat_llama3));  // the generated tokenizer's
   write("tokenizer_config.json", R"({"chat_template": [{"name": "tool_use", "template": "x"},)"
                                  R"( {"name": "default", "template": "<|im_start|>"}]})");
-  EXPECT_EQ(chat_template_detect(dir_.string()), ChatTemplate::chat_chatml);
+  EXPECT_EQ(chat_template_find(dir_.string()).text, "<|im_start|>");
   write("tokenizer_config.json", R"({"eos_token": "x"})");
-  expect_user_error([&] { chat_template_detect(dir_.string()); }, {"tokenizer_config.json", "no \"chat_template\"", "mistral"});
+  expect_user_error([&] { chat_template_find(dir_.string()); }, {"tokenizer_config.json", "no \"chat_template\"", "mistral"});
   EXPECT_EQ(chat_template_from_name("chatml"), ChatTemplate::chat_chatml);
   EXPECT_EQ(chat_template_from_name("vicuna"), std::nullopt);
 }
@@ -575,7 +571,7 @@ TEST_F(TokenCacheTest, KeyFollowsEveryInput) {
   s.records.train_on_prompt = true;
   EXPECT_NE(cache_key(s, dir_.string()), k);
   s = base;
-  s.chat_template = ChatTemplate::chat_llama3;
+  s.chat_template = ChatTemplateSource{chat_template_jinja(ChatTemplate::chat_llama3), "llama3"};
   EXPECT_NE(cache_key(s, dir_.string()), k);
   write("a.jsonl", records(3, "b"));  // same size, other bytes
   EXPECT_NE(cache_key(base, dir_.string()), k);
