@@ -78,7 +78,7 @@ class Parser {
     while (true) {
       const Token& t = cur();
       if (t.kind == TokenKind::eof) {
-        if (!ends.empty()) fail("unexpected end of template, expected '" + ends.front() + "'");
+        if (!ends.empty()) fail("unexpected end of template, expected '" + ends.back() + "'");
         return body;
       }
       if (t.kind == TokenKind::text) {

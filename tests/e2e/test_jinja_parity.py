@@ -179,9 +179,9 @@ def conversations(template):
     cases = []
     for name, msgs in convs:
         for agp in (False, True):
-            ctx = {"messages": msgs, "add_generation_prompt": agp, "bos_token": "<s>", "eos_token": "</s>"}
-            if name == "tools":
-                ctx["tools"] = TOOLS
+            # as transformers calls render(): tools and documents are None (defined) when not given
+            ctx = {"messages": msgs, "tools": TOOLS if name == "tools" else None, "documents": None,
+                   "add_generation_prompt": agp, "bos_token": "<s>", "eos_token": "</s>"}
             cases.append((f"{name}, add_generation_prompt={agp}", ctx))
     return cases
 
@@ -214,7 +214,7 @@ def transformers_tier(template, cases):
         want = reference(template, ctx)
         if isinstance(want, Exception) or "strftime_now" in template:
             continue  # transformers' strftime_now reads the clock
-        kwargs = {k: v for k, v in ctx.items() if k not in ("messages", "tools", "add_generation_prompt")}
+        kwargs = {k: v for k, v in ctx.items() if k not in ("messages", "tools", "documents", "add_generation_prompt")}
         try:
             got, _ = ctu.render_jinja_template(conversations=[ctx["messages"]], chat_template=template,
                                                tools=ctx.get("tools"),
