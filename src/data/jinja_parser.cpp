@@ -80,6 +80,15 @@ void Parser::end_block(const char* name) {
   expect_block_end();
 }
 
+// "{% else %}...{% end %}" or just "{% end %}" (the parser stands on "else" or the end).
+void Parser::parse_else_and_end(Node& n, const char* end) {
+  if (skip_name("else")) {
+    expect_block_end();
+    n.else_body = parse_body({end});
+  }
+  end_block(end);
+}
+
 NodePtr Parser::parse_if() {
   auto n = make(NodeKind::if_);
   next();
@@ -90,11 +99,7 @@ NodePtr Parser::parse_if() {
     n->else_body.push_back(parse_if());  // the nested if consumes the endif
     return n;
   }
-  if (skip_name("else")) {
-    expect_block_end();
-    n->else_body = parse_body({"endif"});
-  }
-  end_block("endif");
+  parse_else_and_end(*n, "endif");
   return n;
 }
 
@@ -113,11 +118,7 @@ NodePtr Parser::parse_for() {
   ++loop_depth_;
   n->body = parse_body({"else", "endfor"});
   --loop_depth_;
-  if (skip_name("else")) {
-    expect_block_end();
-    n->else_body = parse_body({"endfor"});
-  }
-  end_block("endfor");
+  parse_else_and_end(*n, "endfor");
   return n;
 }
 

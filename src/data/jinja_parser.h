@@ -72,6 +72,7 @@ class Parser {
   std::vector<NodePtr> parse_body(const std::vector<std::string>& ends);
   NodePtr parse_statement();
   void end_block(const char* name);
+  void parse_else_and_end(Node& n, const char* end);
   NodePtr parse_if();
   NodePtr parse_for();
   NodePtr parse_set();
