@@ -8,7 +8,8 @@ strftime_now at a fixed date), on a corpus of real chat templates:
   - anvil's own three layouts, as tests/e2e/test_chat_template.py writes them;
   - any file named in ANVIL_JINJA_EXTRA (colon-separated .jinja or tokenizer_config.json).
 Each template renders a set of conversations (system or not, one and several turns, tool
-calls, unicode, empty content, add_generation_prompt both ways). A template is identical
+calls, unicode, empty content, add_generation_prompt both ways), with the context
+transformers' render() gets (tools and documents None when not given). A template is identical
 when every rendering is byte-identical (both sides raising counts as agreement), refused
 when anvil stops with an unsupported-construct error, differing otherwise; the generation
 ranges are compared too where a template has {% generation %}. Passes when none differ.
