@@ -24,6 +24,7 @@ namespace anvil::data::jinja {
 struct RenderOptions {
   std::size_t max_output_bytes = 16 << 20;  // a template is input: bounded output
   int max_depth = 64;                       // bounded recursion (macros, recursive loops, nesting)
+  std::size_t max_steps = 5'000'000;       // evaluated nodes, loop iterations, items: bounded work
   std::string strftime_now_fixed;           // "YYYY-MM-DD[ HH:MM:SS]": strftime_now() formats
                                             // this fixed time (tests); empty: the local clock
 };

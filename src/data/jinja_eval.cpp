@@ -10,8 +10,6 @@
 namespace anvil::data::jinja {
 namespace {
 
-constexpr std::size_t kMaxSteps = 20'000'000;  // evaluated nodes per render: no endless work
-
 // a op b on int64, where Python would go on into big integers: refused instead.
 template <typename Op>
 std::int64_t checked(Op op, std::int64_t a, std::int64_t b, const Renderer& rr, int line) {
@@ -37,7 +35,7 @@ void Renderer::fail(int line, const std::string& what) const {
 
 void Renderer::charge(std::size_t steps, int line) {
   steps_ += steps;
-  if (steps_ > kMaxSteps) fail(line, "template does too much work (more than 20M steps)");
+  if (steps_ > opt_.max_steps) fail(line, "template does too much work (more than " + std::to_string(opt_.max_steps) + " steps)");
 }
 
 void Renderer::check_defined(const Value& v, int line) const {
@@ -250,6 +248,7 @@ void Renderer::loop_body(const Node& n, const ScopePtr& scope, const Value& item
   });
   const std::int64_t len = static_cast<std::int64_t>(items.size());
   for (std::int64_t k = 0; k < len; ++k) {
+    charge(1, n.line);  // an empty body still costs its iterations
     auto frame = std::make_shared<Scope>();
     frame->parent = scope;
     List cycle_items;

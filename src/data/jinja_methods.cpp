@@ -353,6 +353,7 @@ Value make_range(Renderer& r, CallArgs& a) {
   List out;
   for (std::int64_t x = b[0]; b[2] > 0 ? x < b[1] : x > b[1]; x += b[2]) {
     if (out.size() >= 100000) r.fail(a.line, "range too big (the sandbox allows 100000 items)");
+    r.charge(1, a.line);
     out.push_back(Value::integer(x));
   }
   return Value::make_list(std::move(out));

@@ -8,7 +8,8 @@ strftime_now at a fixed date), on a corpus of real chat templates:
   - anvil's own three layouts, as tests/e2e/test_chat_template.py writes them;
   - any file named in ANVIL_JINJA_EXTRA (colon-separated .jinja or tokenizer_config.json).
 Each template renders a set of conversations (system or not, one and several turns, tool
-calls, unicode, empty content, add_generation_prompt both ways). A template is identical
+calls, unicode, empty content, add_generation_prompt both ways), with the context
+transformers' render() gets (tools and documents None when not given). A template is identical
 when every rendering is byte-identical (both sides raising counts as agreement), refused
 when anvil stops with an unsupported-construct error, differing otherwise; the generation
 ranges are compared too where a template has {% generation %}. Passes when none differ.
@@ -179,9 +180,9 @@ def conversations(template):
     cases = []
     for name, msgs in convs:
         for agp in (False, True):
-            ctx = {"messages": msgs, "add_generation_prompt": agp, "bos_token": "<s>", "eos_token": "</s>"}
-            if name == "tools":
-                ctx["tools"] = TOOLS
+            # as transformers calls render(): tools and documents are None (defined) when not given
+            ctx = {"messages": msgs, "tools": TOOLS if name == "tools" else None, "documents": None,
+                   "add_generation_prompt": agp, "bos_token": "<s>", "eos_token": "</s>"}
             cases.append((f"{name}, add_generation_prompt={agp}", ctx))
     return cases
 
@@ -214,7 +215,7 @@ def transformers_tier(template, cases):
         want = reference(template, ctx)
         if isinstance(want, Exception) or "strftime_now" in template:
             continue  # transformers' strftime_now reads the clock
-        kwargs = {k: v for k, v in ctx.items() if k not in ("messages", "tools", "add_generation_prompt")}
+        kwargs = {k: v for k, v in ctx.items() if k not in ("messages", "tools", "documents", "add_generation_prompt")}
         try:
             got, _ = ctu.render_jinja_template(conversations=[ctx["messages"]], chat_template=template,
                                                tools=ctx.get("tools"),
