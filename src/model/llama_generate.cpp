@@ -119,14 +119,80 @@ const float* Generator::step(std::int32_t token) {
   return logits_.data();
 }
 
+const float* Generator::prefill(std::span<const std::int32_t> tokens) {
+  ANVIL_CHECK(!tokens.empty(), "prefill of no tokens");
+  if (spec_.is_moe()) {  // the experts' path routes one token at a time
+    const float* logits = nullptr;
+    for (const std::int32_t t : tokens) logits = step(t);
+    return logits;
+  }
+  ANVIL_CHECK_INPUT(pos_ + static_cast<std::int64_t>(tokens.size()) <= max_len_, "generation reached its limit of ",
+                    max_len_, " tokens");
+  const std::int64_t C = spec_.hidden_size, D = spec_.head_dim, F = spec_.intermediate_size;
+  const std::int64_t H = spec_.num_attention_heads, Hkv = spec_.num_key_value_heads;
+  const std::int64_t HD = H * D, KV = Hkv * D;
+  const float eps = static_cast<float>(spec_.rms_norm_eps);
+  constexpr std::int64_t kChunk = 128;  // rows per pass: bounds the buffers, keeps the GEMMs wide
+  const std::int64_t rows_max = std::min<std::int64_t>(kChunk, static_cast<std::int64_t>(tokens.size()));
+  auto size = [&](std::vector<float>& b, std::int64_t per_row) { b.resize(static_cast<std::size_t>(rows_max * per_row)); };
+  size(px_, C), size(pxn_, C), size(pq_, HD), size(patt_, HD), size(pgate_, F), size(pup_, F), size(ph_, F);
+  size(pxa_, lora_ ? lora_->spec().rank : 1), size(prstd_, H);
+  ppos_.resize(static_cast<std::size_t>(rows_max));
+  for (std::size_t first = 0; first < tokens.size(); first += static_cast<std::size_t>(kChunk)) {
+    const std::int64_t n = std::min<std::int64_t>(kChunk, static_cast<std::int64_t>(tokens.size() - first));
+    for (std::int64_t i = 0; i < n; ++i) {
+      const std::int32_t t = tokens[first + static_cast<std::size_t>(i)];
+      ANVIL_CHECK_INPUT(t >= 0 && t < spec_.vocab_size, "token id ", t, " is outside the model's vocabulary of ",
+                        spec_.vocab_size);
+      ppos_[static_cast<std::size_t>(i)] = static_cast<std::int32_t>(pos_ + i);
+    }
+    be_.embedding_forward(px_.data(), tokens.data() + first, base_.embed, n);  // (n, C)
+    for (std::int64_t l = 0; l < spec_.num_hidden_layers; ++l) {
+      const LayerWeights& w = base_.layers[static_cast<std::size_t>(l)];
+      float* kc = k_cache_.data() + l * max_len_ * KV;  // (max_len, Hkv*D): rows pos_.. are this chunk's
+      float* vc = v_cache_.data() + l * max_len_ * KV;
+      auto proj = [&](Proj p, float* y, const float* x, float beta) {
+        project_forward(be_, base_, lora_, lora_params_, l, p, y, x, pxa_.data(), n, beta, {});
+      };
+      be_.rmsnorm_forward(pxn_.data(), prstd_.data(), px_.data(), w.attn_norm, n, C, eps);
+      proj(Proj::proj_q, pq_.data(), pxn_.data(), 0.0f);         // (n, H*D)
+      proj(Proj::proj_k, kc + pos_ * KV, pxn_.data(), 0.0f);     // (n, Hkv*D) into the cache
+      proj(Proj::proj_v, vc + pos_ * KV, pxn_.data(), 0.0f);
+      if (spec_.qk_norm) {  // each head over its D channels, in place
+        for (std::int64_t i = 0; i < n; ++i) {
+          be_.rmsnorm_forward(pq_.data() + i * HD, prstd_.data(), pq_.data() + i * HD, w.q_norm, H, D, eps);
+          float* k = kc + (pos_ + i) * KV;
+          be_.rmsnorm_forward(k, prstd_.data(), k, w.k_norm, Hkv, D, eps);
+        }
+      }
+      be_.rope_forward(pq_.data(), ppos_.data(), inv_freq_.data(), n, H, D);
+      be_.rope_forward(kc + pos_ * KV, ppos_.data(), inv_freq_.data(), n, Hkv, D);
+      for (std::int64_t i = 0; i < n; ++i)  // row i sees the cache up to its own position
+        be_.attention_decode(patt_.data() + i * HD, pq_.data() + i * HD, kc, vc, pos_ + i + 1, H, Hkv, D);
+      proj(Proj::proj_o, px_.data(), patt_.data(), 1.0f);        // residual
+      be_.rmsnorm_forward(pxn_.data(), prstd_.data(), px_.data(), w.mlp_norm, n, C, eps);
+      proj(Proj::proj_gate, pgate_.data(), pxn_.data(), 0.0f);   // (n, F)
+      proj(Proj::proj_up, pup_.data(), pxn_.data(), 0.0f);
+      be_.swiglu_forward(ph_.data(), pgate_.data(), pup_.data(), n * F);
+      proj(Proj::proj_down, px_.data(), ph_.data(), 1.0f);       // residual
+    }
+    pos_ += n;
+  }
+  // The logits of the last row only: the next token's.
+  const std::int64_t last = static_cast<std::int64_t>((tokens.size() - 1) % static_cast<std::size_t>(kChunk));
+  float rstd;
+  be_.rmsnorm_forward(xn_.data(), &rstd, px_.data() + last * C, base_.final_norm, 1, C, eps);
+  be_.linear_forward(logits_.data(), xn_.data(), base_.lm_head, nullptr, 1, 0.0f);  // (1, V)
+  return logits_.data();
+}
+
 std::vector<std::int32_t> Generator::generate(std::span<const std::int32_t> prompt,
                                               const GenerateOptions& opt) {
   ANVIL_CHECK_INPUT(!prompt.empty(), "the prompt is empty (no tokens)");
   ANVIL_CHECK_INPUT(static_cast<std::int64_t>(prompt.size()) < max_len_, "the prompt has ",
                     prompt.size(), " tokens; the limit is ", max_len_ - 1);
   reset();
-  const float* logits = nullptr;
-  for (std::int32_t t : prompt) logits = step(t);
+  const float* logits = prefill(prompt);
   std::vector<std::int32_t> out;
   while (static_cast<std::int64_t>(out.size()) < opt.max_new_tokens) {
     const std::int64_t n = opt.vocab_limit > 0 ? std::min(opt.vocab_limit, spec_.vocab_size) : spec_.vocab_size;

@@ -33,6 +33,11 @@ class Generator {
 
   // Feeds one token at the next position and returns the logits (V) for the position after it.
   const float* step(std::int32_t token);
+  // Feeds `tokens` at the next positions at once and returns the logits (V) for the position
+  // after the last: the same cache as step() token by token, but each weight is read once
+  // per chunk of rows instead of once per token (a prompt's prefill). Dense models only
+  // (a MoE model feeds them one at a time).
+  const float* prefill(std::span<const std::int32_t> tokens);
   void reset() { pos_ = 0; }
   std::int64_t position() const { return pos_; }
 
@@ -54,6 +59,9 @@ class Generator {
   std::vector<float> rstd_heads_, router_, probs_, weight_, y_;  // qk-norm and the experts
   std::vector<std::int32_t> expert_, row_, token_;
   std::vector<std::int64_t> offsets_;
+  // prefill's rows: (chunk, C), (chunk, H*D), (chunk, F), ... sized on first use
+  std::vector<float> px_, pxn_, pq_, patt_, pgate_, pup_, ph_, pxa_, prstd_;
+  std::vector<std::int32_t> ppos_;
 };
 
 }  // namespace anvil::model

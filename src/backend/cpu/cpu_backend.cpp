@@ -142,6 +142,16 @@ void CpuBackend::gemm(bool trans_a, bool trans_b, i64 m, i64 n, i64 k, float alp
       for (i64 j = 0; j < n; ++j) c[i * ldc + j] = beta == 0.0f ? 0.0f : beta * c[i * ldc + j];
     return;
   }
+  if (m == 1) {  // one row (a decode step): a matrix-vector product, without sgemm's packing of B
+    const int inc_a = trans_a ? static_cast<int>(lda) : 1;
+    if (trans_b)  // c(n) = B(n, k) a(k)
+      cblas_sgemv(CblasRowMajor, CblasNoTrans, static_cast<int>(n), static_cast<int>(k), alpha, b,
+                  static_cast<int>(ldb), a, inc_a, beta, c, 1);
+    else  // c(n) = B(k, n)^T a(k)
+      cblas_sgemv(CblasRowMajor, CblasTrans, static_cast<int>(k), static_cast<int>(n), alpha, b,
+                  static_cast<int>(ldb), a, inc_a, beta, c, 1);
+    return;
+  }
   cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans,
               trans_b ? CblasTrans : CblasNoTrans, static_cast<int>(m), static_cast<int>(n),
               static_cast<int>(k), alpha, a, static_cast<int>(lda), b, static_cast<int>(ldb), beta,
