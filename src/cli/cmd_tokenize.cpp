@@ -36,6 +36,7 @@ struct TokenizeOptions {
   bool records = false;        // JSONL training records, as anvil train reads them
   std::string chat_template;   // with --records or --chat: empty = the model directory's
   bool train_on_prompt = false;
+  bool show_text = false;      // with --records: each sample's text as it was tokenized
   bool chat = false;           // each line a user turn, with the chat template's generation prompt
   std::string system;          // with --chat: a system message in front of each line
 };
@@ -97,7 +98,8 @@ void run_tokenize(const TokenizeOptions& opt) {
 
 // Each record of a JSONL training file as the trainer sees it: one line per sample,
 // {"line": N, "ids": [...], "trained": [0, 1, ...]} (trained[i]: whether predicting ids[i]
-// is trained); bad records go to the report on stderr.
+// is trained), with --show-text also "text": what was tokenized; bad records go to the
+// report on stderr.
 void run_records(const TokenizeOptions& opt) {
   ANVIL_CHECK_INPUT(!opt.file.empty(), "tokenize --records needs --file (a JSONL file of training records)");
   const data::Tokenizer tok = data::Tokenizer::load(opt.model_dir);
@@ -116,6 +118,7 @@ void run_records(const TokenizeOptions& opt) {
       opt.file, 1, 0,
       [&](std::int64_t line, std::span<const std::int32_t> ids, std::span<const std::uint8_t> trained) {
         nlohmann::json j = {{"line", line}, {"ids", ids}, {"trained", trained}};
+        if (opt.show_text) j["text"] = encoder.text();
         out += j.dump();
         out += '\n';
         if (out.size() > (1 << 16)) {
@@ -148,6 +151,9 @@ void register_tokenize(CLI::App& app) {
                   "With --records or --chat: chat template llama3, chatml, mistral or a .jinja file (default: the "
                   "model's)");
   cmd->add_flag("--train-on-prompt", opt->train_on_prompt, "With --records: as data.train_on_prompt");
+  cmd->add_flag("--show-text", opt->show_text,
+                "With --records: add each sample's text as it was tokenized (a chat record as its template "
+                "renders it) as \"text\"");
   cmd->add_flag("--chat", opt->chat,
                 "Each line is a user turn: print the ids anvil generate --chat prompts the model with (the chat "
                 "template and its generation prompt)");
@@ -157,6 +163,7 @@ void register_tokenize(CLI::App& app) {
                       "tokenize: --chat goes with none of --records, --decode, --add-special (the chat template "
                       "writes its own special tokens)");
     ANVIL_CHECK_INPUT(opt->chat || opt->system.empty(), "tokenize: --system needs --chat");
+    ANVIL_CHECK_INPUT(opt->records || !opt->show_text, "tokenize: --show-text needs --records");
     opt->records ? run_records(*opt) : run_tokenize(*opt);
   });
 }

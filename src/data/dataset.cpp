@@ -159,6 +159,7 @@ FileReport RecordEncoder::read_file(const std::string& path, int stride, int pha
           const std::string_view text = string_field(record, "text");
           if (text.empty()) bad("empty sample", "empty \"text\"");
           encode(text, true);
+          text_.assign(text);
           // A template that already ends texts with EOS (add_eos_token) gets no second one.
           if (eos_ && (ids_.empty() || ids_.back() != *eos_)) ids_.push_back(*eos_);
           trained_.assign(ids_.size(), 1);
@@ -173,6 +174,8 @@ FileReport RecordEncoder::read_file(const std::string& path, int stride, int pha
           if (tok_.adds_eos() && !ids_.empty() && ids_.back() == tok_.eos_id()) ids_.pop_back();
           const std::size_t prompt_len = opt_.train_on_prompt ? 0 : ids_.size();
           encode(completion, false);
+          text_.assign(prompt);
+          text_.append(completion);
           if (eos_) ids_.push_back(*eos_);
           trained_.assign(ids_.size(), 0);
           std::fill(trained_.begin() + static_cast<std::ptrdiff_t>(prompt_len), trained_.end(), 1);
@@ -199,6 +202,7 @@ FileReport RecordEncoder::read_file(const std::string& path, int stride, int pha
             bad(problem->nothing_to_train ? "empty sample" : "bad conversation", problem->message);
           offsets_.clear();
           tok_.encode_append_offsets(chat_.text, false, ids_, offsets_);
+          text_ = chat_.text;
           // A token trains when its text reaches into a trained range.
           trained_.assign(ids_.size(), 0);
           std::size_t r = 0;

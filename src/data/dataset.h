@@ -71,6 +71,9 @@ class RecordEncoder {
   FileReport read_file(const std::string& path, int stride, int phase, const SampleFn& on_sample);
   // The line read_file was at: after a user error, the record at fault (0: the file itself).
   std::int64_t line() const { return line_; }
+  // The text the sample just handed to on_sample was tokenized from: a chat record as its
+  // template rendered it, a prompt/completion record as prompt + completion.
+  const std::string& text() const { return text_; }
 
  private:
   const Tokenizer& tok_;
@@ -80,6 +83,7 @@ class RecordEncoder {
   std::vector<std::uint8_t> trained_;
   std::vector<std::uint32_t> offsets_;
   RenderedChat chat_;
+  std::string text_;
   std::vector<ChatMessage> messages_;
   std::int64_t line_ = 0;
 };

@@ -133,6 +133,10 @@ def check_family(family, template, tmp):
         assert g["ids"] == ids, f"{family}/{template}: ids differ for {c}\n anvil {g['ids']}\n hf    {ids}"
         assert g["trained"] == trained, f"{family}/{template}: trained flags differ for {c}\n anvil {g['trained']}\n want  {trained}"
         assert any(trained), c
+    # --show-text: the string that was tokenized, jinja2's rendering byte for byte.
+    shown, _ = anvil_records(src, data, template, "--show-text")
+    for c, g in zip(convs, shown):
+        assert g["text"] == render(template, c, tok_config), f"{family}/{template}: --show-text differs for {c}"
     # train_on_prompt: every token trained.
     got, _ = anvil_records(src, data, template, "--train-on-prompt")
     assert all(all(g["trained"]) for g in got), f"{family}: --train-on-prompt left tokens untrained"

@@ -155,17 +155,9 @@ TEST(LlamaModel, KvCacheDecoderMatchesFullForward) {
     const float* step = gen.step(rows.ids[static_cast<std::size_t>(t)]);
     EXPECT_LE(rel_error(step, full.data() + t * V, static_cast<std::size_t>(V)), 1e-5) << "position " << t;
   }
-}
-
-TEST(LlamaModel, PrefillFillsTheCacheAsStepsDo) {
-  Fixture f("prefill");
-  const std::int64_t T = 9, V = f.spec.vocab_size;
-  const Rows rows = random_rows(1, T, V, 4);
-  auto m = f.make(1, T, 0.0);
-  std::vector<float> full(static_cast<std::size_t>(T * V));
-  m->logits(rows.view(1, T), full.data());
-  model::Generator gen(f.spec, m->base(), &m->lora_layout(), m->lora_params(), *f.be, T);
-  // A prefill of the first 6 tokens, then steps: each position's logits as the full forward's.
+  // A prompt's prefill (all its rows at once) fills the cache as the steps do: the logits
+  // after it, and of the steps that follow, are the full forward's.
+  gen.reset();
   const std::span<const std::int32_t> ids(rows.ids.data(), static_cast<std::size_t>(T));
   const float* logits = gen.prefill(ids.first(6));
   EXPECT_EQ(gen.position(), 6);
@@ -174,8 +166,7 @@ TEST(LlamaModel, PrefillFillsTheCacheAsStepsDo) {
     logits = gen.step(ids[static_cast<std::size_t>(t)]);
     EXPECT_LE(rel_error(logits, full.data() + t * V, static_cast<std::size_t>(V)), 1e-5) << "position " << t;
   }
-  // Two prefills back to back are one.
-  gen.reset();
+  gen.reset();  // two prefills back to back are one
   gen.prefill(ids.first(4));
   logits = gen.prefill(ids.subspan(4, 4));
   EXPECT_LE(rel_error(logits, full.data() + 7 * V, static_cast<std::size_t>(V)), 1e-5);

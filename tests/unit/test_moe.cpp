@@ -212,8 +212,13 @@ TEST(MoeModel, MicroBatchSplitAndCheckpointingGiveTheSameGradients) {
   EXPECT_EQ(std::accumulate(load.begin(), load.begin() + 5, std::int64_t{0}), 2 * T * 2);
 }
 
+// Qwen3's dense form: q/k RMSNorm per head, no experts.
+const char* kQwen3Dense = R"({"model_type": "qwen3", "hidden_size": 48, "intermediate_size": 56,
+  "num_hidden_layers": 2, "num_attention_heads": 3, "num_key_value_heads": 1, "head_dim": 16,
+  "vocab_size": 320, "max_position_embeddings": 64, "rms_norm_eps": 1e-6})";
+
 TEST(MoeModel, KvCacheDecoderMatchesFullForward) {
-  for (const char* json : {kQwen3Moe, kMixtral}) {
+  for (const char* json : {kQwen3Moe, kMixtral, kQwen3Dense}) {
     MoeFixture f(json, "moe_decode");
     const std::int64_t T = 9, V = f.spec.vocab_size;
     const Tokens tk(1, T, 8);
@@ -226,6 +231,11 @@ TEST(MoeModel, KvCacheDecoderMatchesFullForward) {
       EXPECT_LE(rel_error(step, full.data() + t * V, static_cast<std::size_t>(V)), 1e-5)
           << f.spec.model_type << " position " << t;
     }
+    // A prompt's prefill: all rows at once on a dense model (q/k norms per row), token by
+    // token through the experts.
+    gen.reset();
+    const float* last = gen.prefill(std::span<const std::int32_t>(tk.ids.data(), static_cast<std::size_t>(T)));
+    EXPECT_LE(rel_error(last, full.data() + (T - 1) * V, static_cast<std::size_t>(V)), 1e-5) << f.spec.model_type;
   }
 }
 
