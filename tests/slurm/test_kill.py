@@ -1,11 +1,10 @@
 """A rank killed outright (SIGKILL: the OOM killer, a segfault) under Slurm never reaches
 MPI_Abort. The job must still end within seconds, its other rank gone, the batch log naming
-the killed task, and not be requeued (only exit 75 is). Two things end it: Open MPI's PMIx
-client learns of the dead peer and aborts the survivors (that is what ends it on this
-machine: the test passes without -K1 as well), and slurm/demo-cpu.sbatch's srun
---kill-on-bad-exit=1 (Slurm's default is 0), which ends the step even where the MPI library
-does not notice (another MPI, PMIx events off). The collective watchdog is set far away, so
-it is neither. Skips (77) when Slurm could not start."""
+the killed task, and not be requeued (only exit 75 is). What ends it is Open MPI's PMIx
+client, which learns of the dead peer and aborts the survivors; the batch scripts do not use
+srun --kill-on-bad-exit (Slurm's default 0), which on Slurm 22.05 breaks the exit-75 requeue
+(slurm/train.sbatch). The collective watchdog is set far away, so it is not what ends it.
+Skips (77) when Slurm could not start."""
 import os
 import subprocess
 import tempfile
