@@ -35,7 +35,7 @@ struct TokenizeOptions {
   bool skip_special = false;
   bool records = false;        // JSONL training records, as anvil train reads them
   std::string chat_template;   // with --records or --chat: empty = the model directory's
-  bool train_on_prompt = false;
+  std::string train_on = "assistant";
   bool show_text = false;      // with --records: each sample's text as it was tokenized
   bool chat = false;           // each line a user turn, with the chat template's generation prompt
   std::string system;          // with --chat: a system message in front of each line
@@ -104,7 +104,9 @@ void run_records(const TokenizeOptions& opt) {
   ANVIL_CHECK_INPUT(!opt.file.empty(), "tokenize --records needs --file (a JSONL file of training records)");
   const data::Tokenizer tok = data::Tokenizer::load(opt.model_dir);
   data::RecordOptions ro;
-  ro.train_on_prompt = opt.train_on_prompt;
+  ro.train_on = opt.train_on == "all"              ? data::TrainOn::train_on_all
+                : opt.train_on == "last_assistant" ? data::TrainOn::train_on_last_assistant
+                                                   : data::TrainOn::train_on_assistant;
   std::optional<data::ChatTemplateSource> source;
   if (!opt.chat_template.empty())
     source = data::chat_template_find(opt.model_dir, opt.chat_template);
@@ -150,7 +152,9 @@ void register_tokenize(CLI::App& app) {
   cmd->add_option("--template", opt->chat_template,
                   "With --records or --chat: chat template llama3, chatml, mistral or a .jinja file (default: the "
                   "model's)");
-  cmd->add_flag("--train-on-prompt", opt->train_on_prompt, "With --records: as data.train_on_prompt");
+  cmd->add_option("--train-on", opt->train_on, "With --records: as data.train_on (assistant, all, last_assistant)")
+      ->check(CLI::IsMember({"assistant", "all", "last_assistant"}))
+      ->default_val("assistant");
   cmd->add_flag("--show-text", opt->show_text,
                 "With --records: add each sample's text as it was tokenized (a chat record as its template "
                 "renders it) as \"text\"");

@@ -218,7 +218,7 @@ std::optional<ChatProblem> ChatRenderer::render_prompt(const std::vector<ChatMes
   return render_text(messages, messages.size(), true, out, nullptr);
 }
 
-std::optional<ChatProblem> ChatRenderer::render(const std::vector<ChatMessage>& messages, bool train_on_prompt,
+std::optional<ChatProblem> ChatRenderer::render(const std::vector<ChatMessage>& messages, TrainOn train_on,
                                                RenderedChat& out) const {
   if (messages.empty()) return ChatProblem{true, "\"messages\" is empty"};
   if (auto problem = check_roles(messages)) return problem;
@@ -229,17 +229,22 @@ std::optional<ChatProblem> ChatRenderer::render(const std::vector<ChatMessage>& 
   out.trained.clear();
   std::vector<std::pair<std::size_t, std::size_t>> generation;
   if (auto problem = render_text(messages, messages.size(), false, out.text, &generation)) return problem;
-  if (train_on_prompt) {
+  if (train_on == TrainOn::train_on_all) {
     out.trained.emplace_back(0, out.text.size());
     return std::nullopt;
   }
+  const bool last_only = train_on == TrainOn::train_on_last_assistant;
   if (template_->has_generation_blocks()) {
+    if (last_only && generation.size() > 1) generation.erase(generation.begin(), generation.end() - 1);
     out.trained = std::move(generation);
     return std::nullopt;
   }
+  std::size_t last = 0;
+  for (std::size_t i = 0; i < messages.size(); ++i)
+    if (messages[i].role == "assistant") last = i;
   // Each answer: what the conversation through it renders beyond its generation prompt.
   std::string asked, answered;
-  for (std::size_t i = 0; i < messages.size(); ++i) {
+  for (std::size_t i = last_only ? last : 0; i < messages.size(); ++i) {
     if (messages[i].role != "assistant") continue;
     if (auto problem = render_text(messages, i, true, asked, nullptr)) return problem;
     if (auto problem = render_text(messages, i + 1, false, answered, nullptr)) return problem;

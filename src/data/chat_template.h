@@ -74,6 +74,12 @@ std::optional<ChatTemplateSource> chat_template_try_find(const std::string& mode
 // file and what in it anvil cannot render.
 void chat_template_check(const std::string& configured);
 
+// Which predictions train (data.train_on): completions and every assistant turn with the
+// markup that ends it (assistant), every prediction (all: prompts, system and user turns
+// too), or only a conversation's last assistant turn (last_assistant; a completion as
+// assistant).
+enum class TrainOn { train_on_assistant, train_on_all, train_on_last_assistant };
+
 struct ChatMessage {
   std::string_view role;  // system, user, assistant
   std::string_view content;
@@ -100,11 +106,11 @@ class ChatRenderer {
   ChatRenderer(ChatTemplate t, const Tokenizer& tok);
   ~ChatRenderer();
 
-  // Renders `messages` into `out` (replacing it). train_on_prompt: everything is trained.
+  // Renders `messages` into `out` (replacing it), with the trained ranges `train_on` asks for.
   // Returns what is wrong with the conversation instead (an unknown role, a misplaced
   // system message, the template's own raise_exception; or nothing to train: no messages,
   // no assistant turn with content); the caller adds file and line.
-  std::optional<ChatProblem> render(const std::vector<ChatMessage>& messages, bool train_on_prompt,
+  std::optional<ChatProblem> render(const std::vector<ChatMessage>& messages, TrainOn train_on,
                                     RenderedChat& out) const;
   // What a chat model is prompted with (transformers' add_generation_prompt=True): the
   // conversation so far, which must end with a user message, then the template's

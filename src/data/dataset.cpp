@@ -172,7 +172,7 @@ FileReport RecordEncoder::read_file(const std::string& path, int stride, int pha
           encode(prompt, true);
           // EOS belongs after the completion, not between prompt and completion.
           if (tok_.adds_eos() && !ids_.empty() && ids_.back() == tok_.eos_id()) ids_.pop_back();
-          const std::size_t prompt_len = opt_.train_on_prompt ? 0 : ids_.size();
+          const std::size_t prompt_len = opt_.train_on == TrainOn::train_on_all ? 0 : ids_.size();
           encode(completion, false);
           text_.assign(prompt);
           text_.append(completion);
@@ -198,7 +198,7 @@ FileReport RecordEncoder::read_file(const std::string& path, int stride, int pha
               bad("wrong type", "messages[", i, "]: \"role\" and \"content\" must be strings");
             messages_.push_back({role->get_ref<const std::string&>(), content->get_ref<const std::string&>()});
           }
-          if (const auto problem = opt_.chat->render(messages_, opt_.train_on_prompt, chat_))
+          if (const auto problem = opt_.chat->render(messages_, opt_.train_on, chat_))
             bad(problem->nothing_to_train ? "empty sample" : "bad conversation", problem->message);
           offsets_.clear();
           tok_.encode_append_offsets(chat_.text, false, ids_, offsets_);

@@ -32,7 +32,7 @@ enum class OnError { on_error_skip, on_error_fail };
 struct RecordOptions {
   RecordFormat format = RecordFormat::record_auto;
   bool add_eos = true;          // end text and prompt/completion samples with EOS (chat: the template's own)
-  bool train_on_prompt = false;  // train every prediction, prompts and user turns included
+  TrainOn train_on = TrainOn::train_on_assistant;  // which predictions train (chat_template.h)
   OnError on_error = OnError::on_error_skip;
   // Chat records need a renderer; when it is absent, `chat_problem` says why (no template
   // configured and none detected) and a chat record is a user error saying so.

@@ -216,7 +216,7 @@ std::string cache_key(const PrepareSpec& spec, const std::string& model_dir) {
   h.field("eval");
   if (spec.eval) h.file(*spec.eval);
   const RecordOptions& r = spec.records;
-  h.field(str_cat(spec.eval_fraction, " ", static_cast<int>(r.format), " ", r.add_eos, " ", r.train_on_prompt, " ",
+  h.field(str_cat(spec.eval_fraction, " ", static_cast<int>(r.format), " ", r.add_eos, " ", static_cast<int>(r.train_on), " ",
                   static_cast<int>(r.on_error), " ",
                   spec.seq_len, " ", spec.packing, " ", static_cast<int>(spec.overflow), " ", spec.shuffle, " ",
                   spec.seed));

@@ -16,6 +16,7 @@
 
 #include "backend/backend_support.h"
 #include "comm/comm.h"
+#include "data/chat_template.h"
 #include "core/log.h"
 #include "quant/quant_state.h"
 
@@ -32,6 +33,7 @@ enum class DataOnError { on_error_skip, on_error_fail };
 enum class LrSchedule { lr_constant, lr_linear, lr_cosine };
 using BackendKind = backend::BackendKind;  // backend/backend_support.h
 using CommKind = comm::CommKind;           // comm/comm.h
+using TrainOn = data::TrainOn;             // data/chat_template.h
 // Quantization of the frozen base's linear weights at load (QLoRA): none, NF4, FP8 e4m3.
 using QuantMode = quant::QuantKind;        // quant/quant_state.h
 
@@ -41,6 +43,7 @@ const std::vector<std::string>& enum_names(QuantMode);
 const std::vector<std::string>& enum_names(DataFormat);
 const std::vector<std::string>& enum_names(DataOverflow);
 const std::vector<std::string>& enum_names(DataOnError);
+const std::vector<std::string>& enum_names(TrainOn);
 const std::vector<std::string>& enum_names(LrSchedule);
 const std::vector<std::string>& enum_names(BackendKind);
 const std::vector<std::string>& enum_names(CommKind);
@@ -86,7 +89,7 @@ struct DataSection {
   DataOverflow overflow{};
   bool shuffle{};
   bool add_eos{};
-  bool train_on_prompt{};
+  TrainOn train_on{};
   std::optional<std::string> chat_template;  // a data::chat_template_names() name or a .jinja file; null: the model's
   DataOnError on_error{};
   std::optional<std::string> cache_dir;  // null = OUTPUT_DIR/cache

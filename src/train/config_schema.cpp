@@ -29,6 +29,10 @@ const std::vector<std::string>& enum_names(DataOverflow) {
   static const std::vector<std::string> names{"truncate", "split", "drop"};
   return names;
 }
+const std::vector<std::string>& enum_names(TrainOn) {
+  static const std::vector<std::string> names{"assistant", "all", "last_assistant"};
+  return names;
+}
 const std::vector<std::string>& enum_names(DataOnError) {
   static const std::vector<std::string> names{"skip", "fail"};
   return names;
@@ -229,8 +233,11 @@ std::vector<ConfigKey> schema_data() {
           "a new seeded order of the examples every epoch"),
       row("data.add_eos", key_bool, "true", FIELD(data, add_eos),
           "append the tokenizer's EOS token to every text and prompt/completion example"),
-      row("data.train_on_prompt", key_bool, "false", FIELD(data, train_on_prompt),
-          "also train on prompts and on system/user turns (default: completions and assistant turns only)"),
+      row("data.train_on", key_choice, "assistant", FIELD(data, train_on),
+          "which predictions train: assistant = completions and every assistant turn with its end-of-turn "
+          "markup; all = every prediction (prompts, system and user turns too); last_assistant = only a "
+          "conversation's last assistant turn",
+          {}, enum_names(TrainOn{})),
       row("data.chat_template", key_string, "null", FIELD(data, chat_template),
           "chat template for chat records: llama3, chatml, mistral or a path to a .jinja file; null = the "
           "model's (chat_template.jinja, else tokenizer_config.json's chat_template)"),

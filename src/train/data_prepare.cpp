@@ -51,7 +51,7 @@ data::PrepareSpec make_spec(const TrainConfig& cfg, const data::Tokenizer& tok,
   spec.eval_fraction = cfg.data.eval_fraction;
   spec.records.format = record_format(cfg.data.format);
   spec.records.add_eos = cfg.data.add_eos;
-  spec.records.train_on_prompt = cfg.data.train_on_prompt;
+  spec.records.train_on = cfg.data.train_on;
   spec.records.on_error =
       cfg.data.on_error == DataOnError::on_error_fail ? data::OnError::on_error_fail : data::OnError::on_error_skip;
   spec.seq_len = cfg.data.seq_len;

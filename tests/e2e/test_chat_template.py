@@ -5,7 +5,7 @@ give identical ids; and the trained flags must be exactly the tokens whose text 
 into an assistant turn's content or its end-of-turn token (HF offsets), for every
 fixture family with a chat template: llama3 (Llama-3 markers), qwen2 and smollm2
 (ChatML), and the SentencePiece-style families when the fixtures have them (mistral).
-Also: data.train_on_prompt trains every prediction, and the template detected from
+Also: data.train_on all trains every prediction, last_assistant only the last answer, and the template detected from
 tokenizer_config.json is the one named.
 
 Usage: test_chat_template.py FIXTURE_DIR   (ANVIL_BIN from the environment)"""
@@ -89,7 +89,7 @@ def trained_ranges(template, messages, tok_config):
     return ranges
 
 
-def expected(tok, template, messages, tok_config):
+def expected(tok, template, messages, tok_config, last_only=False):
     text = render(template, messages, tok_config)
     enc = untrimmed(tok).encode(text, add_special_tokens=False)
     assert enc.ids == tok.encode(text, add_special_tokens=False).ids
@@ -100,6 +100,8 @@ def expected(tok, template, messages, tok_config):
         char_to_byte.append(char_to_byte[-1] + len(ch.encode()))
     starts = [char_to_byte[s] for s, _ in enc.offsets]
     ranges = trained_ranges(template, messages, tok_config)
+    if last_only:  # data.train_on last_assistant: the last answer's range alone
+        ranges = ranges[-1:]
     trained = []
     for i, s in enumerate(starts):
         e = max(starts[i + 1] if i + 1 < len(starts) else len(raw), s + 1)
@@ -137,9 +139,14 @@ def check_family(family, template, tmp):
     shown, _ = anvil_records(src, data, template, "--show-text")
     for c, g in zip(convs, shown):
         assert g["text"] == render(template, c, tok_config), f"{family}/{template}: --show-text differs for {c}"
-    # train_on_prompt: every token trained.
-    got, _ = anvil_records(src, data, template, "--train-on-prompt")
-    assert all(all(g["trained"]) for g in got), f"{family}: --train-on-prompt left tokens untrained"
+    # train_on all: every token trained.
+    got, _ = anvil_records(src, data, template, "--train-on", "all")
+    assert all(all(g["trained"]) for g in got), f"{family}: --train-on all left tokens untrained"
+    # train_on last_assistant: the flags of the last answer alone.
+    got, _ = anvil_records(src, data, template, "--train-on", "last_assistant")
+    for c, g in zip(convs, got):
+        _, want = expected(tok, template, c, tok_config, last_only=True)
+        assert g["trained"] == want, f"{family}/{template}: last_assistant flags differ for {c}"
     return len(convs)
 
 

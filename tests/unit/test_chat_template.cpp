@@ -24,6 +24,7 @@ namespace {
 using namespace anvil::data;
 using anvil::test::contains;
 using anvil::test::error_of;
+constexpr TrainOn kAnswers = TrainOn::train_on_assistant;
 
 class ChatTemplateTest : public ::testing::Test {
  protected:
@@ -105,7 +106,7 @@ TEST_F(ChatTemplateTest, AnyTemplateRendersAndItsAnswersAreTrained) {
       "{% if add_generation_prompt %}{{ '<|im_start|>' }}{% endif %}";
   const ChatRenderer r(ChatTemplateSource{text, "t.jinja"}, Tokenizer::load(dir_.string()));
   RenderedChat out;
-  ASSERT_FALSE(r.render({{"user", "a"}, {"assistant", "b"}, {"user", "c"}, {"assistant", "d"}}, false, out));
+  ASSERT_FALSE(r.render({{"user", "a"}, {"assistant", "b"}, {"user", "c"}, {"assistant", "d"}}, kAnswers, out));
   EXPECT_EQ(out.text, "SYS: be brief\nUSER: a\n<|im_start|>b<|im_end|>\nUSER: c\n<|im_start|>d<|im_end|>\n");
   ASSERT_EQ(out.trained.size(), 2u);
   EXPECT_EQ(out.text.substr(out.trained[0].first, out.trained[0].second - out.trained[0].first), "b<|im_end|>");
@@ -120,7 +121,7 @@ TEST_F(ChatTemplateTest, AnyTemplateRendersAndItsAnswersAreTrained) {
       "{% for m in messages %}{% if m['role'] == 'assistant' %}{% generation %}{{ m['content'] }}{% endgeneration %}"
       "{{ '<|im_end|>' }}{% else %}{{ m['content'] }}{% endif %}{% endfor %}";
   const ChatRenderer g(ChatTemplateSource{marked, "g.jinja"}, Tokenizer::load(dir_.string()));
-  ASSERT_FALSE(g.render({{"user", "a"}, {"assistant", "bc"}}, false, out));
+  ASSERT_FALSE(g.render({{"user", "a"}, {"assistant", "bc"}}, kAnswers, out));
   EXPECT_EQ(out.text, "abc<|im_end|>");
   ASSERT_EQ(out.trained.size(), 1u);
   EXPECT_EQ(out.trained[0], (std::pair<std::size_t, std::size_t>{1, 3}));
@@ -129,7 +130,7 @@ TEST_F(ChatTemplateTest, AnyTemplateRendersAndItsAnswersAreTrained) {
   const std::string unstable =
       "{% for m in messages %}{% if loop.last %}{{ 'LAST ' }}{% endif %}{{ m['content'] + '<|im_end|>' }}{% endfor %}";
   const ChatRenderer u(ChatTemplateSource{unstable, "u.jinja"}, Tokenizer::load(dir_.string()));
-  const auto problem = u.render({{"user", "a"}, {"assistant", "b"}, {"user", "c"}, {"assistant", "d"}}, false, out);
+  const auto problem = u.render({{"user", "a"}, {"assistant", "b"}, {"user", "c"}, {"assistant", "d"}}, kAnswers, out);
   ASSERT_TRUE(problem.has_value());
   EXPECT_TRUE(problem->message.find("message 1: u.jinja renders the conversation") != std::string::npos)
       << problem->message;
@@ -137,7 +138,7 @@ TEST_F(ChatTemplateTest, AnyTemplateRendersAndItsAnswersAreTrained) {
   const ChatRenderer x(ChatTemplateSource{"{% if messages|length > 2 %}{{ raise_exception('one turn only') }}"
                                           "{% endif %}{% for m in messages %}{{ m['content'] }}{% endfor %}", "x.jinja"},
                        Tokenizer::load(dir_.string()));
-  const auto raised = x.render({{"user", "a"}, {"assistant", "b"}, {"user", "c"}}, false, out);
+  const auto raised = x.render({{"user", "a"}, {"assistant", "b"}, {"user", "c"}}, kAnswers, out);
   ASSERT_TRUE(raised.has_value());
   EXPECT_FALSE(raised->nothing_to_train);
   EXPECT_TRUE(raised->message.find("one turn only") != std::string::npos) << raised->message;

@@ -124,13 +124,14 @@ class Dataset : public ::testing::Test {
   }
 
   // Chat records with `t` on tokenizer `tok`: ids and targets of the one row of seq_len 128.
-  Rows load_chat(const std::string& jsonl, const Tokenizer& tok, ChatTemplate t, bool train_on_prompt = false) const {
+  Rows load_chat(const std::string& jsonl, const Tokenizer& tok, ChatTemplate t,
+                 TrainOn train_on = TrainOn::train_on_assistant) const {
     ChatRenderer renderer(t, tok);
     DatasetOptions opt;
     opt.seq_len = 128;
     opt.records.format = RecordFormat::record_chat;
     opt.records.chat = &renderer;
-    opt.records.train_on_prompt = train_on_prompt;
+    opt.records.train_on = train_on;
     return expand(dataset_load_jsonl(write("chat.jsonl", jsonl), tok, opt));
   }
 
@@ -183,7 +184,7 @@ TEST_F(Dataset, PromptCompletionWithEmptyPrompt) {
 TEST_F(Dataset, TrainOnPromptTrainsEverything) {
   DatasetOptions opt;
   opt.seq_len = 8;
-  opt.records.train_on_prompt = true;
+  opt.records.train_on = TrainOn::train_on_all;
   const Rows s = expand(dataset_load_jsonl(write("pc.jsonl", R"({"prompt": "ab", "completion": "cd"})"), tokenizer(), opt));
   EXPECT_EQ(s.targets, (Ids{'a', 'b', 'c', 'd', E, I, I, I}));
 }
@@ -315,9 +316,20 @@ TEST_F(Dataset, ChatLlama3TrainsAssistantTurnsAndTheirEot) {
   expect_no_cross_boundary_targets(s, 128);
 }
 
+TEST_F(Dataset, ChatTrainOnLastAssistantTrainsOnlyTheLastAnswer) {
+  const Rows s = load_chat(
+      R"({"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "yo"},)"
+      R"( {"role": "user", "content": "?"}, {"role": "assistant", "content": "!"}]})",
+      tokenizer(), ChatTemplate::chat_llama3, TrainOn::train_on_last_assistant);
+  Ids trained;
+  for (const std::int32_t t : s.targets)
+    if (t != I) trained.push_back(t);
+  EXPECT_EQ(trained, (Ids{'!', EOT}));
+}
+
 TEST_F(Dataset, ChatTrainOnPromptTrainsEveryPrediction) {
   const Rows s = load_chat(R"({"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]})",
-                           tokenizer(), ChatTemplate::chat_llama3, true);
+                           tokenizer(), ChatTemplate::chat_llama3, TrainOn::train_on_all);
   std::int64_t tokens = 0;
   for (const std::int32_t id : s.ids) tokens += id != P;
   EXPECT_EQ(s.stats.trained_tokens, tokens - 1);  // every prediction but the first token's
@@ -568,7 +580,7 @@ TEST_F(TokenCacheTest, KeyFollowsEveryInput) {
   s.overflow = Overflow::overflow_split;
   EXPECT_NE(cache_key(s, dir_.string()), k);
   s = base;
-  s.records.train_on_prompt = true;
+  s.records.train_on = TrainOn::train_on_all;
   EXPECT_NE(cache_key(s, dir_.string()), k);
   s = base;
   s.chat_template = ChatTemplateSource{chat_template_jinja(ChatTemplate::chat_llama3), "llama3"};
