@@ -8,6 +8,7 @@
 // twin.
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <cstdio>
 #include <fstream>
 #include <iostream>
@@ -104,9 +105,8 @@ void run_records(const TokenizeOptions& opt) {
   ANVIL_CHECK_INPUT(!opt.file.empty(), "tokenize --records needs --file (a JSONL file of training records)");
   const data::Tokenizer tok = data::Tokenizer::load(opt.model_dir);
   data::RecordOptions ro;
-  ro.train_on = opt.train_on == "all"              ? data::TrainOn::train_on_all
-                : opt.train_on == "last_assistant" ? data::TrainOn::train_on_last_assistant
-                                                   : data::TrainOn::train_on_assistant;
+  const auto& names = data::train_on_names();  // --train-on is checked to be one of them
+  ro.train_on = static_cast<data::TrainOn>(std::find(names.begin(), names.end(), opt.train_on) - names.begin());
   std::optional<data::ChatTemplateSource> source;
   if (!opt.chat_template.empty())
     source = data::chat_template_find(opt.model_dir, opt.chat_template);
@@ -153,7 +153,7 @@ void register_tokenize(CLI::App& app) {
                   "With --records or --chat: chat template llama3, chatml, mistral or a .jinja file (default: the "
                   "model's)");
   cmd->add_option("--train-on", opt->train_on, "With --records: as data.train_on (assistant, all, last_assistant)")
-      ->check(CLI::IsMember({"assistant", "all", "last_assistant"}))
+      ->check(CLI::IsMember(data::train_on_names()))
       ->default_val("assistant");
   cmd->add_flag("--show-text", opt->show_text,
                 "With --records: add each sample's text as it was tokenized (a chat record as its template "

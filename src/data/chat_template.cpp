@@ -65,6 +65,11 @@ const std::vector<std::string>& chat_template_names() {
   return names;
 }
 
+const std::vector<std::string>& train_on_names() {
+  static const std::vector<std::string> names{"assistant", "all", "last_assistant"};
+  return names;
+}
+
 const std::string& chat_template_name(ChatTemplate t) {
   return chat_template_names().at(static_cast<std::size_t>(t));
 }
@@ -174,11 +179,7 @@ ChatRenderer::ChatRenderer(const ChatTemplateSource& source, const Tokenizer& to
   for (const std::string& m : markers_in(answered))
     ANVIL_CHECK_INPUT(tok.token_to_id(m).has_value(), where_, ": the chat template writes ", m,
                       ", which the model's tokenizer does not have (is it the right template for this model? "
-                      "anvil's own are ", [] {
-                        std::string names;
-                        for (const std::string& n : chat_template_names()) names += (names.empty() ? "" : ", ") + n;
-                        return names;
-                      }(), ")");
+                      "anvil's own are ", options_text(), ")");
   const std::size_t answer = answered.find("Hello", answered.starts_with(asked) ? asked.size() : 0);
   std::string_view after = answer == std::string::npos ? std::string_view{} : std::string_view(answered).substr(answer + 5);
   after.remove_prefix(std::min(after.size(), after.find_first_not_of(" \t\n")));

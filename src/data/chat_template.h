@@ -79,6 +79,8 @@ void chat_template_check(const std::string& configured);
 // too), or only a conversation's last assistant turn (last_assistant; a completion as
 // assistant).
 enum class TrainOn { train_on_assistant, train_on_all, train_on_last_assistant };
+// "assistant", "all", "last_assistant", in enum order (data.train_on, tokenize --train-on).
+const std::vector<std::string>& train_on_names();
 
 struct ChatMessage {
   std::string_view role;  // system, user, assistant

@@ -29,10 +29,7 @@ const std::vector<std::string>& enum_names(DataOverflow) {
   static const std::vector<std::string> names{"truncate", "split", "drop"};
   return names;
 }
-const std::vector<std::string>& enum_names(TrainOn) {
-  static const std::vector<std::string> names{"assistant", "all", "last_assistant"};
-  return names;
-}
+const std::vector<std::string>& enum_names(TrainOn) { return data::train_on_names(); }
 const std::vector<std::string>& enum_names(DataOnError) {
   static const std::vector<std::string> names{"skip", "fail"};
   return names;
