@@ -1,0 +1,141 @@
+// The merged model's tensors, read in row blocks (export/merged_source.h).
+#include "export/merged_source.h"
+
+#include <cstring>
+
+#include "core/error.h"
+#include "io/files.h"
+#include "model/model_spec.h"
+#include "model/tp_shard.h"
+#include "quant/quant_load.h"
+
+namespace anvil::exporting {
+
+namespace {
+
+// The linear weights a quantized run held quantized, each with whether it is split by
+// columns over TP (row-parallel) rather than by rows.
+std::map<std::string, bool, std::less<>> quantized_weights(const ExportAdapter& a) {
+  std::map<std::string, bool, std::less<>> out;
+  if (a.quant.kind == quant::QuantKind::quant_none) return out;
+  for (std::int64_t l = 0; l < a.spec.num_hidden_layers; ++l)
+    for (int i = 0; i < model::kProjCount; ++i) {
+      const auto proj = static_cast<model::Proj>(i);
+      const bool expert = model::proj_is_expert(proj), mlp = proj >= model::Proj::proj_gate;
+      if (mlp && expert != a.spec.layer_is_moe(l)) continue;  // the MLP this layer has
+      for (std::int64_t e = 0; e < (expert ? a.spec.moe.num_experts : 1); ++e) {
+        const std::string name = model::proj_module_path(a.spec, l, proj, expert ? e : -1) + ".weight";
+        if (a.quant.applies(name)) out.emplace(name, model::proj_row_parallel(proj));
+      }
+    }
+  if (!a.spec.tie_word_embeddings && a.quant.applies("lm_head.weight")) out.emplace("lm_head.weight", false);
+  return out;
+}
+
+}  // namespace
+
+void tensor_load_f32(const TensorView& src, std::int64_t begin, std::int64_t n, float* out) {
+  const auto* bytes = static_cast<const std::uint8_t*>(src.data);
+  switch (src.dtype) {
+    case DType::dtype_f32:
+      std::memcpy(out, bytes + 4 * begin, static_cast<std::size_t>(n) * 4);
+      return;
+    case DType::dtype_bf16:
+    case DType::dtype_f16:
+      for (std::int64_t i = 0; i < n; ++i) {
+        std::uint16_t h;
+        std::memcpy(&h, bytes + 2 * (begin + i), 2);
+        out[i] = src.dtype == DType::dtype_bf16 ? bf16_to_f32(h) : f16_to_f32(h);
+      }
+      return;
+    default:
+      for (std::int64_t i = 0; i < n; ++i)
+        out[i] = static_cast<float>(dtype_load_as_f64(src.data, src.dtype, static_cast<std::size_t>(begin + i)));
+  }
+}
+
+MergedSource::MergedSource(const ExportAdapter& adapter)
+    : adapter_(adapter),
+      weights_(io::SafetensorsModel::open(adapter.base_dir)),
+      layout_(adapter.spec, adapter.lora),
+      quantized_(quantized_weights(adapter)),
+      be_(backend::make_cpu_backend()) {
+  ANVIL_CHECK(adapter.params != nullptr, "export: no adapter parameters");
+  model::model_check_weights(adapter.spec, weights_);
+  std::map<std::string, const model::LoraSlot*, std::less<>> slot_by_weight;
+  for (const auto& s : layout_.slots()) slot_by_weight.emplace(s.module + ".weight", &s);
+  for (const auto& file : weights_.files())
+    for (const auto& t : file.tensors()) {
+      if (quant::quant_side_tensor(t.name)) continue;
+      Tensor m;
+      m.name = t.name;
+      m.shape = quant::bnb4_packed(weights_, t.name) ? quant::bnb4_shape(weights_, t.name) : t.shape;
+      const std::int64_t numel = m.shape.numel();
+      m.rows = m.shape.rank() >= 2 ? m.shape[0] : 1;
+      m.cols = m.rows == 0 ? 0 : numel / m.rows;
+      const auto it = slot_by_weight.find(t.name);
+      if (it != slot_by_weight.end()) m.slot = it->second;
+      tensors_.push_back(std::move(m));
+      views_.push_back(file.view(t));
+    }
+}
+
+const TensorView* MergedSource::stored(std::size_t i) {
+  if (tensors_[i].slot != nullptr || quantized_.count(tensors_[i].name) != 0) return nullptr;
+  return &views_[i];
+}
+
+const TensorView& MergedSource::base(std::size_t i) {
+  const auto q = quantized_.find(tensors_[i].name);
+  if (q == quantized_.end()) return views_[i];
+  if (dequantized_index_ == i) return dequantized_view_;
+  // A base tensor as the quantized run saw it: one quantized on disk (FP8 with its scales,
+  // NF4 packed) is its dequantized self; one quantized at load, the values each TP rank's
+  // slice took.
+  const std::string& name = tensors_[i].name;
+  const std::int64_t rows = tensors_[i].rows, cols = tensors_[i].cols;
+  dequantized_.resize(static_cast<std::size_t>(rows * cols));
+  const TensorView& src = views_[i];
+  if (src.dtype == DType::dtype_fp8_e4m3 || quant::bnb4_packed(weights_, name)) {
+    quant::QuantStore store;
+    const TensorView q8 = src.dtype == DType::dtype_fp8_e4m3 ? quant::fp8_load_slice(weights_, name, 0, rows, 0, cols, store)
+                                                             : quant::nf4_load(weights_, name, store);
+    quant::quant_dequantize(q8, 0, rows * cols, dequantized_.data());
+  } else {
+    tensor_load_f32(src, 0, rows * cols, dequantized_.data());
+    quant::quant_roundtrip_sliced(dequantized_.data(), rows, cols, adapter_.quant.kind, adapter_.quant_tp, q->second);
+  }
+  dequantized_index_ = i;
+  dequantized_view_ = TensorView{dequantized_.data(), DType::dtype_f32, tensors_[i].shape};
+  return dequantized_view_;
+}
+
+void MergedSource::read_rows(std::size_t i, std::int64_t row0, std::int64_t n, float* out) {
+  const Tensor& t = tensors_[i];
+  ANVIL_CHECK(row0 >= 0 && n >= 0 && row0 + n <= t.rows, "export: rows [", row0, ", ", row0 + n, ") of ", t.name,
+              " with ", t.rows, " rows");
+  const TensorView& src = base(i);
+  tensor_load_f32(src, row0 * t.cols, n * t.cols, out);
+  if (src.data == views_[i].data) {  // rows are read once, in order: drop them from memory
+    const std::size_t row_bytes = static_cast<std::size_t>(t.cols) * dtype_size(src.dtype);
+    io::mapping_pages_release(static_cast<const std::uint8_t*>(src.data) + static_cast<std::size_t>(row0) * row_bytes,
+                              static_cast<std::size_t>(n) * row_bytes);
+  }
+  if (t.slot == nullptr) return;
+  // (n, in) += scale · B[row0 : row0 + n] (n, r) · A (r, in)
+  const model::LoraSlot& s = *t.slot;
+  const std::int64_t r = adapter_.lora.rank;
+  be_->gemm(false, false, n, s.in, r, adapter_.lora.scale(), adapter_.params + s.b_offset + row0 * r, r,
+            adapter_.params + s.a_offset, s.in, 1.0f, out, s.in);
+}
+
+void MergedSource::release(std::size_t i) {
+  const TensorView& v = views_[i];
+  io::mapping_pages_release(v.data, v.nbytes());
+  if (dequantized_index_ == i) {
+    dequantized_index_ = SIZE_MAX;
+    std::vector<float>().swap(dequantized_);
+  }
+}
+
+}  // namespace anvil::exporting

@@ -1,0 +1,67 @@
+// The merged model an export writes, tensor by tensor: each base tensor as training saw it
+// (a quantized run's linear weights dequantized the way its ranks held them), with the
+// adapter folded into the projections it targets, W' = W + scale · B·A in fp32. Every
+// format (hf, gguf, mlx) reads it here, in row blocks, so memory stays a few MiB whatever
+// the model size; only a quantized base tensor is held whole, dequantized.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "backend/backend.h"
+#include "core/tensor.h"
+#include "export/export.h"
+#include "io/safetensors.h"
+
+namespace anvil::exporting {
+
+class MergedSource {
+ public:
+  struct Tensor {
+    std::string name;  // the base's (HF) name
+    Shape shape;       // as the merged model has it (a packed NF4 weight: its dense shape)
+    std::int64_t rows = 1, cols = 1;  // shape as a matrix: (shape[0], the rest); 1-D: (1, n)
+    const model::LoraSlot* slot = nullptr;  // the adapter folded in, or none
+  };
+
+  // Opens the base and checks it against adapter.spec tensor by tensor. `adapter` must
+  // outlive this object.
+  explicit MergedSource(const ExportAdapter& adapter);
+
+  // In the base's own order (file by file, each in data order), without the side tensors
+  // of a quantized base (absmax, scales), which the dense merged model does not have.
+  const std::vector<Tensor>& tensors() const { return tensors_; }
+  std::size_t merged_count() const { return layout_.slots().size(); }
+
+  // The tensor as stored when it has no adapter and needs no dequantizing (its bytes can
+  // be copied as they are); nullptr otherwise.
+  const TensorView* stored(std::size_t i);
+  // Rows [row0, row0 + n) of tensor i as (n, cols) f32 into `out`.
+  void read_rows(std::size_t i, std::int64_t row0, std::int64_t n, float* out);
+  // Tells the page cache that the rows read so far of tensor i will not be read again.
+  void release(std::size_t i);
+
+ private:
+  // The base tensor i as f32 rows come from: the mapping, or `dequantized_`.
+  const TensorView& base(std::size_t i);
+
+  const ExportAdapter& adapter_;
+  io::SafetensorsModel weights_;
+  model::LoraLayout layout_;
+  std::vector<Tensor> tensors_;
+  std::vector<TensorView> views_;                       // by tensor, in the mapping
+  std::map<std::string, bool, std::less<>> quantized_;  // name → split by columns over TP
+  std::unique_ptr<backend::Backend> be_;
+  std::size_t dequantized_index_ = SIZE_MAX;  // which tensor dequantized_ holds
+  std::vector<float> dequantized_;
+  TensorView dequantized_view_;
+};
+
+// Reads elements [begin, begin + n) of a float tensor as fp32 (the view may be misaligned
+// for its type, as safetensors.h allows).
+void tensor_load_f32(const TensorView& src, std::int64_t begin, std::int64_t n, float* out);
+
+}  // namespace anvil::exporting
