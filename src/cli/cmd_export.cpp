@@ -1,8 +1,11 @@
 // anvil export CHECKPOINT --out DIR [--format hf|peft] [--dtype bf16|f16|f32]
 //                         [--max-shard-size 5GB] [--base MODEL_DIR] [--force]
+// anvil export CHECKPOINT --out FILE.gguf --format gguf [--type f16|q8_0|q4_k_m|...]
+// anvil export CHECKPOINT --out FILE.gguf --format gguf-lora
 //
 // hf (default): the base model with the checkpoint's adapter merged in, as an HF model
-// directory; peft: the adapter alone, as PEFT writes it. The base model must be the one
+// directory; peft: the adapter alone, as PEFT writes it; gguf: the merged model as one
+// llama.cpp file of the given type; gguf-lora: the adapter as a llama.cpp LoRA file. The base model must be the one
 // the checkpoint was trained on (its identity hash is recorded in the checkpoint).
 #include <cstdio>
 #include <filesystem>
@@ -14,8 +17,11 @@
 #include "comm/comm.h"
 #include "comm/mpi_session.h"
 #include "core/error.h"
+#include "core/log.h"
 #include "export/export.h"
 #include "export/shard_writer.h"
+#include "model/lora.h"
+#include "model/model_spec.h"
 #include "checkpoint/checkpoint_file.h"
 #include "checkpoint/model_identity.h"
 #include "train/config.h"
@@ -24,6 +30,8 @@ namespace anvil::cli {
 
 namespace {
 
+constexpr int kVllmMaxLoraRank = 512;
+
 struct ExportArgs {
   std::string checkpoint;
   std::string out;
@@ -31,6 +39,7 @@ struct ExportArgs {
   std::string dtype;  // empty: the base config's torch_dtype
   std::string max_shard_size = "5GB";
   std::string base;   // empty: the base path recorded in the checkpoint
+  std::string type;   // gguf: llama.cpp's file type; empty: f16
   bool force = false;
   bool max_shard_size_given = false;
 };
@@ -39,6 +48,14 @@ exporting::ExportOptions options_resolve(const ExportArgs& a) {
   exporting::ExportOptions o;
   o.format = exporting::export_format_parse(a.format, "export: --format");
   o.force = a.force;
+  const bool gguf = o.format == exporting::ExportFormat::export_format_gguf;
+  ANVIL_CHECK_INPUT(gguf || a.type.empty(), "export: --type applies to --format gguf only");
+  if (gguf || o.format == exporting::ExportFormat::export_format_gguf_lora) {
+    ANVIL_CHECK_INPUT(a.dtype.empty(), "export: --dtype applies to --format hf (--format gguf takes --type)");
+    ANVIL_CHECK_INPUT(!a.max_shard_size_given, "export: --max-shard-size applies to --format hf only");
+    if (gguf && !a.type.empty()) o.gguf_type = io::gguf_file_type_parse(a.type, "export: --type");
+    return o;
+  }
   if (o.format == exporting::ExportFormat::export_format_peft) {
     // PEFT adapters are fp32 and one file; silently ignoring these would mislead.
     ANVIL_CHECK_INPUT(a.dtype.empty(), "export: --dtype applies to --format hf (a PEFT adapter is written in f32)");
@@ -72,24 +89,63 @@ std::string base_resolve(const ExportArgs& a, const checkpoint::CheckpointAdapte
   return base;
 }
 
+// A base model directory in place of a checkpoint: the model as it is (an adapter of rank 1
+// on q_proj, all zeros, adds exactly nothing), e.g. the GGUF base a gguf-lora adapter runs on.
+checkpoint::CheckpointAdapter base_as_checkpoint(const std::string& dir) {
+  checkpoint::CheckpointAdapter c;
+  c.spec = model::model_spec_from_dir(dir);
+  c.meta.lora.rank = 1;
+  c.meta.lora.alpha = 1;
+  c.meta.lora.targets[static_cast<int>(model::Proj::proj_q)] = true;
+  c.meta.base_model_path = dir;
+  c.params.assign(static_cast<std::size_t>(model::LoraLayout(c.spec, c.meta.lora).size()), 0.0f);
+  return c;
+}
+
 void run_export(const ExportArgs& a) {
   // Under mpirun the ranks split the shards (export.h); each reads the checkpoint itself.
   comm::MpiSession mpi;
   const auto world = comm::mpi_comm_world();
   const exporting::ExportOptions options = options_resolve(a);
-  const checkpoint::CheckpointAdapter ckpt = checkpoint::checkpoint_read_adapter(a.checkpoint);
-  const bool hf = options.format == exporting::ExportFormat::export_format_hf;
-  exporting::ExportAdapter adapter{ckpt.spec, ckpt.meta.lora, ckpt.params.data(), base_resolve(a, ckpt, hf), {}, 1};
-  const train::TrainConfig trained = train::config_load_from_string(
-      ckpt.meta.config_yaml, a.checkpoint + ": " + checkpoint::kMetaConfig, {}, train::ConfigContext{0, false});
-  adapter.quant = train::quant_policy_from_config(trained);
-  adapter.quant_tp = trained.parallel.tp;
+  const bool base_only = std::filesystem::is_regular_file(std::filesystem::path(a.checkpoint) / "config.json");
+  ANVIL_CHECK_INPUT(!base_only || (a.base.empty() && options.format == exporting::ExportFormat::export_format_gguf),
+                    "export: ", a.checkpoint, " is a model directory: it exports (without an adapter) to --format gguf only, "
+                    "without --base");
+  const checkpoint::CheckpointAdapter ckpt =
+      base_only ? base_as_checkpoint(a.checkpoint) : checkpoint::checkpoint_read_adapter(a.checkpoint);
+  const bool merged = options.format == exporting::ExportFormat::export_format_hf ||
+                      options.format == exporting::ExportFormat::export_format_gguf;
+  exporting::ExportAdapter adapter{ckpt.spec, ckpt.meta.lora, ckpt.params.data(),
+                                   base_only ? a.checkpoint : base_resolve(a, ckpt, merged), {}, 1};
+  if (!base_only) {
+    const train::TrainConfig trained = train::config_load_from_string(
+        ckpt.meta.config_yaml, a.checkpoint + ": " + checkpoint::kMetaConfig, {}, train::ConfigContext{0, false});
+    adapter.quant = train::quant_policy_from_config(trained);
+    adapter.quant_tp = trained.parallel.tp;
+  }
   const auto s = exporting::export_to_dir(adapter, a.out, options, {a.checkpoint}, *world);
   if (world->rank() != 0) return;
+  // vLLM's LoRA loader takes ranks up to its largest --max-lora-rank, 512 (the merged
+  // formats carry no rank).
+  if (options.format == exporting::ExportFormat::export_format_peft && adapter.lora.rank > kVllmMaxLoraRank)
+    log_warn("export: vLLM serves LoRA adapters of rank up to ", kVllmMaxLoraRank, "; this one has rank ",
+             adapter.lora.rank, " (serve the merged export instead)");
+  if (base_only) {
+    std::printf("exported %s (no adapter, GGUF, %s): %zu tensors, %s\nwrote %s\n", a.checkpoint.c_str(),
+                io::gguf_file_type_name(options.gguf_type), s.tensors, format_bytes(s.bytes).c_str(), s.out_dir.c_str());
+    return;
+  }
+  using exporting::ExportFormat;
+  const char* what = options.format == ExportFormat::export_format_hf     ? "merged into the base model"
+                     : options.format == ExportFormat::export_format_gguf ? "merged into the base model, GGUF"
+                     : options.format == ExportFormat::export_format_peft ? "PEFT adapter"
+                                                                          : "llama.cpp LoRA adapter";
+  const std::string type = options.format == ExportFormat::export_format_gguf
+                               ? std::string(io::gguf_file_type_name(options.gguf_type))
+                               : std::string(dtype_short_name(s.dtype));
   std::printf("exported step %lld of %s (%s, %s): %zu tensors", static_cast<long long>(ckpt.step),
-              a.checkpoint.c_str(), hf ? "merged into the base model" : "PEFT adapter",
-              std::string(dtype_short_name(s.dtype)).c_str(), s.tensors);
-  if (hf) std::printf(", %zu merged, in %zu file%s", s.merged, s.shards, s.shards == 1 ? "" : "s");
+              a.checkpoint.c_str(), what, type.c_str(), s.tensors);
+  if (merged) std::printf(", %zu merged, in %zu file%s", s.merged, s.shards, s.shards == 1 ? "" : "s");
   std::printf(", %s\nwrote %s\n", format_bytes(s.bytes).c_str(), s.out_dir.c_str());
 }
 
@@ -98,10 +154,19 @@ void run_export(const ExportArgs& a) {
 void register_export(CLI::App& app) {
   auto* cmd = app.add_subcommand("export", "Write merged HF safetensors or a PEFT adapter from a checkpoint");
   auto args = std::make_shared<ExportArgs>();
-  cmd->add_option("CHECKPOINT", args->checkpoint, "a checkpoint written by anvil train (OUTPUT_DIR/checkpoints/step_N.h5)")
+  cmd->add_option("CHECKPOINT", args->checkpoint,
+                  "a checkpoint written by anvil train (OUTPUT_DIR/checkpoints/step_N.h5); for --format gguf also a "
+                  "model directory, written without an adapter")
       ->required();
-  cmd->add_option("--out", args->out, "output directory (written whole, or not at all)")->required();
-  cmd->add_option("--format", args->format, "hf: the merged model; peft: the adapter alone")->default_val("hf");
+  cmd->add_option("--out", args->out, "output directory, or file for gguf and gguf-lora (written whole, or not at all)")
+      ->required();
+  cmd->add_option("--format", args->format,
+                  "hf: the merged model; peft: the adapter alone; gguf: the merged model for llama.cpp; "
+                  "gguf-lora: the adapter for llama.cpp")
+      ->default_val("hf");
+  cmd->add_option("--type", args->type,
+                  "gguf: f32, f16 (default), bf16, q8_0, q4_0, q4_1, q5_0, q5_1, q4_k, q5_k, q6_k, q4_k_m, q5_k_m "
+                  "(llama.cpp's file types; q4_k and q5_k are its Q4_K_S and Q5_K_S)");
   cmd->add_option("--dtype", args->dtype, "hf: weight dtype, bf16, f16 or f32 (default: the base model's torch_dtype)");
   auto* shard = cmd->add_option("--max-shard-size", args->max_shard_size, "hf: largest safetensors file (e.g. 5GB, 500MB)")
                     ->default_val("5GB");
