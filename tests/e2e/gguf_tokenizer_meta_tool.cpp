@@ -1,6 +1,7 @@
 // gguf_tokenizer_meta_tool DIR: the tokenizer.* GGUF metadata anvil would export for the
 // model directory DIR, as JSON lines {"key", "type", "value"} (arrays: "elem_type" too), for
-// test_gguf_tokenizer_meta.py to compare with a GGUF llama.cpp wrote. Exit 2 on a user error.
+// test_gguf_tokenizer_meta.py to compare with a GGUF llama.cpp wrote (ASCII, so no line
+// separator hides inside a token). Exit 2 on a user error.
 #include <cstdio>
 #include <iostream>
 #include <nlohmann/json.hpp>
@@ -48,7 +49,7 @@ int main(int argc, char** argv) {
     for (const auto& [key, value] : anvil::exporting::gguf_tokenizer_metadata(argv[1])) {
       nlohmann::json line = {{"key", key}, {"type", static_cast<int>(value.type)}, {"value", to_json(value)}};
       if (value.type == GgufValueType::gguf_array) line["elem_type"] = static_cast<int>(value.elem_type);
-      std::cout << line.dump(-1, ' ', false, nlohmann::json::error_handler_t::strict) << "\n";
+      std::cout << line.dump(-1, ' ', true) << "\n";
     }
   } catch (const std::exception& e) {
     std::cerr << anvil::error_message(e) << "\n";
