@@ -25,6 +25,7 @@ import shutil
 import subprocess
 import sys
 import tarfile
+import tempfile
 
 TOOL, FIXTURES, CONVERTER = sys.argv[1:4]
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -80,9 +81,17 @@ def check_scores(model_dir, got):
     assert [want.get(i, 0.0) for i in range(len(got))] == got, "scores are not the merge ranks"
 
 
-def compare(converter, model_dir, pre, label):
+def converter_vocab(converter, cases):
+    """{model_dir: the converter's tokenizer.* entries}, from one run (torch loads once)."""
+    out = {d: [] for d, _, _ in cases}
+    args = [a for d, pre, _ in cases for a in (d, pre)]
+    for entry in lines([sys.executable, os.path.join(HERE, "gguf_converter_vocab.py"), converter, *args]):
+        out[entry.pop("dir")].append(entry)
+    return out
+
+
+def compare(want, model_dir, pre, label):
     sentencepiece = pre == "default"
-    want = lines([sys.executable, os.path.join(HERE, "gguf_converter_vocab.py"), converter, model_dir, pre])
     got = lines([TOOL, model_dir])
     assert [w["key"] for w in want] == [g["key"] for g in got], \
         f"{label}: keys\n  converter {[w['key'] for w in want]}\n  anvil     {[g['key'] for g in got]}"
@@ -135,13 +144,14 @@ def variants(tmp):
 
 
 def main():
-    import tempfile
     converter = fetch_converter()
-    for name, pre in list(BYTE_LEVEL.items()) + [(n, "default") for n in SENTENCEPIECE]:
-        compare(converter, os.path.join(FIXTURES, name), pre, name)
     with tempfile.TemporaryDirectory() as tmp:
-        for model_dir, pre in variants(tmp):
-            compare(converter, model_dir, pre, os.path.basename(model_dir))
+        cases = [(os.path.join(FIXTURES, name), pre, name)
+                 for name, pre in list(BYTE_LEVEL.items()) + [(n, "default") for n in SENTENCEPIECE]]
+        cases += [(d, pre, os.path.basename(d)) for d, pre in variants(tmp)]
+        want = converter_vocab(converter, cases)
+        for model_dir, pre, label in cases:
+            compare(want[model_dir], model_dir, pre, label)
     print("gguf tokenizer metadata = convert_hf_to_gguf.py: ok")
 
 
