@@ -135,9 +135,17 @@ bool looks_special(std::string_view t) {
          wraps("<\uFF5C", "\uFF5C>") || wraps("<unused", ">");
 }
 
-std::string replace_metaspace(std::string t) {
-  for (std::size_t p = 0; (p = t.find(kMetaspace, p)) != std::string::npos;) t.replace(p, kMetaspace.size(), " ");
-  return t;
+std::string replace_metaspace(std::string_view t) {
+  std::string out;
+  for (std::size_t p = 0; p < t.size();) {
+    if (t.substr(p).starts_with(kMetaspace)) {
+      out += ' ';
+      p += kMetaspace.size();
+    } else {
+      out += t[p++];
+    }
+  }
+  return out;
 }
 
 // An added token's type and text: control for special ones, else user-defined with
@@ -146,6 +154,23 @@ std::int32_t added_token_type(const AddedToken& a, std::string& token) {
   if (a.special || looks_special(token)) return token_type_control;
   token = replace_metaspace(token);
   return token_type_user_defined;
+}
+
+// Tokens and their types by id; an id with no token is the converter's unused "[PAD<id>]".
+// type_of(id, token) gives a present token's type and may rewrite its text.
+template <typename TypeOf>
+std::pair<std::vector<std::string>, std::vector<std::int32_t>> token_list(const Vocab& v, TypeOf type_of) {
+  std::vector<std::string> tokens(v.tokens.size());
+  std::vector<std::int32_t> types(v.tokens.size(), token_type_unused);
+  for (std::size_t i = 0; i < v.tokens.size(); ++i) {
+    if (!v.tokens[i]) {
+      tokens[i] = "[PAD" + std::to_string(i) + "]";
+      continue;
+    }
+    tokens[i] = *v.tokens[i];
+    types[i] = type_of(i, tokens[i]);
+  }
+  return {std::move(tokens), std::move(types)};
 }
 
 bool is_byte_token(std::string_view t) {
@@ -239,18 +264,10 @@ void append_byte_level(const TokenizerFiles& f, const Vocab& v, std::vector<Gguf
   const json normalizer = field(f.tokenizer, "normalizer");
   ANVIL_CHECK_INPUT(normalizer.is_null() || field(normalizer, "type") == "NFC", f.tokenizer_path, ": normalizer ",
                     describe(normalizer), " is not supported for GGUF export of a byte-level tokenizer (NFC is)");
-  std::vector<std::string> tokens(v.tokens.size());
-  std::vector<std::int32_t> types(v.tokens.size());
-  for (std::size_t i = 0; i < v.tokens.size(); ++i) {
-    if (!v.tokens[i]) {
-      tokens[i] = "[PAD" + std::to_string(i) + "]";
-      types[i] = token_type_unused;
-      continue;
-    }
-    tokens[i] = *v.tokens[i];
-    const auto a = v.added.find(i);
-    types[i] = a == v.added.end() ? token_type_normal : added_token_type(a->second, tokens[i]);
-  }
+  auto [tokens, types] = token_list(v, [&](std::size_t id, std::string& token) -> std::int32_t {
+    const auto a = v.added.find(id);
+    return a == v.added.end() ? token_type_normal : added_token_type(a->second, token);
+  });
   out.push_back({"tokenizer.ggml.model", gguf_string_value("gpt2")});
   out.push_back({"tokenizer.ggml.pre", gguf_string_value(pre)});
   out.push_back({"tokenizer.ggml.tokens", string_array(std::move(tokens))});
@@ -316,33 +333,17 @@ void append_sentencepiece(const TokenizerFiles& f, const Vocab& v, std::vector<G
   }
   for (const json& t : field(f.config, "additional_special_tokens"))
     if (t.is_string()) specials.push_back(t.get<std::string>());
-  std::vector<std::string> tokens(v.tokens.size());
-  std::vector<std::int32_t> types(v.tokens.size());
-  std::vector<float> scores = merge_scores(f, v);
-  for (std::size_t i = 0; i < v.tokens.size(); ++i) {
-    if (!v.tokens[i]) {
-      tokens[i] = "[PAD" + std::to_string(i) + "]";
-      types[i] = token_type_unused;
-      continue;
-    }
-    tokens[i] = *v.tokens[i];
-    const auto a = v.added.find(i);
-    const bool special = std::find(specials.begin(), specials.end(), tokens[i]) != specials.end();
-    if (is_byte_token(tokens[i]))
-      types[i] = token_type_byte;
-    else if (unk.is_string() && unk == tokens[i])
-      types[i] = token_type_unknown;
-    else if (special)
-      types[i] = token_type_control;
-    else if (a != v.added.end())
-      types[i] = added_token_type(a->second, tokens[i]);
-    else
-      types[i] = token_type_normal;
-  }
+  auto [tokens, types] = token_list(v, [&](std::size_t id, std::string& token) -> std::int32_t {
+    if (is_byte_token(token)) return token_type_byte;
+    if (unk.is_string() && unk == token) return token_type_unknown;
+    if (std::find(specials.begin(), specials.end(), token) != specials.end()) return token_type_control;
+    const auto a = v.added.find(id);
+    return a == v.added.end() ? token_type_normal : added_token_type(a->second, token);
+  });
   out.push_back({"tokenizer.ggml.model", gguf_string_value("llama")});
   out.push_back({"tokenizer.ggml.pre", gguf_string_value("default")});
   out.push_back({"tokenizer.ggml.tokens", string_array(std::move(tokens))});
-  out.push_back({"tokenizer.ggml.scores", f32_array(scores)});
+  out.push_back({"tokenizer.ggml.scores", f32_array(merge_scores(f, v))});
   out.push_back({"tokenizer.ggml.token_type", i32_array(types)});
 }
 
