@@ -12,13 +12,16 @@ gguf_converter_vocab.py runs its set_vocab.
 Every key, in the same order with the same type and value, but where anvil differs on
 purpose, for SentencePiece-style tokenizers only (the converter's LlamaHfVocab path):
   - scores: the converter writes -1000 for every token, and llama.cpp then merges left to
-    right; anvil ranks tokens by tokenizer.json's merges (checked here against them);
+    right; anvil ranks tokens by tokenizer.json's merges (checked here against them, and
+    llama.cpp's SentencePiece tokenizer, re-implemented here, then gives HF's ids on the
+    fixture texts);
   - token types: the unk token is unknown (2), not control; added tokens tokenizer.json
     marks special are control (3), as the converter's byte-level and tokenizer.model paths
     make them, where LlamaHfVocab makes them normal or user-defined.
 The pre-tokenizer name is not compared: the converter names only released models (by a hash
 of their output); tests/e2e/test_gguf_tokenizer_meta.py checks anvil's names."""
 import glob
+import heapq
 import json
 import os
 import shutil
@@ -90,6 +93,80 @@ def converter_vocab(converter, cases):
     return out
 
 
+def llama_cpp_sentencepiece(text, ids, scores, add_space_prefix):
+    """llama.cpp's SentencePiece tokenizer (llm_tokenizer_spm_session) on text without special
+    tokens: characters are merged pairwise, the pair whose joined token scores highest first
+    (leftmost on ties); a final piece that is no token is split back, or spelled in bytes."""
+    if not text:
+        return []  # llama.cpp tokenizes nothing, no prefix either
+    text = ((" " if add_space_prefix else "") + text).replace(" ", "\u2581")
+    sym = [[i, 1, i - 1, i + 1 if i + 1 < len(text) else -1] for i in range(len(text))]  # start, n, prev, next
+    queue, rev_merge = [], {}
+
+    def add_bigram(left, right):
+        if left == -1 or right == -1:
+            return
+        piece = text[sym[left][0]:sym[left][0] + sym[left][1] + sym[right][1]]
+        if piece in ids:
+            heapq.heappush(queue, (-scores[ids[piece]], left, right, len(piece)))
+            rev_merge[piece] = (left, right)
+
+    for i in range(1, len(sym)):
+        add_bigram(i - 1, i)
+    while queue:
+        _, left, right, size = heapq.heappop(queue)
+        if sym[left][1] == 0 or sym[right][1] == 0 or sym[left][1] + sym[right][1] != size:
+            continue
+        sym[left][1] += sym[right][1]
+        sym[right][1] = 0
+        sym[left][3] = sym[right][3]
+        if sym[right][3] >= 0:
+            sym[sym[right][3]][2] = left
+        add_bigram(sym[left][2], left)
+        add_bigram(left, sym[left][3])
+    out = []
+
+    def resegment(i):
+        piece = text[sym[i][0]:sym[i][0] + sym[i][1]]
+        if piece in ids:
+            out.append(ids[piece])
+        elif piece in rev_merge:
+            resegment(rev_merge[piece][0])
+            resegment(rev_merge[piece][1])
+        else:
+            out.extend(ids[f"<0x{b:02X}>"] for b in piece.encode())
+
+    i = 0 if sym else -1
+    while i != -1:
+        resegment(i)
+        i = sym[i][3]
+    return out
+
+
+def check_llama_cpp_ids(model_dir, want, got, label):
+    """The ids llama.cpp's tokenizer gives with anvil's scores are HF's on the fixture texts
+    (those without added tokens); with the converter's flat scores they are not."""
+    spec = json.load(open(os.path.join(model_dir, "tokenizer.json"), encoding="utf-8"))
+    added = [a["content"] for a in spec["added_tokens"]]
+    cases = [json.loads(line) for line in open(os.path.join(model_dir, "expected.jsonl"), encoding="utf-8")]
+    cases = [c for c in cases if not any(a in c["text"] for a in added)]
+    # HF's Metaspace puts no "\u2581" before a text that starts with a space or "\u2581";
+    # llama.cpp's add_space_prefix always does (so does the converter's GGUF): not the
+    # metadata's to fix.
+    if (spec["pre_tokenizer"] or {}).get("type") == "Metaspace":
+        cases = [c for c in cases if not c["text"].startswith((" ", "\u2581"))]
+    kv = {g["key"]: g["value"] for g in got}
+    ids = {t: i for i, t in enumerate(kv["tokenizer.ggml.tokens"])}
+    prefix = kv.get("tokenizer.ggml.add_space_prefix", True)
+    bad = [c["text"] for c in cases
+           if llama_cpp_sentencepiece(c["text"], ids, kv["tokenizer.ggml.scores"], prefix) != c["ids"]]
+    assert not bad, f"{label}: llama.cpp's tokenizer with anvil's scores differs from HF on {len(bad)} texts: {bad[:3]}"
+    flat = next(w["value"] for w in want if w["key"] == "tokenizer.ggml.scores")
+    differ = sum(llama_cpp_sentencepiece(c["text"], ids, flat, prefix) != c["ids"] for c in cases)
+    print(f"{label}: llama.cpp's tokenizer = HF on {len(cases)} texts with anvil's scores "
+          f"({differ} differ with the converter's)")
+
+
 def compare(want, model_dir, pre, label):
     sentencepiece = pre == "default"
     got = lines([TOOL, model_dir])
@@ -104,6 +181,8 @@ def compare(want, model_dir, pre, label):
         if sentencepiece and w["key"] == "tokenizer.ggml.scores":
             assert set(w["value"]) == {-1000.0}, f"{label}: the converter's scores changed"
             check_scores(model_dir, g["value"])
+            if os.path.exists(os.path.join(model_dir, "expected.jsonl")):
+                check_llama_cpp_ids(model_dir, want, got, label)
             continue
         if sentencepiece and w["key"] == "tokenizer.ggml.token_type":
             for i, (wt, gt) in enumerate(zip(w["value"], g["value"])):
