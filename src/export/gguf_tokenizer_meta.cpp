@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <cstdint>
 #include <filesystem>
 #include <optional>
 #include <string_view>
@@ -67,7 +68,8 @@ json field(const json& obj, const std::string& key) {
 // "Sequence[Split(<regex>), ByteLevel]" for a message.
 std::string describe(const json& p) {
   if (!p.is_object()) return p.dump();
-  const std::string type = p.value("type", "?");
+  const json type_field = field(p, "type");
+  const std::string type = type_field.is_string() ? type_field.get<std::string>() : "?";
   if (type == "Sequence") {
     std::string s = "Sequence[";
     const json items = field(p, "pretokenizers").is_array() ? p["pretokenizers"] : field(p, "normalizers");
@@ -78,9 +80,10 @@ std::string describe(const json& p) {
   return type;
 }
 
+// The converter also re-encodes an added token that is not normalized and writes what
+// decoding gives back; for the added tokens of these tokenizers that is the token itself.
 struct AddedToken {
   bool special = false;
-  bool normalized = false;
 };
 
 // The vocabulary by id: the BPE model's tokens with the added tokens over them, padded to
@@ -107,7 +110,7 @@ Vocab read_vocab(const TokenizerFiles& f) {
                       ": added_tokens entries need an id and a content");
     const std::size_t id = a["id"].get<std::size_t>();
     entries.emplace_back(id, a["content"].get<std::string>());
-    added[id] = {a.value("special", false), a.value("normalized", false)};
+    added[id] = {field(a, "special") == true};
   }
   std::size_t max_id = 0;
   for (const auto& e : entries) max_id = std::max(max_id, e.first);
@@ -117,6 +120,8 @@ Vocab read_vocab(const TokenizerFiles& f) {
                       " is not below config.json's vocab_size ", vs.get<std::size_t>());
     size = vs.get<std::size_t>();
   }
+  ANVIL_CHECK_INPUT(size <= std::size_t{INT32_MAX}, f.dir, ": a vocabulary of ", size,
+                    " ids (tokenizer.json, config.json) is more than llama.cpp's int32 token ids reach");
   Vocab v;
   v.tokens.resize(size);
   for (const auto& [id, token] : entries) v.tokens[id] = token;  // added tokens last: they win
@@ -129,7 +134,7 @@ Vocab read_vocab(const TokenizerFiles& f) {
 // Tokens some models add without marking them special (the converter's list).
 bool looks_special(std::string_view t) {
   const auto wraps = [&](std::string_view open, std::string_view close) {
-    return t.size() >= open.size() + close.size() && t.starts_with(open) && t.ends_with(close);
+    return t.starts_with(open) && t.ends_with(close);
   };
   return t == "<pad>" || t == "<mask>" || t == "<2mass>" || t == "[@BOS@]" || wraps("<|", "|>") ||
          wraps("<\uFF5C", "\uFF5C>") || wraps("<unused", ">");
