@@ -103,6 +103,14 @@ GgufValue gguf_value_bool(bool x) {
   return v;
 }
 
+GgufValue gguf_value_array(GgufValueType elem_type, std::vector<GgufValue> items) {
+  GgufValue v;
+  v.type = GgufValueType::gguf_array;
+  v.elem_type = elem_type;
+  v.items = std::move(items);
+  return v;
+}
+
 GgufValue gguf_value_strings(const std::vector<std::string>& items) {
   return array_of(GgufValueType::gguf_string, items, [](const std::string& s) { return gguf_value_string(s); });
 }

@@ -23,6 +23,7 @@ GgufValue gguf_value_u32(std::uint32_t v);
 GgufValue gguf_value_i32(std::int32_t v);
 GgufValue gguf_value_f32(float v);
 GgufValue gguf_value_bool(bool v);
+GgufValue gguf_value_array(GgufValueType elem_type, std::vector<GgufValue> items);
 GgufValue gguf_value_strings(const std::vector<std::string>& items);
 GgufValue gguf_value_i32s(const std::vector<std::int32_t>& items);
 GgufValue gguf_value_f32s(const std::vector<float>& items);
