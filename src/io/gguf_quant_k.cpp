@@ -11,7 +11,8 @@
 //      start from the range [min(x, 0), max(x)], then try nstep + 1 slightly different
 //      inverse scales; for each, round the codes and solve the weighted least-squares
 //      problem x ≈ scale·q + min in closed form (min clamped to <= 0); keep the candidate
-//      of least weighted squared error.
+//      of least weighted squared error (the best min so far is the origin of the next
+//      candidates' rounding).
 //   2. quantize the eight scales and eight mins to 6 bits against their maxima
 //      (d = max_scale / 63, dmin = max_min / 63, both f16).
 //   3. recompute every code from the stored (rounded) d·scale and dmin·min.
@@ -77,8 +78,7 @@ float fit_scale_min(const float* x, const float* w, int nmax, float rmin, float 
     *neg_min = -lo;
     return 0.0f;
   }
-  const float range = hi - lo;
-  float iscale = static_cast<float>(nmax) / range;
+  float iscale = static_cast<float>(nmax) / (hi - lo);
   float scale = 1.0f / iscale;
   float best_err = 0.0f;
   for (int i = 0; i < n; ++i) {
@@ -89,7 +89,9 @@ float fit_scale_min(const float* x, const float* w, int nmax, float rmin, float 
   }
   std::uint8_t cand[n];
   for (int k = 0; k <= nstep; ++k) {
-    iscale = (rmin + rdelta * static_cast<float>(k) + static_cast<float>(nmax)) / range;
+    // As in ggml, once a candidate wins, its (lower) min also moves the range and the
+    // origin of the rounding for the candidates after it.
+    iscale = (rmin + rdelta * static_cast<float>(k) + static_cast<float>(nmax)) / (hi - lo);
     float sum_l = 0.0f, sum_l2 = 0.0f, sum_xl = 0.0f;
     for (int i = 0; i < n; ++i) {
       const int l = clamp_int(round_even(iscale * (x[i] - lo)), 0, nmax);
