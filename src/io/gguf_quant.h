@@ -86,6 +86,9 @@ struct GgufPlanModel {
 // that is not a ".weight" stay F32, the rest take the file type's type adjusted by the
 // per-category rules, and a k-quant whose row is not a multiple of 256 falls back
 // (Q4_K -> Q5_0, Q5_K -> Q5_1, Q6_K -> Q8_0; F16 if even 32 does not divide the row).
+// llama.cpp numbers the attn_v and ffn_down tensors in its own order (by layer number,
+// tensors outside the blocks first, then by name), so the input order does not matter;
+// llama-quantize also writes its file in that order.
 std::vector<std::uint32_t> gguf_quant_plan(GgufFileType ft, const std::vector<GgufPlanTensor>& tensors,
                                            const GgufPlanModel& model);
 

@@ -22,7 +22,9 @@
 //                   Q6_K -> Q8_0), and a row not a multiple of 32 to F16.
 // use_more_bits(i, n): the first and last eighth of the layers, and every third in between
 // (the layers where quantization error costs llama.cpp's measurements the most perplexity).
+#include <algorithm>
 #include <cstdio>
+#include <numeric>
 
 #include "core/error.h"
 #include "io/gguf.h"
@@ -100,7 +102,7 @@ bool use_more_bits(int i_layer, int n_layer) {
 
 std::int64_t block_elems(GgmlType t) { return static_cast<std::int64_t>(ggml_block(static_cast<std::uint32_t>(t)).elems); }
 
-// The counters llama.cpp keeps while it walks the tensors in file order.
+// The counters llama.cpp keeps while it walks the tensors (in its order: see gguf_quant_plan).
 struct PlanState {
   const GgufPlanModel& model;
   GgufFileType ft;
@@ -111,12 +113,19 @@ struct PlanState {
   int i_ffn_down = 0;
 };
 
+// The layer number of a "blk.N." name, -1 for the others.
+int layer_of(const std::string& name) {
+  int layer = -1;
+  if (std::sscanf(name.c_str(), "blk.%d.", &layer) != 1) return -1;
+  return layer;
+}
+
 // The layer of an ffn_down tensor: its position among them, or (with experts, whose
 // tensors llama.cpp does not trust to be in layer order) the number in its name.
 int ffn_down_layer(const PlanState& st, const std::string& name) {
   if (st.model.n_expert <= 1) return st.i_ffn_down;
-  int layer = -1;
-  ANVIL_CHECK_INPUT(std::sscanf(name.c_str(), "blk.%d.", &layer) == 1 && layer >= 0 && layer < st.model.n_layer,
+  const int layer = layer_of(name);
+  ANVIL_CHECK_INPUT(layer >= 0 && layer < st.model.n_layer,
                     "GGUF tensor '", name, "': no layer number in [0, ", st.model.n_layer, ") after 'blk.'");
   return layer;
 }
@@ -190,17 +199,23 @@ std::vector<std::uint32_t> gguf_quant_plan(GgufFileType ft, const std::vector<Gg
   // llama.cpp's 70B class (llama with grouped-query attention, or qwen2, at 80 layers).
   st.is_70b = model.n_layer == 80 && ((model.arch == "llama" && model.n_expert != 8 && model.n_head != model.n_head_kv) ||
                                       model.arch == "qwen2");
+  // llama.cpp visits (and writes) the tensors sorted by layer number, the ones outside
+  // the blocks first, then by name; the attn_v and ffn_down counters follow that order.
+  std::vector<std::size_t> order(tensors.size());
+  std::iota(order.begin(), order.end(), std::size_t{0});
+  std::sort(order.begin(), order.end(), [&](std::size_t a, std::size_t b) {
+    const int la = layer_of(tensors[a].name), lb = layer_of(tensors[b].name);
+    return la != lb ? la < lb : tensors[a].name < tensors[b].name;
+  });
   const GgmlType base = default_type(ft);
   const bool quantized = block_elems(base) > 1;
-  std::vector<std::uint32_t> types;
-  types.reserve(tensors.size());
-  for (const auto& t : tensors) {
-    GgmlType type = GgmlType::ggml_f32;
-    if (tensor_allows_quantization(t)) {
-      type = base;
-      if (quantized) type = fallback_type(mixture_type(st, t, base), t.dims[0]);
-    }
-    types.push_back(static_cast<std::uint32_t>(type));
+  std::vector<std::uint32_t> types(tensors.size(), static_cast<std::uint32_t>(GgmlType::ggml_f32));
+  for (const std::size_t i : order) {
+    const GgufPlanTensor& t = tensors[i];
+    if (!tensor_allows_quantization(t)) continue;
+    GgmlType type = base;
+    if (quantized) type = fallback_type(mixture_type(st, t, base), t.dims[0]);
+    types[i] = static_cast<std::uint32_t>(type);
   }
   return types;
 }
