@@ -53,7 +53,13 @@ exporting::ExportOptions options_resolve(const ExportArgs& a) {
   if (gguf || o.format == exporting::ExportFormat::export_format_gguf_lora) {
     ANVIL_CHECK_INPUT(a.dtype.empty(), "export: --dtype applies to --format hf (--format gguf takes --type)");
     ANVIL_CHECK_INPUT(!a.max_shard_size_given, "export: --max-shard-size applies to --format hf only");
-    if (gguf && !a.type.empty()) o.gguf_type = io::gguf_file_type_parse(a.type, "export: --type");
+    if (gguf && !a.type.empty()) {
+      try {
+        o.gguf_type = io::gguf_file_type_from_name(a.type);
+      } catch (const Error& e) {
+        throw_user_error("export: --type: ", error_message(e));
+      }
+    }
     return o;
   }
   if (o.format == exporting::ExportFormat::export_format_peft) {
@@ -165,8 +171,8 @@ void register_export(CLI::App& app) {
                   "gguf-lora: the adapter for llama.cpp")
       ->default_val("hf");
   cmd->add_option("--type", args->type,
-                  "gguf: f32, f16 (default), bf16, q8_0, q4_0, q4_1, q5_0, q5_1, q4_k, q5_k, q6_k, q4_k_m, q5_k_m "
-                  "(llama.cpp's file types; q4_k and q5_k are its Q4_K_S and Q5_K_S)");
+                  str_cat("gguf: llama.cpp's file type, one of ", io::gguf_file_type_names(),
+                          " (default f16; q4_k and q5_k are its Q4_K_S and Q5_K_S)"));
   cmd->add_option("--dtype", args->dtype, "hf: weight dtype, bf16, f16 or f32 (default: the base model's torch_dtype)");
   auto* shard = cmd->add_option("--max-shard-size", args->max_shard_size, "hf: largest safetensors file (e.g. 5GB, 500MB)")
                     ->default_val("5GB");

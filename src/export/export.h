@@ -41,7 +41,7 @@ struct ExportOptions {
   std::uint64_t max_shard_bytes = 5'000'000'000ull;  // hf: HF's default "5GB"
   bool force = false;  // replace a non-empty output directory holding an earlier export
   // gguf: llama.cpp's file type (--type), which fixes each tensor's ggml type.
-  io::GgufFileType gguf_type = io::GgufFileType::f16;
+  io::GgufFileType gguf_type = io::GgufFileType::gguf_file_f16;
 };
 
 // The adapter to export, in the layout LoraLayout(spec, lora) (a checkpoint's, or any).

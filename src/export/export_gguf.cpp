@@ -141,20 +141,18 @@ ExportSummary export_gguf(const ExportAdapter& adapter, const std::string& path,
     decls.push_back({"rope_freqs.weight", {rope_freqs.size()}, static_cast<std::uint32_t>(io::GgmlType::ggml_f32)});
     source_index.push_back(SIZE_MAX);
   }
-  bool has_output = false;
   for (std::size_t i = 0; i < source.tensors().size(); ++i) {
     const auto& t = source.tensors()[i];
     const auto name = gguf::gguf_tensor_name(t.name);
     ANVIL_CHECK_INPUT(name.has_value(), "export: tensor ", t.name, " of ", adapter.base_dir,
                       " has no place in llama.cpp's ", arch, " layout");
-    has_output = has_output || *name == "output.weight";
     decls.push_back({*name, ggml_dims(t.shape), 0});
     source_index.push_back(i);
   }
   std::vector<io::GgufPlanTensor> plan_in;
-  for (const auto& d : decls) plan_in.push_back({d.name, d.dims});
+  for (const auto& d : decls) plan_in.push_back({d.name, std::vector<std::int64_t>(d.dims.begin(), d.dims.end())});
   const io::GgufPlanModel plan_model{arch, adapter.spec.num_hidden_layers, adapter.spec.num_attention_heads,
-                                     adapter.spec.num_key_value_heads, 0, has_output};
+                                     adapter.spec.num_key_value_heads, 0};
   const std::vector<std::uint32_t> types = io::gguf_quant_plan(options.gguf_type, plan_in, plan_model);
   for (std::size_t i = 0; i < decls.size(); ++i) decls[i].type = types[i];
 
