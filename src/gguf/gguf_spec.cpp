@@ -200,6 +200,8 @@ std::optional<std::string> gguf_tensor_name(const std::string& hf_name) {
     const std::size_t dot = hf_name.find('.', kLayers.size());
     if (dot == std::string::npos) return std::nullopt;
     const std::string layer = hf_name.substr(kLayers.size(), dot - kLayers.size());
+    if (layer.empty() || !std::all_of(layer.begin(), layer.end(), [](char c) { return c >= '0' && c <= '9'; }))
+      return std::nullopt;
     const std::string rest = hf_name.substr(dot + 1);  // "self_attn.q_proj.weight"
     for (const auto& [to, from] : kBlockNames)
       for (const char* suffix : {".weight", ".bias"})
