@@ -7,6 +7,7 @@
 // the same bytes as one process writes. A tensor streams through in row blocks: merged,
 // put in llama.cpp's q/k row order, quantized, written.
 #include <algorithm>
+#include <cmath>
 #include <filesystem>
 
 #include "core/error.h"
@@ -104,6 +105,11 @@ void merged_tensor_write(MergedSource& source, std::size_t src_index, std::int64
     const std::int64_t m = std::min(rows_per_block, t.rows - row);
     source.read_rows(src_index, row, m, buf.rows.data());  // (m, cols)
     const float* rows = buf.rows.data();
+    // The quantizers' scales need finite inputs; a NaN here is a diverged adapter or a
+    // damaged base, and no inference client could use the file.
+    const auto bad = std::find_if(rows, rows + m * t.cols, [](float v) { return !std::isfinite(v); });
+    ANVIL_CHECK_INPUT(bad == rows + m * t.cols, "export: ", t.name, " has a non-finite value (", *bad, ") in row ",
+                      row + (bad - rows) / t.cols, " of the merged weights; the adapter or the base is damaged");
     if (heads > 0) {
       for (std::int64_t r = 0; r < m; ++r) {
         const std::int64_t to = gguf::gguf_permuted_row(row + r, t.rows, heads) - row;
