@@ -187,8 +187,9 @@ bool is_byte_token(std::string_view t) {
 // 4.45+) with any space inside a piece written as U+0120, as SpecialVocab writes it.
 std::vector<std::string> read_merges(const TokenizerFiles& f) {
   const json merges = field(field(f.tokenizer, "model"), "merges");
-  ANVIL_CHECK_INPUT(merges.is_array() && !merges.empty(), f.tokenizer_path,
-                    ": model.merges is missing or empty (llama.cpp's BPE needs the merges)");
+  // An empty list is a byte-level vocabulary without merges (anvil init-model's); llama.cpp
+  // needs the key, not entries.
+  ANVIL_CHECK_INPUT(merges.is_array(), f.tokenizer_path, ": model.merges is missing (llama.cpp's BPE needs the key)");
   std::vector<std::string> out;
   out.reserve(merges.size());
   for (const json& m : merges) {
