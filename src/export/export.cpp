@@ -27,7 +27,8 @@ void string_broadcast(comm::Comm& world, std::string& text, int root) {
 ExportFormat export_format_parse(const std::string& text, const std::string& what) {
   if (text == "hf") return ExportFormat::export_format_hf;
   if (text == "peft") return ExportFormat::export_format_peft;
-  throw_user_error(what, ": unknown format '", text, "' (expected hf or peft)");
+  if (text == "mlx") return ExportFormat::export_format_mlx;
+  throw_user_error(what, ": unknown format '", text, "' (expected hf, peft or mlx)");
 }
 
 ExportSummary export_peft(const ExportAdapter& adapter, const std::string& dir) {
@@ -52,6 +53,7 @@ ExportSummary export_to_dir(const ExportAdapter& adapter, const std::string& out
 ExportSummary export_to_dir(const ExportAdapter& adapter, const std::string& out_dir, const ExportOptions& options,
                             const std::vector<std::string>& inputs, comm::Comm& world) {
   const bool hf = options.format == ExportFormat::export_format_hf;
+  const bool mlx = options.format == ExportFormat::export_format_mlx;
   // Rank 0 alone checks out_dir and creates the staging directory; if that fails it ends
   // the job from main() while the others wait in the broadcast, and nothing exists yet.
   std::optional<StagedDir> staged;
@@ -72,6 +74,8 @@ ExportSummary export_to_dir(const ExportAdapter& adapter, const std::string& out
   try {
     if (hf)
       summary = export_hf_merged(adapter, staging, options, ShardRanks{world.rank(), world.size()});
+    else if (mlx)
+      summary = export_mlx_merged(adapter, staging, options, ShardRanks{world.rank(), world.size()});
     else if (world.rank() == 0)
       summary = export_peft(adapter, staging);
   } catch (const std::exception& e) {
@@ -103,7 +107,7 @@ ExportSummary export_to_dir(const ExportAdapter& adapter, const std::string& out
   summary.merged = static_cast<std::size_t>(totals[1]);
   summary.shards = static_cast<std::size_t>(totals[2]);
   summary.bytes = static_cast<std::uint64_t>(totals[3]);
-  if (hf) {
+  if (hf || mlx) {
     const std::size_t slots = model::LoraLayout(adapter.spec, adapter.lora).slots().size();
     ANVIL_CHECK(summary.merged == slots, "export: merged ", summary.merged, " of ", slots, " adapted weights");
   }

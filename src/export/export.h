@@ -4,6 +4,8 @@
 //         config.json, generation_config.json and the tokenizer files.
 //   peft: the adapter alone, as PEFT writes it (adapter_config.json,
 //         adapter_model.safetensors).
+//   mlx:  the merged model as an mlx-lm model directory (mlx_lm.load reads it): the hf
+//         layout, or with --bits MLX's affine quantization as mlx_lm.convert -q writes it.
 // The merge streams one tensor at a time, in row blocks, straight from the base model's
 // mapping into the current output shard: memory stays a few MiB whatever the model size.
 #pragma once
@@ -22,9 +24,9 @@
 
 namespace anvil::exporting {
 
-enum class ExportFormat { export_format_hf, export_format_peft };
+enum class ExportFormat { export_format_hf, export_format_peft, export_format_mlx };
 
-// "hf" / "peft"; a user error names `what` for anything else.
+// "hf" / "peft" / "mlx"; a user error names `what` for anything else.
 ExportFormat export_format_parse(const std::string& text, const std::string& what);
 
 struct ExportOptions {
@@ -32,6 +34,8 @@ struct ExportOptions {
   // hf: the dtype of the written weights; nullopt: the base config's torch_dtype.
   std::optional<DType> dtype;
   std::uint64_t max_shard_bytes = 5'000'000'000ull;  // hf: HF's default "5GB"
+  int mlx_bits = 0;         // mlx: 4 or 8 (quantized, export/mlx_quant.h); 0: not quantized
+  int mlx_group_size = 64;  // mlx with bits: elements per scale/bias (mlx_lm.convert's default)
   bool force = false;  // replace a non-empty output directory holding an earlier export
 };
 
@@ -70,6 +74,10 @@ DType export_default_dtype(const std::string& base_dir);
 ExportSummary export_hf_merged(const ExportAdapter& adapter, const std::string& dir, const ExportOptions& options,
                                ShardRanks ranks = {});
 
+// The merged model as an mlx-lm directory (export_mlx.cpp), split over ranks as hf is.
+ExportSummary export_mlx_merged(const ExportAdapter& adapter, const std::string& dir, const ExportOptions& options,
+                                ShardRanks ranks = {});
+
 // Writes the adapter into `dir` in PEFT's layout, naming adapter.base_dir as the base.
 ExportSummary export_peft(const ExportAdapter& adapter, const std::string& dir);
 
@@ -81,7 +89,7 @@ ExportSummary export_to_dir(const ExportAdapter& adapter, const std::string& out
                             const std::vector<std::string>& inputs);
 
 // The same, collective over `world`: rank 0 checks out_dir and stages it, every rank writes
-// its hf shards into the staging directory (peft: rank 0 alone), and rank 0 renames it
+// its hf or mlx shards into the staging directory (peft: rank 0 alone), and rank 0 renames it
 // once all have succeeded. A rank's failure reaches all ranks with its message (each
 // throws; rank 0 removes the staging directory first), so nothing is renamed. Returns the totals on every rank;
 // out_dir is rank 0's (the others return it as given).
