@@ -66,11 +66,35 @@ DType export_default_dtype(const std::string& base_dir) {
   return DType::dtype_f32;
 }
 
-ExportSummary export_hf_merged(const ExportAdapter& adapter, const std::string& dir, const ExportOptions& options,
-                               ShardRanks ranks) {
-  const DType dtype = options.dtype ? *options.dtype : export_default_dtype(adapter.base_dir);
+DType export_dtype_resolve(const ExportOptions& options, const std::string& base_dir) {
+  const DType dtype = options.dtype ? *options.dtype : export_default_dtype(base_dir);
   ANVIL_CHECK_INPUT(dtype == DType::dtype_f32 || dtype == DType::dtype_bf16 || dtype == DType::dtype_f16,
                     "export: --dtype must be f32, bf16 or f16, got ", dtype_short_name(dtype));
+  return dtype;
+}
+
+ExportSummary merged_dir_finish(ShardedWriter& out, const MergedSource& source, ExportSummary summary,
+                                const nlohmann::ordered_json& cfg, const std::string& base_dir, const std::string& dir,
+                                DType dtype, ShardRanks ranks) {
+  out.finish();
+  // A rank's share cannot tell; export_to_dir checks the total over ranks.
+  if (ranks.size == 1)
+    ANVIL_CHECK(summary.merged == source.merged_count(), "export: merged ", summary.merged, " of ",
+                source.merged_count(), " adapted weights");
+  if (ranks.rank == 0) {
+    export_config_write(cfg, dir);
+    export_side_files_copy(base_dir, dir);
+  }
+  summary.out_dir = dir;
+  summary.dtype = dtype;
+  summary.shards = out.owned_shard_count();
+  summary.bytes = out.owned_bytes();
+  return summary;
+}
+
+ExportSummary export_hf_merged(const ExportAdapter& adapter, const std::string& dir, const ExportOptions& options,
+                               ShardRanks ranks) {
+  const DType dtype = export_dtype_resolve(options, adapter.base_dir);
   MergedSource source(adapter);
   // In the base's own order. Every rank plans all tensors, so that the shards (and their
   // names) come out as one process would write them.
@@ -86,21 +110,8 @@ ExportSummary export_hf_merged(const ExportAdapter& adapter, const std::string& 
     if (source.tensors()[i].slot != nullptr) ++summary.merged;
     merged_tensor_write(out, source, i, dtype, f32, cast);
   }
-  out.finish();
-  // A rank's share cannot tell; export_to_dir checks the total over ranks.
-  if (ranks.size == 1)
-    ANVIL_CHECK(summary.merged == source.merged_count(), "export: merged ", summary.merged, " of ",
-                source.merged_count(), " adapted weights");
-  if (ranks.rank == 0) {
-    export_config_write(export_config_read(adapter.base_dir, dtype), dir);
-    export_side_files_copy(adapter.base_dir, dir);
-  }
-
-  summary.out_dir = dir;
-  summary.dtype = dtype;
-  summary.shards = out.owned_shard_count();
-  summary.bytes = out.owned_bytes();
-  return summary;
+  return merged_dir_finish(out, source, summary, export_config_read(adapter.base_dir, dtype), adapter.base_dir, dir,
+                           dtype, ranks);
 }
 
 }  // namespace anvil::exporting

@@ -88,9 +88,7 @@ void quantized_write(ShardedWriter& out, std::size_t first, MergedSource& source
 
 ExportSummary export_mlx_merged(const ExportAdapter& adapter, const std::string& dir, const ExportOptions& options,
                                 ShardRanks ranks) {
-  const DType dtype = options.dtype ? *options.dtype : export_default_dtype(adapter.base_dir);
-  ANVIL_CHECK_INPUT(dtype == DType::dtype_f32 || dtype == DType::dtype_bf16 || dtype == DType::dtype_f16,
-                    "export: --dtype must be f32, bf16 or f16, got ", dtype_short_name(dtype));
+  const DType dtype = export_dtype_resolve(options, adapter.base_dir);
   const bool quantize = options.mlx_bits != 0;
   const MlxQuant q{options.mlx_bits, options.mlx_group_size};
   if (quantize) {
@@ -148,26 +146,13 @@ ExportSummary export_mlx_merged(const ExportAdapter& adapter, const std::string&
     else
       merged_tensor_write(out, source, k, dtype, f32, cast);
   }
-  out.finish();
-  if (ranks.size == 1)
-    ANVIL_CHECK(summary.merged == source.merged_count(), "export: merged ", summary.merged, " of ",
-                source.merged_count(), " adapted weights");
-  if (ranks.rank == 0) {
-    if (quantize) {
-      // mlx_lm.convert's block; its save_config repeats it as quantization_config.
-      const nlohmann::ordered_json block = {{"group_size", q.group_size}, {"bits", q.bits}, {"mode", "affine"}};
-      cfg["quantization"] = block;
-      cfg["quantization_config"] = block;
-    }
-    export_config_write(cfg, dir);
-    export_side_files_copy(adapter.base_dir, dir);
+  if (quantize) {
+    // mlx_lm.convert's block; its save_config repeats it as quantization_config.
+    const nlohmann::ordered_json block = {{"group_size", q.group_size}, {"bits", q.bits}, {"mode", "affine"}};
+    cfg["quantization"] = block;
+    cfg["quantization_config"] = block;
   }
-
-  summary.out_dir = dir;
-  summary.dtype = dtype;
-  summary.shards = out.owned_shard_count();
-  summary.bytes = out.owned_bytes();
-  return summary;
+  return merged_dir_finish(out, source, summary, cfg, adapter.base_dir, dir, dtype, ranks);
 }
 
 }  // namespace anvil::exporting
