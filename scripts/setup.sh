@@ -53,15 +53,20 @@ if [ ! -x .venv/bin/python ]; then
   echo "setup: creating .venv"
   "$py" -m venv .venv
 fi
-pip_want=(numpy safetensors tokenizers jinja2 matplotlib gguf)
+# Each entry is module=requirement where the import name is not the package's. The
+# inference clients the exports are checked in come from PyPI too: mlx-lm (the CPU build of
+# MLX, no torch) and llama-cpp-python, which compiles llama.cpp from its sdist (~6 min on
+# two cores; pip's wheel cache keeps the result for later set-ups). GGML_NATIVE=OFF: a
+# build that runs on any x86-64 the cache is copied to.
+pip_want=(numpy safetensors tokenizers jinja2 matplotlib gguf "mlx_lm=mlx-lm[cpu]" "llama_cpp=llama-cpp-python")
 [ "$want_reference" = 1 ] && pip_want+=(torch transformers peft bitsandbytes)
 pip_missing=()
 for m in "${pip_want[@]}"; do
-  .venv/bin/python -c "import $m" 2>/dev/null || pip_missing+=("$m")
+  .venv/bin/python -c "import ${m%%=*}" 2>/dev/null || pip_missing+=("${m#*=}")
 done
 if [ ${#pip_missing[@]} -gt 0 ]; then
   echo "setup: installing Python packages into .venv: ${pip_missing[*]}"
-  .venv/bin/python -m pip install -q --disable-pip-version-check "${pip_missing[@]}"
+  CMAKE_ARGS="-DGGML_NATIVE=OFF" .venv/bin/python -m pip install -q --disable-pip-version-check "${pip_missing[@]}"
 fi
 if [ ${#missing[@]} -eq 0 ] && [ ${#pip_missing[@]} -eq 0 ]; then
   echo "setup: everything is already installed"

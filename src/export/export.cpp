@@ -27,8 +27,14 @@ void string_broadcast(comm::Comm& world, std::string& text, int root) {
 ExportFormat export_format_parse(const std::string& text, const std::string& what) {
   if (text == "hf") return ExportFormat::export_format_hf;
   if (text == "peft") return ExportFormat::export_format_peft;
+  if (text == "gguf") return ExportFormat::export_format_gguf;
+  if (text == "gguf-lora") return ExportFormat::export_format_gguf_lora;
   if (text == "mlx") return ExportFormat::export_format_mlx;
-  throw_user_error(what, ": unknown format '", text, "' (expected hf, peft or mlx)");
+  throw_user_error(what, ": unknown format '", text, "' (expected hf, peft, gguf, gguf-lora or mlx)");
+}
+
+bool export_format_is_file(ExportFormat f) {
+  return f == ExportFormat::export_format_gguf || f == ExportFormat::export_format_gguf_lora;
 }
 
 ExportSummary export_peft(const ExportAdapter& adapter, const std::string& dir) {
@@ -54,15 +60,23 @@ ExportSummary export_to_dir(const ExportAdapter& adapter, const std::string& out
                             const std::vector<std::string>& inputs, comm::Comm& world) {
   const bool hf = options.format == ExportFormat::export_format_hf;
   const bool mlx = options.format == ExportFormat::export_format_mlx;
+  const bool gguf = options.format == ExportFormat::export_format_gguf;
+  const bool one_file = export_format_is_file(options.format);
   // Rank 0 alone checks out_dir and creates the staging directory; if that fails it ends
   // the job from main() while the others wait in the broadcast, and nothing exists yet.
   std::optional<StagedDir> staged;
+  std::optional<StagedFile> staged_file;
   std::string staging;
   if (world.rank() == 0) {
     std::vector<std::string> read = inputs;
     read.push_back(adapter.base_dir);
-    staged.emplace(out_dir, options.force, read);
-    staging = staged->path();
+    if (one_file) {
+      staged_file.emplace(out_dir, options.force, read);
+      staging = staged_file->path();
+    } else {
+      staged.emplace(out_dir, options.force, read);
+      staging = staged->path();
+    }
   }
   string_broadcast(world, staging, 0);
 
@@ -72,11 +86,18 @@ ExportSummary export_to_dir(const ExportAdapter& adapter, const std::string& out
   std::string message;
   std::int32_t code = 0;
   try {
+    const ShardRanks ranks{world.rank(), world.size()};
     if (hf)
-      summary = export_hf_merged(adapter, staging, options, ShardRanks{world.rank(), world.size()});
+      summary = export_hf_merged(adapter, staging, options, ranks);
     else if (mlx)
-      summary = export_mlx_merged(adapter, staging, options, ShardRanks{world.rank(), world.size()});
-    else if (world.rank() == 0)
+      summary = export_mlx_merged(adapter, staging, options, ranks);
+    else if (gguf)
+      summary = export_gguf(adapter, staging, options, ranks, &world);
+    else if (world.rank() != 0)
+      ;  // the adapter formats are one small file, written by rank 0
+    else if (options.format == ExportFormat::export_format_gguf_lora)
+      summary = export_gguf_lora(adapter, staging);
+    else
       summary = export_peft(adapter, staging);
   } catch (const std::exception& e) {
     failure = std::current_exception();
@@ -94,6 +115,7 @@ ExportSummary export_to_dir(const ExportAdapter& adapter, const std::string& out
     world.allreduce(&code, 1, DType::dtype_i32, comm::ReduceOp::reduce_max);
     string_broadcast(world, message, first_failed);
     staged.reset();
+    staged_file.reset();
     world.barrier();
     if (failure) std::rethrow_exception(failure);
     throw Error(code == 2 ? ErrorKind::user : ErrorKind::internal,
@@ -107,7 +129,7 @@ ExportSummary export_to_dir(const ExportAdapter& adapter, const std::string& out
   summary.merged = static_cast<std::size_t>(totals[1]);
   summary.shards = static_cast<std::size_t>(totals[2]);
   summary.bytes = static_cast<std::uint64_t>(totals[3]);
-  if (hf || mlx) {
+  if (hf || mlx || gguf) {
     const std::size_t slots = model::LoraLayout(adapter.spec, adapter.lora).slots().size();
     ANVIL_CHECK(summary.merged == slots, "export: merged ", summary.merged, " of ", slots, " adapted weights");
   }
@@ -115,6 +137,10 @@ ExportSummary export_to_dir(const ExportAdapter& adapter, const std::string& out
   if (staged) {
     staged->commit();
     summary.out_dir = staged->out();
+  }
+  if (staged_file) {
+    staged_file->commit();
+    summary.out_dir = staged_file->out();
   }
   // The others return once the export is in place (a failed rename ends the job here).
   world.barrier();

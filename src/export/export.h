@@ -4,6 +4,9 @@
 //         config.json, generation_config.json and the tokenizer files.
 //   peft: the adapter alone, as PEFT writes it (adapter_config.json,
 //         adapter_model.safetensors).
+//   gguf: the merged model as one llama.cpp GGUF file (metadata, tokenizer, llama.cpp's q/k
+//         row order), f32/f16/bf16 or quantized to a llama.cpp file type.
+//   gguf-lora: the adapter alone as a llama.cpp LoRA GGUF (llama-cli --lora).
 //   mlx:  the merged model as an mlx-lm model directory (mlx_lm.load reads it): the hf
 //         layout, or with --bits MLX's affine quantization as mlx_lm.convert -q writes it.
 // The merge streams one tensor at a time, in row blocks, straight from the base model's
@@ -18,15 +21,25 @@
 #include "comm/comm.h"
 #include "core/dtype.h"
 #include "export/shard_writer.h"
+#include "io/gguf_quant.h"
 #include "model/lora.h"
 #include "model/model_spec.h"
 #include "quant/quant_state.h"
 
 namespace anvil::exporting {
 
-enum class ExportFormat { export_format_hf, export_format_peft, export_format_mlx };
+enum class ExportFormat {
+  export_format_hf,
+  export_format_peft,
+  export_format_gguf,
+  export_format_gguf_lora,
+  export_format_mlx,
+};
 
-// "hf" / "peft" / "mlx"; a user error names `what` for anything else.
+// The formats written as one file (--out FILE) rather than a directory.
+bool export_format_is_file(ExportFormat f);
+
+// "hf", "peft", "gguf", "gguf-lora", "mlx"; a user error names `what` for anything else.
 ExportFormat export_format_parse(const std::string& text, const std::string& what);
 
 struct ExportOptions {
@@ -37,6 +50,8 @@ struct ExportOptions {
   int mlx_bits = 0;         // mlx: 4 or 8 (quantized, export/mlx_quant.h); 0: not quantized
   int mlx_group_size = 64;  // mlx with bits: elements per scale/bias (mlx_lm.convert's default)
   bool force = false;  // replace a non-empty output directory holding an earlier export
+  // gguf: llama.cpp's file type (--type), which fixes each tensor's ggml type.
+  io::GgufFileType gguf_type = io::GgufFileType::gguf_file_f16;
 };
 
 // The adapter to export, in the layout LoraLayout(spec, lora) (a checkpoint's, or any).
@@ -74,6 +89,15 @@ DType export_default_dtype(const std::string& base_dir);
 ExportSummary export_hf_merged(const ExportAdapter& adapter, const std::string& dir, const ExportOptions& options,
                                ShardRanks ranks = {});
 
+// Writes the merged model as the GGUF file `path`. With several ranks each writes whole
+// tensors of its own into the file rank 0 creates (`world` joins them; nullptr for one).
+ExportSummary export_gguf(const ExportAdapter& adapter, const std::string& path, const ExportOptions& options,
+                          ShardRanks ranks = {}, comm::Comm* world = nullptr);
+
+// Writes the adapter as a llama.cpp LoRA GGUF file `path` (f32; alpha chosen so that
+// llama.cpp's alpha / rank is anvil's scale).
+ExportSummary export_gguf_lora(const ExportAdapter& adapter, const std::string& path);
+
 // The merged model as an mlx-lm directory (export_mlx.cpp), split over ranks as hf is.
 ExportSummary export_mlx_merged(const ExportAdapter& adapter, const std::string& dir, const ExportOptions& options,
                                 ShardRanks ranks = {});
@@ -84,7 +108,7 @@ ExportSummary export_peft(const ExportAdapter& adapter, const std::string& dir);
 // The whole export: stages `out_dir` (staged_dir.h; `inputs` are the files the export
 // reads, which the output must not replace, the base directory included), writes the
 // format, renames into place. A failure leaves no out_dir behind (or the old one, with
-// --force).
+// --force). For the single-file formats out_dir names the file.
 ExportSummary export_to_dir(const ExportAdapter& adapter, const std::string& out_dir, const ExportOptions& options,
                             const std::vector<std::string>& inputs);
 

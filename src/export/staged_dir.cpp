@@ -3,7 +3,9 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstring>
 #include <filesystem>
+#include <fstream>
 
 #include "core/error.h"
 
@@ -27,6 +29,14 @@ fs::path path_resolve(const std::string& p) {
 bool path_contains(const fs::path& outer, const fs::path& inner) {
   const auto [o, i] = std::mismatch(outer.begin(), outer.end(), inner.begin(), inner.end());
   return o == outer.end();
+}
+
+// Whether `path` starts with GGUF's magic.
+bool is_gguf_file(const fs::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  char magic[4] = {};
+  in.read(magic, 4);
+  return in.gcount() == 4 && std::memcmp(magic, "GGUF", 4) == 0;
 }
 
 }  // namespace
@@ -84,6 +94,39 @@ void StagedDir::commit() {
   }
   committed_ = true;
   if (replace) fs::remove_all(old, ec);
+}
+
+StagedFile::StagedFile(const std::string& out, bool force, const std::vector<std::string>& inputs) {
+  const fs::path file = path_resolve(out);
+  out_ = file.string();
+  for (const auto& input : inputs) {
+    if (input.empty()) continue;
+    ANVIL_CHECK_INPUT(file != path_resolve(input), "export: --out ", out_, " is ", input,
+                      ", which the export reads; choose another output file");
+  }
+  std::error_code ec;
+  if (fs::exists(file, ec)) {
+    ANVIL_CHECK_INPUT(!fs::is_directory(file, ec), "export: --out ", out_, " is a directory; name a file");
+    ANVIL_CHECK_INPUT(force, "export: ", out_, " exists (use --force to replace it)");
+    ANVIL_CHECK_INPUT(is_gguf_file(file), "export: ", out_, " is not a GGUF file; --force only replaces an earlier export");
+  }
+  fs::create_directories(file.parent_path(), ec);
+  ANVIL_CHECK_INPUT(!ec, "export: cannot create ", file.parent_path().string(), ": ", ec.message());
+  staging_ = out_ + ".partial-" + std::to_string(::getpid());
+}
+
+StagedFile::~StagedFile() {
+  if (committed_) return;
+  std::error_code ec;
+  fs::remove(staging_, ec);
+}
+
+void StagedFile::commit() {
+  ANVIL_CHECK(!committed_, "commit() twice for ", out_);
+  std::error_code ec;
+  fs::rename(staging_, out_, ec);
+  ANVIL_CHECK_INPUT(!ec, "export: cannot rename ", staging_, " to ", out_, ": ", ec.message());
+  committed_ = true;
 }
 
 }  // namespace anvil::exporting

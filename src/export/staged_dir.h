@@ -6,6 +6,8 @@
 #include <string>
 #include <vector>
 
+// StagedDir and StagedFile: a directory or a file.
+
 namespace anvil::exporting {
 
 class StagedDir {
@@ -27,6 +29,29 @@ class StagedDir {
   const std::string& out() const { return out_; }
   // Moves an existing `out` aside, renames the staging directory to `out`, then removes
   // the old one; on failure the old one is put back.
+  void commit();
+
+ private:
+  std::string out_;
+  std::string staging_;
+  bool committed_ = false;
+};
+
+// The same for a single-file export (GGUF): written as FILE.partial-<pid> beside FILE and
+// renamed over it at the end.
+class StagedFile {
+ public:
+  // Refuses `out` when it exists, unless `force` and it is a GGUF file (--force never
+  // replaces an arbitrary file), or is a directory; also when it is one of `inputs`.
+  StagedFile(const std::string& out, bool force, const std::vector<std::string>& inputs);
+  // Removes the staged file unless commit() succeeded.
+  ~StagedFile();
+  StagedFile(const StagedFile&) = delete;
+  StagedFile& operator=(const StagedFile&) = delete;
+
+  const std::string& path() const { return staging_; }
+  const std::string& out() const { return out_; }
+  // Renames the staged file over `out` (one atomic step).
   void commit();
 
  private:

@@ -9,7 +9,7 @@
 #include "core/error.h"
 #include "export/shard_writer.h"
 #include "export/staged_dir.h"
-#include "import/gguf_spec.h"
+#include "gguf/gguf_spec.h"
 #include "import/gguf_tokenizer.h"
 #include "io/gguf.h"
 #include "io/gguf_dequant.h"
@@ -20,6 +20,9 @@ namespace anvil::importing {
 
 namespace {
 
+using gguf::gguf_model_spec;
+using gguf::gguf_permuted_heads;
+using gguf::gguf_tensor_hf_name;
 using io::detail::escape_for_message;
 
 struct PlannedTensor {
@@ -60,15 +63,6 @@ std::vector<PlannedTensor> plan_tensors(const io::GgufFile& g, const model::Mode
   return plan;
 }
 
-// Undoes llama.cpp's interleaving of q/k rows: HF row h·d + s·d/2 + j is GGUF row
-// h·d + 2j + s (d = rows / heads, s ∈ {0, 1}).
-std::int64_t gguf_row_of(std::int64_t hf_row, std::int64_t rows, std::int64_t heads) {
-  if (heads == 0) return hf_row;
-  const std::int64_t d = rows / heads, half = d / 2;
-  const std::int64_t h = hf_row / d, k = hf_row % d;
-  return h * d + 2 * (k % half) + k / half;
-}
-
 // Scratch reused across tensors, so memory peaks at the largest tensor in f32 plus a row.
 struct Scratch {
   std::vector<float> f32;         // (rows, cols)
@@ -89,7 +83,7 @@ void write_tensor(exporting::ShardedWriter& writer, const io::GgufFile& g, const
                     p.permuted_heads, " heads of even size");
   s.row.resize(static_cast<std::size_t>(cols) * dtype_size(dtype));
   for (std::int64_t r = 0; r < rows; ++r) {
-    const float* src = s.f32.data() + gguf_row_of(r, rows, p.permuted_heads) * cols;
+    const float* src = s.f32.data() + gguf::gguf_permuted_row(r, rows, p.permuted_heads) * cols;
     f32_store_as(src, cols, dtype, s.row.data());
     writer.append(s.row.data(), s.row.size());
   }

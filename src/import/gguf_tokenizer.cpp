@@ -12,6 +12,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
+#include "data/hf_pre_tokenizers.h"
 #include "data/tokenizer_utf8.h"
 #include "io/files.h"
 
@@ -31,37 +32,6 @@ constexpr const char* kSpecialIdKeys[] = {"tokenizer.ggml.bos_token_id", "tokeni
                                           "tokenizer.ggml.unknown_token_id", "tokenizer.ggml.padding_token_id"};
 
 bool is_sentencepiece(const io::GgufFile& g) { return g.get_string("tokenizer.ggml.model") == "llama"; }
-
-// The split regexes of the Llama-3 and Qwen2 tokenizers (they differ only in how many
-// digits one piece takes).
-constexpr const char* kLlama3Pattern =
-    "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| "
-    "?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
-constexpr const char* kQwen2Pattern =
-    "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| "
-    "?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
-
-json byte_level(bool use_regex) {
-  return {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"trim_offsets", true}, {"use_regex", use_regex}};
-}
-
-json split_then_bytes(const char* pattern) {
-  return {{"type", "Sequence"},
-          {"pretokenizers",
-           {{{"type", "Split"}, {"pattern", {{"Regex", pattern}}}, {"behavior", "Isolated"}, {"invert", false}},
-            byte_level(false)}}};
-}
-
-// tokenizer.ggml.pre → HF pre_tokenizer; null for a name anvil does not know.
-json pre_tokenizer(const std::string& pre) {
-  if (pre == "gpt2") return byte_level(true);
-  if (pre == "llama-bpe") return split_then_bytes(kLlama3Pattern);
-  if (pre == "qwen2") return split_then_bytes(kQwen2Pattern);
-  if (pre == "smollm")
-    return {{"type", "Sequence"},
-            {"pretokenizers", {{{"type", "Digits"}, {"individual_digits", true}}, byte_level(true)}}};
-  return nullptr;
-}
 
 std::string pre_name(const io::GgufFile& g) {
   return g.find("tokenizer.ggml.pre") ? g.get_string("tokenizer.ggml.pre") : "gpt2";
@@ -253,8 +223,8 @@ void gguf_tokenizer_check(const io::GgufFile& g) {
   const std::string pre = pre_name(g);
   // A SentencePiece vocabulary is split by its Metaspace rule whatever `pre` says
   // ("default" in llama.cpp's files), as transformers reads it.
-  ANVIL_CHECK_INPUT(is_sentencepiece(g) || !pre_tokenizer(pre).is_null(), g.path(), ": tokenizer.ggml.pre '",
-                    pre, "' is not supported by anvil import (llama-bpe, smollm, qwen2 and gpt2 are)");
+  ANVIL_CHECK_INPUT(is_sentencepiece(g) || !data::hf_pre_tokenizer(pre).is_null(), g.path(), ": tokenizer.ggml.pre '",
+                    pre, "' is not supported by anvil import (", data::hf_pre_tokenizer_names(), " are)");
   const auto& tokens = g.get_array("tokenizer.ggml.tokens");
   // JSON holds only well-formed UTF-8 (HF reads tokens as such).
   for (std::size_t i = 0; i < tokens.size(); ++i)
@@ -291,7 +261,7 @@ void gguf_tokenizer_write(const io::GgufFile& g, const std::string& dir, std::in
                     {"padding", nullptr},
                     {"added_tokens", added_tokens(g, tokens)},
                     {"normalizer", nullptr},
-                    {"pre_tokenizer", is_sentencepiece(g) ? metaspace_pre_tokenizer(g) : pre_tokenizer(pre_name(g))},
+                    {"pre_tokenizer", is_sentencepiece(g) ? metaspace_pre_tokenizer(g) : data::hf_pre_tokenizer(pre_name(g))},
                     {"post_processor", post_processor(g, tokens)},
                     {"decoder", decoder(g)},
                     {"model", bpe_model(g, tokens)}};

@@ -189,11 +189,26 @@ class Loader {
         continue;
       }
       seen.emplace(path, key_line);
-      if (config_schema_find(path))
+      if (path == kLegacyTrainOnPrompt)
+        read_legacy_train_on_prompt(entry.second, key_line);
+      else if (config_schema_find(path))
         inputs_[path] = {entry.second, {-1, key_line}};
       else
         problems_.add({-1, key_line}, path, unknown_key_message(path, "key"));
     }
+  }
+
+  // data.train_on_prompt, which data.train_on replaced: the configs of checkpoints written
+  // before carry it, and those still resume and export. true trained on every token
+  // (train_on: all), false on the answers (assistant).
+  static constexpr std::string_view kLegacyTrainOnPrompt = "data.train_on_prompt";
+  void read_legacy_train_on_prompt(const YAML::Node& node, int line) {
+    bool all = false;
+    if (!node.IsScalar() || !YAML::convert<bool>::decode(node, all)) {
+      problems_.add({-1, line}, std::string(kLegacyTrainOnPrompt), "expected true or false (now data.train_on)");
+      return;
+    }
+    if (inputs_.count("data.train_on") == 0) inputs_["data.train_on"] = {YAML::Node(all ? "all" : "assistant"), {-1, line}};
   }
 
   // "--set train.lr=1e-4": the value is YAML, so "[q_proj, v_proj]", "null" and "'123'" mean

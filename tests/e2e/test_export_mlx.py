@@ -40,9 +40,10 @@ NEW_TOKENS = 24
 EOS = 2  # SmolLM2's <|endoftext|>
 # Teacher-forced argmax agreement with anvil's greedy tokens, measured on these prompts
 # (33 positions; the first continuation stops at <|endoftext|>): bf16 33/33, 8-bit 33/33,
-# 4-bit 19/33. SmolLM2-135M loses much at 4 bits (its base came from a Q4_1 GGUF, and groups
-# of 64 straddle Q4_1's blocks of 32: --group-size 32 agreed on 35/48 where 64 did on 30/48
-# over 24 tokens each). The bounds leave room for other BLAS builds.
+# 4-bit 19/33. SmolLM2-135M loses much at 4 bits (its base came from a Q4_1 GGUF: a group of
+# 64 spans two of its blocks of 32, each with its own scale; --group-size 32 agreed on 35/48
+# where 64 did on 30/48, 24 tokens each without stopping). The bounds leave room for other
+# BLAS builds.
 MIN_AGREEMENT = {"bf16": 0.95, "q8": 0.9, "q4": 0.45}
 
 

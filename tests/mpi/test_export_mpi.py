@@ -1,6 +1,7 @@
 """`anvil export` under mpirun: the ranks split the shards of the merged model (shard i by
 rank i % size) and rank 0 writes the rest; the output directory must be byte for byte the
-one a single process writes, with the same summary printed once (hf, and mlx quantized). Also --format peft under
+one a single process writes, with the same summary printed once (hf, and mlx quantized); so
+must a GGUF file (f16, q8_0) whose tensors 3 ranks write, and a gguf-lora one. Also --format peft under
 two ranks (rank 0 writes, the other waits), a refused --out ending the job with exit 2,
 and no staging directory left behind.
 
@@ -105,6 +106,21 @@ def check(tmp):
     assert_same_dir(peft2, peft1)
     assert summary_line(pp2) == summary_line(pp1), (summary_line(pp2), summary_line(pp1))
     print("peft: 2 ranks, byte-identical")
+
+    # GGUF: the ranks write whole tensors into the file rank 0 laid out; the same bytes.
+    for t in ["f16", "q8_0"]:
+        g1 = os.path.join(tmp, f"model-{t}-np1.gguf")
+        pg1 = export(ckpt, g1, 1, "--format", "gguf", "--type", t)
+        g3 = os.path.join(tmp, f"model-{t}-np3.gguf")
+        pg3 = export(ckpt, g3, 3, "--format", "gguf", "--type", t)
+        assert open(g3, "rb").read() == open(g1, "rb").read(), f"gguf {t}: 3 ranks wrote other bytes than 1"
+        assert summary_line(pg3) == summary_line(pg1), (summary_line(pg3), summary_line(pg1))
+    lora1 = os.path.join(tmp, "lora-np1.gguf")
+    export(ckpt, lora1, 1, "--format", "gguf-lora")
+    lora2 = os.path.join(tmp, "lora-np2.gguf")
+    export(ckpt, lora2, 2, "--format", "gguf-lora")
+    assert open(lora2, "rb").read() == open(lora1, "rb").read()
+    print("gguf f16, q8_0 (3 ranks) and gguf-lora (2 ranks): byte-identical")
 
     # Rank 0 refusing --out (not an earlier export) ends the job at once, exit 2, while the
     # others wait for the staging directory; nothing is created.

@@ -121,6 +121,20 @@ TEST(ConfigSchema, ExampleConfigsLoad) {
   EXPECT_GE(n, 2);
 }
 
+// Checkpoints written before data.train_on replaced data.train_on_prompt carry the old
+// key in their config; it still loads, as the train_on it meant.
+TEST(ConfigSchema, LegacyTrainOnPromptLoadsAsTrainOn) {
+  const std::string base = "output_dir: out\nmodel:\n  path: m\ndata:\n  train: t.jsonl\n";
+  EXPECT_EQ(load(base + "  train_on_prompt: true\n").data.train_on, data::TrainOn::train_on_all);
+  EXPECT_EQ(load(base + "  train_on_prompt: false\n").data.train_on, data::TrainOn::train_on_assistant);
+  // An explicit train_on wins, in either order.
+  EXPECT_EQ(load(base + "  train_on_prompt: true\n  train_on: last_assistant\n").data.train_on,
+            data::TrainOn::train_on_last_assistant);
+  EXPECT_EQ(load(base + "  train_on: last_assistant\n  train_on_prompt: true\n").data.train_on,
+            data::TrainOn::train_on_last_assistant);
+  EXPECT_HAS(load_error(base + "  train_on_prompt: maybe\n"), "data.train_on_prompt");
+}
+
 TEST(ConfigTypes, EachTypeParses) {
   const TrainConfig c =
       load(kMinimal +

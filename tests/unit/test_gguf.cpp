@@ -3,7 +3,10 @@
 // with gguf's own writer and quantizers, and gguf's dequantized values as the reference.
 #include <gtest/gtest.h>
 
+#include <unistd.h>
+
 #include <cstdlib>
+#include <filesystem>
 #include <cstring>
 #include <fstream>
 #include <iterator>
@@ -14,6 +17,7 @@
 #include "error_test_util.h"
 #include "io/gguf.h"
 #include "io/gguf_dequant.h"
+#include "io/gguf_writer.h"
 #include "io/safetensors.h"
 
 namespace anvil::io {
@@ -149,6 +153,93 @@ TEST(Gguf, ReadsVersion2) {
   EXPECT_EQ(g.version(), 2u);
   EXPECT_EQ(g.tensors().size(), 2u);
 }
+
+// The writer's files read back through the reader: every value type, nested arrays, tensors
+// of several types at aligned offsets, a custom alignment, and the same bytes whichever
+// order (or process) the tensors are written in.
+TEST(GgufWriter, WritesWhatTheReaderReads) {
+  const std::string dir = std::filesystem::temp_directory_path() / ("anvil_gguf_writer_" + std::to_string(::getpid()));
+  std::filesystem::create_directories(dir);
+  GgufValue nested;
+  nested.type = GgufValueType::gguf_array;
+  nested.elem_type = GgufValueType::gguf_array;
+  nested.items = {gguf_value_i32s({1, -2}), gguf_value_i32s({})};
+  const std::vector<GgufKv> meta = {
+      {"general.architecture", gguf_value_string("llama")},
+      {"general.alignment", gguf_value_u32(64)},
+      {"a.f32", gguf_value_f32(0.5f)},
+      {"a.bool", gguf_value_bool(true)},
+      {"a.strings", gguf_value_strings({"x", "", "yz"})},
+      {"a.floats", gguf_value_f32s({1.5f, -2.0f})},
+      {"a.nested", nested},
+  };
+  const auto q8 = static_cast<std::uint32_t>(GgmlType::ggml_q8_0);
+  const auto f32 = static_cast<std::uint32_t>(GgmlType::ggml_f32);
+  const GgufLayout layout(meta, {{"t.f32", {3}, f32}, {"t.q8", {64, 2}, q8}, {"t.big", {5, 7}, f32}}, 64);
+  EXPECT_EQ(layout.tensor_bytes(1), 2u * 2 * 34);  // two rows of two Q8_0 blocks
+  EXPECT_EQ(layout.row_bytes(1), 68u);
+  std::vector<std::uint8_t> q8_bytes(layout.tensor_bytes(1));
+  for (std::size_t i = 0; i < q8_bytes.size(); ++i) q8_bytes[i] = static_cast<std::uint8_t>(i % 7);
+  q8_bytes[1] = q8_bytes[35] = q8_bytes[69] = q8_bytes[103] = 0x3c;  // the f16 scales: finite
+  const std::vector<float> small = {1, 2, 3};
+  std::vector<float> big(35);
+  for (std::size_t i = 0; i < big.size(); ++i) big[i] = static_cast<float>(i) * 0.25f;
+
+  const std::string forward = dir + "/forward.gguf", backward = dir + "/backward.gguf";
+  GgufFileWriter::create(forward, layout);
+  {
+    GgufFileWriter w(forward, layout);
+    w.write(0, 0, small.data(), 12);
+    w.write(1, 0, q8_bytes.data(), 68);  // a row at a time
+    w.write(1, 68, q8_bytes.data() + 68, 68);
+    w.write(2, 0, big.data(), 140);
+    w.sync();
+  }
+  GgufFileWriter::create(backward, layout);
+  for (int i = 2; i >= 0; --i) {  // as other processes would: each its own tensor
+    GgufFileWriter w(backward, layout);
+    if (i == 2) w.write(2, 0, big.data(), 140);
+    if (i == 1) w.write(1, 0, q8_bytes.data(), q8_bytes.size());
+    if (i == 0) w.write(0, 0, small.data(), 12);
+  }
+  std::ifstream a(forward, std::ios::binary), b(backward, std::ios::binary);
+  const std::string bytes_a((std::istreambuf_iterator<char>(a)), {}), bytes_b((std::istreambuf_iterator<char>(b)), {});
+  EXPECT_EQ(bytes_a, bytes_b);
+  EXPECT_EQ(bytes_a.size(), layout.file_size());
+  EXPECT_EQ(layout.file_size() % 64, 0u);
+
+  const GgufFile g = GgufFile::open(forward);
+  EXPECT_EQ(g.version(), 3u);
+  EXPECT_EQ(g.alignment(), 64u);
+  EXPECT_EQ(g.get_string("general.architecture"), "llama");
+  EXPECT_EQ(g.get_f64("a.f32"), 0.5);
+  EXPECT_EQ(g.find("a.bool")->u, 1u);
+  const auto& strings = g.get_array("a.strings");
+  ASSERT_EQ(strings.size(), 3u);
+  EXPECT_EQ(strings[2].s, "yz");
+  EXPECT_EQ(g.get_array("a.floats")[1].f, -2.0);
+  const auto& nest = g.get_array("a.nested");
+  ASSERT_EQ(nest.size(), 2u);
+  EXPECT_EQ(nest[0].items[1].i, -2);
+  EXPECT_TRUE(nest[1].items.empty());
+  ASSERT_EQ(g.tensors().size(), 3u);
+  EXPECT_EQ(g.tensors()[2].shape(), (Shape{7, 5}));
+  EXPECT_EQ(std::memcmp(g.data(g.tensors()[1]), q8_bytes.data(), q8_bytes.size()), 0);
+  EXPECT_EQ(dequantized(g, g.tensors()[2]), big);
+  EXPECT_EQ(dequantized(g, g.tensors()[0]), small);
+  std::filesystem::remove_all(dir);
+}
+
+// Layout mistakes are the caller's (internal errors), caught before a byte is written.
+TEST(GgufWriter, RefusesLayoutsTheReaderWouldRefuse) {
+  const auto q8 = static_cast<std::uint32_t>(GgmlType::ggml_q8_0);
+  EXPECT_THROW(GgufLayout({}, {{"t", {48}, q8}}), Error);  // a row of 1.5 blocks
+  EXPECT_THROW(GgufLayout({}, {{"t", {32}, q8}, {"t", {32}, q8}}), Error);
+  EXPECT_THROW(GgufLayout({{"k", gguf_value_u32(1)}, {"k", gguf_value_u32(2)}}, {}), Error);
+  EXPECT_THROW(GgufLayout({}, {}, 64), Error);  // no general.alignment
+  EXPECT_THROW(GgufLayout({}, {{"t", {32}, 99}}), Error);
+}
+
 
 TEST(Gguf, MalformedFilesAreUserErrorsNamingTheRule) {
   const std::string dir = fixtures_dir() + "/malformed";

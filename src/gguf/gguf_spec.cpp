@@ -1,5 +1,5 @@
 // GGUF metadata and tensor names → Hugging Face config fields and tensor names.
-#include "import/gguf_spec.h"
+#include "gguf/gguf_spec.h"
 
 #include <algorithm>
 #include <array>
@@ -12,7 +12,7 @@
 #include "core/error.h"
 #include "io/gguf_dequant.h"
 
-namespace anvil::importing {
+namespace anvil::gguf {
 
 namespace {
 
@@ -144,7 +144,7 @@ model::ModelSpec gguf_model_spec(const io::GgufFile& g) {
 namespace {
 
 // The per-block tensors: GGUF stem (after "blk.N.") → HF module (after "model.layers.N.").
-constexpr std::array<std::pair<const char*, const char*>, 9> kBlockNames = {{
+constexpr std::array<std::pair<const char*, const char*>, 11> kBlockNames = {{
     {"attn_q", "self_attn.q_proj"},
     {"attn_k", "self_attn.k_proj"},
     {"attn_v", "self_attn.v_proj"},
@@ -154,6 +154,8 @@ constexpr std::array<std::pair<const char*, const char*>, 9> kBlockNames = {{
     {"ffn_down", "mlp.down_proj"},
     {"attn_norm", "input_layernorm"},
     {"ffn_norm", "post_attention_layernorm"},
+    {"attn_q_norm", "self_attn.q_norm"},
+    {"attn_k_norm", "self_attn.k_norm"},
 }};
 
 constexpr std::array<std::pair<const char*, const char*>, 3> kTopNames = {{
@@ -192,6 +194,89 @@ std::optional<std::string> gguf_tensor_hf_name(const std::string& gguf_name) {
   return std::nullopt;
 }
 
+std::optional<std::string> gguf_tensor_name(const std::string& hf_name) {
+  static constexpr std::string_view kLayers = "model.layers.";
+  if (hf_name.starts_with(kLayers)) {
+    const std::size_t dot = hf_name.find('.', kLayers.size());
+    if (dot == std::string::npos) return std::nullopt;
+    const std::string layer = hf_name.substr(kLayers.size(), dot - kLayers.size());
+    const std::string rest = hf_name.substr(dot + 1);  // "self_attn.q_proj.weight"
+    for (const auto& [to, from] : kBlockNames)
+      for (const char* suffix : {".weight", ".bias"})
+        if (rest == str_cat(from, suffix)) return str_cat("blk.", layer, ".", to, suffix);
+    return std::nullopt;
+  }
+  for (const auto& [to, from] : kTopNames)
+    if (hf_name == str_cat(from, ".weight")) return str_cat(to, ".weight");
+  return std::nullopt;
+}
+
+std::int64_t gguf_permuted_row(std::int64_t hf_row, std::int64_t rows, std::int64_t heads) {
+  if (heads == 0) return hf_row;
+  const std::int64_t d = rows / heads, half = d / 2;
+  const std::int64_t h = hf_row / d, k = hf_row % d;
+  return h * d + 2 * (k % half) + k / half;
+}
+
+std::string gguf_architecture(const model::ModelSpec& spec) {
+  ANVIL_CHECK_INPUT(!spec.is_moe(), "export: the GGUF export does not write mixture-of-experts models yet (",
+                    spec.model_type, ", ", spec.moe.num_experts, " experts); export --format hf and convert it with llama.cpp");
+  if (spec.model_type == "llama" || spec.model_type == "mistral") return "llama";
+  if (spec.model_type == "qwen2" || spec.model_type == "qwen3") return spec.model_type;
+  throw_user_error("export: llama.cpp has no architecture anvil can write for model_type '", spec.model_type,
+                   "' (llama, mistral, qwen2 and qwen3 are written)");
+}
+
+std::vector<io::GgufKv> gguf_model_metadata(const model::ModelSpec& spec, const std::string& name,
+                                            std::uint32_t file_type) {
+  const std::string arch = gguf_architecture(spec);
+  ANVIL_CHECK_INPUT(spec.sliding_window == 0 || spec.sliding_window >= spec.max_position_embeddings,
+                    "export: llama.cpp's ", arch, " architecture has no sliding-window attention (sliding_window ",
+                    spec.sliding_window, ")");
+  const auto u32 = [](std::int64_t v) { return io::gguf_value_u32(static_cast<std::uint32_t>(v)); };
+  std::vector<io::GgufKv> kv = {
+      {"general.architecture", io::gguf_value_string(arch)},
+      {"general.type", io::gguf_value_string("model")},
+      {"general.name", io::gguf_value_string(name)},
+      {arch + ".block_count", u32(spec.num_hidden_layers)},
+      {arch + ".context_length", u32(spec.max_position_embeddings)},
+      {arch + ".embedding_length", u32(spec.hidden_size)},
+      {arch + ".feed_forward_length", u32(spec.intermediate_size)},
+      {arch + ".attention.head_count", u32(spec.num_attention_heads)},
+      {arch + ".attention.head_count_kv", u32(spec.num_key_value_heads)},
+  };
+  if (spec.rope.scaling == model::RopeScalingType::rope_linear) {
+    kv.push_back({arch + ".rope.scaling.type", io::gguf_value_string("linear")});
+    kv.push_back({arch + ".rope.scaling.factor", io::gguf_value_f32(static_cast<float>(spec.rope.factor))});
+  } else {
+    ANVIL_CHECK_INPUT(spec.rope.scaling == model::RopeScalingType::rope_none ||
+                          spec.rope.scaling == model::RopeScalingType::rope_llama3,
+                      "export: this rope scaling has no GGUF form anvil writes (none, linear and llama3 do)");
+  }
+  kv.push_back({arch + ".rope.freq_base", io::gguf_value_f32(static_cast<float>(spec.rope.theta))});
+  kv.push_back({arch + ".attention.layer_norm_rms_epsilon", io::gguf_value_f32(static_cast<float>(spec.rms_norm_eps))});
+  if (spec.head_dim * spec.num_attention_heads != spec.hidden_size) {
+    kv.push_back({arch + ".attention.key_length", u32(spec.head_dim)});
+    kv.push_back({arch + ".attention.value_length", u32(spec.head_dim)});
+  }
+  kv.push_back({"general.file_type", io::gguf_value_u32(file_type)});
+  if (arch == "llama") {
+    kv.push_back({arch + ".vocab_size", u32(spec.vocab_size)});
+    kv.push_back({arch + ".rope.dimension_count", u32(spec.head_dim)});
+  }
+  return kv;
+}
+
+std::vector<float> gguf_rope_freqs(const model::ModelSpec& spec) {
+  if (spec.rope.scaling != model::RopeScalingType::rope_llama3) return {};
+  std::vector<float> factors(static_cast<std::size_t>(spec.head_dim / 2));
+  for (std::size_t i = 0; i < factors.size(); ++i) {
+    const double freq = static_cast<float>(1.0 / std::pow(spec.rope.theta, static_cast<double>(2 * i) / spec.head_dim));
+    factors[i] = static_cast<float>(llama3_freq_factor(spec.rope, freq));
+  }
+  return factors;
+}
+
 std::int64_t gguf_permuted_heads(const model::ModelSpec& spec, const std::string& hf_name) {
   if (spec.model_type != "llama") return 0;
   if (hf_name.ends_with(".self_attn.q_proj.weight")) return spec.num_attention_heads;
@@ -199,4 +284,4 @@ std::int64_t gguf_permuted_heads(const model::ModelSpec& spec, const std::string
   return 0;
 }
 
-}  // namespace anvil::importing
+}  // namespace anvil::gguf

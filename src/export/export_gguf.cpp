@@ -1,0 +1,229 @@
+// The GGUF formats: the merged model as one llama.cpp file (--format gguf), and the adapter
+// alone as a llama.cpp LoRA file (--format gguf-lora).
+//
+// Both are laid out in full before any tensor is computed (gguf_writer.h): the header fixes
+// every tensor's offset, so the ranks of an mpirun export each take whole tensors (the
+// largest first, each to the least loaded rank) and write them in place, and the file is
+// the same bytes as one process writes. A tensor streams through in row blocks: merged,
+// put in llama.cpp's q/k row order, quantized, written.
+#include <algorithm>
+#include <filesystem>
+
+#include "core/error.h"
+#include "export/export.h"
+#include "export/gguf_tokenizer_meta.h"
+#include "export/merged_source.h"
+#include "gguf/gguf_spec.h"
+#include "io/gguf_quant.h"
+#include "io/gguf_writer.h"
+
+namespace anvil::exporting {
+
+namespace {
+
+// About 4 MiB of f32 per block, whatever the tensor size.
+constexpr std::int64_t kBlockElems = 1 << 20;
+
+// Which rank writes each tensor: the largest first, each to the rank with the fewest bytes
+// so far (ties: the lowest rank). Every rank computes the same assignment.
+std::vector<int> tensors_assign(const io::GgufLayout& layout, int ranks) {
+  const std::size_t n = layout.tensors().size();
+  std::vector<std::size_t> order(n);
+  for (std::size_t i = 0; i < n; ++i) order[i] = i;
+  std::stable_sort(order.begin(), order.end(),
+                   [&](std::size_t a, std::size_t b) { return layout.tensor_bytes(a) > layout.tensor_bytes(b); });
+  std::vector<std::uint64_t> load(static_cast<std::size_t>(ranks), 0);
+  std::vector<int> owner(n, 0);
+  for (std::size_t i : order) {
+    const auto least = static_cast<int>(std::min_element(load.begin(), load.end()) - load.begin());
+    owner[i] = least;
+    load[static_cast<std::size_t>(least)] += layout.tensor_bytes(i);
+  }
+  return owner;
+}
+
+// ggml order: the row length first.
+std::vector<std::uint64_t> ggml_dims(const Shape& shape) {
+  std::vector<std::uint64_t> dims;
+  for (int d = shape.rank() - 1; d >= 0; --d) dims.push_back(static_cast<std::uint64_t>(shape[d]));
+  return dims;
+}
+
+// The file laid out by rank 0 (which creates it: header written, space allocated) and
+// written by every rank, each its own tensors through `write_tensor(i, file)`. A failure on
+// rank 0 while creating reaches the others before they open the file.
+template <typename WriteTensor>
+void gguf_write_collective(const std::string& path, const io::GgufLayout& layout, ShardRanks ranks,
+                           comm::Comm* world, WriteTensor write_tensor, ExportSummary& summary) {
+  std::int32_t failed = 0;
+  if (ranks.rank == 0) {
+    try {
+      io::GgufFileWriter::create(path, layout);
+    } catch (...) {
+      failed = 1;
+      if (world) world->allreduce(&failed, 1, DType::dtype_i32, comm::ReduceOp::reduce_max);
+      throw;
+    }
+  }
+  if (world) world->allreduce(&failed, 1, DType::dtype_i32, comm::ReduceOp::reduce_max);
+  ANVIL_CHECK_INPUT(failed == 0, path, ": rank 0 could not create the file");
+  const std::vector<int> owner = tensors_assign(layout, ranks.size);
+  io::GgufFileWriter file(path, layout);
+  for (std::size_t i = 0; i < layout.tensors().size(); ++i) {
+    if (owner[i] != ranks.rank) continue;
+    write_tensor(i, file);
+    ++summary.tensors;
+    summary.bytes += layout.tensor_bytes(i);
+  }
+  file.sync();
+  summary.shards = ranks.rank == 0 ? 1 : 0;
+}
+
+// Rows [row0, row0 + m) of merged tensor i, quantized, written: a block of whole heads for a
+// permuted q/k projection, so that llama.cpp's row order stays within the block.
+struct RowBlocks {
+  std::vector<float> rows;       // (m, cols) as read
+  std::vector<float> permuted;   // (m, cols) in GGUF row order
+  std::vector<std::uint8_t> out;  // m quantized rows
+};
+
+void merged_tensor_write(MergedSource& source, std::size_t src_index, std::int64_t heads, std::uint32_t type,
+                         io::GgufFileWriter& file, std::size_t file_index, const io::GgufLayout& layout,
+                         RowBlocks& buf) {
+  const MergedSource::Tensor& t = source.tensors()[src_index];
+  const std::int64_t head_rows = heads > 0 ? t.rows / heads : 1;
+  ANVIL_CHECK_INPUT(heads == 0 || (t.rows % heads == 0 && head_rows % 2 == 0), "export: ", t.name, " has ", t.rows,
+                    " rows, not ", heads, " heads of even size");
+  std::int64_t rows_per_block = std::max<std::int64_t>(1, kBlockElems / std::max<std::int64_t>(1, t.cols));
+  rows_per_block = std::max(head_rows, rows_per_block / head_rows * head_rows);
+  const std::uint64_t row_bytes = layout.row_bytes(file_index);
+  const auto block = static_cast<std::size_t>(std::min(rows_per_block, t.rows) * t.cols);
+  if (buf.rows.size() < block) buf.rows.resize(block);
+  if (heads > 0 && buf.permuted.size() < block) buf.permuted.resize(block);
+  for (std::int64_t row = 0; row < t.rows; row += rows_per_block) {
+    const std::int64_t m = std::min(rows_per_block, t.rows - row);
+    source.read_rows(src_index, row, m, buf.rows.data());  // (m, cols)
+    const float* rows = buf.rows.data();
+    if (heads > 0) {
+      for (std::int64_t r = 0; r < m; ++r) {
+        const std::int64_t to = gguf::gguf_permuted_row(row + r, t.rows, heads) - row;
+        std::copy_n(buf.rows.data() + r * t.cols, t.cols, buf.permuted.data() + to * t.cols);
+      }
+      rows = buf.permuted.data();
+    }
+    buf.out.resize(static_cast<std::size_t>(m) * row_bytes);
+    io::gguf_quantize_rows(type, rows, m, t.cols, buf.out.data());
+    file.write(file_index, static_cast<std::uint64_t>(row) * row_bytes, buf.out.data(), buf.out.size());
+  }
+  source.release(src_index);
+}
+
+// general.name: the base directory's name.
+std::string model_name(const std::string& base_dir) {
+  const std::filesystem::path p = std::filesystem::path(base_dir).lexically_normal();
+  const std::string name = (p.has_filename() ? p : p.parent_path()).filename().string();
+  return name.empty() ? "model" : name;
+}
+
+}  // namespace
+
+ExportSummary export_gguf(const ExportAdapter& adapter, const std::string& path, const ExportOptions& options,
+                          ShardRanks ranks, comm::Comm* world) {
+  const std::string arch = gguf::gguf_architecture(adapter.spec);
+  MergedSource source(adapter);
+  const std::vector<float> rope_freqs = gguf::gguf_rope_freqs(adapter.spec);
+
+  // The tensors in the base's order (rope_freqs first, as the converter yields it), named
+  // and typed as llama.cpp's quantizer would for this file type.
+  std::vector<io::GgufTensorDecl> decls;
+  std::vector<std::size_t> source_index;  // by decl; SIZE_MAX: rope_freqs
+  if (!rope_freqs.empty()) {
+    decls.push_back({"rope_freqs.weight", {rope_freqs.size()}, static_cast<std::uint32_t>(io::GgmlType::ggml_f32)});
+    source_index.push_back(SIZE_MAX);
+  }
+  for (std::size_t i = 0; i < source.tensors().size(); ++i) {
+    const auto& t = source.tensors()[i];
+    const auto name = gguf::gguf_tensor_name(t.name);
+    ANVIL_CHECK_INPUT(name.has_value(), "export: tensor ", t.name, " of ", adapter.base_dir,
+                      " has no place in llama.cpp's ", arch, " layout");
+    decls.push_back({*name, ggml_dims(t.shape), 0});
+    source_index.push_back(i);
+  }
+  std::vector<io::GgufPlanTensor> plan_in;
+  for (const auto& d : decls) plan_in.push_back({d.name, std::vector<std::int64_t>(d.dims.begin(), d.dims.end())});
+  const io::GgufPlanModel plan_model{arch, adapter.spec.num_hidden_layers, adapter.spec.num_attention_heads,
+                                     adapter.spec.num_key_value_heads, 0};
+  const std::vector<std::uint32_t> types = io::gguf_quant_plan(options.gguf_type, plan_in, plan_model);
+  for (std::size_t i = 0; i < decls.size(); ++i) decls[i].type = types[i];
+
+  std::vector<io::GgufKv> meta = gguf::gguf_model_metadata(adapter.spec, model_name(adapter.base_dir),
+                                                           static_cast<std::uint32_t>(options.gguf_type));
+  for (auto& kv : gguf_tokenizer_metadata(adapter.base_dir)) meta.push_back(std::move(kv));
+  meta.push_back({"general.quantization_version", io::gguf_value_u32(2)});
+  const io::GgufLayout layout(meta, std::move(decls));
+
+  ExportSummary summary;
+  RowBlocks buf;
+  gguf_write_collective(path, layout, ranks, world, [&](std::size_t i, io::GgufFileWriter& file) {
+    if (source_index[i] == SIZE_MAX) {
+      file.write(i, 0, rope_freqs.data(), rope_freqs.size() * sizeof(float));
+      return;
+    }
+    const auto& t = source.tensors()[source_index[i]];
+    if (t.slot != nullptr) ++summary.merged;
+    merged_tensor_write(source, source_index[i], gguf::gguf_permuted_heads(adapter.spec, t.name),
+                        layout.tensors()[i].type, file, i, layout, buf);
+  }, summary);
+  summary.out_dir = path;
+  summary.dtype = DType::dtype_f32;
+  return summary;
+}
+
+ExportSummary export_gguf_lora(const ExportAdapter& adapter, const std::string& path) {
+  ANVIL_CHECK(adapter.params != nullptr, "export: no adapter parameters");
+  const std::string arch = gguf::gguf_architecture(adapter.spec);
+  const model::LoraLayout layout(adapter.spec, adapter.lora);
+  // llama.cpp scales by adapter.lora.alpha / rank; this alpha gives anvil's scale (rsLoRA too).
+  const float alpha = adapter.lora.scale() * static_cast<float>(adapter.lora.rank);
+  std::vector<io::GgufKv> meta = {
+      {"general.architecture", io::gguf_value_string(arch)},
+      {"general.type", io::gguf_value_string("adapter")},
+      {"general.name", io::gguf_value_string(model_name(adapter.base_dir))},
+      {"adapter.type", io::gguf_value_string("lora")},
+      {"adapter.lora.alpha", io::gguf_value_f32(alpha)},
+      {"general.quantization_version", io::gguf_value_u32(2)},
+  };
+  // A (r, in) is ggml [in, r]; B (out, r) is ggml [r, out], its rows in llama.cpp's q/k
+  // order like the weight it adds to.
+  std::vector<io::GgufTensorDecl> decls;
+  const auto r = static_cast<std::uint64_t>(adapter.lora.rank);
+  const auto f32 = static_cast<std::uint32_t>(io::GgmlType::ggml_f32);
+  for (const auto& s : layout.slots()) {
+    const auto name = gguf::gguf_tensor_name(s.module + ".weight");
+    ANVIL_CHECK_INPUT(name.has_value(), "export: adapted module ", s.module, " has no place in llama.cpp's ", arch,
+                      " layout");
+    decls.push_back({*name + ".lora_a", {static_cast<std::uint64_t>(s.in), r}, f32});
+    decls.push_back({*name + ".lora_b", {r, static_cast<std::uint64_t>(s.out)}, f32});
+  }
+  const io::GgufLayout file_layout(meta, std::move(decls));
+  ExportSummary summary;
+  std::vector<float> b;
+  gguf_write_collective(path, file_layout, ShardRanks{}, nullptr, [&](std::size_t i, io::GgufFileWriter& file) {
+    const model::LoraSlot& s = layout.slots()[i / 2];
+    if (i % 2 == 0) {
+      file.write(i, 0, adapter.params + s.a_offset, static_cast<std::size_t>(s.in * adapter.lora.rank) * sizeof(float));
+      return;
+    }
+    const std::int64_t heads = gguf::gguf_permuted_heads(adapter.spec, s.module + ".weight");
+    b.resize(static_cast<std::size_t>(s.out * adapter.lora.rank));
+    for (std::int64_t row = 0; row < s.out; ++row)
+      std::copy_n(adapter.params + s.b_offset + row * adapter.lora.rank, adapter.lora.rank,
+                  b.data() + gguf::gguf_permuted_row(row, s.out, heads) * adapter.lora.rank);
+    file.write(i, 0, b.data(), b.size() * sizeof(float));
+  }, summary);
+  summary.out_dir = path;
+  summary.dtype = DType::dtype_f32;
+  return summary;
+}
+
+}  // namespace anvil::exporting
