@@ -1,5 +1,6 @@
 """`anvil export --format mlx` against mlx-lm itself, on the real SmolLM2-135M-Instruct
-(scripts/fetch_model.sh) after a 3-step LoRA run on the demo's email data:
+(scripts/fetch_model.sh) after the short LoRA run on the demo's email data that the
+reference tests share (real_model.finetune_smollm2):
   - the quantized exports (--bits 8, --bits 4, --bits 4 --group-size 128) hold exactly what
     mlx_lm.utils.quantize_model makes of the unquantized bf16 export: the same tensors (which
     modules are quantized), weight/scales/biases equal bit for bit (mx.quantize's layout), the
@@ -30,7 +31,7 @@ except ImportError as e:
     print(f"SKIP: mlx-lm is not installed ({e})")
     sys.exit(77)
 
-from real_model import fetch_smollm2
+from real_model import finetune_smollm2
 
 ANVIL = os.environ["ANVIL_BIN"]
 SRC = os.environ["ANVIL_SOURCE_DIR"]
@@ -38,12 +39,13 @@ LOGITS_TOOL = sys.argv[1]
 PROMPTS = ["The capital of France is", "Dear shop, I ordered two desk lamps and one arrived broken."]
 NEW_TOKENS = 24
 EOS = 2  # SmolLM2's <|endoftext|>
-# Teacher-forced argmax agreement with anvil's greedy tokens, measured on these prompts
-# (33 positions; the first continuation stops at <|endoftext|>): bf16 33/33, 8-bit 33/33,
-# 4-bit 19/33. SmolLM2-135M loses much at 4 bits (its base came from a Q4_1 GGUF: a group of
-# 64 spans two of its blocks of 32, each with its own scale; --group-size 32 agreed on 35/48
-# where 64 did on 30/48, 24 tokens each without stopping). The bounds leave room for other
-# BLAS builds.
+# Teacher-forced argmax agreement with anvil's greedy tokens, measured on these prompts (41
+# positions; the first continuation stops at <|endoftext|>): bf16 41/41, 8-bit 40/41, 4-bit
+# 27/41; logits relative to the largest: f32 6e-6, bf16 5e-2, 8-bit 0.14, 4-bit 0.54.
+# SmolLM2-135M loses much at 4 bits (its base came from a Q4_1 GGUF: a group of 64 spans two of
+# its blocks of 32, each with its own scale; on a 3-step fine-tune --group-size 32 agreed on
+# 35/48 where 64 did on 30/48, 24 tokens each without stopping). The bounds leave room for
+# other BLAS builds.
 MIN_AGREEMENT = {"bf16": 0.95, "q8": 0.9, "q4": 0.45}
 
 
@@ -51,21 +53,6 @@ def anvil(*args, expect=0, stdout_only=False):
     p = subprocess.run([ANVIL, *args], capture_output=True, text=True, cwd=SRC)
     assert p.returncode == expect, f"anvil {' '.join(args)}: exit {p.returncode}\n{p.stdout}\n{p.stderr}"
     return p.stdout if stdout_only else p.stdout + p.stderr
-
-
-def fine_tune(model_dir, tmp):
-    """A 3-step LoRA run of the demo config on a few email records; its checkpoint."""
-    data = os.path.join(tmp, "data")
-    subprocess.run([sys.executable, os.path.join(SRC, "data", "make_email_data.py"), "--out", data, "--train", "32",
-                    "--eval", "2"], check=True, capture_output=True)
-    run = os.path.join(tmp, "run")
-    args = ["train", os.path.join(SRC, "configs", "demo-email.yaml")]
-    for s in [f"output_dir={run}", f"model.path={model_dir}", f"data.train={data}/train.jsonl", "data.eval=null",
-              "train.eval_every=0", "train.steps=3", "train.warmup_steps=1", "train.global_batch=2",
-              "train.micro_batch=1", "data.seq_len=128", "checkpoint.every=3", "train.lr=3e-3"]:
-        args += ["--set", s]
-    anvil(*args)
-    return os.path.join(run, "checkpoints", "step_3.h5")
 
 
 def anvil_logits(model_dir, ids, tmp):
@@ -108,14 +95,13 @@ def check_quantized_is_mlx_lm(dense_dir, quant_dir, bits, group_size):
 
 
 def main():
-    model_dir, _ = fetch_smollm2(ANVIL, SRC)
     start = time.time()
 
     def phase(what):
         print(f"[{time.time() - start:5.1f}s] {what}", flush=True)
     with tempfile.TemporaryDirectory(prefix="anvil_e2e_export_mlx_") as tmp:
-        ckpt = fine_tune(model_dir, tmp)
-        phase("fine-tuned 3 steps")
+        _, ckpt, _ = finetune_smollm2(ANVIL, SRC)
+        phase("fine-tuned (or reused)")
 
         for bad, option in [(["--format", "mlx", "--bits", "3"], "--bits"),
                             (["--format", "mlx", "--bits", "4", "--group-size", "48"], "--group-size"),
