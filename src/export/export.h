@@ -44,9 +44,9 @@ ExportFormat export_format_parse(const std::string& text, const std::string& wha
 
 struct ExportOptions {
   ExportFormat format = ExportFormat::export_format_hf;
-  // hf: the dtype of the written weights; nullopt: the base config's torch_dtype.
+  // hf, mlx: the dtype of the written weights; nullopt: the base config's torch_dtype.
   std::optional<DType> dtype;
-  std::uint64_t max_shard_bytes = 5'000'000'000ull;  // hf: HF's default "5GB"
+  std::uint64_t max_shard_bytes = 5'000'000'000ull;  // hf, mlx: HF's default "5GB"
   int mlx_bits = 0;         // mlx: 4 or 8 (quantized, export/mlx_quant.h); 0: not quantized
   int mlx_group_size = 64;  // mlx with bits: elements per scale/bias (mlx_lm.convert's default)
   bool force = false;  // replace a non-empty output directory holding an earlier export
