@@ -1,11 +1,13 @@
-// anvil export CHECKPOINT --out DIR [--format hf|peft] [--dtype bf16|f16|f32]
-//                         [--max-shard-size 5GB] [--base MODEL_DIR] [--force]
+// anvil export CHECKPOINT --out DIR [--format hf|peft|mlx] [--dtype bf16|f16|f32]
+//                         [--max-shard-size 5GB] [--bits 4|8] [--group-size 32|64|128]
+//                         [--base MODEL_DIR] [--force]
 // anvil export CHECKPOINT --out FILE.gguf --format gguf [--type f16|q8_0|q4_k_m|...]
 // anvil export CHECKPOINT --out FILE.gguf --format gguf-lora
 //
 // hf (default): the base model with the checkpoint's adapter merged in, as an HF model
-// directory; peft: the adapter alone, as PEFT writes it; gguf: the merged model as one
-// llama.cpp file of the given type; gguf-lora: the adapter as a llama.cpp LoRA file. The base model must be the one
+// directory; peft: the adapter alone, as PEFT writes it; mlx: the merged model as an
+// mlx-lm directory, quantized as mlx_lm.convert -q does with --bits; gguf: the merged model
+// as one llama.cpp file of the given type; gguf-lora: the adapter as a llama.cpp LoRA file. The base model must be the one
 // the checkpoint was trained on (its identity hash is recorded in the checkpoint).
 #include <cstdio>
 #include <filesystem>
@@ -40,14 +42,26 @@ struct ExportArgs {
   std::string max_shard_size = "5GB";
   std::string base;   // empty: the base path recorded in the checkpoint
   std::string type;   // gguf: llama.cpp's file type; empty: f16
+  int bits = 0;         // mlx: 0 = not quantized
+  int group_size = 64;  // mlx with --bits
   bool force = false;
   bool max_shard_size_given = false;
+  bool group_size_given = false;
 };
 
 exporting::ExportOptions options_resolve(const ExportArgs& a) {
   exporting::ExportOptions o;
   o.format = exporting::export_format_parse(a.format, "export: --format");
   o.force = a.force;
+  const bool mlx = o.format == exporting::ExportFormat::export_format_mlx;
+  ANVIL_CHECK_INPUT(mlx || a.bits == 0, "export: --bits applies to --format mlx only");
+  ANVIL_CHECK_INPUT(mlx || !a.group_size_given, "export: --group-size applies to --format mlx only");
+  ANVIL_CHECK_INPUT(a.bits == 0 || a.bits == 4 || a.bits == 8, "export: --bits must be 4 or 8, got ", a.bits);
+  ANVIL_CHECK_INPUT(a.group_size == 32 || a.group_size == 64 || a.group_size == 128,
+                    "export: --group-size must be 32, 64 or 128, got ", a.group_size);
+  ANVIL_CHECK_INPUT(a.bits != 0 || !a.group_size_given, "export: --group-size applies with --bits only");
+  o.mlx_bits = a.bits;
+  o.mlx_group_size = a.group_size;
   const bool gguf = o.format == exporting::ExportFormat::export_format_gguf;
   ANVIL_CHECK_INPUT(gguf || a.type.empty(), "export: --type applies to --format gguf only");
   if (gguf || o.format == exporting::ExportFormat::export_format_gguf_lora) {
@@ -64,8 +78,8 @@ exporting::ExportOptions options_resolve(const ExportArgs& a) {
   }
   if (o.format == exporting::ExportFormat::export_format_peft) {
     // PEFT adapters are fp32 and one file; silently ignoring these would mislead.
-    ANVIL_CHECK_INPUT(a.dtype.empty(), "export: --dtype applies to --format hf (a PEFT adapter is written in f32)");
-    ANVIL_CHECK_INPUT(!a.max_shard_size_given, "export: --max-shard-size applies to --format hf only");
+    ANVIL_CHECK_INPUT(a.dtype.empty(), "export: --dtype applies to --format hf or mlx (a PEFT adapter is written in f32)");
+    ANVIL_CHECK_INPUT(!a.max_shard_size_given, "export: --max-shard-size applies to --format hf or mlx only");
     return o;
   }
   if (!a.dtype.empty()) {
@@ -120,6 +134,7 @@ void run_export(const ExportArgs& a) {
   const checkpoint::CheckpointAdapter ckpt =
       base_only ? base_as_checkpoint(a.checkpoint) : checkpoint::checkpoint_read_adapter(a.checkpoint);
   const bool merged = options.format == exporting::ExportFormat::export_format_hf ||
+                      options.format == exporting::ExportFormat::export_format_mlx ||
                       options.format == exporting::ExportFormat::export_format_gguf;
   exporting::ExportAdapter adapter{ckpt.spec, ckpt.meta.lora, ckpt.params.data(),
                                    base_only ? a.checkpoint : base_resolve(a, ckpt, merged), {}, 1};
@@ -142,15 +157,17 @@ void run_export(const ExportArgs& a) {
     return;
   }
   using exporting::ExportFormat;
-  const char* what = options.format == ExportFormat::export_format_hf     ? "merged into the base model"
+  std::string what = options.format == ExportFormat::export_format_hf     ? "merged into the base model"
+                     : options.format == ExportFormat::export_format_mlx  ? "merged, for mlx-lm"
                      : options.format == ExportFormat::export_format_gguf ? "merged into the base model, GGUF"
                      : options.format == ExportFormat::export_format_peft ? "PEFT adapter"
                                                                           : "llama.cpp LoRA adapter";
+  if (options.mlx_bits) what += str_cat(", ", options.mlx_bits, "-bit groups of ", options.mlx_group_size);
   const std::string type = options.format == ExportFormat::export_format_gguf
                                ? std::string(io::gguf_file_type_name(options.gguf_type))
                                : std::string(dtype_short_name(s.dtype));
   std::printf("exported step %lld of %s (%s, %s): %zu tensors", static_cast<long long>(ckpt.step),
-              a.checkpoint.c_str(), what, type.c_str(), s.tensors);
+              a.checkpoint.c_str(), what.c_str(), type.c_str(), s.tensors);
   if (merged) std::printf(", %zu merged, in %zu file%s", s.merged, s.shards, s.shards == 1 ? "" : "s");
   std::printf(", %s\nwrote %s\n", format_bytes(s.bytes).c_str(), s.out_dir.c_str());
 }
@@ -158,7 +175,7 @@ void run_export(const ExportArgs& a) {
 }  // namespace
 
 void register_export(CLI::App& app) {
-  auto* cmd = app.add_subcommand("export", "Write merged HF safetensors or a PEFT adapter from a checkpoint");
+  auto* cmd = app.add_subcommand("export", "Write merged HF safetensors, an mlx-lm model or a PEFT adapter from a checkpoint");
   auto args = std::make_shared<ExportArgs>();
   cmd->add_option("CHECKPOINT", args->checkpoint,
                   "a checkpoint written by anvil train (OUTPUT_DIR/checkpoints/step_N.h5); for --format gguf also a "
@@ -167,8 +184,8 @@ void register_export(CLI::App& app) {
   cmd->add_option("--out", args->out, "output directory, or file for gguf and gguf-lora (written whole, or not at all)")
       ->required();
   cmd->add_option("--format", args->format,
-                  "hf: the merged model; peft: the adapter alone; gguf: the merged model for llama.cpp; "
-                  "gguf-lora: the adapter for llama.cpp")
+                  "hf: the merged model; peft: the adapter alone; mlx: the merged model for mlx-lm; gguf: the merged "
+                  "model for llama.cpp; gguf-lora: the adapter for llama.cpp")
       ->default_val("hf");
   cmd->add_option("--type", args->type,
                   str_cat("gguf: llama.cpp's file type, one of ", io::gguf_file_type_names(),
@@ -176,11 +193,15 @@ void register_export(CLI::App& app) {
   cmd->add_option("--dtype", args->dtype, "hf: weight dtype, bf16, f16 or f32 (default: the base model's torch_dtype)");
   auto* shard = cmd->add_option("--max-shard-size", args->max_shard_size, "hf: largest safetensors file (e.g. 5GB, 500MB)")
                     ->default_val("5GB");
+  cmd->add_option("--bits", args->bits, "mlx: quantize as mlx_lm.convert -q does, 4 or 8 bits (default: not quantized)");
+  auto* group = cmd->add_option("--group-size", args->group_size, "mlx with --bits: weights per scale, 32, 64 or 128")
+                    ->default_val(64);
   cmd->add_option("--base", args->base,
                   "the base model directory (default: the one recorded in the checkpoint; it must be that model)");
   cmd->add_flag("--force", args->force, "replace an existing export in --out");
-  cmd->callback([args, shard] {
+  cmd->callback([args, shard, group] {
     args->max_shard_size_given = shard->count() > 0;
+    args->group_size_given = group->count() > 0;
     run_export(*args);
   });
 }

@@ -25,6 +25,7 @@ constexpr DTypeInfo kInfo[] = {
     {DType::dtype_i16, 16, "I16", "i16", false},  {DType::dtype_i8, 8, "I8", "i8", false},
     {DType::dtype_u8, 8, "U8", "u8", false},      {DType::dtype_bool, 8, "BOOL", "bool", false},
     {DType::dtype_fp8_e4m3, 8, "F8_E4M3", "fp8_e4m3", true},
+    {DType::dtype_u32, 32, "U32", "u32", false},
     // Not a safetensors type: the name is only what messages print.
     {DType::dtype_nf4, 4, "NF4", "nf4", true},
 };
@@ -147,6 +148,7 @@ double dtype_load_as_f64(const void* data, DType t, std::size_t i) {
     case DType::dtype_i16: return load(std::int16_t{});
     case DType::dtype_i8: return load(std::int8_t{});
     case DType::dtype_u8: return load(std::uint8_t{});
+    case DType::dtype_u32: return load(std::uint32_t{});
     case DType::dtype_bool: return load(std::uint8_t{}) != 0 ? 1.0 : 0.0;
     case DType::dtype_fp8_e4m3: return fp8_e4m3_to_f32(load(std::uint8_t{}));
     case DType::dtype_nf4: break;  // codes without their scales are not values

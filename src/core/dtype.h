@@ -21,12 +21,15 @@ enum class DType : std::uint8_t {
   dtype_bool,
   dtype_fp8_e4m3,  // OCP float8 e4m3fn: 4 exponent bits (bias 7), 3 mantissa bits, no inf
   dtype_nf4,       // QLoRA 4-bit NormalFloat codes, two per byte; needs its QuantState
+  dtype_u32,       // MLX's packed quantized weights (export --format mlx --bits)
 };
 
+// The plain element types (also F8_E4M3 reads from safetensors; nf4 lives in U8 tensors;
+// U32 only the mlx export writes).
 inline constexpr DType kAllDTypes[] = {
     DType::dtype_f64, DType::dtype_f32, DType::dtype_f16, DType::dtype_bf16, DType::dtype_i64,
     DType::dtype_i32, DType::dtype_i16, DType::dtype_i8,  DType::dtype_u8,   DType::dtype_bool,
-};  // the plain element types (also F8_E4M3 reads from safetensors; nf4 lives in U8 tensors)
+};
 
 // Bytes per element; a sub-byte type (nf4) has none, so asking is an internal error.
 std::size_t dtype_size(DType t);

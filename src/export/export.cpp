@@ -29,7 +29,8 @@ ExportFormat export_format_parse(const std::string& text, const std::string& wha
   if (text == "peft") return ExportFormat::export_format_peft;
   if (text == "gguf") return ExportFormat::export_format_gguf;
   if (text == "gguf-lora") return ExportFormat::export_format_gguf_lora;
-  throw_user_error(what, ": unknown format '", text, "' (expected hf, peft, gguf or gguf-lora)");
+  if (text == "mlx") return ExportFormat::export_format_mlx;
+  throw_user_error(what, ": unknown format '", text, "' (expected hf, peft, gguf, gguf-lora or mlx)");
 }
 
 bool export_format_is_file(ExportFormat f) {
@@ -58,6 +59,7 @@ ExportSummary export_to_dir(const ExportAdapter& adapter, const std::string& out
 ExportSummary export_to_dir(const ExportAdapter& adapter, const std::string& out_dir, const ExportOptions& options,
                             const std::vector<std::string>& inputs, comm::Comm& world) {
   const bool hf = options.format == ExportFormat::export_format_hf;
+  const bool mlx = options.format == ExportFormat::export_format_mlx;
   const bool gguf = options.format == ExportFormat::export_format_gguf;
   const bool one_file = export_format_is_file(options.format);
   // Rank 0 alone checks out_dir and creates the staging directory; if that fails it ends
@@ -87,6 +89,8 @@ ExportSummary export_to_dir(const ExportAdapter& adapter, const std::string& out
     const ShardRanks ranks{world.rank(), world.size()};
     if (hf)
       summary = export_hf_merged(adapter, staging, options, ranks);
+    else if (mlx)
+      summary = export_mlx_merged(adapter, staging, options, ranks);
     else if (gguf)
       summary = export_gguf(adapter, staging, options, ranks, &world);
     else if (world.rank() != 0)
@@ -125,7 +129,7 @@ ExportSummary export_to_dir(const ExportAdapter& adapter, const std::string& out
   summary.merged = static_cast<std::size_t>(totals[1]);
   summary.shards = static_cast<std::size_t>(totals[2]);
   summary.bytes = static_cast<std::uint64_t>(totals[3]);
-  if (hf || gguf) {
+  if (hf || mlx || gguf) {
     const std::size_t slots = model::LoraLayout(adapter.spec, adapter.lora).slots().size();
     ANVIL_CHECK(summary.merged == slots, "export: merged ", summary.merged, " of ", slots, " adapted weights");
   }

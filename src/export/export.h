@@ -7,6 +7,8 @@
 //   gguf: the merged model as one llama.cpp GGUF file (metadata, tokenizer, llama.cpp's q/k
 //         row order), f32/f16/bf16 or quantized to a llama.cpp file type.
 //   gguf-lora: the adapter alone as a llama.cpp LoRA GGUF (llama-cli --lora).
+//   mlx:  the merged model as an mlx-lm model directory (mlx_lm.load reads it): the hf
+//         layout, or with --bits MLX's affine quantization as mlx_lm.convert -q writes it.
 // The merge streams one tensor at a time, in row blocks, straight from the base model's
 // mapping into the current output shard: memory stays a few MiB whatever the model size.
 #pragma once
@@ -26,19 +28,27 @@
 
 namespace anvil::exporting {
 
-enum class ExportFormat { export_format_hf, export_format_peft, export_format_gguf, export_format_gguf_lora };
+enum class ExportFormat {
+  export_format_hf,
+  export_format_peft,
+  export_format_gguf,
+  export_format_gguf_lora,
+  export_format_mlx,
+};
 
 // The formats written as one file (--out FILE) rather than a directory.
 bool export_format_is_file(ExportFormat f);
 
-// "hf", "peft", "gguf", "gguf-lora"; a user error names `what` for anything else.
+// "hf", "peft", "gguf", "gguf-lora", "mlx"; a user error names `what` for anything else.
 ExportFormat export_format_parse(const std::string& text, const std::string& what);
 
 struct ExportOptions {
   ExportFormat format = ExportFormat::export_format_hf;
-  // hf: the dtype of the written weights; nullopt: the base config's torch_dtype.
+  // hf, mlx: the dtype of the written weights; nullopt: the base config's torch_dtype.
   std::optional<DType> dtype;
-  std::uint64_t max_shard_bytes = 5'000'000'000ull;  // hf: HF's default "5GB"
+  std::uint64_t max_shard_bytes = 5'000'000'000ull;  // hf, mlx: HF's default "5GB"
+  int mlx_bits = 0;         // mlx: 4 or 8 (quantized, export/mlx_quant.h); 0: not quantized
+  int mlx_group_size = 64;  // mlx with bits: elements per scale/bias (mlx_lm.convert's default)
   bool force = false;  // replace a non-empty output directory holding an earlier export
   // gguf: llama.cpp's file type (--type), which fixes each tensor's ggml type.
   io::GgufFileType gguf_type = io::GgufFileType::gguf_file_f16;
@@ -88,6 +98,10 @@ ExportSummary export_gguf(const ExportAdapter& adapter, const std::string& path,
 // llama.cpp's alpha / rank is anvil's scale).
 ExportSummary export_gguf_lora(const ExportAdapter& adapter, const std::string& path);
 
+// The merged model as an mlx-lm directory (export_mlx.cpp), split over ranks as hf is.
+ExportSummary export_mlx_merged(const ExportAdapter& adapter, const std::string& dir, const ExportOptions& options,
+                                ShardRanks ranks = {});
+
 // Writes the adapter into `dir` in PEFT's layout, naming adapter.base_dir as the base.
 ExportSummary export_peft(const ExportAdapter& adapter, const std::string& dir);
 
@@ -99,7 +113,7 @@ ExportSummary export_to_dir(const ExportAdapter& adapter, const std::string& out
                             const std::vector<std::string>& inputs);
 
 // The same, collective over `world`: rank 0 checks out_dir and stages it, every rank writes
-// its hf shards into the staging directory (peft: rank 0 alone), and rank 0 renames it
+// its hf or mlx shards into the staging directory (peft: rank 0 alone), and rank 0 renames it
 // once all have succeeded. A rank's failure reaches all ranks with its message (each
 // throws; rank 0 removes the staging directory first), so nothing is renamed. Returns the totals on every rank;
 // out_dir is rank 0's (the others return it as given).

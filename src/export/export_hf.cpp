@@ -1,11 +1,13 @@
 // The merged Hugging Face model: base tensors streamed from the mapping, an adapter folded
 // into each targeted projection block by block, cast, appended to the current shard.
+#include "export/export_hf.h"
+
 #include <algorithm>
-#include <filesystem>
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
 #include "export/export.h"
+#include "export/export_config.h"
 #include "export/merged_source.h"
 #include "export/shard_writer.h"
 #include "io/files.h"
@@ -13,23 +15,15 @@
 
 namespace anvil::exporting {
 
-namespace fs = std::filesystem;
-
 namespace {
 
 // Elements per block: 4 MiB of fp32 in flight, whatever the tensor size.
 constexpr std::int64_t kBlockElems = 1 << 20;
 
-// Besides the weights and config.json, the files a model directory carries that
-// transformers reads: copied byte for byte when the base has them (and anything named
-// tokenizer*, e.g. Mistral's tokenizer.model.v3).
-constexpr const char* kCopiedFiles[] = {"generation_config.json", "special_tokens_map.json", "added_tokens.json",
-                                        "vocab.json", "merges.txt", "chat_template.jinja", "chat_template.json"};
+}  // namespace
 
-// A tensor in row blocks of about kBlockElems, cast to the export dtype; a stored tensor
-// already in that dtype is copied as its bytes are.
-void tensor_write(ShardedWriter& out, MergedSource& source, std::size_t i, DType dtype, std::vector<float>& f32,
-                  std::vector<std::uint8_t>& cast) {
+void merged_tensor_write(ShardedWriter& out, MergedSource& source, std::size_t i, DType dtype,
+                         std::vector<float>& f32, std::vector<std::uint8_t>& cast) {
   const MergedSource::Tensor& t = source.tensors()[i];
   if (const TensorView* stored = source.stored(i); stored != nullptr && stored->dtype == dtype) {
     const auto* bytes = static_cast<const std::uint8_t*>(stored->data);
@@ -53,38 +47,6 @@ void tensor_write(ShardedWriter& out, MergedSource& source, std::size_t i, DType
   source.release(i);
 }
 
-const char* torch_dtype_name(DType t) {
-  return t == DType::dtype_f32 ? "float32" : t == DType::dtype_bf16 ? "bfloat16" : "float16";
-}
-
-// The base's config.json with the export dtype; every other key kept as it was, in order.
-void config_write(const std::string& base_dir, const std::string& dir, DType dtype) {
-  const std::string path = base_dir + "/config.json";
-  auto cfg = nlohmann::ordered_json::parse(io::read_text_file(path), nullptr, false);
-  ANVIL_CHECK_INPUT(cfg.is_object(), path, ": not a JSON object");
-  // transformers >= 4.56 writes "dtype" instead; a config with only that keeps its spelling.
-  if (cfg.contains("torch_dtype") || !cfg.contains("dtype")) cfg["torch_dtype"] = torch_dtype_name(dtype);
-  if (cfg.contains("dtype")) cfg["dtype"] = torch_dtype_name(dtype);
-  io::write_text_file_atomic(dir + "/config.json", cfg.dump(2) + "\n");
-}
-
-void side_files_copy(const std::string& base_dir, const std::string& dir) {
-  std::error_code ec;
-  for (const auto& entry : fs::directory_iterator(base_dir, ec)) {
-    const std::string name = entry.path().filename().string();
-    const bool wanted = name.starts_with("tokenizer") ||
-                        std::any_of(std::begin(kCopiedFiles), std::end(kCopiedFiles),
-                                    [&](const char* f) { return name == f; });
-    if (!wanted) continue;
-    std::error_code copy_ec;
-    fs::copy_file(entry.path(), fs::path(dir) / name, copy_ec);
-    ANVIL_CHECK_INPUT(!copy_ec, entry.path().string(), ": cannot copy into the export: ", copy_ec.message());
-  }
-  ANVIL_CHECK_INPUT(!ec, base_dir, ": cannot list: ", ec.message());
-}
-
-}  // namespace
-
 DType export_default_dtype(const std::string& base_dir) {
   const std::string path = base_dir + "/config.json";
   const auto cfg = nlohmann::json::parse(io::read_text_file(path), nullptr, false);
@@ -104,11 +66,35 @@ DType export_default_dtype(const std::string& base_dir) {
   return DType::dtype_f32;
 }
 
-ExportSummary export_hf_merged(const ExportAdapter& adapter, const std::string& dir, const ExportOptions& options,
-                               ShardRanks ranks) {
-  const DType dtype = options.dtype ? *options.dtype : export_default_dtype(adapter.base_dir);
+DType export_dtype_resolve(const ExportOptions& options, const std::string& base_dir) {
+  const DType dtype = options.dtype ? *options.dtype : export_default_dtype(base_dir);
   ANVIL_CHECK_INPUT(dtype == DType::dtype_f32 || dtype == DType::dtype_bf16 || dtype == DType::dtype_f16,
                     "export: --dtype must be f32, bf16 or f16, got ", dtype_short_name(dtype));
+  return dtype;
+}
+
+ExportSummary merged_dir_finish(ShardedWriter& out, const MergedSource& source, ExportSummary summary,
+                                const nlohmann::ordered_json& cfg, const std::string& base_dir, const std::string& dir,
+                                DType dtype, ShardRanks ranks) {
+  out.finish();
+  // A rank's share cannot tell; export_to_dir checks the total over ranks.
+  if (ranks.size == 1)
+    ANVIL_CHECK(summary.merged == source.merged_count(), "export: merged ", summary.merged, " of ",
+                source.merged_count(), " adapted weights");
+  if (ranks.rank == 0) {
+    export_config_write(cfg, dir);
+    export_side_files_copy(base_dir, dir);
+  }
+  summary.out_dir = dir;
+  summary.dtype = dtype;
+  summary.shards = out.owned_shard_count();
+  summary.bytes = out.owned_bytes();
+  return summary;
+}
+
+ExportSummary export_hf_merged(const ExportAdapter& adapter, const std::string& dir, const ExportOptions& options,
+                               ShardRanks ranks) {
+  const DType dtype = export_dtype_resolve(options, adapter.base_dir);
   MergedSource source(adapter);
   // In the base's own order. Every rank plans all tensors, so that the shards (and their
   // names) come out as one process would write them.
@@ -122,23 +108,10 @@ ExportSummary export_hf_merged(const ExportAdapter& adapter, const std::string& 
     if (!out.tensor_owned(i)) continue;
     ++summary.tensors;
     if (source.tensors()[i].slot != nullptr) ++summary.merged;
-    tensor_write(out, source, i, dtype, f32, cast);
+    merged_tensor_write(out, source, i, dtype, f32, cast);
   }
-  out.finish();
-  // A rank's share cannot tell; export_to_dir checks the total over ranks.
-  if (ranks.size == 1)
-    ANVIL_CHECK(summary.merged == source.merged_count(), "export: merged ", summary.merged, " of ",
-                source.merged_count(), " adapted weights");
-  if (ranks.rank == 0) {
-    config_write(adapter.base_dir, dir, dtype);
-    side_files_copy(adapter.base_dir, dir);
-  }
-
-  summary.out_dir = dir;
-  summary.dtype = dtype;
-  summary.shards = out.owned_shard_count();
-  summary.bytes = out.owned_bytes();
-  return summary;
+  return merged_dir_finish(out, source, summary, export_config_read(adapter.base_dir, dtype), adapter.base_dir, dir,
+                           dtype, ranks);
 }
 
 }  // namespace anvil::exporting

@@ -40,6 +40,7 @@ void store(DType t, double v, std::uint8_t* p) {
     case DType::dtype_u8:
     case DType::dtype_bool: return put(std::uint8_t(v));
     case DType::dtype_fp8_e4m3: return put(f32_to_fp8_e4m3(float(v)));
+    case DType::dtype_u32: return put(std::uint32_t(v));
     case DType::dtype_nf4: break;  // not a file dtype (kAllDTypes does not list it)
   }
 }

@@ -1,7 +1,7 @@
 """`anvil export` under mpirun: the ranks split the shards of the merged model (shard i by
 rank i % size) and rank 0 writes the rest; the output directory must be byte for byte the
-one a single process writes, with the same summary printed once; so must a GGUF file (f16,
-q8_0) whose tensors 3 ranks write, and a gguf-lora one. Also --format peft under
+one a single process writes, with the same summary printed once (hf, and mlx quantized); so
+must a GGUF file (f16, q8_0) whose tensors 3 ranks write, and a gguf-lora one. Also --format peft under
 two ranks (rank 0 writes, the other waits), a refused --out ending the job with exit 2,
 and no staging directory left behind.
 
@@ -89,6 +89,15 @@ def check(tmp):
     export(ckpt, one_shard3, 3)
     assert_same_dir(one_shard3, one_shard)
     print("hf: one shard under 3 ranks, byte-identical")
+
+    # mlx with --bits: a quantized weight's scales and biases may land in another rank's shard.
+    mlx1 = os.path.join(tmp, "mlx_np1")
+    pm1 = export(ckpt, mlx1, 1, "--format", "mlx", "--bits", "4", "--group-size", "32", "--max-shard-size", SHARD_SIZE)
+    mlx3 = os.path.join(tmp, "mlx_np3")
+    pm3 = export(ckpt, mlx3, 3, "--format", "mlx", "--bits", "4", "--group-size", "32", "--max-shard-size", SHARD_SIZE)
+    names = assert_same_dir(mlx3, mlx1)
+    assert summary_line(pm3) == summary_line(pm1), (summary_line(pm3), summary_line(pm1))
+    print(f"mlx 4-bit: 3 ranks, {len(names)} files, byte-identical; {summary_line(pm3)}")
 
     peft1 = os.path.join(tmp, "peft_np1")
     pp1 = export(ckpt, peft1, 1, "--format", "peft")
