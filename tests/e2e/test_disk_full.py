@@ -52,7 +52,8 @@ def main():
             check(tmp, mnt)
         finally:
             subprocess.run(["umount", "-l", mnt])
-    print("disk full during a checkpoint: error named, earlier checkpoint intact, resume gives the same adapter")
+    print("disk full during a checkpoint: error named, earlier checkpoint intact, resume gives the same adapter; "
+          "a GGUF export onto it fails before writing and leaves nothing")
     return 0
 
 
@@ -87,6 +88,15 @@ def check(tmp, mnt):
     with open(os.path.join(out, "adapter", "adapter_model.safetensors"), "rb") as a, \
             open(os.path.join(whole, "adapter", "adapter_model.safetensors"), "rb") as b:
         assert a.read() == b.read(), "the resumed run's adapter differs from the uninterrupted run's"
+
+    # A GGUF export onto the full disk: its whole size is allocated before any tensor is
+    # computed, so it fails at once, naming the file, and leaves no partial file.
+    step4 = os.path.join(ckpts, "step_4.h5")
+    fill(mnt, 16 * 1024)
+    msg = run(["export", step4, "--format", "gguf", "--type", "f32", "--out", os.path.join(mnt, "m.gguf")], expect=2)
+    assert "m.gguf" in msg and "No space left" in msg, msg
+    assert not [n for n in os.listdir(mnt) if n.startswith("m.gguf")], os.listdir(mnt)
+    os.remove(os.path.join(mnt, "filler"))
 
 
 if __name__ == "__main__":
