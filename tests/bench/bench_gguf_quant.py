@@ -14,6 +14,7 @@ first, then the median of --reps):
                  as many threads (ctypes releases the GIL), as llama-quant.cpp splits them
   anvil e2e      gguf_quant_tool as a process: read, plan, quantize, write .bin + .json
   anvil          gguf_quant_tool's own timing of gguf_quantize_rows alone
+(the kernel timings start with inputs and outputs in memory, their pages touched).
 MB/s is f32 input megabytes (10^6) per second. Also checks that anvil's bytes equal
 llama.cpp's for every tensor (a benchmark of different work would be meaningless).
 """
@@ -102,7 +103,8 @@ def time_ggml_kernels(lib, tensors, types, threads):
         if qtype == 0:
             continue
         rows, cols = x.shape
-        out = np.empty(rows * cols * 4, dtype=np.uint8)
+        out = np.zeros(rows * cols * 4, dtype=np.uint8)
+        out.fill(1)  # touch the pages before the clock starts, as gguf_quant_tool does
         bounds = [rows * k // threads for k in range(threads + 1)]
 
         def work(k):
