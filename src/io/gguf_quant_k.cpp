@@ -191,30 +191,33 @@ float fit_scale_signed(const float* x, std::int8_t* L) {
   }
   float w[n];
   for (int i = 0; i < n; ++i) w[i] = x[i] * x[i];
-  // Codes and the sums of the weighted fit for one inverse scale (sums in locals: the
-  // codes are chars, which the compiler must assume alias everything else).
-  auto try_iscale = [&](float iscale, std::int8_t* codes, float* sumlx_out, float* suml2_out) {
-    float lf[n];  // the rounding (vectorizable) apart from the sums (in element order)
+  // The codes (as floats, in lf) and the sums of the weighted fit for one inverse scale;
+  // the rounding apart from the sums (in element order) so that it vectorizes, and the
+  // codes stored only for a candidate that wins.
+  float lf[n];
+  auto try_iscale = [&](float iscale, float* sumlx_out, float* suml2_out) {
     for (int i = 0; i < n; ++i) lf[i] = static_cast<float>(clamp_int(round_even(iscale * x[i]), -nmax, nmax - 1));
     float sumlx = 0.0f, suml2 = 0.0f;
     for (int i = 0; i < n; ++i) {
       sumlx += w[i] * x[i] * lf[i];
       suml2 += w[i] * lf[i] * lf[i];
     }
-    for (int i = 0; i < n; ++i) codes[i] = static_cast<std::int8_t>(static_cast<int>(lf[i]) + nmax);
     *sumlx_out = sumlx;
     *suml2_out = suml2;
   };
+  auto store_codes = [&] {
+    for (int i = 0; i < n; ++i) L[i] = static_cast<std::int8_t>(static_cast<int>(lf[i]) + nmax);
+  };
   float sumlx, suml2;
-  try_iscale(static_cast<float>(-nmax) / m, L, &sumlx, &suml2);
+  try_iscale(static_cast<float>(-nmax) / m, &sumlx, &suml2);
+  store_codes();
   float scale = suml2 != 0.0f ? sumlx / suml2 : 0.0f;
   float best = scale * sumlx;  // the weighted error is const - sumlx²/suml2: maximize this
-  std::int8_t cand[n];
   for (int k = -9; k <= 9; ++k) {
     if (k == 0) continue;
-    try_iscale(-(static_cast<float>(nmax) + 0.1f * static_cast<float>(k)) / m, cand, &sumlx, &suml2);
+    try_iscale(-(static_cast<float>(nmax) + 0.1f * static_cast<float>(k)) / m, &sumlx, &suml2);
     if (suml2 > 0.0f && sumlx * sumlx > best * suml2) {
-      std::memcpy(L, cand, n);
+      store_codes();
       scale = sumlx / suml2;
       best = scale * sumlx;
     }
