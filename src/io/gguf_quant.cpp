@@ -240,8 +240,9 @@ void gguf_quantize_rows(std::uint32_t ggml_type, const float* src, std::int64_t 
   const QuantBlockFn fn = quant_block_fn(ggml_type);
   const GgmlBlock block = ggml_block(ggml_type);
   const std::int64_t blocks_per_row = row_len / static_cast<std::int64_t>(block.elems);
-  // One row per iteration: a row's bytes depend only on that row, whichever thread runs it.
-#pragma omp parallel for schedule(dynamic, 16) if (rows * row_len >= kParallelElems)
+  // Each row is encoded on its own, so its bytes do not depend on which thread runs it;
+  // static scheduling gives each thread one contiguous range (rows cost the same).
+#pragma omp parallel for schedule(static) if (rows * row_len >= kParallelElems)
   for (std::int64_t r = 0; r < rows; ++r) {
     const float* x = src + r * row_len;
     std::uint8_t* out = dst + static_cast<std::size_t>(r) * row_bytes;
