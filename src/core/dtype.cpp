@@ -59,7 +59,11 @@ std::optional<DType> dtype_from_short_name(std::string_view name) {
   return std::nullopt;
 }
 
-std::uint16_t f32_to_f16(float f) {
+namespace {
+
+// f32_to_f16's body, forced inline into f32_store_as's loop: as a call per element it
+// was a third of the time of a GGUF f16 export.
+[[gnu::always_inline]] inline std::uint16_t f32_to_f16_inline(float f) {
   std::uint32_t u;
   std::memcpy(&u, &f, 4);
   const std::uint32_t sign = (u >> 16) & 0x8000u;
@@ -83,6 +87,10 @@ std::uint16_t f32_to_f16(float f) {
   r += 0xfffu + ((r >> 13) & 1u);
   return static_cast<std::uint16_t>(sign | (r >> 13));
 }
+
+}  // namespace
+
+std::uint16_t f32_to_f16(float f) { return f32_to_f16_inline(f); }
 
 float f16_to_f32(std::uint16_t h) {
   const std::uint32_t sign = static_cast<std::uint32_t>(h & 0x8000u) << 16;
@@ -164,7 +172,7 @@ void f32_store_as(const float* in, std::int64_t n, DType dtype, std::uint8_t* ou
     return;
   }
   for (std::int64_t i = 0; i < n; ++i) {
-    const std::uint16_t h = dtype == DType::dtype_bf16 ? f32_to_bf16(in[i]) : f32_to_f16(in[i]);
+    const std::uint16_t h = dtype == DType::dtype_bf16 ? f32_to_bf16(in[i]) : f32_to_f16_inline(in[i]);
     std::memcpy(out + 2 * i, &h, 2);
   }
 }

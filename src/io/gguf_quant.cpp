@@ -18,6 +18,7 @@
 #include <array>
 #include <cmath>
 #include <cstring>
+#include <optional>
 
 #include "core/dtype.h"
 #include "core/error.h"
@@ -44,33 +45,54 @@ int round_half_away(float v) {
   return v < 0 ? -t : t;
 }
 
+// The reductions below keep 8 independent lanes: a max or min is exact in any order, and
+// one serial chain of maxss over 32 elements would cost more than the rest of a block.
+constexpr int kLanes = 8;
+
+float block_absmax(const float* x) {
+  float lane[kLanes] = {};
+  for (int j = 0; j < kQK; j += kLanes)
+    for (int l = 0; l < kLanes; ++l) lane[l] = std::max(lane[l], std::fabs(x[j + l]));
+  float amax = 0.0f;
+  for (float v : lane) amax = std::max(amax, v);
+  return amax;
+}
+
 // The element of largest magnitude, with its sign; the first one on ties.
 float signed_absmax(const float* x) {
-  float amax = 0.0f, m = 0.0f;
-  for (int j = 0; j < kQK; ++j) {
-    if (amax < std::fabs(x[j])) {
-      amax = std::fabs(x[j]);
-      m = x[j];
-    }
-  }
-  return m;
+  const float amax = block_absmax(x);
+  for (int j = 0; j < kQK; ++j)
+    if (std::fabs(x[j]) == amax) return x[j];
+  return 0.0f;  // all zeros (or NaN)
+}
+
+// A zero extreme keeps the sign of the first zero, as a serial scan would.
+float first_zero(const float* x) {
+  for (int j = 0; j < kQK; ++j)
+    if (x[j] == 0.0f) return x[j];
+  return 0.0f;
 }
 
 void block_min_max(const float* x, float* lo, float* hi) {
-  float mn = x[0], mx = x[0];
-  for (int j = 1; j < kQK; ++j) {
-    mn = std::min(mn, x[j]);
-    mx = std::max(mx, x[j]);
+  float lane_lo[kLanes], lane_hi[kLanes];
+  for (int l = 0; l < kLanes; ++l) lane_lo[l] = lane_hi[l] = x[l];
+  for (int j = kLanes; j < kQK; j += kLanes)
+    for (int l = 0; l < kLanes; ++l) {
+      lane_lo[l] = std::min(lane_lo[l], x[j + l]);
+      lane_hi[l] = std::max(lane_hi[l], x[j + l]);
+    }
+  float mn = lane_lo[0], mx = lane_hi[0];
+  for (int l = 1; l < kLanes; ++l) {
+    mn = std::min(mn, lane_lo[l]);
+    mx = std::max(mx, lane_hi[l]);
   }
-  *lo = mn;
-  *hi = mx;
+  *lo = mn == 0.0f ? first_zero(x) : mn;
+  *hi = mx == 0.0f ? first_zero(x) : mx;
 }
 
 // {f16 d; i8 q[32]}
 void quant_q8_0(const float* x, std::uint8_t* b) {
-  float amax = 0.0f;
-  for (int j = 0; j < kQK; ++j) amax = std::max(amax, std::fabs(x[j]));
-  const float d = amax / 127.0f;
+  const float d = block_absmax(x) / 127.0f;
   const float id = d != 0.0f ? 1.0f / d : 0.0f;
   store_f16(b, d);
   for (int j = 0; j < kQK; ++j) b[2 + j] = static_cast<std::uint8_t>(static_cast<std::int8_t>(round_half_away(x[j] * id)));
@@ -148,20 +170,20 @@ void quant_q5_1(const float* x, std::uint8_t* b) {
   pack_nibbles(q, b + 8);
 }
 
-void quant_f32(const float* x, std::uint8_t* b) { std::memcpy(b, x, 4); }
-void quant_f16(const float* x, std::uint8_t* b) { store_f16(b, *x); }
-void quant_bf16(const float* x, std::uint8_t* b) {
-  const std::uint16_t h = f32_to_bf16(*x);
-  std::memcpy(b, &h, 2);
-}
-
 using QuantBlockFn = void (*)(const float*, std::uint8_t*);
+
+// The element-wise types go through f32_store_as a row at a time.
+std::optional<DType> float_dtype(std::uint32_t type) {
+  switch (static_cast<GgmlType>(type)) {
+    case GgmlType::ggml_f32: return DType::dtype_f32;
+    case GgmlType::ggml_f16: return DType::dtype_f16;
+    case GgmlType::ggml_bf16: return DType::dtype_bf16;
+    default: return std::nullopt;
+  }
+}
 
 QuantBlockFn quant_block_fn(std::uint32_t type) {
   switch (static_cast<GgmlType>(type)) {
-    case GgmlType::ggml_f32: return quant_f32;
-    case GgmlType::ggml_f16: return quant_f16;
-    case GgmlType::ggml_bf16: return quant_bf16;
     case GgmlType::ggml_q8_0: return quant_q8_0;
     case GgmlType::ggml_q4_0: return quant_q4_0;
     case GgmlType::ggml_q4_1: return quant_q4_1;
@@ -195,7 +217,9 @@ constexpr std::array kFileTypes = {
 
 }  // namespace
 
-bool gguf_can_quantize(std::uint32_t ggml_type) { return quant_block_fn(ggml_type) != nullptr; }
+bool gguf_can_quantize(std::uint32_t ggml_type) {
+  return float_dtype(ggml_type).has_value() || quant_block_fn(ggml_type) != nullptr;
+}
 
 std::size_t gguf_row_bytes(std::uint32_t ggml_type, std::int64_t row_len) {
   ANVIL_CHECK_INPUT(gguf_can_quantize(ggml_type), "anvil cannot write GGUF tensors of type ",
@@ -212,14 +236,20 @@ void gguf_quantize_rows(std::uint32_t ggml_type, const float* src, std::int64_t 
                         std::uint8_t* dst) {
   const std::size_t row_bytes = gguf_row_bytes(ggml_type, row_len);
   ANVIL_CHECK(rows >= 0, "rows ", rows);
+  const std::optional<DType> dtype = float_dtype(ggml_type);
   const QuantBlockFn fn = quant_block_fn(ggml_type);
   const GgmlBlock block = ggml_block(ggml_type);
   const std::int64_t blocks_per_row = row_len / static_cast<std::int64_t>(block.elems);
-  // One row per iteration: a row's bytes depend only on that row, whichever thread runs it.
-#pragma omp parallel for schedule(dynamic, 16) if (rows * row_len >= kParallelElems)
+  // Each row is encoded on its own, so its bytes do not depend on which thread runs it;
+  // static scheduling gives each thread one contiguous range (rows cost the same).
+#pragma omp parallel for schedule(static) if (rows * row_len >= kParallelElems)
   for (std::int64_t r = 0; r < rows; ++r) {
     const float* x = src + r * row_len;
     std::uint8_t* out = dst + static_cast<std::size_t>(r) * row_bytes;
+    if (dtype) {
+      f32_store_as(x, row_len, *dtype, out);
+      continue;
+    }
     for (std::int64_t k = 0; k < blocks_per_row; ++k) fn(x + k * block.elems, out + k * block.bytes);
   }
 }

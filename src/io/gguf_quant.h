@@ -32,7 +32,8 @@ std::size_t gguf_row_bytes(std::uint32_t ggml_type, std::int64_t row_len);
 
 // Quantizes `rows` rows of `row_len` f32 elements (row-major at `src`) into `dst`
 // (rows · gguf_row_bytes bytes). Rows are split over OpenMP threads; every row is encoded
-// on its own, so the bytes do not depend on the thread count.
+// on its own, so the bytes do not depend on the thread count. The values must be finite
+// (as llama.cpp, the encoders do not check; a NaN or inf gives meaningless codes).
 void gguf_quantize_rows(std::uint32_t ggml_type, const float* src, std::int64_t rows, std::int64_t row_len,
                         std::uint8_t* dst);
 

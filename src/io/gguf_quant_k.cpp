@@ -87,18 +87,18 @@ float fit_scale_min(const float* x, const float* w, int nmax, float rmin, float 
     diff = diff * diff;
     best_err += w[i] * diff;
   }
-  std::uint8_t cand[n];
   for (int k = 0; k <= nstep; ++k) {
     // As in ggml, once a candidate wins, its (lower) min also moves the range and the
     // origin of the rounding for the candidates after it.
     iscale = (rmin + rdelta * static_cast<float>(k) + static_cast<float>(nmax)) / (hi - lo);
+    // The rounding (vectorizable) apart from the sums (in element order).
+    float lf[n];
+    for (int i = 0; i < n; ++i) lf[i] = static_cast<float>(clamp_int(round_even(iscale * (x[i] - lo)), 0, nmax));
     float sum_l = 0.0f, sum_l2 = 0.0f, sum_xl = 0.0f;
     for (int i = 0; i < n; ++i) {
-      const int l = clamp_int(round_even(iscale * (x[i] - lo)), 0, nmax);
-      cand[i] = static_cast<std::uint8_t>(l);
-      const float wl = w[i] * static_cast<float>(l);
+      const float wl = w[i] * lf[i];
       sum_l += wl;
-      sum_l2 += wl * static_cast<float>(l);
+      sum_l2 += wl * lf[i];
       sum_xl += wl * x[i];
     }
     // Weighted least squares for x ≈ s·l + m: the 2x2 normal equations' determinant.
@@ -112,12 +112,12 @@ float fit_scale_min(const float* x, const float* w, int nmax, float rmin, float 
     }
     float err = 0.0f;
     for (int i = 0; i < n; ++i) {
-      float diff = s * static_cast<float>(cand[i]) + m - x[i];
+      float diff = s * lf[i] + m - x[i];
       diff = diff * diff;
       err += w[i] * diff;
     }
     if (err < best_err) {
-      std::memcpy(q, cand, n);
+      for (int i = 0; i < n; ++i) q[i] = static_cast<std::uint8_t>(lf[i]);
       best_err = err;
       scale = s;
       lo = m;
@@ -191,27 +191,33 @@ float fit_scale_signed(const float* x, std::int8_t* L) {
   }
   float w[n];
   for (int i = 0; i < n; ++i) w[i] = x[i] * x[i];
-  // Codes and the sums of the weighted fit for one inverse scale.
-  auto try_iscale = [&](float iscale, std::int8_t* codes, float* sumlx, float* suml2) {
-    *sumlx = 0.0f;
-    *suml2 = 0.0f;
+  // The codes (as floats, in lf) and the sums of the weighted fit for one inverse scale;
+  // the rounding apart from the sums (in element order) so that it vectorizes, and the
+  // codes stored only for a candidate that wins.
+  float lf[n];
+  auto try_iscale = [&](float iscale, float* sumlx_out, float* suml2_out) {
+    for (int i = 0; i < n; ++i) lf[i] = static_cast<float>(clamp_int(round_even(iscale * x[i]), -nmax, nmax - 1));
+    float sumlx = 0.0f, suml2 = 0.0f;
     for (int i = 0; i < n; ++i) {
-      const int l = clamp_int(round_even(iscale * x[i]), -nmax, nmax - 1);
-      codes[i] = static_cast<std::int8_t>(l + nmax);
-      *sumlx += w[i] * x[i] * static_cast<float>(l);
-      *suml2 += w[i] * static_cast<float>(l) * static_cast<float>(l);
+      sumlx += w[i] * x[i] * lf[i];
+      suml2 += w[i] * lf[i] * lf[i];
     }
+    *sumlx_out = sumlx;
+    *suml2_out = suml2;
+  };
+  auto store_codes = [&] {
+    for (int i = 0; i < n; ++i) L[i] = static_cast<std::int8_t>(static_cast<int>(lf[i]) + nmax);
   };
   float sumlx, suml2;
-  try_iscale(static_cast<float>(-nmax) / m, L, &sumlx, &suml2);
+  try_iscale(static_cast<float>(-nmax) / m, &sumlx, &suml2);
+  store_codes();
   float scale = suml2 != 0.0f ? sumlx / suml2 : 0.0f;
   float best = scale * sumlx;  // the weighted error is const - sumlx²/suml2: maximize this
-  std::int8_t cand[n];
   for (int k = -9; k <= 9; ++k) {
     if (k == 0) continue;
-    try_iscale(-(static_cast<float>(nmax) + 0.1f * static_cast<float>(k)) / m, cand, &sumlx, &suml2);
+    try_iscale(-(static_cast<float>(nmax) + 0.1f * static_cast<float>(k)) / m, &sumlx, &suml2);
     if (suml2 > 0.0f && sumlx * sumlx > best * suml2) {
-      std::memcpy(L, cand, n);
+      store_codes();
       scale = sumlx / suml2;
       best = scale * sumlx;
     }

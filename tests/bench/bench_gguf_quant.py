@@ -8,9 +8,13 @@ llama_model_quantize (llama-cpp-python), same f32 model, same thread count, same
 Writes an f32 llama GGUF (hidden 1024, ffn 2816, vocab 8192; --layers blocks, about 60M
 parameters at 4) and, per file type, times with the page cache warm (one untimed run
 first, then the median of --reps):
-  llama.cpp   llama_model_quantize: read, quantize, write the GGUF
-  anvil e2e   gguf_quant_tool as a process: read, plan, quantize, write .bin + .json
-  anvil       gguf_quant_tool's own timing of gguf_quantize_rows alone
+  llama.cpp e2e  llama_model_quantize: read, quantize, write the GGUF
+  llama.cpp      ggml_quantize_chunk alone (libggml-base, what llama_model_quantize calls)
+                 on the tensors in memory, each split into --threads row ranges run on
+                 as many threads (ctypes releases the GIL), as llama-quant.cpp splits them
+  anvil e2e      gguf_quant_tool as a process: read, plan, quantize, write .bin + .json
+  anvil          gguf_quant_tool's own timing of gguf_quantize_rows alone
+(the kernel timings start with inputs and outputs in memory, their pages touched).
 MB/s is f32 input megabytes (10^6) per second. Also checks that anvil's bytes equal
 llama.cpp's for every tensor (a benchmark of different work would be meaningless).
 """
@@ -23,6 +27,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 import numpy as np
@@ -81,6 +86,41 @@ def time_llama_cpp(src, dst, ftype, threads):
     return elapsed
 
 
+def ggml_base():
+    lib_dir = os.path.join(os.path.dirname(llama_cpp.__file__), "lib")
+    lib = ctypes.CDLL(os.path.join(lib_dir, "libggml-base.so"))
+    lib.ggml_quantize_chunk.restype = ctypes.c_size_t
+    lib.ggml_quantize_chunk.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64,
+                                        ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p]
+    return lib
+
+
+def time_ggml_kernels(lib, tensors, types, threads):
+    """Seconds of ggml_quantize_chunk over every tensor llama.cpp quantized (the others are
+    copied, by both sides), rows split evenly over `threads` threads per tensor."""
+    total = 0.0
+    for (name, x), qtype in zip(tensors, types):
+        if qtype == 0:
+            continue
+        rows, cols = x.shape
+        out = np.zeros(rows * cols * 4, dtype=np.uint8)
+        out.fill(1)  # touch the pages before the clock starts, as gguf_quant_tool does
+        bounds = [rows * k // threads for k in range(threads + 1)]
+
+        def work(k):
+            lib.ggml_quantize_chunk(qtype, x.ctypes.data, out.ctypes.data, bounds[k] * cols,
+                                    bounds[k + 1] - bounds[k], cols, None)
+
+        workers = [threading.Thread(target=work, args=(k,)) for k in range(threads)]
+        t0 = time.perf_counter()
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join()
+        total += time.perf_counter() - t0
+    return total
+
+
 def time_anvil(tool, src, type_name, prefix, threads):
     env = dict(os.environ, OMP_NUM_THREADS=str(threads))
     t0 = time.perf_counter()
@@ -114,9 +154,12 @@ def main():
     if not os.path.exists(src):
         write_model(src, args.layers)
     mb = os.path.getsize(src) / 1e6
+    lib = ggml_base()
+    tensors = [(t.name, np.ascontiguousarray(np.array(t.data).reshape(-1, int(t.shape[0])), dtype=np.float32))
+               for t in GGUFReader(src).tensors]
     print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs; {args.threads} threads; "
           f"input {mb:.0f} MB f32; median of {args.reps} warm runs")
-    print(f"{'type':7} {'llama.cpp MB/s':>15} {'anvil e2e MB/s':>15} {'anvil quant MB/s':>17} {'same bytes':>11}")
+    print(f"{'type':7} {'llama.cpp e2e':>14} {'anvil e2e':>10} {'llama.cpp':>10} {'anvil':>8} {'same bytes':>11}  (MB/s)")
     for type_name in args.types.split(","):
         ref_path = os.path.join(work, f"ref_{type_name}.gguf")
         prefix = os.path.join(work, f"anvil_{type_name}")
@@ -127,7 +170,12 @@ def main():
         runs = [time_anvil(args.tool, src, type_name, prefix, args.threads) for _ in range(args.reps)]
         e2e_t = statistics.median(r[0] for r in runs)
         quant_t = statistics.median(r[1] for r in runs)
-        print(f"{type_name:7} {mb / ref_t:15.1f} {mb / e2e_t:15.1f} {mb / quant_t:17.1f} "
+        planned = [t.tensor_type for t in GGUFReader(ref_path).tensors]
+        names = [t.name for t in GGUFReader(ref_path).tensors]
+        by_name = dict(tensors)
+        ordered = [(n, by_name[n]) for n in names]
+        kernel_t = statistics.median(time_ggml_kernels(lib, ordered, planned, args.threads) for _ in range(args.reps))
+        print(f"{type_name:7} {mb / ref_t:14.1f} {mb / e2e_t:10.1f} {mb / kernel_t:10.1f} {mb / quant_t:8.1f} "
               f"{str(same_bytes(ref_path, prefix)):>11}", flush=True)
 
 
