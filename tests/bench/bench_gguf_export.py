@@ -7,8 +7,9 @@ For each --type, in the same run:
   - anvil: `anvil export ... --format gguf --type T` (merge + quantize + write), wall time;
   - llama.cpp: `llama_model_quantize` (llama-cpp-python, nthread = --threads) applied to
     anvil's f16 GGUF of the same model, wall time;
-  - file size of each, and perplexity of each in llama.cpp on held-out text (the project's
-    own documentation, which neither model was trained on), 512-token windows.
+  - file size of each, and perplexity of each in llama.cpp on held-out text (the first
+    --tokens tokens of the project's own documentation, which neither model was trained
+    on), 512-token windows.
 Prints one table row per model and type: sizes, perplexities and their ratio, the time of
 each and the throughput ratio (llama.cpp time / anvil time: > 1 means anvil is faster).
 anvil's time includes reading the base and merging the adapter; llama.cpp's starts from
@@ -87,18 +88,20 @@ def main():
     p = argparse.ArgumentParser()
     p.add_argument("--types", default="q8_0,q4_0,q4_1,q5_0,q5_1,q4_k,q5_k,q6_k,q4_k_m,q5_k_m")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--tokens", type=int, default=4096, help="held-out tokens scored (the first N)")
     p.add_argument("--anvil", default=os.path.join(SOURCE, "build", "src", "cli", "anvil"))
     a = p.parse_args()
     model_dir, _ = fetch_smollm2(a.anvil, SOURCE)
     _, checkpoint, _ = finetune_smollm2(a.anvil, SOURCE)
-    print(f"threads {a.threads}; held-out text: docs/*.md + README.md")
+    print(f"threads {a.threads}; held-out text: the first {a.tokens} tokens of README.md + docs/*.md")
     print("| model | type | anvil MiB | llama.cpp MiB | anvil ppl | llama.cpp ppl | ppl ratio | anvil s | llama.cpp s | speed ratio |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory(prefix="bench_gguf_") as tmp:
         for label, source in [("SmolLM2-135M-Instruct", model_dir), ("fine-tune (merged)", checkpoint)]:
             f16 = os.path.join(tmp, "f16.gguf")
             anvil_export(a.anvil, source, f16, "f16", a.threads)
-            ids = Llama(model_path=f16, vocab_only=True, verbose=False).tokenize(held_out_text().encode(), add_bos=False)
+            ids = Llama(model_path=f16, vocab_only=True, verbose=False).tokenize(held_out_text().encode(),
+                                                                                add_bos=False)[: a.tokens]
             ppl16 = perplexity(f16, ids, a.threads)
             print(f"| {label} | f16 | {os.path.getsize(f16) / 2**20:.1f} | | {ppl16:.4f} | | | | | |", flush=True)
             for t in a.types.split(","):
