@@ -29,9 +29,10 @@ def anvil_ids(anvil, model_dir, lines, add_special):
 def transformers_tokenizer(tmp, gguf_path):
     """transformers' own reading of the GGUF file, or None where transformers is missing."""
     try:
+        import torch  # noqa: F401  transformers' GGUF reader needs it (mlx-lm installs transformers alone)
         from transformers import AutoTokenizer
     except ImportError:
-        print("import: transformers missing, SentencePiece ids checked against HF tokenizers only")
+        print("import: torch/transformers missing, SentencePiece ids checked against HF tokenizers only")
         return None
     return AutoTokenizer.from_pretrained(os.path.dirname(gguf_path), gguf_file=os.path.basename(gguf_path))
 
@@ -199,6 +200,7 @@ def check_rope_against_transformers(model_dir, factors, head_dim, theta):
     """transformers' llama3 frequencies for the written config are llama.cpp's: the base
     frequencies divided by the file's factors."""
     try:
+        import torch  # noqa: F401  the rope functions compute in torch
         from transformers import AutoConfig
         from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
     except ImportError:
