@@ -10,6 +10,20 @@
 namespace anvil::data::jinja {
 namespace {
 
+// Whether v holds a namespace or a function anywhere (lists and dicts are immutable, so only
+// these can make a value refer back to a namespace).
+bool holds_reference(const Value& v, int depth = 0) {
+  if (v.kind == Kind::ns || v.kind == Kind::function || v.fn != nullptr) return true;
+  if (depth > 64) return true;  // deeper than any template builds: refused rather than walked
+  if (v.kind == Kind::list && v.list)
+    for (const Value& x : *v.list)
+      if (holds_reference(x, depth + 1)) return true;
+  if (v.kind == Kind::dict && v.dict)
+    for (const auto& kv : *v.dict)
+      if (holds_reference(kv.second, depth + 1)) return true;
+  return false;
+}
+
 // a op b on int64, where Python would go on into big integers: refused instead.
 template <typename Op>
 std::int64_t checked(Op op, std::int64_t a, std::int64_t b, const Renderer& rr, int line) {
@@ -142,6 +156,9 @@ void Renderer::exec_set(const Node& n, const ScopePtr& scope, Value v) {
     Value target = lookup(n.targets[0], scope);
     if (target.kind != Kind::ns) fail(n.line, "cannot assign attribute on non-namespace object '" + n.targets[0] + "'");
     if (!n.targets[1].empty() && n.targets[1][0] == '_') fail(n.line, "namespace attributes cannot start with '_'");
+    // Namespaces are shared and mutable: one holding a namespace (itself, through a list)
+    // or a function (which holds its scope) could hold itself, a cycle no one frees.
+    if (holds_reference(v)) fail(n.line, "a namespace attribute cannot hold a namespace, macro or loop object");
     for (auto& [k, old] : *target.ns) {
       if (k == n.targets[1]) {
         old = std::move(v);

@@ -13,6 +13,9 @@ CONSTRUCTS = {
              "{% if loop.last %}.{% endif %}{% else %}none{% endfor %}",
     "namespace": "{% set ns = namespace(n=0) %}{% for m in messages %}{% set ns.n = ns.n + 1 %}"
                  "{% if ns.n > 2 %}{% break %}{% endif %}{% endfor %}{{ ns.n }}",
+    # Found by the fuzzer: a namespace assigned into itself (a reference cycle, now refused).
+    "namespace_cycle": "{% set ns = namespace(nz=0) %}{% for m in messages %}{% set ns.n = ns %}"
+                       "{% if ns+n > 2 %}{% break %}{% endif %}{% endfor %}{{ ns.n }}",
     "macro": "{% macro r(x, d=1) %}[{{ x }}{{ caller() if caller is defined }}]{% endmacro %}"
              "{{ r('a') }}{% call r('b', d=2) %}c{% endcall %}",
     "tools": "{%- if tools %}{{ tools | tojson(indent=2) }}{% endif %}{%- for m in messages %}"

@@ -35,6 +35,15 @@ const json kChat = json::parse(R"({"messages": [
   {"role": "user", "content": " Hi "},
   {"role": "assistant", "content": "Hello!"}], "bos_token": "<s>", "eos_token": "</s>"})");
 
+// A namespace holding itself (directly or in a list) would be a reference cycle that is
+// never freed (the fuzzer found `{% set ns.n = ns %}`): refused, naming the line.
+TEST(Jinja, NamespaceCannotHoldItself) {
+  EXPECT_NE(error_of("{% set ns = namespace(a=0) %}\n{% set ns.n = ns %}").find("line 2"), std::string::npos);
+  EXPECT_NE(error_of("{% set ns = namespace(a=0) %}{% set ns.n = [1, [ns]] %}").find("cannot hold a namespace"),
+            std::string::npos);
+  EXPECT_EQ(render("{% set ns = namespace(a=0) %}{% set ns.l = [1, {'k': 2}] %}{{ ns.l[1].k }}"), "2");
+}
+
 TEST(Jinja, IfElifElse) {
   const std::string t = "{% if x == 1 %}one{% elif x == 2 %}two{% else %}many{% endif %}";
   EXPECT_EQ(render(t, {{"x", 1}}), "one");
