@@ -198,7 +198,7 @@ QuantBlockFn quant_block_fn(std::uint32_t type) {
 
 // Below this many elements a tensor is quantized on the calling thread: starting the
 // OpenMP team costs more than it saves.
-constexpr std::int64_t kParallelElems = 1 << 16;
+[[maybe_unused]] constexpr std::int64_t kParallelElems = 1 << 16;  // unused without OpenMP (the fuzz build)
 
 struct FileTypeRow {
   GgufFileType ft;
