@@ -22,9 +22,6 @@ namespace anvil::exporting {
 
 namespace {
 
-// About 4 MiB of f32 per block, whatever the tensor size.
-constexpr std::int64_t kBlockElems = 1 << 20;
-
 // Which rank writes each tensor: the largest first, each to the rank with the fewest bytes
 // so far (ties: the lowest rank). Every rank computes the same assignment.
 std::vector<int> tensors_assign(const io::GgufLayout& layout, int ranks) {
@@ -95,8 +92,7 @@ void merged_tensor_write(MergedSource& source, std::size_t src_index, std::int64
   const std::int64_t head_rows = heads > 0 ? t.rows / heads : 1;
   ANVIL_CHECK_INPUT(heads == 0 || (t.rows % heads == 0 && head_rows % 2 == 0), "export: ", t.name, " has ", t.rows,
                     " rows, not ", heads, " heads of even size");
-  std::int64_t rows_per_block = std::max<std::int64_t>(1, kBlockElems / std::max<std::int64_t>(1, t.cols));
-  rows_per_block = std::max(head_rows, rows_per_block / head_rows * head_rows);
+  const std::int64_t rows_per_block = std::max(head_rows, source.block_rows(src_index) / head_rows * head_rows);
   const std::uint64_t row_bytes = layout.row_bytes(file_index);
   const auto block = static_cast<std::size_t>(std::min(rows_per_block, t.rows) * t.cols);
   if (buf.rows.size() < block) buf.rows.resize(block);

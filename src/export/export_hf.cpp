@@ -17,9 +17,6 @@ namespace anvil::exporting {
 
 namespace {
 
-// Elements per block: 4 MiB of fp32 in flight, whatever the tensor size.
-constexpr std::int64_t kBlockElems = 1 << 20;
-
 }  // namespace
 
 void merged_tensor_write(ShardedWriter& out, MergedSource& source, std::size_t i, DType dtype,
@@ -27,15 +24,15 @@ void merged_tensor_write(ShardedWriter& out, MergedSource& source, std::size_t i
   const MergedSource::Tensor& t = source.tensors()[i];
   if (const TensorView* stored = source.stored(i); stored != nullptr && stored->dtype == dtype) {
     const auto* bytes = static_cast<const std::uint8_t*>(stored->data);
-    const std::size_t n = stored->nbytes(), chunk = kBlockElems * dtype_size(dtype);
+    const std::size_t n = stored->nbytes(), chunk = MergedSource::kBlockElems * dtype_size(dtype);
     for (std::size_t at = 0; at < n; at += chunk) {
       out.append(bytes + at, std::min(chunk, n - at));
       io::mapping_pages_release(bytes + at, std::min(chunk, n - at));
     }
     return;
   }
-  const std::int64_t rows_per_block = std::max<std::int64_t>(1, kBlockElems / std::max<std::int64_t>(1, t.cols));
-  const auto block = static_cast<std::size_t>(std::min(rows_per_block, t.rows) * t.cols);  // one row may exceed kBlockElems
+  const std::int64_t rows_per_block = source.block_rows(i);
+  const auto block = static_cast<std::size_t>(std::min(rows_per_block, t.rows) * t.cols);  // one row may exceed a block
   if (f32.size() < block) f32.resize(block);
   if (cast.size() < block * dtype_size(dtype)) cast.resize(block * dtype_size(dtype));
   for (std::int64_t row = 0; row < t.rows; row += rows_per_block) {

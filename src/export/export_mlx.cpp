@@ -27,9 +27,6 @@ namespace anvil::exporting {
 
 namespace {
 
-// Elements per block: 4 MiB of fp32 in flight, whatever the tensor size.
-constexpr std::int64_t kBlockElems = 1 << 20;
-
 bool mlx_quantizes(const MergedSource::Tensor& t, int group_size) {
   return t.shape.rank() == 2 && t.name.ends_with(".weight") && t.cols % group_size == 0;
 }
@@ -60,7 +57,7 @@ void quantized_write(ShardedWriter& out, std::size_t first, MergedSource& source
                      DType dtype, QuantScratch& s) {
   const MergedSource::Tensor& t = source.tensors()[i];
   const std::int64_t groups = t.cols / q.group_size, words = mlx_quant_words(t.cols, q.bits);
-  const std::int64_t rows_per_block = std::max<std::int64_t>(1, kBlockElems / t.cols);
+  const std::int64_t rows_per_block = source.block_rows(i);
   const std::int64_t block = std::min(rows_per_block, t.rows);
   s.f32.resize(static_cast<std::size_t>(block * t.cols));
   s.packed.resize(static_cast<std::size_t>(block * words));

@@ -5,6 +5,7 @@
 // the model size; only a quantized base tensor is held whole, dequantized.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -26,6 +27,13 @@ class MergedSource {
     std::int64_t rows = 1, cols = 1;  // shape as a matrix: (shape[0], the rest); 1-D: (1, n)
     const model::LoraSlot* slot = nullptr;  // the adapter folded in, or none
   };
+
+  // Rows per read_rows call that keep about kBlockElems f32 in flight (at least one row):
+  // every format streams its tensors in blocks of this size.
+  static constexpr std::int64_t kBlockElems = 1 << 20;
+  std::int64_t block_rows(std::size_t i) const {
+    return std::max<std::int64_t>(1, kBlockElems / std::max<std::int64_t>(1, tensors_[i].cols));
+  }
 
   // Opens the base and checks it against adapter.spec tensor by tensor. `adapter` must
   // outlive this object.
