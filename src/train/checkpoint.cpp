@@ -148,53 +148,81 @@ std::vector<std::string> checkpoint_verify(const std::string& path) {
   }
 }
 
-std::optional<std::string> checkpoint_find_resume(const TrainConfig& cfg, const comm::ProcessGrid& grid) {
+namespace {
+
+// Damage met by this rank (a user error while reading: unreadable, a missing dataset, a
+// failed checksum), agreed over the world: every rank answers the same, so that all go on to
+// the same next candidate, and a rank that met none says another rank did.
+template <class Read>
+std::optional<std::string> damage_of(const comm::ProcessGrid& grid, Read&& read) {
+  std::string damage;
+  try {
+    read();
+  } catch (const Error& e) {
+    if (e.kind() != ErrorKind::user) throw;
+    damage = e.what();
+  }
+  std::int64_t failed = damage.empty() ? 0 : 1;
+  grid.world().allreduce(&failed, 1, DType::dtype_i64, comm::ReduceOp::reduce_max);
+  if (failed == 0) return std::nullopt;
+  return damage.empty() ? std::string("another rank could not read it") : damage;
+}
+
+// Reads the checkpoint at `path` into this rank's buffers and `out` (every rank calls it);
+// returns the damage, if any (damage_of). A sound checkpoint of another run (base model,
+// LoRA, seed, ...) is not damage: that user error is thrown.
+std::optional<std::string> load_or_damage(const CheckpointContext& ctx, const std::string& path,
+                                          const AdapterBuffers& buf, TrainState& out) {
+  std::optional<checkpoint::CheckpointReader> reader;
+  checkpoint::Meta meta;
+  if (auto damage = damage_of(*ctx.grid, [&] {
+        reader.emplace(checkpoint::CheckpointReader::open(path, ctx.grid->world()));
+        meta = reader->meta();
+      }))
+    return damage;
+  check_compatible(ctx, path, meta);
+  return damage_of(*ctx.grid, [&] {
+    const checkpoint::State saved = reader->state();
+    // This rank's blocks of every matrix, checked with the TP group: any grid reads any checkpoint.
+    const checkpoint::GroupBuffers groups = group_buffers(buf);
+    for (int g = 0; g < checkpoint::kGroupCount; ++g)
+      reader->read_group(static_cast<Group>(g), shards_of(ctx), ctx.grid->tp(), groups[static_cast<std::size_t>(g)]);
+    out = TrainState{};
+    out.step = saved.step;
+    out.tokens_seen = saved.tokens_seen;
+    out.skipped_steps = saved.skipped_steps;
+    out.sampler.epoch = saved.sampler_epoch;
+    out.sampler.cursor = saved.sampler_cursor;
+  });
+}
+
+}  // namespace
+
+std::optional<ResumedFrom> checkpoint_resume(const CheckpointContext& ctx, const AdapterBuffers& buf) {
+  const TrainConfig& cfg = *ctx.cfg;
   const std::string& how = cfg.checkpoint.resume;
   if (how == "never") return std::nullopt;
   const bool given = how != "auto";
   if (given) ANVIL_CHECK_INPUT(fs::is_regular_file(how), "checkpoint.resume: '", how, "' is not a checkpoint file");
   const std::vector<std::string> candidates = given ? std::vector<std::string>{how} : resume_candidates(cfg);
-  if (candidates.empty()) return std::nullopt;
-
-  // Rank 0 reads each candidate whole, newest first; every rank takes its choice.
-  std::int64_t chosen = -1;
-  std::string damage;
-  if (grid.world_rank() == 0) {
-    for (std::size_t i = 0; i < candidates.size() && chosen < 0; ++i) {
-      const std::vector<std::string> problems = checkpoint_verify(candidates[i]);
-      if (problems.empty()) {
-        chosen = static_cast<std::int64_t>(i);
-      } else if (given) {
-        damage = lines(problems);
-      } else {
-        log_warn("checkpoint.resume: auto: skipping ", candidates[i], ", which is damaged:", lines(problems));
-      }
+  const bool rank0 = ctx.grid->world_rank() == 0;
+  // Newest first, each read once, by all ranks together (the load checks every checksum).
+  // Only a damaged candidate is read whole, by rank 0, to name every damaged dataset.
+  for (const std::string& path : candidates) {
+    ResumedFrom r{path, {}};
+    const std::optional<std::string> damage = load_or_damage(ctx, path, buf, r.state);
+    if (!damage) return r;
+    std::string named;
+    if (rank0) {
+      const std::vector<std::string> problems = checkpoint_verify(path);
+      named = problems.empty() ? "\n  " + *damage : lines(problems);
     }
+    if (given) throw_user_error("checkpoint.resume: ", how, " is damaged", rank0 ? ":" + named : " (rank 0 names it)");
+    if (rank0) log_warn("checkpoint.resume: auto: skipping ", path, ", which is damaged:", named);
   }
-  grid.world().broadcast(&chosen, 1, DType::dtype_i64, 0);
-  if (chosen >= 0) return candidates[static_cast<std::size_t>(chosen)];
-  if (given)
-    throw_user_error("checkpoint.resume: ", how, " is damaged",
-                     damage.empty() ? std::string(" (rank 0 names the datasets)") : ":" + damage);
+  if (candidates.empty()) return std::nullopt;
   throw_user_error("checkpoint.resume: auto: no checkpoint in ", checkpoint_dir(cfg),
                    " verifies (each is named above); set checkpoint.resume: never to start over");
-}
-
-TrainState checkpoint_load(const CheckpointContext& ctx, const std::string& path, const AdapterBuffers& buf) {
-  const auto reader = checkpoint::CheckpointReader::open(path, ctx.grid->world());
-  check_compatible(ctx, path, reader.meta());
-  const checkpoint::State saved = reader.state();
-  // This rank's blocks of every matrix, checked with the TP group: any grid reads any checkpoint.
-  const checkpoint::GroupBuffers groups = group_buffers(buf);
-  for (int g = 0; g < checkpoint::kGroupCount; ++g)
-    reader.read_group(static_cast<Group>(g), shards_of(ctx), ctx.grid->tp(), groups[static_cast<std::size_t>(g)]);
-  TrainState s;
-  s.step = saved.step;
-  s.tokens_seen = saved.tokens_seen;
-  s.skipped_steps = saved.skipped_steps;
-  s.sampler.epoch = saved.sampler_epoch;
-  s.sampler.cursor = saved.sampler_cursor;
-  return s;
 }
 
 void checkpoint_prune(const TrainConfig& cfg, const std::string& protect) {

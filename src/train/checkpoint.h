@@ -60,23 +60,28 @@ std::string checkpoint_dir(const TrainConfig& cfg);
 // checkpoints stay as they were, the .partial is removed, and the error names the file.
 std::string checkpoint_save(const CheckpointContext& ctx, const TrainState& state, const AdapterBuffers& buf);
 
-// The checkpoint to resume from, as checkpoint.resume says (every rank calls it; rank 0
-// reads and verifies every dataset of a candidate, the others learn its choice):
-//   auto: the newest of this run's checkpoints that verifies, starting from the one
-//         `latest` names (never a .partial); each damaged one skipped is named in a
-//         warning; none when there is no `latest`;
+// Resumes as checkpoint.resume says, loading the checkpoint into this rank's buffers (every
+// rank calls it); the path and the saved state, or nothing:
+//   auto: the newest of this run's checkpoints that loads, starting from the one `latest`
+//         names (never a .partial); each damaged one skipped is named in a warning; none
+//         when there is no `latest`;
 //   never: none;
-//   PATH: that file, which must verify (a user error naming every damaged dataset).
-std::optional<std::string> checkpoint_find_resume(const TrainConfig& cfg, const comm::ProcessGrid& grid);
+//   PATH: that file, which must load (a user error naming every damaged dataset).
+// Each candidate is read once, by all ranks, each its own blocks: the load checks every
+// checksum it reads (meta, state, and the adapter, AdamW moments and their per-layer sums
+// with the TP group), and the ranks agree on whether it was sound. Only a damaged one is
+// then read whole by rank 0 (checkpoint_verify) to name every damaged dataset. User errors
+// (exit 2) also name a checkpoint of another base model, or a config whose LoRA, seed,
+// sequence length or batch differ: not damage, so auto does not skip it.
+struct ResumedFrom {
+  std::string path;
+  TrainState state;
+};
+std::optional<ResumedFrom> checkpoint_resume(const CheckpointContext& ctx, const AdapterBuffers& buf);
 
 // Every problem of the checkpoint at `path` (one line each, naming the file and dataset:
 // damaged, missing, unreadable); empty when it is sound. On this process alone.
 std::vector<std::string> checkpoint_verify(const std::string& path);
-
-// Loads a checkpoint into this rank's buffers. User errors (exit 2) name the file and the
-// dataset: a damaged or truncated file, a missing dataset, a checkpoint of another base
-// model, or a config whose LoRA, seed, sequence length or batch differ.
-TrainState checkpoint_load(const CheckpointContext& ctx, const std::string& path, const AdapterBuffers& buf);
 
 // Deletes all but the newest `keep` checkpoints (0: keep all), never `protect`, and the
 // .partial files of saves that were cut short. Rank 0 only.

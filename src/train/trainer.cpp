@@ -319,9 +319,9 @@ void Trainer::checkpoint_setup() {
 }
 
 void Trainer::checkpoint_resume() {
-  result_.resumed_from = checkpoint_find_resume(cfg_, rt_.host_grid());
-  if (result_.resumed_from) {
-    state_ = checkpoint_load(ckpt_, *result_.resumed_from, adapter_->host());
+  if (std::optional<ResumedFrom> r = train::checkpoint_resume(ckpt_, adapter_->host())) {
+    result_.resumed_from = r->path;
+    state_ = r->state;
     adapter_->upload();
     sampler_->restore(state_.sampler);
     result_.skipped_steps = state_.skipped_steps;

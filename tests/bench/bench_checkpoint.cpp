@@ -1,6 +1,6 @@
 // Checkpoint save and load bandwidth: the adapter and AdamW state of a LoRA run on a real
-// model shape (no weights needed: only the shapes matter), saved and loaded by
-// train/checkpoint.h as a training run does, under MPI as one TP group of the world size.
+// model shape (no weights needed: only the shapes matter), saved and resumed (resume: auto)
+// by train/checkpoint.h as a training run does, under MPI as one TP group of the world size.
 // Each load is timed twice: cold (the file evicted from the page cache first, as after a
 // restart on another node) and warm (right after). Prints one JSON object on rank 0 (for
 // scripts/bench/checkpoint_bandwidth.sh).
@@ -108,12 +108,14 @@ int main(int argc, char** argv) try {
     save_best = std::min(save_best, seconds(t0));
     if (grid.world_rank() == 0) page_cache_evict(path);
     grid.world().barrier();
+    // A resume as training does it (checkpoint.resume: auto finds the file just saved).
     t0 = Clock::now();
-    train::checkpoint_load(ctx, path, buf);
+    const auto resumed = train::checkpoint_resume(ctx, buf);
     grid.world().barrier();
+    ANVIL_CHECK(resumed && resumed->path == path, "the resume did not find ", path);
     cold_best = std::min(cold_best, seconds(t0));
     t0 = Clock::now();
-    train::checkpoint_load(ctx, path, buf);
+    train::checkpoint_resume(ctx, buf);
     grid.world().barrier();
     load_best = std::min(load_best, seconds(t0));
   }
