@@ -105,6 +105,24 @@ std::vector<StackPlan> stack_plans(const Shards& shards, const BlockIndex& block
 io::MatrixBlock file_block(const StackPlan& p) {
   return io::MatrixBlock{p.first->row0, p.first->nrows, p.first->col0, p.first->ncols};
 }
+// Where slab l's block of the stack sits in the rank's buffer `local`.
+template <class F>
+auto slab_at(const BlockIndex& blocks, const StackPlan& p, F* local) {
+  return [&blocks, &p, local](std::int64_t l) { return local + slab_block(blocks, p, l).local_offset; };
+}
+
+// The slabs [first, first + count) of a stack of n that TP rank t of `size` writes when
+// every rank holds them whole (n split as evenly as it goes, rank 0 first; none when n <
+// size): the ranks share the writing of a replicated stack, each one contiguous range.
+struct LayerRange {
+  std::int64_t first = 0, count = 0;
+};
+LayerRange owned_layers(std::int64_t n, int t, int size) {
+  const std::int64_t first = n * t / size, end = n * (t + 1) / size;
+  return {first, end - first};
+}
+// This rank's block is each slab whole (tp 1, or an adapter the TP ranks replicate).
+bool replicated(const StackPlan& p) { return p.first->nrows == p.rows && p.first->ncols == p.cols; }
 
 // A layer's checksum share, kept as two 32-bit halves so that adding the shares of the TP
 // ranks in i64 (what Comm reduces) is exact; halves_total adds them over `tp` and puts
@@ -121,14 +139,25 @@ std::vector<std::uint64_t> halves_total(comm::Comm& tp, std::vector<std::int64_t
   return sums;
 }
 
-// This rank's share of each layer's checksum of one stack, from its buffer `local` (a
-// replicated block counts once: its writer's). Touches no MPI or HDF5: it runs on a
-// thread beside the one that reads or writes the file.
-std::vector<std::int64_t> checksum_share(const BlockIndex& blocks, const StackPlan& p, const float* local) {
+// The TP rank that writes slab l of a stack: for a replicated stack the owner of its
+// layer range, else the block's writer.
+bool writes_slab(const StackPlan& p, const LoraBlock& b, std::int64_t l, int tp_rank, int tp_size) {
+  if (!replicated(p)) return b.writer;
+  const LayerRange own = owned_layers(p.layers, tp_rank, tp_size);
+  return l >= own.first && l < own.first + own.count;
+}
+
+// This rank's share of each layer's checksum of one stack, from its buffer `local`: the
+// blocks it writes (a block several ranks hold counts once, and what is summed is what is
+// written, even should the copies differ). Touches no MPI or HDF5: it runs on a thread
+// beside the one that reads or writes the file.
+std::vector<std::int64_t> checksum_share(const BlockIndex& blocks, const StackPlan& p, const float* local,
+                                         int tp_rank, int tp_size) {
   std::vector<std::int64_t> halves(static_cast<std::size_t>(2 * p.layers), 0);
   for (std::int64_t l = 0; l < p.layers; ++l) {
     const LoraBlock& b = slab_block(blocks, p, l);
-    if (b.writer) add_halves(halves, l, io::slab_sum(local + b.local_offset, b.nrows, b.ncols, b.row0, b.col0, p.cols));
+    if (writes_slab(p, b, l, tp_rank, tp_size))
+      add_halves(halves, l, io::slab_sum(local + b.local_offset, b.nrows, b.ncols, b.row0, b.col0, p.cols));
   }
   return halves;
 }
@@ -203,25 +232,37 @@ void checkpoint_write(const std::string& path, const comm::ProcessGrid& grid, co
   std::future<std::vector<std::int64_t>> shares = std::async(std::launch::async, [&] {
     std::vector<std::int64_t> all;
     for (std::size_t k = 0; k < total; ++k) {
-      const std::vector<std::int64_t> one = checksum_share(blocks, plans[k % n], local(k));
+      const std::vector<std::int64_t> one =
+          checksum_share(blocks, plans[k % n], local(k), grid.tp_rank(), grid.tp_size());
       all.insert(all.end(), one.begin(), one.end());
     }
     return all;
   });
   // The disk starts on each stack as soon as it is written, not at the final sync.
   const io::Writeback writeback(path);
+  // A replicated stack: each TP rank writes a contiguous range of whole layers from its own
+  // copy. A split one: each rank its block of every layer, the stack chunked by that block
+  // so that a rank's block of a layer is one range of the file (a column block is otherwise
+  // a piece per row). Only replica 0 writes.
   const bool replica0 = grid.dp_rank() == 0;
   std::vector<float> staged;
   for (std::size_t k = 0; k < total; ++k) {
     const StackPlan& p = plans[k % n];
-    std::optional<io::MatrixBlock> mine;
-    if (replica0 && p.first->writer) mine = file_block(p);
-    if (p.even) {
-      h5.write_slabs(name(k), p.layers, p.rows, p.cols, mine, local(k) + p.first->local_offset, p.stride);
+    std::optional<io::StackBlock> mine;
+    LayerRange range{0, p.layers};
+    if (replicated(p)) {
+      range = owned_layers(p.layers, grid.tp_rank(), grid.tp_size());
+      if (replica0 && range.count > 0) mine = io::StackBlock{range.first, range.count, file_block(p)};
+    } else if (replica0 && p.first->writer) {
+      mine = io::StackBlock{0, p.layers, file_block(p)};
+    }
+    if (p.even || !mine) {
+      h5.write_slabs(name(k), p.layers, p.rows, p.cols, mine, local(k) + p.first->local_offset + range.first * p.stride,
+                     p.stride);
     } else {
-      staged.resize(static_cast<std::size_t>(p.layers * p.block));
-      for (std::int64_t l = 0; l < p.layers; ++l)
-        std::copy_n(local(k) + slab_block(blocks, p, l).local_offset, p.block, staged.data() + l * p.block);
+      staged.resize(static_cast<std::size_t>(range.count * p.block));
+      for (std::int64_t l = 0; l < range.count; ++l)
+        std::copy_n(slab_at(blocks, p, local(k))(range.first + l), p.block, staged.data() + l * p.block);
       h5.write_slabs(name(k), p.layers, p.rows, p.cols, mine, staged.data(), p.block);
     }
     writeback.start();
@@ -274,18 +315,20 @@ void CheckpointReader::read_group(Group g, const Shards& shards, comm::Comm& tp,
   std::vector<float> staged;
   for (const StackPlan& p : plans) {
     const std::string name = stack_name(g, p.stack.proj, p.stack.which);
+    const io::StackBlock mine{0, p.layers, file_block(p)};
     std::vector<std::uint64_t> sums;
     if (p.even) {
-      sums = h5_.read_slabs_block(name, p.layers, p.rows, p.cols, file_block(p), local + p.first->local_offset,
-                                  p.stride);
+      sums = h5_.read_slabs_block(name, p.layers, p.rows, p.cols, mine, local + p.first->local_offset, p.stride);
     } else {  // staged, then each slab's block to its place
       staged.resize(static_cast<std::size_t>(p.layers * p.block));
-      sums = h5_.read_slabs_block(name, p.layers, p.rows, p.cols, file_block(p), staged.data(), p.block);
+      sums = h5_.read_slabs_block(name, p.layers, p.rows, p.cols, mine, staged.data(), p.block);
       for (std::int64_t l = 0; l < p.layers; ++l)
-        std::copy_n(staged.data() + l * p.block, p.block, local + slab_block(blocks, p, l).local_offset);
+        std::copy_n(staged.data() + l * p.block, p.block, slab_at(blocks, p, local)(l));
     }
     stored.insert(stored.end(), sums.begin(), sums.end());
-    ahead.start([&blocks, &p, local] { return checksum_share(blocks, p, local); });
+    ahead.start([&blocks, &p, local, t = tp.rank(), size = tp.size()] {
+      return checksum_share(blocks, p, local, t, size);
+    });
   }
   const std::vector<std::uint64_t> sums = halves_total(tp, ahead.finish());
   for (const StackPlan& p : plans)

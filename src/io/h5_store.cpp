@@ -114,22 +114,32 @@ void check_block(const std::string& name, const MatrixBlock& b, std::int64_t row
               name, ": block outside the slab");
 }
 
-// Selects `block` of every slab of the stack's file space fs, and returns the memory space
-// that matches it in a rank's own buffer: n runs of block.nrows * block.ncols floats,
-// `stride` floats apart. HDF5 then moves each run between the buffer and the file with its
-// own MPI-IO call (independent transfer), with no copy on either side.
-Id select_stack_block(hid_t fs, std::int64_t n, const MatrixBlock& b, std::int64_t stride) {
-  const hsize_t start[3] = {0, static_cast<hsize_t>(b.row0), static_cast<hsize_t>(b.col0)};
-  const hsize_t count[3] = {static_cast<hsize_t>(n), static_cast<hsize_t>(b.nrows), static_cast<hsize_t>(b.ncols)};
+// Selects block sb of the stack's file space fs, and returns the memory space that matches
+// it in a rank's own buffer: sb.nslabs runs of block.nrows * block.ncols floats, `stride`
+// floats apart. HDF5 then moves each run between the buffer and the file with its own
+// MPI-IO call (independent transfer), with no copy on either side.
+Id select_stack_block(hid_t fs, const StackBlock& sb, std::int64_t stride) {
+  const MatrixBlock& b = sb.block;
+  const hsize_t start[3] = {static_cast<hsize_t>(sb.slab0), static_cast<hsize_t>(b.row0),
+                            static_cast<hsize_t>(b.col0)};
+  const hsize_t count[3] = {static_cast<hsize_t>(sb.nslabs), static_cast<hsize_t>(b.nrows),
+                            static_cast<hsize_t>(b.ncols)};
   H5Sselect_hyperslab(fs, H5S_SELECT_SET, start, nullptr, count, nullptr);
   const std::int64_t run = b.nrows * b.ncols;
   ANVIL_CHECK(stride >= run, "slab blocks ", stride, " floats apart overlap (", run, " each)");
-  const hsize_t extent[1] = {static_cast<hsize_t>((n - 1) * stride + run)};
+  const hsize_t extent[1] = {static_cast<hsize_t>((sb.nslabs - 1) * stride + run)};
   Id ms(H5Screate_simple(1, extent, nullptr), H5Sclose);
   const hsize_t mem_start[1] = {0}, mem_stride[1] = {static_cast<hsize_t>(stride)};
-  const hsize_t mem_count[1] = {static_cast<hsize_t>(n)}, mem_block[1] = {static_cast<hsize_t>(run)};
+  const hsize_t mem_count[1] = {static_cast<hsize_t>(sb.nslabs)}, mem_block[1] = {static_cast<hsize_t>(run)};
   H5Sselect_hyperslab(ms.get(), H5S_SELECT_SET, mem_start, mem_stride, mem_count, mem_block);
   return ms;
+}
+
+// A block of slabs that lies inside an (n, rows, cols) stack, else an internal error.
+void check_stack_block(const std::string& name, const StackBlock& sb, std::int64_t n, std::int64_t rows,
+                       std::int64_t cols) {
+  check_block(name, sb.block, rows, cols);
+  ANVIL_CHECK(sb.slab0 >= 0 && sb.nslabs > 0 && sb.slab0 + sb.nslabs <= n, name, ": slabs outside the stack");
 }
 
 Id text_type(std::size_t size) {
@@ -410,7 +420,7 @@ void H5Store::read_matrix_checked(const std::string& name, std::int64_t rows, st
 }
 
 void H5Store::write_slabs(const std::string& name, std::int64_t n, std::int64_t rows, std::int64_t cols,
-                          const std::optional<MatrixBlock>& block, const float* data, std::int64_t stride) {
+                          const std::optional<StackBlock>& block, const float* data, std::int64_t stride) {
   ANVIL_CHECK(n > 0 && rows > 0 && cols > 0, name, ": empty stack");
   const hsize_t dims[3] = {static_cast<hsize_t>(n), static_cast<hsize_t>(rows), static_cast<hsize_t>(cols)};
   Id space(H5Screate_simple(3, dims, nullptr), H5Sclose);
@@ -423,8 +433,8 @@ void H5Store::write_slabs(const std::string& name, std::int64_t n, std::int64_t 
   static const float kNothing = 0.0f;
   Id ms;
   if (block) {
-    check_block(name, *block, rows, cols);
-    ms = select_stack_block(fs.get(), n, *block, stride);
+    check_stack_block(name, *block, n, rows, cols);
+    ms = select_stack_block(fs.get(), *block, stride);
   } else {
     data = &kNothing;
     ms = select_block(fs.get(), std::nullopt);
@@ -460,12 +470,13 @@ void H5Store::read_slabs_checked(const std::string& name, std::int64_t n, std::i
 }
 
 std::vector<std::uint64_t> H5Store::read_slabs_block(const std::string& name, std::int64_t n, std::int64_t rows,
-                                                     std::int64_t cols, const MatrixBlock& b, float* data,
+                                                     std::int64_t cols, const StackBlock& b, float* data,
                                                      std::int64_t stride) const {
   auto [d, sums] = impl_->stack(name, n, rows, cols);
-  check_block(name, b, rows, cols);
+  if (b.nslabs == 0) return std::move(sums);  // a rank with no share of this stack
+  check_stack_block(name, b, n, rows, cols);
   Id fs(H5Dget_space(d.get()), H5Sclose);
-  Id ms = select_stack_block(fs.get(), n, b, stride);
+  Id ms = select_stack_block(fs.get(), b, stride);
   Id dxpl = independent_xfer();
   check(H5Dread(d.get(), H5T_NATIVE_FLOAT, ms.get(), fs.get(), dxpl.get(), data), impl_->path,
         "reading '" + name + "'");

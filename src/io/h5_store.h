@@ -33,6 +33,11 @@ namespace anvil::io {
 struct MatrixBlock {
   std::int64_t row0 = 0, nrows = 0, col0 = 0, ncols = 0;
 };
+// A block of slabs [slab0, slab0 + nslabs) of a stack: the same block of each.
+struct StackBlock {
+  std::int64_t slab0 = 0, nslabs = 0;
+  MatrixBlock block;
+};
 
 class H5Store {
  public:
@@ -74,11 +79,11 @@ class H5Store {
   void read_matrix_checked(const std::string& name, std::int64_t rows, std::int64_t cols, float* data) const;
 
   // Creates `name` as n slabs of (rows, cols) f32 (collective) and writes, on the ranks
-  // that pass a block, that block of every slab as one hyperslab, each rank independently.
-  // Slab i's block (block.nrows x block.ncols, row-major) is read in place at
-  // data + i * stride (stride >= its size): no staging copy.
+  // that pass a block, that block of its slabs as one hyperslab, each rank independently.
+  // The block of slab block.slab0 + i (block.nrows x block.ncols, row-major) is read in
+  // place at data + i * stride (stride >= its size): no staging copy.
   void write_slabs(const std::string& name, std::int64_t n, std::int64_t rows, std::int64_t cols,
-                   const std::optional<MatrixBlock>& block, const float* data, std::int64_t stride);
+                   const std::optional<StackBlock>& block, const float* data, std::int64_t stride);
   // Stores the checksums of the stack `name`: `sums` holds slab_sum of each whole slab
   // (every rank the same; collective). A stack without them fails to read and to verify.
   void seal_slabs(const std::string& name, const std::vector<std::uint64_t>& sums);
@@ -88,12 +93,12 @@ class H5Store {
   void read_slabs_checked(const std::string& name, std::int64_t n, std::int64_t rows, std::int64_t cols,
                           float* data) const;
 
-  // Reads `block` of every slab of the stack `name` (n, rows, cols), independently, slab
-  // i's into data + i * stride (as write_slabs), and returns the stored checksums for the
-  // caller to check against the sums of all blocks (a user error naming file and dataset
-  // when the stack is missing or of another shape).
+  // Reads `block` of the stack `name` (n, rows, cols), independently, slab
+  // block.slab0 + i's into data + i * stride (as write_slabs), and returns the stored
+  // checksums of all n slabs for the caller to check against the sums of all blocks (a user
+  // error naming file and dataset when the stack is missing or of another shape).
   std::vector<std::uint64_t> read_slabs_block(const std::string& name, std::int64_t n, std::int64_t rows,
-                                              std::int64_t cols, const MatrixBlock& block, float* data,
+                                              std::int64_t cols, const StackBlock& block, float* data,
                                               std::int64_t stride) const;
 
   // Reads dataset `name` whole, whatever it holds, and checks it against its checksum(s):
