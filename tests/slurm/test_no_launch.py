@@ -3,12 +3,16 @@ requeued or cancelled, seen on Slurm 22.05). The batch scripts count the markers
 leaves before it becomes anvil, and fail the job when the launcher's 0 comes without them.
 Here an `srun` on the job's PATH that only prints a launch error and exits 0 stands in for
 that launch: the job must end FAILED with exit 1, say why, not requeue, and leave no
-markers behind. (The happy path, every task's marker present, is slurm.demo.) Skips (77)
-when Slurm could not start."""
+markers behind; export.sbatch, whose marker is its output directory, fails likewise. (The
+happy path, every task's marker present, is slurm.demo.) Skips (77) when Slurm could not
+start."""
 import os
+import subprocess
 import tempfile
 
-from slurm_util import cluster_env, demo_args, job_fields, make_model, read_text, sbatch
+from slurm_util import SRC, cluster_env, demo_args, job_fields, make_model, read_text, sbatch
+
+EXPORT = os.path.join(SRC, "slurm", "export.sbatch")
 
 
 def main():
@@ -36,6 +40,17 @@ def main():
         assert not os.path.exists(out), "anvil ran after all"
         assert os.listdir(markers) == [], os.listdir(markers)
         print(f"job {job}: srun exited 0 without starting a task; the job failed (exit 1) saying so")
+        # export.sbatch: its own output is the marker.
+        exported = os.path.join(tmp, "exported")
+        log = os.path.join(tmp, "export.log")
+        p = subprocess.run(["sbatch", "--parsable", "--wait", "--ntasks=1", "--cpus-per-task=1", "--mem=0",
+                            f"--output={log}", EXPORT,
+                            os.path.join(tmp, "step_1.h5"), exported],
+                           capture_output=True, text=True, cwd=SRC, env=env, timeout=240)
+        text = read_text(log)
+        assert p.returncode != 0, f"export.sbatch passed without running\n{text}"
+        assert f"srun exited 0 but {exported} is missing or empty: the step never ran" in text, text
+        print(f"job {p.stdout.strip()}: export.sbatch likewise")
 
 
 if __name__ == "__main__":
