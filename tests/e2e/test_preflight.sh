@@ -4,7 +4,8 @@
 # topology and ACS parsers pass a bridged pair and fail a GPU without NVLink and a bridge
 # with ACS redirection (exit 1); the all-reduce step runs tests/bench/bench_allreduce on 2
 # CPU ranks (--backend cpu): its rows are shown, it stays NOT CHECKED for the GPUs, and a
-# --min-busbw above what it measured fails. The real GPU path is unrun.
+# --min-busbw above what it measured fails. slurm/h200-nvl.sbatch hands over to train.sbatch
+# and stops on a failed pre-flight (stand-ins for both). The real GPU path is unrun.
 # Usage: test_preflight.sh BENCH_ALLREDUCE   (ANVIL_SOURCE_DIR from the environment)
 set -u
 bench=${1:?usage: test_preflight.sh BENCH_ALLREDUCE}
@@ -83,6 +84,30 @@ expect 3 "NOT CHECKED  allreduce  no benchmark at $work/none"
 mpirun --oversubscribe -np 2 "$bench" --backend cpu --reps 0 >"$work/b.log" 2>&1
 brc=$?
 [ $brc = 2 ] && grep -q -- "--reps must be positive" "$work/b.log" || fail "bench_allreduce --reps 0: exit $brc: $(cat "$work/b.log")"
+
+# ---- slurm/h200-nvl.sbatch hands its allocation to train.sbatch, after the pre-flight when
+# ANVIL_PREFLIGHT=1 (stand-ins for both in ANVIL_SLURM_DIR)
+stub=$work/slurm
+mkdir -p "$stub"
+echo 'echo "train.sbatch $* NCCL_NVLS_ENABLE=$NCCL_NVLS_ENABLE"' >"$stub/train.sbatch"
+printf '#!/bin/sh\necho "preflight $*"\nexit "$PREFLIGHT_RC"\n' >"$stub/preflight.sh"
+chmod +x "$stub/preflight.sh"
+h200() { out=$(cd "$work" && SLURM_SUBMIT_DIR=$work ANVIL_SLURM_DIR=$stub bash "$src/slurm/h200-nvl.sbatch" "$@" 2>&1); rc=$?; }
+args=(h200-nvl.sbatch)
+h200 cfg.yaml --set a=b
+expect 0 "train.sbatch cfg.yaml --set a=b NCCL_NVLS_ENABLE=0"
+grep -q "^preflight" <<<"$out" && fail "h200-nvl.sbatch ran the pre-flight unasked: $out"
+args=(h200-nvl.sbatch, a failed pre-flight)
+ANVIL_PREFLIGHT=1 PREFLIGHT_RC=1 h200 cfg.yaml
+expect 1 "preflight --gpus 4" "the pre-flight failed (above); not training"
+grep -q "^train.sbatch" <<<"$out" && fail "h200-nvl.sbatch trained after a failed pre-flight: $out"
+args=(h200-nvl.sbatch, an incomplete pre-flight)
+ANVIL_PREFLIGHT=1 PREFLIGHT_RC=3 h200 cfg.yaml
+expect 0 "could not check everything (above); training anyway" "train.sbatch cfg.yaml"
+args=(h200-nvl.sbatch, no train.sbatch)
+out=$(cd "$work" && SLURM_SUBMIT_DIR=$work ANVIL_SLURM_DIR=$work/none bash "$src/slurm/h200-nvl.sbatch" cfg.yaml 2>&1)
+rc=$?
+expect 2 "no $work/none/train.sbatch"
 
 [ $failures -eq 0 ] && echo "preflight: arguments, no-driver, topology, ACS, all-reduce wiring as expected"
 exit $((failures > 0))
