@@ -7,10 +7,10 @@
 #     OUT_DIR    where the bundle goes (default: anvil-<version>); must not exist, or be an
 #                earlier bundle (it has a MANIFEST), which is replaced
 #     --tar      also write OUT_DIR.tar.gz
-#     --with-mpi also bundle the MPI libraries and Open MPI's plugins (see below)
+#     --with-mpi also bundle Open MPI (libraries, plugins, OUT/mpirun; see below)
 #     --without-cuda-libs  leave the CUDA runtime, cuBLAS(Lt), NCCL and cuRAND to the node (e.g.
 #                the copies PyTorch's wheels install there); the bundle is then ~1 GB smaller
-#     --also FILE  another executable (a test program, mpirun's orterun) into OUT/bin, with
+#     --also FILE  another executable (a test program) into OUT/bin, with
 #                the libraries it needs
 #
 # The bundle: OUT/anvil (run this: it puts OUT/lib first on LD_LIBRARY_PATH and execs
@@ -21,20 +21,30 @@
 # What is left out, on purpose:
 #   - glibc (libc, ld-linux, libm, libmvec, libdl, libpthread, librt, libresolv, libutil,
 #     libanl, libnsl): it is tied to the node's kernel and loader, and ld-linux cannot be
-#     swapped by LD_LIBRARY_PATH. The target needs a glibc at least as new as the build
-#     machine's (MANIFEST says which).
+#     swapped by LD_LIBRARY_PATH. The node needs a glibc at least as new as the newest
+#     GLIBC_x.y symbol version any bundled file requires (read here with objdump -T: the
+#     "glibc floor" in MANIFEST), usually below the build machine's own.
 #   - the NVIDIA driver (libcuda, libnvidia-*): it must match the node's kernel module. The
 #     CUDA runtime, cuBLAS(Lt) and NCCL are bundled; they need a driver new enough for the
-#     toolkit they came from.
+#     toolkit they came from (CUDA 13: 580.65.06; CUDA 12: 525.60.13, MANIFEST's
+#     "minimum NVIDIA driver").
+# OUT/anvil checks both before it starts anvil: a glibc below the floor (getconf
+# GNU_LIBC_VERSION, else ldd --version) or a driver below the minimum (/proc/driver/nvidia/
+# version, else nvidia-smi; no driver at all passes: a CPU node) exits 2 naming both
+# versions. ANVIL_NODE_GLIBC / ANVIL_NODE_DRIVER (tests) stand in for the node's versions;
+# ANVIL_SKIP_DRIVER_CHECK=1 skips the driver check (a node with NVIDIA's CUDA forward-
+# compatibility package, whose libcuda is newer than its kernel module).
 #   - InfiniBand verbs (libibverbs, librdmacm, ...): their providers match the node's HCA.
-#   - MPI, unless --with-mpi. libmpi must match the launcher: mpirun (or srun's PMIx) and
-#     libmpi talk a private protocol, so a bundled Open MPI under the site's mpirun of
-#     another release fails at MPI_Init or hangs. By default the site's MPI is used, and it
-#     must be ABI compatible with the one anvil was built against (MANIFEST: Open MPI 4.x
-#     and 5.x both provide libmpi.so.40; MPICH-derived MPIs do not). With --with-mpi the
-#     bundle carries libmpi, its libraries and Open MPI's plugin and help directories
-#     (the wrapper points OPAL_PKGLIBDIR / OPAL_PKGDATADIR at them); then launch with an
-#     mpirun of that same Open MPI release.
+#   - MPI, unless --with-mpi. A site Open MPI (4.x or 5.x: both provide the libmpi.so.40
+#     ABI anvil is built against; MPICH-derived MPIs do not) is required: libmpi must match
+#     the launcher, since mpirun (or srun's PMIx) and libmpi talk a private protocol, so a
+#     bundled Open MPI under the site's mpirun of another release fails at MPI_Init or
+#     hangs. With --with-mpi the bundle carries libmpi, its libraries, Open MPI's plugin and
+#     help directories and its own launcher, OUT/mpirun (this machine's orterun; both
+#     wrappers point OPAL_PKGLIBDIR / OPAL_PKGDATADIR at the bundle): for a node with no MPI
+#     at all (the GPU pack, scripts/gpu/pack.sh), launched only as `OUT/mpirun -np N
+#     OUT/anvil ...` on one node. It is not for srun (PMIx versions must match Slurm's) nor
+#     for several nodes (orted is not bundled).
 # libstdc++ and libgcc_s ARE bundled: a node with an older compiler runtime lacks the
 # GLIBCXX symbols anvil needs, and the newer library serves older users as well.
 set -euo pipefail
@@ -187,14 +197,68 @@ if [ $with_mpi -eq 1 ]; then
   if compgen -G "$out/lib/openmpi/*.so" >/dev/null; then
     bundle_libs "$out"/lib/openmpi/*.so
   fi
+  # The launcher of the same release (Open MPI 4's mpirun is orterun), with its libraries.
+  orterun=$(readlink -f "$(command -v orterun || command -v mpirun)")
+  cp -L "$orterun" "$out/bin/orterun"
+  bundle_libs "$orterun"
   wrapper_env='export OPAL_PKGLIBDIR="${OPAL_PKGLIBDIR:-$here/lib/openmpi}"
 export OPAL_PKGDATADIR="${OPAL_PKGDATADIR:-$here/share/openmpi}"'
-  mpi_note="bundled: $(ompi_info --version 2>/dev/null | head -1); launch with mpirun of this release"
+  cat > "$out/mpirun" <<EOF
+#!/bin/sh
+# Open MPI's mpirun from the bundle (scripts/bundle.sh --with-mpi), with its libraries and
+# plugins; the ranks inherit the same paths.
+here=\$(dirname "\$(readlink -f "\$0")")
+LD_LIBRARY_PATH="\$here/lib\${LD_LIBRARY_PATH:+:\$LD_LIBRARY_PATH}"
+export LD_LIBRARY_PATH
+$wrapper_env
+exec "\$here/bin/orterun" "\$@"
+EOF
+  chmod +x "$out/mpirun"
+  mpi_note="bundled: $(ompi_info --version 2>/dev/null | head -1); launch with OUT/mpirun, one node"
 fi
+
+# What the node must have, read from what was bundled: the newest GLIBC_ symbol version any
+# bundled ELF file requires, and the driver the CUDA runtime's major version needs (NVIDIA's
+# toolkit/driver table: the release's GA driver, which minor-version compatibility also
+# needs for the whole major).
+glibc_floor=$(find "$out/bin" "$out/lib" -type f -exec objdump -T {} + 2>/dev/null |
+  grep -o 'GLIBC_[0-9][0-9.]*[0-9]' | sed 's/^GLIBC_//' | sort -uV | tail -1)
+[ -n "$glibc_floor" ] || die "objdump -T found no GLIBC_ symbol versions in the bundle (binutils missing?)"
+cuda_major=""
+for name in "${!lib_path[@]}"; do
+  case $name in libcudart.so.*) cuda_major=${name#libcudart.so.} ;; esac
+done
+case "$cuda_major" in
+  "") driver_floor="" ; driver_note="none (no CUDA runtime: a CPU-only build)" ;;
+  13) driver_floor=580.65.06 ;;
+  12) driver_floor=525.60.13 ;;
+  *) die "libcudart.so.$cuda_major: no minimum driver known for CUDA $cuda_major (add it to bundle.sh)" ;;
+esac
+[ -z "$driver_floor" ] || driver_note="$driver_floor (CUDA $cuda_major runtime)"
 
 cat > "$out/anvil" <<EOF
 #!/bin/sh
-# anvil from a relocatable bundle (scripts/bundle.sh): the bundle's libraries first.
+# anvil from a relocatable bundle (scripts/bundle.sh): the node's glibc and NVIDIA driver
+# checked against what the bundle needs (MANIFEST), then the bundle's libraries first.
+# ANVIL_NODE_GLIBC / ANVIL_NODE_DRIVER (tests) stand in for the node's versions;
+# ANVIL_SKIP_DRIVER_CHECK=1 skips the driver check (CUDA forward compatibility).
+glibc_floor=$glibc_floor
+driver_floor=$driver_floor
+at_least() { [ "\$(printf '%s\\n%s\\n' "\$2" "\$1" | sort -V | head -1)" = "\$2" ]; }
+glibc=\${ANVIL_NODE_GLIBC:-\$(getconf GNU_LIBC_VERSION 2>/dev/null | awk '{print \$2}')}
+[ -n "\$glibc" ] || glibc=\$(ldd --version 2>/dev/null | head -1 | awk '{print \$NF}')
+if [ -n "\$glibc" ] && ! at_least "\$glibc" "\$glibc_floor"; then
+  echo "anvil bundle: this node's glibc is \$glibc, but the bundled programs need glibc >= \$glibc_floor (MANIFEST); build the bundle on an older distribution" >&2
+  exit 2
+fi
+if [ -n "\$driver_floor" ] && [ "\${ANVIL_SKIP_DRIVER_CHECK:-0}" != 1 ]; then
+  driver=\${ANVIL_NODE_DRIVER:-\$(grep -o '[0-9][0-9]*\\.[0-9][0-9.]*' /proc/driver/nvidia/version 2>/dev/null | head -1)}
+  [ -n "\$driver" ] || driver=\$(nvidia-smi --query-gpu=driver_version --format=csv,noheader 2>/dev/null | head -1)
+  if [ -n "\$driver" ] && ! at_least "\$driver" "\$driver_floor"; then
+    echo "anvil bundle: this node's NVIDIA driver is \$driver, but the bundled CUDA runtime needs >= \$driver_floor (MANIFEST); update the driver, or bundle with --without-cuda-libs and use the node's CUDA" >&2
+    exit 2
+  fi
+fi
 # readlink -f: the wrapper may be reached through a symlink (e.g. from a bin/ on PATH).
 here=\$(dirname "\$(readlink -f "\$0")")
 LD_LIBRARY_PATH="\$here/lib\${LD_LIBRARY_PATH:+:\$LD_LIBRARY_PATH}"
@@ -212,7 +276,9 @@ cp "$src"/configs/*.yaml "$out/configs/"
   echo "anvil: $("$binary" --version)"
   echo "source: $(git -C "$src" describe --always --dirty --tags 2>/dev/null || echo unknown)"
   echo "built on: $(uname -srm), $(ldd --version 2>&1 | head -1)"
-  echo "needs on the node: glibc >= the above, an NVIDIA driver for the bundled CUDA runtime"
+  echo "glibc floor: $glibc_floor (the newest GLIBC_ version the bundled files require)"
+  echo "minimum NVIDIA driver: $driver_note"
+  echo "needs on the node: glibc >= the floor, an NVIDIA driver >= the minimum (./anvil checks both)"
   echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
   echo "MPI: $mpi_note"
   echo

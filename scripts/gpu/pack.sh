@@ -10,7 +10,7 @@
 #     --out DIR    the pack (default gpu-pack, git-ignored); replaced when it is an earlier pack
 #
 # The pack: DIR/bundle.tar.gz, the relocatable bundle of scripts/bundle.sh --with-mpi
-# --without-cuda-libs (anvil, Open MPI with its plugins and orterun for `mpirun`, every other
+# --without-cuda-libs (anvil, Open MPI with its plugins and its `mpirun`, every other
 # non-system library) plus the GPU test programs and bench_gpu_kernels, stripped and
 # compressed to fit what can be carried to the node; DIR/MANIFEST says what is inside.
 # The CUDA runtime, cuBLAS(Lt), NCCL and cuRAND are the node's (PyTorch's wheels bring
@@ -52,7 +52,6 @@ for p in "${programs[@]}"; do
   [ -n "$f" ] || { echo "pack.sh: $p was not built in $build" >&2; exit 1; }
   files+=(--also "$f")
 done
-orterun=$(readlink -f "$(command -v orterun || command -v mpirun)")
 if [ -e "$out" ]; then
   [ -f "$out/MANIFEST" ] || { echo "pack.sh: $out exists and is not a pack" >&2; exit 2; }
   rm -rf "$out"
@@ -62,20 +61,8 @@ out=$(cd "$out" && pwd)
 staging=$(mktemp -d)
 trap 'rm -rf "$staging"' EXIT
 bundle=$staging/bundle
-scripts/bundle.sh --with-mpi --without-cuda-libs "${files[@]}" --also "$orterun" "$build" "$bundle" >/dev/null
-
-# mpirun from the pack: Open MPI finds its plugins and help files through OPAL_* paths.
-cat > "$bundle/mpirun" <<'WRAP'
-#!/bin/sh
-# Open MPI's mpirun (orterun) from the pack, with the pack's libraries and plugins.
-here=$(dirname "$(readlink -f "$0")")
-LD_LIBRARY_PATH="$here/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
-OPAL_PKGLIBDIR="$here/lib/openmpi"
-OPAL_PKGDATADIR="$here/share/openmpi"
-export LD_LIBRARY_PATH OPAL_PKGLIBDIR OPAL_PKGDATADIR
-exec "$here/bin/orterun" "$@"
-WRAP
-chmod +x "$bundle/mpirun"
+# --with-mpi: Open MPI, its plugins and OUT/mpirun (orterun with the bundle's paths).
+scripts/bundle.sh --with-mpi --without-cuda-libs "${files[@]}" "$build" "$bundle" >/dev/null
 strip --strip-unneeded "$bundle"/bin/* "$bundle"/lib/*.so* 2>/dev/null || true
 echo "built from $(git -C "$root" describe --always --dirty 2>/dev/null || echo unknown) in $build" >> "$bundle/MANIFEST"
 cp "$bundle/MANIFEST" "$out/MANIFEST"

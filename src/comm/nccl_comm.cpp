@@ -4,8 +4,10 @@
 //
 // The watchdog (watchdog.h) sees each call through a CollectiveScope as MpiComm's do, but
 // an enqueue returns before the collective runs: it catches the blocking calls (init,
-// split, the first use of a connection, barrier's wait), and a collective that hangs on
-// the device shows up at the next barrier() or at whichever host wait the caller makes.
+// split, the first use of a connection), and a collective that hangs on the device at the
+// next host wait (barrier's, the backend's copy_to_host or synchronize: cuda_wait.cuh), which
+// has the watchdog's deadline. The watchdog thread also polls ncclCommGetAsyncError of every
+// NcclComm and calls ncclCommAbort on them all before MPI_Abort. Compiled, never run here.
 #include "comm/nccl_comm.h"
 
 #include <nccl.h>
@@ -22,6 +24,7 @@
 #include "comm/watchdog.h"
 #include "core/error.h"
 #include "cuda_check.cuh"
+#include "cuda_wait.cuh"
 
 namespace anvil::comm {
 
@@ -76,6 +79,17 @@ class NcclComm final : public Comm {
       // barrier()'s word, allocated once so that barrier never allocates.
       CUDA_CHECK(cudaMalloc(&barrier_word_, sizeof(std::int32_t)));
       CUDA_CHECK(cudaMemsetAsync(barrier_word_, 0, sizeof(std::int32_t), stream_));
+      // The watchdog polls NCCL's asynchronous error (a peer gone, a network failure) and
+      // aborts this communicator before it ends the job.
+      ncclComm_t c = comm_;
+      async_id_ = async_comm_register({[c, name = name_] {
+                                         ncclResult_t state = ncclSuccess;
+                                         if (ncclCommGetAsyncError(c, &state) != ncclSuccess) return std::string();
+                                         if (state == ncclSuccess || state == ncclInProgress) return std::string();
+                                         return str_cat("NCCL reports an asynchronous error on the ", name,
+                                                        " group: ", ncclGetErrorString(state));
+                                       },
+                                       [c] { ncclCommAbort(c); }});
     } catch (...) {
       release();
       throw;
@@ -142,7 +156,7 @@ class NcclComm final : public Comm {
       NCCL_CHECK(ncclAllReduce(barrier_word_, barrier_word_, 1, ncclInt32, ncclSum, comm_, stream_),
                  name_);
     }
-    CUDA_CHECK(cudaStreamSynchronize(stream_));
+    cuda_stream_wait(stream_, "barrier");
   }
 
   // ncclCommSplit orders a color's ranks by key, then by rank, as comm.h does; with a null
@@ -161,6 +175,8 @@ class NcclComm final : public Comm {
 
  private:
   void release() noexcept {
+    if (async_id_ >= 0) async_comm_unregister(async_id_);
+    async_id_ = -1;
     // While an error unwinds, main() is about to abort the job: ncclCommDestroy would wait
     // for this comm's collectives (maybe for a peer that never comes) and cudaFree for the
     // device, so abort the communicator and leave the word to the process's end.
@@ -181,6 +197,7 @@ class NcclComm final : public Comm {
   int rank_ = 0;
   int size_ = 1;
   void* barrier_word_ = nullptr;
+  int async_id_ = -1;  // in the watchdog's registry (async_comm_register)
 };
 
 class CudaDeviceStaging final : public DeviceStaging {
@@ -189,12 +206,12 @@ class CudaDeviceStaging final : public DeviceStaging {
 
   void to_host(void* host, const void* device, std::size_t bytes) override {
     CUDA_CHECK(cudaMemcpyAsync(host, device, bytes, cudaMemcpyDeviceToHost, stream_));
-    CUDA_CHECK(cudaStreamSynchronize(stream_));
+    cuda_stream_wait(stream_, "staging to host");
   }
   void to_device(void* device, const void* host, std::size_t bytes) override {
     CUDA_CHECK(cudaMemcpyAsync(device, host, bytes, cudaMemcpyHostToDevice, stream_));
     // The host buffer is reused by the next call: the copy must be done before returning.
-    CUDA_CHECK(cudaStreamSynchronize(stream_));
+    cuda_stream_wait(stream_, "staging to device");
   }
 
  private:

@@ -4,9 +4,12 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
+#include <random>
 #include <string>
 #include <utility>
 #include <vector>
@@ -141,6 +144,83 @@ void launch_check_tp_node(const comm::ProcessGrid& grid) {
                     "layer), but the group of world rank ", grid.world_rank(), " spans nodes (",
                     nodes, "); place consecutive ranks on a node (srun --distribution=block, "
                     "mpirun --map-by core) and keep tp at most the GPUs per node");
+}
+
+namespace {
+
+// 32 hex digits from the OS's random source: a token no earlier run (nor another job on
+// the same directory) left behind.
+std::string random_token() {
+  std::random_device source;
+  std::string out;
+  for (int i = 0; i < 4; ++i) {
+    char word[9];
+    std::snprintf(word, sizeof word, "%08x", static_cast<unsigned>(source()));
+    out += word;
+  }
+  return out;
+}
+
+// Where this rank looks for the file `name` that world rank 0, on node `writer_node`, wrote
+// into `dir` (see ANVIL_OUTPUT_DIR_NODE_LOCAL in runtime.h).
+std::filesystem::path seen_from_here(int world_rank, const std::string& writer_node, const std::string& dir,
+                                     const std::string& name) {
+  const char* node_local = std::getenv("ANVIL_OUTPUT_DIR_NODE_LOCAL");
+  if (node_local && std::string(node_local) == "1") {
+    const std::string mine = node_name(world_rank).data();
+    if (mine != writer_node) return std::filesystem::path(dir) / mine / name;
+  }
+  return std::filesystem::path(dir) / name;
+}
+
+}  // namespace
+
+void launch_check_shared_dir(comm::Comm& world, const std::string& dir) {
+  // Rank 0 writes the token, then broadcasts it with its node's name and whether the write
+  // worked: every rank opens the file after it was closed (NFS's close-to-open order).
+  constexpr int kTokenBytes = 32;
+  std::vector<char> note(kTokenBytes + 1 + kNodeNameBytes, '\0');  // token, written?, rank 0's node
+  if (world.rank() == 0) {
+    const std::string t = random_token();
+    std::memcpy(note.data(), t.data(), kTokenBytes);
+    std::ofstream out(std::filesystem::path(dir) / (".anvil-shared-check-" + t));
+    out << t;
+    out.close();
+    note[kTokenBytes] = out ? 1 : 0;
+    const std::vector<char> node = node_name(0);
+    std::memcpy(note.data() + kTokenBytes + 1, node.data(), kNodeNameBytes);
+  }
+  world.broadcast(note.data(), static_cast<std::int64_t>(note.size()), DType::dtype_i8, 0);
+  const std::string token(note.data(), kTokenBytes);
+  const char* writer = note.data() + kTokenBytes + 1;
+  const std::string writer_node(writer, strnlen(writer, kNodeNameBytes - 1));
+  const std::string name = ".anvil-shared-check-" + token;
+  ANVIL_CHECK_INPUT(note[kTokenBytes] == 1, "output_dir: world rank 0 cannot write a file into ", dir);
+  // Every rank's answer (the last byte of its node name) and node, so that every rank throws
+  // the same error naming them all.
+  std::ifstream in(seen_from_here(world.rank(), writer_node, dir, name));
+  std::string seen;
+  std::getline(in, seen);
+  std::vector<char> mine = node_name(world.rank());
+  mine.back() = seen == token ? 1 : 0;
+  std::vector<char> all(static_cast<std::size_t>(kNodeNameBytes) * static_cast<std::size_t>(world.size()));
+  world.allgather(mine.data(), all.data(), kNodeNameBytes, DType::dtype_i8);
+  const std::string path = (std::filesystem::path(dir) / name).string();
+  if (world.rank() == 0) {
+    std::error_code ignored;
+    std::filesystem::remove(path, ignored);
+  }
+  std::string blind;
+  for (int r = 0; r < world.size(); ++r) {
+    const char* node = all.data() + static_cast<std::ptrdiff_t>(r) * kNodeNameBytes;
+    if (node[kNodeNameBytes - 1] == 1) continue;
+    blind += str_cat(blind.empty() ? "" : ", ", "world rank ", r, " on host ",
+                     std::string(node, strnlen(node, kNodeNameBytes - 1)));
+  }
+  ANVIL_CHECK_INPUT(blind.empty(), "output_dir must be on a shared filesystem: world rank 0 on host ", writer_node,
+                    " wrote ", path, " but it is not visible to ", blind,
+                    "; put output_dir on a filesystem that every node mounts at the same path "
+                    "(slurm/train.sbatch uses $SCRATCH when set)");
 }
 
 BackendKind backend_resolve(BackendKind requested) {

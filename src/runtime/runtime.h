@@ -105,6 +105,15 @@ class Runtime {
 void launch_check_world(int world_size);
 void launch_check_tp_node(const comm::ProcessGrid& grid);
 
+// `dir` (the run's output_dir, which world rank 0 has created) is the same directory on
+// every rank: rank 0 writes a token file of random content there, every rank reads it back,
+// rank 0 removes it. Ranks that do not find it are named (host, rank, path) in a user error
+// thrown on every rank ("output_dir must be on a shared filesystem"). Collective over
+// `world`. ANVIL_OUTPUT_DIR_NODE_LOCAL=1 (tests) pretends `dir` is node-local: a rank on
+// another node than rank 0 (by host name, or ANVIL_NODE_SIZE's simulated nodes) looks for
+// the token under `dir`/<its node name>/ instead, where nothing is written.
+void launch_check_shared_dir(comm::Comm& world, const std::string& dir);
+
 // "0-3,8,10-11": a set of CPU numbers as ranges; the NUMA nodes of those CPUs from
 // /sys (empty when the kernel does not say).
 std::string cpu_ranges(const std::vector<int>& cpus);

@@ -50,6 +50,8 @@ Trainer::Trainer(const TrainConfig& cfg, runtime::Runtime& rt, const TrainOption
     : cfg_(cfg), rt_(rt), options_(options), writer_(rt.world_rank() == 0) {
   const double t_setup = now_s();
   if (writer_) std::filesystem::create_directories(cfg_.output_dir);
+  // Checkpoints are written by every rank (MPI-IO) and read back by every rank on resume.
+  runtime::launch_check_shared_dir(rt_.host_grid().world(), cfg_.output_dir);
   log_info("backend: ", rt_.description());
   // Where every rank runs (host, CPUs, NUMA node, GPU), one line each, in rank order.
   for (const std::string& line : rt_.binding_report()) log_info("bind: ", line);

@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
 #include <memory>
 #include <vector>
 
@@ -156,6 +157,43 @@ TEST(LaunchCheck, TensorParallelGroupsStayOnOneNode) {
     EXPECT_NO_THROW(launch_check_tp_node(grid));
   }
   unsetenv("ANVIL_NODE_SIZE");
+}
+
+// output_dir must be one directory for every rank. A directory seen by all: the check
+// passes and leaves nothing behind. With ANVIL_OUTPUT_DIR_NODE_LOCAL=1 and one simulated
+// node per rank (ANVIL_NODE_SIZE=1), every rank but 0 looks elsewhere: every rank throws
+// the same user error, naming the blind ranks, their hosts and the token's path; the token
+// is removed all the same.
+TEST(LaunchCheck, OutputDirVisibleFromEveryRank) {
+  auto world = comm::mpi_comm_world();
+  std::vector<char> dir(256, '\0');
+  if (world->rank() == 0) {
+    const std::string made = std::filesystem::temp_directory_path() / "anvil_shared_XXXXXX";
+    std::memcpy(dir.data(), made.data(), made.size());
+    ASSERT_NE(mkdtemp(dir.data()), nullptr);
+  }
+  world->broadcast(dir.data(), static_cast<std::int64_t>(dir.size()), DType::dtype_i8, 0);
+  const std::string path = dir.data();
+  EXPECT_NO_THROW(launch_check_shared_dir(*world, path));
+  world->barrier();
+  EXPECT_TRUE(std::filesystem::is_empty(path));
+  world->barrier();  // before rank 0 writes the next token
+
+  setenv("ANVIL_OUTPUT_DIR_NODE_LOCAL", "1", 1);
+  setenv("ANVIL_NODE_SIZE", "1", 1);
+  const Error e = error_of([&] { launch_check_shared_dir(*world, path); });
+  unsetenv("ANVIL_OUTPUT_DIR_NODE_LOCAL");
+  unsetenv("ANVIL_NODE_SIZE");
+  EXPECT_EQ(e.kind(), ErrorKind::user);
+  EXPECT_TRUE(contains(e, "output_dir must be on a shared filesystem")) << e.what();
+  EXPECT_TRUE(contains(e, "world rank 1 on host node-1")) << e.what();
+  // Rank 1 is the first blind one: rank 0 sees its own file.
+  EXPECT_TRUE(contains(e, "not visible to world rank 1 on host node-1")) << e.what();
+  EXPECT_TRUE(contains(e, path + "/.anvil-shared-check-")) << e.what();
+  world->barrier();
+  EXPECT_TRUE(std::filesystem::is_empty(path));
+  world->barrier();
+  if (world->rank() == 0) std::filesystem::remove_all(path);
 }
 
 bool has(const std::string& text, const std::string& part) { return text.find(part) != std::string::npos; }

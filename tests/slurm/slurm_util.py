@@ -31,6 +31,7 @@ def cluster_env():
     env["SLURM_CONF"] = os.path.join(STATE, "slurm.conf")
     env["PATH"] = env.get("PATH", "") + ":/usr/sbin"
     env["ANVIL_BIN"] = ANVIL
+    env["ANVIL_STEP_MARKERS"] = os.path.join(STATE, "step-markers")  # not in the source tree
     for k in [k for k in env if k.startswith("SLURM_") and k != "SLURM_CONF"]:
         del env[k]  # a test run inside a Slurm job must not leak that job's settings
     return env

@@ -16,6 +16,7 @@
 #include "core/dtype.h"
 #include "core/error.h"
 #include "cuda_check.cuh"
+#include "cuda_wait.cuh"
 #include "decode.cuh"
 #include "embedding.cuh"
 #include "lora.cuh"
@@ -205,7 +206,7 @@ void* CudaBackend::grow(DeviceScratch& buf, std::size_t bytes) {
   if (buf.ptr && bytes <= buf.bytes) return buf.ptr;
   if (buf.ptr) {
     // Work already queued may still read the old buffer.
-    CUDA_CHECK(cudaStreamSynchronize(stream_));
+    cuda_stream_wait(stream_, "scratch grow");
     CUDA_CHECK(cudaFree(buf.ptr));
     buf = {};
   }
@@ -226,13 +227,13 @@ void* CudaBackend::memory_alloc(std::size_t bytes) {
   void* p = device_malloc(bytes, device_);  // cudaMalloc aligns to 256 bytes
   CUDA_CHECK(cudaMemsetAsync(p, 0, std::max<std::size_t>(bytes, 256), stream_));
   // Zero before any stream (a communicator's included) can touch it.
-  CUDA_CHECK(cudaStreamSynchronize(stream_));
+  cuda_stream_wait(stream_, "memory_alloc");
   return p;
 }
 
 void CudaBackend::memory_free(void* p) {
   if (!p) return;
-  CUDA_CHECK(cudaStreamSynchronize(stream_));  // queued work may still use it
+  cuda_stream_wait(stream_, "memory_free");  // queued work may still use it
   CUDA_CHECK(cudaFree(p));
 }
 
@@ -252,14 +253,14 @@ void CudaBackend::copy(void* dst, const void* src, std::size_t bytes) {
 void CudaBackend::copy_from_host(void* dst, const void* host, std::size_t bytes) {
   if (bytes == 0) return;
   CUDA_CHECK(cudaMemcpyAsync(dst, host, bytes, cudaMemcpyHostToDevice, stream_));
-  CUDA_CHECK(cudaStreamSynchronize(stream_));
+  cuda_stream_wait(stream_, "copy_from_host");
 }
 
 // Synchronous: the host buffer holds the data (after every op queued before) on return.
 void CudaBackend::copy_to_host(void* host, const void* src, std::size_t bytes) {
   if (bytes == 0) return;
   CUDA_CHECK(cudaMemcpyAsync(host, src, bytes, cudaMemcpyDeviceToHost, stream_));
-  CUDA_CHECK(cudaStreamSynchronize(stream_));
+  cuda_stream_wait(stream_, "copy_to_host");
 }
 
 void CudaBackend::fill_zero(void* dst, std::size_t bytes) {
@@ -267,7 +268,7 @@ void CudaBackend::fill_zero(void* dst, std::size_t bytes) {
   CUDA_CHECK(cudaMemsetAsync(dst, 0, bytes, stream_));
 }
 
-void CudaBackend::synchronize() { CUDA_CHECK(cudaStreamSynchronize(stream_)); }
+void CudaBackend::synchronize() { cuda_stream_wait(stream_, "synchronize"); }
 
 // "GPU-8f1c…, bus 0000:41:00.0": what nvidia-smi and CUDA_VISIBLE_DEVICES=GPU-… name.
 std::string CudaBackend::device_identity() const {
