@@ -10,6 +10,7 @@
 #include <utility>
 
 #include "core/error.h"
+#include "io/h5_detail.h"
 
 namespace anvil::io {
 
@@ -29,40 +30,6 @@ std::string h5_last_error() {
   return out.empty() ? "unknown HDF5 error" : out;
 }
 
-// An HDF5 id closed by its own close function.
-class Id {
- public:
-  Id() = default;
-  Id(hid_t id, herr_t (*close)(hid_t)) : id_(id), close_(close) {}
-  Id(Id&& o) noexcept : id_(std::exchange(o.id_, H5I_INVALID_HID)), close_(o.close_) {}
-  Id& operator=(Id&& o) noexcept {
-    std::swap(id_, o.id_);
-    std::swap(close_, o.close_);
-    return *this;
-  }
-  ~Id() {
-    if (id_ >= 0 && close_) close_(id_);
-  }
-  hid_t get() const { return id_; }
-  // Gives the id up without closing it.
-  hid_t release() { return std::exchange(id_, H5I_INVALID_HID); }
-
- private:
-  hid_t id_ = H5I_INVALID_HID;
-  herr_t (*close_)(hid_t) = nullptr;
-};
-
-// Throws a user error naming the file and dataset when an id is invalid: what fails here
-// is a file that is not what it should be (missing, truncated, corrupt).
-Id checked(hid_t id, herr_t (*close)(hid_t), const std::string& file, const std::string& what) {
-  if (id < 0) throw_user_error(file, ": ", what, ": ", h5_last_error());
-  return Id(id, close);
-}
-
-void check(herr_t rc, const std::string& file, const std::string& what) {
-  if (rc < 0) throw_user_error(file, ": ", what, ": ", h5_last_error());
-}
-
 // Once per process: HDF5 reports through our errors, not on stderr.
 void h5_quiet() {
   static const bool done = [] {
@@ -70,6 +37,19 @@ void h5_quiet() {
     return true;
   }();
   (void)done;
+}
+
+}  // namespace
+
+namespace h5detail {
+
+Id checked(hid_t id, herr_t (*close)(hid_t), const std::string& file, const std::string& what) {
+  if (id < 0) throw_user_error(file, ": ", what, ": ", h5_last_error());
+  return Id(id, close);
+}
+
+void check(herr_t rc, const std::string& file, const std::string& what) {
+  if (rc < 0) throw_user_error(file, ": ", what, ": ", h5_last_error());
 }
 
 Id collective_xfer() {
@@ -84,15 +64,6 @@ Id independent_xfer() {
   return dxpl;
 }
 
-Id file_access(MPI_Comm comm) {
-  Id fapl(H5Pcreate(H5P_FILE_ACCESS), H5Pclose);
-  H5Pset_fapl_mpio(fapl.get(), comm, MPI_INFO_NULL);
-  // HDF5_USE_FILE_LOCKING, when set, decides (HDF5 reads it itself); otherwise no locks.
-  if (std::getenv("HDF5_USE_FILE_LOCKING") == nullptr) H5Pset_file_locking(fapl.get(), 0, 1);
-  return fapl;
-}
-
-// Selects `block` of the file space fs (or nothing) and returns the matching memory space.
 Id select_block(hid_t fs, const std::optional<MatrixBlock>& block) {
   if (!block) {
     const hsize_t one[1] = {1};
@@ -107,39 +78,10 @@ Id select_block(hid_t fs, const std::optional<MatrixBlock>& block) {
   return Id(H5Screate_simple(2, count, nullptr), H5Sclose);
 }
 
-// A block that lies inside a (rows, cols) slab, else an internal error naming the dataset.
 void check_block(const std::string& name, const MatrixBlock& b, std::int64_t rows, std::int64_t cols) {
   ANVIL_CHECK(b.row0 >= 0 && b.col0 >= 0 && b.nrows > 0 && b.ncols > 0 && b.row0 + b.nrows <= rows &&
                   b.col0 + b.ncols <= cols,
               name, ": block outside the slab");
-}
-
-// Selects block sb of the stack's file space fs, and returns the memory space that matches
-// it in a rank's own buffer: sb.nslabs runs of block.nrows * block.ncols floats, `stride`
-// floats apart. HDF5 then moves each run between the buffer and the file with its own
-// MPI-IO call (independent transfer), with no copy on either side.
-Id select_stack_block(hid_t fs, const StackBlock& sb, std::int64_t stride) {
-  const MatrixBlock& b = sb.block;
-  const hsize_t start[3] = {static_cast<hsize_t>(sb.slab0), static_cast<hsize_t>(b.row0),
-                            static_cast<hsize_t>(b.col0)};
-  const hsize_t count[3] = {static_cast<hsize_t>(sb.nslabs), static_cast<hsize_t>(b.nrows),
-                            static_cast<hsize_t>(b.ncols)};
-  H5Sselect_hyperslab(fs, H5S_SELECT_SET, start, nullptr, count, nullptr);
-  const std::int64_t run = b.nrows * b.ncols;
-  ANVIL_CHECK(stride >= run, "slab blocks ", stride, " floats apart overlap (", run, " each)");
-  const hsize_t extent[1] = {static_cast<hsize_t>((sb.nslabs - 1) * stride + run)};
-  Id ms(H5Screate_simple(1, extent, nullptr), H5Sclose);
-  const hsize_t mem_start[1] = {0}, mem_stride[1] = {static_cast<hsize_t>(stride)};
-  const hsize_t mem_count[1] = {static_cast<hsize_t>(sb.nslabs)}, mem_block[1] = {static_cast<hsize_t>(run)};
-  H5Sselect_hyperslab(ms.get(), H5S_SELECT_SET, mem_start, mem_stride, mem_count, mem_block);
-  return ms;
-}
-
-// A block of slabs that lies inside an (n, rows, cols) stack, else an internal error.
-void check_stack_block(const std::string& name, const StackBlock& sb, std::int64_t n, std::int64_t rows,
-                       std::int64_t cols) {
-  check_block(name, sb.block, rows, cols);
-  ANVIL_CHECK(sb.slab0 >= 0 && sb.nslabs > 0 && sb.slab0 + sb.nslabs <= n, name, ": slabs outside the stack");
 }
 
 Id text_type(std::size_t size) {
@@ -149,108 +91,28 @@ Id text_type(std::size_t size) {
   return type;
 }
 
+}  // namespace h5detail
+
+using h5detail::Id;
+using h5detail::check;
+using h5detail::checked;
+using h5detail::collective_xfer;
+using h5detail::independent_xfer;
+using h5detail::select_block;
+using h5detail::check_block;
+using h5detail::text_type;
+
+namespace {
+
+Id file_access(MPI_Comm comm) {
+  Id fapl(H5Pcreate(H5P_FILE_ACCESS), H5Pclose);
+  H5Pset_fapl_mpio(fapl.get(), comm, MPI_INFO_NULL);
+  // HDF5_USE_FILE_LOCKING, when set, decides (HDF5 reads it itself); otherwise no locks.
+  if (std::getenv("HDF5_USE_FILE_LOCKING") == nullptr) H5Pset_file_locking(fapl.get(), 0, 1);
+  return fapl;
+}
+
 }  // namespace
-
-struct H5Store::Impl {
-  std::string path;
-  Id file;
-  int rank = 0;
-  bool writable = false;
-
-  Id dataset(const std::string& name) const {
-    if (H5Lexists(file.get(), name.c_str(), H5P_DEFAULT) <= 0) {
-      H5Eclear2(H5E_DEFAULT);
-      throw_user_error(path, ": dataset '", name, "' is missing");
-    }
-    return checked(H5Dopen2(file.get(), name.c_str(), H5P_DEFAULT), H5Dclose, path, "dataset '" + name + "'");
-  }
-
-  Id create(const std::string& name, hid_t type, hid_t space, hid_t dcpl = H5P_DEFAULT) const {
-    ANVIL_CHECK(writable, path, " is open read-only");
-    Id lcpl(H5Pcreate(H5P_LINK_CREATE), H5Pclose);
-    H5Pset_create_intermediate_group(lcpl.get(), 1);
-    return checked(H5Dcreate2(file.get(), name.c_str(), type, space, lcpl.get(), dcpl, H5P_DEFAULT),
-                   H5Dclose, path, "creating dataset '" + name + "'");
-  }
-
-  void attribute_u64(hid_t dset, const std::string& name, const char* attr, std::uint64_t v) const {
-    Id space(H5Screate(H5S_SCALAR), H5Sclose);
-    Id a = checked(H5Acreate2(dset, attr, H5T_STD_U64LE, space.get(), H5P_DEFAULT, H5P_DEFAULT), H5Aclose,
-                   path, "attribute " + std::string(attr) + " of '" + name + "'");
-    check(H5Awrite(a.get(), H5T_NATIVE_UINT64, &v), path, "writing attribute of '" + name + "'");
-  }
-
-  std::uint64_t attribute_u64(hid_t dset, const std::string& name, const char* attr) const {
-    if (H5Aexists(dset, attr) <= 0) throw_user_error(path, ": dataset '", name, "' has no ", attr, " attribute");
-    Id a = checked(H5Aopen(dset, attr, H5P_DEFAULT), H5Aclose, path, "attribute of '" + name + "'");
-    std::uint64_t v = 0;
-    check(H5Aread(a.get(), H5T_NATIVE_UINT64, &v), path, "reading attribute of '" + name + "'");
-    return v;
-  }
-
-  void attribute_u64s(hid_t dset, const std::string& name, const char* attr,
-                      const std::vector<std::uint64_t>& v) const {
-    const hsize_t n[1] = {static_cast<hsize_t>(v.size())};
-    Id space(H5Screate_simple(1, n, nullptr), H5Sclose);
-    Id a = checked(H5Acreate2(dset, attr, H5T_STD_U64LE, space.get(), H5P_DEFAULT, H5P_DEFAULT), H5Aclose,
-                   path, "attribute " + std::string(attr) + " of '" + name + "'");
-    check(H5Awrite(a.get(), H5T_NATIVE_UINT64, v.data()), path, "writing attribute of '" + name + "'");
-  }
-
-  std::vector<std::uint64_t> attribute_u64s(hid_t dset, const std::string& name, const char* attr,
-                                            std::size_t n) const {
-    if (H5Aexists(dset, attr) <= 0) throw_user_error(path, ": dataset '", name, "' has no ", attr, " attribute");
-    Id a = checked(H5Aopen(dset, attr, H5P_DEFAULT), H5Aclose, path, "attribute of '" + name + "'");
-    Id space(H5Aget_space(a.get()), H5Sclose);
-    if (H5Sget_simple_extent_npoints(space.get()) != static_cast<hssize_t>(n))
-      throw_user_error(path, ": dataset '", name, "' has not one ", attr, " per slab (", n, ")");
-    std::vector<std::uint64_t> v(n);
-    check(H5Aread(a.get(), H5T_NATIVE_UINT64, v.data()), path, "reading attribute of '" + name + "'");
-    return v;
-  }
-
-  // The stack `name` opened, after checking that it is (n, rows, cols) f32, and its checksums.
-  std::pair<Id, std::vector<std::uint64_t>> stack(const std::string& name, std::int64_t n, std::int64_t rows,
-                                                  std::int64_t cols) const {
-    Id d = dataset(name);
-    Id space(H5Dget_space(d.get()), H5Sclose);
-    Id type = checked(H5Dget_type(d.get()), H5Tclose, path, "type of '" + name + "'");
-    hsize_t dims[3] = {0, 0, 0};
-    const bool is_stack = H5Sget_simple_extent_ndims(space.get()) == 3 && H5Tget_class(type.get()) == H5T_FLOAT &&
-                          H5Tget_size(type.get()) == 4;
-    if (is_stack) H5Sget_simple_extent_dims(space.get(), dims, nullptr);
-    if (!is_stack || dims[0] != static_cast<hsize_t>(n) || dims[1] != static_cast<hsize_t>(rows) ||
-        dims[2] != static_cast<hsize_t>(cols))
-      throw_user_error(path, ": dataset '", name, "' is not the expected (", n, ", ", rows, ", ", cols,
-                       ") f32 stack");
-    std::vector<std::uint64_t> sums = attribute_u64s(d.get(), name, "slab_sum64", static_cast<std::size_t>(n));
-    return {std::move(d), std::move(sums)};
-  }
-
-  void attribute_text(hid_t dset, const std::string& name, const char* attr, const std::string& v) const {
-    Id space(H5Screate(H5S_SCALAR), H5Sclose);
-    Id type = text_type(v.size());
-    Id a = checked(H5Acreate2(dset, attr, type.get(), space.get(), H5P_DEFAULT, H5P_DEFAULT), H5Aclose, path,
-                   "attribute " + std::string(attr) + " of '" + name + "'");
-    check(H5Awrite(a.get(), type.get(), v.data()), path, "writing attribute of '" + name + "'");
-  }
-
-  // Rank 0 writes a scalar dataset's value; the checksum attribute goes on with it.
-  void write_scalar(const std::string& name, hid_t file_type, hid_t mem_type, const void* value,
-                    std::uint64_t xxh) const {
-    Id space(H5Screate(H5S_SCALAR), H5Sclose);
-    Id d = create(name, file_type, space.get());
-    Id fs(H5Dget_space(d.get()), H5Sclose);
-    Id ms(H5Screate(H5S_SCALAR), H5Sclose);
-    if (rank != 0) {
-      H5Sselect_none(fs.get());
-      H5Sselect_none(ms.get());
-    }
-    Id dxpl = collective_xfer();
-    check(H5Dwrite(d.get(), mem_type, ms.get(), fs.get(), dxpl.get(), value), path, "writing '" + name + "'");
-    attribute_u64(d.get(), name, "xxh64", xxh);
-  }
-};
 
 H5Store::H5Store(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 H5Store::H5Store(H5Store&&) noexcept = default;
@@ -417,70 +279,6 @@ void H5Store::read_matrix_checked(const std::string& name, std::int64_t rows, st
         "reading '" + name + "'");
   if (checksum_f32(data, rows * cols) != impl_->attribute_u64(d.get(), name, "xxh64"))
     throw_user_error(impl_->path, ": dataset '", name, "' fails its checksum (the file is damaged)");
-}
-
-void H5Store::write_slabs(const std::string& name, std::int64_t n, std::int64_t rows, std::int64_t cols,
-                          const std::optional<StackBlock>& block, const float* data, std::int64_t stride) {
-  ANVIL_CHECK(n > 0 && rows > 0 && cols > 0, name, ": empty stack");
-  const hsize_t dims[3] = {static_cast<hsize_t>(n), static_cast<hsize_t>(rows), static_cast<hsize_t>(cols)};
-  Id space(H5Screate_simple(3, dims, nullptr), H5Sclose);
-  Id dcpl(H5Pcreate(H5P_DATASET_CREATE), H5Pclose);
-  // Every byte is written once: no fill values first (they would double the bytes on disk).
-  H5Pset_fill_time(dcpl.get(), H5D_FILL_TIME_NEVER);
-  Id d = impl_->create(name, H5T_IEEE_F32LE, space.get(), dcpl.get());
-  impl_->attribute_text(d.get(), name, "dtype", "f32");
-  Id fs(H5Dget_space(d.get()), H5Sclose);
-  static const float kNothing = 0.0f;
-  Id ms;
-  if (block) {
-    check_stack_block(name, *block, n, rows, cols);
-    ms = select_stack_block(fs.get(), *block, stride);
-  } else {
-    data = &kNothing;
-    ms = select_block(fs.get(), std::nullopt);
-  }
-  // Each rank writes its block on its own: the dataset is created collectively, and
-  // MPI-IO's two-phase collective buffering only added copies and an exchange here (the
-  // blocks are large and disjoint; tests/bench/RESULTS.md).
-  Id dxpl = independent_xfer();
-  check(H5Dwrite(d.get(), H5T_NATIVE_FLOAT, ms.get(), fs.get(), dxpl.get(), data), impl_->path,
-        "writing '" + name + "'");
-}
-
-void H5Store::seal_slabs(const std::string& name, const std::vector<std::uint64_t>& sums) {
-  Id d = impl_->dataset(name);
-  Id space(H5Dget_space(d.get()), H5Sclose);
-  hsize_t dims[3] = {0, 0, 0};
-  const bool one_per_slab = H5Sget_simple_extent_ndims(space.get()) == 3 &&
-                            H5Sget_simple_extent_dims(space.get(), dims, nullptr) == 3 && dims[0] == sums.size();
-  ANVIL_CHECK(one_per_slab, name, ": not one checksum per slab");
-  impl_->attribute_u64s(d.get(), name, "slab_sum64", sums);
-}
-
-void H5Store::read_slabs_checked(const std::string& name, std::int64_t n, std::int64_t rows, std::int64_t cols,
-                                 float* data) const {
-  const auto [d, sums] = impl_->stack(name, n, rows, cols);
-  Id dxpl = independent_xfer();
-  check(H5Dread(d.get(), H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, dxpl.get(), data), impl_->path,
-        "reading '" + name + "'");
-  for (std::int64_t i = 0; i < n; ++i)
-    if (slab_sum(data + i * rows * cols, rows, cols, 0, 0, cols) != sums[static_cast<std::size_t>(i)])
-      throw_user_error(impl_->path, ": dataset '", name, "' fails its checksum at slab ", i, " of ", n,
-                       " (the file is damaged)");
-}
-
-std::vector<std::uint64_t> H5Store::read_slabs_block(const std::string& name, std::int64_t n, std::int64_t rows,
-                                                     std::int64_t cols, const StackBlock& b, float* data,
-                                                     std::int64_t stride) const {
-  auto [d, sums] = impl_->stack(name, n, rows, cols);
-  if (b.nslabs == 0) return std::move(sums);  // a rank with no share of this stack
-  check_stack_block(name, b, n, rows, cols);
-  Id fs(H5Dget_space(d.get()), H5Sclose);
-  Id ms = select_stack_block(fs.get(), b, stride);
-  Id dxpl = independent_xfer();
-  check(H5Dread(d.get(), H5T_NATIVE_FLOAT, ms.get(), fs.get(), dxpl.get(), data), impl_->path,
-        "reading '" + name + "'");
-  return std::move(sums);
 }
 
 std::string H5Store::verify(const std::string& name) const {
