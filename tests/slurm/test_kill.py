@@ -1,9 +1,9 @@
 """A rank killed outright (SIGKILL: the OOM killer, a segfault) under Slurm never reaches
 MPI_Abort. The job must still end within seconds, its other rank gone, the batch log naming
 the killed task, and not be requeued (only exit 75 is). What ends it is Open MPI's PMIx
-client, which learns of the dead peer and aborts the survivors; the batch scripts do not use
-srun --kill-on-bad-exit (Slurm's default 0), which on Slurm 22.05 breaks the exit-75 requeue
-(slurm/train.sbatch). The collective watchdog is set far away, so it is not what ends it.
+client, which learns of the dead peer and aborts the survivors, and srun --kill-on-bad-exit=1
+in the batch scripts (a preemption exits 0 through slurm/anvil-task.sh, so -K1 never ends a
+step being requeued). The collective watchdog is set far away, so it is not what ends it.
 Skips (77) when Slurm could not start."""
 import os
 import subprocess
@@ -69,7 +69,7 @@ def main():
         assert not alive(pids[0]), f"rank 0 (pid {pids[0]}) still runs after the job ended"
         assert "task 1" in text and "Killed" in text, text
         assert "requeueing" not in text, text
-        print(f"job {job}: rank 1 SIGKILLed at step {steps_done(out)}; srun -K1 ended the job in {took:.1f} s "
+        print(f"job {job}: rank 1 SIGKILLed at step {steps_done(out)}; the job ended in {took:.1f} s "
               f"({f.get('JobState')}, exit {f.get('ExitCode')}), rank 0 gone, not requeued")
 
 

@@ -1,6 +1,6 @@
 """srun can exit 0 for a step whose tasks never ran (a launch that failed while the job was
 requeued or cancelled, seen on Slurm 22.05). The batch scripts count the markers each task
-leaves before it becomes anvil, and fail the job when the launcher's 0 comes without them.
+leaves before it starts anvil (slurm/anvil-task.sh), and fail the job when the launcher's 0 comes without them.
 Here an `srun` on the job's PATH that only prints a launch error and exits 0 stands in for
 that launch: the job must end FAILED with exit 1, say why, not requeue, and leave no
 markers behind; export.sbatch, whose marker is its output directory, fails likewise. (The
