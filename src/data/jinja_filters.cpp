@@ -62,12 +62,11 @@ Value tojson(Renderer& r, const Value& v, CallArgs& a) {
   return Value::string(std::move(out));
 }
 
-// sort / dictsort / unique compare strings case-insensitively unless asked not to.
+// sort / dictsort / unique / groupby compare strings case-insensitively (str.lower) unless
+// asked not to.
 Value sort_key(const Value& v, bool case_sensitive) {
   if (case_sensitive || v.kind != Kind::string) return v;
-  std::string s = v.s;
-  for (char& c : s) c = static_cast<char>(c >= 'A' && c <= 'Z' ? c + 32 : c);
-  return Value::string(std::move(s));
+  return Value::string(py_case(v.s, "lower"));
 }
 
 void sort_values(Renderer& r, List& l, bool reverse, const std::function<Value(const Value&)>& key, int line) {
@@ -77,6 +76,34 @@ void sort_values(Renderer& r, List& l, bool reverse, const std::function<Value(c
     return reverse ? c > 0 : c < 0;
   });
   if (!err.empty()) r.fail(line, "sort: " + err);
+}
+
+// groupby(attribute, default=None, case_sensitive=False): the items sorted by the attribute,
+// as (grouper, list) tuples of equal keys; a case-insensitive grouper is the first item's.
+Value group_by(Renderer& r, const Value& v, CallArgs& a) {
+  const Value* attr = a.get(0, "attribute");
+  const Value* dflt = a.get(1, "default");
+  const Value* cs = a.get(2, "case_sensitive");
+  if (!attr) r.fail(a.line, "groupby() missing required argument 'attribute'");
+  const bool case_sensitive = cs && truthy(*cs);
+  auto attribute = [&](const Value& x) {
+    Value k = attr->kind == Kind::integer ? r.getitem(x, *attr, a.line) : attribute_of(r, x, to_str(*attr), a.line);
+    return k.is_undefined() && dflt && dflt->kind != Kind::none ? *dflt : k;
+  };
+  List items = r.iterate(v, a.line);
+  sort_values(r, items, false, [&](const Value& x) { return sort_key(attribute(x), case_sensitive); }, a.line);
+  List groups;
+  for (std::size_t b = 0; b < items.size();) {
+    const Value key = sort_key(attribute(items[b]), case_sensitive);
+    std::size_t e = b + 1;
+    while (e < items.size() && equal(sort_key(attribute(items[e]), case_sensitive), key)) ++e;
+    List members(items.begin() + static_cast<std::ptrdiff_t>(b), items.begin() + static_cast<std::ptrdiff_t>(e));
+    Value group = Value::make_list({attribute(items[b]), Value::make_list(std::move(members))}, true);
+    group.group = true;
+    groups.push_back(std::move(group));
+    b = e;
+  }
+  return Value::make_list(std::move(groups));
 }
 
 Value round_value(Renderer& r, const Value& v, CallArgs& a) {
@@ -151,8 +178,8 @@ Value Renderer::filter(const std::string& name, const Value& v, CallArgs& a, int
     bool use = v.is_undefined() || (boolean && truthy(*boolean) && !truthy(v));
     return use ? (dflt ? *dflt : Value::string("")) : v;
   }
-  if (name == "upper" || name == "lower" || name == "capitalize") return same_kind(Value::string(py_case(to_str(v), name, *this, line)));
-  if (name == "title") return Value::string(py_case(to_str(v), "jinja_title", *this, line));
+  if (name == "upper" || name == "lower" || name == "capitalize") return same_kind(Value::string(py_case(to_str(v), name)));
+  if (name == "title") return Value::string(py_case(to_str(v), "jinja_title"));
   if (name == "replace") {
     const Value* old = arg(0, "old");
     const Value* with = arg(1, "new");
@@ -348,6 +375,7 @@ Value Renderer::filter(const std::string& name, const Value& v, CallArgs& a, int
     }
     return is_float ? Value::floating(f) : Value::integer(i);
   }
+  if (name == "groupby") return group_by(*this, v, a);
   if (name == "attr") {
     const Value* n = arg(0, "name");
     if (!n || n->kind != Kind::string) fail(line, "attr needs a name");
