@@ -40,12 +40,13 @@ def ranges(cps):
     return out
 
 
-def mapping(how, keep=lambda c, m: True):
+def mapping(how, keep=None):
+    """Code points `how` changes (or, with `keep`, those keep(cp, mapped) selects)."""
     single, special = [], []
     for c in code_points():
         ch = chr(c)
         m = getattr(ch, how)()
-        if m == ch or not keep(c, m):
+        if not (keep(c, m) if keep else m != ch):
             continue
         if len(m) == 1:
             single.append((c, ord(m) - c))
@@ -83,7 +84,8 @@ def main():
     print("namespace anvil::data::jinja {\n")
     up_runs, up_special = mapping("upper")
     low_runs, low_special = mapping("lower")
-    # title differs from upper for few characters (the Dž digraphs, Greek with iota subscript)
+    # title differs from upper for few characters (the Dž digraphs, Greek with iota subscript,
+    # Georgian Mkhedruli): those are listed, a character that is its own title case with delta 0
     title_runs, title_special = mapping("title", lambda c, m: m != chr(c).upper())
     for name, rs in (("kUpperRuns", up_runs), ("kLowerRuns", low_runs), ("kTitleRuns", title_runs)):
         emit(name, "CaseRun", [f"{{0x{f:x}, 0x{l:x}, {s}, {d}}}," for f, l, s, d in rs], 4)

@@ -223,6 +223,9 @@ TEST(Jinja, CaseMappingBeyondAscii) {
   EXPECT_EQ(render("{{ 'ǆemal ßtraße ﬁx élan-vital «ôté» ὒ'|title }}"), "Ǆemal SStraße FIx Élan-Vital «ôté» Υ̓̀");
   EXPECT_EQ(render("{{ 'ǆemal ßtraße élan-vital «ôté» ΑΣ Σ'.title() }}"), "ǅemal Sstraße Élan-Vital «Ôté» Ας Σ");
   EXPECT_EQ(render("{{ 'ǆemal ÉCOLE'|capitalize }} {{ 'ßa'.capitalize() }}"), "ǅemal école Ssa");
+  // a letter that is its own title case, though its upper case differs (Greek with
+  // prosgegrammeni, Georgian Mkhedruli)
+  EXPECT_EQ(render("{{ 'ᾁ ᾉ აბ'.title() }}|{{ 'ᾉ'|upper }}"), "ᾉ ᾉ აბ|ἉΙ");
   EXPECT_EQ(render("{{ ['B', 'a', 'É', 'é']|sort }}"), "['a', 'B', 'É', 'é']");  // case-insensitive: str.lower
 }
 
