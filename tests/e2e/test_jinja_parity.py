@@ -13,7 +13,8 @@ transformers' render() gets (tools and documents None when not given). A templat
 when every rendering is byte-identical (both sides raising counts as agreement), refused
 when anvil stops with an unsupported-construct error, differing otherwise; the generation
 ranges are compared too where a template has {% generation %}. Passes when none differ, and
-when upper/lower/title/capitalize of Latin, Greek, Cyrillic and more (case_sweep) are jinja2's.
+when upper/lower/title/capitalize over the BMP (case_sweep) and '%' formatting (percent_sweep)
+are jinja2's.
 With transformers importable, the reference tier also checks that transformers'
 render_jinja_template gives what the plain-jinja2 reference gives.
 
@@ -253,6 +254,40 @@ def case_sweep(tmp):
     return len(bad)
 
 
+def percent_sweep(tmp):
+    """printf-style '%' formatting over flags x width x precision x conversion x value, each
+    combination Python accepts, as one template of literals: byte-identical to jinja2. Returns
+    the number of differing lines."""
+    values = ["0", "7", "-42", "255", "3.14159", "-2.5e-7", "123456.789", "true", "'é'", "'abc'", "none", "[1, 'a']"]
+    lines = []
+    for flags in ["", "-", "+", " ", "#", "0", "-+", "+0", "#0", " 0"]:
+        for width in ["", "5", "12"]:
+            for precision in ["", ".0", ".3"]:
+                for conv in "sdiuxXoeEfFgGr":
+                    fmt = f"[%{flags}{width}{precision}{conv}]"
+                    for v in values:
+                        py = {"true": "True", "none": "None"}.get(v, v)
+                        try:
+                            fmt % (eval(py),)  # noqa: S307  literals written above
+                        except (TypeError, ValueError):
+                            continue
+                        lines.append(f"{{{{ '{fmt}' % ({v},) }}}}")
+    template = "\n".join(lines)
+    path = os.path.join(tmp, "percent.jinja")
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(template)
+    want = reference(template, {})
+    rc, got = ours(path, {}, tmp)
+    if rc != 0 or isinstance(want, Exception):
+        print(f"percent sweep: anvil exit {rc} {got if rc else ''}, jinja2 {want if isinstance(want, Exception) else 'ok'}")
+        return len(lines)
+    bad = [(t, w, g) for t, w, g in zip(lines, want[0].split("\n"), got[0].split("\n")) if w != g]
+    for t, w, g in bad[:5]:
+        print(f"percent sweep differs: {t}\n  jinja2: {w!r}\n  anvil:  {g!r}")
+    print(f"percent sweep: {len(lines) - len(bad)} of {len(lines)} formats identical")
+    return len(bad)
+
+
 def main():
     templates = corpus()
     counts = {"identical": 0, "refused": 0, "differing": 0}
@@ -289,7 +324,7 @@ def main():
             if bad is not None:
                 reference_ran = True
                 reference_mismatch += bad
-        case_bad = case_sweep(tmp)
+        case_bad = case_sweep(tmp) + percent_sweep(tmp)
     total = sum(counts.values())
     print(f"\n{total} templates: {counts['identical']} identical, {counts['refused']} refused, "
           f"{counts['differing']} differing")
