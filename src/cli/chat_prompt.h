@@ -19,12 +19,14 @@ class ChatPrompter {
   ChatPrompter(const std::string& model_dir, const std::string& template_flag, const data::Tokenizer& tok);
 
   // The ids of `messages` (ending with a user message) and the template's generation
-  // prompt: special tokens parsed, BOS only where the template writes it. A bad
-  // conversation is a user error starting with `where` (e.g. "data.jsonl:3").
-  std::vector<std::int32_t> ids(const std::vector<data::ChatMessage>& messages, const std::string& where) const;
+  // prompt (unless `generation_prompt` is false): special tokens parsed, BOS only where the
+  // template writes it. A bad conversation is a user error starting with `where` (e.g.
+  // "data.jsonl:3").
+  std::vector<std::int32_t> ids(const std::vector<data::ChatMessage>& messages, const std::string& where,
+                                bool generation_prompt = true) const;
   // A user turn `prompt`, after a system message when `system` is not empty.
   std::vector<std::int32_t> user_turn_ids(const std::string& system, const std::string& prompt,
-                                          const std::string& where) const;
+                                          const std::string& where, bool generation_prompt = true) const;
   // Where generation stops besides EOS: the token that ends an assistant turn.
   std::int32_t end_of_turn_id() const { return renderer_.end_of_turn_id(); }
 

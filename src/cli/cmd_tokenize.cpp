@@ -1,10 +1,11 @@
 // anvil tokenize MODEL_DIR [--file F] [--add-special] | --decode [--skip-special]
-//                | --chat [--system TEXT] [--template T] | --records ...
+//                | --chat [--system TEXT] [--template T] [--no-generation-prompt] | --records ...
 //
 // Encode: one JSON line {"ids": [...]} per input line (the line without its '\n').
 // Decode: reads JSON lines holding "ids" (or a bare array of ids) and prints their text,
 // one line each. --chat: each line is a user turn, encoded as `anvil generate --chat`
-// prompts the model with it. A tool for checking a model's tokenizer against its Python
+// prompts the model with it (--no-generation-prompt: the turn alone, as transformers'
+// apply_chat_template(add_generation_prompt=False) renders it). A tool for checking a model's tokenizer against its Python
 // twin.
 #include <nlohmann/json.hpp>
 
@@ -40,6 +41,7 @@ struct TokenizeOptions {
   bool show_text = false;      // with --records: each sample's text as it was tokenized
   bool chat = false;           // each line a user turn, with the chat template's generation prompt
   std::string system;          // with --chat: a system message in front of each line
+  bool generation_prompt = true;  // with --chat: the template's generation prompt after the turn
 };
 
 void write_ids(const std::vector<std::int32_t>& ids, std::string& out) {
@@ -77,7 +79,7 @@ void run_tokenize(const TokenizeOptions& opt) {
         if (!line.empty()) out += tok.decode(read_ids(line), opt.skip_special);
         out += '\n';
       } else if (chat) {
-        write_ids(chat->user_turn_ids(opt.system, line, "--chat"), out);
+        write_ids(chat->user_turn_ids(opt.system, line, "--chat", opt.generation_prompt), out);
       } else {
         ids.clear();
         tok.encode_append(line, opt.add_special, ids);
@@ -162,11 +164,17 @@ void register_tokenize(CLI::App& app) {
                 "Each line is a user turn: print the ids anvil generate --chat prompts the model with (the chat "
                 "template and its generation prompt)");
   cmd->add_option("--system", opt->system, "With --chat: a system message in front of each line");
+  cmd->add_flag("--generation-prompt,!--no-generation-prompt", opt->generation_prompt,
+                "With --chat: end with the template's generation prompt (the default; transformers' "
+                "add_generation_prompt), or not");
   cmd->callback([opt] {
     ANVIL_CHECK_INPUT(!(opt->chat && (opt->records || opt->decode || opt->add_special)),
                       "tokenize: --chat goes with none of --records, --decode, --add-special (the chat template "
                       "writes its own special tokens)");
     ANVIL_CHECK_INPUT(opt->chat || opt->system.empty(), "tokenize: --system needs --chat");
+    ANVIL_CHECK_INPUT(opt->chat || opt->generation_prompt,
+                      "tokenize: --no-generation-prompt needs --chat (--records renders each conversation as "
+                      "training does, which never ends with a generation prompt)");
     ANVIL_CHECK_INPUT(opt->records || !opt->show_text, "tokenize: --show-text needs --records");
     opt->records ? run_records(*opt) : run_tokenize(*opt);
   });

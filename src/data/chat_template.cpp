@@ -58,6 +58,30 @@ std::vector<std::string> markers_in(std::string_view text) {
   return out;
 }
 
+// The rendering of messages[0, count); a template error is returned as a problem.
+std::optional<ChatProblem> render_text(const ChatTemplateUse& use, const std::vector<ChatMessage>& messages,
+                                       std::size_t count, bool add_generation_prompt, std::string& text,
+                                       std::vector<std::pair<std::size_t, std::size_t>>* generation) {
+  nlohmann::ordered_json context = nlohmann::ordered_json::object();
+  nlohmann::ordered_json& list = context["messages"] = nlohmann::ordered_json::array();
+  for (std::size_t i = 0; i < count; ++i) list.push_back({{"role", messages[i].role}, {"content", messages[i].content}});
+  context["add_generation_prompt"] = add_generation_prompt;
+  // transformers always passes these (None when not given): `tools is defined` holds
+  context["tools"] = nullptr;
+  context["documents"] = nullptr;
+  if (!use.bos.empty()) context["bos_token"] = use.bos;
+  if (!use.eos.empty()) context["eos_token"] = use.eos;
+  try {
+    jinja::Rendered r = use.parsed.render(context);
+    text = std::move(r.text);
+    if (generation) *generation = std::move(r.generation);
+  } catch (const Error& e) {
+    if (e.kind() != ErrorKind::user) throw;
+    return ChatProblem{false, e.what()};
+  }
+  return std::nullopt;
+}
+
 }  // namespace
 
 const std::vector<std::string>& chat_template_names() {
@@ -172,8 +196,8 @@ ChatRenderer::ChatRenderer(const ChatTemplateSource& source, const Tokenizer& to
   // answer is the end of a turn.
   const std::vector<ChatMessage> probe{{"user", "Hi"}, {"assistant", "Hello"}};
   std::string asked, answered;
-  const auto p1 = render_text(probe, 1, true, asked, nullptr);
-  const auto p2 = render_text(probe, 2, false, answered, nullptr);
+  const auto p1 = render_text(use(), probe, 1, true, asked, nullptr);
+  const auto p2 = render_text(use(), probe, 2, false, answered, nullptr);
   if (p1 || p2) throw_user_error(where_, ": the chat template does not render a user and an assistant message: ",
                                  (p1 ? p1 : p2)->message);
   for (const std::string& m : markers_in(answered))
@@ -191,36 +215,16 @@ ChatRenderer::ChatRenderer(const ChatTemplateSource& source, const Tokenizer& to
     end_of_turn_ = *eos;
 }
 
-std::optional<ChatProblem> ChatRenderer::render_text(const std::vector<ChatMessage>& messages, std::size_t count,
-                                                     bool add_generation_prompt, std::string& text,
-                                                     std::vector<std::pair<std::size_t, std::size_t>>* generation) const {
-  nlohmann::ordered_json context = nlohmann::ordered_json::object();
-  nlohmann::ordered_json& list = context["messages"] = nlohmann::ordered_json::array();
-  for (std::size_t i = 0; i < count; ++i) list.push_back({{"role", messages[i].role}, {"content", messages[i].content}});
-  context["add_generation_prompt"] = add_generation_prompt;
-  if (!bos_.empty()) context["bos_token"] = bos_;
-  if (!eos_.empty()) context["eos_token"] = eos_;
-  try {
-    jinja::Rendered r = template_->render(context);
-    text = std::move(r.text);
-    if (generation) *generation = std::move(r.generation);
-  } catch (const Error& e) {
-    if (e.kind() != ErrorKind::user) throw;
-    return ChatProblem{false, e.what()};
-  }
-  return std::nullopt;
-}
-
 std::optional<ChatProblem> ChatRenderer::render_prompt(const std::vector<ChatMessage>& messages,
-                                                      std::string& out) const {
+                                                      std::string& out, bool generation_prompt) const {
   if (messages.empty() || messages.back().role != "user")
     return ChatProblem{false, "the conversation to answer must end with a user message"};
   if (auto problem = check_roles(messages)) return problem;
-  return render_text(messages, messages.size(), true, out, nullptr);
+  return render_text(use(), messages, messages.size(), generation_prompt, out, nullptr);
 }
 
-std::optional<ChatProblem> ChatRenderer::render(const std::vector<ChatMessage>& messages, TrainOn train_on,
-                                               RenderedChat& out) const {
+std::optional<ChatProblem> chat_render(const ChatTemplateUse& use, const std::vector<ChatMessage>& messages,
+                                       TrainOn train_on, RenderedChat& out) {
   if (messages.empty()) return ChatProblem{true, "\"messages\" is empty"};
   if (auto problem = check_roles(messages)) return problem;
   bool has_answer = false;
@@ -229,13 +233,13 @@ std::optional<ChatProblem> ChatRenderer::render(const std::vector<ChatMessage>& 
 
   out.trained.clear();
   std::vector<std::pair<std::size_t, std::size_t>> generation;
-  if (auto problem = render_text(messages, messages.size(), false, out.text, &generation)) return problem;
+  if (auto problem = render_text(use, messages, messages.size(), false, out.text, &generation)) return problem;
   if (train_on == TrainOn::train_on_all) {
     out.trained.emplace_back(0, out.text.size());
     return std::nullopt;
   }
   const bool last_only = train_on == TrainOn::train_on_last_assistant;
-  if (template_->has_generation_blocks()) {
+  if (use.parsed.has_generation_blocks()) {
     if (last_only && generation.size() > 1) generation.erase(generation.begin(), generation.end() - 1);
     out.trained = std::move(generation);
     return std::nullopt;
@@ -247,10 +251,10 @@ std::optional<ChatProblem> ChatRenderer::render(const std::vector<ChatMessage>& 
   std::string asked, answered;
   for (std::size_t i = last_only ? last : 0; i < messages.size(); ++i) {
     if (messages[i].role != "assistant") continue;
-    if (auto problem = render_text(messages, i, true, asked, nullptr)) return problem;
-    if (auto problem = render_text(messages, i + 1, false, answered, nullptr)) return problem;
+    if (auto problem = render_text(use, messages, i, true, asked, nullptr)) return problem;
+    if (auto problem = render_text(use, messages, i + 1, false, answered, nullptr)) return problem;
     if (!answered.starts_with(asked) || !out.text.starts_with(answered))
-      return ChatProblem{false, str_cat("message ", i, ": ", where_, " renders the conversation before this answer "
+      return ChatProblem{false, str_cat("message ", i, ": ", use.where, " renders the conversation before this answer "
                                         "differently once later messages follow, so anvil cannot tell which "
                                         "tokens are the answer (train on the last answer alone, or use a template "
                                         "with {% generation %} blocks)")};
@@ -263,6 +267,11 @@ std::optional<ChatProblem> ChatRenderer::render(const std::vector<ChatMessage>& 
       out.trained.emplace_back(asked.size(), end);
   }
   return std::nullopt;
+}
+
+std::optional<ChatProblem> ChatRenderer::render(const std::vector<ChatMessage>& messages, TrainOn train_on,
+                                               RenderedChat& out) const {
+  return chat_render(use(), messages, train_on, out);
 }
 
 }  // namespace anvil::data

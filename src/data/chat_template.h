@@ -97,6 +97,20 @@ struct ChatProblem {
   std::string message;
 };
 
+// A parsed template and the special tokens it is rendered with (empty: left undefined).
+struct ChatTemplateUse {
+  const jinja::Template& parsed;
+  const std::string& where;  // for errors
+  const std::string& bos;
+  const std::string& eos;
+};
+
+// `messages` rendered into `out` (replacing it) with the ranges `train_on` trains, or what
+// is wrong with the conversation: ChatRenderer::render without a tokenizer (the mask test
+// runs it on templates of models it has no tokenizer for).
+std::optional<ChatProblem> chat_render(const ChatTemplateUse& use, const std::vector<ChatMessage>& messages,
+                                       TrainOn train_on, RenderedChat& out);
+
 // A template parsed once, with the tokenizer's special tokens it is rendered with.
 class ChatRenderer {
  public:
@@ -116,8 +130,10 @@ class ChatRenderer {
                                     RenderedChat& out) const;
   // What a chat model is prompted with (transformers' add_generation_prompt=True): the
   // conversation so far, which must end with a user message, then the template's
-  // generation prompt. Into `out` (replacing it); a problem as render's.
-  std::optional<ChatProblem> render_prompt(const std::vector<ChatMessage>& messages, std::string& out) const;
+  // generation prompt (left out when `generation_prompt` is false). Into `out` (replacing
+  // it); a problem as render's.
+  std::optional<ChatProblem> render_prompt(const std::vector<ChatMessage>& messages, std::string& out,
+                                           bool generation_prompt = true) const;
   // The token that ends an assistant turn (<|eot_id|>, <|im_end|>, EOS for mistral):
   // where generation stops. The first token the template writes after an answer; EOS when
   // it writes none; -1 when there is neither.
@@ -125,10 +141,7 @@ class ChatRenderer {
   const std::string& where() const { return where_; }
 
  private:
-  // The rendering of messages[0, count); a template error is returned as a problem.
-  std::optional<ChatProblem> render_text(const std::vector<ChatMessage>& messages, std::size_t count,
-                                         bool add_generation_prompt, std::string& text,
-                                         std::vector<std::pair<std::size_t, std::size_t>>* generation) const;
+  ChatTemplateUse use() const { return {*template_, where_, bos_, eos_}; }
 
   std::string where_;
   std::unique_ptr<jinja::Template> template_;

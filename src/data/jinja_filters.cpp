@@ -62,12 +62,11 @@ Value tojson(Renderer& r, const Value& v, CallArgs& a) {
   return Value::string(std::move(out));
 }
 
-// sort / dictsort / unique compare strings case-insensitively unless asked not to.
+// sort / dictsort / unique / groupby compare strings case-insensitively (str.lower) unless
+// asked not to.
 Value sort_key(const Value& v, bool case_sensitive) {
   if (case_sensitive || v.kind != Kind::string) return v;
-  std::string s = v.s;
-  for (char& c : s) c = static_cast<char>(c >= 'A' && c <= 'Z' ? c + 32 : c);
-  return Value::string(std::move(s));
+  return Value::string(py_case(v.s, "lower"));
 }
 
 void sort_values(Renderer& r, List& l, bool reverse, const std::function<Value(const Value&)>& key, int line) {
@@ -77,6 +76,34 @@ void sort_values(Renderer& r, List& l, bool reverse, const std::function<Value(c
     return reverse ? c > 0 : c < 0;
   });
   if (!err.empty()) r.fail(line, "sort: " + err);
+}
+
+// groupby(attribute, default=None, case_sensitive=False): the items sorted by the attribute,
+// as (grouper, list) tuples of equal keys; a case-insensitive grouper is the first item's.
+Value group_by(Renderer& r, const Value& v, CallArgs& a) {
+  const Value* attr = a.get(0, "attribute");
+  const Value* dflt = a.get(1, "default");
+  const Value* cs = a.get(2, "case_sensitive");
+  if (!attr) r.fail(a.line, "groupby() missing required argument 'attribute'");
+  const bool case_sensitive = cs && truthy(*cs);
+  auto attribute = [&](const Value& x) {
+    Value k = attr->kind == Kind::integer ? r.getitem(x, *attr, a.line) : attribute_of(r, x, to_str(*attr), a.line);
+    return k.is_undefined() && dflt && dflt->kind != Kind::none ? *dflt : k;
+  };
+  List items = r.iterate(v, a.line);
+  sort_values(r, items, false, [&](const Value& x) { return sort_key(attribute(x), case_sensitive); }, a.line);
+  List groups;
+  for (std::size_t b = 0; b < items.size();) {
+    const Value key = sort_key(attribute(items[b]), case_sensitive);
+    std::size_t e = b + 1;
+    while (e < items.size() && equal(sort_key(attribute(items[e]), case_sensitive), key)) ++e;
+    List members(items.begin() + static_cast<std::ptrdiff_t>(b), items.begin() + static_cast<std::ptrdiff_t>(e));
+    Value group = Value::make_list({attribute(items[b]), Value::make_list(std::move(members))}, true);
+    group.group = true;
+    groups.push_back(std::move(group));
+    b = e;
+  }
+  return Value::make_list(std::move(groups));
 }
 
 Value round_value(Renderer& r, const Value& v, CallArgs& a) {
@@ -115,6 +142,202 @@ Value indent_text(Renderer& r, const Value& v, CallArgs& a) {
   return Value::string(std::move(out));
 }
 
+// join, first, last, list, reverse, items: a sequence or mapping walked or rearranged.
+Value sequence_filter(Renderer& r, const std::string& name, const Value& v, CallArgs& a, int line) {
+  if (name == "join") {
+    const Value* sep = a.get(0, "d");
+    const Value* attr = a.get(1, "attribute");
+    std::string out;
+    List items = r.iterate(v, line);
+    for (std::size_t k = 0; k < items.size(); ++k) {
+      if (k) out += sep ? r.str(*sep, line) : "";
+      out += r.str(attr ? attribute_of(r, items[k], to_str(*attr), line) : items[k], line);
+    }
+    return Value::string(std::move(out));
+  }
+  if (name == "first" || name == "last") {
+    if (name == "last" && v.py_type == "generator") r.fail(line, "'generator' object is not reversible");
+    List items = r.iterate(v, line);
+    if (items.empty()) return Value::undefined("no " + name + " item, sequence was empty");
+    return name == "first" ? items.front() : items.back();
+  }
+  if (name == "list") return Value::make_list(r.iterate(v, line));
+  if (name == "reverse") {
+    if (v.kind == Kind::string) {
+      auto cps = utf8_decode(v.s);
+      std::string out;
+      for (auto it = cps.rbegin(); it != cps.rend(); ++it) utf8_append(*it, out);
+      return Value::string(std::move(out));
+    }
+    List items = r.iterate(v, line);
+    std::reverse(items.begin(), items.end());
+    Value out = Value::generator(std::move(items));  // reversed(list): an iterator
+    out.py_type = v.kind == Kind::list && v.py_type.empty() ? "list_reverseiterator" : "generator";
+    return out;
+  }
+  if (name == "items") {
+    if (v.is_undefined()) return Value::make_list({});
+    if (v.kind != Kind::dict) r.fail(line, "items filter expects a mapping");
+    List out;
+    for (const auto& [k, x] : *v.dict) out.push_back(Value::make_list({dict_key_value(k), x}, true));
+    return Value::generator(std::move(out));
+  }
+  // map, select, reject, selectattr, rejectattr are generators in jinja2, and yield nothing
+  // for a false value (None included) without iterating it.
+  r.fail(line, "unsupported template construct: filter '" + name + "'");
+}
+
+// map, select, reject, selectattr, rejectattr: generators over the items, as jinja2 returns.
+Value map_select_filter(Renderer& r, const std::string& name, const Value& v, CallArgs& a, int line) {
+  if (name == "map") {
+    List out;
+    if (!truthy(v)) return Value::generator({});
+    const Value* attr = a.get(99, "attribute");
+    if (attr) {
+      const Value* dflt = a.get(99, "default");
+      for (const auto& x : r.iterate(v, line)) {
+        Value got = attribute_of(r, x, to_str(*attr), line);
+        out.push_back(got.is_undefined() && dflt ? *dflt : got);
+      }
+      return Value::generator(std::move(out));
+    }
+    if (a.pos.empty() || a.pos[0].kind != Kind::string) r.fail(line, "map needs a filter name or attribute=");
+    CallArgs rest = shift_args(a, 1);
+    for (const auto& x : r.iterate(v, line)) out.push_back(r.filter(a.pos[0].s, x, rest, line));
+    return Value::generator(std::move(out));
+  }
+  if (name == "select" || name == "reject" || name == "selectattr" || name == "rejectattr") {
+    bool by_attr = name == "selectattr" || name == "rejectattr";
+    bool keep_if = name == "select" || name == "selectattr";
+    std::size_t test_at = by_attr ? 1 : 0;
+    if (by_attr && (a.pos.empty() || a.pos[0].kind != Kind::string)) r.fail(line, name + " needs an attribute name");
+    bool has_test = a.pos.size() > test_at;
+    if (has_test && a.pos[test_at].kind != Kind::string) r.fail(line, name + ": the test must be named by a string");
+    CallArgs rest = shift_args(a, test_at + 1);
+    List out;
+    if (!truthy(v)) return Value::generator({});
+    for (const auto& x : r.iterate(v, line)) {
+      Value subject = by_attr ? attribute_of(r, x, a.pos[0].s, line) : x;
+      bool ok = has_test ? r.test(a.pos[test_at].s, subject, rest, line) : truthy(subject);
+      if (ok == keep_if) out.push_back(x);
+    }
+    return Value::generator(std::move(out));
+  }
+  r.fail(line, "unsupported template construct: filter '" + name + "'");
+}
+
+// int, float, abs: Python's conversions; sum.
+Value number_filter(Renderer& r, const std::string& name, const Value& v, CallArgs& a, int line) {
+  if (name == "int") {
+    const Value* dflt = a.get(0, "default");
+    Value fallback = dflt ? *dflt : Value::integer(0);
+    if (v.kind == Kind::integer || v.kind == Kind::boolean) return Value::integer(to_int(v));
+    if (v.kind == Kind::floating) return std::isfinite(v.f) ? Value::integer(static_cast<std::int64_t>(v.f)) : fallback;
+    if (v.kind == Kind::string) {
+      std::string t = py_strip(v.s, nullptr, true, true);
+      try {
+        std::size_t used = 0;
+        long long x = std::stoll(t, &used, 10);
+        if (used == t.size()) return Value::integer(x);
+        double d = std::stod(t, &used);
+        if (used == t.size() && std::isfinite(d)) return Value::integer(static_cast<std::int64_t>(d));
+      } catch (const std::exception&) {
+      }
+    }
+    return fallback;
+  }
+  if (name == "float") {
+    const Value* dflt = a.get(0, "default");
+    if (v.is_number()) return Value::floating(v.kind == Kind::floating ? v.f : static_cast<double>(to_int(v)));
+    if (v.kind == Kind::string) {
+      try {
+        std::size_t used = 0;
+        std::string t = py_strip(v.s, nullptr, true, true);
+        double d = std::stod(t, &used);
+        if (used == t.size()) return Value::floating(d);
+      } catch (const std::exception&) {
+      }
+    }
+    return dflt ? *dflt : Value::floating(0.0);
+  }
+  if (name == "abs") {
+    if (v.kind == Kind::floating) return Value::floating(std::fabs(v.f));
+    if (v.kind == Kind::integer || v.kind == Kind::boolean) {
+      if (to_int(v) == INT64_MIN) r.fail(line, "integer overflow");
+      return Value::integer(std::llabs(to_int(v)));
+    }
+    r.fail(line, std::string("bad operand type for abs(): '") + kind_name(v.kind) + "'");
+  }
+  if (name == "sum") {
+    const Value* attr = a.get(0, "attribute");
+    const Value* start = a.get(1, "start");
+    double f = 0;
+    std::int64_t i = start ? to_int(*start) : 0;
+    bool is_float = start && start->kind == Kind::floating;
+    if (is_float) f = start->f;
+    for (const auto& x0 : r.iterate(v, line)) {
+      Value x = attr ? attribute_of(r, x0, to_str(*attr), line) : x0;
+      if (!x.is_number()) r.fail(line, "sum of non-numbers");
+      if (x.kind == Kind::floating && !is_float) is_float = true, f = static_cast<double>(i);
+      if (is_float) f += x.kind == Kind::floating ? x.f : static_cast<double>(to_int(x));
+      else if (__builtin_add_overflow(i, to_int(x), &i)) r.fail(line, "integer overflow");
+    }
+    return is_float ? Value::floating(f) : Value::integer(i);
+  }
+  r.fail(line, "unsupported template construct: filter '" + name + "'");
+}
+
+// unique, sort, dictsort, min, max: items compared as Python compares them.
+Value ordering_filter(Renderer& r, const std::string& name, const Value& v, CallArgs& a, int line) {
+  if (name == "unique" || name == "sort" || name == "dictsort") {
+    const Value* cs = a.get(name == "sort" ? 1 : 0, "case_sensitive");
+    bool case_sensitive = cs && truthy(*cs);
+    if (name == "dictsort") {
+      if (v.kind != Kind::dict) r.fail(line, "dictsort expects a mapping");
+      const Value* by = a.get(1, "by");
+      const Value* rev = a.get(2, "reverse");
+      int pos = by && by->kind == Kind::string && by->s == "value" ? 1 : 0;
+      List out;
+      for (const auto& [k, x] : *v.dict) out.push_back(Value::make_list({dict_key_value(k), x}, true));
+      sort_values(r, out, rev && truthy(*rev), [&](const Value& x) { return sort_key((*x.list)[pos], case_sensitive); }, line);
+      return Value::make_list(std::move(out));
+    }
+    const Value* attr = a.get(name == "sort" ? 2 : 1, "attribute");
+    auto key = [&](const Value& x) { return sort_key(attr ? attribute_of(r, x, to_str(*attr), line) : x, case_sensitive); };
+    List items = r.iterate(v, line);
+    if (name == "sort") {
+      const Value* rev = a.get(0, "reverse");
+      sort_values(r, items, rev && truthy(*rev), key, line);
+      return Value::make_list(std::move(items));
+    }
+    List out, seen;
+    for (const auto& x : items) {
+      Value k = key(x);
+      if (std::none_of(seen.begin(), seen.end(), [&](const Value& s) { return equal(s, k); })) {
+        seen.push_back(k);
+        out.push_back(x);
+      }
+    }
+    return Value::generator(std::move(out));
+  }
+  if (name == "min" || name == "max") {
+    const Value* cs = a.get(0, "case_sensitive");
+    const Value* attr = a.get(1, "attribute");
+    List items = r.iterate(v, line);
+    if (items.empty()) return Value::undefined("no " + name + " item, sequence was empty");
+    auto key = [&](const Value& x) { return sort_key(attr ? attribute_of(r, x, to_str(*attr), line) : x, cs && truthy(*cs)); };
+    std::string err;
+    std::size_t best = 0;
+    for (std::size_t k = 1; k < items.size(); ++k) {
+      int c = compare(key(items[k]), key(items[best]), err);
+      if (name == "min" ? c < 0 : c > 0) best = k;
+    }
+    if (!err.empty()) r.fail(line, name + ": " + err);
+    return items[best];
+  }
+  r.fail(line, "unsupported template construct: filter '" + name + "'");
+}
+
 }  // namespace
 
 Value Renderer::filter(const std::string& name, const Value& v, CallArgs& a, int line) {
@@ -151,8 +374,8 @@ Value Renderer::filter(const std::string& name, const Value& v, CallArgs& a, int
     bool use = v.is_undefined() || (boolean && truthy(*boolean) && !truthy(v));
     return use ? (dflt ? *dflt : Value::string("")) : v;
   }
-  if (name == "upper" || name == "lower" || name == "capitalize") return same_kind(Value::string(py_case(to_str(v), name, *this, line)));
-  if (name == "title") return Value::string(py_case(to_str(v), "jinja_title", *this, line));
+  if (name == "upper" || name == "lower" || name == "capitalize") return same_kind(Value::string(py_case(to_str(v), name)));
+  if (name == "title") return Value::string(py_case(to_str(v), "jinja_title"));
   if (name == "replace") {
     const Value* old = arg(0, "old");
     const Value* with = arg(1, "new");
@@ -160,120 +383,12 @@ Value Renderer::filter(const std::string& name, const Value& v, CallArgs& a, int
     if (!old || !with) fail(line, "replace needs old and new");
     return Value::string(py_replace(to_str(v), to_str(*old), to_str(*with), count && count->kind == Kind::integer ? count->i : -1));
   }
-  if (name == "join") {
-    const Value* sep = arg(0, "d");
-    const Value* attr = arg(1, "attribute");
-    std::string out;
-    List items = iterate(v, line);
-    for (std::size_t k = 0; k < items.size(); ++k) {
-      if (k) out += sep ? str(*sep, line) : "";
-      out += str(attr ? attribute_of(*this, items[k], to_str(*attr), line) : items[k], line);
-    }
-    return Value::string(std::move(out));
-  }
-  if (name == "first" || name == "last") {
-    if (name == "last" && v.py_type == "generator") fail(line, "'generator' object is not reversible");
-    List items = iterate(v, line);
-    if (items.empty()) return Value::undefined("no " + name + " item, sequence was empty");
-    return name == "first" ? items.front() : items.back();
-  }
-  if (name == "list") return Value::make_list(iterate(v, line));
-  if (name == "reverse") {
-    if (v.kind == Kind::string) {
-      auto cps = utf8_decode(v.s);
-      std::string out;
-      for (auto it = cps.rbegin(); it != cps.rend(); ++it) utf8_append(*it, out);
-      return Value::string(std::move(out));
-    }
-    List items = iterate(v, line);
-    std::reverse(items.begin(), items.end());
-    Value out = Value::generator(std::move(items));  // reversed(list): an iterator
-    out.py_type = v.kind == Kind::list && v.py_type.empty() ? "list_reverseiterator" : "generator";
-    return out;
-  }
-  if (name == "items") {
-    if (v.is_undefined()) return Value::make_list({});
-    if (v.kind != Kind::dict) fail(line, "items filter expects a mapping");
-    List out;
-    for (const auto& [k, x] : *v.dict) out.push_back(Value::make_list({dict_key_value(k), x}, true));
-    return Value::generator(std::move(out));
-  }
-  // map, select, reject, selectattr, rejectattr are generators in jinja2, and yield nothing
-  // for a false value (None included) without iterating it.
-  if (name == "map") {
-    List out;
-    if (!truthy(v)) return Value::generator({});
-    const Value* attr = arg(99, "attribute");
-    if (attr) {
-      const Value* dflt = arg(99, "default");
-      for (const auto& x : iterate(v, line)) {
-        Value got = attribute_of(*this, x, to_str(*attr), line);
-        out.push_back(got.is_undefined() && dflt ? *dflt : got);
-      }
-      return Value::generator(std::move(out));
-    }
-    if (a.pos.empty() || a.pos[0].kind != Kind::string) fail(line, "map needs a filter name or attribute=");
-    CallArgs rest = shift_args(a, 1);
-    for (const auto& x : iterate(v, line)) out.push_back(filter(a.pos[0].s, x, rest, line));
-    return Value::generator(std::move(out));
-  }
-  if (name == "select" || name == "reject" || name == "selectattr" || name == "rejectattr") {
-    bool by_attr = name == "selectattr" || name == "rejectattr";
-    bool keep_if = name == "select" || name == "selectattr";
-    std::size_t test_at = by_attr ? 1 : 0;
-    if (by_attr && (a.pos.empty() || a.pos[0].kind != Kind::string)) fail(line, name + " needs an attribute name");
-    bool has_test = a.pos.size() > test_at;
-    if (has_test && a.pos[test_at].kind != Kind::string) fail(line, name + ": the test must be named by a string");
-    CallArgs rest = shift_args(a, test_at + 1);
-    List out;
-    if (!truthy(v)) return Value::generator({});
-    for (const auto& x : iterate(v, line)) {
-      Value subject = by_attr ? attribute_of(*this, x, a.pos[0].s, line) : x;
-      bool ok = has_test ? test(a.pos[test_at].s, subject, rest, line) : truthy(subject);
-      if (ok == keep_if) out.push_back(x);
-    }
-    return Value::generator(std::move(out));
-  }
-  if (name == "int") {
-    const Value* dflt = arg(0, "default");
-    Value fallback = dflt ? *dflt : Value::integer(0);
-    if (v.kind == Kind::integer || v.kind == Kind::boolean) return Value::integer(to_int(v));
-    if (v.kind == Kind::floating) return std::isfinite(v.f) ? Value::integer(static_cast<std::int64_t>(v.f)) : fallback;
-    if (v.kind == Kind::string) {
-      std::string t = py_strip(v.s, nullptr, true, true);
-      try {
-        std::size_t used = 0;
-        long long x = std::stoll(t, &used, 10);
-        if (used == t.size()) return Value::integer(x);
-        double d = std::stod(t, &used);
-        if (used == t.size() && std::isfinite(d)) return Value::integer(static_cast<std::int64_t>(d));
-      } catch (const std::exception&) {
-      }
-    }
-    return fallback;
-  }
-  if (name == "float") {
-    const Value* dflt = arg(0, "default");
-    if (v.is_number()) return Value::floating(v.kind == Kind::floating ? v.f : static_cast<double>(to_int(v)));
-    if (v.kind == Kind::string) {
-      try {
-        std::size_t used = 0;
-        std::string t = py_strip(v.s, nullptr, true, true);
-        double d = std::stod(t, &used);
-        if (used == t.size()) return Value::floating(d);
-      } catch (const std::exception&) {
-      }
-    }
-    return dflt ? *dflt : Value::floating(0.0);
-  }
-  if (name == "abs") {
-    if (v.kind == Kind::floating) return Value::floating(std::fabs(v.f));
-    if (v.kind == Kind::integer || v.kind == Kind::boolean) {
-      if (to_int(v) == INT64_MIN) fail(line, "integer overflow");
-      return Value::integer(std::llabs(to_int(v)));
-    }
-    fail(line, std::string("bad operand type for abs(): '") + kind_name(v.kind) + "'");
-  }
+  if (name == "join" || name == "first" || name == "last" || name == "list" || name == "reverse" || name == "items")
+    return sequence_filter(*this, name, v, a, line);
+  if (name == "map" || name == "select" || name == "reject" || name == "selectattr" || name == "rejectattr")
+    return map_select_filter(*this, name, v, a, line);
+  if (name == "int" || name == "float" || name == "abs" || name == "sum")
+    return number_filter(*this, name, v, a, line);
   if (name == "round") return round_value(*this, v, a);
   if (name == "indent") return same_kind(indent_text(*this, v, a));
   if (name == "wordcount") {
@@ -286,68 +401,9 @@ Value Renderer::filter(const std::string& name, const Value& v, CallArgs& a, int
     }
     return Value::integer(n);
   }
-  if (name == "unique" || name == "sort" || name == "dictsort") {
-    const Value* cs = arg(name == "sort" ? 1 : 0, "case_sensitive");
-    bool case_sensitive = cs && truthy(*cs);
-    if (name == "dictsort") {
-      if (v.kind != Kind::dict) fail(line, "dictsort expects a mapping");
-      const Value* by = arg(1, "by");
-      const Value* rev = arg(2, "reverse");
-      int pos = by && by->kind == Kind::string && by->s == "value" ? 1 : 0;
-      List out;
-      for (const auto& [k, x] : *v.dict) out.push_back(Value::make_list({dict_key_value(k), x}, true));
-      sort_values(*this, out, rev && truthy(*rev), [&](const Value& x) { return sort_key((*x.list)[pos], case_sensitive); }, line);
-      return Value::make_list(std::move(out));
-    }
-    const Value* attr = arg(name == "sort" ? 2 : 1, "attribute");
-    auto key = [&](const Value& x) { return sort_key(attr ? attribute_of(*this, x, to_str(*attr), line) : x, case_sensitive); };
-    List items = iterate(v, line);
-    if (name == "sort") {
-      const Value* rev = arg(0, "reverse");
-      sort_values(*this, items, rev && truthy(*rev), key, line);
-      return Value::make_list(std::move(items));
-    }
-    List out, seen;
-    for (const auto& x : items) {
-      Value k = key(x);
-      if (std::none_of(seen.begin(), seen.end(), [&](const Value& s) { return equal(s, k); })) {
-        seen.push_back(k);
-        out.push_back(x);
-      }
-    }
-    return Value::generator(std::move(out));
-  }
-  if (name == "min" || name == "max") {
-    const Value* cs = arg(0, "case_sensitive");
-    const Value* attr = arg(1, "attribute");
-    List items = iterate(v, line);
-    if (items.empty()) return Value::undefined("no " + name + " item, sequence was empty");
-    auto key = [&](const Value& x) { return sort_key(attr ? attribute_of(*this, x, to_str(*attr), line) : x, cs && truthy(*cs)); };
-    std::string err;
-    std::size_t best = 0;
-    for (std::size_t k = 1; k < items.size(); ++k) {
-      int c = compare(key(items[k]), key(items[best]), err);
-      if (name == "min" ? c < 0 : c > 0) best = k;
-    }
-    if (!err.empty()) fail(line, name + ": " + err);
-    return items[best];
-  }
-  if (name == "sum") {
-    const Value* attr = arg(0, "attribute");
-    const Value* start = arg(1, "start");
-    double f = 0;
-    std::int64_t i = start ? to_int(*start) : 0;
-    bool is_float = start && start->kind == Kind::floating;
-    if (is_float) f = start->f;
-    for (const auto& x0 : iterate(v, line)) {
-      Value x = attr ? attribute_of(*this, x0, to_str(*attr), line) : x0;
-      if (!x.is_number()) fail(line, "sum of non-numbers");
-      if (x.kind == Kind::floating && !is_float) is_float = true, f = static_cast<double>(i);
-      if (is_float) f += x.kind == Kind::floating ? x.f : static_cast<double>(to_int(x));
-      else if (__builtin_add_overflow(i, to_int(x), &i)) fail(line, "integer overflow");
-    }
-    return is_float ? Value::floating(f) : Value::integer(i);
-  }
+  if (name == "unique" || name == "sort" || name == "dictsort" || name == "min" || name == "max")
+    return ordering_filter(*this, name, v, a, line);
+  if (name == "groupby") return group_by(*this, v, a);
   if (name == "attr") {
     const Value* n = arg(0, "name");
     if (!n || n->kind != Kind::string) fail(line, "attr needs a name");

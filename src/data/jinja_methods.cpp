@@ -97,7 +97,7 @@ Value string_method(const std::string& s, const std::string& name, Renderer& r, 
                                     count && count->kind == Kind::integer ? count->i : -1));
   }
   if (name == "upper" || name == "lower" || name == "title" || name == "capitalize") {
-    return Value::string(py_case(s, name, r, a.line));
+    return Value::string(py_case(s, name));
   }
   if (name == "find" || name == "count" || name == "index" || name == "rfind") {
     std::string sub = arg_string(r, a, 0, "sub", "find()");
@@ -255,6 +255,7 @@ Value Renderer::getattr(const Value& obj, const std::string& name, int line) {
     const Value* v = obj.find(name);
     return v ? *v : no_attribute(obj, name);
   }
+  if (obj.kind == Kind::list && obj.group && (name == "grouper" || name == "list")) return (*obj.list)[name == "list"];
   Value m = method(obj, name, line);
   if (!m.is_undefined() || obj.kind != Kind::dict) return m;
   const Value* v = obj.find(name);

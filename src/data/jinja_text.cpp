@@ -1,6 +1,11 @@
 #include "data/jinja_text.h"
 
+#include "data/jinja_case_table.h"
 #include "data/jinja_eval.h"
+
+#include <algorithm>
+#include <iterator>
+#include <span>
 
 namespace anvil::data::jinja {
 namespace {
@@ -12,15 +17,60 @@ std::string encode(const std::vector<std::uint32_t>& cps, std::size_t b, std::si
 }
 
 bool is_ascii_alpha(std::uint32_t c) { return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'); }
-std::uint32_t up(std::uint32_t c) { return c >= 'a' && c <= 'z' ? c - 32 : c; }
-std::uint32_t down(std::uint32_t c) { return c >= 'A' && c <= 'Z' ? c + 32 : c; }
-// Letters outside ASCII whose case Python would change: refused (we do not carry Unicode's
-// case tables). Symbols, CJK and emoji have no case and pass.
-bool may_have_case(std::uint32_t c) {
-  return (c >= 0xB5 && c < 0x250) || (c >= 0x370 && c < 0x530) || (c >= 0x1E00 && c < 0x2000) ||
-         (c >= 0x2C00 && c < 0x2D30) || (c >= 0xA640 && c < 0xA800) || (c >= 0xFF21 && c < 0xFF5B) ||
-         (c >= 0x10400 && c < 0x10450) || (c >= 0x1E900 && c < 0x1E950) || (c >= 0x10A0 && c < 0x1100) ||
-         (c >= 0x13A0 && c < 0x1400) || (c >= 0x2160 && c < 0x2190) || (c >= 0x24B6 && c < 0x24EA);
+
+bool in_ranges(std::span<const CodeRange> ranges, std::uint32_t c) {
+  auto it = std::upper_bound(ranges.begin(), ranges.end(), c, [](std::uint32_t x, const CodeRange& r) { return x < r.first; });
+  return it != ranges.begin() && c <= std::prev(it)->last;
+}
+bool is_cased(std::uint32_t c) { return in_ranges(case_tables().cased, c); }
+bool is_case_ignorable(std::uint32_t c) { return in_ranges(case_tables().case_ignorable, c); }
+
+// Appends c's mapping from one case's tables; false when they do not map c.
+bool map_case(std::span<const CaseRun> runs, std::span<const CaseSpecial> specials, std::uint32_t c, std::string& out) {
+  auto sp = std::lower_bound(specials.begin(), specials.end(), c, [](const CaseSpecial& x, std::uint32_t v) { return x.cp < v; });
+  if (sp != specials.end() && sp->cp == c) {
+    out += sp->text;
+    return true;
+  }
+  auto it = std::upper_bound(runs.begin(), runs.end(), c, [](std::uint32_t x, const CaseRun& r) { return x < r.first; });
+  if (it == runs.begin()) return false;
+  const CaseRun& r = *std::prev(it);
+  if (c > r.last || (c - r.first) % r.stride != 0) return false;
+  utf8_append(static_cast<std::uint32_t>(static_cast<std::int64_t>(c) + r.delta), out);
+  return true;
+}
+
+void append_upper(std::uint32_t c, std::string& out) {
+  const CaseTables& t = case_tables();
+  if (!map_case(t.upper, t.upper_special, c, out)) utf8_append(c, out);
+}
+void append_title(std::uint32_t c, std::string& out) {
+  const CaseTables& t = case_tables();
+  if (!map_case(t.title, t.title_special, c, out)) append_upper(c, out);
+}
+
+// cps[i], a capital sigma, ends a word (Python's lower() then writes a final sigma): a
+// cased letter before it and none after it, skipping case-ignorable ones, within [b, e).
+bool is_final_sigma(const std::vector<std::uint32_t>& cps, std::size_t b, std::size_t e, std::size_t i) {
+  std::size_t j = i;
+  while (j > b && is_case_ignorable(cps[j - 1])) --j;
+  if (j == b || !is_cased(cps[j - 1])) return false;
+  std::size_t k = i + 1;
+  while (k < e && is_case_ignorable(cps[k])) ++k;
+  return k == e || !is_cased(cps[k]);
+}
+
+// cps[i] lowered as str.lower() lowers it inside the string cps[b, e).
+void append_lower(const std::vector<std::uint32_t>& cps, std::size_t b, std::size_t e, std::size_t i, std::string& out) {
+  constexpr std::uint32_t kCapitalSigma = 0x3A3, kFinalSigma = 0x3C2;
+  const CaseTables& t = case_tables();
+  if (cps[i] == kCapitalSigma && is_final_sigma(cps, b, e, i)) utf8_append(kFinalSigma, out);
+  else if (!map_case(t.lower, t.lower_special, cps[i], out)) utf8_append(cps[i], out);
+}
+
+// jinja2's title filter starts a word after a run of "-", whitespace, "(", "{", "[", "<".
+bool is_title_separator(std::uint32_t c) {
+  return c == '-' || is_py_space(c) || c == '(' || c == '{' || c == '[' || c == '<';
 }
 
 }  // namespace
@@ -112,27 +162,31 @@ std::string py_replace(const std::string& s, const std::string& old, const std::
   return out;
 }
 
-std::string py_case(const std::string& s, const std::string& how, const Renderer& r, int line) {
-  auto cps = utf8_decode(s);
-  for (std::uint32_t c : cps) {
-    if (may_have_case(c)) r.fail(line, "unsupported template construct: " + how + " of non-ASCII letters");
-  }
+std::string py_case(const std::string& s, const std::string& how) {
+  const auto cps = utf8_decode(s);
+  const std::size_t n = cps.size();
   std::string out;
-  bool word_start = true;
-  for (std::size_t k = 0; k < cps.size(); ++k) {
-    std::uint32_t c = cps[k];
-    std::uint32_t o = c;
-    if (how == "upper") o = up(c);
-    else if (how == "lower") o = down(c);
-    else if (how == "capitalize") o = k == 0 ? up(c) : down(c);
-    else if (how == "title") {  // str.title: a letter after a non-letter starts a word
-      o = word_start ? up(c) : down(c);
-      word_start = !is_ascii_alpha(c);
-    } else {  // jinja2's title filter: words begin after runs of "-", whitespace, "(", "{", "[", "<"
-      o = word_start ? up(c) : down(c);
-      word_start = c == '-' || is_py_space(c) || c == '(' || c == '{' || c == '[' || c == '<';
+  if (how == "upper") {
+    for (std::uint32_t c : cps) append_upper(c, out);
+  } else if (how == "lower") {
+    for (std::size_t k = 0; k < n; ++k) append_lower(cps, 0, n, k, out);
+  } else if (how == "capitalize") {  // the first in title case (Python >= 3.8), the rest lower
+    for (std::size_t k = 0; k < n; ++k) k == 0 ? append_title(cps[k], out) : append_lower(cps, 0, n, k, out);
+  } else if (how == "title") {  // str.title: a letter after an uncased character starts a word
+    bool after_cased = false;
+    for (std::size_t k = 0; k < n; ++k) {
+      after_cased ? append_lower(cps, 0, n, k, out) : append_title(cps[k], out);
+      after_cased = is_cased(cps[k]);
     }
-    utf8_append(o, out);
+  } else {  // jinja2's title filter: per word, word[0].upper() + word[1:].lower()
+    for (std::size_t b = 0; b < n;) {
+      const bool sep = is_title_separator(cps[b]);
+      std::size_t e = b + 1;
+      while (e < n && is_title_separator(cps[e]) == sep) ++e;
+      append_upper(cps[b], out);
+      for (std::size_t k = b + 1; k < e; ++k) append_lower(cps, b + 1, e, k, out);
+      b = e;
+    }
   }
   return out;
 }

@@ -39,6 +39,8 @@ struct Value {
   // A str that is markupsafe's Markup (from |safe or |escape): '+' HTML-escapes a plain str
   // on its other side, as jinja2 without autoescape still does.
   bool markup = false;
+  // A tuple from jinja2's groupby filter: its items are also its attributes grouper, list.
+  bool group = false;
   std::int64_t i = 0;
   double f = 0;
   std::string s;  // string; for undefined, the name that was missing (for errors)

@@ -41,12 +41,12 @@ def messages_of(prompt, system=None):
     return ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
 
 
-def hf_prompt_ids(model, template_text, messages):
+def hf_prompt_ids(model, template_text, messages, generation_prompt=True):
     """The ids an inference server prompts with: the template rendered by jinja2 with the
-    generation prompt, tokenized whole without added special tokens."""
+    generation prompt (or without), tokenized whole without added special tokens."""
     cfg = json.load(open(os.path.join(model, "tokenizer_config.json"), encoding="utf-8"))
     env = jinja2.Environment(trim_blocks=True, lstrip_blocks=True)
-    text = env.from_string(template_text).render(messages=messages, add_generation_prompt=True,
+    text = env.from_string(template_text).render(messages=messages, add_generation_prompt=generation_prompt,
                                                  bos_token=cfg["bos_token"], eos_token=cfg["eos_token"])
     return Tokenizer.from_file(os.path.join(model, "tokenizer.json")).encode(text, add_special_tokens=False).ids
 
@@ -64,6 +64,12 @@ def check_prompt_ids(model):
         assert got == want, f"--chat prompt ids differ from jinja2 + tokenizers\n anvil {got}\n hf    {want}"
         assert all(ids.count(want[0][0]) == 1 for ids in got), "one BOS, the template's"
     assert "--add-special" in anvil("tokenize", model, "--chat", "--add-special", stdin="x\n", expect=2)
+    # --no-generation-prompt: the turn alone (add_generation_prompt=False), a strict prefix of the prompt
+    bare = anvil_chat_ids(model, "--system", SYSTEM, "--no-generation-prompt")
+    assert bare == [hf_prompt_ids(model, template, messages_of(p, SYSTEM), False) for p in PROMPTS], bare
+    prompted = anvil_chat_ids(model, "--system", SYSTEM, "--generation-prompt")
+    assert all(len(b) < len(g) and g[:len(b)] == b for b, g in zip(bare, prompted)), (bare, prompted)
+    assert "needs --chat" in anvil("tokenize", model, "--records", "--file", "x.jsonl", "--no-generation-prompt", expect=2)
     try:
         from transformers import AutoTokenizer
     except ImportError:

@@ -12,7 +12,9 @@ calls, unicode, empty content, add_generation_prompt both ways), with the contex
 transformers' render() gets (tools and documents None when not given). A template is identical
 when every rendering is byte-identical (both sides raising counts as agreement), refused
 when anvil stops with an unsupported-construct error, differing otherwise; the generation
-ranges are compared too where a template has {% generation %}. Passes when none differ.
+ranges are compared too where a template has {% generation %}. Passes when none differ, and
+when upper/lower/title/capitalize over the BMP (case_sweep) and '%' formatting (percent_sweep)
+are jinja2's.
 With transformers importable, the reference tier also checks that transformers'
 render_jinja_template gives what the plain-jinja2 reference gives.
 
@@ -227,6 +229,65 @@ def transformers_tier(template, cases):
     return bad
 
 
+def case_sweep(tmp):
+    """upper/lower/title/capitalize (filters and str methods) of every non-ASCII code point of
+    the BMP and of the cased scripts above it (Deseret to Adlam), in words with final sigmas:
+    byte-identical to jinja2. Returns the number of differing strings."""
+    cps = [c for c in list(range(0x80, 0x10000)) + list(range(0x10400, 0x10500)) + list(range(0x1E900, 0x1E960))
+           if not 0xD800 <= c < 0xE000]
+    words = ["".join(chr(c) for c in cps[k:k + 7]) for k in range(0, len(cps), 7)]
+    strings = [" ".join(words[k:k + 6]) + " ΑΣ. σΣ-Σ" for k in range(0, len(words), 6)]
+    template = ("{% for s in strings %}{{ s|upper }}|{{ s|lower }}|{{ s|title }}|{{ s|capitalize }}|"
+                "{{ s.title() }}|{{ s.capitalize() }}\n{% endfor %}")
+    path = os.path.join(tmp, "case.jinja")
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(template)
+    want = reference(template, {"strings": strings})[0].split("\n")
+    rc, got = ours(path, {"strings": strings}, tmp)
+    if rc != 0:
+        print(f"case sweep: anvil failed: {got}")
+        return len(strings)
+    bad = [(w, g) for w, g in zip(want, got[0].split("\n")) if w != g]
+    for w, g in bad[:3]:
+        print(f"case sweep differs:\n  jinja2: {w!r}\n  anvil:  {g!r}")
+    print(f"case sweep: {len(strings) - len(bad)} of {len(strings)} strings identical")
+    return len(bad)
+
+
+def percent_sweep(tmp):
+    """printf-style '%' formatting over flags x width x precision x conversion x value, each
+    combination Python accepts, as one template of literals: byte-identical to jinja2. Returns
+    the number of differing lines."""
+    values = ["0", "7", "-42", "255", "3.14159", "-2.5e-7", "123456.789", "true", "'é'", "'abc'", "none", "[1, 'a']"]
+    lines = []
+    for flags in ["", "-", "+", " ", "#", "0", "-+", "+0", "#0", " 0"]:
+        for width in ["", "5", "12"]:
+            for precision in ["", ".0", ".3"]:
+                for conv in "sdiuxXoeEfFgGr":
+                    fmt = f"[%{flags}{width}{precision}{conv}]"
+                    for v in values:
+                        py = {"true": "True", "none": "None"}.get(v, v)
+                        try:
+                            fmt % (eval(py),)  # noqa: S307  literals written above
+                        except (TypeError, ValueError):
+                            continue
+                        lines.append(f"{{{{ '{fmt}' % ({v},) }}}}")
+    template = "\n".join(lines)
+    path = os.path.join(tmp, "percent.jinja")
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(template)
+    want = reference(template, {})
+    rc, got = ours(path, {}, tmp)
+    if rc != 0 or isinstance(want, Exception):
+        print(f"percent sweep: anvil exit {rc} {got if rc else ''}, jinja2 {want if isinstance(want, Exception) else 'ok'}")
+        return len(lines)
+    bad = [(t, w, g) for t, w, g in zip(lines, want[0].split("\n"), got[0].split("\n")) if w != g]
+    for t, w, g in bad[:5]:
+        print(f"percent sweep differs: {t}\n  jinja2: {w!r}\n  anvil:  {g!r}")
+    print(f"percent sweep: {len(lines) - len(bad)} of {len(lines)} formats identical")
+    return len(bad)
+
+
 def main():
     templates = corpus()
     counts = {"identical": 0, "refused": 0, "differing": 0}
@@ -263,12 +324,13 @@ def main():
             if bad is not None:
                 reference_ran = True
                 reference_mismatch += bad
+        case_bad = case_sweep(tmp) + percent_sweep(tmp)
     total = sum(counts.values())
     print(f"\n{total} templates: {counts['identical']} identical, {counts['refused']} refused, "
           f"{counts['differing']} differing")
     if reference_ran:
         print(f"reference tier (transformers' render_jinja_template vs plain jinja2): {reference_mismatch} mismatches")
-    sys.exit(1 if counts["differing"] or reference_mismatch else 0)
+    sys.exit(1 if counts["differing"] or reference_mismatch or case_bad else 0)
 
 
 if __name__ == "__main__":

@@ -29,6 +29,10 @@ CONSTRUCTS = {
     "recursive": "{% for m in messages recursive %}{{ m.role }}{% if m.tool_calls %}{{ loop(m.tool_calls) }}{% endif %}{% endfor %}",
     "generation": "{% for m in messages %}{% if m.role == 'assistant' %}{% generation %}{{ m.content }}{{ eos_token }}"
                   "{% endgeneration %}{% endif %}{% endfor %}{{ strftime_now('%d %b %Y') }}",
+    "percent": "{{ '%-5s|%+05d|%#x|%.2f|%(k)r|%*d|%c%%' % ('é', 3, 255, 2.5, 7, 'x') }}{{ '%(k)s' % {'k': 1} }}",
+    "groupby": "{% for g, items in messages|groupby('role', case_sensitive=true) %}{{ g }}{{ items|length }}{% endfor %}"
+               "{% for g in messages|groupby('x.y', default='-') %}{{ g.grouper }}{{ g.list }}{% endfor %}",
+    "case": "{{ 'straße ΣΑΣ ǆ ᾁ'|upper }}{{ 'ΟΔΟΣ.'|lower }}{{ 'ǆemal élan'|title }}{{ 'ßx'.capitalize() }}{{ 'ᾁ ა'.title() }}",
 }
 
 

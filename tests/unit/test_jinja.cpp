@@ -200,10 +200,78 @@ TEST(Jinja, ErrorsNameLineAndConstruct) {
   EXPECT_NE(e.find("template syntax error"), std::string::npos) << e;
   e = error_of("{% endfor %}");
   EXPECT_NE(e.find("unknown statement 'endfor'"), std::string::npos) << e;
-  e = error_of("{{ 'É'|lower }}");
-  EXPECT_NE(e.find("unsupported template construct: lower of non-ASCII letters"), std::string::npos) << e;
+  e = error_of("{{ 'É'.isupper() }}");
+  EXPECT_NE(e.find("unsupported template construct: str.isupper() of non-ASCII text"), std::string::npos) << e;
+  // A sandbox reads no files: include, import, extends stay refused, by name and line.
+  for (const char* stmt : {"include", "import", "extends", "from"}) {
+    e = error_of(std::string("a\n{% ") + stmt + " 'x.jinja' %}");
+    EXPECT_NE(e.find(std::string("line 2: unsupported template construct: '{% ") + stmt + " %}'"), std::string::npos) << e;
+  }
+  e = error_of("{{ '%a' % 'é' }}");
+  EXPECT_NE(e.find("unsupported template construct: '%a' formatting"), std::string::npos) << e;
   e = error_of("{{ [1]|map('string') }}");
   EXPECT_NE(e.find("unsupported template construct: printing a generator"), std::string::npos) << e;
+}
+
+// Python's full case mappings (jinja2 calls str.upper/lower/title/capitalize): ß -> SS,
+// final sigma, title-case digraphs, Cyrillic, Greek with diacritics; expected strings from jinja2.
+TEST(Jinja, CaseMappingBeyondAscii) {
+  EXPECT_EQ(render("{{ 'straße ǆemal ŉ'|upper }}"), "STRASSE ǄEMAL ʼN");
+  EXPECT_EQ(render("{{ 'ΟΔΥΣΣΕΥΣ Σ ΑΣ.'|lower }}"), "οδυσσευς σ ας.");
+  EXPECT_EQ(render("{{ 'ÉCOLE ПРИВЕТ İ'.lower() }}"), "école привет i̇");
+  // the title filter upper-cases each word's first letter; str.title title-cases it
+  EXPECT_EQ(render("{{ 'ǆemal ßtraße ﬁx élan-vital «ôté» ὒ'|title }}"), "Ǆemal SStraße FIx Élan-Vital «ôté» Υ̓̀");
+  EXPECT_EQ(render("{{ 'ǆemal ßtraße élan-vital «ôté» ΑΣ Σ'.title() }}"), "ǅemal Sstraße Élan-Vital «Ôté» Ας Σ");
+  EXPECT_EQ(render("{{ 'ǆemal ÉCOLE'|capitalize }} {{ 'ßa'.capitalize() }}"), "ǅemal école Ssa");
+  // a letter that is its own title case, though its upper case differs (Greek with
+  // prosgegrammeni, Georgian Mkhedruli)
+  EXPECT_EQ(render("{{ 'ᾁ ᾉ აბ'.title() }}|{{ 'ᾉ'|upper }}"), "ᾉ ᾉ აბ|ἉΙ");
+  EXPECT_EQ(render("{{ ['B', 'a', 'É', 'é']|sort }}"), "['a', 'B', 'É', 'é']");  // case-insensitive: str.lower
+}
+
+// str % args as Python formats it; expected strings from jinja2.
+TEST(Jinja, PercentFormatting) {
+  EXPECT_EQ(render("{{ '%s and %d%%' % ('café', 42) }}"), "café and 42%");
+  EXPECT_EQ(render("{{ '%5.1f|%-6s|%+d|%05d|%x|%#o|%X' % (2.25, 'ab', 3, -42, 255, 8, -255) }}"),
+            "  2.2|ab    |+3|-0042|ff|0o10|-FF");
+  EXPECT_EQ(render("{{ '%r %s %r' % ('it\\'s', none, [1, 'a']) }}"), "\"it's\" None [1, 'a']");
+  EXPECT_EQ(render("{{ '%(name)s is %(age)d' % {'name': 'Zoë', 'age': 7.9} }}"), "Zoë is 7");
+  EXPECT_EQ(render("{{ 'Hi %s!' % messages[1].role }}", kChat), "Hi user!");
+  EXPECT_EQ(render("{{ '%.2s|%5s|%c%c|%e|%g|%G' % ('héllo', 'é', 97, 'ü', 12345.678, 0.00001, 1e20) }}"),
+            "hé|    é|aü|1.234568e+04|1e-05|1E+20");
+  EXPECT_EQ(render("{{ '%*d|%-*d|%.*f' % (5, 42, 4, 7, 2, 3.14159) }}"), "   42|7   |3.14");
+  EXPECT_EQ(render("{{ 'x' % {'a': 1} }}{{ '%s' % {'a': 1} }}{{ 'y' % [] }}{{ '%s' % ((1, 2),) }}"), "x{'a': 1}y(1, 2)");
+  EXPECT_EQ(render("{{ 7 % 3 }} {{ -7 % 3 }}"), "1 2");  // still modulo on numbers
+  // jinja2 raises for each of these (TypeError / ValueError)
+  EXPECT_NE(error_of("{{ '%s %s' % ('a',) }}").find("not enough arguments for format string"), std::string::npos);
+  EXPECT_NE(error_of("{{ '%s' % ('a', 'b') }}").find("not all arguments converted"), std::string::npos);
+  EXPECT_NE(error_of("{{ 'x' % 5 }}").find("not all arguments converted"), std::string::npos);
+  EXPECT_NE(error_of("{{ '%d' % 'x' }}").find("%d format: a real number is required, not str"), std::string::npos);
+  EXPECT_NE(error_of("{{ '%z' % 1 }}").find("unsupported format character 'z' (0x7a) at index 1"), std::string::npos);
+  EXPECT_NE(error_of("{{ '%' % () }}").find("incomplete format"), std::string::npos);
+}
+
+// jinja2's groupby: sorted by the attribute, (grouper, list) tuples; expected strings from jinja2.
+TEST(Jinja, GroupBy) {
+  const json msgs = json::parse(R"({"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"},
+                                                 {"role": "user", "content": "c"}]})");
+  EXPECT_EQ(render("{% for g in messages|groupby('role') %}{{ g.grouper }}:{{ g.list|map(attribute='content')|join(',') }};"
+                   "{% endfor %}", msgs),
+            "assistant:b;user:a,c;");
+  const json mixed = json::parse(R"({"messages": [{"role": "b", "content": "a"}, {"role": "A", "content": "b"},
+                                                  {"role": "a", "content": "c"}]})");
+  EXPECT_EQ(render("{% for role, items in messages|groupby('role') %}{{ role }}={{ items|length }} {% endfor %}"
+                   "{{ messages|groupby('role')|first }}", mixed),
+            "A=2 b=1 ('A', [{'role': 'A', 'content': 'b'}, {'role': 'a', 'content': 'c'}])");
+  EXPECT_EQ(render("{% for k, v in messages|groupby('role', case_sensitive=true) %}{{ k }}={{ v|length }} {% endfor %}", mixed),
+            "A=1 a=1 b=1 ");
+  const json nested = json::parse(R"({"messages": [{"n": 1, "meta": {"lang": "fr"}}, {"n": 2, "meta": {}},
+                                                   {"n": 3, "meta": {"lang": "de"}}]})");
+  EXPECT_EQ(render("{% for k, v in messages|groupby('meta.lang', default='none') %}{{ k }}:{{ v|map(attribute='n')|join }} "
+                   "{% endfor %}", nested),
+            "de:3 fr:1 none:2 ");
+  EXPECT_EQ(render("{% for k, v in [[1, 'a'], [0, 'b'], [1, 'c']]|groupby(0) %}{{ k }}{{ v }} {% endfor %}"),
+            "0[[0, 'b']] 1[[1, 'a'], [1, 'c']] ");
 }
 
 TEST(Jinja, GenerationBlocks) {
