@@ -145,9 +145,6 @@ void check_model(const TrainConfig& cfg, bool tp_ok, bool backend_ok, std::vecto
       out.push_back({"model.quant", str_cat(dir, "/config.json: the weights are ", quant::quant_kind_name(on_disk),
                                             " on disk (quantization_config); set model.quant: ",
                                             quant::quant_kind_name(on_disk), " to train on them")});
-    if (on_disk == quant::QuantKind::quant_nf4 && cfg.parallel.tp != 1)
-      out.push_back({"parallel.tp", str_cat(dir, ": bitsandbytes 4-bit weights load whole (a TP slice would cut "
-                                            "their absmax blocks); set parallel.tp: 1")});
   } catch (const std::exception& e) {
     out.push_back({"model.path", e.what()});
   }
