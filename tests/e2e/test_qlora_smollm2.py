@@ -10,8 +10,8 @@ the three runs take about 3 minutes on 2 shared cores. `--layers 30` is the whol
 
 Asserted: every run's loss falls (last-10 mean under 80% of the first 5), the quantized
 runs are not the unquantized one, and the mean loss of the last 10 steps is within
-relative 1% (nf4) / 0.3% (fp8) of the unquantized run's (measured at 2 layers: 0.33% and
-0.04%; e2e.qlora allows 3% / 1% on the tiny model).
+relative 2% (nf4) / 1% (fp8) of the unquantized run's, at any depth (measured: 0.33% / 0.04%
+at 2 layers, 0.97% / 0.57% at all 30; e2e.qlora allows 3% / 1% on the tiny model).
 
 Usage: test_qlora_smollm2.py [--layers N] [--steps N] [--json PATH]
        (ANVIL_BIN, ANVIL_SOURCE_DIR from the environment)"""
@@ -28,7 +28,7 @@ import numpy as np
 ANVIL = os.environ["ANVIL_BIN"]
 SRC = os.environ["ANVIL_SOURCE_DIR"]
 CONFIG = os.path.join(SRC, "configs", "demo-cpu.yaml")
-TOLERANCE = {"nf4": 0.01, "fp8": 0.003}  # relative, on the mean loss of the last 10 steps (measured: 0.33%, 0.04%)
+TOLERANCE = {"nf4": 0.02, "fp8": 0.01}  # relative, on the mean loss of the last 10 steps
 
 
 def run(args):
@@ -85,7 +85,7 @@ def main():
         got, seconds = runs[q]
         rel = abs(got[-10:].mean() - base[-10:].mean()) / base[-10:].mean()
         print(f"{q}: last-10 mean loss {got[-10:].mean():.4f} ({rel:.3%} from unquantized; tolerance "
-              f"{TOLERANCE[q]:.0%}), largest per-step gap {np.max(np.abs(got - base) / base):.3%}, {seconds:.0f} s")
+              f"{TOLERANCE[q]:.1%}), largest per-step gap {np.max(np.abs(got - base) / base):.3%}, {seconds:.0f} s")
         report[q] = {"last10": float(got[-10:].mean()), "rel": float(rel), "seconds": seconds}
         assert not np.array_equal(got, base), f"{q}: the quantized run is the unquantized one"
         assert rel <= TOLERANCE[q], (q, rel)
