@@ -10,6 +10,11 @@ the config, nothing is downloaded): the step time does not depend on their value
     .venv/bin/python scripts/bench/torch_lora_step.py --steps 3
     .venv/bin/python scripts/bench/torch_lora_step.py --checkpointing --json out.json
     .venv/bin/python scripts/bench/torch_lora_step.py --spec MODEL_DIR/config.json   # another shape
+    .venv/bin/python scripts/bench/torch_lora_step.py --quant nf4   # QLoRA: bitsandbytes Linear4bit base
+
+With --quant nf4 every base projection (the LoRA targets) becomes a bitsandbytes
+Linear4bit (NF4, double quantization, blocksize 64, f32 compute) before PEFT wraps it, as a
+QLoRA recipe loads the base; the embedding / tied head stay f32, as in anvil's nf4 step.
 
 With --spec the model is AutoModelForCausalLM of that config.json (random weights, as
 anvil init-model --spec writes them); on a mixture-of-experts model (Qwen3-MoE, Mixtral)
@@ -41,6 +46,19 @@ SMOLLM2_135M = dict(hidden_size=576, intermediate_size=1536, num_hidden_layers=3
                     bos_token_id=1, eos_token_id=2)
 
 
+def quantize_base_nf4(model):
+    """Every target nn.Linear of the base as a bitsandbytes NF4 Linear4bit (CPU)."""
+    import bitsandbytes as bnb
+    for name, module in list(model.named_modules()):
+        for child_name, child in list(module.named_children()):
+            if child_name in TARGETS and isinstance(child, torch.nn.Linear):
+                q = bnb.nn.Linear4bit(child.in_features, child.out_features, bias=child.bias is not None,
+                                      compute_dtype=torch.float32, compress_statistics=True, quant_type="nf4")
+                q.weight = bnb.nn.Params4bit(child.weight.data, requires_grad=False, quant_type="nf4",
+                                             compress_statistics=True, blocksize=64)
+                setattr(module, child_name, q.to("cpu"))  # .to() quantizes
+
+
 def build_model(args):
     torch.manual_seed(args.seed)
     if args.spec:
@@ -51,6 +69,8 @@ def build_model(args):
         config = transformers.LlamaConfig(**SMOLLM2_135M, use_cache=False)
         model = transformers.LlamaForCausalLM._from_config(config, attn_implementation=args.attn,
                                                            dtype=torch.float32)
+    if args.quant == "nf4":
+        quantize_base_nf4(model)
     if args.checkpointing:
         # Non-reentrant checkpointing works with frozen inputs (PEFT freezes the embedding),
         # so no enable_input_require_grads() hook is needed.
@@ -76,6 +96,7 @@ def main():
     ap.add_argument("--checkpointing", action="store_true", help="model.gradient_checkpointing_enable()")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--spec", metavar="CONFIG_JSON", help="an HF config.json instead of the smollm2-135m shape")
+    ap.add_argument("--quant", default="none", choices=["none", "nf4"], help="nf4: bitsandbytes 4-bit base (QLoRA)")
     ap.add_argument("--json", metavar="PATH", help="also write the numbers as JSON ('-': stdout)")
     args = ap.parse_args()
 
@@ -122,7 +143,7 @@ def main():
     tokens = args.micro_batch * args.seq
     mean_s = sum(times) / len(times)
     result = {
-        "model": shape, "seq": args.seq, "micro_batch": args.micro_batch, "rank": args.rank,
+        "model": shape, "quant": args.quant, "seq": args.seq, "micro_batch": args.micro_batch, "rank": args.rank,
         "alpha": args.alpha, "attn": args.attn, "checkpointing": args.checkpointing,
         "threads": torch.get_num_threads(), "warmup": args.warmup, "steps": args.steps,
         "ms_per_step": 1e3 * mean_s, "ms_per_step_median": 1e3 * statistics.median(times),

@@ -138,15 +138,12 @@ TensorView linear_weight(Owner& o, const std::string& name, DType storage, std::
   if (!quant.applies(name)) return weight_view(o, name, storage, slice, copied);
   if (!o.copies.allocated()) return {};
   const auto* e = o.file.find(name);
-  if (quant::bnb4_packed(o.file, name)) {  // bitsandbytes 4-bit on disk: whole tensors only
+  if (quant::bnb4_packed(o.file, name)) {  // bitsandbytes 4-bit on disk
     ANVIL_CHECK_INPUT(quant.kind == quant::QuantKind::quant_nf4, e->file->path(), ": tensor '", name,
                       "' is bitsandbytes NF4 on disk, but model.quant is ", quant::quant_kind_name(quant.kind),
                       " (set nf4)");
-    const TensorView q = quant::nf4_load(o.file, name, o.quantized);
-    const SliceBox b = slice_box(name, q.shape, slice);
-    ANVIL_CHECK_INPUT(b.n_rows == q.shape[0] && b.n_cols == q.shape[1], e->file->path(), ": tensor '", name,
-                      "' is bitsandbytes 4-bit, whose blocks a tensor-parallel slice would cut: set parallel.tp 1");
-    return q;
+    const SliceBox b = slice_box(name, quant::bnb4_shape(o.file, name), slice);
+    return quant::nf4_load_slice(o.file, name, b.row_first, b.n_rows, b.col_first, b.n_cols, o.quantized);
   }
   if (e && e->info->dtype == DType::dtype_fp8_e4m3) {  // quantized on disk
     ANVIL_CHECK_INPUT(quant.kind == quant::QuantKind::quant_fp8, e->file->path(), ": tensor '", name,

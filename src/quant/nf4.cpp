@@ -149,15 +149,11 @@ QuantTensor nf4_quantize(const float* x, i64 n) {
   return t;
 }
 
-namespace {
-
 float nf4_block_absmax(const QuantState& s, i64 b) {
   if (s.absmax_f32) return s.absmax_f32[b];
   const float scaled = s.absmax_code[s.absmax_q[b]] * s.absmax2[b / s.absmax_blocksize];
   return scaled + s.offset;
 }
-
-}  // namespace
 
 void nf4_dequantize(const QuantState& s, const std::uint8_t* codes, i64 first, i64 count,
                     float* dst) {

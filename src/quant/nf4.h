@@ -25,6 +25,10 @@ QuantTensor nf4_quantize(const float* x, std::int64_t n);
 void blockwise8_quantize(const float* x, std::int64_t n, std::int64_t blocksize,
                          const float* code, std::uint8_t* q, float* absmax);
 
+// The absmax of block b: absmax_f32[b], or its double-quantized form expanded (a product,
+// then the offset added: two roundings, never one fused multiply-add).
+float nf4_block_absmax(const QuantState& s, std::int64_t b);
+
 void nf4_dequantize(const QuantState& s, const std::uint8_t* codes, std::int64_t first,
                     std::int64_t count, float* dst);
 

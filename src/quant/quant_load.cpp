@@ -2,10 +2,12 @@
 
 #include <cmath>
 #include <cstring>
+#include <numeric>
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
 #include "io/files.h"
+#include "quant/nf4.h"
 
 namespace anvil::quant {
 
@@ -155,6 +157,37 @@ TensorView nf4_load(const io::SafetensorsModel& file, const std::string& name, Q
     t.absmax_f32 = bnb_tensor<float>(file, name + ".absmax", DType::dtype_f32, blocks);
   }
   return store.adopt(std::move(t), DType::dtype_nf4, shape);
+}
+
+TensorView nf4_load_slice(const io::SafetensorsModel& file, const std::string& name, i64 row0, i64 rows, i64 col0,
+                          i64 cols, QuantStore& store) {
+  const Shape shape = bnb4_shape(file, name);
+  const i64 in = shape[1];
+  ANVIL_CHECK(row0 >= 0 && col0 >= 0 && rows > 0 && cols > 0 && row0 + rows <= shape[0] && col0 + cols <= in, name,
+              ": slice outside ", shape.str());
+  if (rows == shape[0] && cols == in) return nf4_load(file, name, store);  // tp 1: as stored
+  QuantStore whole_store;  // the packed tensor (a quarter of its f16 bytes), until the slice is cut
+  const TensorView whole = nf4_load(file, name, whole_store);
+  const QuantState& s = *whole.quant;
+  // Sub-block size: divides the on-disk blocksize, where the slice starts, and, for a
+  // column slice, the row length and slice width (so no sub-block spans two rows).
+  i64 g = std::gcd(s.blocksize, row0 * in + col0);
+  if (cols < in) g = std::gcd(g, std::gcd(in, cols));
+  const i64 n = rows * cols, subs = (n + g - 1) / g;
+  QuantTensor t;
+  t.code.assign(s.code, s.code + 16);
+  t.absmax_f32.resize(static_cast<std::size_t>(subs));
+  t.codes.assign(static_cast<std::size_t>((n + 1) / 2), 0);
+  const auto* src = static_cast<const std::uint8_t*>(whole.data);
+  for (i64 j = 0; j < n; ++j) {
+    const i64 flat = (row0 + j / cols) * in + col0 + j % cols;  // element j of the slice in the whole
+    const std::uint8_t nib = flat % 2 ? src[flat / 2] & 0xf : src[flat / 2] >> 4;
+    t.codes[j / 2] = static_cast<std::uint8_t>(j % 2 ? t.codes[j / 2] | nib : nib << 4);
+    if (j % g == 0) t.absmax_f32[j / g] = nf4_block_absmax(s, flat / s.blocksize);
+  }
+  if (n % 2) t.codes[n / 2] |= 7;  // the pad nibble: code 7 is NF4's zero, as the quantizer pads
+  t.state.blocksize = g;
+  return store.adopt(std::move(t), DType::dtype_nf4, Shape{rows, cols});
 }
 
 namespace {

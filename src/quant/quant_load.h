@@ -8,8 +8,8 @@
 //         (U8 when double-quantized, else F32), `.weight.quant_map` (16),
 //         `.weight.nested_absmax`, `.weight.nested_quant_map` (256) and
 //         `.weight.quant_state.bitsandbytes__nf4` (JSON bytes: shape, blocksize,
-//         nested_blocksize, nested_offset). Whole tensors only (parallel.tp 1): a TP slice
-//         would cut the flat absmax blocks.
+//         nested_blocksize, nested_offset). A TP rank takes its slice exactly (see
+//         nf4_load_slice), so every rank holds the values of the whole tensor's slice.
 // Anything else in quantization_config (another method, int8, fp4, per-tensor or group
 // scales) is a user error naming config.json and the key, and malformed quantization
 // tensors are errors naming the tensor.
@@ -37,6 +37,18 @@ bool bnb4_packed(const io::SafetensorsModel& file, const std::string& name);
 Shape bnb4_shape(const io::SafetensorsModel& file, const std::string& name);
 // The whole bitsandbytes NF4 weight `name`, into `store`.
 TensorView nf4_load(const io::SafetensorsModel& file, const std::string& name, QuantStore& store);
+
+// Rows [row0, + rows) and columns [col0, + cols) of the bitsandbytes NF4 weight `name`: a TP
+// rank's slice, holding exactly the values the whole tensor dequantizes to there. The
+// on-disk 64-element absmax blocks run over the flat tensor, so a slice (a column slice
+// above all: o_proj of a 576-wide model at tp 2 starts mid-block) need not start or end on
+// one. Rather than requantizing (other numbers than tp 1), the slice keeps its 4-bit codes
+// and becomes NF4 with plain f32 absmax over sub-blocks of g = gcd(64, the slice's offsets
+// and widths) elements, each sub-block inside one on-disk block and carrying that block's
+// (double-dequantized) absmax. Values are code * absmax as at tp 1, bit for bit; the cost is
+// 32 / g bits of absmax per element instead of ~0.13.
+TensorView nf4_load_slice(const io::SafetensorsModel& file, const std::string& name, std::int64_t row0,
+                          std::int64_t rows, std::int64_t col0, std::int64_t cols, QuantStore& store);
 
 // Rows [row0, + rows) and columns [col0, + cols) of the on-disk FP8 weight `name` and its
 // per-row scales, copied into `store`: a TP rank's slice, never the whole tensor.

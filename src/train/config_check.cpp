@@ -1,5 +1,6 @@
 #include "train/config_check.h"
 
+#include <algorithm>
 #include <filesystem>
 #include <initializer_list>
 #include <optional>
@@ -145,9 +146,6 @@ void check_model(const TrainConfig& cfg, bool tp_ok, bool backend_ok, std::vecto
       out.push_back({"model.quant", str_cat(dir, "/config.json: the weights are ", quant::quant_kind_name(on_disk),
                                             " on disk (quantization_config); set model.quant: ",
                                             quant::quant_kind_name(on_disk), " to train on them")});
-    if (on_disk == quant::QuantKind::quant_nf4 && cfg.parallel.tp != 1)
-      out.push_back({"parallel.tp", str_cat(dir, ": bitsandbytes 4-bit weights load whole (a TP slice would cut "
-                                            "their absmax blocks); set parallel.tp: 1")});
   } catch (const std::exception& e) {
     out.push_back({"model.path", e.what()});
   }
@@ -198,9 +196,13 @@ std::vector<KeyProblem> config_check_rules(const TrainConfig& cfg, const ConfigC
   }
   if (ok({"model.quant", "parallel.backend"}) && cfg.model.quant != QuantMode::quant_none) {
     const auto problem = backend_limit_problem(cfg, [&](BackendKind kind) -> std::optional<std::string> {
-      if (kind != BackendKind::backend_cuda) return std::nullopt;
-      return str_cat(enum_name(cfg.model.quant), " base weights need the CPU backend: the CUDA backend has no "
-                     "dequantization kernels yet (use model.quant: none, or parallel.backend: cpu)");
+      // The CUDA backend dequantizes linear weights (UNRUN on a GPU so far); its LM-head
+      // loss reads a bf16 head, so the head stays dense there.
+      const auto& skip = cfg.model.quant_skip;
+      if (kind != BackendKind::backend_cuda || std::find(skip.begin(), skip.end(), "lm_head") != skip.end())
+        return std::nullopt;
+      return str_cat(enum_name(cfg.model.quant), " base weights on the CUDA backend need lm_head in "
+                     "model.quant_skip (its LM-head loss reads a dense head), or parallel.backend: cpu");
     });
     if (problem) out.push_back({"model.quant", *problem});
   }

@@ -18,7 +18,8 @@
   config.json, train with model.quant fp8 / nf4 to the losses of a dense checkpoint of
   the same values (rtol 1e-5), export to them plus the adapter, and malformed metadata
   (missing or misshapen scale / absmax / state shape, unknown quant_method or type,
-  model.quant: none) is exit 2 naming the tensor or key.
+  model.quant: none) is exit 2 naming the tensor or key. The writers are
+  scripts/fixtures/quant_checkpoint.py.
 Usage: test_qlora.py   (ANVIL_BIN, ANVIL_SOURCE_DIR from the environment)"""
 import json
 import os
@@ -28,6 +29,9 @@ import tempfile
 
 import numpy as np
 from safetensors.numpy import load_file
+
+sys.path.insert(0, os.path.join(os.environ["ANVIL_SOURCE_DIR"], "scripts", "fixtures"))
+from quant_checkpoint import write_quantized_checkpoint  # noqa: E402
 
 ANVIL = os.environ["ANVIL_BIN"]
 SRC = os.environ["ANVIL_SOURCE_DIR"]
@@ -147,58 +151,6 @@ def check_export(tmp, model, runs, quant):
         checked += 1
     assert checked > 0
     print(f"{quant}: export = W_dq + scale·B·A on {checked} quantized weights; other tensors the base's")
-
-
-def quantize_on_disk(fmt, name, w):
-    """{tensor name: tensor} of one linear weight as `fmt` writes it, and its values."""
-    import torch
-    if fmt == "fp8":  # compressed-tensors, channel strategy
-        amax = w.float().abs().amax(dim=1, keepdim=True)
-        scale = torch.where(amax > 0, amax / 448.0, torch.ones_like(amax))
-        q = (w.float() / scale).clamp(-448, 448).to(torch.float8_e4m3fn)
-        return {name: q, name + "_scale": scale.contiguous()}, q.float() * scale
-    import bitsandbytes.functional as F  # as transformers saves a Linear4bit (packed state)
-    q, st = F.quantize_4bit(w.float(), blocksize=64, compress_statistics=True, quant_type="nf4")
-    out = {name: q}
-    out.update({f"{name}.{k}": v for k, v in st.as_dict(packed=True).items()})
-    absmax = F.dequantize_blockwise(st.absmax, st.state2) + st.offset
-    packed = q.reshape(-1).long()
-    codes = torch.stack([packed >> 4, packed & 15], dim=1).reshape(-1)[: w.numel()]
-    return out, (st.code[codes] * absmax.repeat_interleave(64)[: w.numel()]).reshape(w.shape)
-
-
-QUANT_CONFIG = {
-    "fp8": {"quant_method": "compressed-tensors", "format": "float-quantized", "ignore": ["lm_head"],
-            "config_groups": {"group_0": {"targets": ["Linear"], "weights": {
-                "num_bits": 8, "type": "float", "strategy": "channel", "symmetric": True, "dynamic": False}}}},
-    "nf4": {"quant_method": "bitsandbytes", "load_in_4bit": True, "bnb_4bit_quant_type": "nf4",
-            "bnb_4bit_use_double_quant": True, "bnb_4bit_compute_dtype": "float32"},
-}
-
-
-def write_quantized_checkpoint(fmt, model, out, dense_out, mutate=None):
-    """`model` with every *_proj weight quantized on disk as `fmt`; `dense_out` with the
-    same values dense in f32. mutate(tensors, config) may break the quantized one."""
-    import shutil
-    from safetensors.torch import load_file as load_t, save_file as save_t
-    for d in (out, dense_out):
-        shutil.copytree(model, d)
-    tensors = load_t(os.path.join(model, "model.safetensors"))
-    quantized, dense = {}, {}
-    for name, w in tensors.items():
-        if not name.endswith("_proj.weight"):
-            quantized[name] = dense[name] = w
-            continue
-        parts, values = quantize_on_disk(fmt, name, w)
-        quantized.update(parts)
-        dense[name] = values.contiguous()
-    cfg = json.load(open(os.path.join(model, "config.json")))
-    cfg["quantization_config"] = json.loads(json.dumps(QUANT_CONFIG[fmt]))
-    if mutate:
-        mutate(quantized, cfg)
-    save_t(quantized, os.path.join(out, "model.safetensors"))
-    save_t(dense, os.path.join(dense_out, "model.safetensors"))
-    json.dump(cfg, open(os.path.join(out, "config.json"), "w"))
 
 
 def check_disk_checkpoint(tmp, model, fmt):

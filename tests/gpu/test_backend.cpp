@@ -21,6 +21,7 @@
 #include "core/error.h"
 #include "core/philox.h"
 #include "gpu_test_util.h"
+#include "quant/quant_state.h"
 
 namespace anvil::backend {
 namespace {
@@ -272,6 +273,33 @@ TEST_F(CudaBackendTest, LinearForwardAndBackwardInputWithBf16Weights) {
       naive[i * in + j] = acc + dx0[i * in + j];
     }
   expect_linear_noise(dx.g.download(), dx.c.download(), naive, "linear_backward_input");
+}
+
+// QLoRA: nf4 / fp8 views (quantized on the host as at load) placed on the GPU; the linear
+// ops dequantize row tiles to bf16 (kernels/dequant.cu) for cuBLASLt. The CPU backend reads
+// the same view as exact f32 values, so the gap is the bf16 rounding of weights and inputs.
+// UNRUN: no GPU has run this test yet.
+TEST_F(CudaBackendTest, LinearOpsWithQuantizedWeights) {
+  const i64 m = 29, in = 96, out = 45;
+  const std::vector<float> w = normal(out * in, 0.1f);
+  for (const auto kind : {quant::QuantKind::quant_nf4, quant::QuantKind::quant_fp8}) {
+    SCOPED_TRACE(quant::quant_kind_name(kind));
+    quant::QuantStore store;
+    const TensorView w_host =
+        store.add(TensorView{const_cast<float*>(w.data()), DType::dtype_f32, Shape{out, in}}, kind);
+    const TensorView w_gpu = gpu().weight_place(w_host);
+    auto x = pair(normal(m * in));
+    auto y = pair(normal(m * out));
+    y.poison();
+    cpu().linear_forward(y.c.get(), x.c.get(), w_host, nullptr, m, 0.0f);
+    gpu().linear_forward(y.g.get(), x.g.get(), w_gpu, nullptr, m, 0.0f);
+    expect_close(y, kBf16, "quantized linear_forward");
+    auto dy = pair(normal(m * out));
+    auto dx = pair(normal(m * in));
+    cpu().linear_backward_input(dx.c.get(), dy.c.get(), w_host, m, 1.0f);
+    gpu().linear_backward_input(dx.g.get(), dy.g.get(), w_gpu, m, 1.0f);
+    expect_close(dx, kBf16, "quantized linear_backward_input");
+  }
 }
 
 TEST_F(CudaBackendTest, EmbeddingForwardShardAndBackward) {

@@ -336,7 +336,8 @@ TEST(ConfigRules, BackendLimitsAreConfigErrors) {
 }
 
 // model.quant / model.quant_skip: defaults, the policy the loader gets, and bad values
-// named with their key (exit 2); the CUDA backend has no dequantization kernels yet.
+// named with their key (exit 2); the CUDA backend (whose dequantization is unrun on a GPU)
+// takes them with the LM head dense.
 TEST(ConfigQuant, QuantKeysParseAndBadValuesAreNamed) {
   const TrainConfig d = load(kMinimal);
   EXPECT_EQ(d.model.quant, QuantMode::quant_none);
@@ -351,8 +352,10 @@ TEST(ConfigQuant, QuantKeysParseAndBadValuesAreNamed) {
   EXPECT_EQ(quant_policy_from_config(load(kMinimal, {"model.quant=fp8"})).kind, quant::QuantKind::quant_fp8);
   EXPECT_HAS(load_error(kMinimal, {"model.quant=int4"}), "model.quant");
   EXPECT_HAS(load_error(kMinimal, {"model.quant_skip=[lm_head, mlp]"}), "model.quant_skip");
-  EXPECT_HAS(load_error(kMinimal + "parallel:\n  backend: cuda\n", {"model.quant=nf4"}),
-             "model.quant: nf4 base weights need the CPU backend");
+  const TrainConfig cuda = load(kMinimal + "parallel:\n  backend: cuda\n", {"model.quant=nf4"});
+  EXPECT_EQ(cuda.model.quant, QuantMode::quant_nf4);
+  EXPECT_HAS(load_error(kMinimal + "parallel:\n  backend: cuda\n", {"model.quant=fp8", "model.quant_skip=[router]"}),
+             "model.quant: fp8 base weights on the CUDA backend need lm_head in model.quant_skip");
 }
 
 class ConfigFiles : public ::testing::Test {

@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdio>
 
 #include "backend/backend.h"
 #include "llama_test_util.h"
@@ -174,6 +175,41 @@ TEST(Plan, CollectivesAndFlopsOfATinyRun) {
     EXPECT_DOUBLE_EQ(p.rank0.weights, train::plan_weight_bytes(spec, model::tp_shard(spec, 0, 2), DType::dtype_bf16));
     EXPECT_DOUBLE_EQ(p.rank0.activations, ckpt ? p.rank0.activations_ckpt : p.rank0.activations_full);
   }
+}
+
+// QLoRA's case: Llama-3-70B (70.6 B parameters) with an NF4 base and LoRA r 16 on every
+// projection, seq 4096, micro batch 1, activation checkpointing, fits one H200 (141 GB);
+// the same run with its bf16 base (141 GB of weights alone) does not. The margin is printed.
+TEST(Plan, Llama3_70bNf4FitsOneH200) {
+  const ModelSpec spec = *model::model_preset("llama3-70b");
+  const train::PlanDevice dev = train::plan_device(train::PlanDeviceKind::plan_h200, 1);
+  train::TrainConfig cfg = tiny_config(1, 1, 4096, 1, true);
+  cfg.lora.rank = 16;
+  cfg.lora.alpha = 32;
+  cfg.model.quant = train::QuantMode::quant_nf4;
+  const train::RunPlan nf4 = train::plan_run(cfg, spec, 1, dev);
+  cfg.model.quant = train::QuantMode::quant_none;
+  const train::RunPlan bf16 = train::plan_run(cfg, spec, 1, dev);
+  const double gb = 1e9, total = nf4.rank0.total();
+  std::printf("llama3-70b nf4 LoRA r16, seq 4096, 1 x H200: weights %.1f GB, adapter+optimizer %.2f GB, "
+              "activations %.1f GB, scratch+comm+runtime %.1f GB, total %.1f GB of %.1f GB: margin %.1f GB "
+              "(%.0f%%); with a bf16 base %.1f GB\n",
+              nf4.rank0.weights / gb, (nf4.rank0.adapter + nf4.rank0.optimizer) / gb, nf4.rank0.activations / gb,
+              (nf4.rank0.scratch + nf4.rank0.comm + nf4.rank0.runtime) / gb, total / gb, dev.memory_bytes / gb,
+              (dev.memory_bytes - total) / gb, 100.0 * (dev.memory_bytes - total) / dev.memory_bytes,
+              bf16.rank0.total() / gb);
+  EXPECT_LT(total, dev.memory_bytes);
+  EXPECT_GT(bf16.rank0.total(), dev.memory_bytes);
+  // NF4 with double quantization: ~0.53 bytes per quantized parameter; the embedding and the
+  // untied head stay bf16 (2 x 128256 x 8192 x 2 bytes = 4.2 GB).
+  const double head_and_embed = 2.0 * 128256 * 8192 * 2;
+  const double linear_params = static_cast<double>(spec.num_hidden_layers) *
+                               (8192.0 * 8192 * 2 + 8192.0 * 1024 * 2 + 3.0 * 8192 * 28672);
+  EXPECT_NEAR(nf4.rank0.weights, head_and_embed + linear_params * 0.5 * (1 + 1.0 / 64 * 2 + 4.0 / 64 / 256 * 2),
+              0.01 * nf4.rank0.weights);
+  EXPECT_NE(train::plan_format(nf4).find("device memory"), std::string::npos);
+  EXPECT_EQ(train::plan_format(nf4).find("DOES NOT FIT"), std::string::npos);
+  EXPECT_NE(train::plan_format(bf16).find("DOES NOT FIT"), std::string::npos);
 }
 
 TEST(Plan, DevicesAndTheirLinks) {

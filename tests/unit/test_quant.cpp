@@ -10,7 +10,11 @@
 // Round trips check the error bound each format promises.
 #include <gtest/gtest.h>
 
+#include <unistd.h>
+
+#include <array>
 #include <cmath>
+#include <cstdio>
 #include <cstring>
 #include <random>
 #include <string>
@@ -20,6 +24,7 @@
 #include "io/safetensors.h"
 #include "quant/fp8.h"
 #include "quant/nf4.h"
+#include "quant/quant_load.h"
 #include "quant/quant_state.h"
 
 namespace anvil::quant {
@@ -222,6 +227,70 @@ TEST(QuantFp8, RoundTripErrorWithinHalfAnUlp) {
       const double bound = std::max(std::fabs(v) / 16.0, s * std::ldexp(1.0, -10)) * 1.0001;
       ASSERT_LE(std::fabs(dq[r * cols + c] - v), bound) << r << "," << c;
     }
+}
+
+// A bitsandbytes NF4 tensor as transformers saves it (packed codes, 8-bit absmax, nested
+// state, quant_state JSON), written from our quantizer (bit-identical to bitsandbytes'),
+// then cut into tensor-parallel slices: every slice dequantizes to exactly the whole
+// tensor's values there, including slices starting mid-block (sub-blocks down to 1).
+TEST(QuantNf4Slice, SlicesHoldTheWholeTensorsValues) {
+  const std::string dir = ::testing::TempDir() + "anvil_nf4_slice_" + std::to_string(::getpid());
+  std::mt19937 rng(9);
+  std::normal_distribution<float> normal(0.0f, 0.05f);
+  struct Case {
+    i64 rows, cols;
+    std::vector<std::array<i64, 4>> slices;  // row0, rows, col0, cols
+  };
+  const std::vector<Case> cases = {
+      {16, 176, {{0, 8, 0, 176}, {8, 8, 0, 176}, {4, 4, 0, 176}, {0, 16, 88, 88}, {0, 16, 44, 44}, {0, 16, 132, 44}}},
+      {37, 53, {{0, 37, 13, 20}, {5, 9, 0, 53}, {36, 1, 52, 1}, {0, 37, 0, 53}}}};
+  for (const Case& c : cases) {
+    const i64 n = c.rows * c.cols;
+    std::vector<float> x(static_cast<std::size_t>(n));
+    for (auto& v : x) v = normal(rng);
+    const QuantTensor t = nf4_quantize(x.data(), n);
+    std::vector<float> whole(static_cast<std::size_t>(n));
+    nf4_dequantize(t.state, t.codes.data(), 0, n, whole.data());
+    const std::string path = dir + "_" + std::to_string(c.cols) + ".safetensors";
+    const std::string name = "w.weight";
+    char offset[32];  // %.9g: the f32 offset back exactly
+    std::snprintf(offset, sizeof offset, "%.9g", static_cast<double>(t.state.offset));
+    const std::string state = R"({"quant_type": "nf4", "blocksize": 64, "shape": [)" + std::to_string(c.rows) +
+                              ", " + std::to_string(c.cols) + R"(], "nested_blocksize": 256, "nested_offset": )" +
+                              offset + "}";
+    {
+      io::SafetensorsWriter w(path);
+      auto u8 = [](i64 k) { return Shape{k}; };
+      w.declare(name, DType::dtype_u8, u8(static_cast<i64>(t.codes.size())));
+      w.declare(name + ".absmax", DType::dtype_u8, u8(static_cast<i64>(t.absmax_q.size())));
+      w.declare(name + ".quant_map", DType::dtype_f32, Shape{16});
+      w.declare(name + ".nested_absmax", DType::dtype_f32, Shape{static_cast<i64>(t.absmax2.size())});
+      w.declare(name + ".nested_quant_map", DType::dtype_f32, Shape{256});
+      w.declare(name + ".quant_state.bitsandbytes__nf4", DType::dtype_u8, u8(static_cast<i64>(state.size())));
+      w.write_tensor(name, t.codes.data(), t.codes.size());
+      w.write_tensor(name + ".absmax", t.absmax_q.data(), t.absmax_q.size());
+      w.write_tensor(name + ".quant_map", t.code.data(), 16 * 4);
+      w.write_tensor(name + ".nested_absmax", t.absmax2.data(), t.absmax2.size() * 4);
+      w.write_tensor(name + ".nested_quant_map", t.absmax_code.data(), 256 * 4);
+      w.write_tensor(name + ".quant_state.bitsandbytes__nf4", state.data(), state.size());
+      w.finish();
+    }
+    const io::SafetensorsModel file = io::SafetensorsModel::open(path);
+    for (const auto& [row0, rows, col0, cols] : c.slices) {
+      SCOPED_TRACE(std::to_string(c.rows) + "x" + std::to_string(c.cols) + " slice rows " + std::to_string(row0) +
+                   "+" + std::to_string(rows) + " cols " + std::to_string(col0) + "+" + std::to_string(cols));
+      QuantStore store;
+      const TensorView v = nf4_load_slice(file, name, row0, rows, col0, cols, store);
+      ASSERT_EQ(v.shape, (Shape{rows, cols}));
+      std::vector<float> got(static_cast<std::size_t>(rows * cols));
+      quant_dequantize(v, 0, rows * cols, got.data());
+      std::vector<float> want;
+      for (i64 r = row0; r < row0 + rows; ++r)
+        want.insert(want.end(), whole.begin() + r * c.cols + col0, whole.begin() + r * c.cols + col0 + cols);
+      expect_bits_equal(got.data(), want, "slice");
+    }
+    std::remove(path.c_str());
+  }
 }
 
 TEST(QuantState, KindNamesRoundTrip) {

@@ -21,6 +21,7 @@
 #include "embedding.cuh"
 #include "lora.cuh"
 #include "optim.cuh"
+#include "quant/quant_state.h"
 
 namespace anvil::backend {
 
@@ -158,8 +159,9 @@ void CudaBackend::release() noexcept {
   lt_plans_.clear();
   for (void* w : weights_) (void)cudaFree(w);
   weights_.clear();
+  quant_states_.clear();
   for (DeviceScratch* buf : {&stage_, &logits_, &loss_stats_, &attn_ws_, &decode_ws_, &lora_ws_,
-                             &embed_ws_, &sumsq_ws_}) {
+                             &embed_ws_, &sumsq_ws_, &quant_panel_}) {
     if (buf->ptr) (void)cudaFree(buf->ptr);
     *buf = {};
   }
@@ -283,6 +285,7 @@ std::string CudaBackend::device_identity() const {
 // embedding kernel read; 1-D weights (norms) become f32. A host view may be a misaligned
 // mapped file, so it is read with memcpy and converted a chunk at a time.
 TensorView CudaBackend::weight_place(const TensorView& w) {
+  if (w.quant != nullptr) return quant_weight_place(w);
   const int rank = w.shape.rank();
   ANVIL_CHECK(rank == 1 || rank == 2, "weight_place takes 1-D or 2-D weights, got ", w.shape.str());
   ANVIL_CHECK(w.dtype == DType::dtype_f32 || w.dtype == DType::dtype_bf16,
@@ -419,9 +422,14 @@ void CudaBackend::lt_matmul(bool trans_a, i64 M, i64 N, i64 K, const std::uint16
 // x's buffer is the column-major (in, m) matrix x^T, op N, ldb = in; y^T has ld = out.
 void CudaBackend::linear_forward(float* y, const float* x, const TensorView& w, const float* bias,
                                  i64 m, float beta) {
+  if (m == 0) return;
+  if (w.quant != nullptr) {
+    quant_linear(false, y, x, w, m, beta);
+    if (bias) kernels::bias_add(y, bias, m, w.shape[0], stream_);
+    return;
+  }
   check_placed(w, 2, DType::dtype_bf16, "linear weight");
   const i64 out = w.shape[0], in = w.shape[1];
-  if (m == 0) return;
   ANVIL_CHECK(m > 0 && out > 0 && in > 0, "linear sizes m=", m, " ", w.shape.str());
   const std::uint16_t* xb = stage_bf16(x, m * in);  // (m, in) bf16
   lt_matmul(true, out, m, in, w.as<const std::uint16_t>(), in, xb, in, beta, y, out);
@@ -432,9 +440,10 @@ void CudaBackend::linear_forward(float* y, const float* x, const TensorView& w, 
 // column-major (in, out) matrix, op N, lda = in] dy^T (out, m, ldb = out); ld of dx^T = in.
 void CudaBackend::linear_backward_input(float* dx, const float* dy, const TensorView& w, i64 m,
                                         float beta) {
+  if (m == 0) return;
+  if (w.quant != nullptr) return quant_linear(true, dx, dy, w, m, beta);
   check_placed(w, 2, DType::dtype_bf16, "linear weight");
   const i64 out = w.shape[0], in = w.shape[1];
-  if (m == 0) return;
   ANVIL_CHECK(m > 0 && out > 0 && in > 0, "linear sizes m=", m, " ", w.shape.str());
   const std::uint16_t* dyb = stage_bf16(dy, m * out);  // (m, out) bf16
   lt_matmul(false, in, m, out, w.as<const std::uint16_t>(), in, dyb, out, beta, dx, in);

@@ -17,6 +17,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <map>
+#include <memory>
 #include <vector>
 
 #include "backend/backend.h"
@@ -140,6 +141,13 @@ class CudaBackend final : public Backend {
   const std::uint16_t* stage_bf16(const float* x, i64 count);
   void release() noexcept;
 
+  // Quantized base weights (cuda_quant.cpp; UNRUN on a GPU): device copies of the codes and
+  // scales, and the linear ops on them, a bf16 panel of dequantized rows at a time.
+  TensorView quant_weight_place(const TensorView& w);
+  const std::uint16_t* quant_dequant_rows(const TensorView& w, i64 r0, i64 rows);
+  // forward: dst = y (m, out) from src = x (m, in); backward: dst = dx (m, in) from src = dy.
+  void quant_linear(bool backward, float* dst, const float* src, const TensorView& w, i64 m, float beta);
+
   int device_ = 0;
   cudaStream_t stream_ = nullptr;
   cublasLtHandle_t lt_ = nullptr;
@@ -162,9 +170,11 @@ class CudaBackend final : public Backend {
   DeviceScratch lora_ws_;     // LoRA backward workspace
   DeviceScratch embed_ws_;    // embedding backward workspace
   DeviceScratch sumsq_ws_;    // sum_squares partials
+  DeviceScratch quant_panel_; // (tile rows, in) bf16 rows of a dequantized weight
 
   std::map<LtKey, LtPlan> lt_plans_;
   std::vector<void*> weights_;  // device copies made by weight_place, freed with the backend
+  std::vector<std::unique_ptr<QuantState>> quant_states_;  // of placed quantized weights
 };
 
 }  // namespace anvil::backend
