@@ -39,10 +39,12 @@ std::uint64_t row_sum(const float* row, std::int64_t n, std::uint64_t first) {
 
 }  // namespace
 
-// Built for AVX2 and for the baseline, chosen when the library loads (x86-64 has no vector
-// 64-bit multiply before AVX2 worth the name): 4 elements per instruction where it can.
+// Built for AVX-512 (x86-64-v4: 8 elements per instruction and a native 64-bit multiply),
+// AVX2 (4) and the baseline, chosen when the library loads (x86-64 has no vector 64-bit
+// multiply before AVX2 worth the name). On the dev VM's Xeon: 0.59 ns per float with
+// AVX-512 against 0.70 with AVX2, the same sums.
 #if defined(__x86_64__) && defined(__GNUC__)
-__attribute__((target_clones("avx2", "default")))
+__attribute__((target_clones("arch=x86-64-v4", "avx2", "default")))
 #endif
 std::uint64_t slab_sum(const float* block, std::int64_t nrows, std::int64_t ncols, std::int64_t row0,
                        std::int64_t col0, std::int64_t cols) {
