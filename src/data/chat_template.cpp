@@ -223,6 +223,36 @@ std::optional<ChatProblem> ChatRenderer::render_prompt(const std::vector<ChatMes
   return render_text(use(), messages, messages.size(), generation_prompt, out, nullptr);
 }
 
+namespace {
+
+ChatProblem rewrites_earlier_turns(const ChatTemplateUse& use, std::size_t i) {
+  return ChatProblem{false, str_cat("message ", i, ": ", use.where, " renders the conversation before this answer "
+                                    "differently once later messages follow, so anvil cannot tell which tokens "
+                                    "are the answer (train on the last answer alone, or use a template with "
+                                    "{% generation %} blocks)")};
+}
+
+// Where answer i starts in `answered` (the conversation rendered through it) when the
+// generation prompt `asked` is not a prefix of it: a template whose generation prompt holds
+// text the answer's own rendering does not (DeepSeek-R1's "<think>\n" after the assistant
+// header). The answer then starts where the two part, provided the conversation before it
+// renders unchanged (else nothing), at a marker, line or word boundary.
+std::optional<std::size_t> answer_start(const ChatTemplateUse& use, const std::vector<ChatMessage>& messages,
+                                        std::size_t i, const std::string& asked, const std::string& answered) {
+  std::string before;
+  if (render_text(use, messages, i, false, before, nullptr)) return std::nullopt;
+  const auto parted = std::mismatch(asked.begin(), asked.end(), answered.begin(), answered.end());
+  auto start = static_cast<std::size_t>(parted.second - answered.begin());
+  if (!answered.starts_with(before) || start < before.size()) return std::nullopt;
+  // Not inside a marker or a word the two happen to begin alike ("<think>" and "</think>"
+  // share "<"): back to the end of the last marker, line or word before the parting.
+  while (start > before.size() && std::string_view(">]\n ").find(answered[start - 1]) == std::string_view::npos)
+    --start;
+  return start;
+}
+
+}  // namespace
+
 std::optional<ChatProblem> chat_render(const ChatTemplateUse& use, const std::vector<ChatMessage>& messages,
                                        TrainOn train_on, RenderedChat& out) {
   if (messages.empty()) return ChatProblem{true, "\"messages\" is empty"};
@@ -253,18 +283,20 @@ std::optional<ChatProblem> chat_render(const ChatTemplateUse& use, const std::ve
     if (messages[i].role != "assistant") continue;
     if (auto problem = render_text(use, messages, i, true, asked, nullptr)) return problem;
     if (auto problem = render_text(use, messages, i + 1, false, answered, nullptr)) return problem;
-    if (!answered.starts_with(asked) || !out.text.starts_with(answered))
-      return ChatProblem{false, str_cat("message ", i, ": ", use.where, " renders the conversation before this answer "
-                                        "differently once later messages follow, so anvil cannot tell which "
-                                        "tokens are the answer (train on the last answer alone, or use a template "
-                                        "with {% generation %} blocks)")};
+    std::size_t start = asked.size();
+    if (!answered.starts_with(asked)) {
+      const std::optional<std::size_t> parted = answer_start(use, messages, i, asked, answered);
+      if (!parted) return rewrites_earlier_turns(use, i);
+      start = *parted;
+    }
+    if (!out.text.starts_with(answered)) return rewrites_earlier_turns(use, i);
     std::size_t end = answered.size();
-    while (end > asked.size() && std::string_view(" \t\n\r").find(answered[end - 1]) != std::string_view::npos) --end;
-    if (end == asked.size()) continue;
-    if (!out.trained.empty() && out.trained.back().second == asked.size())
+    while (end > start && std::string_view(" \t\n\r").find(answered[end - 1]) != std::string_view::npos) --end;
+    if (end == start) continue;
+    if (!out.trained.empty() && out.trained.back().second == start)
       out.trained.back().second = end;
     else
-      out.trained.emplace_back(asked.size(), end);
+      out.trained.emplace_back(start, end);
   }
   return std::nullopt;
 }

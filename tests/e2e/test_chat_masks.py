@@ -120,8 +120,16 @@ def expected_by_content(template, msgs, train_on):
         end = len((full[:cursor] + tail[:k]).rstrip())  # training's rule: no trailing whitespace
         trained.update(range(at, max(at, end)))
         asked = render(template, msgs[:i], True)
-        if not isinstance(asked, Exception) and full.startswith(asked) and len(asked) < at:
-            lead.update(range(len(asked), at))
+        if not isinstance(asked, Exception):
+            start = len(asked)
+            if not full.startswith(asked):  # a generation prompt the answer does not repeat
+                start = 0                   # ("<think>\n"): the lead starts where they part,
+                while start < min(len(asked), len(full)) and asked[start] == full[start]:
+                    start += 1              # at the last marker, line or word boundary
+                while start > 0 and full[start - 1] not in ">]\n ":
+                    start -= 1
+            if start < at:
+                lead.update(range(start, at))
     return full, trained, lead
 
 
