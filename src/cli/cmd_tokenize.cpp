@@ -166,15 +166,17 @@ void register_tokenize(CLI::App& app) {
   cmd->add_option("--system", opt->system, "With --chat: a system message in front of each line");
   cmd->add_flag("--generation-prompt,!--no-generation-prompt", opt->generation_prompt,
                 "With --chat: end with the template's generation prompt (the default; transformers' "
-                "add_generation_prompt), or not");
+                "add_generation_prompt), or not. --records never does (as training renders a "
+                "conversation), so there --no-generation-prompt changes nothing");
   cmd->callback([opt] {
     ANVIL_CHECK_INPUT(!(opt->chat && (opt->records || opt->decode || opt->add_special)),
                       "tokenize: --chat goes with none of --records, --decode, --add-special (the chat template "
                       "writes its own special tokens)");
     ANVIL_CHECK_INPUT(opt->chat || opt->system.empty(), "tokenize: --system needs --chat");
-    ANVIL_CHECK_INPUT(opt->chat || opt->generation_prompt,
-                      "tokenize: --no-generation-prompt needs --chat (--records renders each conversation as "
-                      "training does, which never ends with a generation prompt)");
+    // --records renders each conversation as training does, which never ends with a
+    // generation prompt: there --no-generation-prompt is what happens anyway.
+    ANVIL_CHECK_INPUT(opt->chat || opt->records || opt->generation_prompt,
+                      "tokenize: --no-generation-prompt needs --chat or --records");
     ANVIL_CHECK_INPUT(opt->records || !opt->show_text, "tokenize: --show-text needs --records");
     opt->records ? run_records(*opt) : run_tokenize(*opt);
   });

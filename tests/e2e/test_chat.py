@@ -69,7 +69,7 @@ def check_prompt_ids(model):
     assert bare == [hf_prompt_ids(model, template, messages_of(p, SYSTEM), False) for p in PROMPTS], bare
     prompted = anvil_chat_ids(model, "--system", SYSTEM, "--generation-prompt")
     assert all(len(b) < len(g) and g[:len(b)] == b for b, g in zip(bare, prompted)), (bare, prompted)
-    assert "needs --chat" in anvil("tokenize", model, "--records", "--file", "x.jsonl", "--no-generation-prompt", expect=2)
+    assert "needs --chat or --records" in anvil("tokenize", model, "--no-generation-prompt", stdin="x\n", expect=2)
     try:
         from transformers import AutoTokenizer
     except ImportError:
@@ -109,6 +109,9 @@ def check_lookup_order(model, tmp):
         for p in PROMPTS:
             f.write(json.dumps({"messages": messages_of(p) + [{"role": "assistant", "content": "ok"}]}) + "\n")
     records = [json.loads(line)["ids"] for line in anvil("tokenize", m2, "--records", "--file", data).splitlines()]
+    # --records renders as training does, never with a generation prompt: the flag changes nothing.
+    assert anvil("tokenize", m2, "--records", "--file", data, "--no-generation-prompt") == \
+        anvil("tokenize", m2, "--records", "--file", data)
     env = jinja2.Environment(trim_blocks=True, lstrip_blocks=True)
     tok = Tokenizer.from_file(os.path.join(m2, "tokenizer.json"))
     for p, ids in zip(PROMPTS, records):
