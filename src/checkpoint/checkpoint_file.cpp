@@ -105,12 +105,6 @@ std::vector<StackPlan> stack_plans(const Shards& shards, const BlockIndex& block
 io::MatrixBlock file_block(const StackPlan& p) {
   return io::MatrixBlock{p.first->row0, p.first->nrows, p.first->col0, p.first->ncols};
 }
-// Where slab l's block of the stack sits in the rank's buffer `local`.
-template <class F>
-auto slab_at(const BlockIndex& blocks, const StackPlan& p, F* local) {
-  return [&blocks, &p, local](std::int64_t l) { return local + slab_block(blocks, p, l).local_offset; };
-}
-
 // The slabs [first, first + count) of a stack of n that TP rank t of `size` writes when
 // every rank holds them whole (n split as evenly as it goes, rank 0 first; none when n <
 // size): the ranks share the writing of a replicated stack, each one contiguous range.
@@ -139,8 +133,8 @@ std::vector<std::uint64_t> halves_total(comm::Comm& tp, std::vector<std::int64_t
   return sums;
 }
 
-// The TP rank that writes slab l of a stack: for a replicated stack the owner of its
-// layer range, else the block's writer.
+// Whether TP rank tp_rank writes slab l of a stack: for a replicated stack, when l is in
+// its layer range; else when its block is the writer's.
 bool writes_slab(const StackPlan& p, const LoraBlock& b, std::int64_t l, int tp_rank, int tp_size) {
   if (!replicated(p)) return b.writer;
   const LayerRange own = owned_layers(p.layers, tp_rank, tp_size);
@@ -241,9 +235,8 @@ void checkpoint_write(const std::string& path, const comm::ProcessGrid& grid, co
   // The disk starts on each stack as soon as it is written, not at the final sync.
   const io::Writeback writeback(path);
   // A replicated stack: each TP rank writes a contiguous range of whole layers from its own
-  // copy. A split one: each rank its block of every layer, the stack chunked by that block
-  // so that a rank's block of a layer is one range of the file (a column block is otherwise
-  // a piece per row). Only replica 0 writes.
+  // copy. A split one: each rank its block of every layer (its writer's, where TP ranks
+  // hold the same rows). Only replica 0 writes.
   const bool replica0 = grid.dp_rank() == 0;
   std::vector<float> staged;
   for (std::size_t k = 0; k < total; ++k) {
@@ -262,7 +255,8 @@ void checkpoint_write(const std::string& path, const comm::ProcessGrid& grid, co
     } else {
       staged.resize(static_cast<std::size_t>(range.count * p.block));
       for (std::int64_t l = 0; l < range.count; ++l)
-        std::copy_n(slab_at(blocks, p, local(k))(range.first + l), p.block, staged.data() + l * p.block);
+        std::copy_n(local(k) + slab_block(blocks, p, range.first + l).local_offset, p.block,
+                    staged.data() + l * p.block);
       h5.write_slabs(name(k), p.layers, p.rows, p.cols, mine, staged.data(), p.block);
     }
     writeback.start();
@@ -323,7 +317,7 @@ void CheckpointReader::read_group(Group g, const Shards& shards, comm::Comm& tp,
       staged.resize(static_cast<std::size_t>(p.layers * p.block));
       sums = h5_.read_slabs_block(name, p.layers, p.rows, p.cols, mine, staged.data(), p.block);
       for (std::int64_t l = 0; l < p.layers; ++l)
-        std::copy_n(staged.data() + l * p.block, p.block, slab_at(blocks, p, local)(l));
+        std::copy_n(staged.data() + l * p.block, p.block, local + slab_block(blocks, p, l).local_offset);
     }
     stored.insert(stored.end(), sums.begin(), sums.end());
     ahead.start([&blocks, &p, local, t = tp.rank(), size = tp.size()] {

@@ -32,12 +32,13 @@ using GroupBuffers = std::array<float*, kGroupCount>;
 
 // Writes a format-2 checkpoint to `path` (created or truncated), collectively over
 // grid.world() (every dataset created by all ranks together): rank 0 writes meta and
-// state; each TP rank of replica 0 writes its block of every stack as one hyperslab (its
-// own MPI-IO write, not two-phase collective buffering), straight from `buffers` (no
-// staging copy), the other replicas nothing. The per-layer checksums come from memory: each
-// TP rank sums its blocks (io::slab_sum, on a second thread, one stack ahead of the writes)
-// and the group adds them up, so no byte is gathered or read back. Returns once the file
-// is flushed (MPI_File_sync) and closed.
+// state; each TP rank of replica 0 writes, as one hyperslab per stack (its own MPI-IO
+// write, not two-phase collective buffering), its block of every layer of a split stack
+// and its range of whole layers of a replicated one, straight from `buffers` (no staging
+// copy); the other replicas write nothing. The per-layer checksums come from memory: each
+// TP rank sums what it writes (io::slab_sum, on a second thread, one stack ahead of the
+// writes) and the group adds them up, so no byte is gathered or read back. Returns once the
+// file is flushed (MPI_File_sync) and closed.
 void checkpoint_write(const std::string& path, const comm::ProcessGrid& grid, const Meta& meta,
                       const State& state, const Shards& shards, const GroupBuffers& buffers);
 
