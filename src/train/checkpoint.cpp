@@ -206,6 +206,7 @@ std::optional<ResumedFrom> checkpoint_resume(const CheckpointContext& ctx, const
   const bool given = how != "auto";
   if (given) ANVIL_CHECK_INPUT(fs::is_regular_file(how), "checkpoint.resume: '", how, "' is not a checkpoint file");
   const std::vector<std::string> candidates = given ? std::vector<std::string>{how} : resume_candidates(cfg);
+  if (candidates.empty()) return std::nullopt;
   const bool rank0 = ctx.grid->world_rank() == 0;
   // Newest first, each read once, by all ranks together (the load checks every checksum).
   // Only a damaged candidate is read whole, by rank 0, to name every damaged dataset.
@@ -221,7 +222,6 @@ std::optional<ResumedFrom> checkpoint_resume(const CheckpointContext& ctx, const
     if (given) throw_user_error("checkpoint.resume: ", how, " is damaged", rank0 ? ":" + named : " (rank 0 names it)");
     if (rank0) log_warn("checkpoint.resume: auto: skipping ", path, ", which is damaged:", named);
   }
-  if (candidates.empty()) return std::nullopt;
   throw_user_error("checkpoint.resume: auto: no checkpoint in ", checkpoint_dir(cfg),
                    " verifies (each is named above); set checkpoint.resume: never to start over");
 }
