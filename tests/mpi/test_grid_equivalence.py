@@ -9,7 +9,12 @@ two sparse ones, the load-balancing loss on) with adapters on the attention, the
 and every expert (no dropout: experts take none); the per-step aux loss and expert loads
 must match too.
 
-Usage: test_grid_equivalence.py MPIEXEC [--moe]   (ANVIL_BIN, ANVIL_SOURCE_DIR from the environment)"""
+With --ep (implies --moe) the grids are (tp, ep, dp) = (1,1,1), (1,2,1), (2,2,1), (1,2,2):
+the routed experts split over ep ranks, tokens dispatched to them by all-to-all; every
+metric and adapter must meet the same tolerances as the MoE grids, and the PEFT adapter
+gathered from the ep ranks' experts must equal the single rank's.
+
+Usage: test_grid_equivalence.py MPIEXEC [--moe | --ep]   (ANVIL_BIN, ANVIL_SOURCE_DIR from the environment)"""
 import json
 import os
 import subprocess
@@ -23,7 +28,8 @@ from safetensors.numpy import load_file
 ANVIL = os.environ["ANVIL_BIN"]
 SRC = os.environ["ANVIL_SOURCE_DIR"]
 MPIEXEC = sys.argv[1]
-MOE = "--moe" in sys.argv[2:]
+EP = "--ep" in sys.argv[2:]
+MOE = "--moe" in sys.argv[2:] or EP
 MOE_SPEC = {"model_type": "qwen3_moe", "hidden_size": 64, "intermediate_size": 64, "moe_intermediate_size": 32,
             "num_hidden_layers": 3, "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 16,
             "vocab_size": 320, "num_experts": 6, "num_experts_per_tok": 2, "norm_topk_prob": False,
@@ -31,7 +37,9 @@ MOE_SPEC = {"model_type": "qwen3_moe", "hidden_size": 64, "intermediate_size": 6
             "max_position_embeddings": 128, "rms_norm_eps": 1e-6}
 CONFIG = os.path.join(SRC, "configs", "demo-cpu.yaml")
 STEPS = 12
-GRIDS = [(1, 1), (2, 1), (1, 2), (2, 2), (4, 1)]
+# (tp, ep, dp)
+GRIDS = ([(1, 1, 1), (1, 2, 1), (2, 2, 1), (1, 2, 2)] if EP
+         else [(1, 1, 1), (2, 1, 1), (1, 1, 2), (2, 1, 2), (4, 1, 1)])
 TOLERANCE = 1e-5
 # The MoE model's adapters after 12 AdamW steps differ by up to 5e-4 (norm-relative) in its
 # last layer's k_proj B: an element whose gradient is near zero in an early step takes a
@@ -47,12 +55,15 @@ def run(cmd, timeout=300):
     return p, time.monotonic() - t0
 
 
-def train(model, out, tp, dp, extra_env=None, timeout=300):
+def train(model, out, tp, dp, extra_env=None, timeout=300, ep=1):
     sets = [f"output_dir={out}", f"model.path={model}", f"train.steps={STEPS}", "train.warmup_steps=3",
-            "train.eval_every=6", "checkpoint.every=0", f"parallel.tp={tp}", "log.every=4"]
+            "train.eval_every=6", "checkpoint.every=0", f"parallel.tp={tp}", f"parallel.ep={ep}", "log.every=4"]
     sets += (["lora.dropout=0", "lora.targets=[q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj,experts]"]
              if MOE else ["lora.dropout=0.1"])
-    cmd = [MPIEXEC, "--oversubscribe", "-np", str(tp * dp)]
+    # Micro-batches of 2 on every grid (the aux loss is one per micro-batch), so that global
+    # batch 8 splits over ep x dp = 4 ranks too.
+    sets += ["train.micro_batch=2"] if EP else []
+    cmd = [MPIEXEC, "--oversubscribe", "-np", str(tp * ep * dp)]
     for k, v in (extra_env or {}).items():
         cmd += ["-x", f"{k}={v}"]
     cmd += [ANVIL, "train", CONFIG]
@@ -95,28 +106,32 @@ def check(tmp):
     assert p.returncode == 0, p.stderr
 
     results = {}
-    for tp, dp in GRIDS:
-        out = os.path.join(tmp, f"run_tp{tp}_dp{dp}")
-        p, seconds = train(model, out, tp, dp)
-        assert p.returncode == 0, f"tp {tp} dp {dp}: exit {p.returncode}\n{p.stdout}\n{p.stderr}"
+    for tp, ep, dp in GRIDS:
+        out = os.path.join(tmp, f"run_tp{tp}_ep{ep}_dp{dp}")
+        p, seconds = train(model, out, tp, dp, ep=ep)
+        assert p.returncode == 0, f"tp {tp} ep {ep} dp {dp}: exit {p.returncode}\n{p.stdout}\n{p.stderr}"
         steps, evals = metrics(out)
         assert [r["step"] for r in steps] == list(range(1, STEPS + 1)), steps
         adapter = load_file(os.path.join(out, "adapter", "adapter_model.safetensors"))
-        results[(tp, dp)] = (steps, evals, adapter)
+        results[(tp, ep, dp)] = (steps, evals, adapter)
         # Only rank 0 prints the progress and the resolved config, and one binding line per
         # rank in rank order (host, ranks, tp/dp coordinates, CPUs, NUMA node, device).
         log = p.stdout + p.stderr
         assert log.count("resolved config") == 1, log
         binds = [line.split("bind: ", 1)[1] for line in log.splitlines() if "bind: rank " in line]
-        assert [b.split("/")[0] for b in binds] == [f"rank {r}" for r in range(tp * dp)], binds
-        assert all(f"tp {r % tp}/{tp}, dp {r // tp}/{dp}; cpus " in b for r, b in enumerate(binds)), binds
-        print(f"tp {tp} dp {dp}: {seconds:.1f} s, final loss {steps[-1]['loss']:.6f}, "
+        assert [b.split("/")[0] for b in binds] == [f"rank {r}" for r in range(tp * ep * dp)], binds
+        # dp counts every rank of the same TP slice (ep x dp of them): world rank = (dp_rank *
+        # ep + ep_rank) * tp + tp_rank.
+        ep_part = lambda r: f", ep {(r // tp) % ep}/{ep}" if ep > 1 else ""
+        assert all(f"tp {r % tp}/{tp}{ep_part(r)}, dp {r // tp}/{ep * dp}; cpus " in b
+                   for r, b in enumerate(binds)), binds
+        print(f"tp {tp} ep {ep} dp {dp}: {seconds:.1f} s, final loss {steps[-1]['loss']:.6f}, "
               f"eval {evals[-1]['eval_loss']:.6f}")
 
-    ref_steps, ref_evals, ref_adapter = results[(1, 1)]
+    ref_steps, ref_evals, ref_adapter = results[(1, 1, 1)]
     worst = {"loss": 0.0, "grad_norm": 0.0, "eval_loss": 0.0, "adapter": 0.0}
     for grid, (steps, evals, adapter) in results.items():
-        if grid == (1, 1):
+        if grid == (1, 1, 1):
             continue
         for key in ("loss", "grad_norm"):
             for a, b in zip(steps, ref_steps):
