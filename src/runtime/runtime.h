@@ -32,9 +32,9 @@ namespace anvil::runtime {
 // The parallel.* keys the Runtime is built from (train/ fills it from the config).
 struct RuntimeSpec {
   int tp = 1;
-  int ep = 1;
   backend::BackendKind backend = backend::BackendKind::backend_auto;
   comm::CommKind comm = comm::CommKind::comm_auto;
+  int ep = 1;  // last: brace-initialised specs ({tp, backend, comm}) keep meaning what they did
 };
 
 class Runtime {
