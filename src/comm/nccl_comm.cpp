@@ -148,7 +148,7 @@ class NcclComm final : public Comm {
   }
 
   // One grouped ncclSend / ncclRecv per peer, blocks packed in rank order (NCCL has no
-  // alltoallv of its own). Compiled with ANVIL_CUDA, not yet run: the MoE layer that calls
+  // alltoallv of its own). Syntax-checked against the NCCL headers, never run: the MoE layer that calls
   // it runs on the CPU backend only, so no test reaches it on a GPU so far.
   void alltoallv_impl(const void* send, const std::int64_t* send_counts, void* recv,
                       const std::int64_t* recv_counts, DType dtype) override {
