@@ -221,9 +221,6 @@ std::vector<KeyProblem> config_check_rules(const TrainConfig& cfg, const ConfigC
     });
     if (problem) out.push_back({"model.quant", *problem});
   }
-  if (ok({"parallel.ep", "checkpoint.every"}) && cfg.parallel.ep > 1 && cfg.checkpoint.every > 0)
-    out.push_back({"parallel.ep", str_cat(cfg.parallel.ep, ": checkpoints are not written under expert parallelism "
-                                          "yet; set checkpoint.every: 0 (the final adapter is still saved)")});
   if (ok({"checkpoint.resume"}) && cfg.checkpoint.resume.empty())
     out.push_back({"checkpoint.resume", "expected auto, never or a checkpoint path, got ''"});
 

@@ -328,20 +328,6 @@ void Trainer::checkpoint_setup() {
 }
 
 void Trainer::checkpoint_resume() {
-  if (rt_.ep_size() > 1) {
-    // The checkpoint's per-rank hyperslabs assume every rank holds every expert's slab;
-    // an ep rank holds a strided subset. Until the writer and reader learn that, say so
-    // rather than read a layout this rank does not have.
-    const std::string& resume = cfg_.checkpoint.resume;
-    std::error_code ec;
-    const std::string dir = checkpoint_dir(cfg_);
-    const bool any = resume == "auto" && std::filesystem::is_directory(dir, ec) &&
-                     !std::filesystem::is_empty(dir, ec);
-    ANVIL_CHECK_INPUT(resume == "never" || (resume == "auto" && !any), "parallel.ep: ", rt_.ep_size(),
-                      ": resuming from a checkpoint under expert parallelism is not supported yet (",
-                      resume == "auto" ? dir : resume, "); use parallel.ep: 1 or checkpoint.resume: never");
-    return;
-  }
   if (std::optional<ResumedFrom> r = train::checkpoint_resume(ckpt_, adapter_->host())) {
     result_.resumed_from = r->path;
     state_ = r->state;
@@ -358,10 +344,6 @@ void Trainer::checkpoint_resume() {
 }
 
 void Trainer::checkpoint_write(std::int64_t step) {
-  if (rt_.ep_size() > 1) {  // not yet (checkpoint_resume says why); config_check refuses checkpoint.every
-    log_warn("step ", step, ": no checkpoint under parallel.ep ", rt_.ep_size(), " (not supported yet)");
-    return;
-  }
   state_.step = step;
   state_.skipped_steps = result_.skipped_steps;
   state_.sampler = sampler_->state();
