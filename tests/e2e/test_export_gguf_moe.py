@@ -1,0 +1,177 @@
+"""`anvil export --format gguf` of mixture-of-experts fine-tunes, in llama.cpp itself
+(llama-cpp-python, built from its sdist by scripts/setup.sh): a tiny Qwen3-MoE (llama.cpp's
+qwen3moe architecture) and a tiny Mixtral (its llama architecture with experts), each trained
+a few steps with LoRA on attention and every routed expert:
+  - the file holds each layer's experts as llama.cpp's stacked tensors (ffn_{gate,up,down}_exps,
+    ggml dims [in, out, E], expert e's rows the e-th block), the router as ffn_gate_inp (f32),
+    and expert_count / expert_used_count (and qwen3moe's expert_feed_forward_length);
+  - llama.cpp's logits on the f32 file equal anvil's (logits_tool on the merged f32 export)
+    within 2e-2;
+  - for f16, q8_0 and q4_k_m every tensor has the type llama-quantize gives it from anvil's
+    f16 file (llama_model_quantize), so the same bytes of tensor data; llama.cpp generates
+    from each;
+  - gguf-lora: an adapter on attention only runs on the base model's GGUF and gives the merged
+    model's logits within 2e-2; an adapter on the experts is refused by name (llama.cpp's LoRA
+    files hold 2-D matrices, not stacked experts), exit 2, no file left."""
+import ctypes
+import json
+import os
+import subprocess
+import sys
+import tempfile
+
+import numpy as np
+from gguf import GGUFReader
+
+try:
+    import llama_cpp
+    from llama_cpp import Llama
+except ImportError as e:
+    raise SystemExit(f"llama-cpp-python is not installed ({e}); run scripts/setup.sh") from e
+
+ANVIL = os.environ["ANVIL_BIN"]
+SRC = os.environ["ANVIL_SOURCE_DIR"]
+LOGITS_TOOL = sys.argv[1]
+CONFIG = os.path.join(SRC, "configs", "demo-cpu.yaml")
+# Row lengths that are multiples of 32, so that 32-element quants apply (k-quants fall back
+# on rows shorter than 256, as llama-quantize does).
+SPECS = {
+    "qwen3_moe": {"model_type": "qwen3_moe", "hidden_size": 64, "intermediate_size": 96, "moe_intermediate_size": 32,
+                  "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 16,
+                  "vocab_size": 320, "num_experts": 6, "num_experts_per_tok": 2, "norm_topk_prob": True,
+                  "max_position_embeddings": 128},
+    "mixtral": {"model_type": "mixtral", "hidden_size": 64, "intermediate_size": 32, "num_hidden_layers": 2,
+                "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 320, "num_local_experts": 8,
+                "num_experts_per_tok": 2, "max_position_embeddings": 128, "sliding_window": None},
+}
+ARCH = {"qwen3_moe": "qwen3moe", "mixtral": "llama"}
+FTYPES = {"f16": 1, "q8_0": 7, "q4_k_m": 15}
+IDS = [1, 5, 17, 33, 100, 250, 7, 9, 60, 61, 62, 300, 12, 13]
+
+
+def anvil(*args, expect=0):
+    p = subprocess.run([ANVIL, *args], capture_output=True, text=True, cwd=SRC)
+    assert p.returncode == expect, f"anvil {' '.join(args)}: exit {p.returncode}, want {expect}\n{p.stdout}\n{p.stderr}"
+    return p.stdout + p.stderr
+
+
+def train(model, out, targets):
+    sets = [f"output_dir={out}", f"model.path={model}", "train.steps=6", "train.warmup_steps=1", "train.eval_every=0",
+            "checkpoint.every=6", "lora.dropout=0", f"lora.targets=[{','.join(targets)}]", "log.every=6"]
+    args = ["train", CONFIG]
+    for s in sets:
+        args += ["--set", s]
+    anvil(*args)
+    return os.path.join(out, "checkpoints", "step_6.h5")
+
+
+def anvil_logits(model_dir, tmp):
+    prefix = os.path.join(tmp, "anvil_logits")
+    subprocess.run([LOGITS_TOOL, model_dir, prefix, *map(str, IDS)], check=True)
+    return np.fromfile(prefix + ".forward.f32", dtype=np.float32).reshape(len(IDS), -1)
+
+
+def llama(path, lora=None):
+    kw = {"lora_path": lora} if lora else {}
+    return Llama(model_path=path, n_ctx=64, n_threads=2, logits_all=True, verbose=False, seed=0, **kw)
+
+
+def llama_logits(path, lora=None):
+    llm = llama(path, lora)
+    llm.eval(IDS)
+    return np.array(llm.scores[: len(IDS)], dtype=np.float32)
+
+
+def check_layout(name, path, spec):
+    r = GGUFReader(path)
+    f = {k: v.contents() for k, v in r.fields.items() if not k.startswith("tokenizer.ggml.")}
+    arch = ARCH[name]
+    experts = spec.get("num_experts", spec.get("num_local_experts"))
+    assert f["general.architecture"] == arch, f
+    assert f[f"{arch}.expert_count"] == experts and f[f"{arch}.expert_used_count"] == 2, f
+    if arch == "qwen3moe":
+        assert f["qwen3moe.expert_feed_forward_length"] == spec["moe_intermediate_size"], f
+    width = spec.get("moe_intermediate_size", spec["intermediate_size"])
+    t = {x.name: x for x in r.tensors}
+    C = spec["hidden_size"]
+    for l in range(spec["num_hidden_layers"]):
+        assert list(t[f"blk.{l}.ffn_gate_inp.weight"].shape) == [C, experts]
+        assert t[f"blk.{l}.ffn_gate_inp.weight"].tensor_type.name == "F32"
+        for stem, dims in (("gate", [C, width, experts]), ("up", [C, width, experts]), ("down", [width, C, experts])):
+            assert list(t[f"blk.{l}.ffn_{stem}_exps.weight"].shape) == dims, (stem, t[f"blk.{l}.ffn_{stem}_exps.weight"].shape)
+        assert f"blk.{l}.ffn_gate.weight" not in t
+    return t
+
+
+def check_family(name, tmp):
+    spec = SPECS[name]
+    spec_path = os.path.join(tmp, f"{name}.json")
+    with open(spec_path, "w") as f:
+        json.dump(spec, f)
+    model = os.path.join(tmp, f"{name}_model")
+    anvil("init-model", "--spec", spec_path, "--seed", "3", "--init-std", "0.1", "--norm-std", "0.2", "--out", model)
+    ckpt = train(model, os.path.join(tmp, f"{name}_run"), ["q_proj", "k_proj", "v_proj", "o_proj", "experts"])
+    merged = os.path.join(tmp, f"{name}_hf")
+    anvil("export", ckpt, "--out", merged, "--dtype", "f32")
+    want = anvil_logits(merged, tmp)
+
+    f32 = os.path.join(tmp, f"{name}-f32.gguf")
+    anvil("export", ckpt, "--format", "gguf", "--type", "f32", "--out", f32)
+    stacked = check_layout(name, f32, spec)
+    # Expert e's rows are the e-th block of the stacked tensor: the merged export's weights.
+    from safetensors.numpy import load_file
+    hf = load_file(os.path.join(merged, "model.safetensors"))
+    module, leaf = ("block_sparse_moe", "w2") if name == "mixtral" else ("mlp", "down_proj")
+    down = stacked["blk.1.ffn_down_exps.weight"].data  # (E, C, width) as numpy reads ggml [width, C, E]
+    for e in range(down.shape[0]):
+        assert np.array_equal(down[e], hf[f"model.layers.1.{module}.experts.{e}.{leaf}.weight"]), e
+    got = llama_logits(f32)
+    err = np.abs(got - want).max()
+    assert err < 2e-2, f"{name}: llama.cpp's logits on the f32 GGUF differ from anvil's by {err}"
+
+    f16 = os.path.join(tmp, f"{name}-f16.gguf")
+    anvil("export", ckpt, "--format", "gguf", "--type", "f16", "--out", f16)
+    for tname, ftype in FTYPES.items():
+        ours = f16 if tname == "f16" else os.path.join(tmp, f"{name}-{tname}.gguf")
+        if tname != "f16":
+            anvil("export", ckpt, "--format", "gguf", "--type", tname, "--out", ours)
+        theirs = os.path.join(tmp, f"{name}-llama-{tname}.gguf")
+        params = llama_cpp.llama_model_quantize_default_params()
+        params.ftype, params.nthread = ftype, 2
+        assert llama_cpp.llama_model_quantize(f16.encode(), theirs.encode(), ctypes.byref(params)) == 0, tname
+        a = {x.name: x for x in GGUFReader(ours).tensors}
+        b = {x.name: x for x in GGUFReader(theirs).tensors}
+        assert set(a) == set(b), (tname, set(a) ^ set(b))
+        for k, x in a.items():
+            assert x.tensor_type == b[k].tensor_type, \
+                f"{name} {tname}: {k} is {x.tensor_type.name}, llama.cpp makes it {b[k].tensor_type.name}"
+            assert x.n_bytes == b[k].n_bytes, (tname, k)
+        text = llama(ours).create_completion("hello", max_tokens=4, temperature=0.0, top_k=1)["choices"][0]["text"]
+        print(f"{name} {tname}: {len(a)} tensors, types as llama-quantize's; generates {text!r}")
+
+    # The adapter alone: on attention, a llama.cpp LoRA file on the base GGUF.
+    attn_ckpt = train(model, os.path.join(tmp, f"{name}_attn"), ["q_proj", "k_proj", "v_proj", "o_proj"])
+    attn_merged = os.path.join(tmp, f"{name}_attn_hf")
+    anvil("export", attn_ckpt, "--out", attn_merged, "--dtype", "f32")
+    base = os.path.join(tmp, f"{name}-base.gguf")
+    anvil("export", model, "--format", "gguf", "--type", "f32", "--out", base)
+    lora = os.path.join(tmp, f"{name}-lora.gguf")
+    anvil("export", attn_ckpt, "--format", "gguf-lora", "--out", lora)
+    lora_err = np.abs(llama_logits(base, lora) - anvil_logits(attn_merged, tmp)).max()
+    assert lora_err < 2e-2, f"{name}: the LoRA GGUF on the base gives logits {lora_err} from the merged model's"
+    # On the experts: refused by name, nothing written.
+    bad = os.path.join(tmp, f"{name}-experts-lora.gguf")
+    err_text = anvil("export", ckpt, "--format", "gguf-lora", "--out", bad, expect=2)
+    assert "experts" in err_text and not os.path.exists(bad), err_text
+    print(f"{name}: f32 GGUF logits within {err:.2e} of anvil's, LoRA GGUF within {lora_err:.2e}")
+
+
+def main():
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in SPECS:
+            check_family(name, tmp)
+    print("ok")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
