@@ -1,7 +1,10 @@
-"""`anvil export --format gguf` of mixture-of-experts fine-tunes, in llama.cpp itself
-(llama-cpp-python, built from its sdist by scripts/setup.sh): a tiny Qwen3-MoE (llama.cpp's
-qwen3moe architecture) and a tiny Mixtral (its llama architecture with experts), each trained
-a few steps with LoRA on attention and every routed expert:
+"""The inference exports of mixture-of-experts fine-tunes in the clients that serve them: a
+tiny Qwen3-MoE and a tiny Mixtral, each trained a few steps with LoRA on attention and every
+routed expert.
+
+`--format gguf` in llama.cpp itself (llama-cpp-python, built from its sdist by
+scripts/setup.sh; Qwen3-MoE is its qwen3moe architecture, Mixtral its llama architecture
+with experts):
   - the file holds each layer's experts as llama.cpp's stacked tensors (ffn_{gate,up,down}_exps,
     ggml dims [in, out, E], expert e's rows the e-th block), the router as ffn_gate_inp (f32),
     and expert_count / expert_used_count (and qwen3moe's expert_feed_forward_length);
@@ -12,7 +15,17 @@ a few steps with LoRA on attention and every routed expert:
     from each;
   - gguf-lora: an adapter on attention only runs on the base model's GGUF and gives the merged
     model's logits within 2e-2; an adapter on the experts is refused by name (llama.cpp's LoRA
-    files hold 2-D matrices, not stacked experts), exit 2, no file left."""
+    files hold 2-D matrices, not stacked experts), exit 2, no file left.
+
+`--format mlx` in mlx-lm (mlx-lm[cpu]):
+  - the experts are stacked as mlx-lm's SwitchGLU holds them (switch_mlp.{gate,up,down}_proj,
+    (E, out, in)); mlx_lm.load reads the f32 export and its logits are anvil's within 1e-4
+    (relative to the largest);
+  - --bits 8 (groups of 64) and --bits 4 (groups of 32) hold exactly what mlx_lm's
+    quantize_model makes of the bf16 export: the same tensors, weight/scales/biases bit for
+    bit, the same quantization block in config.json (Qwen3-MoE's routers at 8 bits in groups
+    of 64, per layer, as its quant_predicate asks); mlx-lm loads and runs them (dequantized,
+    in f32: mlx's CPU backend multiplies gathered experts in f32 only)."""
 import ctypes
 import json
 import os
@@ -25,9 +38,13 @@ from gguf import GGUFReader
 
 try:
     import llama_cpp
+    import mlx.core as mx
     from llama_cpp import Llama
+    from mlx.utils import tree_flatten
+    from mlx_lm import load as mlx_load
+    from mlx_lm.utils import dequantize_model, quantize_model
 except ImportError as e:
-    raise SystemExit(f"llama-cpp-python is not installed ({e}); run scripts/setup.sh") from e
+    raise SystemExit(f"llama-cpp-python or mlx-lm is not installed ({e}); run scripts/setup.sh") from e
 
 ANVIL = os.environ["ANVIL_BIN"]
 SRC = os.environ["ANVIL_SOURCE_DIR"]
@@ -103,6 +120,55 @@ def check_layout(name, path, spec):
     return t
 
 
+def check_mlx(name, ckpt, want, tmp):
+    """mlx-lm on the mlx exports; `want`: anvil's logits of the merged f32 model."""
+    f32 = os.path.join(tmp, f"{name}-mlx-f32")
+    anvil("export", ckpt, "--format", "mlx", "--dtype", "f32", "--out", f32)
+    weights = mx.load(os.path.join(f32, "model.safetensors"))
+    stacked = [k for k in weights if ".switch_mlp." in k]
+    assert stacked and not [k for k in weights if ".experts." in k], sorted(weights)
+    model, _ = mlx_load(f32)
+    got = np.array(model(mx.array([IDS]))[0].astype(mx.float32))
+    err = np.abs(got - want).max() / np.abs(want).max()
+    assert err < 1e-4, f"{name}: mlx-lm's logits on the f32 export differ from anvil's by {err} (relative)"
+    bf16 = os.path.join(tmp, f"{name}-mlx-bf16")
+    anvil("export", ckpt, "--format", "mlx", "--dtype", "bf16", "--out", bf16)
+    config = json.load(open(os.path.join(bf16, "config.json")))
+    for bits, group in ((8, 64), (4, 32)):
+        ours = os.path.join(tmp, f"{name}-mlx-{bits}")
+        anvil("export", ckpt, "--format", "mlx", "--dtype", "bf16", "--bits", str(bits), "--group-size", str(group),
+              "--out", ours)
+        dense, _ = mlx_load(bf16)
+        dense, qconfig = quantize_model(dense, dict(config), group, bits)
+        expect = dict(tree_flatten(dense.parameters()))
+        have = {}
+        for f in sorted(os.listdir(ours)):
+            if f.endswith(".safetensors"):
+                have.update(mx.load(os.path.join(ours, f)))
+        assert sorted(have) == sorted(expect), sorted(set(have) ^ set(expect))
+        assert any(k.endswith("switch_mlp.gate_proj.scales") for k in have), sorted(have)
+        for k in have:
+            assert have[k].dtype == expect[k].dtype and have[k].shape == expect[k].shape, (k, have[k].shape)
+            assert mx.array_equal(have[k], expect[k]).item(), f"{name} {bits}-bit: {k} differs from mlx_lm's"
+        cfg = json.load(open(os.path.join(ours, "config.json")))
+        for key in ("quantization", "quantization_config"):
+            assert cfg[key] == qconfig[key], (key, cfg[key], qconfig[key])
+        # mlx's CPU backend multiplies gathered experts in f32 only: run the loaded model
+        # dequantized, in f32 (as the dense test does for its full sequences).
+        quantized, _ = mlx_load(ours)
+        quantized = dequantize_model(quantized)
+        quantized.set_dtype(mx.float32)
+        out = np.array(quantized(mx.array([IDS]))[0])
+        qerr = np.abs(out - want).max() / np.abs(want).max()
+        # No bound on the error: the bytes are mlx_lm's own (checked above), and on a tiny random
+        # model a router rounded to 8 bits picks other experts for some tokens (8-bit export
+        # with bf16 scales: ~0.2 of the largest logit measured; with f32 scales ~0.02).
+        assert out.shape == want.shape and np.isfinite(out).all(), (bits, out.shape)
+        print(f"{name} mlx {bits}-bit: {sum(k.endswith('.scales') for k in have)} quantized modules as mlx_lm's, "
+              f"quantization block {cfg['quantization']}; logits within {qerr:.3f} of anvil's (relative)")
+    print(f"{name} mlx: f32 logits within {err:.1e} of anvil's (relative)")
+
+
 def check_family(name, tmp):
     spec = SPECS[name]
     spec_path = os.path.join(tmp, f"{name}.json")
@@ -164,6 +230,7 @@ def check_family(name, tmp):
     err_text = anvil("export", ckpt, "--format", "gguf-lora", "--out", bad, expect=2)
     assert "experts" in err_text and not os.path.exists(bad), err_text
     print(f"{name}: f32 GGUF logits within {err:.2e} of anvil's, LoRA GGUF within {lora_err:.2e}")
+    check_mlx(name, ckpt, want, tmp)
 
 
 def main():
