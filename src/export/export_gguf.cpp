@@ -226,32 +226,66 @@ ExportSummary export_gguf_lora(const ExportAdapter& adapter, const std::string& 
       {"general.quantization_version", io::gguf_value_u32(2)},
   };
   // A (r, in) is ggml [in, r]; B (out, r) is ggml [r, out], its rows in llama.cpp's q/k
-  // order like the weight it adds to.
+  // order like the weight it adds to. A routed expert's pair joins its layer's stacked
+  // tensor: ggml [in, r, E] and [r, out, E], expert after expert, as the weight they add to.
+  struct LoraTensor {
+    std::vector<const model::LoraSlot*> slots;  // one, or one per expert
+    bool b = false;
+  };
   std::vector<io::GgufTensorDecl> decls;
+  std::vector<LoraTensor> parts;
+  std::map<std::string, std::size_t> stacks;  // stacked weight → its lora_a decl
   const auto r = static_cast<std::uint64_t>(adapter.lora.rank);
   const auto f32 = static_cast<std::uint32_t>(io::GgmlType::ggml_f32);
+  const auto experts = static_cast<std::size_t>(adapter.spec.moe.num_experts);
   for (const auto& s : layout.slots()) {
-    const auto name = gguf::gguf_tensor_name(s.module + ".weight");
-    ANVIL_CHECK_INPUT(name.has_value(), "export: adapted module ", s.module, " has no place in llama.cpp's ", arch,
+    const auto in = static_cast<std::uint64_t>(s.in), out = static_cast<std::uint64_t>(s.out);
+    if (s.expert < 0) {
+      const auto name = gguf::gguf_tensor_name(s.module + ".weight");
+      ANVIL_CHECK_INPUT(name.has_value(), "export: adapted module ", s.module, " has no place in llama.cpp's ", arch,
+                        " layout");
+      decls.push_back({*name + ".lora_a", {in, r}, f32});
+      parts.push_back({{&s}, false});
+      decls.push_back({*name + ".lora_b", {r, out}, f32});
+      parts.push_back({{&s}, true});
+      continue;
+    }
+    const auto slice = gguf::gguf_expert_tensor(s.module + ".weight");
+    ANVIL_CHECK_INPUT(slice.has_value(), "export: adapted expert ", s.module, " has no place in llama.cpp's ", arch,
                       " layout");
-    decls.push_back({*name + ".lora_a", {static_cast<std::uint64_t>(s.in), r}, f32});
-    decls.push_back({*name + ".lora_b", {r, static_cast<std::uint64_t>(s.out)}, f32});
+    const auto [at, fresh] = stacks.emplace(slice->name, decls.size());
+    if (fresh) {
+      decls.push_back({slice->name + ".lora_a", {in, r, experts}, f32});
+      parts.push_back({std::vector<const model::LoraSlot*>(experts, nullptr), false});
+      decls.push_back({slice->name + ".lora_b", {r, out, experts}, f32});
+      parts.push_back({std::vector<const model::LoraSlot*>(experts, nullptr), true});
+    }
+    parts[at->second].slots[static_cast<std::size_t>(slice->expert)] = &s;
+    parts[at->second + 1].slots[static_cast<std::size_t>(slice->expert)] = &s;
   }
+  for (const LoraTensor& p : parts)
+    for (const model::LoraSlot* s : p.slots)
+      ANVIL_CHECK(s != nullptr, "export: an expert's adapter is missing from the layout");
   const io::GgufLayout file_layout(meta, std::move(decls));
   ExportSummary summary;
   std::vector<float> b;
   gguf_write_collective(path, file_layout, ShardRanks{}, nullptr, [&](std::size_t i, io::GgufFileWriter& file) {
-    const model::LoraSlot& s = layout.slots()[i / 2];
-    if (i % 2 == 0) {
-      file.write(i, 0, adapter.params + s.a_offset, static_cast<std::size_t>(s.in * adapter.lora.rank) * sizeof(float));
-      return;
+    std::uint64_t at = 0;  // bytes into tensor i: a stacked tensor's experts follow each other
+    for (const model::LoraSlot* s : parts[i].slots) {
+      if (!parts[i].b) {
+        const std::size_t bytes = static_cast<std::size_t>(s->in * adapter.lora.rank) * sizeof(float);
+        file.write(i, at, adapter.params + s->a_offset, bytes);
+        at += bytes;
+        continue;
+      }
+      const std::int64_t heads = gguf::gguf_permuted_heads(adapter.spec, s->module + ".weight");
+      b.resize(static_cast<std::size_t>(s->out * adapter.lora.rank));
+      for (std::int64_t row = 0; row < s->out; ++row)
+        std::copy_n(adapter.params + s->b_offset + row * adapter.lora.rank, adapter.lora.rank,
+                    b.data() + gguf::gguf_permuted_row(row, s->out, heads) * adapter.lora.rank);
+      file.write(i, at, b.data(), b.size() * sizeof(float));
+      at += b.size() * sizeof(float);
     }
-    const std::int64_t heads = gguf::gguf_permuted_heads(adapter.spec, s.module + ".weight");
-    b.resize(static_cast<std::size_t>(s.out * adapter.lora.rank));
-    for (std::int64_t row = 0; row < s.out; ++row)
-      std::copy_n(adapter.params + s.b_offset + row * adapter.lora.rank, adapter.lora.rank,
-                  b.data() + gguf::gguf_permuted_row(row, s.out, heads) * adapter.lora.rank);
-    file.write(i, 0, b.data(), b.size() * sizeof(float));
   }, summary);
   summary.out_dir = path;
   summary.dtype = DType::dtype_f32;
