@@ -122,6 +122,7 @@ struct TrainSection {
 
 struct ParallelSection {
   int tp{};
+  int ep{};  // expert parallelism (mixture-of-experts models); 0 or 1: none
   int dp{};  // 0: auto (world size / tp)
   BackendKind backend{};
   CommKind comm{};
