@@ -376,7 +376,7 @@ RunPlan plan_run(const TrainConfig& cfg, const model::ModelSpec& spec, int world
   p.quant = quant_policy_from_config(cfg);
   p.activations_dtype = device.gpu ? DType::dtype_bf16 : DType::dtype_f32;
   const RankShapes r = rank_shapes(cfg, spec, p);
-  p.lora_local = r.layout.size();
+  p.lora_local = static_cast<std::int64_t>(r.lora_bytes / 4.0);  // its E/ep experts' adapters under ep
   p.lora_full = model::LoraLayout(spec, r.lora).size();
   plan_memory(p, spec, r);
   plan_collectives(p, spec, r);
