@@ -1,5 +1,6 @@
 // anvil validate's text: the plan of one layout (plan_format) and the table of layouts
 // (plan_format_choices).
+#include <cmath>
 #include <cstdio>
 #include <string>
 
@@ -100,8 +101,10 @@ void plan_format_memory(PlanText& t, const RunPlan& p) {
       gib(p.rank0.total() - p.rank0.activations + other_ckpt).c_str());
   if (p.device.gpu) {
     const double total = std::max(p.rank0.total(), p.others.total());
-    t.add("device memory: %s per GPU: %.0f%% used%s\n", gib(p.device.memory_bytes).c_str(),
-        100.0 * total / p.device.memory_bytes, total > p.device.memory_bytes ? "  ** DOES NOT FIT **" : "");
+    const double margin = p.device.memory_bytes - total;
+    t.add("device memory: %s per GPU: %.0f%% used, %s %s%s\n", gib(p.device.memory_bytes).c_str(),
+        100.0 * total / p.device.memory_bytes, gib(std::abs(margin)).c_str(), margin >= 0 ? "free" : "short",
+        margin < 0 ? "  ** DOES NOT FIT **" : "");
   } else {
     const double node = p.rank0.total() + (p.device.ranks_per_node - 1) * p.others.total();
     t.add("node memory: %d rank(s) together %s of %s RAM (%.0f%%)%s\n", p.device.ranks_per_node, gib(node).c_str(),
