@@ -80,6 +80,15 @@ void run_validate(const ConfigOptions& opt) {
     device.name = str_cat("CPU rank (", threads, " thread", threads > 1 ? "s" : "", ")");
   }
   std::printf("\n%s", train::plan_format(train::plan_run(cfg, spec, world, device)).c_str());
+  // A mixture-of-experts run on GPUs: how tp and ep trade memory against step time, on this
+  // world size and on the 4- and 8-GPU servers the workload is sized for.
+  if (!spec.is_moe() || !device.gpu) return;
+  std::vector<int> worlds{4, 8};
+  if (world != 4 && world != 8) worlds.insert(worlds.begin(), world);
+  for (const int w : worlds)
+    std::printf("\n%s", train::plan_format_choices(train::plan_grid_choices(cfg, spec, w, train::plan_device(*kind, w)),
+                                                   train::plan_device(*kind, w))
+                            .c_str());
 }
 
 void run_train(const ConfigOptions& opt) {
