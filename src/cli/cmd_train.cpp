@@ -61,8 +61,9 @@ void run_validate(const ConfigOptions& opt) {
   else
     std::printf("world size %d = tp %d x dp %d%s\n", world, cfg.parallel.tp, dp,
                 opt.world_size > 0 ? "" : " (from the config; check another with --world N)");
-  std::printf("global batch %d = micro batch %d x %s %d x grad accumulation %d\n", cfg.train.global_batch,
-              cfg.train.micro_batch, ep > 1 ? "ep x dp" : "dp", dp, accumulation);
+  const std::string data_ranks = ep > 1 ? str_cat("ep ", ep, " x dp ", dp / ep) : str_cat("dp ", dp);
+  std::printf("global batch %d = micro batch %d x %s x grad accumulation %d\n", cfg.train.global_batch,
+              cfg.train.micro_batch, data_ranks.c_str(), accumulation);
   if (opt.world_size == 0 && opt.gpu.empty()) return;
 
   // The plan: without --gpu, the backend the config asks for (CPU unless cuda).

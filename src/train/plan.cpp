@@ -36,9 +36,6 @@ constexpr double kCpuRuntimeBytes = 28.0 * kMiB;
 constexpr double kGpuRuntimeBytes = 1.0 * kGiB;
 // Assumed per NCCL communicator: channel buffers (NCCL_BUFFSIZE 4 MiB x channels x peers).
 constexpr double kNcclGroupBytes = 0.5 * kGiB;
-// Expert parallelism, dropless: the rows a rank's experts receive are the balanced share
-// times this (a hot expert's rank receives more; the receive buffer must not run out).
-constexpr double kExpertImbalance = 1.5;
 
 double align64(double bytes) { return std::ceil(bytes / 64.0) * 64.0; }
 
@@ -225,8 +222,8 @@ struct RankShapes {
   model::TpShard shard;
   model::ModelSpec local;
   model::LoraLayout layout;
-  double lora_bytes = 0;  // this rank's adapter, f32 (its E/ep experts' adapters under ep)
-  double expert_lora_bytes = 0;  // the routed experts' part of the TP rank's full layout, f32
+  double lora_bytes = 0;         // this rank's adapter, f32 (its E/ep experts' under ep)
+  double expert_lora_bytes = 0;  // of which the routed experts'
   std::int64_t tokens = 0;  // N = micro_batch x seq_len
   double staged_tp = 0, staged_kv = 0;  // TP partial gradients reduced once per step, bytes
 };
@@ -235,12 +232,13 @@ RankShapes rank_shapes(const TrainConfig& cfg, const model::ModelSpec& spec, con
   RankShapes r;
   r.lora = lora_spec_from_config(cfg);
   r.shard = model::tp_shard(spec, 0, p.tp);  // every TP rank has these shapes
+  if (p.ep > 1) model::ep_shard_set(r.shard, spec, 0, p.ep);  // and every ep rank
   r.local = model::tp_local_spec(spec, r.shard);
   r.layout = model::LoraLayout(r.local, r.lora);
   r.tokens = p.micro_batch * p.seq_len;
   for (const model::LoraSlot& s : r.layout.slots())
     if (s.expert >= 0) r.expert_lora_bytes += 4.0 * static_cast<double>(r.lora.rank * (s.in + s.out));
-  r.lora_bytes = 4.0 * static_cast<double>(r.layout.size()) - r.expert_lora_bytes * (1.0 - 1.0 / p.ep);
+  r.lora_bytes = 4.0 * static_cast<double>(r.layout.size());
   for (const model::LoraPart& part : model::lora_tp_parts(r.shard, r.layout)) {
     if (part.grad == model::GradReduce::grad_reduce_none) continue;
     (part.grad == model::GradReduce::grad_reduce_tp ? r.staged_tp : r.staged_kv) += 4.0 * static_cast<double>(part.count);
@@ -277,12 +275,6 @@ void plan_memory(RunPlan& p, const model::ModelSpec& spec, const RankShapes& r) 
     m.scratch = static_cast<double>(backend::cpu_scratch_bytes(model::LlamaModel::backend_limits_for(r.local, limits)));
   }
   m.comm = r.staged_tp + r.staged_kv;  // the TP partial gradients, packed for one all-reduce (LlamaModel)
-  if (p.ep > 1) {
-    // The all-to-all's send buffer (the N·k routed rows) and receive buffer (their
-    // balanced share times the imbalance), width C, in the activations' dtype.
-    const double rows = static_cast<double>(N * spec.moe.top_k), e = static_cast<double>(dtype_size(p.activations_dtype));
-    m.comm += rows * static_cast<double>(spec.hidden_size) * e * (1.0 + kExpertImbalance);
-  }
   if (device.gpu) {
     const int groups = (p.tp > 1 ? 1 : 0) + (p.ep > 1 ? 1 : 0) + (p.dp > 1 ? 1 : 0);
     m.comm += groups * device.comm_group_bytes;
@@ -331,7 +323,7 @@ void plan_collectives(RunPlan& p, const model::ModelSpec& spec, const RankShapes
   // Under ep the ep x dp ranks that hold a TP slice are all data-parallel for the rest of
   // the model; a routed expert's adapter lives on one rank of each ep group, so it is
   // reduced over dp only.
-  const double expert_local = p.ep > 1 ? r.expert_lora_bytes / p.ep : 0.0;
+  const double expert_local = p.ep > 1 ? r.expert_lora_bytes : 0.0;
   p.dp_comm.add(r.lora_bytes - expert_local + 8.0, 2, p.ep * p.dp);
   p.dp_comm.add(expert_local, expert_local > 0 ? 1 : 0, p.dp);
   p.dp_comm.add(4.0, 1, p.world);
@@ -365,7 +357,7 @@ RunPlan plan_run(const TrainConfig& cfg, const model::ModelSpec& spec, int world
   p.world = world;
   p.tp = cfg.parallel.tp;
   p.ep = std::max(cfg.parallel.ep, 1);
-  p.dp = config_data_parallel(cfg, world);
+  p.dp = config_data_parallel(cfg, world) / p.ep;  // the config's data ranks are ep x dp
   p.accumulation = config_grad_accumulation(cfg, world);
   p.micro_batch = cfg.train.micro_batch;
   p.seq_len = cfg.data.seq_len;

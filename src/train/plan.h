@@ -28,8 +28,9 @@
 // optimizer state: each rank E/ep of them); the tokens travel to their experts by all-to-all
 // (plan_experts.cpp): per sparse layer and micro-batch the forward exchanges the token counts,
 // dispatches the N·k routed rows (N·k·C) and brings the expert outputs back, the backward
-// does the same with their gradients, and a recompute repeats the forward. A rank's receive
-// buffer is sized for the balanced share times an assumed imbalance (kExpertImbalance).
+// does the same with their gradients, and a recompute repeats the forward. A rank's expert
+// activations are sized for every ep rank's rows (dropless: any expert may get them all),
+// as LlamaModel carves them.
 //
 // Step time = compute + TP collectives + EP all-to-alls + DP collectives, none overlapped: LoRA has no
 // weight-gradient GEMMs to hide the TP all-reduces behind (each sits on the critical path),

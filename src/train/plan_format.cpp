@@ -66,9 +66,10 @@ void plan_format_header(PlanText& t, const RunPlan& p) {
   if (s.is_moe())
     t.add("experts: %lld routed, top %lld, width %lld; %lld per rank (ep %d)\n", (long long)s.moe.num_experts,
         (long long)s.moe.top_k, (long long)s.moe.intermediate_size, (long long)(s.moe.num_experts / p.ep), p.ep);
-  t.add("batch: global %lld = micro %lld x dp %d x accumulation %d, seq_len %lld; LoRA r %lld: %.1f M parameters "
+  const std::string ranks = p.ep > 1 ? str_cat("ep ", p.ep, " x dp ", p.dp) : str_cat("dp ", p.dp);
+  t.add("batch: global %lld = micro %lld x %s x accumulation %d, seq_len %lld; LoRA r %lld: %.1f M parameters "
       "(%.1f M per rank)\n",
-      (long long)p.global_batch, (long long)p.micro_batch, p.dp, p.accumulation, (long long)p.seq_len,
+      (long long)p.global_batch, (long long)p.micro_batch, ranks.c_str(), p.accumulation, (long long)p.seq_len,
       (long long)p.lora_rank, p.lora_full / 1e6, p.lora_local / 1e6);
   const std::string weights_dtype(dtype_short_name(p.weights_dtype)), act_dtype(dtype_short_name(p.activations_dtype));
   t.add("weights %s, activations %s%s, activation checkpointing %s\n\n", weights_dtype.c_str(), act_dtype.c_str(),
