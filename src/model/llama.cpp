@@ -106,6 +106,14 @@ BaseWeights weights_place(backend::Backend& be, BaseWeights base) {
   return base;
 }
 
+// The expert row blocks size the expert GEMMs on the host: a sparse layer's one copy from
+// the backend, (E + 1) offsets (a memcpy on the CPU backend, a stream sync on a device).
+std::vector<std::int64_t> expert_offsets(backend::Backend& be, const MoeRoute& rt, std::int64_t E) {
+  std::vector<std::int64_t> out(static_cast<std::size_t>(E + 1));
+  be.copy_to_host(out.data(), rt.offsets, sizeof(std::int64_t) * out.size());
+  return out;
+}
+
 }  // namespace
 
 TpGroup tp_single(const ModelSpec& spec) {
@@ -140,8 +148,6 @@ LlamaModel::LlamaModel(ModelSpec spec, BaseWeights base, LoraLayout lora, ModelL
   ANVIL_CHECK(LoraLayout(local_, lora_.spec()).size() == lora_.size(),
               "the LoRA layout is not this rank's (build it from tp_local_spec)");
   if (spec_.is_moe()) {
-    // The sparse blocks' row moves and routing are host loops (model/moe_routing.h).
-    ANVIL_CHECK(!be_.on_device(), "mixture-of-experts models run on the CPU backend only");
     const bool expert_adapters = lora_.spec().targets[static_cast<int>(Proj::proj_expert_gate)] ||
                                  lora_.spec().targets[static_cast<int>(Proj::proj_expert_up)] ||
                                  lora_.spec().targets[static_cast<int>(Proj::proj_expert_down)];
@@ -296,6 +302,7 @@ void LlamaModel::carve(Arena& arena, const ModelSpec& local, const LoraLayout& l
     out.d_egate = act(R * Fe);
     out.d_eup = act(R * Fe);
     out.d_eh = act(R * Fe);
+    out.moe_aux = arena.take<double>(3 * E);
   }
 }
 
@@ -464,15 +471,16 @@ void LlamaModel::moe_forward(std::int64_t l, LayerActs& a, float* x_out, const T
   const std::int64_t N = b.batch * b.seq, C = local_.hidden_size, Fe = local_.moe.intermediate_size;
   const std::int64_t E = spec_.moe.num_experts, K = spec_.moe.top_k, r = lora_.spec().rank;
   be_.linear_forward(buf_.logits, a.xn2, w.router, nullptr, N, 0.0f);  // (N, E), the same on every TP rank
-  moe_route(buf_.logits, N, E, K, spec_.moe.norm_topk_prob, rt);
-  moe_gather(a.xs, a.xn2, rt, N, K, C);  // (R, C) in expert order
+  be_.moe_route(buf_.logits, N, E, K, spec_.moe.norm_topk_prob, rt);
+  be_.moe_gather(a.xs, a.xn2, rt, N, K, C);  // (R, C) in expert order
+  const std::vector<std::int64_t> offsets = expert_offsets(be_, rt, E);
   auto xa = [&](Proj p, std::int64_t row0) {
     float* x = a.xa[static_cast<int>(p)];
     return x ? x + row0 * r : nullptr;
   };
   const backend::LoraDropout none;  // experts take no dropout (checked at construction)
   for (std::int64_t e = 0; e < E; ++e) {
-    const std::int64_t o = rt.offsets[e], n = rt.offsets[e + 1] - o;
+    const std::int64_t o = offsets[e], n = offsets[e + 1] - o;
     if (n == 0) continue;
     auto shard = [&](Proj p) { return linear_shard(base_, &lora_, buf_.lora_params, nullptr, l, p, e); };
     linear_forward_local(be_, shard(Proj::proj_expert_gate), a.egate + o * Fe, a.xs + o * C,
@@ -485,10 +493,10 @@ void LlamaModel::moe_forward(std::int64_t l, LayerActs& a, float* x_out, const T
                          xa(Proj::proj_expert_down, o), n, 0.0f, none);  // (n, C), partial over TP
   }
   if (!x_out) return;
-  moe_combine(buf_.moe_out, a.ye, rt, N, K, C);
+  be_.moe_combine(buf_.moe_out, a.ye, rt, N, K, C);
   tp_allreduce(tp_.comm, buf_.moe_out, N * C);  // the experts' down projections are row-parallel
   be_.copy(x_out, a.x_mid, sizeof(float) * static_cast<std::size_t>(N * C));
-  for (std::int64_t i = 0; i < N * C; ++i) x_out[i] += buf_.moe_out[i];
+  be_.moe_residual_add(x_out, buf_.moe_out, N * C);
 }
 
 void LlamaModel::moe_backward(std::int64_t l, const LayerActs& a, const float* d_res) {
@@ -497,15 +505,16 @@ void LlamaModel::moe_backward(std::int64_t l, const LayerActs& a, const float* d
   const std::int64_t N = n_cur_, C = local_.hidden_size, Fe = local_.moe.intermediate_size;
   const std::int64_t E = spec_.moe.num_experts, K = spec_.moe.top_k, r = lora_.spec().rank;
   // The weights' gradient reads the experts' outputs, partial over the TP group: reduced.
-  moe_combine_backward(buf_.dweight, buf_.d_ye, d_res, a.ye, rt, N, K, C);
+  be_.moe_combine_backward(buf_.dweight, buf_.d_ye, d_res, a.ye, rt, N, K, C);
   tp_allreduce(tp_.comm, buf_.dweight, N * K);
   auto xa = [&](Proj p, std::int64_t row0) {
     const float* x = a.xa[static_cast<int>(p)];
     return x ? x + row0 * r : nullptr;
   };
   const backend::LoraDropout none;
+  const std::vector<std::int64_t> offsets = expert_offsets(be_, rt, E);
   for (std::int64_t e = 0; e < E; ++e) {
-    const std::int64_t o = rt.offsets[e], n = rt.offsets[e + 1] - o;
+    const std::int64_t o = offsets[e], n = offsets[e + 1] - o;
     if (n == 0) continue;
     auto shard = [&](Proj p) { return linear_shard(base_, &lora_, buf_.lora_params, buf_.lora_grads, l, p, e); };
     linear_backward_local(be_, shard(Proj::proj_expert_down), buf_.d_eh + o * Fe, buf_.d_ye + o * C,
@@ -517,11 +526,11 @@ void LlamaModel::moe_backward(std::int64_t l, const LayerActs& a, const float* d
     linear_backward_local(be_, shard(Proj::proj_expert_up), buf_.d_xs + o * C, buf_.d_eup + o * Fe,
                           a.xs + o * C, xa(Proj::proj_expert_up, o), n, 1.0f, none);  // (n, C)
   }
-  moe_scatter(buf_.d_xn, buf_.d_xs, rt, N, K, C);
+  be_.moe_scatter(buf_.d_xn, buf_.d_xs, rt, N, K, C);
   tp_allreduce(tp_.comm, buf_.d_xn, N * C);  // the experts' gate/up are column-parallel
   // The router (replicated): its input gradient is complete on every rank.
-  moe_router_backward(buf_.logits, buf_.dweight, rt, N, E, K, spec_.moe.norm_topk_prob,
-                      aux_grad_.empty() ? nullptr : aux_grad_.data());
+  be_.moe_router_backward(buf_.logits, buf_.dweight, rt, N, E, K, spec_.moe.norm_topk_prob,
+                          aux_grad_.empty() ? nullptr : buf_.moe_aux + 2 * E);
   be_.linear_backward_input(buf_.d_xn, buf_.logits, w.router, N, 1.0f);
 }
 
@@ -530,13 +539,18 @@ void LlamaModel::aux_loss_compute(std::int64_t n) {
   aux_grad_.clear();
   if (!spec_.is_moe() || !spec_.moe.aux_loss) return;
   const std::int64_t E = spec_.moe.num_experts, K = spec_.moe.top_k;
-  std::vector<double> count(static_cast<std::size_t>(E)), prob_sum(static_cast<std::size_t>(E));
+  // The statistics are summed where the routes live; the few scalars of the loss on the host.
+  be_.fill_zero(buf_.moe_aux, sizeof(double) * static_cast<std::size_t>(2 * E));
   std::int64_t sparse = 0;
   for (std::int64_t l = 0; l < spec_.num_hidden_layers; ++l) {
     if (!spec_.layer_is_moe(l)) continue;
-    moe_aux_accumulate(buf_.routes[static_cast<std::size_t>(l)], n, E, K, count, prob_sum);
+    be_.moe_aux_accumulate(buf_.moe_aux, buf_.moe_aux + E, buf_.routes[static_cast<std::size_t>(l)], n, E, K);
     ++sparse;
   }
+  std::vector<double> stats(static_cast<std::size_t>(2 * E));  // (2, E) count, prob_sum
+  be_.copy_to_host(stats.data(), buf_.moe_aux, sizeof(double) * stats.size());
+  const double* count = stats.data();
+  const double* prob_sum = stats.data() + E;
   const double rows = static_cast<double>(n * sparse);
   aux_grad_.assign(static_cast<std::size_t>(E), 0.0);
   for (std::int64_t e = 0; e < E; ++e) {
@@ -544,14 +558,16 @@ void LlamaModel::aux_loss_compute(std::int64_t n) {
     aux_loss_ += static_cast<double>(E) * (count[i] / rows) * (prob_sum[i] / rows);
     aux_grad_[i] = static_cast<double>(aux_weight_) * static_cast<double>(E) * count[i] / (rows * rows);
   }
+  be_.copy_from_host(buf_.moe_aux + 2 * E, aux_grad_.data(), sizeof(double) * aux_grad_.size());  // for backward
 }
 
 std::vector<std::int64_t> LlamaModel::last_expert_load() const {
   std::vector<std::int64_t> out;
   for (std::int64_t l = 0; l < spec_.num_hidden_layers; ++l) {
     if (!spec_.layer_is_moe(l)) continue;
-    const MoeRoute& rt = buf_.routes[static_cast<std::size_t>(l)];
-    for (std::int64_t e = 0; e < spec_.moe.num_experts; ++e) out.push_back(rt.offsets[e + 1] - rt.offsets[e]);
+    const std::vector<std::int64_t> o =
+        expert_offsets(be_, buf_.routes[static_cast<std::size_t>(l)], spec_.moe.num_experts);
+    for (std::size_t e = 0; e + 1 < o.size(); ++e) out.push_back(o[e + 1] - o[e]);
   }
   return out;
 }
