@@ -74,6 +74,7 @@ StepResult run_step(backend::Backend& be, const model::ModelSpec& spec, const st
   model::LlamaModel m(spec, model::base_weights_load(spec, dir, DType::dtype_bf16, model::tp_shard(spec, 0, 1)),
                       layout, model::ModelLimits{B, T, ckpt}, be, 7);
   be.copy_from_host(m.lora_params(), adapter.data(), sizeof(float) * adapter.size());
+  m.set_aux_loss_weight(0.01f);  // MoE: the load-balancing gradient reaches the router too
   m.zero_grads();
   StepResult r;
   r.loss = m.train_micro_batch(batch.view(B, T), 1.0f / static_cast<float>(B * T), 3);
