@@ -52,18 +52,26 @@ std::int64_t matrix_cols(const model::LoraSlot& s, char which, int r) { return w
 std::int64_t matrix_offset(const model::LoraSlot& s, char which) { return which == 'A' ? s.a_offset : s.b_offset; }
 
 // This rank's blocks, found by (slot of the full layout, A/B): lora_tp_blocks lists A then
-// B of every slot in layout order.
+// B of every slot of the local layout, which under ep lacks the other ranks' experts.
 class BlockIndex {
  public:
-  explicit BlockIndex(const Shards& s) : blocks_(model::lora_tp_blocks(*s.spec, s.shard, *s.full, *s.local)) {}
+  explicit BlockIndex(const Shards& s) : blocks_(model::lora_tp_blocks(*s.spec, s.shard, *s.full, *s.local)) {
+    at_.assign(2 * s.full->slots().size(), -1);
+    for (std::size_t i = 0; i < blocks_.size(); ++i) {
+      const auto slot = static_cast<std::size_t>(blocks_[i].slot - s.full->slots().data());
+      at_[2 * slot + (blocks_[i].which == 'B')] = static_cast<std::int64_t>(i);
+    }
+  }
+  bool held(std::int64_t slot) const { return at_[static_cast<std::size_t>(2 * slot)] >= 0; }
   const LoraBlock& at(std::int64_t slot, char which) const {
-    const auto i = static_cast<std::size_t>(2 * slot + (which == 'B'));
-    ANVIL_CHECK(i < blocks_.size() && blocks_[i].which == which, "no TP block for adapter slot ", slot);
-    return blocks_[i];
+    const std::int64_t i = at_[static_cast<std::size_t>(2 * slot + (which == 'B'))];
+    ANVIL_CHECK(i >= 0 && blocks_[static_cast<std::size_t>(i)].which == which, "no TP block for adapter slot ", slot);
+    return blocks_[static_cast<std::size_t>(i)];
   }
 
  private:
   std::vector<LoraBlock> blocks_;
+  std::vector<std::int64_t> at_;  // (2 · full slots) index into blocks_, -1: not this rank's
 };
 
 // One stack's slab shape (rows, cols) and this rank's block of it, the same in every slab
@@ -71,25 +79,48 @@ class BlockIndex {
 // (a dense model: one per layer), slab l's block sits at first->local_offset + l * stride
 // and the file's hyperslab maps onto the rank's buffer itself (io::H5Store reads and writes
 // it in place); otherwise (experts, or dense and sparse layers mixed) the blocks are staged.
+// Under ep a routed expert's stack holds, per layer, E slabs of which this rank has a run of
+// E / ep: `held` slabs in runs of `run` every `period` (io::StackBlock), from `held0`;
+// `subset` marks such a stack (its slab numbers and the rank's block numbers then differ).
 struct StackPlan {
   Stack stack;
   std::int64_t layers = 0, rows = 0, cols = 0, block = 0, stride = 0;
-  const LoraBlock* first = nullptr;  // slab 0's
+  const LoraBlock* first = nullptr;  // the first held slab's
   bool even = true;
   std::int64_t sum_first = 0;  // where the stack's slabs start among all stacks' checksums
+  std::int64_t held0 = 0, held = 0, run = 0, period = 0;
+  bool subset = false;
 };
 const LoraBlock& slab_block(const BlockIndex& blocks, const StackPlan& p, std::int64_t l) {
   return blocks.at(p.stack.slots[static_cast<std::size_t>(l)], p.stack.which);
+}
+// Slab of the file that the rank's i-th held slab is.
+std::int64_t held_slab(const StackPlan& p, std::int64_t i) {
+  return p.subset ? p.held0 + (i / p.run) * p.period + i % p.run : i;
 }
 StackPlan stack_plan(const LoraLayout& full, const BlockIndex& blocks, const Stack& st) {
   const model::LoraSlot& slot = full.slots()[static_cast<std::size_t>(st.slots.front())];
   const int r = full.spec().rank;
   StackPlan p{st, st.slabs(), matrix_rows(slot, st.which, r), matrix_cols(slot, st.which, r)};
-  p.first = &blocks.at(st.slots.front(), st.which);
-  p.block = p.first->nrows * p.first->ncols;
-  p.stride = p.layers > 1 ? slab_block(blocks, p, 1).local_offset - p.first->local_offset : p.block;
+  std::vector<std::int64_t> held;
   for (std::int64_t l = 0; l < p.layers; ++l)
-    p.even = p.even && slab_block(blocks, p, l).local_offset == p.first->local_offset + l * p.stride;
+    if (blocks.held(st.slots[static_cast<std::size_t>(l)])) held.push_back(l);
+  ANVIL_CHECK(!held.empty(), "no slab of a checkpoint stack is this rank's");
+  p.held = static_cast<std::int64_t>(held.size());
+  p.subset = p.held < p.layers;
+  if (p.subset) {  // runs of consecutive slabs, evenly spaced (the ep block of every layer)
+    p.held0 = held.front();
+    while (p.run < p.held && held[static_cast<std::size_t>(p.run)] == p.held0 + p.run) ++p.run;
+    p.period = p.run < p.held ? held[static_cast<std::size_t>(p.run)] - p.held0 : p.layers;
+    ANVIL_CHECK(p.held % p.run == 0, "an ep rank's expert slabs are not in equal runs");
+    for (std::int64_t i = 0; i < p.held; ++i)
+      ANVIL_CHECK(held[static_cast<std::size_t>(i)] == held_slab(p, i), "an ep rank's expert slabs are not evenly spaced");
+  }
+  p.first = &slab_block(blocks, p, held_slab(p, 0));
+  p.block = p.first->nrows * p.first->ncols;
+  p.stride = p.held > 1 ? slab_block(blocks, p, held_slab(p, 1)).local_offset - p.first->local_offset : p.block;
+  for (std::int64_t i = 0; i < p.held; ++i)
+    p.even = p.even && slab_block(blocks, p, held_slab(p, i)).local_offset == p.first->local_offset + i * p.stride;
   return p;
 }
 std::vector<StackPlan> stack_plans(const Shards& shards, const BlockIndex& blocks) {
@@ -125,8 +156,10 @@ void add_halves(std::vector<std::int64_t>& halves, std::int64_t layer, std::uint
   halves[static_cast<std::size_t>(2 * layer)] += static_cast<std::int64_t>(sum & 0xffffffffu);
   halves[static_cast<std::size_t>(2 * layer + 1)] += static_cast<std::int64_t>(sum >> 32);
 }
-std::vector<std::uint64_t> halves_total(comm::Comm& tp, std::vector<std::int64_t> halves) {
+std::vector<std::uint64_t> halves_total(comm::Comm& tp, comm::Comm& ep, std::vector<std::int64_t> halves) {
   tp.allreduce(halves.data(), static_cast<std::int64_t>(halves.size()), DType::dtype_i64, comm::ReduceOp::reduce_sum);
+  // Under ep each expert's slab is summed on the one ep rank holding it (the rest on ep rank 0).
+  ep.allreduce(halves.data(), static_cast<std::int64_t>(halves.size()), DType::dtype_i64, comm::ReduceOp::reduce_sum);
   std::vector<std::uint64_t> sums(halves.size() / 2);
   for (std::size_t l = 0; l < sums.size(); ++l)
     sums[l] = static_cast<std::uint64_t>(halves[2 * l]) + (static_cast<std::uint64_t>(halves[2 * l + 1]) << 32);
@@ -137,6 +170,7 @@ std::vector<std::uint64_t> halves_total(comm::Comm& tp, std::vector<std::int64_t
 // its layer range; else when its block is the writer's.
 bool writes_slab(const StackPlan& p, const LoraBlock& b, std::int64_t l, int tp_rank, int tp_size) {
   if (!replicated(p)) return b.writer;
+  if (p.subset) return tp_rank == 0;  // an ep rank's runs of expert slabs: TP rank 0 writes them all
   const LayerRange own = owned_layers(p.layers, tp_rank, tp_size);
   return l >= own.first && l < own.first + own.count;
 }
@@ -146,9 +180,12 @@ bool writes_slab(const StackPlan& p, const LoraBlock& b, std::int64_t l, int tp_
 // written, even should the copies differ). Touches no MPI or HDF5: it runs on a thread
 // beside the one that reads or writes the file.
 std::vector<std::int64_t> checksum_share(const BlockIndex& blocks, const StackPlan& p, const float* local,
-                                         int tp_rank, int tp_size) {
+                                         int tp_rank, int tp_size, int ep_rank) {
   std::vector<std::int64_t> halves(static_cast<std::size_t>(2 * p.layers), 0);
+  // A stack every ep rank holds whole counts once, on ep rank 0 (halves_total adds over ep).
+  if (!p.subset && ep_rank != 0) return halves;
   for (std::int64_t l = 0; l < p.layers; ++l) {
+    if (!blocks.held(p.stack.slots[static_cast<std::size_t>(l)])) continue;
     const LoraBlock& b = slab_block(blocks, p, l);
     if (writes_slab(p, b, l, tp_rank, tp_size))
       add_halves(halves, l, io::slab_sum(local + b.local_offset, b.nrows, b.ncols, b.row0, b.col0, p.cols));
@@ -227,7 +264,7 @@ void checkpoint_write(const std::string& path, const comm::ProcessGrid& grid, co
     std::vector<std::int64_t> all;
     for (std::size_t k = 0; k < total; ++k) {
       const std::vector<std::int64_t> one =
-          checksum_share(blocks, plans[k % n], local(k), grid.tp_rank(), grid.tp_size());
+          checksum_share(blocks, plans[k % n], local(k), grid.tp_rank(), grid.tp_size(), shards.shard.ep_rank);
       all.insert(all.end(), one.begin(), one.end());
     }
     return all;
@@ -236,13 +273,24 @@ void checkpoint_write(const std::string& path, const comm::ProcessGrid& grid, co
   const io::Writeback writeback(path);
   // A replicated stack: each TP rank writes a contiguous range of whole layers from its own
   // copy. A split one: each rank its block of every layer (its writer's, where TP ranks
-  // hold the same rows). Only replica 0 writes.
-  const bool replica0 = grid.dp_rank() == 0;
+  // hold the same rows). Only replica 0 writes: of the dense parts the first rank of dp,
+  // of the routed experts the first of edp (under ep every ep rank writes its experts).
   std::vector<float> staged;
   for (std::size_t k = 0; k < total; ++k) {
     const StackPlan& p = plans[k % n];
+    const bool replica0 = model::proj_is_expert(p.stack.proj) ? grid.edp_rank() == 0 : grid.dp_rank() == 0;
     std::optional<io::StackBlock> mine;
     LayerRange range{0, p.layers};
+    if (p.subset) {  // the runs of this ep rank's experts, staged in slab order
+      if (replica0 && (replicated(p) ? grid.tp_rank() == 0 : p.first->writer))
+        mine = io::StackBlock{p.held0, p.held, file_block(p), p.run, p.period};
+      staged.resize(static_cast<std::size_t>(p.held * p.block));
+      for (std::int64_t i = 0; i < p.held; ++i)
+        std::copy_n(local(k) + slab_block(blocks, p, held_slab(p, i)).local_offset, p.block, staged.data() + i * p.block);
+      h5.write_slabs(name(k), p.layers, p.rows, p.cols, mine, staged.data(), p.block);
+      writeback.start();
+      continue;
+    }
     if (replicated(p)) {
       range = owned_layers(p.layers, grid.tp_rank(), grid.tp_size());
       if (replica0 && range.count > 0) mine = io::StackBlock{range.first, range.count, file_block(p)};
@@ -261,7 +309,7 @@ void checkpoint_write(const std::string& path, const comm::ProcessGrid& grid, co
     }
     writeback.start();
   }
-  const std::vector<std::uint64_t> sums = halves_total(grid.tp(), shares.get());
+  const std::vector<std::uint64_t> sums = halves_total(grid.tp(), grid.ep(), shares.get());
   const std::int64_t per_group = plans.back().sum_first + plans.back().layers;
   for (std::size_t k = 0; k < total; ++k) {
     const StackPlan& p = plans[k % n];
@@ -298,8 +346,11 @@ State CheckpointReader::state() const {
   return s;
 }
 
-void CheckpointReader::read_group(Group g, const Shards& shards, comm::Comm& tp, float* local) const {
-  if (format_ == kFormatV1) return read_group_v1(h5_, g, shards, local);
+void CheckpointReader::read_group(Group g, const Shards& shards, comm::Comm& tp, comm::Comm& ep, float* local) const {
+  if (format_ == kFormatV1) {
+    ANVIL_CHECK_INPUT(shards.shard.ep_size == 1, path(), ": a format-1 checkpoint resumes at parallel.ep 1 only");
+    return read_group_v1(h5_, g, shards, local);
+  }
   const BlockIndex blocks(shards);
   const std::vector<StackPlan> plans = stack_plans(shards, blocks);
   // Each stack is read in place into `local`; its checksums are computed while the next
@@ -309,22 +360,23 @@ void CheckpointReader::read_group(Group g, const Shards& shards, comm::Comm& tp,
   std::vector<float> staged;
   for (const StackPlan& p : plans) {
     const std::string name = stack_name(g, p.stack.proj, p.stack.which);
-    const io::StackBlock mine{0, p.layers, file_block(p)};
+    const io::StackBlock mine = p.subset ? io::StackBlock{p.held0, p.held, file_block(p), p.run, p.period}
+                                         : io::StackBlock{0, p.layers, file_block(p)};
     std::vector<std::uint64_t> sums;
     if (p.even) {
       sums = h5_.read_slabs_block(name, p.layers, p.rows, p.cols, mine, local + p.first->local_offset, p.stride);
-    } else {  // staged, then each slab's block to its place
-      staged.resize(static_cast<std::size_t>(p.layers * p.block));
+    } else {  // staged, then each held slab's block to its place
+      staged.resize(static_cast<std::size_t>(p.held * p.block));
       sums = h5_.read_slabs_block(name, p.layers, p.rows, p.cols, mine, staged.data(), p.block);
-      for (std::int64_t l = 0; l < p.layers; ++l)
-        std::copy_n(staged.data() + l * p.block, p.block, local + slab_block(blocks, p, l).local_offset);
+      for (std::int64_t i = 0; i < p.held; ++i)
+        std::copy_n(staged.data() + i * p.block, p.block, local + slab_block(blocks, p, held_slab(p, i)).local_offset);
     }
     stored.insert(stored.end(), sums.begin(), sums.end());
-    ahead.start([&blocks, &p, local, t = tp.rank(), size = tp.size()] {
-      return checksum_share(blocks, p, local, t, size);
+    ahead.start([&blocks, &p, local, t = tp.rank(), size = tp.size(), e = ep.rank()] {
+      return checksum_share(blocks, p, local, t, size, e);
     });
   }
-  const std::vector<std::uint64_t> sums = halves_total(tp, ahead.finish());
+  const std::vector<std::uint64_t> sums = halves_total(tp, ep, ahead.finish());
   for (const StackPlan& p : plans)
     for (std::int64_t l = 0; l < p.layers; ++l) {
       const auto i = static_cast<std::size_t>(p.sum_first + l);

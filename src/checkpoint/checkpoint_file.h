@@ -32,7 +32,7 @@ using GroupBuffers = std::array<float*, kGroupCount>;
 
 // Writes a format-2 checkpoint to `path` (created or truncated), collectively over
 // grid.world() (every dataset created by all ranks together): rank 0 writes meta and
-// state; each TP rank of replica 0 writes, as one hyperslab per stack (its own MPI-IO
+// state; each TP rank of replica 0 (under ep: each ep rank its own experts' slabs) writes, as one hyperslab per stack (its own MPI-IO
 // write, not two-phase collective buffering), its block of every layer of a split stack
 // and its range of whole layers of a replicated one, straight from `buffers` (no staging
 // copy); the other replicas write nothing. The per-layer checksums come from memory: each
@@ -53,11 +53,11 @@ class CheckpointReader {
   Meta meta() const;
   State state() const;
   // This rank's blocks of group g's matrices into `local` (shards.local's layout): any
-  // grid reads a checkpoint of any grid. Collective over `tp`, the TP group of `shards`:
-  // each rank reads its blocks in place and the group adds up their checksums (a damaged
-  // layer is a user error on every rank, `local` then holds what was read). Format 1:
-  // whole matrices, each rank checks them alone.
-  void read_group(Group g, const Shards& shards, comm::Comm& tp, float* local) const;
+  // grid reads a checkpoint of any grid. Collective over `tp` and `ep`, the TP and EP groups
+  // of `shards`: each rank reads its blocks in place (under ep its experts' only) and the
+  // groups add up their checksums (a damaged layer is a user error on every rank, `local`
+  // then holds what was read). Format 1: whole matrices, each rank checks them alone (ep 1).
+  void read_group(Group g, const Shards& shards, comm::Comm& tp, comm::Comm& ep, float* local) const;
   // Group g whole, in the layout `full` (export; inspect).
   void read_group_full(Group g, const model::LoraLayout& full, float* params) const;
   // Reads every dataset and checks it, and that none the format needs is missing: one

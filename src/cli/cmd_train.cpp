@@ -54,10 +54,15 @@ void run_validate(const ConfigOptions& opt) {
   const int dp = train::config_data_parallel(cfg, opt.world_size);
   const int accumulation = train::config_grad_accumulation(cfg, opt.world_size);
   std::printf("config OK: %s\n", opt.path.c_str());
-  std::printf("world size %d = tp %d x dp %d%s\n", world, cfg.parallel.tp, dp,
-              opt.world_size > 0 ? "" : " (from the config; check another with --world N)");
-  std::printf("global batch %d = micro batch %d x dp %d x grad accumulation %d\n", cfg.train.global_batch,
-              cfg.train.micro_batch, dp, accumulation);
+  const int ep = cfg.parallel.ep;
+  if (ep > 1)
+    std::printf("world size %d = tp %d x ep %d x dp %d%s\n", world, cfg.parallel.tp, ep, dp / ep,
+                opt.world_size > 0 ? "" : " (from the config; check another with --world N)");
+  else
+    std::printf("world size %d = tp %d x dp %d%s\n", world, cfg.parallel.tp, dp,
+                opt.world_size > 0 ? "" : " (from the config; check another with --world N)");
+  std::printf("global batch %d = micro batch %d x %s %d x grad accumulation %d\n", cfg.train.global_batch,
+              cfg.train.micro_batch, ep > 1 ? "ep x dp" : "dp", dp, accumulation);
   if (opt.world_size == 0 && opt.gpu.empty()) return;
 
   // The plan: without --gpu, the backend the config asks for (CPU unless cuda).
@@ -75,6 +80,15 @@ void run_validate(const ConfigOptions& opt) {
     device.name = str_cat("CPU rank (", threads, " thread", threads > 1 ? "s" : "", ")");
   }
   std::printf("\n%s", train::plan_format(train::plan_run(cfg, spec, world, device)).c_str());
+  // A mixture-of-experts run on GPUs: how tp and ep trade memory against step time, on this
+  // world size and on the 4- and 8-GPU servers the workload is sized for.
+  if (!spec.is_moe() || !device.gpu) return;
+  std::vector<int> worlds{4, 8};
+  if (world != 4 && world != 8) worlds.insert(worlds.begin(), world);
+  for (const int w : worlds)
+    std::printf("\n%s", train::plan_format_choices(train::plan_grid_choices(cfg, spec, w, train::plan_device(*kind, w)),
+                                                   train::plan_device(*kind, w))
+                            .c_str());
 }
 
 void run_train(const ConfigOptions& opt) {

@@ -6,6 +6,7 @@
 // abort ends the others.
 #include "comm/comm.h"
 
+#include <algorithm>
 #include <cstdint>
 #include <limits>
 
@@ -127,6 +128,29 @@ void Comm::broadcast(void* buf, std::int64_t count, DType dtype, int root) {
               " is not a rank of a group of ", size());
   if (size() == 1 || count == 0) return;
   broadcast_impl(buf, count, dtype, root);
+}
+
+void Comm::alltoallv(const void* send, const std::int64_t* send_counts, void* recv,
+                     const std::int64_t* recv_counts, DType dtype) {
+  ANVIL_CHECK(send_counts && recv_counts, "alltoallv on comm '", name(), "': null counts");
+  std::int64_t send_total = 0, recv_total = 0;
+  for (int i = 0; i < size(); ++i) {
+    count_check(*this, "alltoallv", send_counts[i]);
+    count_check(*this, "alltoallv", recv_counts[i]);
+    send_total += send_counts[i];
+    recv_total += recv_counts[i];
+  }
+  block_count_check(*this, "alltoallv", std::max(send_total, recv_total), max_block_count());
+  ANVIL_CHECK(!bytes_overlap(send, block_bytes(send_total, dtype), recv, block_bytes(recv_total, dtype)),
+              "alltoallv on comm '", name(), "': send and recv overlap");
+  if (size() == 1) {
+    ANVIL_CHECK(send_counts[0] == recv_counts[0], "alltoallv on comm '", name(), "': sends ", send_counts[0],
+                " to itself but expects ", recv_counts[0]);
+    if (send_total > 0) local_copy(recv, send, static_cast<std::size_t>(block_bytes(send_total, dtype)));
+    return;
+  }
+  // Every rank calls in, those with nothing to move too: the exchange is collective.
+  alltoallv_impl(send, send_counts, recv, recv_counts, dtype);
 }
 
 std::unique_ptr<Comm> Comm::split(int color, int key, std::string name) const {

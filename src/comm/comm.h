@@ -50,6 +50,15 @@ class Comm {
   void reduce_scatter(const void* send, void* recv, std::int64_t count, DType dtype, ReduceOp op);
   // buf (count) of `root` copied to every rank.
   void broadcast(void* buf, std::int64_t count, DType dtype, int root);
+  // Personalised exchange (MoE token dispatch): send packs one block per destination rank,
+  // send_counts[j] elements for rank j, in rank order; recv gets block i (recv_counts[i]
+  // elements) from rank i, packed in rank order. Both count arrays are host memory of
+  // size() entries and must agree pairwise (rank i's send_counts[j] == rank j's
+  // recv_counts[i]): exchange the counts first (an alltoallv of one i64 per rank). Any
+  // dtype (a copy); send and recv must not overlap. The totals of either side are at most
+  // max_block_count() (MPI's int displacements).
+  void alltoallv(const void* send, const std::int64_t* send_counts, void* recv, const std::int64_t* recv_counts,
+                 DType dtype);
   // Returns when every rank has made every earlier call of this group (an implementation
   // that enqueues also waits for its queue, on a group of one too).
   void barrier() { barrier_impl(); }
@@ -75,6 +84,9 @@ class Comm {
   virtual void reduce_scatter_impl(const void* send, void* recv, std::int64_t count, DType dtype,
                                    ReduceOp op, bool in_place) = 0;
   virtual void broadcast_impl(void* buf, std::int64_t count, DType dtype, int root) = 0;
+  // size() > 1 (every rank calls, with nothing to move too); totals within max_block_count().
+  virtual void alltoallv_impl(const void* send, const std::int64_t* send_counts, void* recv,
+                              const std::int64_t* recv_counts, DType dtype) = 0;
   // Called on every group, of one too.
   virtual void barrier_impl() = 0;
   // color >= 0.

@@ -10,6 +10,7 @@
 #include <memory>
 #include <string>
 #include <utility>
+#include <vector>
 
 #include "comm/comm.h"
 #include "comm/mpi_check.h"
@@ -145,6 +146,30 @@ class MpiComm final : public Comm {
     });
   }
 
+  void alltoallv_impl(const void* send, const std::int64_t* send_counts, void* recv,
+                      const std::int64_t* recv_counts, DType dtype) override {
+    const CollectiveScope scope("alltoallv", name_);
+    // Comm::alltoallv has checked both totals against INT_MAX, so every count and
+    // displacement fits MPI's int. Held in members: the step loop does not allocate.
+    const auto n = static_cast<std::size_t>(size_);
+    a2a_.resize(4 * n);
+    int* sc = a2a_.data();
+    int* sd = sc + n;
+    int* rc = sd + n;
+    int* rd = rc + n;
+    int s_off = 0, r_off = 0;
+    for (std::size_t i = 0; i < n; ++i) {
+      sc[i] = static_cast<int>(send_counts[i]);
+      rc[i] = static_cast<int>(recv_counts[i]);
+      sd[i] = s_off;
+      rd[i] = r_off;
+      s_off += sc[i];
+      r_off += rc[i];
+    }
+    const MPI_Datatype type = mpi_copy_type(dtype);
+    mpi_check(MPI_Alltoallv(send, sc, sd, type, recv, rc, rd, type, comm_), "MPI_Alltoallv", name_);
+  }
+
   void barrier_impl() override {
     const CollectiveScope scope("barrier", name_);
     if (size_ == 1) return;
@@ -185,6 +210,7 @@ class MpiComm final : public Comm {
   std::string name_;
   int rank_ = 0;
   int size_ = 1;
+  std::vector<int> a2a_;  // alltoallv's counts and displacements (4 × size)
 };
 
 }  // namespace

@@ -147,6 +147,27 @@ class NcclComm final : public Comm {
                name_);
   }
 
+  // One grouped ncclSend / ncclRecv per peer, blocks packed in rank order (NCCL has no
+  // alltoallv of its own). Syntax-checked against the NCCL headers, never run: the MoE layer that calls
+  // it runs on the CPU backend only, so no test reaches it on a GPU so far.
+  void alltoallv_impl(const void* send, const std::int64_t* send_counts, void* recv,
+                      const std::int64_t* recv_counts, DType dtype) override {
+    const CollectiveScope scope("alltoallv", name_);
+    const ncclDataType_t type = nccl_copy_type(dtype);
+    const auto* s = static_cast<const char*>(send);
+    auto* r = static_cast<char*>(recv);
+    NCCL_CHECK(ncclGroupStart(), name_);
+    for (int peer = 0; peer < size_; ++peer) {
+      const auto sn = static_cast<std::size_t>(send_counts[peer]);
+      const auto rn = static_cast<std::size_t>(recv_counts[peer]);
+      if (sn > 0) NCCL_CHECK(ncclSend(s, sn, type, peer, comm_, stream_), name_);
+      if (rn > 0) NCCL_CHECK(ncclRecv(r, rn, type, peer, comm_, stream_), name_);
+      s += byte_count(send_counts[peer], dtype);
+      r += byte_count(recv_counts[peer], dtype);
+    }
+    NCCL_CHECK(ncclGroupEnd(), name_);
+  }
+
   // Every rank has enqueued everything before its barrier and the stream has run it: a
   // one-word allreduce that nobody can pass alone, then a wait for the stream. The wait is
   // inside the scope, so a collective hung on the device trips the watchdog here.

@@ -30,6 +30,9 @@ class SelfComm final : public Comm {
     unreachable("reduce_scatter");
   }
   void broadcast_impl(void*, std::int64_t, DType, int) override { unreachable("broadcast"); }
+  void alltoallv_impl(const void*, const std::int64_t*, void*, const std::int64_t*, DType) override {
+    unreachable("alltoallv");
+  }
   void barrier_impl() override {}
   // Every color makes a group of this one rank.
   std::unique_ptr<Comm> split_impl(int, int, std::string name) const override {

@@ -79,6 +79,21 @@ class StagedComm final : public Comm {
     if (rank() != root) staging_.to_device(buf, host, bytes);
   }
 
+  void alltoallv_impl(const void* send, const std::int64_t* send_counts, void* recv,
+                      const std::int64_t* recv_counts, DType dtype) override {
+    // One host buffer holds both sides: send's blocks first, recv's after them.
+    std::int64_t send_total = 0, recv_total = 0;
+    for (int i = 0; i < size(); ++i) {
+      send_total += send_counts[i];
+      recv_total += recv_counts[i];
+    }
+    const std::size_t send_bytes = byte_count(send_total, dtype), recv_bytes = byte_count(recv_total, dtype);
+    char* host = host_buffer(send_bytes + recv_bytes);
+    if (send_bytes > 0) staging_.to_host(host, send, send_bytes);
+    inner_.alltoallv(host, send_counts, host + send_bytes, recv_counts, dtype);
+    if (recv_bytes > 0) staging_.to_device(recv, host + send_bytes, recv_bytes);
+  }
+
   void barrier_impl() override { inner_.barrier(); }
 
   std::unique_ptr<Comm> split_impl(int color, int key, std::string name) const override {

@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <cmath>
 #include <filesystem>
+#include <map>
 
 #include "core/error.h"
 #include "export/export.h"
@@ -77,8 +78,9 @@ void gguf_write_collective(const std::string& path, const io::GgufLayout& layout
   summary.shards = ranks.rank == 0 ? 1 : 0;
 }
 
-// Rows [row0, row0 + m) of merged tensor i, quantized, written: a block of whole heads for a
-// permuted q/k projection, so that llama.cpp's row order stays within the block.
+// Merged tensor `src_index` in row blocks, quantized, written from row `file_row0` of file
+// tensor `file_index` on (an expert's place in a stacked tensor; 0 otherwise): a block of
+// whole heads for a permuted q/k projection, so that llama.cpp's row order stays within it.
 struct RowBlocks {
   std::vector<float> rows;       // (m, cols) as read
   std::vector<float> permuted;   // (m, cols) in GGUF row order
@@ -86,8 +88,8 @@ struct RowBlocks {
 };
 
 void merged_tensor_write(MergedSource& source, std::size_t src_index, std::int64_t heads, std::uint32_t type,
-                         io::GgufFileWriter& file, std::size_t file_index, const io::GgufLayout& layout,
-                         RowBlocks& buf) {
+                         io::GgufFileWriter& file, std::size_t file_index, std::int64_t file_row0,
+                         const io::GgufLayout& layout, RowBlocks& buf) {
   const MergedSource::Tensor& t = source.tensors()[src_index];
   const std::int64_t head_rows = heads > 0 ? t.rows / heads : 1;
   ANVIL_CHECK_INPUT(heads == 0 || (t.rows % heads == 0 && head_rows % 2 == 0), "export: ", t.name, " has ", t.rows,
@@ -115,7 +117,7 @@ void merged_tensor_write(MergedSource& source, std::size_t src_index, std::int64
     }
     buf.out.resize(static_cast<std::size_t>(m) * row_bytes);
     io::gguf_quantize_rows(type, rows, m, t.cols, buf.out.data());
-    file.write(file_index, static_cast<std::uint64_t>(row) * row_bytes, buf.out.data(), buf.out.size());
+    file.write(file_index, static_cast<std::uint64_t>(file_row0 + row) * row_bytes, buf.out.data(), buf.out.size());
   }
   source.release(src_index);
 }
@@ -136,25 +138,49 @@ ExportSummary export_gguf(const ExportAdapter& adapter, const std::string& path,
   const std::vector<float> rope_freqs = gguf::gguf_rope_freqs(adapter.spec);
 
   // The tensors in the base's order (rope_freqs first, as the converter yields it), named
-  // and typed as llama.cpp's quantizer would for this file type.
+  // and typed as llama.cpp's quantizer would for this file type. A layer's routed experts
+  // are one stacked tensor per projection (ggml [in, out, E], at its first expert's place).
   std::vector<io::GgufTensorDecl> decls;
-  std::vector<std::size_t> source_index;  // by decl; SIZE_MAX: rope_freqs
+  std::vector<std::vector<std::size_t>> sources;  // by decl: its merged tensor(s), by expert; none: rope_freqs
   if (!rope_freqs.empty()) {
     decls.push_back({"rope_freqs.weight", {rope_freqs.size()}, static_cast<std::uint32_t>(io::GgmlType::ggml_f32)});
-    source_index.push_back(SIZE_MAX);
+    sources.emplace_back();
   }
+  const auto experts = static_cast<std::size_t>(adapter.spec.moe.num_experts);
+  std::map<std::string, std::size_t> stacks;  // stacked tensor → its decl
   for (std::size_t i = 0; i < source.tensors().size(); ++i) {
     const auto& t = source.tensors()[i];
-    const auto name = gguf::gguf_tensor_name(t.name);
-    ANVIL_CHECK_INPUT(name.has_value(), "export: tensor ", t.name, " of ", adapter.base_dir,
+    if (const auto name = gguf::gguf_tensor_name(t.name)) {
+      decls.push_back({*name, ggml_dims(t.shape), 0});
+      sources.push_back({i});
+      continue;
+    }
+    const auto slice = gguf::gguf_expert_tensor(t.name);
+    ANVIL_CHECK_INPUT(slice.has_value() && experts > 0, "export: tensor ", t.name, " of ", adapter.base_dir,
                       " has no place in llama.cpp's ", arch, " layout");
-    decls.push_back({*name, ggml_dims(t.shape), 0});
-    source_index.push_back(i);
+    ANVIL_CHECK_INPUT(slice->expert < adapter.spec.moe.num_experts, "export: tensor ", t.name, " is expert ",
+                      slice->expert, " of a model with ", experts);
+    const auto [at, fresh] = stacks.emplace(slice->name, decls.size());
+    if (fresh) {
+      decls.push_back({slice->name, {static_cast<std::uint64_t>(t.cols), static_cast<std::uint64_t>(t.rows), experts}, 0});
+      sources.emplace_back(experts, SIZE_MAX);
+    }
+    const std::vector<std::uint64_t>& dims = decls[at->second].dims;
+    ANVIL_CHECK_INPUT(dims[0] == static_cast<std::uint64_t>(t.cols) && dims[1] == static_cast<std::uint64_t>(t.rows),
+                      "export: tensor ", t.name, " has shape ", t.shape.str(), ", unlike the other experts of ",
+                      slice->name);
+    std::size_t& slot = sources[at->second][static_cast<std::size_t>(slice->expert)];
+    ANVIL_CHECK_INPUT(slot == SIZE_MAX, "export: expert ", slice->expert, " of ", slice->name, " appears twice");
+    slot = i;
   }
+  for (const auto& [name, decl] : stacks)
+    for (std::size_t e = 0; e < experts; ++e)
+      ANVIL_CHECK_INPUT(sources[decl][e] != SIZE_MAX, "export: ", adapter.base_dir, " has no expert ", e, " for ",
+                        name);
   std::vector<io::GgufPlanTensor> plan_in;
   for (const auto& d : decls) plan_in.push_back({d.name, std::vector<std::int64_t>(d.dims.begin(), d.dims.end())});
   const io::GgufPlanModel plan_model{arch, adapter.spec.num_hidden_layers, adapter.spec.num_attention_heads,
-                                     adapter.spec.num_key_value_heads, 0};
+                                     adapter.spec.num_key_value_heads, adapter.spec.moe.num_experts};
   const std::vector<std::uint32_t> types = io::gguf_quant_plan(options.gguf_type, plan_in, plan_model);
   for (std::size_t i = 0; i < decls.size(); ++i) decls[i].type = types[i];
 
@@ -167,14 +193,18 @@ ExportSummary export_gguf(const ExportAdapter& adapter, const std::string& path,
   ExportSummary summary;
   RowBlocks buf;
   gguf_write_collective(path, layout, ranks, world, [&](std::size_t i, io::GgufFileWriter& file) {
-    if (source_index[i] == SIZE_MAX) {
+    if (sources[i].empty()) {
       file.write(i, 0, rope_freqs.data(), rope_freqs.size() * sizeof(float));
       return;
     }
-    const auto& t = source.tensors()[source_index[i]];
-    if (t.slot != nullptr) ++summary.merged;
-    merged_tensor_write(source, source_index[i], gguf::gguf_permuted_heads(adapter.spec, t.name),
-                        layout.tensors()[i].type, file, i, layout, buf);
+    std::int64_t row0 = 0;  // a stacked tensor's experts follow each other
+    for (const std::size_t src : sources[i]) {
+      const auto& t = source.tensors()[src];
+      if (t.slot != nullptr) ++summary.merged;
+      merged_tensor_write(source, src, gguf::gguf_permuted_heads(adapter.spec, t.name), layout.tensors()[i].type, file,
+                          i, row0, layout, buf);
+      row0 += t.rows;
+    }
   }, summary);
   summary.out_dir = path;
   summary.dtype = DType::dtype_f32;
@@ -196,32 +226,66 @@ ExportSummary export_gguf_lora(const ExportAdapter& adapter, const std::string& 
       {"general.quantization_version", io::gguf_value_u32(2)},
   };
   // A (r, in) is ggml [in, r]; B (out, r) is ggml [r, out], its rows in llama.cpp's q/k
-  // order like the weight it adds to.
+  // order like the weight it adds to. A routed expert's pair joins its layer's stacked
+  // tensor: ggml [in, r, E] and [r, out, E], expert after expert, as the weight they add to.
+  struct LoraTensor {
+    std::vector<const model::LoraSlot*> slots;  // one, or one per expert
+    bool b = false;
+  };
   std::vector<io::GgufTensorDecl> decls;
+  std::vector<LoraTensor> parts;
+  std::map<std::string, std::size_t> stacks;  // stacked weight → its lora_a decl
   const auto r = static_cast<std::uint64_t>(adapter.lora.rank);
   const auto f32 = static_cast<std::uint32_t>(io::GgmlType::ggml_f32);
+  const auto experts = static_cast<std::size_t>(adapter.spec.moe.num_experts);
   for (const auto& s : layout.slots()) {
-    const auto name = gguf::gguf_tensor_name(s.module + ".weight");
-    ANVIL_CHECK_INPUT(name.has_value(), "export: adapted module ", s.module, " has no place in llama.cpp's ", arch,
+    const auto in = static_cast<std::uint64_t>(s.in), out = static_cast<std::uint64_t>(s.out);
+    if (s.expert < 0) {
+      const auto name = gguf::gguf_tensor_name(s.module + ".weight");
+      ANVIL_CHECK_INPUT(name.has_value(), "export: adapted module ", s.module, " has no place in llama.cpp's ", arch,
+                        " layout");
+      decls.push_back({*name + ".lora_a", {in, r}, f32});
+      parts.push_back({{&s}, false});
+      decls.push_back({*name + ".lora_b", {r, out}, f32});
+      parts.push_back({{&s}, true});
+      continue;
+    }
+    const auto slice = gguf::gguf_expert_tensor(s.module + ".weight");
+    ANVIL_CHECK_INPUT(slice.has_value(), "export: adapted expert ", s.module, " has no place in llama.cpp's ", arch,
                       " layout");
-    decls.push_back({*name + ".lora_a", {static_cast<std::uint64_t>(s.in), r}, f32});
-    decls.push_back({*name + ".lora_b", {r, static_cast<std::uint64_t>(s.out)}, f32});
+    const auto [at, fresh] = stacks.emplace(slice->name, decls.size());
+    if (fresh) {
+      decls.push_back({slice->name + ".lora_a", {in, r, experts}, f32});
+      parts.push_back({std::vector<const model::LoraSlot*>(experts, nullptr), false});
+      decls.push_back({slice->name + ".lora_b", {r, out, experts}, f32});
+      parts.push_back({std::vector<const model::LoraSlot*>(experts, nullptr), true});
+    }
+    parts[at->second].slots[static_cast<std::size_t>(slice->expert)] = &s;
+    parts[at->second + 1].slots[static_cast<std::size_t>(slice->expert)] = &s;
   }
+  for (const LoraTensor& p : parts)
+    for (const model::LoraSlot* s : p.slots)
+      ANVIL_CHECK(s != nullptr, "export: an expert's adapter is missing from the layout");
   const io::GgufLayout file_layout(meta, std::move(decls));
   ExportSummary summary;
   std::vector<float> b;
   gguf_write_collective(path, file_layout, ShardRanks{}, nullptr, [&](std::size_t i, io::GgufFileWriter& file) {
-    const model::LoraSlot& s = layout.slots()[i / 2];
-    if (i % 2 == 0) {
-      file.write(i, 0, adapter.params + s.a_offset, static_cast<std::size_t>(s.in * adapter.lora.rank) * sizeof(float));
-      return;
+    std::uint64_t at = 0;  // bytes into tensor i: a stacked tensor's experts follow each other
+    for (const model::LoraSlot* s : parts[i].slots) {
+      if (!parts[i].b) {
+        const std::size_t bytes = static_cast<std::size_t>(s->in * adapter.lora.rank) * sizeof(float);
+        file.write(i, at, adapter.params + s->a_offset, bytes);
+        at += bytes;
+        continue;
+      }
+      const std::int64_t heads = gguf::gguf_permuted_heads(adapter.spec, s->module + ".weight");
+      b.resize(static_cast<std::size_t>(s->out * adapter.lora.rank));
+      for (std::int64_t row = 0; row < s->out; ++row)
+        std::copy_n(adapter.params + s->b_offset + row * adapter.lora.rank, adapter.lora.rank,
+                    b.data() + gguf::gguf_permuted_row(row, s->out, heads) * adapter.lora.rank);
+      file.write(i, at, b.data(), b.size() * sizeof(float));
+      at += b.size() * sizeof(float);
     }
-    const std::int64_t heads = gguf::gguf_permuted_heads(adapter.spec, s.module + ".weight");
-    b.resize(static_cast<std::size_t>(s.out * adapter.lora.rank));
-    for (std::int64_t row = 0; row < s.out; ++row)
-      std::copy_n(adapter.params + s.b_offset + row * adapter.lora.rank, adapter.lora.rank,
-                  b.data() + gguf::gguf_permuted_row(row, s.out, heads) * adapter.lora.rank);
-    file.write(i, 0, b.data(), b.size() * sizeof(float));
   }, summary);
   summary.out_dir = path;
   summary.dtype = DType::dtype_f32;

@@ -158,6 +158,19 @@ constexpr std::array<std::pair<const char*, const char*>, 11> kBlockNames = {{
     {"attn_k_norm", "self_attn.k_norm"},
 }};
 
+// A sparse layer's router: Qwen3-MoE's and Mixtral's HF modules (after "model.layers.N.").
+constexpr std::array<const char*, 2> kRouterModules = {"mlp.gate", "block_sparse_moe.gate"};
+
+// A routed expert's projection (after "...experts.E.") → the stem of its stacked GGUF tensor.
+constexpr std::array<std::pair<const char*, const char*>, 6> kExpertNames = {{
+    {"gate_proj", "ffn_gate_exps"},
+    {"up_proj", "ffn_up_exps"},
+    {"down_proj", "ffn_down_exps"},
+    {"w1", "ffn_gate_exps"},  // Mixtral
+    {"w3", "ffn_up_exps"},
+    {"w2", "ffn_down_exps"},
+}};
+
 constexpr std::array<std::pair<const char*, const char*>, 3> kTopNames = {{
     {"token_embd", "model.embed_tokens"},
     {"output_norm", "model.norm"},
@@ -206,10 +219,34 @@ std::optional<std::string> gguf_tensor_name(const std::string& hf_name) {
     for (const auto& [to, from] : kBlockNames)
       for (const char* suffix : {".weight", ".bias"})
         if (rest == str_cat(from, suffix)) return str_cat("blk.", layer, ".", to, suffix);
+    for (const char* router : kRouterModules)
+      if (rest == str_cat(router, ".weight")) return str_cat("blk.", layer, ".ffn_gate_inp.weight");
     return std::nullopt;
   }
   for (const auto& [to, from] : kTopNames)
     if (hf_name == str_cat(from, ".weight")) return str_cat(to, ".weight");
+  return std::nullopt;
+}
+
+std::optional<GgufExpertSlice> gguf_expert_tensor(const std::string& hf_name) {
+  static constexpr std::string_view kLayers = "model.layers.", kExperts = ".experts.", kWeight = ".weight";
+  if (!hf_name.starts_with(kLayers) || !hf_name.ends_with(kWeight)) return std::nullopt;
+  const std::size_t dot = hf_name.find('.', kLayers.size());
+  const std::size_t at = hf_name.find(kExperts);
+  if (dot == std::string::npos || at == std::string::npos) return std::nullopt;
+  const std::string layer = hf_name.substr(kLayers.size(), dot - kLayers.size());
+  const std::size_t e0 = at + kExperts.size(), e1 = hf_name.find('.', e0);
+  if (e1 == std::string::npos) return std::nullopt;
+  std::int64_t expert = -1, layer_index = -1;
+  const std::string e = hf_name.substr(e0, e1 - e0);
+  auto number = [](const std::string& text, std::int64_t& out) {
+    const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), out);
+    return !text.empty() && ec == std::errc() && end == text.data() + text.size();
+  };
+  if (!number(layer, layer_index) || !number(e, expert)) return std::nullopt;
+  const std::string proj = hf_name.substr(e1 + 1, hf_name.size() - kWeight.size() - e1 - 1);
+  for (const auto& [from, to] : kExpertNames)
+    if (proj == from) return GgufExpertSlice{str_cat("blk.", layer, ".", to, ".weight"), expert};
   return std::nullopt;
 }
 
@@ -221,8 +258,21 @@ std::int64_t gguf_permuted_row(std::int64_t hf_row, std::int64_t rows, std::int6
 }
 
 std::string gguf_architecture(const model::ModelSpec& spec) {
-  ANVIL_CHECK_INPUT(!spec.is_moe(), "export: the GGUF export does not write mixture-of-experts models yet (",
-                    spec.model_type, ", ", spec.moe.num_experts, " experts); export --format hf and convert it with llama.cpp");
+  if (spec.is_moe()) {
+    // llama.cpp's qwen3moe and its llama-with-experts (Mixtral) put experts in every layer
+    // and renormalise the top-k weights of the softmax; other layouts would load and answer wrong.
+    for (std::int64_t l = 0; l < spec.num_hidden_layers; ++l)
+      ANVIL_CHECK_INPUT(spec.layer_is_moe(l), "export: layer ", l, " of this ", spec.model_type,
+                        " model has a dense MLP (mlp_only_layers / decoder_sparse_step), which llama.cpp's ",
+                        spec.model_type == "mixtral" ? "llama" : "qwen3moe",
+                        " architecture cannot hold; export --format hf (or mlx) instead");
+    ANVIL_CHECK_INPUT(spec.moe.norm_topk_prob, "export: norm_topk_prob is false, but llama.cpp renormalises the top-",
+                      spec.moe.top_k, " expert weights of ", spec.model_type, "; export --format hf (or mlx) instead");
+    if (spec.model_type == "qwen3_moe") return "qwen3moe";
+    if (spec.model_type == "mixtral") return "llama";
+    throw_user_error("export: the GGUF export does not write ", spec.model_type,
+                     " mixture-of-experts models (qwen3_moe and mixtral are written); export --format hf");
+  }
   if (spec.model_type == "llama" || spec.model_type == "mistral") return "llama";
   if (spec.model_type == "qwen2" || spec.model_type == "qwen3") return spec.model_type;
   throw_user_error("export: llama.cpp has no architecture anvil can write for model_type '", spec.model_type,
@@ -257,11 +307,16 @@ std::vector<io::GgufKv> gguf_model_metadata(const model::ModelSpec& spec, const 
   }
   kv.push_back({arch + ".rope.freq_base", io::gguf_value_f32(static_cast<float>(spec.rope.theta))});
   kv.push_back({arch + ".attention.layer_norm_rms_epsilon", io::gguf_value_f32(static_cast<float>(spec.rms_norm_eps))});
+  if (spec.is_moe()) {
+    kv.push_back({arch + ".expert_count", u32(spec.moe.num_experts)});
+    kv.push_back({arch + ".expert_used_count", u32(spec.moe.top_k)});
+  }
   if (spec.head_dim * spec.num_attention_heads != spec.hidden_size) {
     kv.push_back({arch + ".attention.key_length", u32(spec.head_dim)});
     kv.push_back({arch + ".attention.value_length", u32(spec.head_dim)});
   }
   kv.push_back({"general.file_type", io::gguf_value_u32(file_type)});
+  if (arch == "qwen3moe") kv.push_back({arch + ".expert_feed_forward_length", u32(spec.moe.intermediate_size)});
   if (arch == "llama") {
     kv.push_back({arch + ".vocab_size", u32(spec.vocab_size)});
     kv.push_back({arch + ".rope.dimension_count", u32(spec.head_dim)});
@@ -280,7 +335,8 @@ std::vector<float> gguf_rope_freqs(const model::ModelSpec& spec) {
 }
 
 std::int64_t gguf_permuted_heads(const model::ModelSpec& spec, const std::string& hf_name) {
-  if (spec.model_type != "llama") return 0;
+  // Every family llama.cpp runs as its llama architecture (Llama, Mistral, Mixtral).
+  if (spec.model_type != "llama" && spec.model_type != "mistral" && spec.model_type != "mixtral") return 0;
   if (hf_name.ends_with(".self_attn.q_proj.weight")) return spec.num_attention_heads;
   if (hf_name.ends_with(".self_attn.k_proj.weight")) return spec.num_key_value_heads;
   return 0;

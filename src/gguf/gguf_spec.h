@@ -3,12 +3,13 @@
 // name in either convention, and the q/k row order of llama-architecture files.
 #pragma once
 
+#include <cstdint>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "io/gguf.h"
 #include "io/gguf_writer.h"
-#include <vector>
 #include "model/model_spec.h"
 
 namespace anvil::gguf {
@@ -35,12 +36,23 @@ std::int64_t gguf_permuted_heads(const model::ModelSpec& spec, const std::string
 // (gguf_permuted_heads); `hf_row` itself when heads is 0.
 std::int64_t gguf_permuted_row(std::int64_t hf_row, std::int64_t rows, std::int64_t heads);
 
-// The inverse of gguf_tensor_hf_name; nullopt for a tensor llama.cpp's layout of these
-// families does not have.
+// The inverse of gguf_tensor_hf_name (and a sparse layer's router → "blk.N.ffn_gate_inp.weight");
+// nullopt for a tensor llama.cpp's layout of these families does not have.
 std::optional<std::string> gguf_tensor_name(const std::string& hf_name);
 
-// llama.cpp's architecture for the model: "llama" (Llama, Mistral), "qwen2", "qwen3". Any
-// other family (the MoE ones included, not written yet) is a user error naming it.
+// llama.cpp stacks a layer's routed experts into one 3-D tensor per projection (ggml dims
+// [in, out, E]): "model.layers.3.mlp.experts.5.gate_proj.weight" (Mixtral's
+// "block_sparse_moe.experts.5.w1.weight") is expert 5 of "blk.3.ffn_gate_exps.weight".
+struct GgufExpertSlice {
+  std::string name;  // the stacked GGUF tensor
+  std::int64_t expert = 0;
+};
+std::optional<GgufExpertSlice> gguf_expert_tensor(const std::string& hf_name);
+
+// llama.cpp's architecture for the model: "llama" (Llama, Mistral, Mixtral), "qwen2", "qwen3",
+// "qwen3moe". Any other family, or a mixture-of-experts layout llama.cpp's architecture cannot
+// hold (dense layers between sparse ones, top-k weights not renormalised), is a user error
+// naming it.
 std::string gguf_architecture(const model::ModelSpec& spec);
 
 // The general.* and `<arch>.*` metadata convert_hf_to_gguf.py writes for the model, in its

@@ -23,9 +23,17 @@ Id select_stack_block(hid_t fs, const StackBlock& sb, std::int64_t stride) {
   const MatrixBlock& b = sb.block;
   const hsize_t start[3] = {static_cast<hsize_t>(sb.slab0), static_cast<hsize_t>(b.row0),
                             static_cast<hsize_t>(b.col0)};
-  const hsize_t count[3] = {static_cast<hsize_t>(sb.nslabs), static_cast<hsize_t>(b.nrows),
-                            static_cast<hsize_t>(b.ncols)};
-  H5Sselect_hyperslab(fs, H5S_SELECT_SET, start, nullptr, count, nullptr);
+  if (sb.run > 0 && sb.run < sb.nslabs) {  // runs of slabs: HDF5's block within a stride
+    const hsize_t stride[3] = {static_cast<hsize_t>(sb.period), 1, 1};
+    const hsize_t count[3] = {static_cast<hsize_t>(sb.nslabs / sb.run), static_cast<hsize_t>(b.nrows),
+                              static_cast<hsize_t>(b.ncols)};
+    const hsize_t block[3] = {static_cast<hsize_t>(sb.run), 1, 1};
+    H5Sselect_hyperslab(fs, H5S_SELECT_SET, start, stride, count, block);
+  } else {
+    const hsize_t count[3] = {static_cast<hsize_t>(sb.nslabs), static_cast<hsize_t>(b.nrows),
+                              static_cast<hsize_t>(b.ncols)};
+    H5Sselect_hyperslab(fs, H5S_SELECT_SET, start, nullptr, count, nullptr);
+  }
   const std::int64_t run = b.nrows * b.ncols;
   ANVIL_CHECK(stride >= run, "slab blocks ", stride, " floats apart overlap (", run, " each)");
   const hsize_t extent[1] = {static_cast<hsize_t>((sb.nslabs - 1) * stride + run)};
@@ -40,7 +48,10 @@ Id select_stack_block(hid_t fs, const StackBlock& sb, std::int64_t stride) {
 void check_stack_block(const std::string& name, const StackBlock& sb, std::int64_t n, std::int64_t rows,
                        std::int64_t cols) {
   check_block(name, sb.block, rows, cols);
-  ANVIL_CHECK(sb.slab0 >= 0 && sb.nslabs > 0 && sb.slab0 + sb.nslabs <= n, name, ": slabs outside the stack");
+  const bool runs = sb.run > 0 && sb.run < sb.nslabs;
+  ANVIL_CHECK(!runs || (sb.nslabs % sb.run == 0 && sb.period >= sb.run), name, ": bad runs of slabs");
+  const std::int64_t last = runs ? sb.slab0 + (sb.nslabs / sb.run - 1) * sb.period + sb.run : sb.slab0 + sb.nslabs;
+  ANVIL_CHECK(sb.slab0 >= 0 && sb.nslabs > 0 && last <= n, name, ": slabs outside the stack");
 }
 
 }  // namespace

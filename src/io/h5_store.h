@@ -37,6 +37,9 @@ struct MatrixBlock {
 struct StackBlock {
   std::int64_t slab0 = 0, nslabs = 0;
   MatrixBlock block;
+  // Slabs in runs of `run`, one run every `period` slabs from slab0 (an ep rank's experts
+  // of every layer); run 0: the nslabs are consecutive.
+  std::int64_t run = 0, period = 0;
 };
 
 class H5Store {

@@ -48,7 +48,11 @@ LinearShard linear_shard(const BaseWeights& base, const LoraLayout* lora, const 
   const int pi = static_cast<int>(p);
   LinearShard l;
   if (proj_is_expert(p)) {
-    l.w = w.experts[static_cast<std::size_t>(expert)][static_cast<std::size_t>(pi - static_cast<int>(Proj::proj_expert_gate))];
+    // lw.experts holds this rank's block of experts (all of them unless ep splits them).
+    const std::int64_t held = expert - base.shard.expert_first;
+    ANVIL_CHECK(held >= 0 && held < static_cast<std::int64_t>(w.experts.size()), "expert ", expert,
+                " is not held by this rank");
+    l.w = w.experts[static_cast<std::size_t>(held)][static_cast<std::size_t>(pi - static_cast<int>(Proj::proj_expert_gate))];
   } else {
     l.w = w.proj[pi];
     l.bias = w.bias[pi].data ? w.bias[pi].as<float>() : nullptr;
@@ -153,6 +157,15 @@ LlamaModel::LlamaModel(ModelSpec spec, BaseWeights base, LoraLayout lora, ModelL
                                  lora_.spec().targets[static_cast<int>(Proj::proj_expert_down)];
     ANVIL_CHECK(!expert_adapters || lora_.spec().dropout == 0.0, "LoRA dropout on experts is not supported");
   }
+  if (tp_.ep_comm && tp_.ep_comm->size() > 1) {
+    ANVIL_CHECK(spec_.is_moe() && tp_.ep_comm->size() == tp_.shard.ep_size, "the ep group (",
+                tp_.ep_comm->size(), " ranks) does not match the shard's ", tp_.shard.ep_size);
+    ANVIL_CHECK(!be_.on_device(), "expert parallelism (parallel.ep > 1) runs on the CPU backend only: its "
+                "exchange is host loops (model/moe_dispatch.h)");
+    ep_ = std::make_unique<MoeDispatch>(*tp_.ep_comm, spec_.moe.num_experts,
+                                        limits_.micro_batch * limits_.seq_len * spec_.moe.top_k,
+                                        spec_.hidden_size, spec_.num_hidden_layers);
+  }
   parts_ = lora_tp_parts(tp_.shard, lora_);
   std::int64_t staged = 0;
   for (const LoraPart& part : parts_)
@@ -217,6 +230,9 @@ void LlamaModel::carve(Arena& arena, const ModelSpec& local, const LoraLayout& l
 
   const std::int64_t E = local.moe.num_experts, K = local.moe.top_k, R = N * K;
   const std::int64_t Fe = local.moe.intermediate_size;
+  // Under ep this rank's experts may receive every ep rank's rows (dropless): Rl of them.
+  const std::int64_t ep = local.is_moe() ? E / local.moe.experts_held() : 1;
+  const std::int64_t Rl = MoeDispatch::local_rows_max(R, static_cast<int>(ep));
   bool any_dense = false, any_sparse = false;
   for (std::int64_t l = 0; l < L; ++l) (local.layer_is_moe(l) ? any_sparse : any_dense) = true;
   auto take_block = [&](LayerActs& a, bool dense, bool sparse) {
@@ -242,16 +258,17 @@ void LlamaModel::carve(Arena& arena, const ModelSpec& local, const LoraLayout& l
       a.h = act(N * F);
     }
     if (sparse) {
-      a.xs = act(R * C);
-      a.egate = act(R * Fe);
-      a.eup = act(R * Fe);
-      a.eh = act(R * Fe);
-      a.ye = act(R * C);
+      a.xs = act(Rl * C);
+      a.egate = act(Rl * Fe);
+      a.eup = act(Rl * Fe);
+      a.eh = act(Rl * Fe);
+      a.ye = act(Rl * C);
+      if (ep > 1) a.ye_home = act(R * C);
     }
     for (int p = 0; p < kProjCount; ++p) {
       const bool expert = proj_is_expert(static_cast<Proj>(p));
       const bool used = p < static_cast<int>(Proj::proj_gate) || (expert ? sparse : dense);
-      a.xa[p] = lora.spec().targets[p] && used ? act((expert ? R : N) * r) : nullptr;
+      a.xa[p] = lora.spec().targets[p] && used ? act((expert ? Rl : N) * r) : nullptr;
     }
   };
   out.acts.assign(static_cast<std::size_t>(L), LayerActs{});
@@ -297,11 +314,12 @@ void LlamaModel::carve(Arena& arena, const ModelSpec& local, const LoraLayout& l
     out.logits = arena.take<float>(N * E);
     out.moe_out = act(N * C);
     out.dweight = arena.take<float>(R);
-    out.d_ye = act(R * C);
-    out.d_xs = act(R * C);
-    out.d_egate = act(R * Fe);
-    out.d_eup = act(R * Fe);
-    out.d_eh = act(R * Fe);
+    out.d_ye = act(Rl * C);
+    out.d_xs = act(Rl * C);
+    out.d_egate = act(Rl * Fe);
+    out.d_eup = act(Rl * Fe);
+    out.d_eh = act(Rl * Fe);
+    if (ep > 1) out.ep_home = act(R * C);
     out.moe_aux = arena.take<double>(3 * E);
   }
 }
@@ -472,15 +490,26 @@ void LlamaModel::moe_forward(std::int64_t l, LayerActs& a, float* x_out, const T
   const std::int64_t E = spec_.moe.num_experts, K = spec_.moe.top_k, r = lora_.spec().rank;
   be_.linear_forward(buf_.logits, a.xn2, w.router, nullptr, N, 0.0f);  // (N, E), the same on every TP rank
   be_.moe_route(buf_.logits, N, E, K, spec_.moe.norm_topk_prob, rt);
-  be_.moe_gather(a.xs, a.xn2, rt, N, K, C);  // (R, C) in expert order
-  const std::vector<std::int64_t> offsets = expert_offsets(be_, rt, E);
+  // This rank's experts [first, first + held) and their rows' offsets (held + 1) in a.xs:
+  // every expert's rows here (one copy of the route's E + 1 from the backend), or under ep
+  // the rows every ep rank sent (moe_dispatch.h; the CPU backend only).
+  const std::int64_t first = local_.moe.expert_first, held = local_.moe.experts_held();
+  const std::vector<std::int64_t> route_offsets = expert_offsets(be_, rt, E);
+  const std::int64_t* offsets = route_offsets.data();
+  if (ep_) {
+    be_.moe_gather(buf_.ep_home, a.xn2, rt, N, K, C);  // (R, C) in expert order
+    offsets = ep_->plan(l, rt.offsets);
+    ep_->send(l, buf_.ep_home, a.xs);  // (rows received, C), expert-major
+  } else {
+    be_.moe_gather(a.xs, a.xn2, rt, N, K, C);  // (R, C) in expert order
+  }
   auto xa = [&](Proj p, std::int64_t row0) {
     float* x = a.xa[static_cast<int>(p)];
     return x ? x + row0 * r : nullptr;
   };
   const backend::LoraDropout none;  // experts take no dropout (checked at construction)
-  for (std::int64_t e = 0; e < E; ++e) {
-    const std::int64_t o = offsets[e], n = offsets[e + 1] - o;
+  for (std::int64_t j = 0; j < held; ++j) {
+    const std::int64_t e = first + j, o = offsets[j], n = offsets[j + 1] - o;
     if (n == 0) continue;
     auto shard = [&](Proj p) { return linear_shard(base_, &lora_, buf_.lora_params, nullptr, l, p, e); };
     linear_forward_local(be_, shard(Proj::proj_expert_gate), a.egate + o * Fe, a.xs + o * C,
@@ -492,8 +521,13 @@ void LlamaModel::moe_forward(std::int64_t l, LayerActs& a, float* x_out, const T
     linear_forward_local(be_, shard(Proj::proj_expert_down), a.ye + o * C, a.eh + o * Fe,
                          xa(Proj::proj_expert_down, o), n, 0.0f, none);  // (n, C), partial over TP
   }
+  float* ye = a.ye;  // (R, C) this rank's rows' expert outputs
+  if (ep_) {
+    ye = a.ye_home;
+    ep_->send_back(l, a.ye, ye);  // backward reads them too: also when recomputing
+  }
   if (!x_out) return;
-  be_.moe_combine(buf_.moe_out, a.ye, rt, N, K, C);
+  be_.moe_combine(buf_.moe_out, ye, rt, N, K, C);
   tp_allreduce(tp_.comm, buf_.moe_out, N * C);  // the experts' down projections are row-parallel
   be_.copy(x_out, a.x_mid, sizeof(float) * static_cast<std::size_t>(N * C));
   be_.moe_residual_add(x_out, buf_.moe_out, N * C);
@@ -504,17 +538,21 @@ void LlamaModel::moe_backward(std::int64_t l, const LayerActs& a, const float* d
   const MoeRoute& rt = buf_.routes[static_cast<std::size_t>(l)];
   const std::int64_t N = n_cur_, C = local_.hidden_size, Fe = local_.moe.intermediate_size;
   const std::int64_t E = spec_.moe.num_experts, K = spec_.moe.top_k, r = lora_.spec().rank;
+  const std::int64_t first = local_.moe.expert_first, held = local_.moe.experts_held();
+  const std::vector<std::int64_t> route_offsets = ep_ ? std::vector<std::int64_t>{} : expert_offsets(be_, rt, E);
+  const std::int64_t* offsets = ep_ ? ep_->local_offsets(l) : route_offsets.data();  // (held + 1), as forward
   // The weights' gradient reads the experts' outputs, partial over the TP group: reduced.
-  be_.moe_combine_backward(buf_.dweight, buf_.d_ye, d_res, a.ye, rt, N, K, C);
+  // Under ep the outputs' gradients go to the experts the way the rows went.
+  be_.moe_combine_backward(buf_.dweight, ep_ ? buf_.ep_home : buf_.d_ye, d_res, ep_ ? a.ye_home : a.ye, rt, N, K, C);
   tp_allreduce(tp_.comm, buf_.dweight, N * K);
+  if (ep_) ep_->send(l, buf_.ep_home, buf_.d_ye);
   auto xa = [&](Proj p, std::int64_t row0) {
     const float* x = a.xa[static_cast<int>(p)];
     return x ? x + row0 * r : nullptr;
   };
   const backend::LoraDropout none;
-  const std::vector<std::int64_t> offsets = expert_offsets(be_, rt, E);
-  for (std::int64_t e = 0; e < E; ++e) {
-    const std::int64_t o = offsets[e], n = offsets[e + 1] - o;
+  for (std::int64_t j = 0; j < held; ++j) {
+    const std::int64_t e = first + j, o = offsets[j], n = offsets[j + 1] - o;
     if (n == 0) continue;
     auto shard = [&](Proj p) { return linear_shard(base_, &lora_, buf_.lora_params, buf_.lora_grads, l, p, e); };
     linear_backward_local(be_, shard(Proj::proj_expert_down), buf_.d_eh + o * Fe, buf_.d_ye + o * C,
@@ -526,7 +564,8 @@ void LlamaModel::moe_backward(std::int64_t l, const LayerActs& a, const float* d
     linear_backward_local(be_, shard(Proj::proj_expert_up), buf_.d_xs + o * C, buf_.d_eup + o * Fe,
                           a.xs + o * C, xa(Proj::proj_expert_up, o), n, 1.0f, none);  // (n, C)
   }
-  be_.moe_scatter(buf_.d_xn, buf_.d_xs, rt, N, K, C);
+  if (ep_) ep_->send_back(l, buf_.d_xs, buf_.ep_home);  // the inputs' gradients home
+  be_.moe_scatter(buf_.d_xn, ep_ ? buf_.ep_home : buf_.d_xs, rt, N, K, C);
   tp_allreduce(tp_.comm, buf_.d_xn, N * C);  // the experts' gate/up are column-parallel
   // The router (replicated): its input gradient is complete on every rank.
   be_.moe_router_backward(buf_.logits, buf_.dweight, rt, N, E, K, spec_.moe.norm_topk_prob,
@@ -643,10 +682,21 @@ void LlamaModel::reduce_tp_grads() {
 }
 
 double LlamaModel::grad_sum_squares() {
-  if (!tp_.comm || tp_.comm->size() == 1) return be_.sum_squares(buf_.lora_grads, lora_.size());
-  double total = 0.0;
-  for (const LoraPart& part : parts_)
-    total += be_.sum_squares(buf_.lora_grads + part.offset, part.count) / static_cast<double>(part.replicas);
+  if (!ep_ && (!tp_.comm || tp_.comm->size() == 1)) return be_.sum_squares(buf_.lora_grads, lora_.size());
+  double total = 0.0, experts = 0.0;
+  // parts_ holds each slot's A then B, in slot order. Under ep every rank holds other
+  // experts: their squares are summed over the ep group, the rest is the same on each.
+  for (std::size_t i = 0; i < parts_.size(); ++i) {
+    const LoraPart& part = parts_[i];
+    const bool expert = ep_ && proj_is_expert(lora_.slots()[i / 2].proj);
+    (expert ? experts : total) +=
+        be_.sum_squares(buf_.lora_grads + part.offset, part.count) / static_cast<double>(part.replicas);
+  }
+  if (ep_) {
+    tp_.ep_comm->allreduce_sum(&experts, 1);  // host memory: the MoE layer is CPU-only
+    total += experts;
+  }
+  if (!tp_.comm || tp_.comm->size() == 1) return total;
   // The TP group's Comm reduces backend memory.
   be_.copy_from_host(tp_scalar_.get(), &total, sizeof total);
   tp_.comm->allreduce_sum(tp_scalar_.get(), 1);

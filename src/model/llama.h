@@ -28,6 +28,7 @@
 #include "model/llama_weights.h"
 #include "model/lora.h"
 #include "model/model_spec.h"
+#include "model/moe_dispatch.h"
 #include "model/moe_routing.h"
 #include "model/tp_layers.h"
 
@@ -179,6 +180,9 @@ class LlamaModel {
     float* eup = nullptr;    // (R, fe)
     float* eh = nullptr;     // (R, fe)
     float* ye = nullptr;     // (R, C) expert outputs (partial sums over the TP group)
+    // Under ep the five above hold the rows this rank's experts received (R · ep at most,
+    // expert-major, moe_dispatch.h), and the outputs come back here, in this rank's order.
+    float* ye_home = nullptr;  // (R, C); null without ep (then ye is it)
   };
   // Every buffer of the arena, in the order carve() takes them.
   struct Buffers {
@@ -218,6 +222,7 @@ class LlamaModel {
     float* d_eup = nullptr;        // (R, fe)
     float* d_eh = nullptr;         // (R, fe)
     double* moe_aux = nullptr;     // (3, E) aux loss: choice counts, probability sums, dL/dprobs
+    float* ep_home = nullptr;      // (R, C) ep: rows and gradients on their way out or back
   };
   // Takes every buffer from `arena` (null pointers in plan mode). The one list of the
   // arena's contents: the constructor and arena_bytes_for both run it.
@@ -261,6 +266,7 @@ class LlamaModel {
   backend::Backend& be_;
   std::uint64_t dropout_seed_;
   TpGroup tp_;
+  std::unique_ptr<MoeDispatch> ep_;  // the routed experts' token exchange; null: ep 1
   std::vector<LoraPart> parts_;
   // Backend memory that is not the arena's, freed through the backend.
   std::unique_ptr<float, BackendFree> tp_stage_;  // partial gradients packed for one all-reduce

@@ -162,12 +162,12 @@ TensorView linear_weight(Owner& o, const std::string& name, DType storage, std::
 }
 
 // A sparse layer's router (whole, f32: its logits pick the experts) and this rank's slice
-// of every expert.
+// of every expert it holds (under ep its block only: the others' weights are never read).
 void carve_experts(Owner& o, const ModelSpec& spec, DType storage, const TpShard& shard,
                    const quant::QuantPolicy& quant, std::int64_t l, LayerWeights& lw, std::int64_t* copied) {
   lw.router = weight_view(o, str_cat("model.layers.", l, ".", spec.moe_module(), ".gate.weight"), DType::dtype_f32,
                           std::nullopt, copied);
-  for (std::int64_t e = 0; e < spec.moe.num_experts; ++e) {
+  for (std::int64_t e = shard.expert_first; e < shard.expert_first + shard.experts; ++e) {
     std::array<TensorView, 3> ex;
     for (int k = 0; k < 3; ++k) {
       const Proj proj = static_cast<Proj>(static_cast<int>(Proj::proj_expert_gate) + k);

@@ -114,9 +114,12 @@ LoraLayout::LoraLayout(const ModelSpec& spec, const LoraSpec& lora) : lora_(lora
       if (!lora.targets[p] || (mlp && proj_is_expert(proj) != sparse)) continue;
       auto [out, in] = proj_shape(spec, proj);
       index_[static_cast<std::size_t>(l * kProjCount + p)] = static_cast<std::int64_t>(slots_.size());
-      const std::int64_t experts = proj_is_expert(proj) ? spec.moe.num_experts : 1;
-      for (std::int64_t e = 0; e < experts; ++e) {
-        LoraSlot s{l, proj, in, out, size_, 0, proj_is_expert(proj) ? e : -1, ""};
+      // Under ep only this rank's experts (MoeSpec::expert_first ...), by their model index.
+      const bool expert = proj_is_expert(proj);
+      const std::int64_t first = expert ? spec.moe.expert_first : 0;
+      const std::int64_t experts = expert ? spec.moe.experts_held() : 1;
+      for (std::int64_t e = first; e < first + experts; ++e) {
+        LoraSlot s{l, proj, in, out, size_, 0, expert ? e : -1, ""};
         s.module = proj_module_path(spec, l, proj, s.expert);
         s.b_offset = s.a_offset + lora.rank * in;
         size_ = s.b_offset + out * lora.rank;
@@ -129,8 +132,13 @@ LoraLayout::LoraLayout(const ModelSpec& spec, const LoraSpec& lora) : lora_(lora
 const LoraSlot* LoraLayout::find(std::int64_t layer, Proj p, std::int64_t expert) const {
   const std::size_t i = static_cast<std::size_t>(layer * kProjCount + static_cast<int>(p));
   if (layer < 0 || i >= index_.size() || index_[i] < 0) return nullptr;
-  const std::int64_t slot = index_[i] + std::max<std::int64_t>(expert, 0);
   ANVIL_CHECK(proj_is_expert(p) == (expert >= 0), "LoRA lookup: expert ", expert, " of ", proj_name(p));
+  // The slots of an expert projection are consecutive experts from the layout's first.
+  const LoraSlot& first = slots_[static_cast<std::size_t>(index_[i])];
+  const std::int64_t slot = index_[i] + (expert >= 0 ? expert - first.expert : 0);
+  if (expert >= 0 && (slot >= static_cast<std::int64_t>(slots_.size()) || slots_[static_cast<std::size_t>(slot)].layer != layer ||
+                      slots_[static_cast<std::size_t>(slot)].proj != p || expert < first.expert))
+    return nullptr;  // an expert another ep rank holds
   return &slots_[static_cast<std::size_t>(slot)];
 }
 

@@ -42,6 +42,11 @@ struct MoeSpec {
   // output_router_logits is set in config.json.
   bool aux_loss = false;
   double aux_loss_coef = 0.0;
+  // The routed experts one rank holds under expert parallelism (tp_local_spec of an ep
+  // shard): [expert_first, expert_first + experts_held()). The model's own spec holds all.
+  std::int64_t expert_first = 0;
+  std::int64_t expert_count = -1;  // -1: every one of num_experts
+  std::int64_t experts_held() const { return expert_count < 0 ? num_experts : expert_count; }
 };
 
 struct ModelSpec {

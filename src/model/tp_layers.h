@@ -30,6 +30,7 @@ struct TpGroup {
   TpShard shard;                  // this rank's part of the model
   comm::Comm* comm = nullptr;     // the group; null: one rank
   comm::Comm* kv_comm = nullptr;  // ranks holding the same KV heads; null unless kv_replicas > 1
+  comm::Comm* ep_comm = nullptr;  // the expert-parallel group (shard.ep_size ranks); null: ep 1
 };
 
 // Sums x (n) over the group in place; nothing for one rank.

@@ -48,7 +48,18 @@ TpShard tp_shard(const ModelSpec& spec, int rank, int size) {
   t.expert_ffn = spec.moe.intermediate_size / size;
   t.vocab = spec.vocab_size / size;
   t.vocab_first = rank * t.vocab;
+  t.experts = spec.moe.num_experts;
   return t;
+}
+
+void ep_shard_set(TpShard& t, const ModelSpec& spec, int ep_rank, int ep_size) {
+  ANVIL_CHECK(spec.is_moe() && ep_size >= 1 && spec.moe.num_experts % ep_size == 0 && ep_rank >= 0 &&
+                  ep_rank < ep_size,
+              "ep rank ", ep_rank, " of ", ep_size, " cannot split ", spec.moe.num_experts, " experts");
+  t.ep_rank = ep_rank;
+  t.ep_size = ep_size;
+  t.experts = spec.moe.num_experts / ep_size;
+  t.expert_first = ep_rank * t.experts;
 }
 
 bool proj_row_parallel(Proj p) { return p == Proj::proj_o || p == Proj::proj_down || p == Proj::proj_expert_down; }
@@ -87,6 +98,10 @@ ModelSpec tp_local_spec(const ModelSpec& spec, const TpShard& t) {
   s.intermediate_size = t.ffn;
   s.moe.intermediate_size = t.expert_ffn;
   s.vocab_size = t.vocab;
+  if (t.ep_size > 1) {
+    s.moe.expert_first = t.expert_first;
+    s.moe.expert_count = t.experts;
+  }
   return s;
 }
 
@@ -115,17 +130,22 @@ std::vector<LoraPart> lora_tp_parts(const TpShard& t, const LoraLayout& local) {
 
 namespace {
 
+// The slot of the full layout that local slot `l` is a slice of (under ep the local layout
+// holds this rank's experts only, so the two are not index for index).
+const LoraSlot& full_slot_of(const LoraLayout& full, const LoraSlot& l) {
+  const LoraSlot* f = full.find(l.layer, l.proj, l.expert);
+  ANVIL_CHECK(f != nullptr && f->proj == l.proj && f->expert == l.expert, "local and full LoRA layouts differ");
+  return *f;
+}
+
 // Calls copy(full_offset, local_offset, count) for every contiguous run of rank t's values.
 template <typename Copy>
 void lora_shard_walk(const ModelSpec& spec, const TpShard& t, const LoraLayout& full,
                      const LoraLayout& local, Copy copy) {
   const std::int64_t r = full.spec().rank;
-  ANVIL_CHECK(local.spec().rank == r && local.slots().size() == full.slots().size(),
-              "local and full LoRA layouts differ");
-  for (std::size_t i = 0; i < full.slots().size(); ++i) {
-    const LoraSlot& f = full.slots()[i];
-    const LoraSlot& l = local.slots()[i];
-    ANVIL_CHECK(f.layer == l.layer && f.proj == l.proj && f.expert == l.expert, "local and full LoRA layouts differ");
+  ANVIL_CHECK(local.spec().rank == r, "local and full LoRA layouts differ");
+  for (const LoraSlot& l : local.slots()) {
+    const LoraSlot& f = full_slot_of(full, l);
     const WeightSlice w = tp_proj_slice(spec, t, f.proj);
     if (w.axis == SplitAxis::split_rows) {
       copy(f.a_offset, l.a_offset, r * f.in);                      // A (r, in): all of it
@@ -143,11 +163,9 @@ void lora_shard_walk(const ModelSpec& spec, const TpShard& t, const LoraLayout& 
 std::vector<LoraBlock> lora_tp_blocks(const ModelSpec& spec, const TpShard& t, const LoraLayout& full,
                                       const LoraLayout& local) {
   const std::int64_t r = full.spec().rank;
-  ANVIL_CHECK(local.slots().size() == full.slots().size(), "local and full LoRA layouts differ");
   std::vector<LoraBlock> out;
-  for (std::size_t i = 0; i < full.slots().size(); ++i) {
-    const LoraSlot& f = full.slots()[i];
-    const LoraSlot& l = local.slots()[i];
+  for (const LoraSlot& l : local.slots()) {
+    const LoraSlot& f = full_slot_of(full, l);
     const WeightSlice w = tp_proj_slice(spec, t, f.proj);
     const bool kv = (f.proj == Proj::proj_k || f.proj == Proj::proj_v) && t.kv_replicas > 1;
     LoraBlock a{&f, 'A', r, f.in, 0, r, 0, f.in, l.a_offset, t.rank == 0};

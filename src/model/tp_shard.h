@@ -32,6 +32,11 @@ struct TpShard {
   std::int64_t expert_ffn = 0;     // local rows of each routed expert, moe.intermediate_size / tp
   std::int64_t vocab = 0;          // local vocabulary rows, V / tp
   std::int64_t vocab_first = 0;    // global index of the first local vocabulary row
+  // Expert parallelism (ep_shard_set): this rank holds routed experts [expert_first,
+  // expert_first + experts), a contiguous block, num_experts / ep of them.
+  int ep_rank = 0, ep_size = 1;
+  std::int64_t expert_first = 0;
+  std::int64_t experts = 0;        // every expert unless ep_shard_set says otherwise
 };
 
 // Every reason `tp` cannot split `spec`, one line each ("does not divide the model's
@@ -40,6 +45,10 @@ std::vector<std::string> tp_shard_problems(const ModelSpec& spec, int tp);
 // Rank `rank`'s part; an internal error when tp_shard_problems is not empty (callers
 // validate first, with the config's key in the message).
 TpShard tp_shard(const ModelSpec& spec, int rank, int size);
+
+// Rank `ep_rank` of `ep_size` expert-parallel ranks: its block of routed experts (an
+// internal error unless ep_size divides num_experts; the config's validation says so first).
+void ep_shard_set(TpShard& t, const ModelSpec& spec, int ep_rank, int ep_size);
 
 enum class SplitAxis { split_rows, split_cols };
 
@@ -59,8 +68,9 @@ std::array<std::int64_t, 2> tp_proj_shape(const ModelSpec& spec, const TpShard& 
 // The vocabulary rows of the embedding and the LM head.
 WeightSlice tp_vocab_slice(const TpShard& t);
 
-// The model shape one rank computes with: heads, KV heads, intermediate size and
-// vocabulary of its slice; everything else as in `spec`.
+// The model shape one rank computes with: heads, KV heads, intermediate size, vocabulary
+// and routed experts held of its slice; everything else as in `spec` (num_experts stays
+// the model's: the router scores them all).
 ModelSpec tp_local_spec(const ModelSpec& spec, const TpShard& t);
 
 // ---- LoRA adapters under TP (the math is in tp_layers.h) ----------------------------------

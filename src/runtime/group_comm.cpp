@@ -46,6 +46,10 @@ class GroupComm final : public comm::Comm {
   void broadcast_impl(void* buf, std::int64_t count, DType dtype, int root) override {
     on(buf).broadcast(buf, count, dtype, root);
   }
+  void alltoallv_impl(const void* send, const std::int64_t* send_counts, void* recv,
+                      const std::int64_t* recv_counts, DType dtype) override {
+    on(send, recv, "alltoallv").alltoallv(send, send_counts, recv, recv_counts, dtype);
+  }
   // The device Comm's barrier also waits for its stream (NcclComm); every rank of the group
   // passes it, which is all a host barrier adds.
   void barrier_impl() override { device_.barrier(); }

@@ -241,13 +241,16 @@ Runtime::Runtime(std::unique_ptr<comm::MpiSession> session, const RuntimeSpec& s
     : session_(std::move(session)),
       local_rank_(session_ ? session_->local_rank() : 0),
       local_size_(session_ ? session_->local_size() : 1),
-      grid_(session_ || comm::mpi_running() ? comm::mpi_comm_world() : comm::self_comm("world"), spec.tp),
+      grid_(session_ || comm::mpi_running() ? comm::mpi_comm_world() : comm::self_comm("world"), spec.tp,
+            spec.ep),
       backend_kind_(backend_resolve(spec.backend)) {
   launch_check_world(grid_.world_size());
   launch_check_tp_node(grid_);
   world_ = &grid_.world();
   tp_ = &grid_.tp();
   dp_ = &grid_.dp();
+  ep_ = &grid_.ep();
+  edp_ = &grid_.edp();
   // Ranks sharing a node share its cores (the CPU backend's, and the data preparation's
   // on any backend), unless the user set OMP_NUM_THREADS.
   if (std::getenv("OMP_NUM_THREADS") == nullptr) {
@@ -277,14 +280,25 @@ Runtime::Runtime(std::unique_ptr<comm::MpiSession> session, const RuntimeSpec& s
   device_world_ = comm::staged_comm(grid_.world(), *staging_);
   device_tp_ = device_comm(kind, grid_.tp(), *backend_, *staging_);
   device_dp_ = device_comm(kind, grid_.dp(), *backend_, *staging_);
+  // The expert groups only under ep (no NCCL init for nothing): at ep 1, edp is dp's ranks.
+  if (ep_size() > 1) {
+    device_ep_ = device_comm(kind, grid_.ep(), *backend_, *staging_);
+    device_edp_ = device_comm(kind, grid_.edp(), *backend_, *staging_);
+  }
   backend::Backend* be = backend_.get();
   const IsDeviceMemory is_device = [be](const void* p) { return be->is_device_memory(p); };
   group_world_ = group_comm(grid_.world(), *device_world_, is_device);
   group_tp_ = group_comm(grid_.tp(), *device_tp_, is_device);
   group_dp_ = group_comm(grid_.dp(), *device_dp_, is_device);
+  if (ep_size() > 1) {
+    group_ep_ = group_comm(grid_.ep(), *device_ep_, is_device);
+    group_edp_ = group_comm(grid_.edp(), *device_edp_, is_device);
+  }
   world_ = group_world_.get();
   tp_ = group_tp_.get();
   dp_ = group_dp_.get();
+  ep_ = ep_size() > 1 ? group_ep_.get() : &grid_.ep();  // one rank: its calls move nothing
+  edp_ = ep_size() > 1 ? group_edp_.get() : dp_;
 }
 
 // Members go in reverse order: the group Comms before the Comms they use, the backend
@@ -297,7 +311,8 @@ std::string Runtime::binding_line() const {
   const char* visible = std::getenv("CUDA_VISIBLE_DEVICES");
   const std::string device = backend_->device_identity();
   return str_cat("rank ", world_rank(), "/", world_size(), " on ", node_name(world_rank()).data(), ", local ",
-                 local_rank_, "/", local_size_, ", tp ", tp_rank(), "/", tp_size(), ", dp ", dp_rank(), "/",
+                 local_rank_, "/", local_size_, ", tp ", tp_rank(), "/", tp_size(),
+                 ep_size() > 1 ? str_cat(", ep ", ep_rank(), "/", ep_size()) : std::string(), ", dp ", dp_rank(), "/",
                  dp_size(), "; cpus ", cpu_ranges(cpus), ", numa ", numa.empty() ? "?" : numa,
                  "; CUDA_VISIBLE_DEVICES=", visible ? visible : "(unset)", "; ", description_,
                  device.empty() ? "" : ", " + device);
@@ -320,6 +335,10 @@ const model::TpGroup& Runtime::tp_group(const model::ModelSpec& spec) {
   if (tp_group_) return *tp_group_;
   model::TpGroup group;
   group.shard = model::tp_shard(spec, tp_rank(), tp_size());
+  if (ep_size() > 1) {
+    model::ep_shard_set(group.shard, spec, ep_rank(), ep_size());
+    group.ep_comm = ep_;
+  }
   group.comm = tp_;
   // Ranks holding copies of the same KV heads (tp > n_kv_heads) reduce their KV gradients
   // among themselves.

@@ -2,12 +2,14 @@
 // any weight is read, and passed to whatever needs a group (the trainer, the model's TP
 // layers through tp_group()). It owns
 //   - the MPI session (comm/mpi_session.h: MpiSession),
-//   - the ProcessGrid: world = dp × tp, tp innermost (consecutive ranks, one node),
+//   - the ProcessGrid: world = tp × ep × dp, tp innermost (consecutive ranks, one node),
+//     then ep (comm/process_grid.h),
 //   - the resolved backend (auto → cuda or cpu), agreed by every rank, and this rank's GPU,
 //     assigned by UUID over its node (runtime/placement.h),
-//   - per group ONE communicator, world(), tp(), dp(), that takes host scalars and backend
-//     buffers alike (runtime/group_comm.h); an expert-parallel group ep() goes between tp
-//     and dp when MoE comes (DESIGN.md "Grid with experts"),
+//   - per group ONE communicator, world(), tp(), dp(), ep(), edp(), that takes host scalars
+//     and backend buffers alike (runtime/group_comm.h); dp() is every rank of the same TP
+//     slice (ep × dp of them), edp() the ranks holding the same experts (DESIGN.md "Grid
+//     with experts"),
 //   - the TP group's split of the KV heads (tp_group()).
 // parallel.tp arrives here validated (train/config_check.cpp); nothing here reads a config.
 #pragma once
@@ -32,6 +34,7 @@ struct RuntimeSpec {
   int tp = 1;
   backend::BackendKind backend = backend::BackendKind::backend_auto;
   comm::CommKind comm = comm::CommKind::comm_auto;
+  int ep = 1;  // last: brace-initialised specs ({tp, backend, comm}) keep meaning what they did
 };
 
 class Runtime {
@@ -55,6 +58,8 @@ class Runtime {
   int tp_size() const { return grid_.tp_size(); }
   int dp_rank() const { return grid_.dp_rank(); }
   int dp_size() const { return grid_.dp_size(); }
+  int ep_rank() const { return grid_.ep_rank(); }
+  int ep_size() const { return grid_.ep_size(); }
   // This rank's place on its node (picks its GPU and its CPU threads).
   int local_rank() const { return local_rank_; }
   int local_size() const { return local_size_; }
@@ -63,12 +68,15 @@ class Runtime {
   comm::Comm& world() const { return *world_; }
   comm::Comm& tp() const { return *tp_; }
   comm::Comm& dp() const { return *dp_; }
+  comm::Comm& ep() const { return *ep_; }
+  comm::Comm& edp() const { return *edp_; }
   // The same groups on host memory only, for code that hands MPI host buffers itself
   // (the HDF5 checkpoint's MPI-IO, the token cache).
   const comm::ProcessGrid& host_grid() const { return grid_; }
 
-  // The TP group a model of `spec` runs in: this rank's shard and, when ranks share
-  // replicated KV heads, their sub-group (split once, on the first call; collective then).
+  // The TP group a model of `spec` runs in: this rank's shard (its routed experts too, under
+  // ep) and, when ranks share replicated KV heads, their sub-group (split once, on the first
+  // call; collective then); the ep group when ep > 1.
   const model::TpGroup& tp_group(const model::ModelSpec& spec);
 
   // Where this rank runs, one line: host, world and local rank, tp/dp coordinates, the CPUs
@@ -88,11 +96,13 @@ class Runtime {
   // Device-memory Comms (NCCL, or MPI staged through host memory) and the GroupComms over
   // them and the grid's host Comms; empty on the CPU backend, where the grid's serve both.
   std::unique_ptr<comm::DeviceStaging> staging_;
-  std::unique_ptr<comm::Comm> device_world_, device_tp_, device_dp_;
-  std::unique_ptr<comm::Comm> group_world_, group_tp_, group_dp_;
+  std::unique_ptr<comm::Comm> device_world_, device_tp_, device_dp_, device_ep_, device_edp_;
+  std::unique_ptr<comm::Comm> group_world_, group_tp_, group_dp_, group_ep_, group_edp_;
   comm::Comm* world_ = nullptr;
   comm::Comm* tp_ = nullptr;
   comm::Comm* dp_ = nullptr;
+  comm::Comm* ep_ = nullptr;
+  comm::Comm* edp_ = nullptr;
   std::optional<model::TpGroup> tp_group_;
   std::unique_ptr<comm::Comm> kv_comm_;
 };

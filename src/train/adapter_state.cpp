@@ -56,19 +56,27 @@ void AdapterState::download() {
   be_.copy_to_host(h.adam_m, adam_m(), 2 * bytes_);
 }
 
-std::vector<float> AdapterState::gather_full(comm::Comm& tp) const {
-  const model::LoraLayout& local = model_.lora_layout();
+std::vector<float> AdapterState::gather_full(comm::Comm& tp, comm::Comm& ep) const {
   std::vector<float> mine(static_cast<std::size_t>(n_));
   be_.copy_to_host(mine.data(), model_.lora_params(), bytes_);
-  std::vector<float> gathered(static_cast<std::size_t>(n_ * tp.size()));
-  tp.allgather(mine.data(), gathered.data(), n_, DType::dtype_f32);
+  // (ep, tp, n): every rank's local adapter, in (ep rank, tp rank) order. The ep ranks'
+  // layouts hold different experts but have the same size (E / ep experts each).
+  std::vector<float> by_tp(static_cast<std::size_t>(n_ * tp.size()));
+  tp.allgather(mine.data(), by_tp.data(), n_, DType::dtype_f32);
+  std::vector<float> gathered(by_tp.size() * static_cast<std::size_t>(ep.size()));
+  ep.allgather(by_tp.data(), gathered.data(), n_ * tp.size(), DType::dtype_f32);
   std::vector<float> out;
-  if (tp.rank() != 0) return out;
+  if (tp.rank() != 0 || ep.rank() != 0) return out;
   out.resize(static_cast<std::size_t>(full_.size()));
-  for (int t = 0; t < tp.size(); ++t) {
-    const model::TpShard shard = model::tp_shard(model_.spec(), t, tp.size());
-    model::lora_shard_insert(model_.spec(), shard, full_, local, gathered.data() + t * n_, out.data());
-  }
+  const model::ModelSpec& spec = model_.spec();
+  for (int q = 0; q < ep.size(); ++q)
+    for (int t = 0; t < tp.size(); ++t) {
+      model::TpShard shard = model::tp_shard(spec, t, tp.size());
+      if (ep.size() > 1) model::ep_shard_set(shard, spec, q, ep.size());
+      const model::LoraLayout local(model::tp_local_spec(spec, shard), full_.spec());
+      const float* block = gathered.data() + (static_cast<std::int64_t>(q) * tp.size() + t) * n_;
+      model::lora_shard_insert(spec, shard, full_, local, block, out.data());
+    }
   return out;
 }
 

@@ -40,9 +40,10 @@ class AdapterState {
   void upload();    // host copies -> backend (after a load)
   void download();  // backend -> host copies (before a save)
 
-  // The whole adapter in the full layout on `tp`'s rank 0 (every rank of the group calls
-  // it; the others get an empty vector): the TP ranks' slices gathered and put in place.
-  std::vector<float> gather_full(comm::Comm& tp) const;
+  // The whole adapter in the full layout on the rank that is rank 0 of both `tp` and `ep`
+  // (every rank of both groups calls it; the others get an empty vector): the TP ranks'
+  // slices and the EP ranks' experts gathered and put in place.
+  std::vector<float> gather_full(comm::Comm& tp, comm::Comm& ep) const;
 
  private:
   float* adam_m() { return adam_m_; }

@@ -26,8 +26,10 @@ class BatchBuffers {
 };
 
 // Mean token loss over the whole set (no dropout), and the token count. Micro-batch i goes
-// to data-parallel replica i mod dp; the sums meet in one all-reduce over `dp`.
+// to data-parallel replica i mod dp; the sums meet in one all-reduce over `dp`. `lockstep`
+// (expert parallelism): every rank runs as many forwards as the busiest one.
 std::pair<double, std::int64_t> evaluate(model::LlamaModel& model, const data::SequenceSet& set,
-                                         std::int64_t micro_batch, BatchBuffers& buf, comm::Comm& dp);
+                                         std::int64_t micro_batch, BatchBuffers& buf, comm::Comm& dp,
+                                         bool lockstep = false);
 
 }  // namespace anvil::train

@@ -187,7 +187,7 @@ std::optional<std::string> load_or_damage(const CheckpointContext& ctx, const st
     // This rank's blocks of every matrix, checked with the TP group: any grid reads any checkpoint.
     const checkpoint::GroupBuffers groups = group_buffers(buf);
     for (int g = 0; g < checkpoint::kGroupCount; ++g)
-      reader->read_group(static_cast<Group>(g), shards_of(ctx), ctx.grid->tp(), groups[static_cast<std::size_t>(g)]);
+      reader->read_group(static_cast<Group>(g), shards_of(ctx), ctx.grid->tp(), ctx.grid->ep(), groups[static_cast<std::size_t>(g)]);
     out = TrainState{};
     out.step = saved.step;
     out.tokens_seen = saved.tokens_seen;

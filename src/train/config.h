@@ -122,7 +122,8 @@ struct TrainSection {
 
 struct ParallelSection {
   int tp{};
-  int dp{};  // 0: auto (world size / tp)
+  int ep{};  // expert-parallel ranks (MoE only): each holds num_experts / ep routed experts
+  int dp{};  // 0: auto (world size / (tp × ep))
   BackendKind backend{};
   CommKind comm{};
   int collective_timeout_s{};  // 0: no watchdog

@@ -20,21 +20,29 @@ namespace anvil::train {
 namespace fs = std::filesystem;
 
 std::vector<KeyProblem> batch_layout_check(const TrainConfig& cfg, int world_size, BatchLayout& layout) {
-  const int tp = cfg.parallel.tp;
-  const int world = world_size > 0 ? world_size : tp * std::max(cfg.parallel.dp, 1);
+  const int tp = cfg.parallel.tp, ep = cfg.parallel.ep;
+  const int world = world_size > 0 ? world_size : tp * ep * std::max(cfg.parallel.dp, 1);
   if (world % tp != 0) return {{"parallel.tp", str_cat(tp, " does not divide the world size ", world)}};
-  const int dp = cfg.parallel.dp > 0 ? cfg.parallel.dp : world / tp;
-  if (tp * dp != world)
-    return {{"parallel.dp", str_cat("tp ", tp, " x dp ", dp, " = ", tp * dp, " ranks, but the world size is ",
-                                    world, " (dp: auto fits any world)")}};
+  if (world % (tp * ep) != 0)
+    return {{"parallel.ep", str_cat("tp ", tp, " x ep ", ep, " = ", tp * ep, " does not divide the world size ",
+                                    world)}};
+  const int dp = cfg.parallel.dp > 0 ? cfg.parallel.dp : world / (tp * ep);
+  if (tp * ep * dp != world)
+    return {{"parallel.dp", ep > 1 ? str_cat("tp ", tp, " x ep ", ep, " x dp ", dp, " = ", tp * ep * dp,
+                                             " ranks, but the world size is ", world, " (dp: auto fits any world)")
+                                   : str_cat("tp ", tp, " x dp ", dp, " = ", tp * dp,
+                                             " ranks, but the world size is ", world, " (dp: auto fits any world)")}};
   // Megatron's rule: every optimizer step sees exactly global_batch sequences, split into
-  // micro-batches of the same size on every data-parallel rank.
-  const long long per_pass = static_cast<long long>(cfg.train.micro_batch) * dp;
+  // micro-batches of the same size on every data-parallel rank. The ep ranks of a replica
+  // are data-parallel for everything but the routed experts, so the batch splits over
+  // ep × dp ranks.
+  const int data_ranks = ep * dp;
+  const long long per_pass = static_cast<long long>(cfg.train.micro_batch) * data_ranks;
   if (cfg.train.global_batch % per_pass != 0)
-    return {{"train.global_batch", str_cat(cfg.train.global_batch,
-                                           " is not a multiple of micro_batch x dp = ", cfg.train.micro_batch,
-                                           " x ", dp, " = ", per_pass)}};
-  layout = BatchLayout{world, dp, static_cast<int>(cfg.train.global_batch / per_pass)};
+    return {{"train.global_batch", str_cat(cfg.train.global_batch, " is not a multiple of micro_batch x ",
+                                           ep > 1 ? "ep x dp = " : "dp = ", cfg.train.micro_batch, " x ",
+                                           ep > 1 ? str_cat(ep, " x ", dp) : str_cat(dp), " = ", per_pass)}};
+  layout = BatchLayout{world, data_ranks, static_cast<int>(cfg.train.global_batch / per_pass)};
   return {};
 }
 
@@ -158,6 +166,13 @@ void check_model(const TrainConfig& cfg, bool tp_ok, bool backend_ok, std::vecto
   if (!tp_ok) return;
   for (std::string& problem : model::tp_shard_problems(spec, cfg.parallel.tp))
     out.push_back({"parallel.tp", std::move(problem)});
+  const int ep = cfg.parallel.ep;
+  if (ep > 1 && !spec.is_moe())
+    out.push_back({"parallel.ep", str_cat(ep, " needs a mixture-of-experts model, but ", dir,
+                                          " is a dense model (", spec.model_type, "); use ep: 1")});
+  else if (ep > 1 && spec.moe.num_experts % ep != 0)
+    out.push_back({"parallel.ep", str_cat(ep, " does not divide the model's num_experts (", spec.moe.num_experts,
+                                          ")")});
 }
 
 }  // namespace
@@ -207,7 +222,7 @@ std::vector<KeyProblem> config_check_rules(const TrainConfig& cfg, const ConfigC
   if (ok({"data.chat_template"}) && cfg.data.chat_template)
     check_chat_template(*cfg.data.chat_template, ctx.check_files, out);
 
-  const bool layout_ok = ok({"parallel.tp", "parallel.dp"});
+  const bool layout_ok = ok({"parallel.tp", "parallel.ep", "parallel.dp"});
   if (layout_ok && ok({"train.global_batch", "train.micro_batch"})) {
     BatchLayout layout;
     for (KeyProblem& p : batch_layout_check(cfg, ctx.world_size, layout)) out.push_back(std::move(p));

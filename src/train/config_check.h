@@ -18,7 +18,7 @@ struct KeyProblem {
 
 struct BatchLayout {
   int world_size = 0;
-  int dp = 0;
+  int dp = 0;  // the ranks the global batch splits over: ep × dp (the ep ranks see different data)
   int grad_accumulation = 0;
 };
 

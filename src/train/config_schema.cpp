@@ -301,8 +301,13 @@ std::vector<ConfigKey> schema_parallel_checkpoint_log() {
           "tensor-parallel ranks per model replica (consecutive ranks, one node): splits weights "
           "and activations, costs collectives in every layer; must divide the attention heads",
           between(1, 1024)),
+      row("parallel.ep", key_int, "1", FIELD(parallel, ep),
+          "expert-parallel ranks (mixture-of-experts models only): each holds num_experts / ep routed "
+          "experts and tokens travel to them by all-to-all; attention stays data-parallel over them. "
+          "Ranks go tp innermost, then ep, then dp; must divide num_experts",
+          between(1, 1024)),
       row("parallel.dp", key_int_or_auto, "auto", FIELD(parallel, dp),
-          "data-parallel replicas; auto = world size / tp; tp * dp must equal the world size",
+          "data-parallel replicas; auto = world size / (tp * ep); tp * ep * dp must equal the world size",
           between(1, 1 << 20)),
       row("parallel.backend", key_choice, "auto", FIELD(parallel, backend),
           "where the math runs: cpu, cuda, or auto = cuda when this build has CUDA and a GPU is visible", {},

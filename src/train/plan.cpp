@@ -12,6 +12,7 @@
 #include "core/error.h"
 #include "model/llama.h"
 #include "model/lora.h"
+#include "train/config_check.h"
 #include "train/flops.h"
 
 namespace anvil::train {
@@ -35,6 +36,9 @@ constexpr double kCpuRuntimeBytes = 28.0 * kMiB;
 constexpr double kGpuRuntimeBytes = 1.0 * kGiB;
 // Assumed per NCCL communicator: channel buffers (NCCL_BUFFSIZE 4 MiB x channels x peers).
 constexpr double kNcclGroupBytes = 0.5 * kGiB;
+// Expert parallelism, dropless: the rows a rank's experts receive are the balanced share
+// times this (a hot expert's rank receives more; the receive buffer must not run out).
+constexpr double kExpertImbalance = 1.5;
 
 double align64(double bytes) { return std::ceil(bytes / 64.0) * 64.0; }
 
@@ -47,27 +51,6 @@ DType weight_storage(const TrainConfig& cfg, bool gpu) {
   return gpu ? DType::dtype_bf16 : DType::dtype_f32;
 }
 
-
-std::string gib(double bytes) {
-  char buf[32];
-  if (bytes >= kGiB) std::snprintf(buf, sizeof(buf), "%.2f GiB", bytes / kGiB);
-  else std::snprintf(buf, sizeof(buf), "%.1f MiB", bytes / kMiB);
-  return buf;
-}
-
-std::string decimal_bytes(double bytes) {
-  char buf[32];
-  if (bytes >= 1e9) std::snprintf(buf, sizeof(buf), "%.2f GB", bytes / 1e9);
-  else std::snprintf(buf, sizeof(buf), "%.1f MB", bytes / 1e6);
-  return buf;
-}
-
-std::string seconds(double s) {
-  char buf[32];
-  if (s >= 1.0) std::snprintf(buf, sizeof(buf), "%.2f s", s);
-  else std::snprintf(buf, sizeof(buf), "%.1f ms", s * 1e3);
-  return buf;
-}
 
 }  // namespace
 
@@ -84,6 +67,13 @@ void PlanCollectives::add(double bytes, double calls, int group) {
   payload += bytes;
   count += calls;
   moved += ring_factor(group) * bytes;
+}
+
+void PlanCollectives::add_all_to_all(double bytes, double calls, int group) {
+  if (group <= 1 || calls <= 0) return;
+  payload += bytes;
+  count += calls;
+  moved += (group - 1.0) / group * bytes;
 }
 
 namespace {
@@ -190,7 +180,7 @@ double plan_measure_cpu_gemm(const model::ModelSpec& local, std::int64_t tokens,
 }
 
 double plan_weight_bytes(const model::ModelSpec& spec, const model::TpShard& shard, DType storage,
-                         const quant::QuantPolicy& quant) {
+                         const quant::QuantPolicy& quant, int ep) {
   const double st = static_cast<double>(dtype_size(storage));
   const auto C = static_cast<double>(spec.hidden_size);
   double bytes = 0;
@@ -209,20 +199,20 @@ double plan_weight_bytes(const model::ModelSpec& spec, const model::TpShard& sha
     const std::size_t dot = n.rfind('.');
     const std::size_t prev = n.rfind('.', dot - 1);
     const std::string leaf = n.substr(prev + 1, dot - prev - 1);
-    const std::optional<model::Proj> p = n.find(".experts.") != std::string::npos
-                                             ? model::expert_proj_from_leaf(spec, leaf)
-                                             : model::proj_from_name(leaf);
+    const bool routed = n.find(".experts.") != std::string::npos;
+    const std::optional<model::Proj> p = routed ? model::expert_proj_from_leaf(spec, leaf) : model::proj_from_name(leaf);
+    const double share = routed ? 1.0 / ep : 1.0;  // this rank's E/ep experts
     if (!p) {
       bytes += static_cast<double>(w.shape.numel()) * 4.0;
       continue;
     }
     const auto local = model::tp_proj_shape(spec, shard, *p);  // (out, in)
     if (n.ends_with(".bias"))  // f32, split with the output rows of a column-parallel layer
-      bytes += 4.0 * static_cast<double>(model::proj_row_parallel(*p) ? w.shape.numel() : local[0]);
+      bytes += share * 4.0 * static_cast<double>(model::proj_row_parallel(*p) ? w.shape.numel() : local[0]);
     else if (quant.applies(n))
-      bytes += static_cast<double>(quant::quant_bytes(quant.kind, local[0], local[1]));
+      bytes += share * static_cast<double>(quant::quant_bytes(quant.kind, local[0], local[1]));
     else
-      bytes += static_cast<double>(local[0] * local[1]) * st;
+      bytes += share * static_cast<double>(local[0] * local[1]) * st;
   }
   return bytes;
 }
@@ -235,7 +225,8 @@ struct RankShapes {
   model::TpShard shard;
   model::ModelSpec local;
   model::LoraLayout layout;
-  double lora_bytes = 0;  // this rank's adapter, f32
+  double lora_bytes = 0;  // this rank's adapter, f32 (its E/ep experts' adapters under ep)
+  double expert_lora_bytes = 0;  // the routed experts' part of the TP rank's full layout, f32
   std::int64_t tokens = 0;  // N = micro_batch x seq_len
   double staged_tp = 0, staged_kv = 0;  // TP partial gradients reduced once per step, bytes
 };
@@ -246,8 +237,10 @@ RankShapes rank_shapes(const TrainConfig& cfg, const model::ModelSpec& spec, con
   r.shard = model::tp_shard(spec, 0, p.tp);  // every TP rank has these shapes
   r.local = model::tp_local_spec(spec, r.shard);
   r.layout = model::LoraLayout(r.local, r.lora);
-  r.lora_bytes = 4.0 * static_cast<double>(r.layout.size());
   r.tokens = p.micro_batch * p.seq_len;
+  for (const model::LoraSlot& s : r.layout.slots())
+    if (s.expert >= 0) r.expert_lora_bytes += 4.0 * static_cast<double>(r.lora.rank * (s.in + s.out));
+  r.lora_bytes = 4.0 * static_cast<double>(r.layout.size()) - r.expert_lora_bytes * (1.0 - 1.0 / p.ep);
   for (const model::LoraPart& part : model::lora_tp_parts(r.shard, r.layout)) {
     if (part.grad == model::GradReduce::grad_reduce_none) continue;
     (part.grad == model::GradReduce::grad_reduce_tp ? r.staged_tp : r.staged_kv) += 4.0 * static_cast<double>(part.count);
@@ -267,7 +260,7 @@ void plan_memory(RunPlan& p, const model::ModelSpec& spec, const RankShapes& r) 
            2.0 * align64(r.lora_bytes);
   };
   PlanMemory m;
-  m.weights = plan_weight_bytes(spec, r.shard, p.weights_dtype, p.quant);
+  m.weights = plan_weight_bytes(spec, r.shard, p.weights_dtype, p.quant, p.ep);
   m.adapter = 2.0 * align64(r.lora_bytes);  // parameters and gradients, in the arena
   m.optimizer = 2.0 * r.lora_bytes;         // AdamW m, v
   m.activations_ckpt = activations(true);
@@ -284,8 +277,14 @@ void plan_memory(RunPlan& p, const model::ModelSpec& spec, const RankShapes& r) 
     m.scratch = static_cast<double>(backend::cpu_scratch_bytes(model::LlamaModel::backend_limits_for(r.local, limits)));
   }
   m.comm = r.staged_tp + r.staged_kv;  // the TP partial gradients, packed for one all-reduce (LlamaModel)
+  if (p.ep > 1) {
+    // The all-to-all's send buffer (the N·k routed rows) and receive buffer (their
+    // balanced share times the imbalance), width C, in the activations' dtype.
+    const double rows = static_cast<double>(N * spec.moe.top_k), e = static_cast<double>(dtype_size(p.activations_dtype));
+    m.comm += rows * static_cast<double>(spec.hidden_size) * e * (1.0 + kExpertImbalance);
+  }
   if (device.gpu) {
-    const int groups = (p.tp > 1 ? 1 : 0) + (p.dp > 1 ? 1 : 0);
+    const int groups = (p.tp > 1 ? 1 : 0) + (p.ep > 1 ? 1 : 0) + (p.dp > 1 ? 1 : 0);
     m.comm += groups * device.comm_group_bytes;
   }
   m.runtime = device.runtime_bytes + 4.0 * 4.0 * static_cast<double>(N);  // + ids, targets, positions, segments
@@ -317,10 +316,27 @@ void plan_collectives(RunPlan& p, const model::ModelSpec& spec, const RankShapes
   p.tp_comm.add(r.staged_tp, r.staged_tp > 0 ? 1 : 0, p.tp);
   p.tp_comm.add(r.staged_kv, r.staged_kv > 0 ? 1 : 0, static_cast<int>(r.shard.kv_replicas));
   p.tp_comm.add(8.0, 1, p.tp);
+  // EP, per sparse layer and micro-batch: the forward's token counts (E per rank), routed
+  // rows out and expert outputs back; the backward's two; the recompute's three again.
+  if (p.ep > 1) {
+    double sparse = 0;
+    for (std::int64_t l = 0; l < spec.num_hidden_layers; ++l) sparse += spec.layer_is_moe(l) ? 1.0 : 0.0;
+    const double rows = a * sparse * static_cast<double>(N * spec.moe.top_k) * static_cast<double>(spec.hidden_size) * e;
+    const double counts = a * sparse * 8.0 * static_cast<double>(spec.moe.num_experts);
+    const double passes = p.checkpointing ? 2.0 : 1.0;  // forwards per micro-batch
+    p.ep_comm.add_all_to_all(passes * counts, passes * a * sparse, p.ep);
+    p.ep_comm.add_all_to_all((2.0 * passes + 2.0) * rows, (2.0 * passes + 2.0) * a * sparse, p.ep);
+  }
   // DP: the rank's flat adapter gradient and the loss; the preemption flag over the world.
-  p.dp_comm.add(r.lora_bytes + 8.0, 2, p.dp);
+  // Under ep the ep x dp ranks that hold a TP slice are all data-parallel for the rest of
+  // the model; a routed expert's adapter lives on one rank of each ep group, so it is
+  // reduced over dp only.
+  const double expert_local = p.ep > 1 ? r.expert_lora_bytes / p.ep : 0.0;
+  p.dp_comm.add(r.lora_bytes - expert_local + 8.0, 2, p.ep * p.dp);
+  p.dp_comm.add(expert_local, expert_local > 0 ? 1 : 0, p.dp);
   p.dp_comm.add(4.0, 1, p.world);
   p.tp_across_nodes = p.tp > p.device.ranks_per_node;
+  p.ep_across_nodes = p.tp * p.ep > p.device.ranks_per_node;
   p.dp_across_nodes = p.world > p.device.ranks_per_node;
 }
 
@@ -336,6 +352,7 @@ void plan_time(RunPlan& p, const model::ModelSpec& spec, const RankShapes& r) {
            c.moved / (across ? device.inter_busbw : device.intra_busbw);
   };
   p.time.tp = link_time(p.tp_comm, p.tp_across_nodes);
+  p.time.ep = link_time(p.ep_comm, p.ep_across_nodes);
   p.time.dp = link_time(p.dp_comm, p.dp_across_nodes);
 }
 
@@ -347,6 +364,7 @@ RunPlan plan_run(const TrainConfig& cfg, const model::ModelSpec& spec, int world
   p.spec = spec;
   p.world = world;
   p.tp = cfg.parallel.tp;
+  p.ep = std::max(cfg.parallel.ep, 1);
   p.dp = config_data_parallel(cfg, world);
   p.accumulation = config_grad_accumulation(cfg, world);
   p.micro_batch = cfg.train.micro_batch;
@@ -358,7 +376,7 @@ RunPlan plan_run(const TrainConfig& cfg, const model::ModelSpec& spec, int world
   p.quant = quant_policy_from_config(cfg);
   p.activations_dtype = device.gpu ? DType::dtype_bf16 : DType::dtype_f32;
   const RankShapes r = rank_shapes(cfg, spec, p);
-  p.lora_local = r.layout.size();
+  p.lora_local = static_cast<std::int64_t>(r.lora_bytes / 4.0);  // its E/ep experts' adapters under ep
   p.lora_full = model::LoraLayout(spec, r.lora).size();
   plan_memory(p, spec, r);
   plan_collectives(p, spec, r);
@@ -366,118 +384,40 @@ RunPlan plan_run(const TrainConfig& cfg, const model::ModelSpec& spec, int world
   return p;
 }
 
-namespace {
-
-// printf-style lines appended to one string.
-struct PlanText {
-  std::string out;
-  template <typename... Args>
-  void add(const char* fmt, Args... args) {
-    char line[512];
-    std::snprintf(line, sizeof(line), fmt, args...);
-    out += line;
+std::vector<PlanChoice> plan_grid_choices(const TrainConfig& cfg, const model::ModelSpec& spec, int world,
+                                          const PlanDevice& device) {
+  std::vector<PlanChoice> out;
+  for (int tp = 1; tp <= world; ++tp) {
+    if (world % tp != 0) continue;
+    for (int ep = 1; tp * ep <= world; ++ep) {
+      if ((world / tp) % ep != 0 || (ep > 1 && !spec.is_moe())) continue;
+      PlanChoice c;
+      c.world = world;
+      c.tp = tp;
+      c.ep = ep;
+      c.dp = world / (tp * ep);
+      TrainConfig at = cfg;
+      at.parallel.tp = tp;
+      at.parallel.ep = ep;
+      at.parallel.dp = 0;
+      const std::vector<std::string> split = model::tp_shard_problems(spec, tp);
+      BatchLayout layout;
+      if (!split.empty()) {
+        c.problem = str_cat("parallel.tp: ", split.front());
+      } else if (ep > 1 && spec.moe.num_experts % ep != 0) {
+        c.problem = str_cat("parallel.ep: ", ep, " does not divide the ", spec.moe.num_experts, " experts");
+      } else if (const std::vector<KeyProblem> batch = batch_layout_check(at, world, layout); !batch.empty()) {
+        c.problem = str_cat(batch.front().key, ": ", batch.front().message);
+      } else {
+        const RunPlan p = plan_run(at, spec, world, device);
+        c.memory = std::max(p.rank0.total(), p.others.total());
+        c.step = p.time.total();
+        c.fits = c.memory <= device.memory_bytes;
+      }
+      out.push_back(std::move(c));
+    }
   }
-};
-
-// The grid, the model, the batch and the dtypes.
-void plan_format_header(PlanText& t, const RunPlan& p) {
-  const model::ModelSpec& s = p.spec;
-  if (p.device.gpu)
-    t.add("plan: %d x %s (%d per node): tp %d x dp %d\n", p.world, p.device.name.c_str(), p.device.ranks_per_node, p.tp,
-        p.dp);
-  else
-    t.add("plan: %d x %s, all on this machine: tp %d x dp %d\n", p.world, p.device.name.c_str(), p.tp, p.dp);
-  t.add("model: hidden %lld, ffn %lld, %lld layers, %lld heads (%lld KV), vocab %lld; %.2f B parameters\n",
-      (long long)s.hidden_size, (long long)s.intermediate_size, (long long)s.num_hidden_layers,
-      (long long)s.num_attention_heads, (long long)s.num_key_value_heads, (long long)s.vocab_size,
-      static_cast<double>(model::model_parameter_count(s)) / 1e9);
-  t.add("batch: global %lld = micro %lld x dp %d x accumulation %d, seq_len %lld; LoRA r %lld: %.1f M parameters "
-      "(%.1f M per rank)\n",
-      (long long)p.global_batch, (long long)p.micro_batch, p.dp, p.accumulation, (long long)p.seq_len,
-      (long long)p.lora_rank, p.lora_full / 1e6, p.lora_local / 1e6);
-  const std::string weights_dtype(dtype_short_name(p.weights_dtype)), act_dtype(dtype_short_name(p.activations_dtype));
-  t.add("weights %s, activations %s%s, activation checkpointing %s\n\n", weights_dtype.c_str(), act_dtype.c_str(),
-      p.device.gpu ? " (projected)" : "", p.checkpointing ? "on" : "off");
-}
-
-// Memory per rank, line by line, and whether it fits the device (or the node).
-void plan_format_memory(PlanText& t, const RunPlan& p) {
-  const bool alone = p.world == 1;
-  t.add("%-38s %14s %14s\n", "memory per rank", "rank 0", alone ? "" : "other ranks");
-  auto row = [&](const char* name, double r0, double other) {
-    t.add("  %-36s %14s %14s\n", name, gib(r0).c_str(), alone ? "" : gib(other).c_str());
-  };
-  const std::string quantized =
-      p.quant.kind == quant::QuantKind::quant_none ? "" : str_cat(", linear ", quant::quant_kind_name(p.quant.kind));
-  row(str_cat("base weights (", dtype_short_name(p.weights_dtype), quantized, ")").c_str(), p.rank0.weights,
-      p.others.weights);
-  row("adapter + gradients (f32)", p.rank0.adapter, p.others.adapter);
-  row("AdamW m, v (f32)", p.rank0.optimizer, p.others.optimizer);
-  row(p.checkpointing ? "activations, checkpointing  [used]" : "activations, checkpointing", p.rank0.activations_ckpt,
-      p.others.activations_ckpt);
-  row(p.checkpointing ? "activations, no checkpointing" : "activations, no checkpointing  [used]",
-      p.rank0.activations_full, p.others.activations_full);
-  row("backend scratch", p.rank0.scratch, p.others.scratch);
-  row("communication buffers", p.rank0.comm, p.others.comm);
-  row("runtime", p.rank0.runtime, p.others.runtime);
-  row("total", p.rank0.total(), p.others.total());
-  const double other_ckpt = p.checkpointing ? p.rank0.activations_full : p.rank0.activations_ckpt;
-  t.add("  %-36s %14s\n", p.checkpointing ? "total without checkpointing" : "total with checkpointing",
-      gib(p.rank0.total() - p.rank0.activations + other_ckpt).c_str());
-  if (p.device.gpu) {
-    const double total = std::max(p.rank0.total(), p.others.total());
-    t.add("device memory: %s per GPU: %.0f%% used%s\n", gib(p.device.memory_bytes).c_str(),
-        100.0 * total / p.device.memory_bytes, total > p.device.memory_bytes ? "  ** DOES NOT FIT **" : "");
-  } else {
-    const double node = p.rank0.total() + (p.device.ranks_per_node - 1) * p.others.total();
-    t.add("node memory: %d rank(s) together %s of %s RAM (%.0f%%)%s\n", p.device.ranks_per_node, gib(node).c_str(),
-        gib(p.device.memory_bytes).c_str(), 100.0 * node / p.device.memory_bytes,
-        node > p.device.memory_bytes ? "  ** DOES NOT FIT **" : "");
-  }
-}
-
-// The step time: compute, the TP and DP collectives; then the device's assumptions.
-void plan_format_step(PlanText& t, const RunPlan& p) {
-  const double tokens = static_cast<double>(p.global_batch * p.seq_len);
-  t.add("\nstep: %.0f tokens, %.3g FLOP per token (flops.h), %.3g FLOP per rank\n", tokens, p.flops_per_token,
-      p.flops_per_rank);
-  if (p.device.gpu)
-    t.add("  %-16s %10s  at %.0f%% of %.0f TFLOP/s\n", "compute", seconds(p.time.compute).c_str(),
-        100.0 * p.device.efficiency, p.device.peak_flops / 1e12);
-  else
-    t.add("  %-16s %10s  at %.1f GFLOP/s per rank (f32 GEMM, measured)\n", "compute", seconds(p.time.compute).c_str(),
-        p.device.peak_flops * p.device.efficiency / 1e9);
-  auto link = [&](bool across) {
-    return str_cat(across ? "between nodes " : "in the node ", (across ? p.device.inter_busbw : p.device.intra_busbw) / 1e9,
-                   " GB/s");
-  };
-  t.add("  %-16s %10s  %.0f all-reduces, %s payload, %s moved per rank, %s\n", "TP collectives",
-      seconds(p.time.tp).c_str(), p.tp_comm.count, decimal_bytes(p.tp_comm.payload).c_str(),
-      decimal_bytes(p.tp_comm.moved).c_str(), link(p.tp_across_nodes).c_str());
-  t.add("  %-16s %10s  %.0f all-reduces, %s payload, %s moved per rank, %s\n", "DP collectives",
-      seconds(p.time.dp).c_str(), p.dp_comm.count, decimal_bytes(p.dp_comm.payload).c_str(),
-      decimal_bytes(p.dp_comm.moved).c_str(), link(p.dp_across_nodes).c_str());
-  const double step = p.time.total();
-  t.add("  %-16s %10s  %.0f tokens/s, %.0f per rank\n", "step", seconds(step).c_str(), step > 0 ? tokens / step : 0.0,
-      step > 0 ? tokens / step / p.world : 0.0);
-  if (p.tp_across_nodes) t.add("warning: tp %d spans nodes; its all-reduces cross the network\n", p.tp);
-  t.out += "\nassumptions:\n";
-  std::size_t at = 0;
-  while (at < p.device.notes.size()) {
-    const std::size_t nl = p.device.notes.find('\n', at);
-    t.out += "  " + p.device.notes.substr(at, nl - at) + "\n";
-    at = nl == std::string::npos ? p.device.notes.size() : nl + 1;
-  }
-}
-
-}  // namespace
-
-std::string plan_format(const RunPlan& p) {
-  PlanText t;
-  plan_format_header(t, p);
-  plan_format_memory(t, p);
-  plan_format_step(t, p);
-  return t.out;
+  return out;
 }
 
 model::LoraSpec lora_spec_from_config(const TrainConfig& cfg) {

@@ -24,7 +24,14 @@
 //   runtime            a fixed per-process amount (PlanDevice::runtime_bytes) plus the
 //                      micro-batch's token buffers
 //
-// Step time = compute + TP collectives + DP collectives, none overlapped: LoRA has no
+// Mixture-of-experts models: routed experts are split over `ep` ranks (weights, adapters,
+// optimizer state: each rank E/ep of them); the tokens travel to their experts by all-to-all
+// (plan_experts.cpp): per sparse layer and micro-batch the forward exchanges the token counts,
+// dispatches the N·k routed rows (N·k·C) and brings the expert outputs back, the backward
+// does the same with their gradients, and a recompute repeats the forward. A rank's receive
+// buffer is sized for the balanced share times an assumed imbalance (kExpertImbalance).
+//
+// Step time = compute + TP collectives + EP all-to-alls + DP collectives, none overlapped: LoRA has no
 // weight-gradient GEMMs to hide the TP all-reduces behind (each sits on the critical path),
 // and the DP all-reduce is one buffer after the last micro-batch. Compute is
 // train_flops_per_token (flops.h) x tokens / ranks at an assumed fraction of the device's
@@ -35,6 +42,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "core/dtype.h"
 #include "model/lora.h"
@@ -79,8 +87,9 @@ double plan_measure_cpu_gemm(const model::ModelSpec& local, std::int64_t tokens,
 // Bytes of the base weights rank `shard` holds in `storage` (norms and biases f32); the
 // linear weights `quant` applies to count their codes and scales (quant::quant_bytes of
 // the rank's slice) instead.
+// Under expert parallelism a rank holds E/ep of the routed experts.
 double plan_weight_bytes(const model::ModelSpec& spec, const model::TpShard& shard, DType storage,
-                         const quant::QuantPolicy& quant = {});
+                         const quant::QuantPolicy& quant = {}, int ep = 1);
 
 struct PlanMemory {
   double weights = 0, adapter = 0, optimizer = 0;
@@ -96,17 +105,19 @@ struct PlanMemory {
 struct PlanCollectives {
   double payload = 0, count = 0, moved = 0;
   void add(double bytes, double calls, int group);
+  // An all-to-all: each rank keeps 1/p of its payload and sends the rest, (p-1)/p x payload.
+  void add_all_to_all(double bytes, double calls, int group);
 };
 
 struct PlanTime {
-  double compute = 0, tp = 0, dp = 0;
-  double total() const { return compute + tp + dp; }
+  double compute = 0, tp = 0, ep = 0, dp = 0;
+  double total() const { return compute + tp + ep + dp; }
 };
 
 struct RunPlan {
   PlanDevice device;
   model::ModelSpec spec;
-  int world = 1, tp = 1, dp = 1, accumulation = 1;
+  int world = 1, tp = 1, ep = 1, dp = 1, accumulation = 1;
   std::int64_t micro_batch = 1, seq_len = 0, global_batch = 1, lora_rank = 0;
   bool checkpointing = false;
   DType weights_dtype = DType::dtype_f32, activations_dtype = DType::dtype_f32;
@@ -116,8 +127,8 @@ struct RunPlan {
   PlanMemory others;  // every other rank
   double flops_per_token = 0;  // the whole model (flops.h)
   double flops_per_rank = 0;   // one optimizer step
-  PlanCollectives tp_comm, dp_comm;
-  bool tp_across_nodes = false, dp_across_nodes = false;
+  PlanCollectives tp_comm, ep_comm, dp_comm;  // ep_comm: the all-to-alls (payload = rows sent and kept)
+  bool tp_across_nodes = false, ep_across_nodes = false, dp_across_nodes = false;
   PlanTime time;
 };
 
@@ -130,5 +141,21 @@ RunPlan plan_run(const TrainConfig& cfg, const model::ModelSpec& spec, int world
 
 // The per-rank table, the step time's parts and the assumptions, as anvil validate prints it.
 std::string plan_format(const RunPlan& plan);
+
+// One way to lay out `world` ranks for a run: its grid, and either the plan's largest
+// per-rank memory and step time, or why the config or the model cannot take it.
+struct PlanChoice {
+  int world = 0, tp = 1, ep = 1, dp = 1;
+  double memory = 0;  // the larger of rank 0's and the other ranks' totals
+  double step = 0;    // seconds
+  bool fits = false;  // memory within one device's (GPU plans)
+  std::string problem;  // non-empty: not a valid layout (the config key and why)
+};
+// Every (tp, ep, dp) with tp x ep x dp = world, tp innermost, for cfg's batch and model
+// (ep > 1 only for mixture-of-experts models), planned on `device`.
+std::vector<PlanChoice> plan_grid_choices(const TrainConfig& cfg, const model::ModelSpec& spec, int world,
+                                          const PlanDevice& device);
+// The choices as a table, the fastest layout that fits marked.
+std::string plan_format_choices(const std::vector<PlanChoice>& choices, const PlanDevice& device);
 
 }  // namespace anvil::train

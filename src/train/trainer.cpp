@@ -14,6 +14,7 @@
 #include "checkpoint/model_identity.h"
 #include "export/peft.h"
 #include "model/llama_weights.h"
+#include "model/moe_dispatch.h"
 #include "model/tp_shard.h"
 #include "train/flops.h"
 #include "train/metrics_reduce.h"
@@ -34,6 +35,7 @@ std::unique_ptr<runtime::Runtime> runtime_from_config(const TrainConfig& cfg,
                                                       std::unique_ptr<comm::MpiSession> session) {
   runtime::RuntimeSpec spec;
   spec.tp = cfg.parallel.tp;  // validated by config_load against the world and the model
+  spec.ep = cfg.parallel.ep;
   spec.backend = cfg.parallel.backend;
   spec.comm = cfg.parallel.comm;
   // The Runtime's set-up is collective (the grid's splits, every rank's device view, NCCL's
@@ -83,7 +85,7 @@ void Trainer::model_build() {
   const model::TpGroup& tp = rt_.tp_group(spec_);
   const model::LoraSpec lora = lora_spec_from_config(cfg_);
   full_layout_ = model::LoraLayout(spec_, lora);
-  model::LoraLayout local(model::tp_local_spec(spec_, tp.shard), lora);
+  model::LoraLayout local(model::tp_local_spec(spec_, tp.shard), lora);  // this rank's experts only under ep
   model::ModelLimits limits;
   limits.micro_batch = cfg_.train.micro_batch;
   limits.seq_len = cfg_.data.seq_len;
@@ -101,12 +103,13 @@ void Trainer::model_build() {
     model_->set_aux_loss_weight(static_cast<float>(spec_.moe.aux_loss_coef * static_cast<double>(cfg_.train.micro_batch) /
                                                    static_cast<double>(cfg_.train.global_batch)));
   const std::int64_t n_local = model_->lora_layout().size();
+  if (rt_.ep_size() > 1) ep_stage_.assign(static_cast<std::size_t>(n_local), 0.0f);  // sized once
   log_info("model: ", model::model_parameter_count(spec_), " frozen parameters (", dtype_name(storage),
            quant.kind != quant::QuantKind::quant_none ? str_cat(", linear weights ", quant::quant_kind_name(quant.kind))
                                                       : std::string(),
            "), ",
            full_layout_.size(), " LoRA parameters",
-           rt_.tp_size() > 1 ? str_cat(" (", n_local, " on each TP rank)") : "", ", arena ",
+           rt_.tp_size() > 1 || rt_.ep_size() > 1 ? str_cat(" (", n_local, " on each rank)") : "", ", arena ",
            model_->arena_bytes() >> 20, " MiB per rank");
 }
 
@@ -173,7 +176,10 @@ StepMetrics Trainer::train_step(std::int64_t step) {
   // the data-parallel replicas (each holds the same slice of the adapter). The loss sum
   // (a host scalar) goes over the same DP communicator.
   model_->reduce_tp_grads();
-  rt_.dp().allreduce_sum(model_->lora_grads(), model_->lora_size());
+  if (rt_.ep_size() > 1)  // the routed experts' over the ranks holding them, the rest over all
+    model::ep_grads_allreduce(model_->lora_layout(), model_->lora_grads(), rt_.dp(), rt_.edp(), ep_stage_);
+  else
+    rt_.dp().allreduce_sum(model_->lora_grads(), model_->lora_size());
   rt_.dp().allreduce_sum(&loss_sum, 1);
   m.loss = m.tokens > 0 ? loss_sum / static_cast<double>(m.tokens) : 0.0;
   m.grad_norm = std::sqrt(model_->grad_sum_squares());
@@ -234,7 +240,8 @@ void Trainer::step_record(StepMetrics& m, double step_s, double comm_s, double d
 
 void Trainer::eval_run(std::int64_t step) {
   if (!data_.cache.eval) return;
-  auto [loss, tokens] = evaluate(*model_, *data_.cache.eval, cfg_.train.micro_batch, *batch_, rt_.dp());
+  auto [loss, tokens] = evaluate(*model_, *data_.cache.eval, cfg_.train.micro_batch, *batch_, rt_.dp(),
+                                 rt_.ep_size() > 1);
   if (writer_) {
     metrics_->write_eval(step, loss, tokens, now_s() - t0_);
     progress_->note(str_cat("eval step ", step, ": eval loss ", loss));
@@ -346,10 +353,10 @@ void Trainer::checkpoint_write(std::int64_t step) {
   log_info("checkpoint ", result_.last_checkpoint);
 }
 
-// The PEFT adapter of the whole model, gathered over TP and written by world rank 0.
+// The PEFT adapter of the whole model, gathered over TP and EP and written by world rank 0.
 void Trainer::adapter_write() {
   result_.adapter_dir = cfg_.output_dir + "/adapter";
-  const std::vector<float> whole = adapter_->gather_full(rt_.tp());
+  const std::vector<float> whole = adapter_->gather_full(rt_.tp(), rt_.ep());
   if (writer_)
     exporting::peft_save(result_.adapter_dir, full_layout_, whole.data(),
                          std::filesystem::absolute(cfg_.model.path).string());

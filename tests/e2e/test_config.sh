@@ -29,6 +29,15 @@ for model in cuda-model:256 hd96-model:384; do
   mkdir -p "${model%:*}"
   sed "s/\"hidden_size\": 64/\"hidden_size\": ${model#*:}/" tiny-model/config.json > "${model%:*}/config.json"
 done
+# A small Qwen3-MoE shape (6 routed experts) for the parallel.ep rules.
+mkdir -p moe-model
+cat > moe-model/config.json <<'JSON'
+{"architectures": ["Qwen3MoeForCausalLM"], "model_type": "qwen3_moe", "hidden_size": 64,
+ "intermediate_size": 64, "moe_intermediate_size": 32, "num_hidden_layers": 2,
+ "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 16, "vocab_size": 256,
+ "num_experts": 6, "num_experts_per_tok": 2, "max_position_embeddings": 256,
+ "rms_norm_eps": 1e-6, "rope_theta": 10000.0, "torch_dtype": "float32"}
+JSON
 echo '{"text": "hello"}' > train.jsonl
 cp train.jsonl eval.jsonl
 cp "$here"/bad_configs/*.yaml .

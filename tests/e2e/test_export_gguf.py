@@ -16,7 +16,7 @@ its sdist by scripts/setup.sh), on a short LoRA fine-tune of the real SmolLM2-13
   - the export's peak RSS is at most 3× the largest tensor of the base;
   - bad input: an unknown --type, --type with another format, an output that exists
     (refused without --force, nothing changed; replaced with it), a file that is not a GGUF
-    is never replaced, a model family llama.cpp has no architecture for (MoE) — exit 2,
+    is never replaced, a MoE layout llama.cpp has no architecture for (dense layers) — exit 2,
     the cause named, no partial file left.
 Exit 77 (skipped) when the package registry cannot be reached for the model."""
 import ctypes
@@ -162,16 +162,17 @@ def check_bad_input(model_dir, checkpoint, tmp):
         f.write("keep me")
     err = anvil("export", checkpoint, "--format", "gguf-lora", "--out", other, "--force", expect=2)
     assert "not a GGUF file" in err and open(other).read() == "keep me", err
-    # A family llama.cpp's files of anvil's writing do not cover: a tiny MoE model.
+    # A layout llama.cpp's architectures cannot hold: a Qwen3-MoE model with a dense layer.
     moe = os.path.join(tmp, "moe")
     spec = os.path.join(tmp, "moe.json")
     with open(spec, "w") as f:
         json.dump({"model_type": "qwen3_moe", "hidden_size": 48, "intermediate_size": 56, "moe_intermediate_size": 24,
                    "num_hidden_layers": 2, "num_attention_heads": 3, "num_key_value_heads": 1, "head_dim": 16,
-                   "vocab_size": 320, "num_experts": 4, "num_experts_per_tok": 2, "max_position_embeddings": 128}, f)
+                   "vocab_size": 320, "num_experts": 4, "num_experts_per_tok": 2, "max_position_embeddings": 128,
+                   "mlp_only_layers": [1]}, f)
     anvil("init-model", "--spec", spec, "--out", moe)
     err = anvil("export", moe, "--format", "gguf", "--out", os.path.join(tmp, "moe.gguf"), expect=2)
-    assert "mixture-of-experts" in err, err
+    assert "layer 1" in err and "dense MLP" in err and not os.path.exists(os.path.join(tmp, "moe.gguf")), err
     leftovers = [n for n in os.listdir(tmp) if ".partial-" in n]
     assert not leftovers, leftovers
 

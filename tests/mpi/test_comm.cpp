@@ -181,6 +181,39 @@ TEST(Comm, AllgatherAndBroadcastMoveNonReducibleDTypesByTheirSize) {
   EXPECT_EQ(flags, (std::vector<std::uint8_t>{1, 0, 1, 1, 0}));
 }
 
+// Rank i sends rank j a block of (i + j + 1) rows of width 3 (so sizes differ per pair,
+// and rank i's block to itself is not empty): row k of that block is (1000 i + 10 j + k,
+// ...). Rank j then holds, from each i in rank order, exactly those rows.
+TEST(Comm, AlltoallvDeliversEachRanksBlocksInRankOrder) {
+  auto world = mpi_comm_world();
+  const int r = world->rank(), p = world->size();
+  constexpr std::int64_t kWidth = 3;
+  auto rows = [](int from, int to) { return static_cast<std::int64_t>(from + to + 1); };
+  auto value = [](int from, int to, std::int64_t row) { return static_cast<float>(1000 * from + 10 * to + row); };
+  std::vector<std::int64_t> send_counts(static_cast<std::size_t>(p)), recv_counts(static_cast<std::size_t>(p));
+  std::vector<float> send, expected;
+  for (int j = 0; j < p; ++j) {
+    send_counts[static_cast<std::size_t>(j)] = rows(r, j) * kWidth;
+    recv_counts[static_cast<std::size_t>(j)] = rows(j, r) * kWidth;
+    for (std::int64_t k = 0; k < rows(r, j); ++k) send.insert(send.end(), kWidth, value(r, j, k));
+    for (std::int64_t k = 0; k < rows(j, r); ++k) expected.insert(expected.end(), kWidth, value(j, r, k));
+  }
+  std::vector<float> recv(expected.size(), -1.0f);  // (Σ_i rows(i, r), width)
+  world->alltoallv(send.data(), send_counts.data(), recv.data(), recv_counts.data(), DType::dtype_f32);
+  EXPECT_EQ(recv, expected);
+
+  // The counts exchange that precedes a dispatch: one i64 per rank pair.
+  std::vector<std::int64_t> ones(static_cast<std::size_t>(p), 1), counts_in(static_cast<std::size_t>(p));
+  std::vector<std::int64_t> counts_out(static_cast<std::size_t>(p));
+  for (int j = 0; j < p; ++j) counts_out[static_cast<std::size_t>(j)] = rows(r, j);
+  world->alltoallv(counts_out.data(), ones.data(), counts_in.data(), ones.data(), DType::dtype_i64);
+  EXPECT_EQ(first_mismatch(counts_in, [&](std::int64_t i) { return rows(static_cast<int>(i), r); }), -1);
+
+  // A rank that sends and receives nothing still takes part.
+  std::vector<std::int64_t> zeros(static_cast<std::size_t>(p), 0);
+  world->alltoallv(send.data(), zeros.data(), recv.data(), zeros.data(), DType::dtype_f32);
+}
+
 TEST(Comm, BarrierWaitsForTheLastRank) {
   auto world = mpi_comm_world();
   world->barrier();
@@ -326,6 +359,36 @@ TEST(ProcessGrid, GroupsFollowWorldRankEqualsDpRankTimesTpPlusTpRank) {
     EXPECT_EQ(members_of(grid.dp(), r), dp_group);
     EXPECT_EQ(member_mask(grid.tp(), r), tp_mask);
     EXPECT_EQ(member_mask(grid.dp(), r), dp_mask);
+  }
+}
+
+// Every (tp, ep) whose product divides the world: world rank = (dp_rank * ep + ep_rank) * tp
+// + tp_rank; dp is every rank of the same TP slice, ep the ep ranks of one replica, edp the
+// ranks holding the same experts.
+TEST(ProcessGrid, ExpertGroupsFollowTpInnermostThenEpThenDp) {
+  const int r = mpi_comm_world()->rank(), p = mpi_comm_world()->size();
+  for (int tp = 1; tp <= p; ++tp)
+    for (int ep = 1; tp * ep <= p; ++ep) {
+      if (p % (tp * ep) != 0) continue;
+      SCOPED_TRACE(testing::Message() << "tp " << tp << " ep " << ep << " of " << p);
+      ProcessGrid grid(mpi_comm_world(), tp, ep);
+      const int t = r % tp, e = (r / tp) % ep, d = r / (tp * ep), dp = p / (tp * ep);
+      EXPECT_EQ(grid.tp_rank(), t);
+      EXPECT_EQ(grid.ep_rank(), e);
+      EXPECT_EQ(grid.ep_size(), ep);
+      EXPECT_EQ(grid.dp_rank(), d * ep + e);
+      EXPECT_EQ(grid.dp_size(), ep * dp);
+      EXPECT_EQ(grid.edp_rank(), d);
+      EXPECT_EQ(grid.edp_size(), dp);
+      std::vector<std::int32_t> ep_group, edp_group;
+      for (int k = 0; k < ep; ++k) ep_group.push_back((d * ep + k) * tp + t);
+      for (int k = 0; k < dp; ++k) edp_group.push_back((k * ep + e) * tp + t);
+      EXPECT_EQ(members_of(grid.ep(), r), ep_group);
+      EXPECT_EQ(members_of(grid.edp(), r), edp_group);
+    }
+  if (p % 2 == 0) {
+    const Error e = error_of([&] { ProcessGrid grid(mpi_comm_world(), 1, p + 2); });
+    EXPECT_TRUE(contains(e, "does not divide the world size")) << e.what();
   }
 }
 

@@ -9,7 +9,12 @@ two sparse ones, the load-balancing loss on) with adapters on the attention, the
 and every expert (no dropout: experts take none); the per-step aux loss and expert loads
 must match too.
 
-Usage: test_grid_equivalence.py MPIEXEC [--moe]   (ANVIL_BIN, ANVIL_SOURCE_DIR from the environment)"""
+With --ep (implies --moe) the grids are (tp, ep, dp) = (1,1,1), (1,2,1), (2,2,1), (1,2,2):
+the routed experts split over ep ranks, tokens dispatched to them by all-to-all; every
+metric and adapter must meet the same tolerances as the MoE grids, and the PEFT adapter
+gathered from the ep ranks' experts must equal the single rank's.
+
+Usage: test_grid_equivalence.py MPIEXEC [--moe | --ep]   (ANVIL_BIN, ANVIL_SOURCE_DIR from the environment)"""
 import json
 import os
 import subprocess
@@ -23,7 +28,8 @@ from safetensors.numpy import load_file
 ANVIL = os.environ["ANVIL_BIN"]
 SRC = os.environ["ANVIL_SOURCE_DIR"]
 MPIEXEC = sys.argv[1]
-MOE = "--moe" in sys.argv[2:]
+EP = "--ep" in sys.argv[2:]
+MOE = "--moe" in sys.argv[2:] or EP
 MOE_SPEC = {"model_type": "qwen3_moe", "hidden_size": 64, "intermediate_size": 64, "moe_intermediate_size": 32,
             "num_hidden_layers": 3, "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 16,
             "vocab_size": 320, "num_experts": 6, "num_experts_per_tok": 2, "norm_topk_prob": False,
@@ -31,7 +37,9 @@ MOE_SPEC = {"model_type": "qwen3_moe", "hidden_size": 64, "intermediate_size": 6
             "max_position_embeddings": 128, "rms_norm_eps": 1e-6}
 CONFIG = os.path.join(SRC, "configs", "demo-cpu.yaml")
 STEPS = 12
-GRIDS = [(1, 1), (2, 1), (1, 2), (2, 2), (4, 1)]
+# (tp, ep, dp)
+GRIDS = ([(1, 1, 1), (1, 2, 1), (2, 2, 1), (1, 2, 2)] if EP
+         else [(1, 1, 1), (2, 1, 1), (1, 1, 2), (2, 1, 2), (4, 1, 1)])
 TOLERANCE = 1e-5
 # The MoE model's adapters after 12 AdamW steps differ by up to 5e-4 (norm-relative) in its
 # last layer's k_proj B: an element whose gradient is near zero in an early step takes a
@@ -47,15 +55,20 @@ def run(cmd, timeout=300):
     return p, time.monotonic() - t0
 
 
-def train(model, out, tp, dp, extra_env=None, timeout=300):
+def train(model, out, tp, dp, extra_env=None, timeout=300, ep=1, extra=()):
     sets = [f"output_dir={out}", f"model.path={model}", f"train.steps={STEPS}", "train.warmup_steps=3",
-            "train.eval_every=6", "checkpoint.every=0", f"parallel.tp={tp}", "log.every=4"]
+            "train.eval_every=6", f"parallel.tp={tp}", f"parallel.ep={ep}", "log.every=4"]
+    sets += [] if any(e.startswith("checkpoint.every=") for e in extra) else ["checkpoint.every=0"]
+    sets += [e for e in extra if "=" in e]
     sets += (["lora.dropout=0", "lora.targets=[q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj,experts]"]
              if MOE else ["lora.dropout=0.1"])
-    cmd = [MPIEXEC, "--oversubscribe", "-np", str(tp * dp)]
+    # Micro-batches of 2 on every grid (the aux loss is one per micro-batch), so that global
+    # batch 8 splits over ep x dp = 4 ranks too.
+    sets += ["train.micro_batch=2"] if EP else []
+    cmd = [MPIEXEC, "--oversubscribe", "-np", str(tp * ep * dp)]
     for k, v in (extra_env or {}).items():
         cmd += ["-x", f"{k}={v}"]
-    cmd += [ANVIL, "train", CONFIG]
+    cmd += [ANVIL, "train", CONFIG] + [e for e in extra if "=" not in e]
     for s in sets:
         cmd += ["--set", s]
     return run(cmd, timeout)
@@ -95,28 +108,32 @@ def check(tmp):
     assert p.returncode == 0, p.stderr
 
     results = {}
-    for tp, dp in GRIDS:
-        out = os.path.join(tmp, f"run_tp{tp}_dp{dp}")
-        p, seconds = train(model, out, tp, dp)
-        assert p.returncode == 0, f"tp {tp} dp {dp}: exit {p.returncode}\n{p.stdout}\n{p.stderr}"
+    for tp, ep, dp in GRIDS:
+        out = os.path.join(tmp, f"run_tp{tp}_ep{ep}_dp{dp}")
+        p, seconds = train(model, out, tp, dp, ep=ep)
+        assert p.returncode == 0, f"tp {tp} ep {ep} dp {dp}: exit {p.returncode}\n{p.stdout}\n{p.stderr}"
         steps, evals = metrics(out)
         assert [r["step"] for r in steps] == list(range(1, STEPS + 1)), steps
         adapter = load_file(os.path.join(out, "adapter", "adapter_model.safetensors"))
-        results[(tp, dp)] = (steps, evals, adapter)
+        results[(tp, ep, dp)] = (steps, evals, adapter)
         # Only rank 0 prints the progress and the resolved config, and one binding line per
         # rank in rank order (host, ranks, tp/dp coordinates, CPUs, NUMA node, device).
         log = p.stdout + p.stderr
         assert log.count("resolved config") == 1, log
         binds = [line.split("bind: ", 1)[1] for line in log.splitlines() if "bind: rank " in line]
-        assert [b.split("/")[0] for b in binds] == [f"rank {r}" for r in range(tp * dp)], binds
-        assert all(f"tp {r % tp}/{tp}, dp {r // tp}/{dp}; cpus " in b for r, b in enumerate(binds)), binds
-        print(f"tp {tp} dp {dp}: {seconds:.1f} s, final loss {steps[-1]['loss']:.6f}, "
+        assert [b.split("/")[0] for b in binds] == [f"rank {r}" for r in range(tp * ep * dp)], binds
+        # dp counts every rank of the same TP slice (ep x dp of them): world rank = (dp_rank *
+        # ep + ep_rank) * tp + tp_rank.
+        ep_part = lambda r: f", ep {(r // tp) % ep}/{ep}" if ep > 1 else ""
+        assert all(f"tp {r % tp}/{tp}{ep_part(r)}, dp {r // tp}/{ep * dp}; cpus " in b
+                   for r, b in enumerate(binds)), binds
+        print(f"tp {tp} ep {ep} dp {dp}: {seconds:.1f} s, final loss {steps[-1]['loss']:.6f}, "
               f"eval {evals[-1]['eval_loss']:.6f}")
 
-    ref_steps, ref_evals, ref_adapter = results[(1, 1)]
+    ref_steps, ref_evals, ref_adapter = results[(1, 1, 1)]
     worst = {"loss": 0.0, "grad_norm": 0.0, "eval_loss": 0.0, "adapter": 0.0}
     for grid, (steps, evals, adapter) in results.items():
-        if grid == (1, 1):
+        if grid == (1, 1, 1):
             continue
         for key in ("loss", "grad_norm"):
             for a, b in zip(steps, ref_steps):
@@ -143,6 +160,8 @@ def check(tmp):
             assert err <= ADAPTER_TOLERANCE, f"{grid} {name}: rel {err:.2e}"
     print("all grids match the single-rank run; worst relative differences: " +
           ", ".join(f"{k} {v:.1e}" for k, v in worst.items()))
+    if EP:
+        check_ep_checkpoints(tmp, model, results)
     if MOE:
         return
 
@@ -155,6 +174,64 @@ def check(tmp):
     assert "[rank 3] error: ANVIL_FAULT_INJECT: failing in step 3 on purpose" in log, log
     assert seconds < 30, f"the job took {seconds:.1f} s to end"
     print(f"a failing rank ended the job in {seconds:.1f} s with exit code {p.returncode}")
+
+
+def check_ep_checkpoints(tmp, model, results):
+    """Checkpoints under ep: each ep rank writes its own experts' slabs of the one logical
+    file. A run stopped at step 6 and resumed on the same grid repeats the uninterrupted one
+    bit for bit; an ep 2 checkpoint resumes at ep 1 and an ep 1 one at ep 2 (within the
+    grids' tolerance of the single-rank run); and an ep checkpoint exports the single-rank
+    checkpoint's adapter (within the adapter tolerance)."""
+    def stopped(name, tp, ep, dp):
+        out = os.path.join(tmp, name)
+        p, _ = train(model, out, tp, dp, ep=ep, extra=("checkpoint.every=6", "--stop-after", "6"))
+        assert p.returncode == 0, f"{name}: exit {p.returncode}\n{p.stdout}\n{p.stderr}"
+        return out
+
+    def resumed(out, tp, ep, dp, source=None):
+        extra = ("checkpoint.every=6",) + ((f"checkpoint.resume={source}",) if source else ())
+        p, _ = train(model, out, tp, dp, ep=ep, extra=extra)
+        assert p.returncode == 0, f"{out}: exit {p.returncode}\n{p.stdout}\n{p.stderr}"
+        assert "resumed from" in p.stdout + p.stderr and "after step 6" in p.stdout + p.stderr
+        return metrics(out)[0], load_file(os.path.join(out, "adapter", "adapter_model.safetensors"))
+
+    for grid in ((1, 2, 1), (2, 2, 1), (1, 2, 2)):
+        tp, ep, dp = grid
+        out = stopped(f"ckpt_tp{tp}_ep{ep}_dp{dp}", tp, ep, dp)
+        steps, adapter = resumed(out, tp, ep, dp)
+        want_steps, _, want_adapter = results[grid]
+        assert [(r["step"], r["loss"], r["grad_norm"]) for r in steps] == \
+            [(r["step"], r["loss"], r["grad_norm"]) for r in want_steps], f"{grid}: resume is not exact"
+        assert all(np.array_equal(adapter[k], want_adapter[k]) for k in want_adapter), f"{grid}: adapter differs"
+        print(f"{grid}: stop at step 6 and resume gives the uninterrupted run bit for bit")
+    ep_run = os.path.join(tmp, "ckpt_tp1_ep2_dp1")
+
+    single = stopped("ckpt_ep1", 1, 1, 1)
+    ckpt_ep2 = os.path.join(ep_run, "checkpoints", "step_6.h5")
+    ckpt_ep1 = os.path.join(single, "checkpoints", "step_6.h5")
+    ref_steps, _, ref_adapter = results[(1, 1, 1)]
+    for name, (tp, ep, dp), source in (("ep2_to_ep1", (1, 1, 1), ckpt_ep2), ("ep1_to_ep2", (1, 2, 1), ckpt_ep1),
+                                       ("ep2_to_tp2ep2", (2, 2, 1), ckpt_ep2)):
+        steps, adapter = resumed(os.path.join(tmp, name), tp, ep, dp, source)
+        assert [r["step"] for r in steps] == list(range(7, STEPS + 1)), steps
+        for a, b in zip(steps, ref_steps[6:]):
+            for key in ("loss", "grad_norm"):
+                err = abs(a[key] - b[key]) / abs(b[key])
+                assert err <= TOLERANCE, f"{name} step {a['step']} {key}: rel {err:.2e}"
+        for k, want in ref_adapter.items():
+            assert rel(adapter[k], want) <= ADAPTER_TOLERANCE, f"{name} {k}: rel {rel(adapter[k], want):.2e}"
+        print(f"{name}: resumed at step 6, the single-rank losses and adapter")
+
+    exports = {}
+    for tag, ckpt in (("ep1", ckpt_ep1), ("ep2", ckpt_ep2)):
+        out = os.path.join(tmp, f"export_{tag}")
+        p, _ = run([ANVIL, "export", ckpt, "--format", "peft", "--out", out])
+        assert p.returncode == 0, p.stdout + p.stderr
+        exports[tag] = load_file(os.path.join(out, "adapter_model.safetensors"))
+    assert sorted(exports["ep1"]) == sorted(exports["ep2"])
+    worst = max(rel(exports["ep2"][k], v) for k, v in exports["ep1"].items())
+    assert worst <= ADAPTER_TOLERANCE, f"ep 2 export vs ep 1: rel {worst:.2e}"
+    print(f"the ep 2 checkpoint exports the single-rank adapter (worst rel {worst:.1e})")
 
 
 if __name__ == "__main__":

@@ -148,6 +148,26 @@ TEST_F(StagedComm, ReduceScatterOutOfPlaceAndInPlaceMatchTheHostComm) {
   }
 }
 
+// Rank i sends rank j (j + 1) values i: what comes back is the host comm's exchange,
+// staged out once and in once.
+TEST_F(StagedComm, AlltoallvMatchesTheHostComm) {
+  std::vector<std::int64_t> send_counts, recv_counts;
+  std::vector<float> device, expected;
+  for (int j = 0; j < p; ++j) {
+    send_counts.push_back(j + 1);
+    recv_counts.push_back(r + 1);
+    device.insert(device.end(), static_cast<std::size_t>(j + 1), static_cast<float>(r));
+    expected.insert(expected.end(), static_cast<std::size_t>(r + 1), static_cast<float>(j));
+  }
+  std::vector<float> recv(expected.size(), -1.0f);
+  staging.reset();
+  staged->alltoallv(device.data(), send_counts.data(), recv.data(), recv_counts.data(), DType::dtype_f32);
+  EXPECT_EQ(recv, expected);
+  EXPECT_EQ(staging.to_host_calls, 1);
+  EXPECT_EQ(staging.to_device_calls, 1);
+  EXPECT_TRUE(staging.never_staged_into(recv.data(), recv.size() * sizeof(float)));
+}
+
 TEST_F(StagedComm, BroadcastStagesOutOnTheRootAndInOnTheOthers) {
   const int root = p - 1;
   std::vector<double> device(kCount, static_cast<double>(r));

@@ -46,6 +46,7 @@ class RecordingComm final : public Comm {
     last_in_place = in_place;
   }
   void broadcast_impl(void*, std::int64_t, DType, int) override { ++impl_calls; }
+  void alltoallv_impl(const void*, const std::int64_t*, void*, const std::int64_t*, DType) override { ++impl_calls; }
   void barrier_impl() override { ++impl_calls; }
   std::unique_ptr<Comm> split_impl(int, int, std::string) const override {
     return std::make_unique<RecordingComm>(0, 1);
@@ -76,6 +77,18 @@ TEST(CommChecks, BadArgumentsThrowBeforeAnyImplementation) {
       {"root -1", [&] { c.broadcast(f.data(), 1, DType::dtype_f32, -1); }},
       // send (2) overlapping recv (4) without being rank 1's block (recv + 2).
       {"send overlaps recv", [&] { c.allgather(f.data() + 1, f.data(), 2, DType::dtype_f32); }},
+      {"alltoallv on comm 'tp': negative count -1", [&] {
+         const std::int64_t sc[2] = {1, -1}, rc[2] = {1, 1};
+         c.alltoallv(f.data(), sc, f.data() + 4, rc, DType::dtype_f32);
+       }},
+      {"alltoallv on comm 'tp': send and recv overlap", [&] {
+         const std::int64_t sc[2] = {2, 2}, rc[2] = {2, 2};
+         c.alltoallv(f.data(), sc, f.data() + 2, rc, DType::dtype_f32);
+       }},
+      {"exceeds MPI's int count", [&] {
+         const std::int64_t sc[2] = {600, 600}, rc[2] = {1, 1};
+         c.alltoallv(f.data(), sc, f.data() + 4, rc, DType::dtype_f32);
+       }},
       {"send and recv overlap", [&] {
          c.reduce_scatter(f.data(), f.data() + 1, 2, DType::dtype_f32, ReduceOp::reduce_sum);
        }},
@@ -137,6 +150,16 @@ TEST(CommChecks, AGroupOfOneOnlyCopiesOutOfPlace) {
   c.reduce_scatter(a.data(), b.data(), 3, DType::dtype_f32, ReduceOp::reduce_sum);
   EXPECT_EQ(b, a);
   EXPECT_EQ(c.local_copies, 2);
+  EXPECT_EQ(c.impl_calls, 0);
+  // A group of one's alltoallv copies its own block.
+  const std::int64_t n3 = 3;
+  b.assign(3, 0.0f);
+  c.alltoallv(a.data(), &n3, b.data(), &n3, DType::dtype_f32);
+  EXPECT_EQ(b, a);
+  EXPECT_EQ(c.local_copies, 3);
+  const std::int64_t n2 = 2;
+  EXPECT_TRUE(contains(error_of([&] { c.alltoallv(a.data(), &n3, b.data(), &n2, DType::dtype_f32); }),
+                       "sends 3 to itself but expects 2"));
   EXPECT_EQ(c.impl_calls, 0);
   // A barrier always reaches the implementation (NcclComm waits for its stream there).
   c.barrier();

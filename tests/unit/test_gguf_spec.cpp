@@ -37,7 +37,29 @@ TEST(GgufSpec, TensorNamesMapBothWays) {
   EXPECT_EQ(gguf_tensor_name("model.layers.7.self_attn.q_proj.weight"), "blk.7.attn_q.weight");
   EXPECT_EQ(gguf_tensor_name("model.embed_tokens.weight"), "token_embd.weight");
   EXPECT_FALSE(gguf_tensor_name("model.layers.0.mlp.experts.3.gate_proj.weight").has_value());
+  EXPECT_EQ(gguf_tensor_name("model.layers.4.mlp.gate.weight"), "blk.4.ffn_gate_inp.weight");
+  EXPECT_EQ(gguf_tensor_name("model.layers.4.block_sparse_moe.gate.weight"), "blk.4.ffn_gate_inp.weight");
   EXPECT_FALSE(gguf_tensor_name("model.layers.x.self_attn.q_proj.weight").has_value());
+}
+
+// A routed expert's projection is one expert of its layer's stacked tensor.
+TEST(GgufSpec, ExpertsStackPerLayerAndProjection) {
+  const auto qwen = gguf_expert_tensor("model.layers.3.mlp.experts.5.gate_proj.weight");
+  ASSERT_TRUE(qwen.has_value());
+  EXPECT_EQ(qwen->name, "blk.3.ffn_gate_exps.weight");
+  EXPECT_EQ(qwen->expert, 5);
+  EXPECT_EQ(gguf_expert_tensor("model.layers.0.mlp.experts.0.down_proj.weight")->name, "blk.0.ffn_down_exps.weight");
+  // Mixtral's w1 / w3 / w2 are gate / up / down.
+  const auto mixtral = gguf_expert_tensor("model.layers.12.block_sparse_moe.experts.7.w3.weight");
+  ASSERT_TRUE(mixtral.has_value());
+  EXPECT_EQ(mixtral->name, "blk.12.ffn_up_exps.weight");
+  EXPECT_EQ(mixtral->expert, 7);
+  EXPECT_EQ(gguf_expert_tensor("model.layers.1.block_sparse_moe.experts.0.w2.weight")->name,
+            "blk.1.ffn_down_exps.weight");
+  for (const std::string bad : {"model.layers.3.mlp.gate_proj.weight", "model.layers.3.mlp.experts.x.gate_proj.weight",
+                                "model.layers.3.mlp.experts.5.gate_proj.bias", "model.layers.3.mlp.experts.5.w4.weight",
+                                "model.layers.y.mlp.experts.5.gate_proj.weight"})
+    EXPECT_FALSE(gguf_expert_tensor(bad).has_value()) << bad;
 }
 
 // The export's row order is the import's inverse: a permutation within each head.
@@ -86,8 +108,37 @@ TEST(GgufSpec, MetadataPerFamily) {
 
   const model::ModelSpec moe = spec_of(R"({"model_type": "qwen3_moe", "hidden_size": 48, "intermediate_size": 56,
       "moe_intermediate_size": 24, "num_hidden_layers": 2, "num_attention_heads": 3, "num_key_value_heads": 1,
-      "head_dim": 16, "vocab_size": 320, "num_experts": 4, "num_experts_per_tok": 2, "max_position_embeddings": 128})");
-  EXPECT_TRUE(contains(error_of([&] { gguf_architecture(moe); }), "mixture-of-experts"));
+      "head_dim": 16, "vocab_size": 320, "num_experts": 4, "num_experts_per_tok": 2, "max_position_embeddings": 128,
+      "norm_topk_prob": true})");
+  EXPECT_EQ(gguf_architecture(moe), "qwen3moe");
+  EXPECT_EQ(gguf_permuted_heads(moe, "model.layers.0.self_attn.q_proj.weight"), 0);
+  const auto moe_kv = gguf_model_metadata(moe, "m", 1);
+  const auto moe_find = [&](const std::string& key) {
+    const auto it = std::find_if(moe_kv.begin(), moe_kv.end(), [&](const io::GgufKv& e) { return e.key == key; });
+    return it == moe_kv.end() ? nullptr : &it->value;
+  };
+  ASSERT_NE(moe_find("qwen3moe.expert_count"), nullptr);
+  EXPECT_EQ(moe_find("qwen3moe.expert_count")->u, 4u);
+  EXPECT_EQ(moe_find("qwen3moe.expert_used_count")->u, 2u);
+  EXPECT_EQ(moe_find("qwen3moe.expert_feed_forward_length")->u, 24u);
+  // llama.cpp's qwen3moe has experts in every layer and renormalises the top-k weights
+  // (whatever the file says: a model without it answers differently there).
+  model::ModelSpec dense_layer = moe;
+  dense_layer.moe.mlp_only_layers = {1};
+  EXPECT_TRUE(contains(error_of([&] { gguf_architecture(dense_layer); }), "layer 1"));
+  model::ModelSpec raw_topk = moe;
+  raw_topk.moe.norm_topk_prob = false;
+  EXPECT_TRUE(contains(error_of([&] { gguf_architecture(raw_topk); }), "norm_topk_prob"));
+  // Mixtral is llama.cpp's llama architecture with experts, q/k rows in its order (as Mistral).
+  const model::ModelSpec mixtral = spec_of(R"({"model_type": "mixtral", "hidden_size": 40, "intermediate_size": 32,
+      "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 320,
+      "num_local_experts": 8, "num_experts_per_tok": 2, "max_position_embeddings": 128, "sliding_window": null})");
+  EXPECT_EQ(gguf_architecture(mixtral), "llama");
+  EXPECT_EQ(gguf_permuted_heads(mixtral, "model.layers.0.self_attn.k_proj.weight"), 2);
+  model::ModelSpec mistral = mixtral;
+  mistral.model_type = "mistral";
+  mistral.moe = {};
+  EXPECT_EQ(gguf_permuted_heads(mistral, "model.layers.0.self_attn.q_proj.weight"), 4);
 }
 
 }  // namespace

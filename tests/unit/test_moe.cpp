@@ -10,6 +10,7 @@
 #include "model/llama.h"
 #include "model/llama_generate.h"
 #include "model/moe_routing.h"
+#include "model/tp_shard.h"
 
 namespace anvil {
 namespace {
@@ -261,6 +262,56 @@ TEST(MoeModel, SpecNamesEveryTensorAndLayoutSkipsMissingModules) {
   EXPECT_THROW(model::model_spec_from_json(R"({"model_type": "mixtral", "hidden_size": 8, "intermediate_size": 8,
     "num_hidden_layers": 1, "num_attention_heads": 2, "vocab_size": 16, "num_local_experts": 2,
     "num_experts_per_tok": 3})", "bad"), Error);
+}
+
+// Expert parallelism: ep rank 1 of 2 on Mixtral's 4 experts holds experts 2 and 3, only
+// their weights (the same values as the whole model's), and only their adapters; its
+// values move to and from the full layout in place, the other experts' untouched.
+TEST(MoeModel, AnEpShardHoldsItsBlockOfExpertsOnly) {
+  MoeFixture f(kMixtral, "moe_ep_shard");
+  model::TpShard shard = model::tp_shard(f.spec, 0, 1);
+  model::ep_shard_set(shard, f.spec, 1, 2);
+  EXPECT_EQ(shard.expert_first, 2);
+  EXPECT_EQ(shard.experts, 2);
+  const model::BaseWeights whole = model::base_weights_load(f.spec, f.dir.str(), DType::dtype_f32,
+                                                            model::tp_shard(f.spec, 0, 1));
+  const model::BaseWeights mine = model::base_weights_load(f.spec, f.dir.str(), DType::dtype_f32, shard);
+  for (std::size_t l = 0; l < mine.layers.size(); ++l) {
+    ASSERT_EQ(mine.layers[l].experts.size(), 2u);
+    for (std::size_t j = 0; j < 2; ++j)
+      for (std::size_t k = 0; k < 3; ++k) {
+        const TensorView& a = mine.layers[l].experts[j][k];
+        const TensorView& b = whole.layers[l].experts[2 + j][k];
+        ASSERT_EQ(a.shape, b.shape);
+        EXPECT_EQ(std::vector<float>(a.as<float>(), a.as<float>() + a.numel()),
+                  std::vector<float>(b.as<float>(), b.as<float>() + b.numel()));
+      }
+  }
+  const model::LoraLayout full(f.spec, f.lora);
+  const model::LoraLayout local(model::tp_local_spec(f.spec, shard), f.lora);
+  std::int64_t expert_slots = 0;
+  for (const model::LoraSlot& s : local.slots())
+    if (s.expert >= 0) {
+      ++expert_slots;
+      EXPECT_TRUE(s.expert == 2 || s.expert == 3) << s.module;
+      EXPECT_NE(s.module.find(str_cat(".experts.", s.expert, ".")), std::string::npos) << s.module;
+    }
+  EXPECT_EQ(expert_slots, f.spec.num_hidden_layers * 3 * 2);
+  EXPECT_EQ(local.find(0, model::Proj::proj_expert_up, 1), nullptr);
+  ASSERT_NE(local.find(0, model::Proj::proj_expert_up, 3), nullptr);
+  EXPECT_EQ(local.find(0, model::Proj::proj_expert_up, 3)->expert, 3);
+
+  std::vector<float> values(static_cast<std::size_t>(full.size())), part(static_cast<std::size_t>(local.size()));
+  std::iota(values.begin(), values.end(), 1.0f);
+  model::lora_shard_extract(f.spec, shard, full, local, values.data(), part.data());
+  std::vector<float> back(values.size(), 0.0f);
+  model::lora_shard_insert(f.spec, shard, full, local, part.data(), back.data());
+  for (const model::LoraSlot& s : full.slots()) {
+    const bool held = s.expert < 0 || s.expert >= 2;
+    const std::int64_t end = s.b_offset + s.out * f.lora.rank;
+    for (std::int64_t i = s.a_offset; i < end; ++i)
+      ASSERT_EQ(back[static_cast<std::size_t>(i)], held ? values[static_cast<std::size_t>(i)] : 0.0f) << s.module;
+  }
 }
 
 }  // namespace

@@ -9,6 +9,7 @@
 #include "llama_test_util.h"
 #include "model/llama.h"
 #include "model/llama_weights.h"
+#include "model/model_spec.h"
 #include "model/tp_shard.h"
 #include "train/config.h"
 #include "train/flops.h"
@@ -236,6 +237,91 @@ TEST(Plan, DevicesAndTheirLinks) {
   for (const char* want : {"rank 0", "base weights (bf16)", "activations, checkpointing", "TP collectives",
                            "DP collectives", "step", "400 Gb/s"})
     EXPECT_NE(text.find(want), std::string::npos) << want << " in\n" << text;
+}
+
+// A tiny Qwen3-MoE: C 64, 2 layers both sparse, 6 experts of 32, top 2; tp 1, ep 2 on 4
+// H200s, micro 1 x seq 32 (N = 32 tokens), global 8, LoRA r 4 on attention and experts.
+model::ModelSpec tiny_moe() {
+  return model::model_spec_from_json(R"({"model_type": "qwen3_moe", "hidden_size": 64, "intermediate_size": 96,
+      "moe_intermediate_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
+      "head_dim": 16, "vocab_size": 320, "num_experts": 6, "num_experts_per_tok": 2, "norm_topk_prob": true,
+      "max_position_embeddings": 128})", "tiny_moe");
+}
+
+TEST(Plan, ExpertParallelSplitsExpertsAndCountsAllToAlls) {
+  const ModelSpec spec = tiny_moe();
+  const model::TpShard whole = model::tp_shard(spec, 0, 1);
+  // Weights: each doubling of ep halves what a rank holds of the routed experts.
+  const double w1 = train::plan_weight_bytes(spec, whole, DType::dtype_bf16, {}, 1);
+  const double w2 = train::plan_weight_bytes(spec, whole, DType::dtype_bf16, {}, 2);
+  const double experts = 2.0 * 6 * 3 * 64 * 32 * 2;  // layers x E x 3 projections x C x F x bf16
+  EXPECT_DOUBLE_EQ(w1 - w2, experts / 2);
+  EXPECT_NEAR(w2 - train::plan_weight_bytes(spec, whole, DType::dtype_bf16, {}, 3), experts / 6, 1e-6 * experts);
+
+  const train::PlanDevice dev = train::plan_device(train::PlanDeviceKind::plan_h200, 4);
+  for (const bool ckpt : {false, true}) {
+    SCOPED_TRACE(ckpt ? "checkpointing" : "no checkpointing");
+    train::TrainConfig cfg = tiny_config(1, 1, 32, 8, ckpt);
+    cfg.lora.targets = {"q_proj", "k_proj", "v_proj", "o_proj", "experts"};
+    const train::RunPlan one = train::plan_run(cfg, spec, 4, dev);
+    cfg.parallel.ep = 2;
+    const train::RunPlan p = train::plan_run(cfg, spec, 4, dev);
+    ASSERT_EQ(p.ep, 2);
+    EXPECT_EQ(one.ep_comm.count, 0);
+    // Per sparse layer and micro-batch: counts (6 experts, 8 bytes each) once per forward,
+    // N·k rows of C in bf16 out and back per forward, and twice in the backward.
+    const double a = p.accumulation, S = 2, rows = 32 * 2 * 64 * 2.0, passes = ckpt ? 2 : 1;
+    EXPECT_DOUBLE_EQ(p.ep_comm.count, a * S * (passes + 2 * passes + 2));
+    const double payload = a * S * (passes * 8 * 6 + (2 * passes + 2) * rows);
+    EXPECT_DOUBLE_EQ(p.ep_comm.payload, payload);
+    EXPECT_DOUBLE_EQ(p.ep_comm.moved, payload / 2);  // half of each rank's rows stay
+    EXPECT_DOUBLE_EQ(p.time.ep, p.ep_comm.count * 10e-6 + p.ep_comm.moved / 450e9);
+    // The adapter: each expert's A (4 x 64 or 4 x 32) and B (32 x 4 or 64 x 4) on one rank of two.
+    const double expert_lora = S * 6 * (2 * (4 * 64 + 32 * 4) + (4 * 32 + 64 * 4));
+    EXPECT_EQ(one.lora_local - p.lora_local, static_cast<std::int64_t>(expert_lora / 2));
+    EXPECT_DOUBLE_EQ(one.rank0.optimizer - p.rank0.optimizer, 8.0 * expert_lora / 2);
+    EXPECT_DOUBLE_EQ(one.rank0.weights - p.rank0.weights, experts / 2);
+    const std::string text = train::plan_format(p);
+    for (const char* want : {"ep 2", "EP all-to-alls", "6 routed, top 2", "3 per rank (ep 2)"})
+      EXPECT_NE(text.find(want), std::string::npos) << want << " in\n" << text;
+  }
+}
+
+// The layouts table: every tp x ep x dp of the world, the ones the model or the batch cannot
+// take named with their key, the fastest that fits marked.
+TEST(Plan, LayoutChoicesCoverTheWorld) {
+  const ModelSpec spec = tiny_moe();
+  train::TrainConfig cfg = tiny_config(1, 1, 32, 8, true);
+  cfg.lora.targets = {"q_proj", "v_proj", "experts"};
+  const train::PlanDevice dev = train::plan_device(train::PlanDeviceKind::plan_h200_nvl, 4);
+  const std::vector<train::PlanChoice> choices = train::plan_grid_choices(cfg, spec, 4, dev);
+  // tp 1: ep 1, 2, 4; tp 2: ep 1, 2; tp 4: ep 1.
+  ASSERT_EQ(choices.size(), 6u);
+  int planned = 0;
+  for (const train::PlanChoice& c : choices) {
+    EXPECT_EQ(c.tp * c.ep * c.dp, 4);
+    if (c.ep == 4) {  // 6 experts do not split 4 ways
+      EXPECT_NE(c.problem.find("parallel.ep"), std::string::npos) << c.problem;
+      continue;
+    }
+    EXPECT_TRUE(c.problem.empty()) << c.problem;
+    EXPECT_GT(c.memory, 0);
+    EXPECT_GT(c.step, 0);
+    EXPECT_TRUE(c.fits);
+    ++planned;
+  }
+  EXPECT_EQ(planned, 5);
+  // On 8 GPUs tp 8 cannot split 4 attention heads.
+  for (const train::PlanChoice& c : train::plan_grid_choices(cfg, spec, 8, train::plan_device(
+                                         train::PlanDeviceKind::plan_h200_nvl, 8)))
+    if (c.tp == 8) {
+      EXPECT_NE(c.problem.find("parallel.tp: 8 does not divide"), std::string::npos) << c.problem;
+    }
+  const std::string text = train::plan_format_choices(choices, dev);
+  EXPECT_NE(text.find("fastest that fits"), std::string::npos) << text;
+  EXPECT_NE(text.find("not possible: parallel.ep"), std::string::npos) << text;
+  // A dense model has no ep choices.
+  EXPECT_EQ(train::plan_grid_choices(tiny_config(1, 1, 32, 8, true), *model::model_preset("tiny"), 4, dev).size(), 3u);
 }
 
 TEST(Plan, MeasuredCpuGemmRateIsPlausible) {
