@@ -20,6 +20,7 @@
 #include <string>
 #include <vector>
 
+#include "backend/moe_route.h"
 #include "core/philox.h"
 #include "core/tensor.h"
 
@@ -215,6 +216,27 @@ class Backend {
   virtual void lora_backward(float* dx, float* da, float* db, const float* dy, const float* x,
                              const float* xa, const float* a, const float* b, i64 n, i64 in,
                              i64 out, i64 r, float scale, const LoraDropout& drop) = 0;
+
+  // ---- mixture of experts (backend/moe_route.h) ----------------------------------------
+  // n tokens, E experts, top k, width c; the route's buffers are backend memory. Each op
+  // gives the host loop of moe_route.h's name: on the CPU backend it is that loop, on the
+  // CUDA backend a kernel with the same order of arithmetic (kernels/moe.cu says where the
+  // device can round differently).
+  virtual void moe_route(const float* logits, i64 n, i64 experts, i64 k, bool norm_topk,
+                         const MoeRoute& r) = 0;
+  virtual void moe_gather(float* xs, const float* x, const MoeRoute& r, i64 n, i64 k, i64 c) = 0;
+  virtual void moe_combine(float* y, const float* ye, const MoeRoute& r, i64 n, i64 k, i64 c) = 0;
+  virtual void moe_combine_backward(float* dweight, float* d_ye, const float* dy, const float* ye,
+                                    const MoeRoute& r, i64 n, i64 k, i64 c) = 0;
+  virtual void moe_scatter(float* dx, const float* dxs, const MoeRoute& r, i64 n, i64 k, i64 c) = 0;
+  // aux_grad (E doubles, backend memory) may be null.
+  virtual void moe_router_backward(float* d_logits, const float* dweight, const MoeRoute& r, i64 n,
+                                   i64 experts, i64 k, bool norm_topk, const double* aux_grad) = 0;
+  // count, prob_sum (E doubles each, backend memory) accumulated.
+  virtual void moe_aux_accumulate(double* count, double* prob_sum, const MoeRoute& r, i64 n,
+                                  i64 experts, i64 k) = 0;
+  // y (n) += x (n): the combined experts' output into the residual stream.
+  virtual void moe_residual_add(float* y, const float* x, i64 n) = 0;
 
   // ---- optimizer -----------------------------------------------------------------------
   virtual double sum_squares(const float* x, i64 n) = 0;  // accumulated in double

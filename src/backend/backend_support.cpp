@@ -23,11 +23,4 @@ std::optional<std::string> backend_head_dim_problem(BackendKind kind, std::int64
                  s.head_dims[0], " or ", s.head_dims[1], " (use parallel.backend: cpu)");
 }
 
-std::optional<std::string> backend_moe_problem(BackendKind kind, const std::string& model_type) {
-  const BackendSupport& s = backend_support(kind);
-  if (s.moe) return std::nullopt;
-  return str_cat("model_type ", model_type, " has mixture-of-experts blocks, which the ", s.name,
-                 " backend does not run yet (use parallel.backend: cpu)");
-}
-
 }  // namespace anvil::backend

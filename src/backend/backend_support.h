@@ -18,15 +18,13 @@ struct BackendSupport {
   const char* name;                // "CPU", "CUDA": named in messages
   int max_lora_rank;               // 0: any
   std::array<int, 2> head_dims;    // the attention head_dims it takes; {0, 0}: any
-  bool moe;                        // mixture-of-experts blocks (router, expert GEMMs)
 };
 
 // The CPU backend is the fp32 reference and takes any shape. The CUDA kernels instantiate
 // only what is used (kernels/lora.cu: ranks up to 64; kernels/attention.cu: head_dim 64
-// and 128), as FlashAttention does. Mixture-of-experts blocks route and move rows with host
-// loops (model/moe_routing.h), so only the CPU backend runs them so far.
-inline constexpr BackendSupport kCpuSupport{"CPU", 0, {0, 0}, true};
-inline constexpr BackendSupport kCudaSupport{"CUDA", 64, {64, 128}, false};
+// and 128), as FlashAttention does. Both run mixture-of-experts blocks (kernels/moe.cu).
+inline constexpr BackendSupport kCpuSupport{"CPU", 0, {0, 0}};
+inline constexpr BackendSupport kCudaSupport{"CUDA", 64, {64, 128}};
 
 // `kind` is cpu or cuda (auto resolved first).
 constexpr const BackendSupport& backend_support(BackendKind kind) {
@@ -42,7 +40,5 @@ std::optional<std::string> backend_lora_rank_problem(BackendKind kind, std::int6
 // The problem with attention head_dim `head_dim` on `kind` (a message about the model's
 // config.json), or none.
 std::optional<std::string> backend_head_dim_problem(BackendKind kind, std::int64_t head_dim);
-// The problem with a mixture-of-experts model (config.json's model_type) on `kind`, or none.
-std::optional<std::string> backend_moe_problem(BackendKind kind, const std::string& model_type);
 
 }  // namespace anvil::backend

@@ -110,6 +110,14 @@ BaseWeights weights_place(backend::Backend& be, BaseWeights base) {
   return base;
 }
 
+// The expert row blocks size the expert GEMMs on the host: a sparse layer's one copy from
+// the backend, (E + 1) offsets (a memcpy on the CPU backend, a stream sync on a device).
+std::vector<std::int64_t> expert_offsets(backend::Backend& be, const MoeRoute& rt, std::int64_t E) {
+  std::vector<std::int64_t> out(static_cast<std::size_t>(E + 1));
+  be.copy_to_host(out.data(), rt.offsets, sizeof(std::int64_t) * out.size());
+  return out;
+}
+
 }  // namespace
 
 TpGroup tp_single(const ModelSpec& spec) {
@@ -144,8 +152,6 @@ LlamaModel::LlamaModel(ModelSpec spec, BaseWeights base, LoraLayout lora, ModelL
   ANVIL_CHECK(LoraLayout(local_, lora_.spec()).size() == lora_.size(),
               "the LoRA layout is not this rank's (build it from tp_local_spec)");
   if (spec_.is_moe()) {
-    // The sparse blocks' row moves and routing are host loops (model/moe_routing.h).
-    ANVIL_CHECK(!be_.on_device(), "mixture-of-experts models run on the CPU backend only");
     const bool expert_adapters = lora_.spec().targets[static_cast<int>(Proj::proj_expert_gate)] ||
                                  lora_.spec().targets[static_cast<int>(Proj::proj_expert_up)] ||
                                  lora_.spec().targets[static_cast<int>(Proj::proj_expert_down)];
@@ -154,6 +160,8 @@ LlamaModel::LlamaModel(ModelSpec spec, BaseWeights base, LoraLayout lora, ModelL
   if (tp_.ep_comm && tp_.ep_comm->size() > 1) {
     ANVIL_CHECK(spec_.is_moe() && tp_.ep_comm->size() == tp_.shard.ep_size, "the ep group (",
                 tp_.ep_comm->size(), " ranks) does not match the shard's ", tp_.shard.ep_size);
+    ANVIL_CHECK(!be_.on_device(), "expert parallelism (parallel.ep > 1) runs on the CPU backend only: its "
+                "exchange is host loops (model/moe_dispatch.h)");
     ep_ = std::make_unique<MoeDispatch>(*tp_.ep_comm, spec_.moe.num_experts,
                                         limits_.micro_batch * limits_.seq_len * spec_.moe.top_k,
                                         spec_.hidden_size, spec_.num_hidden_layers);
@@ -312,6 +320,7 @@ void LlamaModel::carve(Arena& arena, const ModelSpec& local, const LoraLayout& l
     out.d_eup = act(Rl * Fe);
     out.d_eh = act(Rl * Fe);
     if (ep > 1) out.ep_home = act(R * C);
+    out.moe_aux = arena.take<double>(3 * E);
   }
 }
 
@@ -480,17 +489,19 @@ void LlamaModel::moe_forward(std::int64_t l, LayerActs& a, float* x_out, const T
   const std::int64_t N = b.batch * b.seq, C = local_.hidden_size, Fe = local_.moe.intermediate_size;
   const std::int64_t E = spec_.moe.num_experts, K = spec_.moe.top_k, r = lora_.spec().rank;
   be_.linear_forward(buf_.logits, a.xn2, w.router, nullptr, N, 0.0f);  // (N, E), the same on every TP rank
-  moe_route(buf_.logits, N, E, K, spec_.moe.norm_topk_prob, rt);
+  be_.moe_route(buf_.logits, N, E, K, spec_.moe.norm_topk_prob, rt);
   // This rank's experts [first, first + held) and their rows' offsets (held + 1) in a.xs:
-  // every expert's rows here, or under ep the rows every ep rank sent (moe_dispatch.h).
+  // every expert's rows here (one copy of the route's E + 1 from the backend), or under ep
+  // the rows every ep rank sent (moe_dispatch.h; the CPU backend only).
   const std::int64_t first = local_.moe.expert_first, held = local_.moe.experts_held();
-  const std::int64_t* offsets = rt.offsets;
+  const std::vector<std::int64_t> route_offsets = expert_offsets(be_, rt, E);
+  const std::int64_t* offsets = route_offsets.data();
   if (ep_) {
-    moe_gather(buf_.ep_home, a.xn2, rt, N, K, C);  // (R, C) in expert order
+    be_.moe_gather(buf_.ep_home, a.xn2, rt, N, K, C);  // (R, C) in expert order
     offsets = ep_->plan(l, rt.offsets);
     ep_->send(l, buf_.ep_home, a.xs);  // (rows received, C), expert-major
   } else {
-    moe_gather(a.xs, a.xn2, rt, N, K, C);  // (R, C) in expert order
+    be_.moe_gather(a.xs, a.xn2, rt, N, K, C);  // (R, C) in expert order
   }
   auto xa = [&](Proj p, std::int64_t row0) {
     float* x = a.xa[static_cast<int>(p)];
@@ -516,10 +527,10 @@ void LlamaModel::moe_forward(std::int64_t l, LayerActs& a, float* x_out, const T
     ep_->send_back(l, a.ye, ye);  // backward reads them too: also when recomputing
   }
   if (!x_out) return;
-  moe_combine(buf_.moe_out, ye, rt, N, K, C);
+  be_.moe_combine(buf_.moe_out, ye, rt, N, K, C);
   tp_allreduce(tp_.comm, buf_.moe_out, N * C);  // the experts' down projections are row-parallel
   be_.copy(x_out, a.x_mid, sizeof(float) * static_cast<std::size_t>(N * C));
-  for (std::int64_t i = 0; i < N * C; ++i) x_out[i] += buf_.moe_out[i];
+  be_.moe_residual_add(x_out, buf_.moe_out, N * C);
 }
 
 void LlamaModel::moe_backward(std::int64_t l, const LayerActs& a, const float* d_res) {
@@ -528,10 +539,11 @@ void LlamaModel::moe_backward(std::int64_t l, const LayerActs& a, const float* d
   const std::int64_t N = n_cur_, C = local_.hidden_size, Fe = local_.moe.intermediate_size;
   const std::int64_t E = spec_.moe.num_experts, K = spec_.moe.top_k, r = lora_.spec().rank;
   const std::int64_t first = local_.moe.expert_first, held = local_.moe.experts_held();
-  const std::int64_t* offsets = ep_ ? ep_->local_offsets(l) : rt.offsets;  // (held + 1), as forward
+  const std::vector<std::int64_t> route_offsets = ep_ ? std::vector<std::int64_t>{} : expert_offsets(be_, rt, E);
+  const std::int64_t* offsets = ep_ ? ep_->local_offsets(l) : route_offsets.data();  // (held + 1), as forward
   // The weights' gradient reads the experts' outputs, partial over the TP group: reduced.
   // Under ep the outputs' gradients go to the experts the way the rows went.
-  moe_combine_backward(buf_.dweight, ep_ ? buf_.ep_home : buf_.d_ye, d_res, ep_ ? a.ye_home : a.ye, rt, N, K, C);
+  be_.moe_combine_backward(buf_.dweight, ep_ ? buf_.ep_home : buf_.d_ye, d_res, ep_ ? a.ye_home : a.ye, rt, N, K, C);
   tp_allreduce(tp_.comm, buf_.dweight, N * K);
   if (ep_) ep_->send(l, buf_.ep_home, buf_.d_ye);
   auto xa = [&](Proj p, std::int64_t row0) {
@@ -553,11 +565,11 @@ void LlamaModel::moe_backward(std::int64_t l, const LayerActs& a, const float* d
                           a.xs + o * C, xa(Proj::proj_expert_up, o), n, 1.0f, none);  // (n, C)
   }
   if (ep_) ep_->send_back(l, buf_.d_xs, buf_.ep_home);  // the inputs' gradients home
-  moe_scatter(buf_.d_xn, ep_ ? buf_.ep_home : buf_.d_xs, rt, N, K, C);
+  be_.moe_scatter(buf_.d_xn, ep_ ? buf_.ep_home : buf_.d_xs, rt, N, K, C);
   tp_allreduce(tp_.comm, buf_.d_xn, N * C);  // the experts' gate/up are column-parallel
   // The router (replicated): its input gradient is complete on every rank.
-  moe_router_backward(buf_.logits, buf_.dweight, rt, N, E, K, spec_.moe.norm_topk_prob,
-                      aux_grad_.empty() ? nullptr : aux_grad_.data());
+  be_.moe_router_backward(buf_.logits, buf_.dweight, rt, N, E, K, spec_.moe.norm_topk_prob,
+                          aux_grad_.empty() ? nullptr : buf_.moe_aux + 2 * E);
   be_.linear_backward_input(buf_.d_xn, buf_.logits, w.router, N, 1.0f);
 }
 
@@ -566,13 +578,18 @@ void LlamaModel::aux_loss_compute(std::int64_t n) {
   aux_grad_.clear();
   if (!spec_.is_moe() || !spec_.moe.aux_loss) return;
   const std::int64_t E = spec_.moe.num_experts, K = spec_.moe.top_k;
-  std::vector<double> count(static_cast<std::size_t>(E)), prob_sum(static_cast<std::size_t>(E));
+  // The statistics are summed where the routes live; the few scalars of the loss on the host.
+  be_.fill_zero(buf_.moe_aux, sizeof(double) * static_cast<std::size_t>(2 * E));
   std::int64_t sparse = 0;
   for (std::int64_t l = 0; l < spec_.num_hidden_layers; ++l) {
     if (!spec_.layer_is_moe(l)) continue;
-    moe_aux_accumulate(buf_.routes[static_cast<std::size_t>(l)], n, E, K, count, prob_sum);
+    be_.moe_aux_accumulate(buf_.moe_aux, buf_.moe_aux + E, buf_.routes[static_cast<std::size_t>(l)], n, E, K);
     ++sparse;
   }
+  std::vector<double> stats(static_cast<std::size_t>(2 * E));  // (2, E) count, prob_sum
+  be_.copy_to_host(stats.data(), buf_.moe_aux, sizeof(double) * stats.size());
+  const double* count = stats.data();
+  const double* prob_sum = stats.data() + E;
   const double rows = static_cast<double>(n * sparse);
   aux_grad_.assign(static_cast<std::size_t>(E), 0.0);
   for (std::int64_t e = 0; e < E; ++e) {
@@ -580,14 +597,16 @@ void LlamaModel::aux_loss_compute(std::int64_t n) {
     aux_loss_ += static_cast<double>(E) * (count[i] / rows) * (prob_sum[i] / rows);
     aux_grad_[i] = static_cast<double>(aux_weight_) * static_cast<double>(E) * count[i] / (rows * rows);
   }
+  be_.copy_from_host(buf_.moe_aux + 2 * E, aux_grad_.data(), sizeof(double) * aux_grad_.size());  // for backward
 }
 
 std::vector<std::int64_t> LlamaModel::last_expert_load() const {
   std::vector<std::int64_t> out;
   for (std::int64_t l = 0; l < spec_.num_hidden_layers; ++l) {
     if (!spec_.layer_is_moe(l)) continue;
-    const MoeRoute& rt = buf_.routes[static_cast<std::size_t>(l)];
-    for (std::int64_t e = 0; e < spec_.moe.num_experts; ++e) out.push_back(rt.offsets[e + 1] - rt.offsets[e]);
+    const std::vector<std::int64_t> o =
+        expert_offsets(be_, buf_.routes[static_cast<std::size_t>(l)], spec_.moe.num_experts);
+    for (std::size_t e = 0; e + 1 < o.size(); ++e) out.push_back(o[e + 1] - o[e]);
   }
   return out;
 }

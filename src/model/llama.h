@@ -145,7 +145,8 @@ class LlamaModel {
   // Tokens routed to each expert of each sparse layer in the last forward, (layer, E)
   // row-major over the sparse layers in order (min/max load for the metrics).
   std::vector<std::int64_t> last_expert_load() const;
-  // The routing of sparse layer `layer` in the last forward (null for a dense layer).
+  // The routing of sparse layer `layer` in the last forward (null for a dense layer), in the
+  // backend's memory.
   const MoeRoute* route(std::int64_t layer) const {
     return spec_.layer_is_moe(layer) ? &buf_.routes[static_cast<std::size_t>(layer)] : nullptr;
   }
@@ -220,6 +221,7 @@ class LlamaModel {
     float* d_egate = nullptr;      // (R, fe)
     float* d_eup = nullptr;        // (R, fe)
     float* d_eh = nullptr;         // (R, fe)
+    double* moe_aux = nullptr;     // (3, E) aux loss: choice counts, probability sums, dL/dprobs
     float* ep_home = nullptr;      // (R, C) ep: rows and gradients on their way out or back
   };
   // Takes every buffer from `arena` (null pointers in plan mode). The one list of the

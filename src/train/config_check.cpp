@@ -161,11 +161,6 @@ void check_model(const TrainConfig& cfg, bool tp_ok, bool backend_ok, std::vecto
     const auto problem = backend_limit_problem(
         cfg, [&](BackendKind kind) { return backend::backend_head_dim_problem(kind, spec.head_dim); });
     if (problem) out.push_back({"model.path", str_cat(dir, "/config.json: ", *problem)});
-    const auto moe = spec.is_moe() ? backend_limit_problem(cfg, [&](BackendKind kind) {
-      return backend::backend_moe_problem(kind, spec.model_type);
-    })
-                                   : std::nullopt;
-    if (moe) out.push_back({"parallel.backend", str_cat(dir, "/config.json: ", *moe)});
   }
   check_lora_targets(cfg, spec, out);
   if (!tp_ok) return;

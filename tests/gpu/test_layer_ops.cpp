@@ -21,6 +21,7 @@
 #include "cuda_check.cuh"
 #include "decode.cuh"
 #include "embedding.cuh"
+#include "gpu_dev.h"
 #include "gpu_test_util.h"
 #include "lora.cuh"
 #include "philox.cuh"
@@ -36,33 +37,7 @@ using i64 = std::int64_t;
 std::mt19937_64& rng() { return test::gpu_rng(); }
 std::vector<float> normal(i64 n, float stddev = 1.0f) { return test::gpu_normal(n, stddev); }
 
-// A device copy of a host vector; poison() fills it with 0xFF bytes (NaN for floats).
-template <typename T>
-class Dev {
- public:
-  explicit Dev(const std::vector<T>& h) : n_(h.size()) {
-    CUDA_CHECK(cudaMalloc(&p_, std::max<std::size_t>(n_, 1) * sizeof(T)));
-    upload(h);
-  }
-  ~Dev() { cudaFree(p_); }
-  Dev(const Dev&) = delete;
-  Dev& operator=(const Dev&) = delete;
-  T* get() const { return p_; }
-  void upload(const std::vector<T>& h) {
-    CUDA_CHECK(cudaMemcpy(p_, h.data(), n_ * sizeof(T), cudaMemcpyHostToDevice));
-  }
-  void poison() { CUDA_CHECK(cudaMemset(p_, 0xFF, n_ * sizeof(T))); }
-  std::vector<T> download() const {
-    CUDA_CHECK(cudaDeviceSynchronize());
-    std::vector<T> h(n_);
-    CUDA_CHECK(cudaMemcpy(h.data(), p_, n_ * sizeof(T), cudaMemcpyDeviceToHost));
-    return h;
-  }
-
- private:
-  T* p_ = nullptr;
-  std::size_t n_;
-};
+using test::Dev;
 
 // Largest |got - ref|; a NaN counts as infinitely wrong.
 double max_err(const std::vector<float>& got, const std::vector<double>& ref) {

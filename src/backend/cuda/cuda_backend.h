@@ -116,6 +116,20 @@ class CudaBackend final : public Backend {
                      const float* xa, const float* a, const float* b, i64 n, i64 in, i64 out, i64 r,
                      float scale, const LoraDropout& drop) override;
 
+  // Mixture of experts (cuda_moe.cpp; kernels/moe.cu, UNRUN on a GPU).
+  void moe_route(const float* logits, i64 n, i64 experts, i64 k, bool norm_topk,
+                 const MoeRoute& r) override;
+  void moe_gather(float* xs, const float* x, const MoeRoute& r, i64 n, i64 k, i64 c) override;
+  void moe_combine(float* y, const float* ye, const MoeRoute& r, i64 n, i64 k, i64 c) override;
+  void moe_combine_backward(float* dweight, float* d_ye, const float* dy, const float* ye,
+                            const MoeRoute& r, i64 n, i64 k, i64 c) override;
+  void moe_scatter(float* dx, const float* dxs, const MoeRoute& r, i64 n, i64 k, i64 c) override;
+  void moe_router_backward(float* d_logits, const float* dweight, const MoeRoute& r, i64 n,
+                           i64 experts, i64 k, bool norm_topk, const double* aux_grad) override;
+  void moe_aux_accumulate(double* count, double* prob_sum, const MoeRoute& r, i64 n, i64 experts,
+                          i64 k) override;
+  void moe_residual_add(float* y, const float* x, i64 n) override;
+
   double sum_squares(const float* x, i64 n) override;
   void scale(float* x, float s, i64 n) override;
   void adamw_update(float* p, const float* g, float* m, float* v, i64 n,

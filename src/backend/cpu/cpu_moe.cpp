@@ -1,11 +1,14 @@
-#include "model/moe_routing.h"
+// The mixture-of-experts host loops (backend/moe_route.h): the CPU backend's MoE ops, and
+// the reference the CUDA kernels (kernels/moe.cu) are held against.
+#include "backend/moe_route.h"
 
 #include <algorithm>
 #include <cmath>
 
+#include "backend/cpu/cpu_backend.h"
 #include "core/error.h"
 
-namespace anvil::model {
+namespace anvil::backend {
 
 namespace {
 
@@ -86,18 +89,12 @@ void moe_router_backward(float* d_logits, const float* dweight, const MoeRoute& 
   }
 }
 
-void moe_aux_accumulate(const MoeRoute& r, std::int64_t n, std::int64_t E, std::int64_t k,
-                        std::vector<double>& count, std::vector<double>& prob_sum) {
-  ANVIL_CHECK(count.size() == static_cast<std::size_t>(E) && prob_sum.size() == count.size(),
-              "aux statistics of ", count.size(), " experts, the model has ", E);
-  for (std::int64_t i = 0; i < n * k; ++i) count[static_cast<std::size_t>(r.expert[i])] += 1.0;
+void moe_aux_accumulate(double* count, double* prob_sum, const MoeRoute& r, std::int64_t n, std::int64_t E,
+                        std::int64_t k) {
+  for (std::int64_t i = 0; i < n * k; ++i) count[r.expert[i]] += 1.0;
   for (std::int64_t t = 0; t < n; ++t)
-    for (std::int64_t e = 0; e < E; ++e) prob_sum[static_cast<std::size_t>(e)] += r.probs[t * E + e];
+    for (std::int64_t e = 0; e < E; ++e) prob_sum[e] += r.probs[t * E + e];
 }
-
-}  // namespace anvil::model
-
-namespace anvil::model {
 
 void moe_gather(float* xs, const float* x, const MoeRoute& r, std::int64_t n, std::int64_t k, std::int64_t c) {
   for (std::int64_t row = 0; row < n * k; ++row) std::copy_n(x + r.token[row] * c, c, xs + row * c);
@@ -143,4 +140,42 @@ void moe_scatter(float* dx, const float* dxs, const MoeRoute& r, std::int64_t n,
   }
 }
 
-}  // namespace anvil::model
+// The CPU backend's MoE ops are the host loops themselves (single-threaded: they are under
+// 1% of a step, tests/bench/RESULTS.md).
+void CpuBackend::moe_route(const float* logits, i64 n, i64 experts, i64 k, bool norm_topk, const MoeRoute& r) {
+  ANVIL_CHECK(n >= 0 && k >= 1 && experts >= k, "MoE routing: n = ", n, ", ", experts, " experts, top ", k);
+  backend::moe_route(logits, n, experts, k, norm_topk, r);
+}
+
+void CpuBackend::moe_gather(float* xs, const float* x, const MoeRoute& r, i64 n, i64 k, i64 c) {
+  backend::moe_gather(xs, x, r, n, k, c);
+}
+
+void CpuBackend::moe_combine(float* y, const float* ye, const MoeRoute& r, i64 n, i64 k, i64 c) {
+  backend::moe_combine(y, ye, r, n, k, c);
+}
+
+void CpuBackend::moe_combine_backward(float* dweight, float* d_ye, const float* dy, const float* ye,
+                                      const MoeRoute& r, i64 n, i64 k, i64 c) {
+  backend::moe_combine_backward(dweight, d_ye, dy, ye, r, n, k, c);
+}
+
+void CpuBackend::moe_scatter(float* dx, const float* dxs, const MoeRoute& r, i64 n, i64 k, i64 c) {
+  backend::moe_scatter(dx, dxs, r, n, k, c);
+}
+
+void CpuBackend::moe_router_backward(float* d_logits, const float* dweight, const MoeRoute& r, i64 n,
+                                     i64 experts, i64 k, bool norm_topk, const double* aux_grad) {
+  backend::moe_router_backward(d_logits, dweight, r, n, experts, k, norm_topk, aux_grad);
+}
+
+void CpuBackend::moe_aux_accumulate(double* count, double* prob_sum, const MoeRoute& r, i64 n, i64 experts,
+                                    i64 k) {
+  backend::moe_aux_accumulate(count, prob_sum, r, n, experts, k);
+}
+
+void CpuBackend::moe_residual_add(float* y, const float* x, i64 n) {
+  for (i64 i = 0; i < n; ++i) y[i] += x[i];
+}
+
+}  // namespace anvil::backend
