@@ -20,7 +20,7 @@ fail() { echo "e2e.gpu_pack: $*"; exit 1; }
 [ $rc = 0 ] || fail "run.sh exited $rc"
 ! grep -q "| FAIL" "$summary" || fail "a stage failed"
 grep -q "^| pack loads (anvil --version) | pass |" "$summary" || fail "the pack's anvil did not load"
-grep -q "^| staged comm, 2 ranks (pack's mpirun) | pass | .* | 8 run, 0 skipped |" "$summary" ||
+grep -q "^| staged comm, 2 ranks (pack's mpirun) | pass | .* | [1-9][0-9]* run, 0 skipped |" "$summary" ||
   fail "the staged comm did not run over the pack's mpirun"
 if ! nvidia-smi -L >/dev/null 2>&1; then
   for row in "gpu.train" "fine-tune" "memcheck: attention" "racecheck: LoRA" "kernels vs PyTorch" \
