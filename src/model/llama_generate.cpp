@@ -18,6 +18,9 @@ Generator::Generator(const ModelSpec& spec, const BaseWeights& base, const LoraL
       max_len_(max_len),
       inv_freq_(rope_inv_freq(spec)) {
   ANVIL_CHECK(max_len > 0, "generation length must be positive");
+  // Llama 4's chunked attention, NoPE temperature and sigmoid-scaled experts are in the
+  // training forward only so far.
+  ANVIL_CHECK_INPUT(!spec.is_llama4(), "KV-cache generation does not support Llama 4 (llama4_text) yet");
   const auto C = static_cast<std::size_t>(spec.hidden_size);
   const auto F = static_cast<std::size_t>(spec.intermediate_size);
   const auto HD = static_cast<std::size_t>(spec.num_attention_heads * spec.head_dim);
