@@ -179,8 +179,12 @@ void parse_llama4(const ConfigReader& r, ModelSpec& spec) {
                       ": key 'moe_layers' must list every interleave_moe_layer_step-th layer "
                       "(anvil supports transformers' default layout only)");
   }
-  // transformers' Llama 4 has no load-balancing loss in its forward.
+  // transformers' Llama 4 has no load-balancing loss in its forward (router_aux_loss_coef is
+  // kept for the round trip only); its sigmoid scores are not renormalised.
   m.aux_loss = false;
+  m.aux_loss_coef = r.has("router_aux_loss_coef") ? r.number_value(r.j["router_aux_loss_coef"], "router_aux_loss_coef")
+                                                  : 0.001;
+  m.norm_topk_prob = false;
   const std::int64_t interval = r.optional_positive_int("no_rope_layer_interval", 4);
   f.rope_layers.assign(static_cast<std::size_t>(L), true);
   const std::vector<std::int64_t> given = int_list(r, "no_rope_layers");
