@@ -172,7 +172,7 @@ ExportSummary export_gguf(const ExportAdapter& adapter, const std::string& path,
       return;
     }
     const auto& t = source.tensors()[source_index[i]];
-    if (t.slot != nullptr) ++summary.merged;
+    summary.merged += static_cast<std::size_t>(t.adapters);
     merged_tensor_write(source, source_index[i], gguf::gguf_permuted_heads(adapter.spec, t.name),
                         layout.tensors()[i].type, file, i, layout, buf);
   }, summary);

@@ -137,7 +137,7 @@ ExportSummary export_mlx_merged(const ExportAdapter& adapter, const std::string&
     }
     if (!any) continue;
     // Counted once over the ranks: by the owner of the first part.
-    if (source.tensors()[k].slot != nullptr && out.tensor_owned(first)) ++summary.merged;
+    if (out.tensor_owned(first)) summary.merged += static_cast<std::size_t>(source.tensors()[k].adapters);
     if (quantized[k])
       quantized_write(out, first, source, k, q, dtype, scratch);
     else
