@@ -233,7 +233,7 @@ const char* kQwen3Dense = R"({"model_type": "qwen3", "hidden_size": 48, "interme
   "vocab_size": 320, "max_position_embeddings": 64, "rms_norm_eps": 1e-6})";
 
 TEST(MoeModel, KvCacheDecoderMatchesFullForward) {
-  for (const char* json : {kQwen3Moe, kMixtral, kQwen3Dense}) {
+  for (const char* json : {kQwen3Moe, kMixtral, kQwen3Dense, kLlama4}) {
     MoeFixture f(json, "moe_decode");
     const std::int64_t T = 9, V = f.spec.vocab_size;
     const Tokens tk(1, T, 8);
