@@ -2,6 +2,7 @@
 // (export/peft.h writes it).
 #include "export/export.h"
 
+#include <algorithm>
 #include <cstdint>
 #include <exception>
 #include <optional>
@@ -40,6 +41,15 @@ bool export_format_is_file(ExportFormat f) {
 ExportSummary export_peft(const ExportAdapter& adapter, const std::string& dir) {
   ANVIL_CHECK(adapter.params != nullptr, "export: no adapter parameters");
   const model::LoraLayout layout(adapter.spec, adapter.lora);
+  // Llama 4's routed experts are two fused 3-D parameters in transformers. anvil's
+  // per-expert names match no module there, so PEFT would drop those adapters with a
+  // warning; PEFT's target_parameters form is not written yet.
+  const bool experts = std::any_of(layout.slots().begin(), layout.slots().end(),
+                                   [](const model::LoraSlot& s) { return s.expert >= 0; });
+  ANVIL_CHECK_INPUT(!adapter.spec.is_llama4() || !experts,
+                    "export --format peft: the adapters on Llama 4's routed experts (lora.targets 'experts') have no "
+                    "PEFT form anvil writes yet (transformers fuses them into experts.gate_up_proj / "
+                    "experts.down_proj); export --format hf merges them, or train without 'experts'");
   peft_save(dir, layout, adapter.params, adapter.base_dir);
   ExportSummary summary;
   summary.out_dir = dir;
