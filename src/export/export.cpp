@@ -2,7 +2,6 @@
 // (export/peft.h writes it).
 #include "export/export.h"
 
-#include <algorithm>
 #include <cstdint>
 #include <exception>
 #include <optional>
@@ -41,20 +40,12 @@ bool export_format_is_file(ExportFormat f) {
 ExportSummary export_peft(const ExportAdapter& adapter, const std::string& dir) {
   ANVIL_CHECK(adapter.params != nullptr, "export: no adapter parameters");
   const model::LoraLayout layout(adapter.spec, adapter.lora);
-  // Llama 4's routed experts are two fused 3-D parameters in transformers. anvil's
-  // per-expert names match no module there, so PEFT would drop those adapters with a
-  // warning; PEFT's target_parameters form is not written yet.
-  const bool experts = std::any_of(layout.slots().begin(), layout.slots().end(),
-                                   [](const model::LoraSlot& s) { return s.expert >= 0; });
-  ANVIL_CHECK_INPUT(!adapter.spec.is_llama4() || !experts,
-                    "export --format peft: the adapters on Llama 4's routed experts (lora.targets 'experts') have no "
-                    "PEFT form anvil writes yet (transformers fuses them into experts.gate_up_proj / "
-                    "experts.down_proj); export --format hf merges them, or train without 'experts'");
-  peft_save(dir, layout, adapter.params, adapter.base_dir);
+  // Llama 4's routed experts take PEFT's target_parameters form (export/peft_llama4.h).
+  const std::size_t tensors = peft_save(dir, layout, adapter.params, adapter.base_dir, &adapter.spec);
   ExportSummary summary;
   summary.out_dir = dir;
   summary.dtype = DType::dtype_f32;
-  summary.tensors = 2 * layout.slots().size();
+  summary.tensors = tensors;
   summary.shards = 1;
   summary.bytes = static_cast<std::uint64_t>(layout.size()) * sizeof(float);
   return summary;

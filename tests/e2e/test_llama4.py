@@ -3,10 +3,12 @@ MLPs, shared experts and every routed expert adapted), exports the merged model,
 export's fused expert tensors are the base's plus each expert's scale·B·A transposed into
 transformers' x·W layout (gate_up_proj (E, H, 2I): gate in the first I columns; down_proj
 (E, I, H)); every other adapted weight is W + scale·B·A, the rest the base's bytes. The PEFT
-export refuses the routed experts' adapters by name (no PEFT form for them is written yet).
+export writes the routed experts' adapters in PEFT's target_parameters form (gate_up as one
+rank-2r LoRA per expert, down rank r, both transposed), checked here against the merge.
 With --reference (needs scripts/setup.sh --reference, else exit 77): transformers'
 Llama4ForCausalLM loads the merged model, holds exactly the merge computed here, and its
-logits are finite and differ from the base's. (That anvil's forward with the adapter is
+logits are finite and differ from the base's; PEFT loads the exported adapter onto the base
+(PeftModel.from_pretrained) and gives the merged model's logits. (That anvil's forward with the adapter is
 transformers' forward is the golden test's part: tests/golden/llama4.)
 
 Usage: test_llama4.py [--reference]   (ANVIL_BIN, ANVIL_SOURCE_DIR from the environment)"""
@@ -22,8 +24,10 @@ from safetensors.numpy import load_file
 REFERENCE = "--reference" in sys.argv[1:]
 if REFERENCE:
     try:
+        import peft
         import torch
         import transformers
+        from peft import PeftModel
     except ImportError as e:
         print(f"SKIP: the Python references are not installed ({e}); run scripts/setup.sh --reference")
         sys.exit(77)
@@ -31,7 +35,7 @@ if REFERENCE:
 ANVIL = os.environ["ANVIL_BIN"]
 SRC = os.environ["ANVIL_SOURCE_DIR"]
 CONFIG = os.path.join(SRC, "configs", "demo-cpu.yaml")
-SPEC = {"model_type": "llama4_text", "hidden_size": 48, "intermediate_size": 24, "intermediate_size_mlp": 56,
+SPEC = {"model_type": "llama4_text", "hidden_size": 48, "intermediate_size": 20, "intermediate_size_mlp": 56,
         "num_hidden_layers": 4, "num_attention_heads": 3, "num_key_value_heads": 1, "head_dim": 16,
         "vocab_size": 320, "num_local_experts": 5, "num_experts_per_tok": 1, "interleave_moe_layer_step": 2,
         "no_rope_layers": [1, 1, 0, 1], "attention_chunk_size": 16, "use_qk_norm": True,
@@ -65,9 +69,7 @@ def main():
         assert len(losses) == 4 and all(np.isfinite(losses)), rows
         ckpt = os.path.join(out, "checkpoints", "step_4.h5")
         peft_dir, hf_dir = os.path.join(tmp, "peft"), os.path.join(tmp, "hf")
-        # PEFT cannot take the per-expert adapters of Llama 4's fused experts: refused by name.
-        log = anvil("export", ckpt, "--out", peft_dir, "--format", "peft", expect=2)
-        assert "experts" in log and "--format hf" in log, log
+        anvil("export", ckpt, "--out", peft_dir, "--format", "peft")
         anvil("export", ckpt, "--out", hf_dir, "--dtype", "f32")
         # the run's own adapter directory (anvil's per-expert names, which anvil reads back)
         cfg = json.load(open(os.path.join(out, "adapter", "adapter_config.json")))
@@ -102,13 +104,39 @@ def main():
         for key, w in want.items():
             err = np.abs(merged[key] - w).max() / max(np.abs(w).max(), 1e-30)
             assert err < 1e-6, (key, err)
+        check_peft_fused(peft_dir, base, want)
         print(f"llama4: losses {np.round(losses, 4).tolist()}, {used} adapters merged "
               f"({n_expert} into the fused experts)")
         if REFERENCE:
-            check_reference(model, hf_dir, want)
+            check_reference(model, hf_dir, peft_dir, want)
 
 
-def check_reference(model, hf_dir, want):
+def check_peft_fused(peft_dir, base, want):
+    """The PEFT export's target_parameters tensors give each expert's delta as PEFT reads a
+    3-D parameter, (experts, out, in): delta[e] = scale · B_e A_e in the parameter's own
+    layout; gate_up has rank 2r and alpha 2·alpha (the same scale)."""
+    cfg = json.load(open(os.path.join(peft_dir, "adapter_config.json")))
+    t = load_file(os.path.join(peft_dir, "adapter_model.safetensors"))
+    assert cfg["target_parameters"] == ["feed_forward.experts.gate_up_proj", "feed_forward.experts.down_proj"], cfg
+    assert cfg["rank_pattern"] == {"gate_up_proj": 2 * cfg["r"]}, cfg
+    E = SPEC["num_local_experts"]
+    for l in (1, 3):
+        p = f"model.layers.{l}.feed_forward.experts."
+        for inner, name, R, alpha in ((True, "gate_up_proj", 2 * cfg["r"], 2 * cfg["lora_alpha"]),
+                                      (False, "down_proj", cfg["r"], cfg["lora_alpha"])):
+            at = "base_model.model." + p + ("base_layer." if inner else "")
+            A = t[at + "lora_A.weight"].reshape(E, R, -1)           # (E, R, in)
+            B = t[at + "lora_B.weight"].reshape(-1, R, E)           # (out, R, E)
+            for e in range(E):
+                d = (alpha / R) * B[:, :, e] @ A[e]
+                got = d                                             # PEFT's einsum "o r e, e r i -> e o i"
+                ref = want[p + name][e] - base[p + name][e]  # float32 rounding of W's size
+                tol = 1e-6 * np.abs(want[p + name][e]).max()
+                assert np.abs(got - ref).max() <= tol, (l, name, e, np.abs(got - ref).max())
+    assert not any(".experts.0." in k for k in t), "per-expert names in the PEFT export"
+
+
+def check_reference(model, hf_dir, peft_dir, want):
     transformers.logging.set_verbosity_error()
     ids = torch.tensor([[(i * 37 + 11) % 300 for i in range(40)], [(i * 53 + 7) % 300 for i in range(40)]])
     with torch.no_grad():
@@ -118,11 +146,15 @@ def check_reference(model, hf_dir, want):
         for k, w in want.items():  # what transformers holds is the merge computed above
             assert torch.allclose(state[k], torch.from_numpy(w), rtol=0, atol=1e-6 * float(np.abs(w).max())), k
         got = hf(input_ids=ids).logits
-        plain = transformers.AutoModelForCausalLM.from_pretrained(model, dtype=torch.float32).eval()(
-            input_ids=ids).logits
+        base = transformers.AutoModelForCausalLM.from_pretrained(model, dtype=torch.float32).eval()
+        plain = base(input_ids=ids).logits.clone()
+        peft_logits = PeftModel.from_pretrained(base, peft_dir).eval()(input_ids=ids).logits
     effect = float((got - plain).abs().max() / plain.abs().max())
     assert torch.isfinite(got).all() and effect > 1e-3, effect
-    print(f"llama4: transformers loads the merged export (Llama4ForCausalLM), adapter effect {effect:.3f}")
+    err = float((peft_logits - got).abs().max() / got.abs().max())
+    assert err < 1e-5, f"PEFT's logits differ from the merged model's by {err:.2e}"
+    print(f"llama4: transformers loads the merged export (Llama4ForCausalLM), adapter effect {effect:.3f}; "
+          f"PEFT {peft.__version__} loads the target_parameters adapter: logits = the merged model's (rel {err:.1e})")
 
 
 if __name__ == "__main__":
