@@ -7,11 +7,12 @@ export writes the routed experts' adapters in PEFT's target_parameters form (gat
 rank-2r LoRA per expert, down rank r, both transposed), checked here against the merge.
 With --reference (needs scripts/setup.sh --reference, else exit 77): transformers'
 Llama4ForCausalLM loads the merged model, holds exactly the merge computed here, and its
-logits are finite and differ from the base's; PEFT loads the exported adapter onto the base
+logits are finite and differ from the base's and equal anvil's own forward and KV-cache
+logits on the merged model (logits_tool); PEFT loads the exported adapter onto the base
 (PeftModel.from_pretrained) and gives the merged model's logits. (That anvil's forward with the adapter is
 transformers' forward is the golden test's part: tests/golden/llama4.)
 
-Usage: test_llama4.py [--reference]   (ANVIL_BIN, ANVIL_SOURCE_DIR from the environment)"""
+Usage: test_llama4.py [--reference [LOGITS_TOOL]]   (ANVIL_BIN, ANVIL_SOURCE_DIR from the environment)"""
 import json
 import os
 import subprocess
@@ -21,7 +22,11 @@ import tempfile
 import numpy as np
 from safetensors.numpy import load_file
 
+import import_checks
+
 REFERENCE = "--reference" in sys.argv[1:]
+# logits_tool (tests/e2e/logits_tool.cpp): anvil's own forward and KV-cache logits of a model dir
+LOGITS_TOOL = next((a for a in sys.argv[1:] if a != "--reference"), None)
 if REFERENCE:
     try:
         import peft
@@ -153,6 +158,7 @@ def check_reference(model, hf_dir, peft_dir, want):
     assert torch.isfinite(got).all() and effect > 1e-3, effect
     err = float((peft_logits - got).abs().max() / got.abs().max())
     assert err < 1e-5, f"PEFT's logits differ from the merged model's by {err:.2e}"
+    import_checks.check_logits(hf_dir, LOGITS_TOOL)  # anvil's forward and generation = transformers'
     print(f"llama4: transformers loads the merged export (Llama4ForCausalLM), adapter effect {effect:.3f}; "
           f"PEFT {peft.__version__} loads the target_parameters adapter: logits = the merged model's (rel {err:.1e})")
 
