@@ -168,7 +168,6 @@ def run(anvil, out_root, work):
     loss.backward()
     with torch.no_grad(), pm.disable_adapter():
         saved_forward = {}
-        base_logits = None
         for layer in model.model.layers:  # the experts' own LoRA off as well
             if layer.is_moe_layer:
                 saved_forward[layer] = layer.feed_forward.experts.lora_scale
