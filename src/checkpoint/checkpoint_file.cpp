@@ -31,18 +31,23 @@ std::array<std::int64_t*, 6> state_fields(State& s) {
 struct Stack {
   Proj proj;
   char which;
+  bool shared_expert = false;  // Llama 4's shared experts, apart from its dense MLPs
   std::vector<std::int64_t> slots;  // indices into the full layout's slots()
   std::int64_t slabs() const { return static_cast<std::int64_t>(slots.size()); }
 };
 std::vector<Stack> stacks(const LoraLayout& full) {
   std::vector<Stack> out;
-  for (int p = 0; p < model::kProjCount; ++p) {
-    std::vector<std::int64_t> slots;
-    for (std::size_t i = 0; i < full.slots().size(); ++i)
-      if (full.slots()[i].proj == static_cast<Proj>(p)) slots.push_back(static_cast<std::int64_t>(i));
-    if (slots.empty()) continue;
-    for (const char which : {'A', 'B'}) out.push_back({static_cast<Proj>(p), which, slots});
-  }
+  for (int p = 0; p < model::kProjCount; ++p)
+    for (const bool shared : {false, true}) {
+      std::vector<std::int64_t> slots;
+      for (std::size_t i = 0; i < full.slots().size(); ++i) {
+        const model::LoraSlot& s = full.slots()[i];
+        const bool in_shared = s.module.find(".shared_expert.") != std::string::npos;
+        if (s.proj == static_cast<Proj>(p) && in_shared == shared) slots.push_back(static_cast<std::int64_t>(i));
+      }
+      if (slots.empty()) continue;
+      for (const char which : {'A', 'B'}) out.push_back({static_cast<Proj>(p), which, shared, slots});
+    }
   return out;
 }
 
@@ -226,7 +231,7 @@ void read_stacks(const io::H5Store& h5, Group g, const LoraLayout& full, Take&& 
     const std::int64_t rows = matrix_rows(first, st.which, r), cols = matrix_cols(first, st.which, r);
     const std::int64_t slabs = st.slabs();
     whole.resize(static_cast<std::size_t>(slabs * rows * cols));
-    h5.read_slabs_checked(stack_name(g, st.proj, st.which), slabs, rows, cols, whole.data());
+    h5.read_slabs_checked(stack_name(g, st.proj, st.which, st.shared_expert), slabs, rows, cols, whole.data());
     for (std::int64_t l = 0; l < slabs; ++l) take(st, l, whole.data() + l * rows * cols, rows, cols);
   }
 }
@@ -256,7 +261,8 @@ void checkpoint_write(const std::string& path, const comm::ProcessGrid& grid, co
   const std::size_t n = plans.size(), total = n * kGroupCount;
   const auto local = [&](std::size_t k) { return static_cast<const float*>(buffers[k / n]); };
   const auto name = [&](std::size_t k) {
-    return stack_name(static_cast<Group>(k / n), plans[k % n].stack.proj, plans[k % n].stack.which);
+    return stack_name(static_cast<Group>(k / n), plans[k % n].stack.proj, plans[k % n].stack.which,
+                      plans[k % n].stack.shared_expert);
   };
   // A second thread sums the rank's blocks of every stack while this one writes them; the
   // TP group adds the sums up once at the end (no rank waits for another between writes).
@@ -359,7 +365,7 @@ void CheckpointReader::read_group(Group g, const Shards& shards, comm::Comm& tp,
   std::vector<std::uint64_t> stored;
   std::vector<float> staged;
   for (const StackPlan& p : plans) {
-    const std::string name = stack_name(g, p.stack.proj, p.stack.which);
+    const std::string name = stack_name(g, p.stack.proj, p.stack.which, p.stack.shared_expert);
     const io::StackBlock mine = p.subset ? io::StackBlock{p.held0, p.held, file_block(p), p.run, p.period}
                                          : io::StackBlock{0, p.layers, file_block(p)};
     std::vector<std::uint64_t> sums;
@@ -381,7 +387,7 @@ void CheckpointReader::read_group(Group g, const Shards& shards, comm::Comm& tp,
     for (std::int64_t l = 0; l < p.layers; ++l) {
       const auto i = static_cast<std::size_t>(p.sum_first + l);
       if (sums[i] != stored[i])
-        throw_user_error(path(), ": dataset '", stack_name(g, p.stack.proj, p.stack.which),
+        throw_user_error(path(), ": dataset '", stack_name(g, p.stack.proj, p.stack.which, p.stack.shared_expert),
                          "' fails its checksum at slab ", l, " of ", p.layers, " (the file is damaged)");
     }
 }
@@ -416,7 +422,8 @@ std::vector<std::string> CheckpointReader::verify() const {
         for (const auto& s : full.slots())
           for (const char which : {'A', 'B'}) expected.push_back(matrix_name_v1(static_cast<Group>(g), s, which));
       } else {
-        for (const Stack& st : stacks(full)) expected.push_back(stack_name(static_cast<Group>(g), st.proj, st.which));
+        for (const Stack& st : stacks(full))
+          expected.push_back(stack_name(static_cast<Group>(g), st.proj, st.which, st.shared_expert));
       }
     }
   } catch (const Error&) {

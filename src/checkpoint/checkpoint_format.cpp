@@ -20,6 +20,11 @@ std::string stack_name(Group g, model::Proj p, char which) {
   return str_cat(group_name(g), "/", model::proj_module(p), ".", model::proj_name(p), ".lora_", which);
 }
 
+std::string stack_name(Group g, model::Proj p, char which, bool shared_expert) {
+  if (!shared_expert) return stack_name(g, p, which);
+  return str_cat(group_name(g), "/", model::proj_module(p), ".shared_expert.", model::proj_name(p), ".lora_", which);
+}
+
 std::string lora_spec_to_json(const model::LoraSpec& spec) {
   nlohmann::json j;
   j["r"] = spec.rank;

@@ -49,6 +49,9 @@ const char* group_name(Group g);  // "adapter", "adam_m", "adam_v"
 
 // "adapter/self_attn.q_proj.lora_A": the (layers, rows, cols) stack of format 2.
 std::string stack_name(Group g, model::Proj p, char which);
+// Llama 4's shared experts (gate/up/down of its sparse layers, narrower than its dense MLPs)
+// are a stack of their own: "<group>/mlp.shared_expert.gate_proj.lora_A".
+std::string stack_name(Group g, model::Proj p, char which, bool shared_expert);
 
 // What the run was, and where it stands (every dataset outside the three groups).
 struct Meta {

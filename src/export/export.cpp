@@ -40,11 +40,12 @@ bool export_format_is_file(ExportFormat f) {
 ExportSummary export_peft(const ExportAdapter& adapter, const std::string& dir) {
   ANVIL_CHECK(adapter.params != nullptr, "export: no adapter parameters");
   const model::LoraLayout layout(adapter.spec, adapter.lora);
-  peft_save(dir, layout, adapter.params, adapter.base_dir);
+  // Llama 4's routed experts take PEFT's target_parameters form (export/peft_llama4.h).
+  const std::size_t tensors = peft_save(dir, layout, adapter.params, adapter.base_dir, &adapter.spec);
   ExportSummary summary;
   summary.out_dir = dir;
   summary.dtype = DType::dtype_f32;
-  summary.tensors = 2 * layout.slots().size();
+  summary.tensors = tensors;
   summary.shards = 1;
   summary.bytes = static_cast<std::uint64_t>(layout.size()) * sizeof(float);
   return summary;

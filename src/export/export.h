@@ -73,7 +73,7 @@ struct ExportSummary {
   std::string out_dir;
   DType dtype = DType::dtype_f32;  // hf: of the weights; peft: f32
   std::size_t tensors = 0;         // written
-  std::size_t merged = 0;          // hf: base tensors with an adapter folded in
+  std::size_t merged = 0;          // hf: adapters folded into base tensors
   std::size_t shards = 0;          // hf: safetensors files
   std::uint64_t bytes = 0;         // of tensor data
 };

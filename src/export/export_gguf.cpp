@@ -200,7 +200,7 @@ ExportSummary export_gguf(const ExportAdapter& adapter, const std::string& path,
     std::int64_t row0 = 0;  // a stacked tensor's experts follow each other
     for (const std::size_t src : sources[i]) {
       const auto& t = source.tensors()[src];
-      if (t.slot != nullptr) ++summary.merged;
+      summary.merged += static_cast<std::size_t>(t.adapters);
       merged_tensor_write(source, src, gguf::gguf_permuted_heads(adapter.spec, t.name), layout.tensors()[i].type, file,
                           i, row0, layout, buf);
       row0 += t.rows;

@@ -104,7 +104,7 @@ ExportSummary export_hf_merged(const ExportAdapter& adapter, const std::string& 
   for (std::size_t i = 0; i < planned.size(); ++i) {
     if (!out.tensor_owned(i)) continue;
     ++summary.tensors;
-    if (source.tensors()[i].slot != nullptr) ++summary.merged;
+    summary.merged += static_cast<std::size_t>(source.tensors()[i].adapters);
     merged_tensor_write(out, source, i, dtype, f32, cast);
   }
   return merged_dir_finish(out, source, summary, export_config_read(adapter.base_dir, dtype), adapter.base_dir, dir,

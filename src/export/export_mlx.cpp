@@ -219,7 +219,7 @@ ExportSummary export_mlx_merged(const ExportAdapter& adapter, const std::string&
     if (!any) continue;
     // Counted once over the ranks: by the owner of the first part.
     if (out.tensor_owned(w.first))
-      for (const std::size_t k : w.sources) summary.merged += source.tensors()[k].slot != nullptr ? 1 : 0;
+      for (const std::size_t k : w.sources) summary.merged += static_cast<std::size_t>(source.tensors()[k].adapters);
     if (w.quantized)
       quantized_write(out, source, w, dtype, scratch);
     else

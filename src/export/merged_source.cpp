@@ -1,7 +1,9 @@
 // The merged model's tensors, read in row blocks (export/merged_source.h).
 #include "export/merged_source.h"
 
+#include <array>
 #include <cstring>
+#include <vector>
 
 #include "core/error.h"
 #include "io/files.h"
@@ -75,13 +77,26 @@ MergedSource::MergedSource(const ExportAdapter& adapter)
       m.cols = m.rows == 0 ? 0 : numel / m.rows;
       const auto it = slot_by_weight.find(t.name);
       if (it != slot_by_weight.end()) m.slot = it->second;
+      for (std::int64_t l = 0; adapter.spec.is_llama4() && l < adapter.spec.num_hidden_layers; ++l) {
+        const std::string experts = str_cat("model.layers.", l, ".feed_forward.experts.");
+        if (t.name == experts + "gate_up_proj" || t.name == experts + "down_proj") {
+          m.fused_layer = l;
+          m.fused_down = t.name == experts + "down_proj";
+        }
+      }
+      m.adapters = m.slot != nullptr ? 1 : 0;
+      for (const auto& s : layout_.slots()) {
+        const bool down = s.proj == model::Proj::proj_expert_down;
+        if (m.fused_layer == s.layer && model::proj_is_expert(s.proj) && down == m.fused_down) ++m.adapters;
+      }
       tensors_.push_back(std::move(m));
       views_.push_back(file.view(t));
     }
 }
 
 const TensorView* MergedSource::stored(std::size_t i) {
-  if (tensors_[i].slot != nullptr || quantized_.count(tensors_[i].name) != 0) return nullptr;
+  const bool adapted = tensors_[i].slot != nullptr || tensors_[i].fused_layer >= 0;
+  if (adapted || quantized_.count(tensors_[i].name) != 0) return nullptr;
   return &views_[i];
 }
 
@@ -121,12 +136,37 @@ void MergedSource::read_rows(std::size_t i, std::int64_t row0, std::int64_t n, f
     io::mapping_pages_release(static_cast<const std::uint8_t*>(src.data) + static_cast<std::size_t>(row0) * row_bytes,
                               static_cast<std::size_t>(n) * row_bytes);
   }
+  if (t.fused_layer >= 0) fold_fused_experts(t, row0, n, out);
   if (t.slot == nullptr) return;
   // (n, in) += scale · B[row0 : row0 + n] (n, r) · A (r, in)
   const model::LoraSlot& s = *t.slot;
   const std::int64_t r = adapter_.lora.rank;
   be_->gemm(false, false, n, s.in, r, adapter_.lora.scale(), adapter_.params + s.b_offset + row0 * r, r,
             adapter_.params + s.a_offset, s.in, 1.0f, out, s.in);
+}
+
+void MergedSource::fold_fused_experts(const Tensor& t, std::int64_t row0, std::int64_t n, float* out) {
+  using model::Proj;
+  const std::int64_t r = adapter_.lora.rank;
+  const std::int64_t C = adapter_.spec.hidden_size, Fe = adapter_.spec.moe.intermediate_size;
+  std::vector<float> delta;  // (out, in) of one expert projection: scale · B·A
+  for (std::int64_t e = row0; e < row0 + n; ++e) {
+    float* w = out + (e - row0) * t.cols;  // gate_up (C, 2fe) or down (fe, C), x·W layout
+    const std::array<Proj, 2> gate_up = {Proj::proj_expert_gate, Proj::proj_expert_up};
+    for (std::size_t k = 0; k < (t.fused_down ? 1u : 2u); ++k) {
+      const model::LoraSlot* s = layout_.find(t.fused_layer, t.fused_down ? Proj::proj_expert_down : gate_up[k], e);
+      if (s == nullptr) continue;
+      delta.assign(static_cast<std::size_t>(s->out * s->in), 0.0f);
+      be_->gemm(false, false, s->out, s->in, r, adapter_.lora.scale(), adapter_.params + s->b_offset, r,
+                adapter_.params + s->a_offset, s->in, 0.0f, delta.data(), s->in);
+      for (std::int64_t o = 0; o < s->out; ++o)
+        for (std::int64_t i = 0; i < s->in; ++i) {
+          // gate_up: W[c, k·fe + j] is gate/up row j, input c; down: W[j, c] is row c, input j.
+          const std::int64_t at = t.fused_down ? i * C + o : i * 2 * Fe + static_cast<std::int64_t>(k) * Fe + o;
+          w[at] += delta[static_cast<std::size_t>(o * s->in + i)];
+        }
+    }
+  }
 }
 
 void MergedSource::release(std::size_t i) {

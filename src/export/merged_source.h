@@ -26,6 +26,11 @@ class MergedSource {
     Shape shape;       // as the merged model has it (a packed NF4 weight: its dense shape)
     std::int64_t rows = 1, cols = 1;  // shape as a matrix: (shape[0], the rest); 1-D: (1, n)
     const model::LoraSlot* slot = nullptr;  // the adapter folded in, or none
+    // Llama 4's fused experts of this layer (experts.gate_up_proj (E, C, 2fe) or
+    // experts.down_proj (E, fe, C), one row per expert): each expert's adapters folded in.
+    std::int64_t fused_layer = -1;
+    bool fused_down = false;
+    std::int64_t adapters = 0;  // adapters folded in: 1 with a slot, each expert's with fused
   };
 
   // Rows per read_rows call that keep about kBlockElems f32 in flight (at least one row):
@@ -55,6 +60,9 @@ class MergedSource {
  private:
   // The base tensor i as f32 rows come from: the mapping, or `dequantized_`.
   const TensorView& base(std::size_t i);
+  // Adds each expert's scale · B·A, transposed into the fused x·W layout, to rows
+  // [row0, row0 + n) (experts) of fused tensor t.
+  void fold_fused_experts(const Tensor& t, std::int64_t row0, std::int64_t n, float* out);
 
   const ExportAdapter& adapter_;
   io::SafetensorsModel weights_;

@@ -6,6 +6,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
+#include "export/peft_llama4.h"
 #include "io/files.h"
 #include "io/safetensors.h"
 
@@ -93,17 +94,20 @@ PeftAdapter peft_load(const std::string& dir, const model::ModelSpec& model) {
   return out;
 }
 
-void peft_save(const std::string& dir, const model::LoraLayout& layout, const float* params,
-                    const std::string& base_model) {
+std::size_t peft_save(const std::string& dir, const model::LoraLayout& layout, const float* params,
+                      const std::string& base_model, const model::ModelSpec* model) {
   std::filesystem::create_directories(dir);
   const model::LoraSpec& spec = layout.spec();
+  const bool fused = model != nullptr && model->is_llama4();
+  auto per_slot = [&](const model::LoraSlot& s) { return !fused || s.expert < 0; };
   // The HF leaf names of the adapted modules ("q_proj", ..., an expert's "gate_proj" or "w1").
   nlohmann::json targets = nlohmann::json::array();
   for (const auto& s : layout.slots()) {
+    if (!per_slot(s)) continue;
     const std::string leaf = s.module.substr(s.module.rfind('.') + 1);
     if (std::find(targets.begin(), targets.end(), leaf) == targets.end()) targets.push_back(leaf);
   }
-  const nlohmann::json cfg = {
+  nlohmann::json cfg = {
       {"peft_type", "LORA"},        {"task_type", "CAUSAL_LM"},
       {"base_model_name_or_path", base_model},
       {"r", spec.rank},             {"lora_alpha", spec.alpha},
@@ -113,17 +117,33 @@ void peft_save(const std::string& dir, const model::LoraLayout& layout, const fl
       {"init_lora_weights", true},  {"use_dora", false},
       {"modules_to_save", nullptr}, {"layers_to_transform", nullptr},
       {"rank_pattern", nlohmann::json::object()}, {"alpha_pattern", nlohmann::json::object()}};
+  const std::vector<FusedLora> experts = fused ? peft_llama4_experts(*model, layout, params) : std::vector<FusedLora>{};
+  if (fused) {
+    cfg["target_parameters"] = peft_llama4_target_parameters(layout);
+    for (const auto& p : cfg["target_parameters"])
+      if (p == "feed_forward.experts.gate_up_proj") {  // gate and up side by side: rank 2r, the same scale
+        cfg["rank_pattern"]["gate_up_proj"] = 2 * spec.rank;
+        cfg["alpha_pattern"]["gate_up_proj"] = 2 * spec.alpha;
+      }
+  }
   io::SafetensorsWriter w(dir + "/adapter_model.safetensors");
   for (const auto& s : layout.slots()) {
+    if (!per_slot(s)) continue;
     w.declare(model::LoraLayout::peft_name(s, 'A'), DType::dtype_f32, Shape{spec.rank, s.in});
     w.declare(model::LoraLayout::peft_name(s, 'B'), DType::dtype_f32, Shape{s.out, spec.rank});
   }
+  for (const auto& t : experts) w.declare(t.name, DType::dtype_f32, t.shape);
   for (const auto& s : layout.slots()) {
+    if (!per_slot(s)) continue;
     w.append(params + s.a_offset, static_cast<std::size_t>(spec.rank * s.in) * sizeof(float));
     w.append(params + s.b_offset, static_cast<std::size_t>(spec.rank * s.out) * sizeof(float));
   }
+  for (const auto& t : experts) w.append(t.values.data(), t.values.size() * sizeof(float));
   w.finish();
   io::write_text_file_atomic(dir + "/adapter_config.json", cfg.dump(2) + "\n");
+  std::size_t written = experts.size();
+  for (const auto& s : layout.slots()) written += per_slot(s) ? 2 : 0;
+  return written;
 }
 
 }  // namespace anvil::exporting

@@ -3,6 +3,7 @@
 // --adapter` reads.
 #pragma once
 
+#include <cstddef>
 #include <string>
 #include <vector>
 
@@ -18,7 +19,10 @@ struct PeftAdapter {
 // Reads a PEFT adapter for a model of shape `model`; user errors name the file and tensor.
 PeftAdapter peft_load(const std::string& dir, const model::ModelSpec& model);
 // Writes a PEFT adapter (atomic per file); `base_model` goes into adapter_config.json.
-void peft_save(const std::string& dir, const model::LoraLayout& layout, const float* params,
-               const std::string& base_model);
+// With a Llama 4 `spec` the routed experts' adapters take PEFT's fused target_parameters
+// form (export/peft_llama4.h); without a spec, anvil's per-expert names (which peft_load reads).
+// Returns the number of tensors written.
+std::size_t peft_save(const std::string& dir, const model::LoraLayout& layout, const float* params,
+                      const std::string& base_model, const model::ModelSpec* spec = nullptr);
 
 }  // namespace anvil::exporting

@@ -6,6 +6,7 @@
 #include <numbers>
 
 #include "core/error.h"
+#include "model/llama4_ops.h"
 
 namespace anvil::model {
 
@@ -31,7 +32,7 @@ std::vector<float> rope_inv_freq(const ModelSpec& spec) {
       const double wavelen = 2.0 * std::numbers::pi / f;
       if (wavelen > low_wavelen) {
         f /= r.factor;
-      } else if (wavelen >= high_wavelen) {
+      } else if (wavelen >= high_wavelen && r.high_freq_factor > r.low_freq_factor) {
         const double smooth = (old_len / wavelen - r.low_freq_factor) /
                               (r.high_freq_factor - r.low_freq_factor);
         f = (1.0 - smooth) * f / r.factor + smooth * f;
@@ -151,6 +152,10 @@ LlamaModel::LlamaModel(ModelSpec spec, BaseWeights base, LoraLayout lora, ModelL
               "replicated KV heads need the group of their ", tp_.shard.kv_replicas, " ranks");
   ANVIL_CHECK(LoraLayout(local_, lora_.spec()).size() == lora_.size(),
               "the LoRA layout is not this rank's (build it from tp_local_spec)");
+  ANVIL_CHECK(!spec_.is_llama4() || tp_.shard.size == 1, "Llama 4 runs on one tensor-parallel rank");
+  ANVIL_CHECK_INPUT(!spec_.is_llama4() || (!be_.on_device() && (!tp_.ep_comm || tp_.ep_comm->size() == 1)),
+                    "Llama 4 runs on one CPU rank for now (its router and attention variants are host loops): set "
+                    "parallel.backend: cpu and parallel.ep: 1");
   if (spec_.is_moe()) {
     const bool expert_adapters = lora_.spec().targets[static_cast<int>(Proj::proj_expert_gate)] ||
                                  lora_.spec().targets[static_cast<int>(Proj::proj_expert_up)] ||
@@ -182,6 +187,10 @@ LlamaModel::LlamaModel(ModelSpec spec, BaseWeights base, LoraLayout lora, ModelL
   carve(arena_, local_, lora_, limits_, DType::dtype_f32, buf_);
   const std::vector<float> inv_freq = rope_inv_freq(spec_);  // (D/2)
   be_.copy_from_host(buf_.inv_freq, inv_freq.data(), sizeof(float) * inv_freq.size());
+  if (buf_.ones) {
+    const std::vector<float> ones(static_cast<std::size_t>(spec_.head_dim), 1.0f);  // (D)
+    be_.copy_from_host(buf_.ones, ones.data(), sizeof(float) * ones.size());
+  }
   be_.reserve(backend_limits_for(local_, limits_));
 }
 
@@ -209,7 +218,9 @@ std::size_t LlamaModel::arena_bytes_for(const ModelSpec& local, const LoraLayout
 void LlamaModel::carve(Arena& arena, const ModelSpec& local, const LoraLayout& lora, const ModelLimits& limits,
                        DType activations, Buffers& out) {
   const std::int64_t N = limits.micro_batch * limits.seq_len, C = local.hidden_size;
-  const std::int64_t F = local.intermediate_size;
+  // Llama 4's shared expert shares the dense MLP's buffers (its width can be the larger).
+  const std::int64_t F = std::max(local.intermediate_size, local.is_llama4() ? local.moe.intermediate_size : 0);
+  const bool qk_pre = local.qk_norm || local.is_llama4();  // q, k kept before their norm
   const std::int64_t HD = local.num_attention_heads * local.head_dim;
   const std::int64_t KV = local.num_key_value_heads * local.head_dim;
   const std::int64_t L = local.num_hidden_layers;
@@ -234,7 +245,10 @@ void LlamaModel::carve(Arena& arena, const ModelSpec& local, const LoraLayout& l
   const std::int64_t ep = local.is_moe() ? E / local.moe.experts_held() : 1;
   const std::int64_t Rl = MoeDispatch::local_rows_max(R, static_cast<int>(ep));
   bool any_dense = false, any_sparse = false;
-  for (std::int64_t l = 0; l < L; ++l) (local.layer_is_moe(l) ? any_sparse : any_dense) = true;
+  for (std::int64_t l = 0; l < L; ++l) {
+    any_sparse = any_sparse || local.layer_is_moe(l);
+    any_dense = any_dense || local.layer_has_mlp(l);
+  }
   auto take_block = [&](LayerActs& a, bool dense, bool sparse) {
     a.xn1 = act(N * C);
     a.rstd1 = arena.take<float>(N);
@@ -246,7 +260,7 @@ void LlamaModel::carve(Arena& arena, const ModelSpec& local, const LoraLayout& l
     a.x_mid = act(N * C);
     a.xn2 = act(N * C);
     a.rstd2 = arena.take<float>(N);
-    if (local.qk_norm) {
+    if (qk_pre) {
       a.q_pre = act(N * HD);
       a.k_pre = act(N * KV);
       a.rstd_q = arena.take<float>(N * local.num_attention_heads);
@@ -277,7 +291,7 @@ void LlamaModel::carve(Arena& arena, const ModelSpec& local, const LoraLayout& l
   for (std::int64_t l = 0; l < L; ++l) {
     LayerActs& a = out.acts[static_cast<std::size_t>(l)];
     if (limits.activation_checkpointing) a = shared;
-    else take_block(a, !local.layer_is_moe(l), local.layer_is_moe(l));
+    else take_block(a, local.layer_has_mlp(l), local.layer_is_moe(l));
     a.x_in = act(N * C);
   }
   // Every sparse layer's routing is kept (the load-balancing loss reads them all).
@@ -306,9 +320,13 @@ void LlamaModel::carve(Arena& arena, const ModelSpec& local, const LoraLayout& l
     out.d_up = act(N * F);
     out.d_h = act(N * F);
   }
-  if (local.qk_norm) {
+  if (qk_pre) {
     out.d_qn = act(N * HD);
     out.d_kn = act(N * KV);
+  }
+  if (local.is_llama4()) {
+    out.ones = arena.take<float>(local.head_dim);
+    out.chunk_segments = arena.take<std::int32_t>(N);
   }
   if (any_sparse) {
     out.logits = arena.take<float>(N * E);
@@ -393,26 +411,26 @@ void LlamaModel::block_forward(std::int64_t l, LayerActs& a, float* x_out, const
   be_.rmsnorm_forward(a.xn1, a.rstd1, a.x_in, w.attn_norm, N, C, eps);  // (N, C)
   qkv_forward(l, a, b);
   const AttentionShape shape{b.batch, b.seq, H, Hkv, D};
-  be_.attention_forward(a.att, a.lse, a.q, a.k, a.v, b.segments, shape);  // (N, H*D)
+  be_.attention_forward(a.att, a.lse, a.q, a.k, a.v, attention_segments(l, b), shape);  // (N, H*D)
   be_.copy(a.x_mid, a.x_in, sizeof(float) * static_cast<std::size_t>(N * C));
   project(l, Proj::proj_o, a.x_mid, a.att, xa(Proj::proj_o), b, 1.0f);  // residual (N, C), reduced
 
   // MLP, or the routed experts
   be_.rmsnorm_forward(a.xn2, a.rstd2, a.x_mid, w.mlp_norm, N, C, eps);        // (N, C)
-  if (spec_.layer_is_moe(l)) {
-    moe_forward(l, a, x_out, b);
-    return;
-  }
+  const bool sparse = spec_.layer_is_moe(l);
+  if (sparse) moe_forward(l, a, x_out, b);  // x_out = x_mid + experts
+  if (!spec_.layer_has_mlp(l)) return;
+  // The dense MLP, or Llama 4's shared expert added to the experts
   project(l, Proj::proj_gate, a.gate, a.xn2, xa(Proj::proj_gate), b, 0.0f);  // (N, F)
   project(l, Proj::proj_up, a.up, a.xn2, xa(Proj::proj_up), b, 0.0f);        // (N, F)
-  be_.swiglu_forward(a.h, a.gate, a.up, N * local_.intermediate_size);      // (N, F)
+  be_.swiglu_forward(a.h, a.gate, a.up, N * local_.mlp_rows(l));            // (N, F)
   if (!x_out) {
     const LinearShard down = linear_shard(base_, &lora_, buf_.lora_params, nullptr, l, Proj::proj_down);
     if (down.a) be_.lora_down(xa(Proj::proj_down), a.h, down.a, N, down.in(), down.r,
                               dropout_for(l, Proj::proj_down, b));  // (N, r)
     return;
   }
-  be_.copy(x_out, a.x_mid, sizeof(float) * static_cast<std::size_t>(N * C));
+  if (!sparse) be_.copy(x_out, a.x_mid, sizeof(float) * static_cast<std::size_t>(N * C));
   project(l, Proj::proj_down, x_out, a.h, xa(Proj::proj_down), b, 1.0f);  // residual (N, C), reduced
 }
 
@@ -425,12 +443,13 @@ void LlamaModel::block_backward(std::int64_t l, const LayerActs& a, float* d_res
   auto xa = [&](Proj p) { return a.xa[static_cast<int>(p)]; };
 
   // MLP (or the experts), in reverse
-  if (spec_.layer_is_moe(l)) {
-    moe_backward(l, a, d_res);  // complete d_xn
-  } else {
+  const bool sparse = spec_.layer_is_moe(l);
+  if (sparse) moe_backward(l, a, d_res);  // complete d_xn
+  if (spec_.layer_has_mlp(l)) {  // the dense MLP, or Llama 4's shared expert (adds to d_xn)
     project_backward(l, Proj::proj_down, buf_.d_h, d_res, a.h, xa(Proj::proj_down), b, 0.0f);  // (N, F)
-    be_.swiglu_backward(buf_.d_gate, buf_.d_up, buf_.d_h, a.gate, a.up, N * local_.intermediate_size);
-    project_backward(l, Proj::proj_gate, buf_.d_xn, buf_.d_gate, a.xn2, xa(Proj::proj_gate), b, 0.0f);
+    be_.swiglu_backward(buf_.d_gate, buf_.d_up, buf_.d_h, a.gate, a.up, N * local_.mlp_rows(l));
+    project_backward(l, Proj::proj_gate, buf_.d_xn, buf_.d_gate, a.xn2, xa(Proj::proj_gate), b,
+                     sparse ? 1.0f : 0.0f);
     project_backward(l, Proj::proj_up, buf_.d_xn, buf_.d_up, a.xn2, xa(Proj::proj_up), b, 1.0f);  // (N, C)
     tp_allreduce(tp_.comm, buf_.d_xn, N * C);  // column-parallel input: the partial sums meet
   }
@@ -439,7 +458,8 @@ void LlamaModel::block_backward(std::int64_t l, const LayerActs& a, float* d_res
   // attention, in reverse
   project_backward(l, Proj::proj_o, buf_.d_att, d_res, a.att, xa(Proj::proj_o), b, 0.0f);  // (N, H*D)
   const AttentionShape shape{b.batch, b.seq, H, Hkv, D};
-  be_.attention_backward(buf_.d_q, buf_.d_k, buf_.d_v, buf_.d_att, a.att, a.lse, a.q, a.k, a.v, b.segments, shape);
+  be_.attention_backward(buf_.d_q, buf_.d_k, buf_.d_v, buf_.d_att, a.att, a.lse, a.q, a.k, a.v,
+                         attention_segments(l, b), shape);
   qkv_backward(l, a, b);  // (N, C)
   tp_allreduce(tp_.comm, buf_.d_xn, N * C);  // column-parallel input: the partial sums meet
   be_.rmsnorm_backward(d_res, nullptr, buf_.d_xn, a.x_in, w.attn_norm, a.rstd1, N, C, 1.0f);
@@ -455,6 +475,10 @@ void LlamaModel::qkv_forward(std::int64_t l, LayerActs& a, const TokenBatch& b) 
   project(l, Proj::proj_q, norm ? a.q_pre : a.q, a.xn1, xa(Proj::proj_q), b, 0.0f);  // (N, H*D)
   project(l, Proj::proj_k, norm ? a.k_pre : a.k, a.xn1, xa(Proj::proj_k), b, 0.0f);  // (N, Hkv*D)
   project(l, Proj::proj_v, a.v, a.xn1, xa(Proj::proj_v), b, 0.0f);                   // (N, Hkv*D)
+  if (spec_.is_llama4()) {
+    llama4_qk_forward(l, a, b);
+    return;
+  }
   if (norm) {  // each head over its D channels
     be_.rmsnorm_forward(a.q, a.rstd_q, a.q_pre, w.q_norm, N * H, D, eps);
     be_.rmsnorm_forward(a.k, a.rstd_k, a.k_pre, w.k_norm, N * Hkv, D, eps);
@@ -468,10 +492,14 @@ void LlamaModel::qkv_backward(std::int64_t l, const LayerActs& a, const TokenBat
   const std::int64_t N = b.batch * b.seq, D = local_.head_dim;
   const std::int64_t H = local_.num_attention_heads, Hkv = local_.num_key_value_heads;
   auto xa = [&](Proj p) { return a.xa[static_cast<int>(p)]; };
-  be_.rope_backward(buf_.d_q, b.positions, buf_.inv_freq, N, H, D);
-  be_.rope_backward(buf_.d_k, b.positions, buf_.inv_freq, N, Hkv, D);
   const float* d_q = buf_.d_q;
   const float* d_k = buf_.d_k;
+  if (spec_.is_llama4()) {
+    llama4_qk_backward(l, a, b);
+  } else {
+    be_.rope_backward(buf_.d_q, b.positions, buf_.inv_freq, N, H, D);
+    be_.rope_backward(buf_.d_k, b.positions, buf_.inv_freq, N, Hkv, D);
+  }
   if (spec_.qk_norm) {
     be_.rmsnorm_backward(buf_.d_qn, nullptr, buf_.d_q, a.q_pre, w.q_norm, a.rstd_q, N * H, D, 0.0f);
     be_.rmsnorm_backward(buf_.d_kn, nullptr, buf_.d_k, a.k_pre, w.k_norm, a.rstd_k, N * Hkv, D, 0.0f);
@@ -490,6 +518,9 @@ void LlamaModel::moe_forward(std::int64_t l, LayerActs& a, float* x_out, const T
   const std::int64_t E = spec_.moe.num_experts, K = spec_.moe.top_k, r = lora_.spec().rank;
   be_.linear_forward(buf_.logits, a.xn2, w.router, nullptr, N, 0.0f);  // (N, E), the same on every TP rank
   be_.moe_route(buf_.logits, N, E, K, spec_.moe.norm_topk_prob, rt);
+  // Llama 4 (host loops: CPU backend, ep 1, checked at construction): the chosen experts'
+  // sigmoid scores replace the softmax weights and scale each expert's input.
+  if (spec_.is_llama4()) llama4_route_scores(buf_.logits, rt, N, E, K);
   // This rank's experts [first, first + held) and their rows' offsets (held + 1) in a.xs:
   // every expert's rows here (one copy of the route's E + 1 from the backend), or under ep
   // the rows every ep rank sent (moe_dispatch.h; the CPU backend only).
@@ -502,6 +533,7 @@ void LlamaModel::moe_forward(std::int64_t l, LayerActs& a, float* x_out, const T
     ep_->send(l, buf_.ep_home, a.xs);  // (rows received, C), expert-major
   } else {
     be_.moe_gather(a.xs, a.xn2, rt, N, K, C);  // (R, C) in expert order
+    if (spec_.is_llama4()) llama4_scale_rows(a.xs, rt, N, K, C);
   }
   auto xa = [&](Proj p, std::int64_t row0) {
     float* x = a.xa[static_cast<int>(p)];
@@ -527,7 +559,8 @@ void LlamaModel::moe_forward(std::int64_t l, LayerActs& a, float* x_out, const T
     ep_->send_back(l, a.ye, ye);  // backward reads them too: also when recomputing
   }
   if (!x_out) return;
-  be_.moe_combine(buf_.moe_out, ye, rt, N, K, C);
+  if (spec_.is_llama4()) llama4_sum_experts(buf_.moe_out, ye, rt, N, K, C);  // the scores went in front
+  else be_.moe_combine(buf_.moe_out, ye, rt, N, K, C);
   tp_allreduce(tp_.comm, buf_.moe_out, N * C);  // the experts' down projections are row-parallel
   be_.copy(x_out, a.x_mid, sizeof(float) * static_cast<std::size_t>(N * C));
   be_.moe_residual_add(x_out, buf_.moe_out, N * C);
@@ -543,7 +576,8 @@ void LlamaModel::moe_backward(std::int64_t l, const LayerActs& a, const float* d
   const std::int64_t* offsets = ep_ ? ep_->local_offsets(l) : route_offsets.data();  // (held + 1), as forward
   // The weights' gradient reads the experts' outputs, partial over the TP group: reduced.
   // Under ep the outputs' gradients go to the experts the way the rows went.
-  be_.moe_combine_backward(buf_.dweight, ep_ ? buf_.ep_home : buf_.d_ye, d_res, ep_ ? a.ye_home : a.ye, rt, N, K, C);
+  if (spec_.is_llama4()) be_.moe_gather(buf_.d_ye, d_res, rt, N, K, C);  // outputs summed with weight 1
+  else be_.moe_combine_backward(buf_.dweight, ep_ ? buf_.ep_home : buf_.d_ye, d_res, ep_ ? a.ye_home : a.ye, rt, N, K, C);
   tp_allreduce(tp_.comm, buf_.dweight, N * K);
   if (ep_) ep_->send(l, buf_.ep_home, buf_.d_ye);
   auto xa = [&](Proj p, std::int64_t row0) {
@@ -565,11 +599,15 @@ void LlamaModel::moe_backward(std::int64_t l, const LayerActs& a, const float* d
                           a.xs + o * C, xa(Proj::proj_expert_up, o), n, 1.0f, none);  // (n, C)
   }
   if (ep_) ep_->send_back(l, buf_.d_xs, buf_.ep_home);  // the inputs' gradients home
+  if (spec_.is_llama4()) llama4_scale_backward(buf_.dweight, buf_.d_xs, a.xn2, rt, N, K, C);
   be_.moe_scatter(buf_.d_xn, ep_ ? buf_.ep_home : buf_.d_xs, rt, N, K, C);
   tp_allreduce(tp_.comm, buf_.d_xn, N * C);  // the experts' gate/up are column-parallel
   // The router (replicated): its input gradient is complete on every rank.
-  be_.moe_router_backward(buf_.logits, buf_.dweight, rt, N, E, K, spec_.moe.norm_topk_prob,
-                          aux_grad_.empty() ? nullptr : buf_.moe_aux + 2 * E);
+  if (spec_.is_llama4())
+    llama4_router_backward(buf_.logits, buf_.dweight, rt, N, E, K);
+  else
+    be_.moe_router_backward(buf_.logits, buf_.dweight, rt, N, E, K, spec_.moe.norm_topk_prob,
+                            aux_grad_.empty() ? nullptr : buf_.moe_aux + 2 * E);
   be_.linear_backward_input(buf_.d_xn, buf_.logits, w.router, N, 1.0f);
 }
 
@@ -615,6 +653,8 @@ const float* LlamaModel::forward_hidden(const TokenBatch& b) {
   const std::int64_t N = b.batch * b.seq, C = spec_.hidden_size;
   const std::int64_t L = spec_.num_hidden_layers;
   n_cur_ = N;
+  if (spec_.is_llama4() && spec_.llama4.chunk > 0)
+    llama4_chunk_segments(buf_.chunk_segments, b.segments, b.positions, b.batch, b.seq, spec_.llama4.chunk);
   vocab_parallel_embedding(be_, tp_.comm, buf_.acts[0].x_in, b.ids, base_.embed, N, vocab_shard());  // (N, C)
   for (std::int64_t l = 0; l < L; ++l) {
     float* x_out = l + 1 < L ? buf_.acts[static_cast<std::size_t>(l + 1)].x_in : buf_.x_final;
@@ -653,6 +693,11 @@ double LlamaModel::eval_loss(const TokenBatch& host_batch) {
   const float* hidden = forward_hidden(b);
   return vocab_parallel_cross_entropy(be_, tp_.comm, nullptr, hidden, base_.lm_head, b.targets,
                                       b.batch * b.seq, 1.0f, vocab_shard());
+}
+
+const std::int32_t* LlamaModel::attention_segments(std::int64_t l, const TokenBatch& b) const {
+  const bool chunked = spec_.is_llama4() && spec_.llama4.chunk > 0 && spec_.layer_uses_rope(l);
+  return chunked ? buf_.chunk_segments : b.segments;
 }
 
 backend::VocabShard LlamaModel::vocab_shard() const {

@@ -210,6 +210,9 @@ class LlamaModel {
     float* d_h = nullptr;          // (N, F)
     float* d_qn = nullptr;         // (N, H*D) qk-norm: gradient before the norm
     float* d_kn = nullptr;         // (N, Hkv*D)
+    // Llama 4: the weight of its weightless qk-norm, and the chunked layers' segments
+    float* ones = nullptr;                    // (D) all 1
+    std::int32_t* chunk_segments = nullptr;   // (N)
     // sparse blocks: the routing of each layer (kept for the aux loss and backward), and
     // scratch shared by the layers
     std::vector<MoeRoute> routes;  // per layer; empty for dense layers
@@ -246,6 +249,13 @@ class LlamaModel {
   void qkv_forward(std::int64_t layer, LayerActs& a, const TokenBatch& b);
   // d_q, d_k (rotated, normed) back to d_xn of the block input's norm.
   void qkv_backward(std::int64_t layer, const LayerActs& a, const TokenBatch& b);
+  // Llama 4 (model/llama4_attention.cpp): q and k from their projections in a.q, a.k to
+  // what the attention reads (rope with pairs split, qk-norm; the NoPE temperature), and
+  // d_q, d_k back to the projections' outputs.
+  void llama4_qk_forward(std::int64_t layer, LayerActs& a, const TokenBatch& b);
+  void llama4_qk_backward(std::int64_t layer, const LayerActs& a, const TokenBatch& b);
+  // The segments block `layer`'s attention masks with: Llama 4's chunks on its RoPE layers.
+  const std::int32_t* attention_segments(std::int64_t layer, const TokenBatch& b) const;
   // The sparse MLP: x_out = x_mid + the weighted experts of a.xn2 (x_out null: recompute).
   void moe_forward(std::int64_t layer, LayerActs& a, float* x_out, const TokenBatch& b);
   // dL/d(x_out) in d_res to dL/d(xn2) in buf_.d_xn (complete over the TP group).

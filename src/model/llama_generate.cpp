@@ -5,6 +5,7 @@
 
 #include "core/error.h"
 #include "model/llama.h"
+#include "model/llama4_ops.h"
 
 namespace anvil::model {
 
@@ -52,6 +53,10 @@ Generator::Generator(const ModelSpec& spec, const BaseWeights& base, const LoraL
     h_.resize(std::max(F, Fe));
     y_.resize(C);
   }
+  if (spec.is_llama4()) {
+    ones_.assign(static_cast<std::size_t>(spec.head_dim), 1.0f);
+    xs_.resize(C);
+  }
 }
 
 void Generator::experts_forward(std::int64_t l) {
@@ -60,16 +65,47 @@ void Generator::experts_forward(std::int64_t l) {
   be_.linear_forward(router_.data(), xn_.data(), w.router, nullptr, 1, 0.0f);  // (1, E)
   const MoeRoute r{probs_.data(), expert_.data(), weight_.data(), row_.data(), token_.data(), offsets_.data()};
   moe_route(router_.data(), 1, E, K, spec_.moe.norm_topk_prob, r);
+  // Llama 4 scales each expert's input by sigmoid(logit) and sums the outputs.
+  const bool llama4 = spec_.is_llama4();
+  if (llama4) llama4_route_scores(router_.data(), r, 1, E, K);
   for (std::int64_t j = 0; j < K; ++j) {  // in choice order, as the training forward combines
     const std::int64_t e = expert_[static_cast<std::size_t>(j)];
+    const float* x = xn_.data();
+    if (llama4) {
+      const float sj = weight_[static_cast<std::size_t>(j)];
+      for (std::size_t i = 0; i < xs_.size(); ++i) xs_[i] = xn_[i] * sj;
+      x = xs_.data();
+    }
     auto shard = [&](Proj p) { return linear_shard(base_, lora_, lora_params_, nullptr, l, p, e); };
-    linear_forward_local(be_, shard(Proj::proj_expert_gate), gate_.data(), xn_.data(), xa_.data(), 1, 0.0f, {});
-    linear_forward_local(be_, shard(Proj::proj_expert_up), up_.data(), xn_.data(), xa_.data(), 1, 0.0f, {});
+    linear_forward_local(be_, shard(Proj::proj_expert_gate), gate_.data(), x, xa_.data(), 1, 0.0f, {});
+    linear_forward_local(be_, shard(Proj::proj_expert_up), up_.data(), x, xa_.data(), 1, 0.0f, {});
     be_.swiglu_forward(h_.data(), gate_.data(), up_.data(), spec_.moe.intermediate_size);
     linear_forward_local(be_, shard(Proj::proj_expert_down), y_.data(), h_.data(), xa_.data(), 1, 0.0f, {});
-    const float wj = weight_[static_cast<std::size_t>(j)];
+    const float wj = llama4 ? 1.0f : weight_[static_cast<std::size_t>(j)];
     for (std::int64_t i = 0; i < C; ++i) x_[static_cast<std::size_t>(i)] += wj * y_[static_cast<std::size_t>(i)];
   }
+}
+
+std::int64_t Generator::llama4_qk(std::int64_t l, float* k_row) {
+  const std::int64_t D = spec_.head_dim, H = spec_.num_attention_heads, Hkv = spec_.num_key_value_heads;
+  const Llama4Spec& f = spec_.llama4;
+  const auto pos = static_cast<std::int32_t>(pos_);
+  if (!spec_.layer_uses_rope(l)) {  // NoPE: causal over everything, q warmed by its position
+    if (f.temperature_tuning) llama4_temperature(q_.data(), &pos, 1, H * D, f);
+    return 0;
+  }
+  const TensorView ones{ones_.data(), DType::dtype_f32, Shape{D}};
+  const float eps = static_cast<float>(spec_.rms_norm_eps);
+  // The cache holds k as the attention reads it: pairs split, rotated, normed.
+  auto rotate = [&](float* x, float* scratch, std::int64_t heads) {
+    llama4_pairs_split(scratch, x, heads, D);
+    be_.rope_forward(scratch, &pos, inv_freq_.data(), 1, heads, D);
+    if (f.qk_norm) be_.rmsnorm_forward(x, rstd_heads_.data(), scratch, ones, heads, D, eps);
+    else std::copy_n(scratch, heads * D, x);
+  };
+  rotate(q_.data(), att_.data(), H);
+  rotate(k_row, k_.data(), Hkv);
+  return f.chunk > 0 ? pos_ / f.chunk * f.chunk : 0;
 }
 
 void Generator::project(std::int64_t layer, Proj p, float* y, const float* x, float beta) {
@@ -95,22 +131,27 @@ const float* Generator::step(std::int32_t token) {
     project(l, Proj::proj_q, q_.data(), xn_.data(), 0.0f);         // (1, H*D)
     project(l, Proj::proj_k, kc + pos_ * KV, xn_.data(), 0.0f);    // into the cache
     project(l, Proj::proj_v, vc + pos_ * KV, xn_.data(), 0.0f);
-    if (spec_.qk_norm) {  // each head over its D channels (the norm reads and writes in place)
-      be_.rmsnorm_forward(q_.data(), rstd_heads_.data(), q_.data(), w.q_norm, H, D, eps);
-      be_.rmsnorm_forward(kc + pos_ * KV, rstd_heads_.data(), kc + pos_ * KV, w.k_norm, Hkv, D, eps);
+    std::int64_t first = 0;  // the first cached position the query sees
+    if (spec_.is_llama4()) {
+      first = llama4_qk(l, kc + pos_ * KV);
+    } else {
+      if (spec_.qk_norm) {  // each head over its D channels (the norm reads and writes in place)
+        be_.rmsnorm_forward(q_.data(), rstd_heads_.data(), q_.data(), w.q_norm, H, D, eps);
+        be_.rmsnorm_forward(kc + pos_ * KV, rstd_heads_.data(), kc + pos_ * KV, w.k_norm, Hkv, D, eps);
+      }
+      be_.rope_forward(q_.data(), &pos, inv_freq_.data(), 1, H, D);
+      be_.rope_forward(kc + pos_ * KV, &pos, inv_freq_.data(), 1, Hkv, D);
     }
-    be_.rope_forward(q_.data(), &pos, inv_freq_.data(), 1, H, D);
-    be_.rope_forward(kc + pos_ * KV, &pos, inv_freq_.data(), 1, Hkv, D);
-    be_.attention_decode(att_.data(), q_.data(), kc, vc, pos_ + 1, H, Hkv, D);  // (1, H*D)
+    be_.attention_decode(att_.data(), q_.data(), kc + first * KV, vc + first * KV, pos_ + 1 - first, H, Hkv,
+                         D);                                       // (1, H*D)
     project(l, Proj::proj_o, x_.data(), att_.data(), 1.0f);        // residual
     be_.rmsnorm_forward(xn_.data(), &rstd, x_.data(), w.mlp_norm, 1, C, eps);
-    if (spec_.layer_is_moe(l)) {
-      experts_forward(l);
-      continue;
-    }
+    if (spec_.layer_is_moe(l)) experts_forward(l);
+    if (!spec_.layer_has_mlp(l)) continue;
+    // the dense MLP, or Llama 4's shared expert
     project(l, Proj::proj_gate, gate_.data(), xn_.data(), 0.0f);
     project(l, Proj::proj_up, up_.data(), xn_.data(), 0.0f);
-    be_.swiglu_forward(h_.data(), gate_.data(), up_.data(), spec_.intermediate_size);
+    be_.swiglu_forward(h_.data(), gate_.data(), up_.data(), spec_.mlp_rows(l));
     project(l, Proj::proj_down, x_.data(), h_.data(), 1.0f);       // residual
   }
   be_.rmsnorm_forward(xn_.data(), &rstd, x_.data(), base_.final_norm, 1, C, eps);

@@ -45,6 +45,9 @@ class Generator {
   void project(std::int64_t layer, Proj p, float* y, const float* x, float beta);
   // x_ += the token's top-k experts of xn_, weighted (a sparse layer's MLP).
   void experts_forward(std::int64_t layer);
+  // Llama 4 (model/llama4_ops.h): q_ and the cache's newest k from their projections to what
+  // the attention reads; the first cache position the query sees (its chunk's on RoPE layers).
+  std::int64_t llama4_qk(std::int64_t layer, float* k_row);
 
   const ModelSpec& spec_;
   const BaseWeights& base_;
@@ -59,6 +62,7 @@ class Generator {
   std::vector<float> rstd_heads_, router_, probs_, weight_, y_;  // qk-norm and the experts
   std::vector<std::int32_t> expert_, row_, token_;
   std::vector<std::int64_t> offsets_;
+  std::vector<float> ones_, xs_;  // Llama 4: its weightless qk-norm's weight (D), a scaled expert input (C)
   // prefill's rows: (chunk, C), (chunk, H*D), (chunk, F), ... sized on first use
   std::vector<float> px_, pxn_, pq_, patt_, pgate_, pup_, ph_, pxa_, prstd_;
   std::vector<std::int32_t> ppos_;

@@ -2,6 +2,7 @@
 
 #include <cstring>
 #include <optional>
+#include <vector>
 
 #include "core/arena.h"
 #include "core/error.h"
@@ -178,6 +179,52 @@ void carve_experts(Owner& o, const ModelSpec& spec, DType storage, const TpShard
   }
 }
 
+// (rows, cols) = src^T of the (cols, rows) block at element `first` of a row-major tensor
+// whose rows are `stride` long, converted to `to` (a fused Llama 4 expert into nn.Linear form).
+void transpose_convert(const TensorView& src, std::int64_t first, std::int64_t stride, std::int64_t rows,
+                       std::int64_t cols, void* dst, DType to) {
+  const auto* base = static_cast<const std::uint8_t*>(src.data);
+  const std::size_t in = dtype_size(src.dtype);
+  std::vector<float> row(static_cast<std::size_t>(cols));  // one output row in f32
+  for (std::int64_t r = 0; r < rows; ++r) {
+    for (std::int64_t c = 0; c < cols; ++c)
+      row[static_cast<std::size_t>(c)] =
+          load_f32(base + static_cast<std::size_t>(first + c * stride + r) * in, src.dtype, 0);
+    span_convert(reinterpret_cast<const std::uint8_t*>(row.data()), DType::dtype_f32,
+                 static_cast<std::uint8_t*>(dst) + static_cast<std::size_t>(r * cols) * dtype_size(to), to, cols);
+  }
+}
+
+// Llama 4's sparse layer: the router and each expert's gate (fe, C), up (fe, C) and down
+// (C, fe) copied out of the fused gate_up_proj (E, C, 2fe) and down_proj (E, fe, C), which
+// hold x·W (transposed) with gate in the first fe columns. One rank, no quantization.
+void carve_llama4_experts(Owner& o, const ModelSpec& spec, DType storage, std::int64_t l, LayerWeights& lw,
+                          std::int64_t* copied) {
+  const std::string ff = str_cat("model.layers.", l, ".feed_forward.");
+  lw.router = weight_view(o, ff + "router.weight", DType::dtype_f32, std::nullopt, copied);
+  const std::int64_t C = spec.hidden_size, Fe = spec.moe.intermediate_size;
+  auto fused = [&](const std::string& name) {
+    const auto* t = o.file.find(name);
+    return t->file->view(*t->info);
+  };
+  const TensorView gate_up = fused(ff + "experts.gate_up_proj");  // (E, C, 2fe)
+  const TensorView down = fused(ff + "experts.down_proj");        // (E, fe, C)
+  for (std::int64_t e = 0; e < spec.moe.num_experts; ++e) {
+    std::array<TensorView, 3> ex;
+    const std::array<Shape, 3> shapes = {Shape{Fe, C}, Shape{Fe, C}, Shape{C, Fe}};
+    for (int k = 0; k < 3; ++k) {
+      TensorView& v = ex[static_cast<std::size_t>(k)];
+      v = TensorView{nullptr, storage, shapes[static_cast<std::size_t>(k)]};
+      v.data = o.copies.take<std::uint8_t>(static_cast<std::int64_t>(v.nbytes()));
+      *copied += static_cast<std::int64_t>(v.nbytes());
+      if (!v.data) continue;  // plan mode
+      if (k < 2) transpose_convert(gate_up, e * C * 2 * Fe + k * Fe, 2 * Fe, Fe, C, v.data, storage);
+      else transpose_convert(down, e * Fe * C, C, C, Fe, v.data, storage);
+    }
+    lw.experts.push_back(ex);
+  }
+}
+
 void carve(Owner& o, const ModelSpec& spec, DType storage, const TpShard& shard, const quant::QuantPolicy& quant,
            BaseWeights& w) {
   w = BaseWeights{};
@@ -197,13 +244,16 @@ void carve(Owner& o, const ModelSpec& spec, DType storage, const TpShard& shard,
       lw.k_norm = weight_view(o, p + "self_attn.k_norm.weight", f32, std::nullopt, copied);
     }
     const bool sparse = spec.layer_is_moe(l);
-    if (sparse) carve_experts(o, spec, storage, shard, quant, l, lw, copied);
+    if (sparse && spec.is_llama4()) carve_llama4_experts(o, spec, storage, l, lw, copied);
+    else if (sparse) carve_experts(o, spec, storage, shard, quant, l, lw, copied);
     for (int i = 0; i < kProjCount; ++i) {
       const Proj proj = static_cast<Proj>(i);
-      if (proj_is_expert(proj) || (sparse && proj >= Proj::proj_gate)) continue;
+      if (proj_is_expert(proj) || (proj >= Proj::proj_gate && !spec.layer_has_mlp(l))) continue;
       const std::string base = proj_module_path(spec, l, proj);
       const WeightSlice slice = tp_proj_slice(spec, shard, proj);
-      lw.proj[i] = linear_weight(o, base + ".weight", storage, slice, copied, quant);
+      // Llama 4 loads on one rank (checked above); its gate/up/down widths vary by layer.
+      const std::optional<WeightSlice> part = spec.is_llama4() ? std::nullopt : std::optional(slice);
+      lw.proj[i] = linear_weight(o, base + ".weight", storage, part, copied, quant);
       // A bias belongs to the output rows: a column-parallel layer's is split with them,
       // a row-parallel layer's is whole (added once, to the reduced sum).
       if (o.file.find(base + ".bias"))
@@ -227,6 +277,9 @@ BaseWeights base_weights_load(const ModelSpec& spec, const std::string& model_di
   ANVIL_CHECK(shard.size >= 1 && shard.heads * shard.size == spec.num_attention_heads &&
                   shard.vocab * shard.size == spec.vocab_size,
               "tp shard (rank ", shard.rank, " of ", shard.size, ") was made for another model");
+  ANVIL_CHECK_INPUT(!spec.is_llama4() || (shard.size == 1 && quant.kind == quant::QuantKind::quant_none),
+                    "Llama 4 loads on one rank without model.quant (tensor parallelism and quantization of its "
+                    "fused experts are not supported yet)");
   auto owner = std::make_shared<Owner>(Owner{io::SafetensorsModel::open(model_dir), Arena{}, {}});
   model_check_weights(spec, owner->file);
   BaseWeights w;

@@ -43,6 +43,16 @@ std::optional<Proj> expert_proj_from_leaf(const ModelSpec& spec, const std::stri
 std::string proj_module_path(const ModelSpec& spec, std::int64_t layer, Proj p, std::int64_t expert) {
   const std::string block = str_cat("model.layers.", layer, ".");
   if (p <= Proj::proj_o) return str_cat(block, "self_attn.", proj_name(p));
+  if (spec.is_llama4()) {
+    // The experts are fused on disk (feed_forward.experts.gate_up_proj); expert e's name is
+    // anvil's own, as Qwen3-MoE spells it. gate/up/down are the shared expert's in a sparse
+    // layer.
+    const std::string ff = block + "feed_forward.";
+    if (!proj_is_expert(p))
+      return str_cat(ff, spec.layer_is_moe(layer) ? "shared_expert." : "", proj_name(p));
+    const int k = static_cast<int>(p) - static_cast<int>(Proj::proj_expert_gate);
+    return str_cat(ff, "experts.", expert, ".", kExpertLeaf[k]);
+  }
   if (!proj_is_expert(p)) return str_cat(block, "mlp.", proj_name(p));
   ANVIL_CHECK(expert >= 0 && expert < spec.moe.num_experts, "expert ", expert, " of ", spec.moe.num_experts);
   const int k = static_cast<int>(p) - static_cast<int>(Proj::proj_expert_gate);
@@ -53,6 +63,13 @@ std::optional<Proj> proj_from_name(const std::string& name) {
   for (int i = 0; i < kProjCount; ++i)
     if (name == kProjNames[i]) return static_cast<Proj>(i);
   return std::nullopt;
+}
+
+std::array<std::int64_t, 2> proj_shape_at(const ModelSpec& s, std::int64_t layer, Proj p) {
+  auto shape = proj_shape(s, p);
+  if (p == Proj::proj_gate || p == Proj::proj_up) shape[0] = s.mlp_rows(layer);
+  if (p == Proj::proj_down) shape[1] = s.mlp_rows(layer);
+  return shape;
 }
 
 std::array<std::int64_t, 2> proj_shape(const ModelSpec& s, Proj p) {
@@ -93,10 +110,14 @@ std::array<bool, kProjCount> lora_targets_from_names(const std::vector<std::stri
         out[static_cast<int>(p)] = true;
       continue;
     }
+    if (n == "shared_expert") {  // Llama 4's shared expert is its sparse layers' gate/up/down
+      for (const Proj p : {Proj::proj_gate, Proj::proj_up, Proj::proj_down}) out[static_cast<int>(p)] = true;
+      continue;
+    }
     auto p = proj_from_name(n);
     ANVIL_CHECK_INPUT(p.has_value(), key, ": unknown LoRA target '", n,
                       "' (expected q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj, "
-                      "experts, or one expert projection: experts.gate_proj, experts.up_proj, "
+                      "experts, shared_expert, or one expert projection: experts.gate_proj, experts.up_proj, "
                       "experts.down_proj)");
     out[static_cast<int>(*p)] = true;
   }
@@ -110,9 +131,9 @@ LoraLayout::LoraLayout(const ModelSpec& spec, const LoraSpec& lora) : lora_(lora
     const bool sparse = spec.layer_is_moe(l);
     for (int p = 0; p < kProjCount; ++p) {
       const Proj proj = static_cast<Proj>(p);
-      const bool mlp = proj >= Proj::proj_gate;
-      if (!lora.targets[p] || (mlp && proj_is_expert(proj) != sparse)) continue;
-      auto [out, in] = proj_shape(spec, proj);
+      const bool used = proj_is_expert(proj) ? sparse : proj < Proj::proj_gate || spec.layer_has_mlp(l);
+      if (!lora.targets[p] || !used) continue;
+      auto [out, in] = proj_shape_at(spec, l, proj);
       index_[static_cast<std::size_t>(l * kProjCount + p)] = static_cast<std::int64_t>(slots_.size());
       // Under ep only this rank's experts (MoeSpec::expert_first ...), by their model index.
       const bool expert = proj_is_expert(proj);

@@ -39,6 +39,9 @@ std::optional<Proj> proj_from_name(const std::string& name);
 std::optional<Proj> expert_proj_from_leaf(const ModelSpec& spec, const std::string& leaf);
 // (out, in) of the projection's weight.
 std::array<std::int64_t, 2> proj_shape(const ModelSpec& spec, Proj p);
+// The same in block `layer`: Llama 4's shared expert (gate/up/down of a sparse layer) has
+// the experts' width, its dense layers intermediate_size_mlp.
+std::array<std::int64_t, 2> proj_shape_at(const ModelSpec& spec, std::int64_t layer, Proj p);
 
 struct LoraSpec {
   int rank = 0;
@@ -51,7 +54,9 @@ struct LoraSpec {
 };
 
 // Throws a user error naming `key` for an unknown target name. "experts" names the three
-// projections of every routed expert.
+// projections of every routed expert; "shared_expert" Llama 4's shared expert, which is
+// gate_proj/up_proj/down_proj of its sparse layers (so those names adapt it too, as PEFT's
+// suffix match of target_modules does).
 std::array<bool, kProjCount> lora_targets_from_names(const std::vector<std::string>& names,
                                                      const std::string& key);
 

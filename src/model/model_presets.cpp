@@ -36,6 +36,28 @@ ModelSpec llama3_spec(std::int64_t hidden, std::int64_t inter, std::int64_t laye
   return s;
 }
 
+// Llama 4 (meta-llama/Llama-4-{Scout-17B-16E,Maverick-17B-128E}'s text_config): 48 layers,
+// 40 heads on 8 KV heads of 128, experts of 8192 with a shared expert, top-1, every fourth
+// layer NoPE, chunks of 8192 elsewhere. Scout: 16 experts on every layer, qk-norm, llama3
+// RoPE scaling (factor 16); Maverick: 128 experts on every second layer (dense MLPs of
+// 16384 between), no qk-norm, no RoPE scaling.
+ModelSpec llama4_spec(std::int64_t experts, std::int64_t step) {
+  ModelSpec s = make_spec(5120, 16384, 48, 40, 8, 202048, false, 500000.0, 0);
+  s.model_type = "llama4_text";
+  s.head_dim = 128;
+  s.moe = MoeSpec{experts, 1, 8192, false, step, {}, false, 0.001};
+  Llama4Spec& f = s.llama4;
+  f.on = true;
+  f.rope_layers.assign(48, true);
+  for (std::size_t l = 3; l < 48; l += 4) f.rope_layers[l] = false;
+  f.chunk = 8192;
+  f.temperature_tuning = true;
+  s.torch_dtype = "bfloat16";
+  s.bos_token_id = 200000;
+  s.eos_token_ids = {200001, 200007, 200008};
+  return s;
+}
+
 // The byte-level tokenizer anvil writes has 256 byte tokens followed by three specials.
 constexpr std::int64_t kTinyVocab = 320;
 }  // namespace
@@ -80,12 +102,29 @@ std::optional<ModelSpec> model_preset(std::string_view name) {
     s.eos_token_ids = {2};
     return s;
   }
+  if (name == "llama4-scout") {
+    ModelSpec s = llama4_spec(16, 1);
+    s.max_position_embeddings = 10485760;
+    s.llama4.qk_norm = true;
+    s.rope.scaling = RopeScalingType::rope_llama3;
+    s.rope.factor = 16.0;
+    s.rope.low_freq_factor = 1.0;
+    s.rope.high_freq_factor = 1.0;
+    s.rope.original_max_position = 8192;
+    return s;
+  }
+  if (name == "llama4-maverick") {
+    ModelSpec s = llama4_spec(128, 2);
+    s.max_position_embeddings = 1048576;
+    return s;
+  }
   return std::nullopt;
 }
 
 std::vector<std::string> model_preset_names() {
   return {"tiny",        "tiny-tied",  "smollm2-135m",  "llama3-8b",
-          "llama3-70b",  "llama3-405b", "qwen3-30b-a3b", "mixtral-8x7b"};
+          "llama3-70b",  "llama3-405b", "qwen3-30b-a3b", "mixtral-8x7b",
+          "llama4-scout", "llama4-maverick"};
 }
 
 }  // namespace anvil::model

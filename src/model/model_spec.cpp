@@ -55,7 +55,7 @@ void parse_rope(const ConfigReader& r, ModelSpec& spec) {
   // Newer transformers write "rope_parameters" (with rope_theta inside); older ones
   // "rope_scaling" next to a top-level "rope_theta".
   const char* key = r.has("rope_parameters") ? "rope_parameters" : r.has("rope_scaling") ? "rope_scaling" : nullptr;
-  spec.rope.theta = r.positive_number("rope_theta", 10000.0);
+  spec.rope.theta = r.positive_number("rope_theta", spec.model_type == "llama4_text" ? 500000.0 : 10000.0);
   if (!key) return;
   const json& p = r.j[key];
   const std::string k = key;
@@ -90,8 +90,9 @@ void parse_rope(const ConfigReader& r, ModelSpec& spec) {
     spec.rope.high_freq_factor = num("high_freq_factor", 4.0);
     spec.rope.original_max_position = r.positive_int_value(p["original_max_position_embeddings"],
                                                            k + ".original_max_position_embeddings");
-    ANVIL_CHECK_INPUT(spec.rope.high_freq_factor > spec.rope.low_freq_factor, r.label, ": key '", k,
-                      ".high_freq_factor' must be greater than low_freq_factor");
+    // Equal factors (Llama 4 Scout) leave no band to smooth: frequencies are kept or divided.
+    ANVIL_CHECK_INPUT(spec.rope.high_freq_factor >= spec.rope.low_freq_factor, r.label, ": key '", k,
+                      ".high_freq_factor' must not be less than low_freq_factor");
   } else {
     throw_user_error(r.label, ": key '", k, "' has rope type '", type,
                      "', which anvil does not support (supported: default, linear, llama3)");
@@ -156,8 +157,83 @@ void parse_moe(const ConfigReader& r, ModelSpec& spec) {
   }
 }
 
+// Llama 4 text (transformers' Llama4TextConfig): intermediate_size is the experts' and the
+// shared expert's width, intermediate_size_mlp the dense layers'. moe_layers defaults to
+// every interleave_moe_layer_step-th layer, (l + 1) % step == 0, the rule of sparse_step.
+void parse_llama4(const ConfigReader& r, ModelSpec& spec) {
+  MoeSpec& m = spec.moe;
+  Llama4Spec& f = spec.llama4;
+  const std::int64_t L = spec.num_hidden_layers;
+  f.on = true;
+  m.num_experts = r.optional_positive_int("num_local_experts", 16);
+  m.top_k = r.optional_positive_int("num_experts_per_tok", 1);
+  m.intermediate_size = spec.intermediate_size;
+  spec.intermediate_size = r.optional_positive_int("intermediate_size_mlp", 16384);
+  m.sparse_step = r.optional_positive_int("interleave_moe_layer_step", 1);
+  ANVIL_CHECK_INPUT(m.top_k <= m.num_experts, r.label, ": key 'num_experts_per_tok' (", m.top_k,
+                    ") exceeds the number of experts (", m.num_experts, ")");
+  if (r.has("moe_layers")) {
+    std::vector<std::int64_t> want;
+    for (std::int64_t l = m.sparse_step - 1; l < L; l += m.sparse_step) want.push_back(l);
+    ANVIL_CHECK_INPUT(int_list(r, "moe_layers") == want, r.label,
+                      ": key 'moe_layers' must list every interleave_moe_layer_step-th layer "
+                      "(anvil supports transformers' default layout only)");
+  }
+  // transformers' Llama 4 has no load-balancing loss in its forward (router_aux_loss_coef is
+  // kept for the round trip only); its sigmoid scores are not renormalised.
+  m.aux_loss = false;
+  m.aux_loss_coef = r.has("router_aux_loss_coef") ? r.number_value(r.j["router_aux_loss_coef"], "router_aux_loss_coef")
+                                                  : 0.001;
+  m.norm_topk_prob = false;
+  const std::int64_t interval = r.optional_positive_int("no_rope_layer_interval", 4);
+  f.rope_layers.assign(static_cast<std::size_t>(L), true);
+  const std::vector<std::int64_t> given = int_list(r, "no_rope_layers");
+  ANVIL_CHECK_INPUT(given.empty() || static_cast<std::int64_t>(given.size()) == L, r.label,
+                    ": key 'no_rope_layers' must have one entry per layer");
+  for (std::int64_t l = 0; l < L; ++l) {  // empty: a NoPE layer every `interval` layers
+    const auto i = static_cast<std::size_t>(l);
+    f.rope_layers[i] = given.empty() ? (l + 1) % interval != 0 : given[i] != 0;
+  }
+  f.chunk = r.optional_positive_int("attention_chunk_size", 8192);
+  if (r.j.contains("attention_chunk_size") && r.j["attention_chunk_size"].is_null()) f.chunk = 0;
+  f.qk_norm = r.boolean("use_qk_norm", true);
+  f.temperature_tuning = r.boolean("attn_temperature_tuning", true);
+  f.floor_scale = r.positive_number("floor_scale", 8192.0);
+  f.attn_scale = r.has("attn_scale") ? r.number_value(r.j["attn_scale"], "attn_scale") : 0.1;
+  if (r.has("layer_types")) {  // transformers derives it from no_rope_layers and writes it back
+    json want = json::array();
+    for (const bool rope : f.rope_layers) want.push_back(rope && f.chunk > 0 ? "chunked_attention" : "full_attention");
+    ANVIL_CHECK_INPUT(r.j["layer_types"] == want, r.label, ": key 'layer_types' must be ", want.dump(),
+                      " (chunked attention on the RoPE layers; anvil supports transformers' default layout only)");
+  }
+  if (r.has("router_jitter_noise"))
+    ANVIL_CHECK_INPUT(r.number_value(r.j["router_jitter_noise"], "router_jitter_noise") == 0.0, r.label,
+                      ": key 'router_jitter_noise' must be 0: anvil's routing is deterministic");
+}
+
+// Llama4TextConfig's keys (intermediate_size is the experts' width there).
+void llama4_to_json(const ModelSpec& s, json& j) {
+  const Llama4Spec& f = s.llama4;
+  j["intermediate_size"] = s.moe.intermediate_size;
+  j["intermediate_size_mlp"] = s.intermediate_size;
+  j["num_local_experts"] = s.moe.num_experts;
+  j["interleave_moe_layer_step"] = s.moe.sparse_step;
+  std::vector<int> rope;
+  for (const bool r : f.rope_layers) rope.push_back(r ? 1 : 0);
+  j["no_rope_layers"] = rope;
+  j["attention_chunk_size"] = f.chunk > 0 ? json(f.chunk) : json(nullptr);
+  j["use_qk_norm"] = f.qk_norm;
+  j["attn_temperature_tuning"] = f.temperature_tuning;
+  // Llama4TextConfig types floor_scale as an int.
+  const auto floor = static_cast<std::int64_t>(f.floor_scale);
+  j["floor_scale"] = static_cast<double>(floor) == f.floor_scale ? json(floor) : json(f.floor_scale);
+  j["attn_scale"] = f.attn_scale;
+  j["attention_bias"] = s.attention_bias;
+  j["router_jitter_noise"] = 0.0;
+}
+
 bool model_type_known(const std::string& t) {
-  for (const char* k : {"llama", "mistral", "qwen2", "qwen3", "qwen3_moe", "mixtral"})
+  for (const char* k : {"llama", "mistral", "qwen2", "qwen3", "qwen3_moe", "mixtral", "llama4_text"})
     if (t == k) return true;
   return false;
 }
@@ -181,6 +257,15 @@ ModelSpec model_spec_from_json(std::string_view json_text, const std::string& la
     throw_user_error(label, ": not valid JSON: ", e.what());
   }
   ANVIL_CHECK_INPUT(j.is_object(), label, ": top level must be a JSON object");
+  // Llama4ForConditionalGeneration: the text model's config is text_config (the vision
+  // tower is not trained; its tensors are skipped at load).
+  if (j.contains("model_type") && j["model_type"] == "llama4") {
+    ANVIL_CHECK_INPUT(j.contains("text_config") && j["text_config"].is_object(), label,
+                      ": a llama4 config without an object 'text_config'");
+    json text = j["text_config"];
+    text["model_type"] = "llama4_text";
+    j = std::move(text);
+  }
   const ConfigReader r{j, label};
   ModelSpec spec;
   if (r.has("model_type")) {
@@ -188,7 +273,7 @@ ModelSpec model_spec_from_json(std::string_view json_text, const std::string& la
     spec.model_type = j["model_type"].get<std::string>();
   }
   ANVIL_CHECK_INPUT(model_type_known(spec.model_type), label, ": key 'model_type' is '", spec.model_type,
-                    "'; anvil supports llama, mistral, qwen2, qwen3, qwen3_moe and mixtral");
+                    "'; anvil supports llama, mistral, qwen2, qwen3, qwen3_moe, mixtral and llama4_text");
   spec.hidden_size = r.positive_int("hidden_size");
   spec.intermediate_size = r.positive_int("intermediate_size");
   spec.num_hidden_layers = r.positive_int("num_hidden_layers");
@@ -198,8 +283,8 @@ ModelSpec model_spec_from_json(std::string_view json_text, const std::string& la
   spec.max_position_embeddings = r.optional_positive_int("max_position_embeddings", 2048);
   if (r.has("head_dim")) {
     spec.head_dim = r.positive_int("head_dim");
-  } else if (spec.model_type == "qwen3") {
-    spec.head_dim = 128;  // Qwen3Config's default, whatever hidden_size / heads is
+  } else if (spec.model_type == "qwen3" || spec.model_type == "llama4_text") {
+    spec.head_dim = 128;  // Qwen3Config's and Llama4TextConfig's default, whatever hidden_size / heads is
   } else {
     ANVIL_CHECK_INPUT(spec.hidden_size % spec.num_attention_heads == 0, label, ": key 'hidden_size' (",
                       spec.hidden_size, ") is not divisible by 'num_attention_heads' (", spec.num_attention_heads,
@@ -219,7 +304,7 @@ ModelSpec model_spec_from_json(std::string_view json_text, const std::string& la
     ANVIL_CHECK_INPUT(act.is_string() && (act == "silu" || act == "swish"), label, ": key 'hidden_act' is ",
                       act.dump(), "; anvil implements the Llama MLP with silu (SwiGLU) only");
   }
-  spec.rms_norm_eps = r.positive_number("rms_norm_eps", 1e-6);
+  spec.rms_norm_eps = r.positive_number("rms_norm_eps", spec.model_type == "llama4_text" ? 1e-5 : 1e-6);
   spec.initializer_range = r.positive_number("initializer_range", 0.02);
   parse_rope(r, spec);
   spec.tie_word_embeddings = r.boolean("tie_word_embeddings", false);
@@ -235,6 +320,10 @@ ModelSpec model_spec_from_json(std::string_view json_text, const std::string& la
   spec.mlp_bias = llama && mlp_bias;
   spec.qk_norm = qwen3;
   if (spec.model_type == "qwen3_moe" || spec.model_type == "mixtral") parse_moe(r, spec);
+  if (spec.model_type == "llama4_text") {
+    spec.attention_bias = attention_bias;
+    parse_llama4(r, spec);
+  }
   if (r.has("bos_token_id")) {
     ANVIL_CHECK_INPUT(j["bos_token_id"].is_number_integer(), label, ": key 'bos_token_id' must be an integer");
     spec.bos_token_id = j["bos_token_id"].get<std::int64_t>();
@@ -282,6 +371,7 @@ std::string model_spec_to_json(const ModelSpec& s) {
                              : s.model_type == "qwen3"     ? "Qwen3ForCausalLM"
                              : s.model_type == "qwen3_moe" ? "Qwen3MoeForCausalLM"
                              : s.model_type == "mixtral"   ? "MixtralForCausalLM"
+                             : s.model_type == "llama4_text" ? "Llama4ForCausalLM"
                                                            : "LlamaForCausalLM";
   json j;
   j["architectures"] = {architecture};
@@ -333,6 +423,7 @@ std::string model_spec_to_json(const ModelSpec& s) {
     j["output_router_logits"] = s.moe.aux_loss;
     j["router_aux_loss_coef"] = s.moe.aux_loss_coef;
   }
+  if (s.is_llama4()) llama4_to_json(s, j);
   j["hidden_act"] = "silu";
   j["initializer_range"] = s.initializer_range;
   j["attention_dropout"] = 0.0;

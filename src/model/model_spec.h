@@ -49,8 +49,25 @@ struct MoeSpec {
   std::int64_t experts_held() const { return expert_count < 0 ? num_experts : expert_count; }
 };
 
+// Llama 4 text (model_type llama4_text): iRoPE attention and a sigmoid-routed MoE with a
+// shared expert. RoPE layers rotate adjacent channel pairs, attend within chunks of
+// `chunk` positions and (use_qk_norm) L2-normalise each head of q and k after the rotation;
+// NoPE layers attend causally over the whole document and (temperature_tuning) scale q by
+// 1 + attn_scale · log1p(floor((pos + 1) / floor_scale)). A sparse layer's router picks the
+// top_k experts by logit and scales each expert's *input* by sigmoid(logit); the shared
+// expert (a dense SwiGLU of the experts' width, Proj gate/up/down) is always added.
+struct Llama4Spec {
+  bool on = false;
+  std::vector<bool> rope_layers;  // per layer: config.json's no_rope_layers (1: uses RoPE)
+  std::int64_t chunk = 0;         // attention_chunk_size on RoPE layers; 0: full causal
+  bool qk_norm = false;           // use_qk_norm (weightless, RoPE layers only)
+  bool temperature_tuning = false;
+  double floor_scale = 8192.0;
+  double attn_scale = 0.1;
+};
+
 struct ModelSpec {
-  std::string model_type = "llama";  // "llama", "mistral", "qwen2", "qwen3", "qwen3_moe", "mixtral"
+  std::string model_type = "llama";  // "llama", "mistral", "qwen2", "qwen3", "qwen3_moe", "mixtral", "llama4_text"
   std::int64_t hidden_size = 0;
   std::int64_t intermediate_size = 0;
   std::int64_t num_hidden_layers = 0;
@@ -73,8 +90,19 @@ struct ModelSpec {
   // and k, before RoPE.
   bool qk_norm = false;
   MoeSpec moe;
+  Llama4Spec llama4;  // Llama 4's dense layers use intermediate_size (intermediate_size_mlp)
 
   bool is_moe() const { return moe.num_experts > 0; }
+  bool is_llama4() const { return llama4.on; }
+  bool layer_uses_rope(std::int64_t layer) const {
+    return !llama4.on || llama4.rope_layers[static_cast<std::size_t>(layer)];
+  }
+  // Rows of block `layer`'s gate/up/down: the dense MLP's, or Llama 4's shared expert's.
+  std::int64_t mlp_rows(std::int64_t layer) const {
+    return llama4.on && layer_is_moe(layer) ? moe.intermediate_size : intermediate_size;
+  }
+  // Whether block `layer` runs the gate/up/down projections (a dense MLP or a shared expert).
+  bool layer_has_mlp(std::int64_t layer) const { return llama4.on || !layer_is_moe(layer); }
   // Whether block `layer` has routed experts instead of the dense MLP.
   bool layer_is_moe(std::int64_t layer) const;
   // The HF module that holds a sparse layer's router and experts: "mlp" (Qwen3-MoE) or

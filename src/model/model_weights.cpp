@@ -34,6 +34,21 @@ std::vector<WeightInfo> model_weight_list(const ModelSpec& s) {
       w.push_back({p + "self_attn.k_norm.weight", Shape{s.head_dim}});
     }
     w.push_back({p + "post_attention_layernorm.weight", Shape{H}});
+    if (s.is_llama4()) {
+      // feed_forward: a dense MLP, or the router, the experts fused into two 3-D tensors
+      // (E, in, out), x·W layout, gate and up side by side, and the shared expert.
+      const std::string ff = p + "feed_forward.";
+      const std::int64_t E = s.moe.num_experts, Fe = s.moe.intermediate_size, F = s.mlp_rows(l);
+      if (s.layer_is_moe(l)) {
+        w.push_back({ff + "router.weight", Shape{E, H}});
+        w.push_back({ff + "experts.gate_up_proj", Shape{E, H, 2 * Fe}});
+        w.push_back({ff + "experts.down_proj", Shape{E, Fe, H}});
+      }
+      w.push_back({proj_module_path(s, l, Proj::proj_gate) + ".weight", Shape{F, H}});
+      w.push_back({proj_module_path(s, l, Proj::proj_up) + ".weight", Shape{F, H}});
+      w.push_back({proj_module_path(s, l, Proj::proj_down) + ".weight", Shape{H, F}});
+      continue;
+    }
     if (s.layer_is_moe(l)) {
       // The router, then each expert's gate, up and down (HF's per-expert names on disk).
       w.push_back({str_cat(p, s.moe_module(), ".gate.weight"), Shape{s.moe.num_experts, H}});
@@ -75,6 +90,10 @@ std::string weights_label(const io::SafetensorsModel& weights) {
 void model_check_weights(const ModelSpec& spec, const io::SafetensorsModel& weights) {
   // Every problem is collected, so a config.json that does not belong to these weights
   // shows as a list of mismatches rather than one at a time.
+  ANVIL_CHECK_INPUT(weights.find("language_model.model.embed_tokens.weight") == nullptr, weights_label(weights),
+                    ": a Llama4ForConditionalGeneration checkpoint (language_model.* and vision tensors): anvil "
+                    "reads its text_config but loads only a text model's tensors; save its language_model as "
+                    "a Llama4ForCausalLM directory (tensor names without 'language_model.')");
   std::vector<std::string> problems;
   std::set<std::string> expected;
   for (const auto& w : model_weight_list(spec)) {

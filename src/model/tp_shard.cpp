@@ -138,6 +138,14 @@ const LoraSlot& full_slot_of(const LoraLayout& full, const LoraSlot& l) {
   return *f;
 }
 
+// A slot's part on rank t: the whole matrix on one rank, where Llama 4's gate/up/down
+// (whose widths vary by layer) need no spec-wide slice.
+WeightSlice slot_slice(const ModelSpec& spec, const TpShard& t, const LoraSlot& s) {
+  const WeightSlice w = tp_proj_slice(spec, t, s.proj);
+  if (t.size > 1) return w;
+  return {w.axis, 0, w.axis == SplitAxis::split_rows ? s.out : s.in};
+}
+
 // Calls copy(full_offset, local_offset, count) for every contiguous run of rank t's values.
 template <typename Copy>
 void lora_shard_walk(const ModelSpec& spec, const TpShard& t, const LoraLayout& full,
@@ -146,7 +154,7 @@ void lora_shard_walk(const ModelSpec& spec, const TpShard& t, const LoraLayout& 
   ANVIL_CHECK(local.spec().rank == r, "local and full LoRA layouts differ");
   for (const LoraSlot& l : local.slots()) {
     const LoraSlot& f = full_slot_of(full, l);
-    const WeightSlice w = tp_proj_slice(spec, t, f.proj);
+    const WeightSlice w = slot_slice(spec, t, f);
     if (w.axis == SplitAxis::split_rows) {
       copy(f.a_offset, l.a_offset, r * f.in);                      // A (r, in): all of it
       copy(f.b_offset + w.start * r, l.b_offset, w.count * r);     // B rows of W's rows
@@ -166,7 +174,7 @@ std::vector<LoraBlock> lora_tp_blocks(const ModelSpec& spec, const TpShard& t, c
   std::vector<LoraBlock> out;
   for (const LoraSlot& l : local.slots()) {
     const LoraSlot& f = full_slot_of(full, l);
-    const WeightSlice w = tp_proj_slice(spec, t, f.proj);
+    const WeightSlice w = slot_slice(spec, t, f);
     const bool kv = (f.proj == Proj::proj_k || f.proj == Proj::proj_v) && t.kv_replicas > 1;
     LoraBlock a{&f, 'A', r, f.in, 0, r, 0, f.in, l.a_offset, t.rank == 0};
     LoraBlock b{&f, 'B', f.out, r, 0, f.out, 0, r, l.b_offset, t.rank == 0};

@@ -173,6 +173,16 @@ void check_model(const TrainConfig& cfg, bool tp_ok, bool backend_ok, std::vecto
   else if (ep > 1 && spec.moe.num_experts % ep != 0)
     out.push_back({"parallel.ep", str_cat(ep, " does not divide the model's num_experts (", spec.moe.num_experts,
                                           ")")});
+  // Llama 4's router scores, expert scaling and attention variants are host loops on one
+  // rank for now (model/llama4_ops.h).
+  if (spec.is_llama4()) {
+    const std::string why = str_cat(dir, " is a Llama 4 model, which anvil trains on one CPU rank for now");
+    if (cfg.parallel.tp > 1) out.push_back({"parallel.tp", str_cat(why, "; use tp: 1")});
+    if (ep > 1) out.push_back({"parallel.ep", str_cat(why, "; use ep: 1")});
+    if (cfg.model.quant != QuantMode::quant_none) out.push_back({"model.quant", str_cat(why, "; use quant: none")});
+    if (cfg.parallel.backend == BackendKind::backend_cuda)
+      out.push_back({"parallel.backend", str_cat(why, "; use backend: cpu")});
+  }
 }
 
 }  // namespace

@@ -162,7 +162,7 @@ ConfigKey row(std::string path, KeyType type, std::string default_yaml, FieldBin
 // The rows by section, in the order configs/README.md documents them.
 std::vector<ConfigKey> schema_model_lora() {
   const std::vector<std::string> lora_modules{"q_proj",  "k_proj",    "v_proj",  "o_proj",
-                                              "gate_proj", "up_proj", "down_proj", "experts",
+                                              "gate_proj", "up_proj", "down_proj", "experts", "shared_expert",
                                               "experts.gate_proj", "experts.up_proj", "experts.down_proj"};
   // model.quant_skip names dot-separated parts of a tensor's name: the dense projections, and
   // "experts" for every routed expert's.

@@ -14,9 +14,9 @@ StepFlops train_flops_per_token(const model::ModelSpec& spec, const model::LoraS
     const bool sparse = spec.layer_is_moe(l);
     for (int p = 0; p < model::kProjCount; ++p) {
       const auto proj = static_cast<model::Proj>(p);
-      const bool mlp = proj >= model::Proj::proj_gate;
-      if (mlp && model::proj_is_expert(proj) != sparse) continue;
-      const auto shape = model::proj_shape(spec, proj);  // (out, in)
+      const bool used = model::proj_is_expert(proj) ? sparse : proj < model::Proj::proj_gate || spec.layer_has_mlp(l);
+      if (!used) continue;
+      const auto shape = model::proj_shape_at(spec, l, proj);  // (out, in)
       const double times = model::proj_is_expert(proj) ? static_cast<double>(spec.moe.top_k) : 1.0;
       weights += times * static_cast<double>(shape[0] * shape[1]);
       if (lora.targets[static_cast<std::size_t>(p)]) lora_width += times * static_cast<double>(shape[0] + shape[1]);

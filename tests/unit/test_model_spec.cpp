@@ -283,6 +283,34 @@ TEST(ModelSpec, TinyWeightList) {
   EXPECT_EQ(model_parameter_count(s), 133'440);
 }
 
+// Llama4TextConfig's defaults and layouts, and a Llama4ForConditionalGeneration config's
+// text_config.
+TEST(ModelSpec, Llama4TextConfig) {
+  const std::string text = R"({"model_type": "llama4_text", "hidden_size": 64, "intermediate_size": 24,
+    "intermediate_size_mlp": 80, "num_hidden_layers": 8, "num_attention_heads": 4, "num_key_value_heads": 2,
+    "vocab_size": 320, "num_local_experts": 3, "interleave_moe_layer_step": 2})";
+  const ModelSpec s = model_spec_from_json(text, "l4");
+  EXPECT_TRUE(s.is_llama4() && s.is_moe());
+  EXPECT_EQ(s.head_dim, 128);  // Llama4TextConfig's default, not hidden / heads
+  EXPECT_EQ(s.intermediate_size, 80);
+  EXPECT_EQ(s.moe.intermediate_size, 24);
+  EXPECT_EQ(s.moe.top_k, 1);
+  EXPECT_FALSE(s.moe.aux_loss);  // transformers' Llama 4 adds no load-balancing loss
+  for (std::int64_t l = 0; l < 8; ++l) {
+    EXPECT_EQ(s.layer_is_moe(l), l % 2 == 1) << l;  // moe_layers = range(step - 1, L, step)
+    EXPECT_EQ(s.layer_uses_rope(l), (l + 1) % 4 != 0) << l;  // no_rope_layer_interval 4
+    EXPECT_EQ(s.mlp_rows(l), l % 2 == 1 ? 24 : 80) << l;
+  }
+  EXPECT_EQ(s.llama4.chunk, 8192);
+  EXPECT_TRUE(s.llama4.qk_norm && s.llama4.temperature_tuning);
+  EXPECT_EQ(s.rope.theta, 500000.0);
+  const std::string wrapped = R"({"model_type": "llama4", "vision_config": {}, "text_config": )" + text + "}";
+  EXPECT_EQ(model_spec_to_json(model_spec_from_json(wrapped, "l4")), model_spec_to_json(s));
+  EXPECT_THROW(model_spec_from_json(R"({"model_type": "llama4_text", "hidden_size": 64, "intermediate_size": 24,
+    "num_hidden_layers": 4, "num_attention_heads": 4, "vocab_size": 320, "moe_layers": [0, 2]})", "l4"),
+               Error);  // not the interleave rule
+}
+
 TEST(ModelSpec, PresetParameterCounts) {
   EXPECT_EQ(model_parameter_count(*model_preset("llama3-8b")), 8'030'261'248);
   EXPECT_EQ(model_parameter_count(*model_preset("llama3-70b")), 70'553'706'496);
@@ -292,6 +320,23 @@ TEST(ModelSpec, PresetParameterCounts) {
   // Published totals: Qwen3-30B-A3B 30.5B, Mixtral 8x7B 46.7B.
   EXPECT_EQ(model_parameter_count(*model_preset("qwen3-30b-a3b")), 30'532'122'624);
   EXPECT_EQ(model_parameter_count(*model_preset("mixtral-8x7b")), 46'702'792'704);
+  // Llama 4 text models: Scout 109B total with its ~1B vision tower (17B active: attention,
+  // the shared expert and one routed expert per layer, the embeddings), Maverick 400B.
+  const auto scout = *model_preset("llama4-scout"), maverick = *model_preset("llama4-maverick");
+  EXPECT_EQ(model_parameter_count(scout), 107'769'861'120);
+  EXPECT_EQ(model_parameter_count(maverick), 400'711'848'960);
+  EXPECT_TRUE(scout.layer_is_moe(0) && !maverick.layer_is_moe(0) && maverick.layer_is_moe(1));
+  EXPECT_TRUE(scout.layer_uses_rope(2) && !scout.layer_uses_rope(3));
+  // The spec survives its config.json (what init-model --config-only writes).
+  for (const auto& p : {scout, maverick}) {
+    const ModelSpec back = model_spec_from_json(model_spec_to_json(p), "preset");
+    EXPECT_EQ(model_parameter_count(back), model_parameter_count(p));
+    EXPECT_EQ(back.llama4.rope_layers, p.llama4.rope_layers);
+    EXPECT_EQ(back.llama4.qk_norm, p.llama4.qk_norm);
+    EXPECT_EQ(back.llama4.chunk, 8192);
+    EXPECT_EQ(back.moe.sparse_step, p.moe.sparse_step);
+    EXPECT_EQ(back.rope.scaling, p.rope.scaling);
+  }
   const auto tiny = *model_preset("tiny");
   const auto tied = *model_preset("tiny-tied");
   EXPECT_LT(model_parameter_count(tiny), 1'000'000);
