@@ -191,6 +191,16 @@ double plan_weight_bytes(const model::ModelSpec& spec, const model::TpShard& sha
       bytes += static_cast<double>(shard.vocab) * C * st;
       continue;
     }
+    // Llama 4's routed experts fused in two 3-D tensors (E, in, out): this rank's E/ep of them,
+    // each split over TP by its width (gate_up's out, down's in) as an expert's projections are.
+    if (w.shape.rank() == 3) {
+      const bool down = n.ends_with(".down_proj");
+      const std::int64_t in = w.shape[1] / (down ? shard.size : 1), out = w.shape[2] / (down ? 1 : shard.size);
+      const double one = quant.applies(n) ? static_cast<double>(quant::quant_bytes(quant.kind, out, in))
+                                          : static_cast<double>(in * out) * st;
+      bytes += static_cast<double>(w.shape[0]) / ep * one;
+      continue;
+    }
     // model.layers.{l}.{module}.{proj}.{weight|bias} (a routed expert's: ...experts.{e}.{proj}),
     // or a norm or a router (f32, replicated).
     const std::size_t dot = n.rfind('.');
@@ -203,7 +213,12 @@ double plan_weight_bytes(const model::ModelSpec& spec, const model::TpShard& sha
       bytes += static_cast<double>(w.shape.numel()) * 4.0;
       continue;
     }
-    const auto local = model::tp_proj_shape(spec, shard, *p);  // (out, in)
+    auto local = model::tp_proj_shape(spec, shard, *p);  // (out, in)
+    if (spec.is_llama4() && (*p == model::Proj::proj_gate || *p == model::Proj::proj_up || *p == model::Proj::proj_down)) {
+      // Llama 4's dense MLPs and shared experts differ in width: the tensor's own, split over TP.
+      const bool rows = model::proj_row_parallel(*p);
+      local = {w.shape[0] / (rows ? 1 : shard.size), w.shape[1] / (rows ? shard.size : 1)};
+    }
     if (n.ends_with(".bias"))  // f32, split with the output rows of a column-parallel layer
       bytes += share * 4.0 * static_cast<double>(model::proj_row_parallel(*p) ? w.shape.numel() : local[0]);
     else if (quant.applies(n))
