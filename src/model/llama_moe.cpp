@@ -1,0 +1,164 @@
+// The mixture-of-experts layer of LlamaModel (Qwen3-MoE, Mixtral, Llama 4): route, sort the
+// token choices by expert, one GEMM per expert over its contiguous rows, combine in choice
+// order; under expert parallelism the rows travel to their experts and back
+// (moe_dispatch.h). The routing and row moves are Backend ops; Llama 4's score steps are
+// host loops (llama4_ops.h). Also the load-balancing loss and the expert loads.
+#include <vector>
+
+#include "core/error.h"
+#include "model/llama.h"
+#include "model/llama4_ops.h"
+
+namespace anvil::model {
+
+namespace {
+
+// The expert row blocks size the expert GEMMs on the host: a sparse layer's one copy from
+// the backend, (E + 1) offsets (a memcpy on the CPU backend, a stream sync on a device).
+std::vector<std::int64_t> expert_offsets(backend::Backend& be, const MoeRoute& rt, std::int64_t E) {
+  std::vector<std::int64_t> out(static_cast<std::size_t>(E + 1));
+  be.copy_to_host(out.data(), rt.offsets, sizeof(std::int64_t) * out.size());
+  return out;
+}
+
+}  // namespace
+
+void LlamaModel::moe_forward(std::int64_t l, LayerActs& a, float* x_out, const TokenBatch& b) {
+  const LayerWeights& w = base_.layers[static_cast<std::size_t>(l)];
+  const MoeRoute& rt = buf_.routes[static_cast<std::size_t>(l)];
+  const std::int64_t N = b.batch * b.seq, C = local_.hidden_size, Fe = local_.moe.intermediate_size;
+  const std::int64_t E = spec_.moe.num_experts, K = spec_.moe.top_k, r = lora_.spec().rank;
+  be_.linear_forward(buf_.logits, a.xn2, w.router, nullptr, N, 0.0f);  // (N, E), the same on every TP rank
+  be_.moe_route(buf_.logits, N, E, K, spec_.moe.norm_topk_prob, rt);
+  // Llama 4 (host loops: CPU backend, ep 1, checked at construction): the chosen experts'
+  // sigmoid scores replace the softmax weights and scale each expert's input.
+  if (spec_.is_llama4()) llama4_route_scores(buf_.logits, rt, N, E, K);
+  // This rank's experts [first, first + held) and their rows' offsets (held + 1) in a.xs:
+  // every expert's rows here (one copy of the route's E + 1 from the backend), or under ep
+  // the rows every ep rank sent (moe_dispatch.h; the CPU backend only).
+  const std::int64_t first = local_.moe.expert_first, held = local_.moe.experts_held();
+  const std::vector<std::int64_t> route_offsets = expert_offsets(be_, rt, E);
+  const std::int64_t* offsets = route_offsets.data();
+  if (ep_) {
+    be_.moe_gather(buf_.ep_home, a.xn2, rt, N, K, C);  // (R, C) in expert order
+    offsets = ep_->plan(l, rt.offsets);
+    ep_->send(l, buf_.ep_home, a.xs);  // (rows received, C), expert-major
+  } else {
+    be_.moe_gather(a.xs, a.xn2, rt, N, K, C);  // (R, C) in expert order
+    if (spec_.is_llama4()) llama4_scale_rows(a.xs, rt, N, K, C);
+  }
+  auto xa = [&](Proj p, std::int64_t row0) {
+    float* x = a.xa[static_cast<int>(p)];
+    return x ? x + row0 * r : nullptr;
+  };
+  const backend::LoraDropout none;  // experts take no dropout (checked at construction)
+  for (std::int64_t j = 0; j < held; ++j) {
+    const std::int64_t e = first + j, o = offsets[j], n = offsets[j + 1] - o;
+    if (n == 0) continue;
+    auto shard = [&](Proj p) { return linear_shard(base_, &lora_, buf_.lora_params, nullptr, l, p, e); };
+    linear_forward_local(be_, shard(Proj::proj_expert_gate), a.egate + o * Fe, a.xs + o * C,
+                         xa(Proj::proj_expert_gate, o), n, 0.0f, none);  // (n, fe)
+    linear_forward_local(be_, shard(Proj::proj_expert_up), a.eup + o * Fe, a.xs + o * C,
+                         xa(Proj::proj_expert_up, o), n, 0.0f, none);
+    be_.swiglu_forward(a.eh + o * Fe, a.egate + o * Fe, a.eup + o * Fe, n * Fe);
+    // The output too when recomputing: the weights' gradient reads it.
+    linear_forward_local(be_, shard(Proj::proj_expert_down), a.ye + o * C, a.eh + o * Fe,
+                         xa(Proj::proj_expert_down, o), n, 0.0f, none);  // (n, C), partial over TP
+  }
+  float* ye = a.ye;  // (R, C) this rank's rows' expert outputs
+  if (ep_) {
+    ye = a.ye_home;
+    ep_->send_back(l, a.ye, ye);  // backward reads them too: also when recomputing
+  }
+  if (!x_out) return;
+  if (spec_.is_llama4()) llama4_sum_experts(buf_.moe_out, ye, rt, N, K, C);  // the scores went in front
+  else be_.moe_combine(buf_.moe_out, ye, rt, N, K, C);
+  tp_allreduce(tp_.comm, buf_.moe_out, N * C);  // the experts' down projections are row-parallel
+  be_.copy(x_out, a.x_mid, sizeof(float) * static_cast<std::size_t>(N * C));
+  be_.moe_residual_add(x_out, buf_.moe_out, N * C);
+}
+
+void LlamaModel::moe_backward(std::int64_t l, const LayerActs& a, const float* d_res) {
+  const LayerWeights& w = base_.layers[static_cast<std::size_t>(l)];
+  const MoeRoute& rt = buf_.routes[static_cast<std::size_t>(l)];
+  const std::int64_t N = n_cur_, C = local_.hidden_size, Fe = local_.moe.intermediate_size;
+  const std::int64_t E = spec_.moe.num_experts, K = spec_.moe.top_k, r = lora_.spec().rank;
+  const std::int64_t first = local_.moe.expert_first, held = local_.moe.experts_held();
+  const std::vector<std::int64_t> route_offsets = ep_ ? std::vector<std::int64_t>{} : expert_offsets(be_, rt, E);
+  const std::int64_t* offsets = ep_ ? ep_->local_offsets(l) : route_offsets.data();  // (held + 1), as forward
+  // The weights' gradient reads the experts' outputs, partial over the TP group: reduced.
+  // Under ep the outputs' gradients go to the experts the way the rows went.
+  if (spec_.is_llama4()) be_.moe_gather(buf_.d_ye, d_res, rt, N, K, C);  // outputs summed with weight 1
+  else be_.moe_combine_backward(buf_.dweight, ep_ ? buf_.ep_home : buf_.d_ye, d_res, ep_ ? a.ye_home : a.ye, rt, N, K, C);
+  tp_allreduce(tp_.comm, buf_.dweight, N * K);
+  if (ep_) ep_->send(l, buf_.ep_home, buf_.d_ye);
+  auto xa = [&](Proj p, std::int64_t row0) {
+    const float* x = a.xa[static_cast<int>(p)];
+    return x ? x + row0 * r : nullptr;
+  };
+  const backend::LoraDropout none;
+  for (std::int64_t j = 0; j < held; ++j) {
+    const std::int64_t e = first + j, o = offsets[j], n = offsets[j + 1] - o;
+    if (n == 0) continue;
+    auto shard = [&](Proj p) { return linear_shard(base_, &lora_, buf_.lora_params, buf_.lora_grads, l, p, e); };
+    linear_backward_local(be_, shard(Proj::proj_expert_down), buf_.d_eh + o * Fe, buf_.d_ye + o * C,
+                          a.eh + o * Fe, xa(Proj::proj_expert_down, o), n, 0.0f, none);  // (n, fe)
+    be_.swiglu_backward(buf_.d_egate + o * Fe, buf_.d_eup + o * Fe, buf_.d_eh + o * Fe, a.egate + o * Fe,
+                        a.eup + o * Fe, n * Fe);
+    linear_backward_local(be_, shard(Proj::proj_expert_gate), buf_.d_xs + o * C, buf_.d_egate + o * Fe,
+                          a.xs + o * C, xa(Proj::proj_expert_gate, o), n, 0.0f, none);
+    linear_backward_local(be_, shard(Proj::proj_expert_up), buf_.d_xs + o * C, buf_.d_eup + o * Fe,
+                          a.xs + o * C, xa(Proj::proj_expert_up, o), n, 1.0f, none);  // (n, C)
+  }
+  if (ep_) ep_->send_back(l, buf_.d_xs, buf_.ep_home);  // the inputs' gradients home
+  if (spec_.is_llama4()) llama4_scale_backward(buf_.dweight, buf_.d_xs, a.xn2, rt, N, K, C);
+  be_.moe_scatter(buf_.d_xn, ep_ ? buf_.ep_home : buf_.d_xs, rt, N, K, C);
+  tp_allreduce(tp_.comm, buf_.d_xn, N * C);  // the experts' gate/up are column-parallel
+  // The router (replicated): its input gradient is complete on every rank.
+  if (spec_.is_llama4())
+    llama4_router_backward(buf_.logits, buf_.dweight, rt, N, E, K);
+  else
+    be_.moe_router_backward(buf_.logits, buf_.dweight, rt, N, E, K, spec_.moe.norm_topk_prob,
+                            aux_grad_.empty() ? nullptr : buf_.moe_aux + 2 * E);
+  be_.linear_backward_input(buf_.d_xn, buf_.logits, w.router, N, 1.0f);
+}
+
+void LlamaModel::aux_loss_compute(std::int64_t n) {
+  aux_loss_ = 0.0;
+  aux_grad_.clear();
+  if (!spec_.is_moe() || !spec_.moe.aux_loss) return;
+  const std::int64_t E = spec_.moe.num_experts, K = spec_.moe.top_k;
+  // The statistics are summed where the routes live; the few scalars of the loss on the host.
+  be_.fill_zero(buf_.moe_aux, sizeof(double) * static_cast<std::size_t>(2 * E));
+  std::int64_t sparse = 0;
+  for (std::int64_t l = 0; l < spec_.num_hidden_layers; ++l) {
+    if (!spec_.layer_is_moe(l)) continue;
+    be_.moe_aux_accumulate(buf_.moe_aux, buf_.moe_aux + E, buf_.routes[static_cast<std::size_t>(l)], n, E, K);
+    ++sparse;
+  }
+  std::vector<double> stats(static_cast<std::size_t>(2 * E));  // (2, E) count, prob_sum
+  be_.copy_to_host(stats.data(), buf_.moe_aux, sizeof(double) * stats.size());
+  const double* count = stats.data();
+  const double* prob_sum = stats.data() + E;
+  const double rows = static_cast<double>(n * sparse);
+  aux_grad_.assign(static_cast<std::size_t>(E), 0.0);
+  for (std::int64_t e = 0; e < E; ++e) {
+    const auto i = static_cast<std::size_t>(e);
+    aux_loss_ += static_cast<double>(E) * (count[i] / rows) * (prob_sum[i] / rows);
+    aux_grad_[i] = static_cast<double>(aux_weight_) * static_cast<double>(E) * count[i] / (rows * rows);
+  }
+  be_.copy_from_host(buf_.moe_aux + 2 * E, aux_grad_.data(), sizeof(double) * aux_grad_.size());  // for backward
+}
+
+std::vector<std::int64_t> LlamaModel::last_expert_load() const {
+  std::vector<std::int64_t> out;
+  for (std::int64_t l = 0; l < spec_.num_hidden_layers; ++l) {
+    if (!spec_.layer_is_moe(l)) continue;
+    const std::vector<std::int64_t> o =
+        expert_offsets(be_, buf_.routes[static_cast<std::size_t>(l)], spec_.moe.num_experts);
+    for (std::size_t e = 0; e + 1 < o.size(); ++e) out.push_back(o[e + 1] - o[e]);
+  }
+  return out;
+}
+
+}  // namespace anvil::model
