@@ -155,7 +155,7 @@ ExportSummary export_gguf(const ExportAdapter& adapter, const std::string& path,
       sources.push_back({i});
       continue;
     }
-    const auto slice = gguf::gguf_expert_tensor(t.name);
+    const auto slice = gguf::gguf_expert_tensor(adapter.spec, t.name);
     ANVIL_CHECK_INPUT(slice.has_value() && experts > 0, "export: tensor ", t.name, " of ", adapter.base_dir,
                       " has no place in llama.cpp's ", arch, " layout");
     ANVIL_CHECK_INPUT(slice->expert < adapter.spec.moe.num_experts, "export: tensor ", t.name, " is expert ",
@@ -250,7 +250,7 @@ ExportSummary export_gguf_lora(const ExportAdapter& adapter, const std::string& 
       parts.push_back({{&s}, true});
       continue;
     }
-    const auto slice = gguf::gguf_expert_tensor(s.module + ".weight");
+    const auto slice = gguf::gguf_expert_tensor(adapter.spec, s.module + ".weight");
     ANVIL_CHECK_INPUT(slice.has_value(), "export: adapted expert ", s.module, " has no place in llama.cpp's ", arch,
                       " layout");
     const auto [at, fresh] = stacks.emplace(slice->name, decls.size());

@@ -15,7 +15,6 @@
 // `.weight` tensors (norms are 1-D). A layer skipped for its size records nothing in the
 // config: mlx_lm.load quantizes only the layers whose `scales` it finds.
 #include <algorithm>
-#include <charconv>
 #include <cstring>
 #include <map>
 #include <optional>
@@ -31,6 +30,7 @@
 #include "export/merged_source.h"
 #include "export/mlx_quant.h"
 #include "export/shard_writer.h"
+#include "model/lora.h"
 
 namespace anvil::exporting {
 
@@ -69,21 +69,15 @@ struct MlxTensor {
 // "model.layers.3.mlp.experts.5.gate_proj.weight" → {"model.layers.3.mlp.switch_mlp.gate_proj.weight", 5};
 // Mixtral's "block_sparse_moe.experts.5.w1" is switch_mlp.gate_proj (w3 up, w2 down), as
 // mlx-lm's sanitize renames them.
-std::optional<std::pair<std::string, std::int64_t>> mlx_expert_stack(const std::string& name) {
-  static constexpr std::string_view kExperts = ".experts.", kWeight = ".weight";
-  const std::size_t at = name.find(kExperts);
-  if (at == std::string::npos || !name.ends_with(kWeight)) return std::nullopt;
-  const std::size_t e0 = at + kExperts.size(), e1 = name.find('.', e0);
-  if (e1 == std::string::npos) return std::nullopt;
-  std::int64_t expert = -1;
-  const auto [end, ec] = std::from_chars(name.data() + e0, name.data() + e1, expert);
-  if (ec != std::errc() || end != name.data() + e1 || e1 == e0) return std::nullopt;
-  std::string proj = name.substr(e1 + 1, name.size() - kWeight.size() - e1 - 1);
-  if (proj == "w1") proj = "gate_proj";
-  else if (proj == "w3") proj = "up_proj";
-  else if (proj == "w2") proj = "down_proj";
-  else if (proj != "gate_proj" && proj != "up_proj" && proj != "down_proj") return std::nullopt;
-  return std::pair{str_cat(name.substr(0, at), ".switch_mlp.", proj, ".weight"), expert};
+std::optional<std::pair<std::string, std::int64_t>> mlx_expert_stack(const model::ModelSpec& spec,
+                                                                     const std::string& name) {
+  const auto w = model::expert_weight_from_name(spec, name);
+  if (!w) return std::nullopt;
+  const char* proj = w->proj == model::Proj::proj_expert_gate ? "gate_proj"
+                     : w->proj == model::Proj::proj_expert_up ? "up_proj"
+                                                              : "down_proj";
+  return std::pair{str_cat("model.layers.", w->layer, ".", spec.moe_module(), ".switch_mlp.", proj, ".weight"),
+                   w->expert};
 }
 
 struct QuantScratch {
@@ -140,7 +134,7 @@ std::vector<MlxTensor> mlx_tensors(const MergedSource& source, const model::Mode
   for (std::size_t k = 0; k < source.tensors().size(); ++k) {
     const MergedSource::Tensor& t = source.tensors()[k];
     if (tied && t.name == "lm_head.weight") continue;
-    if (const auto stack = spec.is_moe() ? mlx_expert_stack(t.name) : std::nullopt) {
+    if (const auto stack = mlx_expert_stack(spec, t.name)) {
       const auto [at, fresh] = stacks.emplace(stack->first, out.size());
       const auto experts = spec.moe.num_experts;
       if (fresh) out.push_back({stack->first, std::vector<std::size_t>(experts, SIZE_MAX),

@@ -11,6 +11,7 @@
 
 #include "core/error.h"
 #include "io/gguf_dequant.h"
+#include "model/lora.h"
 
 namespace anvil::gguf {
 
@@ -161,16 +162,6 @@ constexpr std::array<std::pair<const char*, const char*>, 11> kBlockNames = {{
 // A sparse layer's router: Qwen3-MoE's and Mixtral's HF modules (after "model.layers.N.").
 constexpr std::array<const char*, 2> kRouterModules = {"mlp.gate", "block_sparse_moe.gate"};
 
-// A routed expert's projection (after "...experts.E.") → the stem of its stacked GGUF tensor.
-constexpr std::array<std::pair<const char*, const char*>, 6> kExpertNames = {{
-    {"gate_proj", "ffn_gate_exps"},
-    {"up_proj", "ffn_up_exps"},
-    {"down_proj", "ffn_down_exps"},
-    {"w1", "ffn_gate_exps"},  // Mixtral
-    {"w3", "ffn_up_exps"},
-    {"w2", "ffn_down_exps"},
-}};
-
 constexpr std::array<std::pair<const char*, const char*>, 3> kTopNames = {{
     {"token_embd", "model.embed_tokens"},
     {"output_norm", "model.norm"},
@@ -228,26 +219,13 @@ std::optional<std::string> gguf_tensor_name(const std::string& hf_name) {
   return std::nullopt;
 }
 
-std::optional<GgufExpertSlice> gguf_expert_tensor(const std::string& hf_name) {
-  static constexpr std::string_view kLayers = "model.layers.", kExperts = ".experts.", kWeight = ".weight";
-  if (!hf_name.starts_with(kLayers) || !hf_name.ends_with(kWeight)) return std::nullopt;
-  const std::size_t dot = hf_name.find('.', kLayers.size());
-  const std::size_t at = hf_name.find(kExperts);
-  if (dot == std::string::npos || at == std::string::npos) return std::nullopt;
-  const std::string layer = hf_name.substr(kLayers.size(), dot - kLayers.size());
-  const std::size_t e0 = at + kExperts.size(), e1 = hf_name.find('.', e0);
-  if (e1 == std::string::npos) return std::nullopt;
-  std::int64_t expert = -1, layer_index = -1;
-  const std::string e = hf_name.substr(e0, e1 - e0);
-  auto number = [](const std::string& text, std::int64_t& out) {
-    const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), out);
-    return !text.empty() && ec == std::errc() && end == text.data() + text.size();
-  };
-  if (!number(layer, layer_index) || !number(e, expert)) return std::nullopt;
-  const std::string proj = hf_name.substr(e1 + 1, hf_name.size() - kWeight.size() - e1 - 1);
-  for (const auto& [from, to] : kExpertNames)
-    if (proj == from) return GgufExpertSlice{str_cat("blk.", layer, ".", to, ".weight"), expert};
-  return std::nullopt;
+std::optional<GgufExpertSlice> gguf_expert_tensor(const model::ModelSpec& spec, const std::string& hf_name) {
+  const auto w = model::expert_weight_from_name(spec, hf_name);
+  if (!w) return std::nullopt;
+  const char* stem = w->proj == model::Proj::proj_expert_gate ? "ffn_gate_exps"
+                     : w->proj == model::Proj::proj_expert_up ? "ffn_up_exps"
+                                                              : "ffn_down_exps";
+  return GgufExpertSlice{str_cat("blk.", w->layer, ".", stem, ".weight"), w->expert};
 }
 
 std::int64_t gguf_permuted_row(std::int64_t hf_row, std::int64_t rows, std::int64_t heads) {

@@ -47,7 +47,7 @@ struct GgufExpertSlice {
   std::string name;  // the stacked GGUF tensor
   std::int64_t expert = 0;
 };
-std::optional<GgufExpertSlice> gguf_expert_tensor(const std::string& hf_name);
+std::optional<GgufExpertSlice> gguf_expert_tensor(const model::ModelSpec& spec, const std::string& hf_name);
 
 // llama.cpp's architecture for the model: "llama" (Llama, Mistral, Mixtral), "qwen2", "qwen3",
 // "qwen3moe". Any other family, or a mixture-of-experts layout llama.cpp's architecture cannot

@@ -1,7 +1,9 @@
 #include "model/lora.h"
 
 #include <algorithm>
+#include <charconv>
 #include <cmath>
+#include <string_view>
 
 #include "core/error.h"
 #include "core/philox.h"
@@ -38,6 +40,26 @@ std::optional<Proj> expert_proj_from_leaf(const ModelSpec& spec, const std::stri
   for (int k = 0; k < 3; ++k)
     if (leaf == expert_leaf(spec, k)) return static_cast<Proj>(static_cast<int>(Proj::proj_expert_gate) + k);
   return std::nullopt;
+}
+
+std::optional<ExpertWeight> expert_weight_from_name(const ModelSpec& spec, const std::string& name) {
+  static constexpr std::string_view kLayers = "model.layers.", kExperts = ".experts.", kWeight = ".weight";
+  if (!spec.is_moe() || !name.starts_with(kLayers) || !name.ends_with(kWeight)) return std::nullopt;
+  const std::size_t at = name.find(kExperts), e0 = at + kExperts.size();
+  const std::size_t e1 = at == std::string::npos ? at : name.find('.', e0);
+  if (e1 == std::string::npos) return std::nullopt;
+  auto number = [&](std::size_t from, std::size_t to, std::int64_t& out) {
+    const auto [end, ec] = std::from_chars(name.data() + from, name.data() + to, out);
+    return to > from && ec == std::errc() && end == name.data() + to;
+  };
+  ExpertWeight w;
+  const std::size_t l1 = name.find('.', kLayers.size());
+  const auto p = expert_proj_from_leaf(spec, name.substr(e1 + 1, name.size() - kWeight.size() - e1 - 1));
+  if (!p || !number(kLayers.size(), l1, w.layer) || !number(e0, e1, w.expert)) return std::nullopt;
+  w.proj = *p;
+  // Only the spelling proj_module_path writes (the module between layer and experts included).
+  if (proj_module_path(spec, w.layer, w.proj, w.expert) + ".weight" != name) return std::nullopt;
+  return w;
 }
 
 std::string proj_module_path(const ModelSpec& spec, std::int64_t layer, Proj p, std::int64_t expert) {

@@ -37,6 +37,14 @@ std::optional<Proj> proj_from_name(const std::string& name);
 // The expert projection an HF leaf module name stands for in `spec`'s sparse layers
 // ("gate_proj" or Mixtral's "w1" -> proj_expert_gate, ...); nullopt for a dense model.
 std::optional<Proj> expert_proj_from_leaf(const ModelSpec& spec, const std::string& leaf);
+// A routed expert's weight as proj_module_path spells it + ".weight"
+// ("model.layers.3.mlp.experts.5.gate_proj.weight", Mixtral's "...experts.5.w1.weight"):
+// its layer, expert and projection; nullopt for any other name.
+struct ExpertWeight {
+  std::int64_t layer = 0, expert = 0;
+  Proj proj{};
+};
+std::optional<ExpertWeight> expert_weight_from_name(const ModelSpec& spec, const std::string& name);
 // (out, in) of the projection's weight.
 std::array<std::int64_t, 2> proj_shape(const ModelSpec& spec, Proj p);
 // The same in block `layer`: Llama 4's shared expert (gate/up/down of a sparse layer) has

@@ -44,22 +44,30 @@ TEST(GgufSpec, TensorNamesMapBothWays) {
 
 // A routed expert's projection is one expert of its layer's stacked tensor.
 TEST(GgufSpec, ExpertsStackPerLayerAndProjection) {
-  const auto qwen = gguf_expert_tensor("model.layers.3.mlp.experts.5.gate_proj.weight");
-  ASSERT_TRUE(qwen.has_value());
-  EXPECT_EQ(qwen->name, "blk.3.ffn_gate_exps.weight");
-  EXPECT_EQ(qwen->expert, 5);
-  EXPECT_EQ(gguf_expert_tensor("model.layers.0.mlp.experts.0.down_proj.weight")->name, "blk.0.ffn_down_exps.weight");
+  const model::ModelSpec qwen = spec_of(R"({"model_type": "qwen3_moe", "hidden_size": 48, "intermediate_size": 56,
+      "moe_intermediate_size": 24, "num_hidden_layers": 4, "num_attention_heads": 3, "num_key_value_heads": 1,
+      "head_dim": 16, "vocab_size": 320, "num_experts": 8, "num_experts_per_tok": 2, "max_position_embeddings": 128})");
+  const model::ModelSpec mixtral_spec = spec_of(R"({"model_type": "mixtral", "hidden_size": 40, "intermediate_size": 32,
+      "num_hidden_layers": 13, "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 320,
+      "num_local_experts": 8, "num_experts_per_tok": 2, "max_position_embeddings": 128, "sliding_window": null})");
+  const auto q = gguf_expert_tensor(qwen, "model.layers.3.mlp.experts.5.gate_proj.weight");
+  ASSERT_TRUE(q.has_value());
+  EXPECT_EQ(q->name, "blk.3.ffn_gate_exps.weight");
+  EXPECT_EQ(q->expert, 5);
+  EXPECT_EQ(gguf_expert_tensor(qwen, "model.layers.0.mlp.experts.0.down_proj.weight")->name,
+            "blk.0.ffn_down_exps.weight");
   // Mixtral's w1 / w3 / w2 are gate / up / down.
-  const auto mixtral = gguf_expert_tensor("model.layers.12.block_sparse_moe.experts.7.w3.weight");
+  const auto mixtral = gguf_expert_tensor(mixtral_spec, "model.layers.12.block_sparse_moe.experts.7.w3.weight");
   ASSERT_TRUE(mixtral.has_value());
   EXPECT_EQ(mixtral->name, "blk.12.ffn_up_exps.weight");
   EXPECT_EQ(mixtral->expert, 7);
-  EXPECT_EQ(gguf_expert_tensor("model.layers.1.block_sparse_moe.experts.0.w2.weight")->name,
+  EXPECT_EQ(gguf_expert_tensor(mixtral_spec, "model.layers.1.block_sparse_moe.experts.0.w2.weight")->name,
             "blk.1.ffn_down_exps.weight");
   for (const std::string bad : {"model.layers.3.mlp.gate_proj.weight", "model.layers.3.mlp.experts.x.gate_proj.weight",
                                 "model.layers.3.mlp.experts.5.gate_proj.bias", "model.layers.3.mlp.experts.5.w4.weight",
-                                "model.layers.y.mlp.experts.5.gate_proj.weight"})
-    EXPECT_FALSE(gguf_expert_tensor(bad).has_value()) << bad;
+                                "model.layers.y.mlp.experts.5.gate_proj.weight",
+                                "model.layers.3.block_sparse_moe.experts.5.w1.weight"})  // Mixtral's, not Qwen's
+    EXPECT_FALSE(gguf_expert_tensor(qwen, bad).has_value()) << bad;
 }
 
 // The export's row order is the import's inverse: a permutation within each head.
