@@ -5,7 +5,8 @@
 // every tensor's offset, so the ranks of an mpirun export each take whole tensors (the
 // largest first, each to the least loaded rank) and write them in place, and the file is
 // the same bytes as one process writes. A tensor streams through in row blocks: merged,
-// put in llama.cpp's q/k row order, quantized, written.
+// put in llama.cpp's q/k row order, quantized, written. Llama 4's fused experts are read
+// split per expert (MergedSource::FusedExperts::split) and stacked like any other family's.
 #include <algorithm>
 #include <cmath>
 #include <filesystem>
@@ -134,7 +135,7 @@ std::string model_name(const std::string& base_dir) {
 ExportSummary export_gguf(const ExportAdapter& adapter, const std::string& path, const ExportOptions& options,
                           ShardRanks ranks, comm::Comm* world) {
   const std::string arch = gguf::gguf_architecture(adapter.spec);
-  MergedSource source(adapter);
+  MergedSource source(adapter, MergedSource::FusedExperts::split);
   const std::vector<float> rope_freqs = gguf::gguf_rope_freqs(adapter.spec);
 
   // The tensors in the base's order (rope_freqs first, as the converter yields it), named

@@ -9,7 +9,9 @@
 //     (a quantized one's scales would be left over and refused by the loader).
 //   - a mixture-of-experts model's routed experts are stacked per layer and projection, as
 //     mlx-lm's sanitize stacks them on load (mlx_expert_stack): quantized experts can only be
-//     read that way, since Qwen3-MoE's sanitize stacks weights but not scales and biases.
+//     read that way, since Qwen3-MoE's sanitize stacks weights but not scales and biases;
+//   - Llama 4 text is mlx-lm's multimodal llama4 model (mlx_llama4_config): weights under
+//     language_model., the fused experts split and stacked as feed_forward.experts.*.
 // convert quantizes every module that has to_quantized (Linear, Embedding) whose weight's
 // last dim divides by the group size; in the llama family those are exactly the 2-D
 // `.weight` tensors (norms are 1-D). A layer skipped for its size records nothing in the
@@ -31,6 +33,7 @@
 #include "export/mlx_quant.h"
 #include "export/shard_writer.h"
 #include "model/lora.h"
+#include "model/model_spec.h"
 
 namespace anvil::exporting {
 
@@ -76,8 +79,38 @@ std::optional<std::pair<std::string, std::int64_t>> mlx_expert_stack(const model
   const char* proj = w->proj == model::Proj::proj_expert_gate ? "gate_proj"
                      : w->proj == model::Proj::proj_expert_up ? "up_proj"
                                                               : "down_proj";
+  if (spec.is_llama4())  // mlx-lm's llama4 names its SwitchGLU `experts`
+    return std::pair{str_cat("language_model.model.layers.", w->layer, ".feed_forward.experts.", proj, ".weight"),
+                     w->expert};
   return std::pair{str_cat("model.layers.", w->layer, ".", spec.moe_module(), ".switch_mlp.", proj, ".weight"),
                    w->expert};
+}
+
+// mlx-lm runs Llama 4 text as its multimodal llama4 model: the weights under
+// language_model., config.json's fields in text_config. What that model fixes and the
+// checkpoint could differ in is refused: one expert per token, RoPE on every layer but each
+// fourth (its chunked layers), an lm_head of its own. (It L2-normalises q and k with eps 1e-6
+// where transformers uses rms_norm_eps: a difference of about eps / mean(q²) in each.)
+nlohmann::ordered_json mlx_llama4_config(const model::ModelSpec& spec, const nlohmann::ordered_json& base) {
+  ANVIL_CHECK_INPUT(spec.moe.top_k == 1, "export: mlx-lm's llama4 routes each token to one expert, but ",
+                    "num_experts_per_tok is ", spec.moe.top_k, "; export --format hf or gguf instead");
+  for (std::int64_t l = 0; l < spec.num_hidden_layers; ++l)
+    ANVIL_CHECK_INPUT(spec.layer_uses_rope(l) == ((l + 1) % 4 != 0), "export: mlx-lm's llama4 uses RoPE on every ",
+                      "layer but each fourth, but no_rope_layers[", l, "] is ", spec.layer_uses_rope(l) ? 1 : 0,
+                      "; export --format hf instead");
+  ANVIL_CHECK_INPUT(!spec.tie_word_embeddings, "export: mlx-lm's llama4 has an lm_head of its own, but the model ",
+                    "ties it to the embedding; export --format hf or gguf instead");
+  nlohmann::ordered_json text = nlohmann::ordered_json::parse(model::model_spec_to_json(spec));
+  nlohmann::ordered_json cfg = {{"architectures", {"Llama4ForConditionalGeneration"}}, {"model_type", "llama4"}};
+  for (const char* key : {"torch_dtype", "bos_token_id", "eos_token_id", "pad_token_id"})
+    if (base.contains(key)) text[key] = cfg[key] = base[key];
+  cfg["text_config"] = std::move(text);
+  return cfg;
+}
+
+// The tensor's name in the mlx-lm directory.
+std::string mlx_name(const model::ModelSpec& spec, const std::string& name) {
+  return spec.is_llama4() ? "language_model." + name : name;
 }
 
 struct QuantScratch {
@@ -147,7 +180,7 @@ std::vector<MlxTensor> mlx_tensors(const MergedSource& source, const model::Mode
       w.sources[stack->second] = k;
       continue;
     }
-    MlxTensor w{t.name, {k}, t.shape, quantize && mlx_quantizes(t, q.group_size), q};
+    MlxTensor w{mlx_name(spec, t.name), {k}, t.shape, quantize && mlx_quantizes(t, q.group_size), q};
     const std::string module = t.name.substr(0, t.name.size() - std::string(".weight").size());
     if (w.quantized && spec.model_type == "qwen3_moe" && module.ends_with(".mlp.gate")) {
       w.quant = MlxQuant{8, 64};
@@ -177,7 +210,9 @@ ExportSummary export_mlx_merged(const ExportAdapter& adapter, const std::string&
   const auto tie = cfg.find("tie_word_embeddings");
   const bool tied = tie != cfg.end() && tie->is_boolean() && tie->get<bool>();
 
-  MergedSource source(adapter);
+  if (adapter.spec.is_llama4()) cfg = mlx_llama4_config(adapter.spec, cfg);
+
+  MergedSource source(adapter, MergedSource::FusedExperts::split);
   // Every rank plans all tensors, so that the shards come out as one process would write them.
   nlohmann::ordered_json per_layer = nlohmann::ordered_json::object();
   std::vector<MlxTensor> weights = mlx_tensors(source, adapter.spec, tied, quantize, q, per_layer);

@@ -56,7 +56,7 @@ void tensor_load_f32(const TensorView& src, std::int64_t begin, std::int64_t n, 
   }
 }
 
-MergedSource::MergedSource(const ExportAdapter& adapter)
+MergedSource::MergedSource(const ExportAdapter& adapter, FusedExperts experts)
     : adapter_(adapter),
       weights_(io::SafetensorsModel::open(adapter.base_dir)),
       layout_(adapter.spec, adapter.lora),
@@ -84,6 +84,10 @@ MergedSource::MergedSource(const ExportAdapter& adapter)
           m.fused_down = t.name == experts + "down_proj";
         }
       }
+      if (m.fused_layer >= 0 && experts == FusedExperts::split) {
+        split_push(m.fused_layer, m.fused_down, file.view(t));
+        continue;
+      }
       m.adapters = m.slot != nullptr ? 1 : 0;
       for (const auto& s : layout_.slots()) {
         const bool down = s.proj == model::Proj::proj_expert_down;
@@ -94,15 +98,55 @@ MergedSource::MergedSource(const ExportAdapter& adapter)
     }
 }
 
+void MergedSource::split_push(std::int64_t layer, bool down, const TensorView& fused) {
+  using model::Proj;
+  const std::int64_t C = adapter_.spec.hidden_size, Fe = adapter_.spec.moe.intermediate_size;
+  fused_views_.push_back(fused);
+  const std::vector<Proj> projs = down ? std::vector{Proj::proj_expert_down}
+                                       : std::vector{Proj::proj_expert_gate, Proj::proj_expert_up};
+  for (const Proj proj : projs)
+    for (std::int64_t e = 0; e < adapter_.spec.moe.num_experts; ++e) {
+      Tensor m;
+      m.name = model::proj_module_path(adapter_.spec, layer, proj, e) + ".weight";
+      m.shape = down ? Shape{C, Fe} : Shape{Fe, C};
+      m.rows = m.shape[0];
+      m.cols = m.shape[1];
+      m.slot = layout_.find(layer, proj, e);
+      m.adapters = m.slot != nullptr ? 1 : 0;
+      m.split_from = fused_views_.size() - 1;
+      m.split_expert = e;
+      m.split_proj = proj;
+      tensors_.push_back(std::move(m));
+      views_.push_back(fused);
+    }
+}
+
+void MergedSource::split_load(std::size_t i, float* out) {
+  const Tensor& t = tensors_[i];
+  const TensorView& fused = fused_views_[t.split_from];
+  const std::int64_t C = adapter_.spec.hidden_size, Fe = adapter_.spec.moe.intermediate_size;
+  // gate_up (E, C, 2fe): gate row j, input c at [e, c, j] (up at [e, c, fe + j]); down
+  // (E, fe, C): row c, input j at [e, j, c]. Each stored row is a column of the result.
+  const bool down = t.split_proj == model::Proj::proj_expert_down;
+  const std::int64_t in_rows = down ? Fe : C, stride = down ? C : 2 * Fe;
+  const std::int64_t first = t.split_expert * in_rows * stride + (t.split_proj == model::Proj::proj_expert_up ? Fe : 0);
+  std::vector<float> row(static_cast<std::size_t>(t.rows));
+  for (std::int64_t k = 0; k < in_rows; ++k) {
+    tensor_load_f32(fused, first + k * stride, t.rows, row.data());
+    for (std::int64_t r = 0; r < t.rows; ++r) out[r * t.cols + k] = row[static_cast<std::size_t>(r)];
+  }
+}
+
 const TensorView* MergedSource::stored(std::size_t i) {
-  const bool adapted = tensors_[i].slot != nullptr || tensors_[i].fused_layer >= 0;
+  const bool adapted = tensors_[i].slot != nullptr || tensors_[i].fused_layer >= 0 || tensors_[i].split_from != SIZE_MAX;
   if (adapted || quantized_.count(tensors_[i].name) != 0) return nullptr;
   return &views_[i];
 }
 
 const TensorView& MergedSource::base(std::size_t i) {
   const auto q = quantized_.find(tensors_[i].name);
-  if (q == quantized_.end()) return views_[i];
+  const bool split = tensors_[i].split_from != SIZE_MAX;
+  if (q == quantized_.end() && !split) return views_[i];
   if (dequantized_index_ == i) return dequantized_view_;
   // A base tensor as the quantized run saw it: one quantized on disk (FP8 with its scales,
   // NF4 packed) is its dequantized self; one quantized at load, the values each TP rank's
@@ -111,7 +155,12 @@ const TensorView& MergedSource::base(std::size_t i) {
   const std::int64_t rows = tensors_[i].rows, cols = tensors_[i].cols;
   dequantized_.resize(static_cast<std::size_t>(rows * cols));
   const TensorView& src = views_[i];
-  if (src.dtype == DType::dtype_fp8_e4m3 || quant::bnb4_packed(weights_, name)) {
+  if (split) {
+    // A fused expert's projection, quantized at load (if it was) as the run's ranks held it.
+    split_load(i, dequantized_.data());
+    if (q != quantized_.end())
+      quant::quant_roundtrip_sliced(dequantized_.data(), rows, cols, adapter_.quant.kind, adapter_.quant_tp, q->second);
+  } else if (src.dtype == DType::dtype_fp8_e4m3 || quant::bnb4_packed(weights_, name)) {
     quant::QuantStore store;
     const TensorView q8 = src.dtype == DType::dtype_fp8_e4m3 ? quant::fp8_load_slice(weights_, name, 0, rows, 0, cols, store)
                                                              : quant::nf4_load(weights_, name, store);
@@ -170,8 +219,13 @@ void MergedSource::fold_fused_experts(const Tensor& t, std::int64_t row0, std::i
 }
 
 void MergedSource::release(std::size_t i) {
+  const Tensor& t = tensors_[i];
   const TensorView& v = views_[i];
-  io::mapping_pages_release(v.data, v.nbytes());
+  // A split tensor's fused tensor is read again by its other experts (and gate's by up):
+  // dropped after its last expert's last projection.
+  const bool last = t.split_from == SIZE_MAX || (t.split_expert + 1 == adapter_.spec.moe.num_experts &&
+                                                 t.split_proj != model::Proj::proj_expert_gate);
+  if (last) io::mapping_pages_release(v.data, v.nbytes());
   if (dequantized_index_ == i) {
     dequantized_index_ = SIZE_MAX;
     std::vector<float>().swap(dequantized_);

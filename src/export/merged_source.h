@@ -16,6 +16,7 @@
 #include "core/tensor.h"
 #include "export/export.h"
 #include "io/safetensors.h"
+#include "model/lora.h"
 
 namespace anvil::exporting {
 
@@ -31,7 +32,18 @@ class MergedSource {
     std::int64_t fused_layer = -1;
     bool fused_down = false;
     std::int64_t adapters = 0;  // adapters folded in: 1 with a slot, each expert's with fused
+    // Split from a fused tensor (FusedExperts::split): expert `split_expert`'s `split_proj`
+    // in nn.Linear form, under anvil's per-expert name; the fused tensor is `split_from`.
+    std::size_t split_from = SIZE_MAX;
+    std::int64_t split_expert = -1;
+    model::Proj split_proj = model::Proj::proj_expert_gate;
   };
+
+  // How Llama 4's fused experts appear: as stored (the hf export writes them so), or split
+  // into one (out, in) tensor per expert and projection, named as anvil names them
+  // (model.layers.L.feed_forward.experts.E.gate_proj.weight), which the gguf and mlx
+  // exports stack their own way. Every gate comes before every up of a layer.
+  enum class FusedExperts { fused, split };
 
   // Rows per read_rows call that keep about kBlockElems f32 in flight (at least one row):
   // every format streams its tensors in blocks of this size.
@@ -42,7 +54,7 @@ class MergedSource {
 
   // Opens the base and checks it against adapter.spec tensor by tensor. `adapter` must
   // outlive this object.
-  explicit MergedSource(const ExportAdapter& adapter);
+  explicit MergedSource(const ExportAdapter& adapter, FusedExperts experts = FusedExperts::fused);
 
   // In the base's own order (file by file, each in data order), without the side tensors
   // of a quantized base (absmax, scales), which the dense merged model does not have.
@@ -60,6 +72,10 @@ class MergedSource {
  private:
   // The base tensor i as f32 rows come from: the mapping, or `dequantized_`.
   const TensorView& base(std::size_t i);
+  // Appends the split tensors of a fused experts tensor of `layer` (down_proj or gate_up_proj).
+  void split_push(std::int64_t layer, bool down, const TensorView& fused);
+  // The split tensor i in f32 (rows, cols), transposed out of its fused tensor.
+  void split_load(std::size_t i, float* out);
   // Adds each expert's scale · B·A, transposed into the fused x·W layout, to rows
   // [row0, row0 + n) (experts) of fused tensor t.
   void fold_fused_experts(const Tensor& t, std::int64_t row0, std::int64_t n, float* out);
@@ -69,6 +85,7 @@ class MergedSource {
   model::LoraLayout layout_;
   std::vector<Tensor> tensors_;
   std::vector<TensorView> views_;                       // by tensor, in the mapping
+  std::vector<TensorView> fused_views_;                 // the fused tensors split_from names
   std::map<std::string, bool, std::less<>> quantized_;  // name → split by columns over TP
   std::unique_ptr<backend::Backend> be_;
   std::size_t dequantized_index_ = SIZE_MAX;  // which tensor dequantized_ holds

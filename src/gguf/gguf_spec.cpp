@@ -162,6 +162,18 @@ constexpr std::array<std::pair<const char*, const char*>, 11> kBlockNames = {{
 // A sparse layer's router: Qwen3-MoE's and Mixtral's HF modules (after "model.layers.N.").
 constexpr std::array<const char*, 2> kRouterModules = {"mlp.gate", "block_sparse_moe.gate"};
 
+// Llama 4's feed-forward modules (after "model.layers.N."), written only: a sparse layer's
+// router and shared expert, a dense layer's MLP.
+constexpr std::array<std::pair<const char*, const char*>, 7> kLlama4Names = {{
+    {"ffn_gate_inp", "feed_forward.router"},
+    {"ffn_gate_shexp", "feed_forward.shared_expert.gate_proj"},
+    {"ffn_up_shexp", "feed_forward.shared_expert.up_proj"},
+    {"ffn_down_shexp", "feed_forward.shared_expert.down_proj"},
+    {"ffn_gate", "feed_forward.gate_proj"},
+    {"ffn_up", "feed_forward.up_proj"},
+    {"ffn_down", "feed_forward.down_proj"},
+}};
+
 constexpr std::array<std::pair<const char*, const char*>, 3> kTopNames = {{
     {"token_embd", "model.embed_tokens"},
     {"output_norm", "model.norm"},
@@ -212,6 +224,8 @@ std::optional<std::string> gguf_tensor_name(const std::string& hf_name) {
         if (rest == str_cat(from, suffix)) return str_cat("blk.", layer, ".", to, suffix);
     for (const char* router : kRouterModules)
       if (rest == str_cat(router, ".weight")) return str_cat("blk.", layer, ".ffn_gate_inp.weight");
+    for (const auto& [to, from] : kLlama4Names)
+      if (rest == str_cat(from, ".weight")) return str_cat("blk.", layer, ".", to, ".weight");
     return std::nullopt;
   }
   for (const auto& [to, from] : kTopNames)
@@ -235,7 +249,39 @@ std::int64_t gguf_permuted_row(std::int64_t hf_row, std::int64_t rows, std::int6
   return h * d + 2 * (k % half) + k / half;
 }
 
+namespace {
+
+// llama.cpp's llama4 fixes what Llama 4's config.json leaves open (llama4.cpp: chunks of
+// 8192 on the RoPE layers, every fourth layer NoPE with temperature tuning at floor 8192 and
+// scale 0.1, the L2 qk-norm unless the model has 128 experts); a model that differs would
+// load and answer wrong. (Its experts every interleave_moe_layer_step-th layer are
+// config.json's moe_layers, which model_spec.cpp holds to that rule.)
+void llama4_check(const model::ModelSpec& spec) {
+  const model::Llama4Spec& l4 = spec.llama4;
+  const auto refuse = [](auto&&... why) {
+    throw_user_error("export: llama.cpp's llama4 architecture ", why..., "; export --format hf instead");
+  };
+  if (l4.chunk != 8192) refuse("attends in chunks of 8192 positions, but attention_chunk_size is ", l4.chunk);
+  for (std::int64_t l = 0; l < spec.num_hidden_layers; ++l)
+    if (spec.layer_uses_rope(l) != ((l + 1) % 4 != 0))
+      refuse("uses RoPE on every layer but each fourth, but no_rope_layers[", l, "] is ",
+             spec.layer_uses_rope(l) ? 1 : 0);
+  if (!l4.temperature_tuning || l4.floor_scale != 8192.0 || std::abs(l4.attn_scale - 0.1) > 1e-12)
+    refuse("tunes the NoPE layers' attention temperature with floor_scale 8192 and attn_scale 0.1, but the model has ",
+           "attn_temperature_tuning ", l4.temperature_tuning ? "true" : "false", ", floor_scale ", l4.floor_scale, ", attn_scale ",
+           l4.attn_scale);
+  if (l4.qk_norm != (spec.moe.num_experts != 128))
+    refuse("L2-normalises q and k exactly when the model has other than 128 experts, but use_qk_norm is ",
+           l4.qk_norm ? "true" : "false", " with ", spec.moe.num_experts, " experts");
+}
+
+}  // namespace
+
 std::string gguf_architecture(const model::ModelSpec& spec) {
+  if (spec.is_llama4()) {
+    llama4_check(spec);
+    return "llama4";
+  }
   if (spec.is_moe()) {
     // llama.cpp's qwen3moe and its llama-with-experts (Mixtral) put experts in every layer
     // and renormalise the top-k weights of the softmax; other layouts would load and answer wrong.
@@ -294,8 +340,10 @@ std::vector<io::GgufKv> gguf_model_metadata(const model::ModelSpec& spec, const 
     kv.push_back({arch + ".attention.value_length", u32(spec.head_dim)});
   }
   kv.push_back({"general.file_type", io::gguf_value_u32(file_type)});
-  if (arch == "qwen3moe") kv.push_back({arch + ".expert_feed_forward_length", u32(spec.moe.intermediate_size)});
-  if (arch == "llama") {
+  if (arch == "qwen3moe" || arch == "llama4")
+    kv.push_back({arch + ".expert_feed_forward_length", u32(spec.moe.intermediate_size)});
+  if (arch == "llama4") kv.push_back({arch + ".interleave_moe_layer_step", u32(spec.moe.sparse_step)});
+  if (arch == "llama" || arch == "llama4") {
     kv.push_back({arch + ".vocab_size", u32(spec.vocab_size)});
     kv.push_back({arch + ".rope.dimension_count", u32(spec.head_dim)});
   }

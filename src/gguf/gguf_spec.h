@@ -36,8 +36,9 @@ std::int64_t gguf_permuted_heads(const model::ModelSpec& spec, const std::string
 // (gguf_permuted_heads); `hf_row` itself when heads is 0.
 std::int64_t gguf_permuted_row(std::int64_t hf_row, std::int64_t rows, std::int64_t heads);
 
-// The inverse of gguf_tensor_hf_name (and a sparse layer's router → "blk.N.ffn_gate_inp.weight");
-// nullopt for a tensor llama.cpp's layout of these families does not have.
+// The inverse of gguf_tensor_hf_name (and a sparse layer's router → "blk.N.ffn_gate_inp.weight",
+// Llama 4's feed_forward.* → ffn_*, its shared expert → ffn_*_shexp); nullopt for a tensor
+// llama.cpp's layout of these families does not have.
 std::optional<std::string> gguf_tensor_name(const std::string& hf_name);
 
 // llama.cpp stacks a layer's routed experts into one 3-D tensor per projection (ggml dims
@@ -50,9 +51,10 @@ struct GgufExpertSlice {
 std::optional<GgufExpertSlice> gguf_expert_tensor(const model::ModelSpec& spec, const std::string& hf_name);
 
 // llama.cpp's architecture for the model: "llama" (Llama, Mistral, Mixtral), "qwen2", "qwen3",
-// "qwen3moe". Any other family, or a mixture-of-experts layout llama.cpp's architecture cannot
-// hold (dense layers between sparse ones, top-k weights not renormalised), is a user error
-// naming it.
+// "qwen3moe", "llama4". Any other family, a mixture-of-experts layout llama.cpp's architecture
+// cannot hold (dense layers between sparse ones, top-k weights not renormalised), or a Llama 4
+// that differs from what llama.cpp's llama4 fixes (chunk size, NoPE layers, temperature
+// tuning, qk-norm) is a user error naming it.
 std::string gguf_architecture(const model::ModelSpec& spec);
 
 // The general.* and `<arch>.*` metadata convert_hf_to_gguf.py writes for the model, in its

@@ -29,6 +29,7 @@ with experts):
 import ctypes
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -71,6 +72,16 @@ def anvil(*args, expect=0):
     p = subprocess.run([ANVIL, *args], capture_output=True, text=True, cwd=SRC)
     assert p.returncode == expect, f"anvil {' '.join(args)}: exit {p.returncode}, want {expect}\n{p.stdout}\n{p.stderr}"
     return p.stdout + p.stderr
+
+
+def init_model(spec, tmp, name, *extra):
+    """A random model of `spec` (a config.json dict) in tmp/<name>_model."""
+    spec_path = os.path.join(tmp, f"{name}.json")
+    with open(spec_path, "w") as f:
+        json.dump(spec, f)
+    model = os.path.join(tmp, f"{name}_model")
+    anvil("init-model", "--spec", spec_path, "--seed", "3", *extra, "--out", model)
+    return model
 
 
 def train(model, out, targets):
@@ -125,13 +136,14 @@ def check_layout(name, path, spec):
     return t
 
 
-def check_mlx(name, ckpt, want, tmp):
-    """mlx-lm on the mlx exports; `want`: anvil's logits of the merged f32 model."""
+def check_mlx(name, ckpt, want, tmp, stack=".switch_mlp."):
+    """mlx-lm on the mlx exports; `want`: anvil's logits of the merged f32 model; `stack`: the
+    part of a stacked expert tensor's name that mlx-lm's model gives it."""
     f32 = os.path.join(tmp, f"{name}-mlx-f32")
     anvil("export", ckpt, "--format", "mlx", "--dtype", "f32", "--out", f32)
     weights = mx.load(os.path.join(f32, "model.safetensors"))
-    stacked = [k for k in weights if ".switch_mlp." in k]
-    assert stacked and not [k for k in weights if ".experts." in k], sorted(weights)
+    stacked = [k for k in weights if stack in k]
+    assert stacked and not [k for k in weights if re.search(r"\.experts\.\d", k)], sorted(weights)
     model, _ = mlx_load(f32)
     got = np.array(model(mx.array([IDS]))[0].astype(mx.float32))
     err = np.abs(got - want).max() / np.abs(want).max()
@@ -151,7 +163,7 @@ def check_mlx(name, ckpt, want, tmp):
             if f.endswith(".safetensors"):
                 have.update(mx.load(os.path.join(ours, f)))
         assert sorted(have) == sorted(expect), sorted(set(have) ^ set(expect))
-        assert any(k.endswith("switch_mlp.gate_proj.scales") for k in have), sorted(have)
+        assert any(k.endswith(f"{stack}gate_proj.scales") for k in have), sorted(have)
         for k in have:
             assert have[k].dtype == expect[k].dtype and have[k].shape == expect[k].shape, (k, have[k].shape)
             assert mx.array_equal(have[k], expect[k]).item(), f"{name} {bits}-bit: {k} differs from mlx_lm's"
@@ -176,11 +188,7 @@ def check_mlx(name, ckpt, want, tmp):
 
 def check_family(name, tmp):
     spec = SPECS[name]
-    spec_path = os.path.join(tmp, f"{name}.json")
-    with open(spec_path, "w") as f:
-        json.dump(spec, f)
-    model = os.path.join(tmp, f"{name}_model")
-    anvil("init-model", "--spec", spec_path, "--seed", "3", "--init-std", "0.1", "--norm-std", "0.2", "--out", model)
+    model = init_model(spec, tmp, name, "--init-std", "0.1", "--norm-std", "0.2")
     ckpt = train(model, os.path.join(tmp, f"{name}_run"), ["q_proj", "k_proj", "v_proj", "o_proj", "experts"])
     merged = os.path.join(tmp, f"{name}_hf")
     anvil("export", ckpt, "--out", merged, "--dtype", "f32")
@@ -200,6 +208,14 @@ def check_family(name, tmp):
     err = np.abs(got - want).max()
     assert err < 2e-2, f"{name}: llama.cpp's logits on the f32 GGUF differ from anvil's by {err}"
 
+    check_quant_types(name, ckpt, tmp)
+    lora_err = check_lora(name, model, ckpt, want, tmp, width_of(spec), spec["hidden_size"])
+    print(f"{name}: f32 GGUF logits within {err:.2e} of anvil's, LoRA GGUF within {lora_err:.2e}")
+    check_mlx(name, ckpt, want, tmp)
+
+
+def check_quant_types(name, ckpt, tmp):
+    """anvil's f16, q8_0 and q4_k_m files against llama-quantize's from anvil's f16 file."""
     f16 = os.path.join(tmp, f"{name}-f16.gguf")
     anvil("export", ckpt, "--format", "gguf", "--type", "f16", "--out", f16)
     for tname, ftype in FTYPES.items():
@@ -220,22 +236,24 @@ def check_family(name, tmp):
         text = llama(ours).create_completion("hello", max_tokens=4, temperature=0.0, top_k=1)["choices"][0]["text"]
         print(f"{name} {tname}: {len(a)} tensors, types as llama-quantize's; generates {text!r}")
 
-    # The adapter alone (attention and every expert) as a llama.cpp LoRA file on the base GGUF.
+
+def check_lora(name, model, ckpt, want, tmp, width, hidden):
+    """The adapter alone (attention and every expert) as a llama.cpp LoRA file on the base
+    GGUF: the merged model's logits within 2e-2, the base alone 10x as far. Returns the error."""
     base = os.path.join(tmp, f"{name}-base.gguf")
     anvil("export", model, "--format", "gguf", "--type", "f32", "--out", base)
     lora = os.path.join(tmp, f"{name}-lora.gguf")
     anvil("export", ckpt, "--format", "gguf-lora", "--out", lora)
     lt = {x.name: x for x in GGUFReader(lora).tensors}
-    experts = spec.get("num_experts", spec.get("num_local_experts"))
-    assert list(lt["blk.0.ffn_down_exps.weight.lora_a"].shape) == [width_of(spec), RANK, experts], \
-        lt["blk.0.ffn_down_exps.weight.lora_a"].shape
-    assert list(lt["blk.0.ffn_down_exps.weight.lora_b"].shape) == [RANK, spec["hidden_size"], experts]
+    down = next(k for k in sorted(lt) if k.endswith("ffn_down_exps.weight.lora_a"))
+    experts = lt[down].shape[2]
+    assert list(lt[down].shape) == [width, RANK, experts], lt[down].shape
+    assert list(lt[down.replace("lora_a", "lora_b")].shape) == [RANK, hidden, experts]
     lora_err = np.abs(llama_logits(base, lora) - want).max()
     base_err = np.abs(llama_logits(base) - want).max()
     assert lora_err < 2e-2 and base_err > 10 * lora_err, \
         f"{name}: the LoRA GGUF on the base gives logits {lora_err} from the merged model's (the base alone {base_err})"
-    print(f"{name}: f32 GGUF logits within {err:.2e} of anvil's, LoRA GGUF within {lora_err:.2e}")
-    check_mlx(name, ckpt, want, tmp)
+    return lora_err
 
 
 def main():

@@ -149,5 +149,46 @@ TEST(GgufSpec, MetadataPerFamily) {
   EXPECT_EQ(gguf_permuted_heads(mistral, "model.layers.0.self_attn.q_proj.weight"), 4);
 }
 
+// Llama 4 is llama.cpp's llama4: the published Scout and Maverick shapes pass its fixed
+// choices (Maverick's 128 experts without qk-norm, Scout's 16 with it); a model that differs
+// in one of them is refused by name, since it would load and answer wrong.
+TEST(GgufSpec, Llama4IsLlamaCppsLlama4) {
+  const model::ModelSpec scout = *model::model_preset("llama4-scout");
+  const model::ModelSpec maverick = *model::model_preset("llama4-maverick");
+  EXPECT_EQ(gguf_architecture(scout), "llama4");
+  EXPECT_EQ(gguf_architecture(maverick), "llama4");
+  const auto kv = gguf_model_metadata(maverick, "m", 1);
+  const auto find = [&](const std::string& key) {
+    const auto it = std::find_if(kv.begin(), kv.end(), [&](const io::GgufKv& e) { return e.key == key; });
+    return it == kv.end() ? nullptr : &it->value;
+  };
+  ASSERT_NE(find("llama4.interleave_moe_layer_step"), nullptr);
+  EXPECT_EQ(find("llama4.interleave_moe_layer_step")->u, 2u);
+  EXPECT_EQ(find("llama4.expert_feed_forward_length")->u, static_cast<std::uint64_t>(maverick.moe.intermediate_size));
+  EXPECT_EQ(find("llama4.feed_forward_length")->u, static_cast<std::uint64_t>(maverick.intermediate_size));
+  EXPECT_EQ(find("llama4.expert_count")->u, 128u);
+  EXPECT_EQ(gguf_permuted_heads(maverick, "model.layers.0.self_attn.q_proj.weight"), 0);  // adjacent pairs already
+  EXPECT_EQ(gguf_tensor_name("model.layers.1.feed_forward.router.weight"), "blk.1.ffn_gate_inp.weight");
+  EXPECT_EQ(gguf_tensor_name("model.layers.1.feed_forward.shared_expert.down_proj.weight"), "blk.1.ffn_down_shexp.weight");
+  EXPECT_EQ(gguf_tensor_name("model.layers.0.feed_forward.up_proj.weight"), "blk.0.ffn_up.weight");
+  const auto slice = gguf_expert_tensor(maverick, "model.layers.3.feed_forward.experts.17.up_proj.weight");
+  ASSERT_TRUE(slice.has_value());
+  EXPECT_EQ(slice->name, "blk.3.ffn_up_exps.weight");
+  EXPECT_EQ(slice->expert, 17);
+
+  model::ModelSpec chunk = scout;
+  chunk.llama4.chunk = 16;
+  EXPECT_TRUE(contains(error_of([&] { gguf_architecture(chunk); }), "attention_chunk_size is 16"));
+  model::ModelSpec nope = scout;
+  nope.llama4.rope_layers[2] = false;
+  EXPECT_TRUE(contains(error_of([&] { gguf_architecture(nope); }), "no_rope_layers[2] is 0"));
+  model::ModelSpec no_norm = scout;
+  no_norm.llama4.qk_norm = false;
+  EXPECT_TRUE(contains(error_of([&] { gguf_architecture(no_norm); }), "use_qk_norm is false with 16 experts"));
+  model::ModelSpec floor = maverick;
+  floor.llama4.floor_scale = 4096;
+  EXPECT_TRUE(contains(error_of([&] { gguf_architecture(floor); }), "floor_scale 4096"));
+}
+
 }  // namespace
 }  // namespace anvil::gguf
