@@ -4,11 +4,14 @@
 
 #include <cstdint>
 #include <exception>
+#include <filesystem>
 #include <optional>
 
 #include "core/error.h"
 #include "export/peft.h"
 #include "export/staged_dir.h"
+#include "io/safetensors.h"
+#include "model/model_spec.h"
 
 namespace anvil::exporting {
 
@@ -40,8 +43,14 @@ bool export_format_is_file(ExportFormat f) {
 ExportSummary export_peft(const ExportAdapter& adapter, const std::string& dir) {
   ANVIL_CHECK(adapter.params != nullptr, "export: no adapter parameters");
   const model::LoraLayout layout(adapter.spec, adapter.lora);
-  // Llama 4's routed experts take PEFT's target_parameters form (export/peft_llama4.h).
-  const std::size_t tensors = peft_save(dir, layout, adapter.params, adapter.base_dir, &adapter.spec);
+  // Llama 4's routed experts take PEFT's target_parameters form (export/peft_llama4.h); a
+  // multimodal Llama 4 base has its text model under language_model. (A PEFT export needs no
+  // base; when the recorded one is not there, the names are the text model's own.)
+  std::error_code ec;
+  const std::string prefix = std::filesystem::is_directory(adapter.base_dir, ec)
+                                 ? model::model_weights_open(adapter.base_dir).prefix()
+                                 : std::string();
+  const std::size_t tensors = peft_save(dir, layout, adapter.params, adapter.base_dir, &adapter.spec, prefix);
   ExportSummary summary;
   summary.out_dir = dir;
   summary.dtype = DType::dtype_f32;

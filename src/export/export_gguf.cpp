@@ -151,6 +151,7 @@ ExportSummary export_gguf(const ExportAdapter& adapter, const std::string& path,
   std::map<std::string, std::size_t> stacks;  // stacked tensor → its decl
   for (std::size_t i = 0; i < source.tensors().size(); ++i) {
     const auto& t = source.tensors()[i];
+    if (t.outside) continue;  // a multimodal checkpoint's vision tower: the file holds the text model
     if (const auto name = gguf::gguf_tensor_name(t.name)) {
       decls.push_back({*name, ggml_dims(t.shape), 0});
       sources.push_back({i});

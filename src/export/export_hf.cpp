@@ -12,6 +12,7 @@
 #include "export/shard_writer.h"
 #include "io/files.h"
 #include "io/safetensors.h"
+#include "model/model_spec.h"
 
 namespace anvil::exporting {
 
@@ -56,7 +57,7 @@ DType export_default_dtype(const std::string& base_dir) {
     if (v == "bfloat16") return DType::dtype_bf16;
     if (v == "float16") return DType::dtype_f16;
   }
-  const auto weights = io::SafetensorsModel::open(base_dir);
+  const auto weights = model::model_weights_open(base_dir);
   const auto* embed = weights.find("model.embed_tokens.weight");
   if (embed && (embed->info->dtype == DType::dtype_bf16 || embed->info->dtype == DType::dtype_f16))
     return embed->info->dtype;
@@ -96,7 +97,7 @@ ExportSummary export_hf_merged(const ExportAdapter& adapter, const std::string& 
   // In the base's own order. Every rank plans all tensors, so that the shards (and their
   // names) come out as one process would write them.
   std::vector<ShardTensor> planned;
-  for (const auto& t : source.tensors()) planned.push_back({t.name, dtype, t.shape});
+  for (const auto& t : source.tensors()) planned.push_back({t.stored_name, dtype, t.shape});
   ShardedWriter out(dir, planned, options.max_shard_bytes, ranks);
   std::vector<float> f32;
   std::vector<std::uint8_t> cast;

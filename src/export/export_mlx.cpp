@@ -166,7 +166,7 @@ std::vector<MlxTensor> mlx_tensors(const MergedSource& source, const model::Mode
   std::map<std::string, std::size_t> stacks;
   for (std::size_t k = 0; k < source.tensors().size(); ++k) {
     const MergedSource::Tensor& t = source.tensors()[k];
-    if (tied && t.name == "lm_head.weight") continue;
+    if (t.outside || (tied && t.name == "lm_head.weight")) continue;  // the text model only
     if (const auto stack = mlx_expert_stack(spec, t.name)) {
       const auto [at, fresh] = stacks.emplace(stack->first, out.size());
       const auto experts = spec.moe.num_experts;

@@ -58,7 +58,7 @@ void tensor_load_f32(const TensorView& src, std::int64_t begin, std::int64_t n, 
 
 MergedSource::MergedSource(const ExportAdapter& adapter, FusedExperts experts)
     : adapter_(adapter),
-      weights_(io::SafetensorsModel::open(adapter.base_dir)),
+      weights_(model::model_weights_open(adapter.base_dir)),
       layout_(adapter.spec, adapter.lora),
       quantized_(quantized_weights(adapter)),
       be_(backend::make_cpu_backend()) {
@@ -66,22 +66,25 @@ MergedSource::MergedSource(const ExportAdapter& adapter, FusedExperts experts)
   model::model_check_weights(adapter.spec, weights_);
   std::map<std::string, const model::LoraSlot*, std::less<>> slot_by_weight;
   for (const auto& s : layout_.slots()) slot_by_weight.emplace(s.module + ".weight", &s);
+  const std::string& prefix = weights_.prefix();
   for (const auto& file : weights_.files())
     for (const auto& t : file.tensors()) {
       if (quant::quant_side_tensor(t.name)) continue;
       Tensor m;
-      m.name = t.name;
-      m.shape = quant::bnb4_packed(weights_, t.name) ? quant::bnb4_shape(weights_, t.name) : t.shape;
+      m.stored_name = t.name;
+      m.outside = !t.name.starts_with(prefix);
+      m.name = m.outside ? t.name : t.name.substr(prefix.size());
+      m.shape = quant::bnb4_packed(weights_, m.name) ? quant::bnb4_shape(weights_, m.name) : t.shape;
       const std::int64_t numel = m.shape.numel();
       m.rows = m.shape.rank() >= 2 ? m.shape[0] : 1;
       m.cols = m.rows == 0 ? 0 : numel / m.rows;
-      const auto it = slot_by_weight.find(t.name);
+      const auto it = m.outside ? slot_by_weight.end() : slot_by_weight.find(m.name);
       if (it != slot_by_weight.end()) m.slot = it->second;
-      for (std::int64_t l = 0; adapter.spec.is_llama4() && l < adapter.spec.num_hidden_layers; ++l) {
+      for (std::int64_t l = 0; !m.outside && adapter.spec.is_llama4() && l < adapter.spec.num_hidden_layers; ++l) {
         const std::string experts = str_cat("model.layers.", l, ".feed_forward.experts.");
-        if (t.name == experts + "gate_up_proj" || t.name == experts + "down_proj") {
+        if (m.name == experts + "gate_up_proj" || m.name == experts + "down_proj") {
           m.fused_layer = l;
-          m.fused_down = t.name == experts + "down_proj";
+          m.fused_down = m.name == experts + "down_proj";
         }
       }
       if (m.fused_layer >= 0 && experts == FusedExperts::split) {
@@ -108,6 +111,7 @@ void MergedSource::split_push(std::int64_t layer, bool down, const TensorView& f
     for (std::int64_t e = 0; e < adapter_.spec.moe.num_experts; ++e) {
       Tensor m;
       m.name = model::proj_module_path(adapter_.spec, layer, proj, e) + ".weight";
+      m.stored_name = weights_.prefix() + m.name;
       m.shape = down ? Shape{C, Fe} : Shape{Fe, C};
       m.rows = m.shape[0];
       m.cols = m.shape[1];

@@ -23,7 +23,11 @@ namespace anvil::exporting {
 class MergedSource {
  public:
   struct Tensor {
-    std::string name;  // the base's (HF) name
+    std::string name;  // the base's (HF) name, as the text model has it
+    std::string stored_name;  // as the base file has it (a multimodal checkpoint's language_model.*)
+    // A multimodal checkpoint's vision tower (outside the text model): the hf export copies
+    // it as it is; the gguf and mlx exports, which write the text model, leave it out.
+    bool outside = false;
     Shape shape;       // as the merged model has it (a packed NF4 weight: its dense shape)
     std::int64_t rows = 1, cols = 1;  // shape as a matrix: (shape[0], the rest); 1-D: (1, n)
     const model::LoraSlot* slot = nullptr;  // the adapter folded in, or none

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <array>
 #include <filesystem>
+#include <string_view>
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
@@ -95,7 +96,7 @@ PeftAdapter peft_load(const std::string& dir, const model::ModelSpec& model) {
 }
 
 std::size_t peft_save(const std::string& dir, const model::LoraLayout& layout, const float* params,
-                      const std::string& base_model, const model::ModelSpec* model) {
+                      const std::string& base_model, const model::ModelSpec* model, const std::string& text_prefix) {
   std::filesystem::create_directories(dir);
   const model::LoraSpec& spec = layout.spec();
   const bool fused = model != nullptr && model->is_llama4();
@@ -106,6 +107,18 @@ std::size_t peft_save(const std::string& dir, const model::LoraLayout& layout, c
     if (!per_slot(s)) continue;
     const std::string leaf = s.module.substr(s.module.rfind('.') + 1);
     if (std::find(targets.begin(), targets.end(), leaf) == targets.end()) targets.push_back(leaf);
+  }
+  // "base_model.model.X" → "base_model.model.<text_prefix>X"
+  static constexpr std::string_view kRoot = "base_model.model.";
+  const auto named = [&](const std::string& name) {
+    return str_cat(kRoot, text_prefix, std::string_view(name).substr(kRoot.size()));
+  };
+  if (!text_prefix.empty()) {
+    std::string any;
+    for (const auto& leaf : targets) any += str_cat(any.empty() ? "" : "|", leaf.get<std::string>());
+    std::string escaped;
+    for (const char c : text_prefix) escaped += c == '.' ? std::string("\\.") : std::string(1, c);
+    targets = str_cat(escaped, ".*\\.(", any, ")");
   }
   nlohmann::json cfg = {
       {"peft_type", "LORA"},        {"task_type", "CAUSAL_LM"},
@@ -129,10 +142,10 @@ std::size_t peft_save(const std::string& dir, const model::LoraLayout& layout, c
   io::SafetensorsWriter w(dir + "/adapter_model.safetensors");
   for (const auto& s : layout.slots()) {
     if (!per_slot(s)) continue;
-    w.declare(model::LoraLayout::peft_name(s, 'A'), DType::dtype_f32, Shape{spec.rank, s.in});
-    w.declare(model::LoraLayout::peft_name(s, 'B'), DType::dtype_f32, Shape{s.out, spec.rank});
+    w.declare(named(model::LoraLayout::peft_name(s, 'A')), DType::dtype_f32, Shape{spec.rank, s.in});
+    w.declare(named(model::LoraLayout::peft_name(s, 'B')), DType::dtype_f32, Shape{s.out, spec.rank});
   }
-  for (const auto& t : experts) w.declare(t.name, DType::dtype_f32, t.shape);
+  for (const auto& t : experts) w.declare(named(t.name), DType::dtype_f32, t.shape);
   for (const auto& s : layout.slots()) {
     if (!per_slot(s)) continue;
     w.append(params + s.a_offset, static_cast<std::size_t>(spec.rank * s.in) * sizeof(float));

@@ -105,6 +105,7 @@ class SafetensorsModel {
   struct Entry {
     const SafetensorsFile* file;
     const TensorInfo* info;
+    std::string_view name;  // the model's name for it: info->name, less the prefix of keep_under
   };
   // All tensors, sorted by name.
   std::vector<Entry> tensors() const;
@@ -112,10 +113,20 @@ class SafetensorsModel {
   const Entry* find(std::string_view name) const;
   const std::vector<SafetensorsFile>& files() const { return files_; }
 
+  // Narrows the model to the tensors whose names start with `prefix`, found under their
+  // names without it (a multimodal checkpoint's text model: "language_model.model.norm.weight"
+  // as "model.norm.weight"); the others move to outside(), which find() and tensors() no
+  // longer see. files() still lists every tensor under its stored name.
+  void keep_under(std::string_view prefix);
+  const std::string& prefix() const { return prefix_; }
+  const std::vector<Entry>& outside() const { return outside_; }
+
  private:
   SafetensorsModel() = default;
   std::vector<SafetensorsFile> files_;
   std::map<std::string, Entry, std::less<>> by_name_;
+  std::string prefix_;
+  std::vector<Entry> outside_;
 };
 
 // Streams a safetensors file: declare every tensor (name, dtype, shape) first, then write

@@ -88,9 +88,10 @@ SafetensorsModel SafetensorsModel::open(const std::string& path) {
         ANVIL_CHECK_INPUT(it->second == shard, index_path.string(), ": tensor '", name, "' is listed in ",
                           it->second, " but found in ", shard);
       }
-      const auto [it, inserted] = m.by_name_.emplace(t.name, Entry{&f, &t});
+      const auto [it, inserted] = m.by_name_.emplace(t.name, Entry{&f, &t, {}});
       ANVIL_CHECK_INPUT(inserted, f.path(), ": tensor '", name, "' is also in ", it->second.file->path(),
                         " (a tensor must be in exactly one shard)");
+      it->second.name = it->first;  // map nodes stay put, moves included
     }
   }
   for (const auto& [tensor, shard] : claimed)
@@ -98,6 +99,22 @@ SafetensorsModel SafetensorsModel::open(const std::string& path) {
                       detail::escape_for_message(tensor), "' is listed in ", shard,
                       " but that shard does not hold it");
   return m;
+}
+
+void SafetensorsModel::keep_under(std::string_view prefix) {
+  ANVIL_CHECK(prefix_.empty(), "keep_under called twice");
+  std::map<std::string, Entry, std::less<>> kept;
+  for (auto& [name, e] : by_name_) {
+    if (!name.starts_with(prefix)) {
+      outside_.push_back(e);
+      continue;
+    }
+    const auto it = kept.emplace(name.substr(prefix.size()), e).first;
+    it->second.name = it->first;
+  }
+  by_name_ = std::move(kept);
+  prefix_ = prefix;
+  for (Entry& e : outside_) e.name = e.info->name;
 }
 
 std::vector<SafetensorsModel::Entry> SafetensorsModel::tensors() const {

@@ -280,7 +280,7 @@ BaseWeights base_weights_load(const ModelSpec& spec, const std::string& model_di
   ANVIL_CHECK_INPUT(!spec.is_llama4() || (shard.size == 1 && quant.kind == quant::QuantKind::quant_none),
                     "Llama 4 loads on one rank without model.quant (tensor parallelism and quantization of its "
                     "fused experts are not supported yet)");
-  auto owner = std::make_shared<Owner>(Owner{io::SafetensorsModel::open(model_dir), Arena{}, {}});
+  auto owner = std::make_shared<Owner>(Owner{model_weights_open(model_dir), Arena{}, {}});
   model_check_weights(spec, owner->file);
   BaseWeights w;
   carve(*owner, spec, storage, shard, quant, w);  // plan: count the copies

@@ -140,7 +140,14 @@ std::int64_t model_parameter_count(const ModelSpec& spec);
 // tensor and the expected and found shape, or says it is missing or unexpected.
 // With tied embeddings a present lm_head.weight is tolerated and ignored (HF tied models
 // normally omit it, but some exporters write the copy and transformers re-ties it).
+// A Llama4ForConditionalGeneration checkpoint's vision_model.* and multi_modal_projector.*
+// tensors (weights.outside() of model_weights_open) are allowed beside the text model.
 void model_check_weights(const ModelSpec& spec, const io::SafetensorsModel& weights);
+
+// The model directory's weights as anvil's text model sees them: a multimodal Llama 4
+// checkpoint (language_model.* beside the vision tower) narrowed to its language model
+// (SafetensorsModel::keep_under), any other directory as it is.
+io::SafetensorsModel model_weights_open(const std::string& dir);
 
 // Named shapes for tests, benchmarks and plans: tiny, tiny-tied, smollm2-135m, llama3-8b,
 // llama3-70b, llama3-405b, and the mixture-of-experts qwen3-30b-a3b and mixtral-8x7b.

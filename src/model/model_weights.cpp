@@ -90,10 +90,8 @@ std::string weights_label(const io::SafetensorsModel& weights) {
 void model_check_weights(const ModelSpec& spec, const io::SafetensorsModel& weights) {
   // Every problem is collected, so a config.json that does not belong to these weights
   // shows as a list of mismatches rather than one at a time.
-  ANVIL_CHECK_INPUT(weights.find("language_model.model.embed_tokens.weight") == nullptr, weights_label(weights),
-                    ": a Llama4ForConditionalGeneration checkpoint (language_model.* and vision tensors): anvil "
-                    "reads its text_config but loads only a text model's tensors; save its language_model as "
-                    "a Llama4ForCausalLM directory (tensor names without 'language_model.')");
+  ANVIL_CHECK(weights.find("language_model.model.embed_tokens.weight") == nullptr, weights_label(weights),
+              ": a Llama4ForConditionalGeneration checkpoint opened without model_weights_open");
   std::vector<std::string> problems;
   std::set<std::string> expected;
   for (const auto& w : model_weight_list(spec)) {
@@ -114,8 +112,12 @@ void model_check_weights(const ModelSpec& spec, const io::SafetensorsModel& weig
                                  dtype_name(e->info->dtype), ", expected a floating-point type"));
     }
   }
+  for (const auto& e : weights.outside())  // beside a multimodal checkpoint's language model
+    if (!e.name.starts_with("vision_model.") && !e.name.starts_with("multi_modal_projector."))
+      problems.push_back(str_cat(e.file->path(), ": unexpected tensor '", e.name, "' ", e.info->shape.str(),
+                                 " (neither ", weights.prefix(), "* nor the vision tower)"));
   for (const auto& e : weights.tensors()) {
-    const std::string& name = e.info->name;
+    const std::string name(e.name);
     if (expected.count(name)) continue;
     // Decision: a tied model that still ships lm_head.weight (some exporters write the
     // copy) is accepted and the tensor ignored, as transformers does when it re-ties.
@@ -133,6 +135,12 @@ void model_check_weights(const ModelSpec& spec, const io::SafetensorsModel& weig
   for (std::size_t i = 0; i < problems.size() && i < kShown; ++i) msg += "\n  " + problems[i];
   if (problems.size() > kShown) msg += str_cat("\n  ... and ", problems.size() - kShown, " more");
   throw_user_error(msg);
+}
+
+io::SafetensorsModel model_weights_open(const std::string& dir) {
+  io::SafetensorsModel weights = io::SafetensorsModel::open(dir);
+  if (weights.find("language_model.model.embed_tokens.weight")) weights.keep_under("language_model.");
+  return weights;
 }
 
 }  // namespace anvil::model

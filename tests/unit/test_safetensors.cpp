@@ -228,6 +228,31 @@ TEST(SafetensorsModel, ShardedDirectoryThroughIndex) {
   EXPECT_EQ(via_index.files().size(), 2u);
 }
 
+// A multimodal checkpoint's text model: the tensors under a prefix, found without it (also
+// after a move), the others set aside under their stored names.
+TEST(SafetensorsModel, KeepUnderAPrefix) {
+  const TempDir dir("prefixed");
+  write_shard(dir / "model.safetensors", {{"language_model.model.norm.weight", 1}, {"language_model.lm_head.weight", 2},
+                                          {"vision_model.w", 3}});
+  auto m = SafetensorsModel::open(dir.path().string());
+  EXPECT_EQ(m.prefix(), "");
+  m.keep_under("language_model.");
+  const SafetensorsModel moved = std::move(m);
+  EXPECT_EQ(moved.prefix(), "language_model.");
+  const auto* norm = moved.find("model.norm.weight");
+  ASSERT_NE(norm, nullptr);
+  EXPECT_EQ(norm->name, "model.norm.weight");
+  EXPECT_EQ(norm->info->name, "language_model.model.norm.weight");
+  EXPECT_EQ(norm->file->view(*norm->info).as<float>()[0], 1.0f);
+  EXPECT_EQ(moved.find("language_model.model.norm.weight"), nullptr);
+  EXPECT_EQ(moved.find("vision_model.w"), nullptr);
+  const auto all = moved.tensors();
+  ASSERT_EQ(all.size(), 2u);
+  EXPECT_EQ(all[0].name, "lm_head.weight");
+  ASSERT_EQ(moved.outside().size(), 1u);
+  EXPECT_EQ(moved.outside()[0].name, "vision_model.w");
+}
+
 TEST(SafetensorsModel, SingleFileAndPlainDirectory) {
   const TempDir dir("single");
   write_shard(dir / "model.safetensors", {{"w", 5}});
