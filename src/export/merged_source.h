@@ -60,6 +60,9 @@ class MergedSource {
  private:
   // The base tensor i as f32 rows come from: the mapping, or `dequantized_`.
   const TensorView& base(std::size_t i);
+  // Replaces each expert's projections in rows [row0, row0 + n) of fused tensor t by the
+  // values a quantized run held (each quantized in nn.Linear form, as the loader does).
+  void dequantize_fused_experts(const Tensor& t, std::int64_t row0, std::int64_t n, float* out);
   // Adds each expert's scale · B·A, transposed into the fused x·W layout, to rows
   // [row0, row0 + n) (experts) of fused tensor t.
   void fold_fused_experts(const Tensor& t, std::int64_t row0, std::int64_t n, float* out);
