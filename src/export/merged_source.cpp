@@ -24,7 +24,8 @@ std::map<std::string, bool, std::less<>> quantized_weights(const ExportAdapter& 
     for (int i = 0; i < model::kProjCount; ++i) {
       const auto proj = static_cast<model::Proj>(i);
       const bool expert = model::proj_is_expert(proj), mlp = proj >= model::Proj::proj_gate;
-      if (mlp && expert != a.spec.layer_is_moe(l)) continue;  // the MLP this layer has
+      // the MLPs this layer has (Llama 4's sparse layers also the shared expert's gate/up/down)
+      if (mlp && (expert ? !a.spec.layer_is_moe(l) : !a.spec.layer_has_mlp(l))) continue;
       for (std::int64_t e = 0; e < (expert ? a.spec.moe.num_experts : 1); ++e) {
         const std::string name = model::proj_module_path(a.spec, l, proj, expert ? e : -1) + ".weight";
         if (a.quant.applies(name)) out.emplace(name, model::proj_row_parallel(proj));
@@ -189,13 +190,41 @@ void MergedSource::read_rows(std::size_t i, std::int64_t row0, std::int64_t n, f
     io::mapping_pages_release(static_cast<const std::uint8_t*>(src.data) + static_cast<std::size_t>(row0) * row_bytes,
                               static_cast<std::size_t>(n) * row_bytes);
   }
-  if (t.fused_layer >= 0) fold_fused_experts(t, row0, n, out);
+  if (t.fused_layer >= 0) {
+    dequantize_fused_experts(t, row0, n, out);
+    fold_fused_experts(t, row0, n, out);
+  }
   if (t.slot == nullptr) return;
   // (n, in) += scale · B[row0 : row0 + n] (n, r) · A (r, in)
   const model::LoraSlot& s = *t.slot;
   const std::int64_t r = adapter_.lora.rank;
   be_->gemm(false, false, n, s.in, r, adapter_.lora.scale(), adapter_.params + s.b_offset + row0 * r, r,
             adapter_.params + s.a_offset, s.in, 1.0f, out, s.in);
+}
+
+void MergedSource::dequantize_fused_experts(const Tensor& t, std::int64_t row0, std::int64_t n, float* out) {
+  using model::Proj;
+  if (adapter_.quant.kind == quant::QuantKind::quant_none) return;
+  const std::int64_t C = adapter_.spec.hidden_size, Fe = adapter_.spec.moe.intermediate_size;
+  std::vector<float> w;  // one expert projection in nn.Linear form (out, in)
+  for (std::int64_t e = row0; e < row0 + n; ++e) {
+    float* fused = out + (e - row0) * t.cols;  // gate_up (C, 2fe) or down (fe, C), x·W layout
+    for (int k = 0; k < (t.fused_down ? 1 : 2); ++k) {
+      const Proj proj = t.fused_down ? Proj::proj_expert_down : k == 0 ? Proj::proj_expert_gate : Proj::proj_expert_up;
+      if (!adapter_.quant.applies(model::proj_module_path(adapter_.spec, t.fused_layer, proj, e) + ".weight")) continue;
+      // x·W element (i, o) of this projection is W[o, i]: gate_up's row stride 2fe, gate
+      // at column o, up at fe + o; down's stride C.
+      const std::int64_t rows = t.fused_down ? C : Fe, cols = t.fused_down ? Fe : C;  // (out, in)
+      const std::int64_t stride = t.fused_down ? C : 2 * Fe, col0 = t.fused_down ? 0 : k * Fe;
+      w.resize(static_cast<std::size_t>(rows * cols));
+      for (std::int64_t o = 0; o < rows; ++o)
+        for (std::int64_t i = 0; i < cols; ++i) w[static_cast<std::size_t>(o * cols + i)] = fused[i * stride + col0 + o];
+      quant::quant_roundtrip_sliced(w.data(), rows, cols, adapter_.quant.kind, adapter_.quant_tp,
+                                    model::proj_row_parallel(proj));
+      for (std::int64_t o = 0; o < rows; ++o)
+        for (std::int64_t i = 0; i < cols; ++i) fused[i * stride + col0 + o] = w[static_cast<std::size_t>(o * cols + i)];
+    }
+  }
 }
 
 void MergedSource::fold_fused_experts(const Tensor& t, std::int64_t row0, std::int64_t n, float* out) {

@@ -80,6 +80,9 @@ class MergedSource {
   void split_push(std::int64_t layer, bool down, const TensorView& fused);
   // The split tensor i in f32 (rows, cols), transposed out of its fused tensor.
   void split_load(std::size_t i, float* out);
+  // Replaces each expert's projections in rows [row0, row0 + n) of fused tensor t by the
+  // values a quantized run held (each quantized in nn.Linear form, as the loader does).
+  void dequantize_fused_experts(const Tensor& t, std::int64_t row0, std::int64_t n, float* out);
   // Adds each expert's scale · B·A, transposed into the fused x·W layout, to rows
   // [row0, row0 + n) (experts) of fused tensor t.
   void fold_fused_experts(const Tensor& t, std::int64_t row0, std::int64_t n, float* out);

@@ -197,29 +197,47 @@ void transpose_convert(const TensorView& src, std::int64_t first, std::int64_t s
 
 // Llama 4's sparse layer: the router and each expert's gate (fe, C), up (fe, C) and down
 // (C, fe) copied out of the fused gate_up_proj (E, C, 2fe) and down_proj (E, fe, C), which
-// hold x·W (transposed) with gate in the first fe columns. One rank, no quantization.
-void carve_llama4_experts(Owner& o, const ModelSpec& spec, DType storage, std::int64_t l, LayerWeights& lw,
-                          std::int64_t* copied) {
+// hold x·W (transposed) with gate in the first fe columns. This rank's experts only (under
+// ep its block); with `quant`, each expert's projection is quantized from its transposed
+// f32 copy (one projection dense at a time) under its own name (proj_module_path), which is
+// what model.quant_skip matches, as for Qwen3-MoE. Tensor parallelism is not supported.
+void carve_llama4_experts(Owner& o, const ModelSpec& spec, DType storage, const TpShard& shard,
+                          const quant::QuantPolicy& quant, std::int64_t l, LayerWeights& lw, std::int64_t* copied) {
   const std::string ff = str_cat("model.layers.", l, ".feed_forward.");
   lw.router = weight_view(o, ff + "router.weight", DType::dtype_f32, std::nullopt, copied);
   const std::int64_t C = spec.hidden_size, Fe = spec.moe.intermediate_size;
   auto fused = [&](const std::string& name) {
     const auto* t = o.file.find(name);
+    ANVIL_CHECK_INPUT(t->info->dtype != DType::dtype_fp8_e4m3 && !quant::bnb4_packed(o.file, name), t->file->path(),
+                      ": tensor '", name, "' is quantized on disk; anvil reads Llama 4's fused experts only in "
+                      "f32 / bf16 / f16 (quantize them at load with model.quant)");
     return t->file->view(*t->info);
   };
   const TensorView gate_up = fused(ff + "experts.gate_up_proj");  // (E, C, 2fe)
   const TensorView down = fused(ff + "experts.down_proj");        // (E, fe, C)
-  for (std::int64_t e = 0; e < spec.moe.num_experts; ++e) {
+  std::vector<float> dense;  // one quantized projection's f32 copy, (out, in)
+  for (std::int64_t e = shard.expert_first; e < shard.expert_first + shard.experts; ++e) {
     std::array<TensorView, 3> ex;
     const std::array<Shape, 3> shapes = {Shape{Fe, C}, Shape{Fe, C}, Shape{C, Fe}};
     for (int k = 0; k < 3; ++k) {
+      const Shape& shape = shapes[static_cast<std::size_t>(k)];
+      auto copy_to = [&](void* dst, DType to) {
+        if (k < 2) transpose_convert(gate_up, e * C * 2 * Fe + k * Fe, 2 * Fe, Fe, C, dst, to);
+        else transpose_convert(down, e * Fe * C, C, C, Fe, dst, to);
+      };
       TensorView& v = ex[static_cast<std::size_t>(k)];
-      v = TensorView{nullptr, storage, shapes[static_cast<std::size_t>(k)]};
+      const Proj proj = static_cast<Proj>(static_cast<int>(Proj::proj_expert_gate) + k);
+      if (quant.applies(proj_module_path(spec, l, proj, e) + ".weight")) {
+        if (!o.copies.allocated()) continue;  // plan mode: nothing in the arena
+        dense.resize(static_cast<std::size_t>(shape.numel()));
+        copy_to(dense.data(), DType::dtype_f32);
+        v = o.quantized.add(TensorView{dense.data(), DType::dtype_f32, shape}, quant.kind);
+        continue;
+      }
+      v = TensorView{nullptr, storage, shape};
       v.data = o.copies.take<std::uint8_t>(static_cast<std::int64_t>(v.nbytes()));
       *copied += static_cast<std::int64_t>(v.nbytes());
-      if (!v.data) continue;  // plan mode
-      if (k < 2) transpose_convert(gate_up, e * C * 2 * Fe + k * Fe, 2 * Fe, Fe, C, v.data, storage);
-      else transpose_convert(down, e * Fe * C, C, C, Fe, v.data, storage);
+      if (v.data) copy_to(v.data, storage);  // else plan mode
     }
     lw.experts.push_back(ex);
   }
@@ -244,14 +262,14 @@ void carve(Owner& o, const ModelSpec& spec, DType storage, const TpShard& shard,
       lw.k_norm = weight_view(o, p + "self_attn.k_norm.weight", f32, std::nullopt, copied);
     }
     const bool sparse = spec.layer_is_moe(l);
-    if (sparse && spec.is_llama4()) carve_llama4_experts(o, spec, storage, l, lw, copied);
+    if (sparse && spec.is_llama4()) carve_llama4_experts(o, spec, storage, shard, quant, l, lw, copied);
     else if (sparse) carve_experts(o, spec, storage, shard, quant, l, lw, copied);
     for (int i = 0; i < kProjCount; ++i) {
       const Proj proj = static_cast<Proj>(i);
       if (proj_is_expert(proj) || (proj >= Proj::proj_gate && !spec.layer_has_mlp(l))) continue;
       const std::string base = proj_module_path(spec, l, proj);
       const WeightSlice slice = tp_proj_slice(spec, shard, proj);
-      // Llama 4 loads on one rank (checked above); its gate/up/down widths vary by layer.
+      // Llama 4 loads on one TP rank (checked below); its gate/up/down widths vary by layer.
       const std::optional<WeightSlice> part = spec.is_llama4() ? std::nullopt : std::optional(slice);
       lw.proj[i] = linear_weight(o, base + ".weight", storage, part, copied, quant);
       // A bias belongs to the output rows: a column-parallel layer's is split with them,
@@ -277,9 +295,9 @@ BaseWeights base_weights_load(const ModelSpec& spec, const std::string& model_di
   ANVIL_CHECK(shard.size >= 1 && shard.heads * shard.size == spec.num_attention_heads &&
                   shard.vocab * shard.size == spec.vocab_size,
               "tp shard (rank ", shard.rank, " of ", shard.size, ") was made for another model");
-  ANVIL_CHECK_INPUT(!spec.is_llama4() || (shard.size == 1 && quant.kind == quant::QuantKind::quant_none),
-                    "Llama 4 loads on one rank without model.quant (tensor parallelism and quantization of its "
-                    "fused experts are not supported yet)");
+  ANVIL_CHECK_INPUT(!spec.is_llama4() || shard.size == 1,
+                    "Llama 4 loads without tensor parallelism (its per-layer MLP widths and fused experts are not "
+                    "split over TP yet)");
   auto owner = std::make_shared<Owner>(Owner{model_weights_open(model_dir), Arena{}, {}});
   model_check_weights(spec, owner->file);
   BaseWeights w;

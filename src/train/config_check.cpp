@@ -182,7 +182,6 @@ void check_model(const TrainConfig& cfg, bool tp_ok, bool backend_ok, bool plann
     const std::string why = str_cat(dir, " is a Llama 4 model, which anvil trains on one CPU rank for now");
     if (cfg.parallel.tp > 1) out.push_back({"parallel.tp", str_cat(why, "; use tp: 1")});
     if (ep > 1) out.push_back({"parallel.ep", str_cat(why, "; use ep: 1")});
-    if (cfg.model.quant != QuantMode::quant_none) out.push_back({"model.quant", str_cat(why, "; use quant: none")});
     if (cfg.parallel.backend == BackendKind::backend_cuda)
       out.push_back({"parallel.backend", str_cat(why, "; use backend: cpu")});
   }

@@ -55,13 +55,19 @@ def anvil(*args, expect=0):
     return p.stdout + p.stderr
 
 
+def make_model(tmp, spec=SPEC):
+    """The tiny Llama 4 model of `spec` in tmp/model (random weights, std 0.1, seed 4)."""
+    spec_path = os.path.join(tmp, "spec.json")
+    with open(spec_path, "w") as f:
+        json.dump(spec, f)
+    model = os.path.join(tmp, "model")
+    anvil("init-model", "--spec", spec_path, "--seed", "4", "--init-std", "0.1", "--out", model)
+    return model
+
+
 def main():
     with tempfile.TemporaryDirectory(prefix="anvil_llama4_") as tmp:
-        spec_path = os.path.join(tmp, "spec.json")
-        with open(spec_path, "w") as f:
-            json.dump(SPEC, f)
-        model = os.path.join(tmp, "model")
-        anvil("init-model", "--spec", spec_path, "--seed", "4", "--init-std", "0.1", "--out", model)
+        model = make_model(tmp)
         out = os.path.join(tmp, "run")
         sets = [f"output_dir={out}", f"model.path={model}", "train.steps=4", "train.warmup_steps=1",
                 "train.eval_every=0", "checkpoint.every=4", "lora.dropout=0", TARGETS, "log.every=2"]

@@ -11,6 +11,7 @@
 #include "model/llama_generate.h"
 #include "model/moe_routing.h"
 #include "model/tp_shard.h"
+#include "quant/quant_state.h"
 
 namespace anvil {
 namespace {
@@ -279,11 +280,56 @@ TEST(MoeModel, SpecNamesEveryTensorAndLayoutSkipsMissingModules) {
     "num_experts_per_tok": 3})", "bad"), Error);
 }
 
-// Expert parallelism: ep rank 1 of 2 on Mixtral's 4 experts holds experts 2 and 3, only
-// their weights (the same values as the whole model's), and only their adapters; its
-// values move to and from the full layout in place, the other experts' untouched.
-TEST(MoeModel, AnEpShardHoldsItsBlockOfExpertsOnly) {
-  MoeFixture f(kMixtral, "moe_ep_shard");
+// model.quant on Llama 4: each routed expert is quantized from its own (out, in) copy out of
+// the fused x·W tensors, so its dequantized values are those of quantizing the dense load's
+// expert; the router stays f32 (quant_skip's default), the shared expert is quantized like
+// any linear weight, and quant_skip: [experts] keeps the routed experts dense.
+TEST(MoeModel, Llama4ExpertsQuantizeAtLoadFromTheirOwnCopy) {
+  MoeFixture f(kLlama4, "moe_quant_llama4");
+  const model::TpShard one = model::tp_shard(f.spec, 0, 1);
+  const model::BaseWeights dense = model::base_weights_load(f.spec, f.dir.str(), DType::dtype_f32, one);
+  for (const auto kind : {quant::QuantKind::quant_nf4, quant::QuantKind::quant_fp8}) {
+    const DType dt = kind == quant::QuantKind::quant_nf4 ? DType::dtype_nf4 : DType::dtype_fp8_e4m3;
+    const quant::QuantPolicy policy{kind, {"lm_head", "embed_tokens", "router"}};
+    const model::BaseWeights q = model::base_weights_load(f.spec, f.dir.str(), DType::dtype_f32, one, policy);
+    int checked = 0;
+    for (std::int64_t l = 0; l < f.spec.num_hidden_layers; ++l) {
+      if (!f.spec.layer_is_moe(l)) continue;
+      const model::LayerWeights& got = q.layers[static_cast<std::size_t>(l)];
+      const model::LayerWeights& want = dense.layers[static_cast<std::size_t>(l)];
+      ASSERT_EQ(got.router.dtype, DType::dtype_f32);
+      EXPECT_EQ(std::vector<float>(got.router.as<float>(), got.router.as<float>() + got.router.numel()),
+                std::vector<float>(want.router.as<float>(), want.router.as<float>() + want.router.numel()));
+      EXPECT_EQ(got.proj[static_cast<int>(model::Proj::proj_gate)].dtype, dt);  // the shared expert
+      ASSERT_EQ(got.experts.size(), 5u);
+      for (std::size_t e = 0; e < 5; ++e)
+        for (std::size_t k = 0; k < 3; ++k) {
+          const TensorView& v = got.experts[e][k];
+          const TensorView& d = want.experts[e][k];
+          ASSERT_EQ(v.dtype, dt);
+          ASSERT_EQ(v.shape, d.shape);
+          std::vector<float> expect(d.as<float>(), d.as<float>() + d.numel()), values(expect.size());
+          quant::quant_roundtrip_sliced(expect.data(), d.shape[0], d.shape[1], kind, 1, false);
+          quant::quant_dequantize(v, 0, v.numel(), values.data());
+          EXPECT_EQ(values, expect) << "layer " << l << " expert " << e << " projection " << k;
+          EXPECT_NE(values, std::vector<float>(d.as<float>(), d.as<float>() + d.numel()));  // really quantized
+          ++checked;
+        }
+    }
+    EXPECT_EQ(checked, 2 * 5 * 3);
+    EXPECT_GT(q.quantized_bytes, 0);
+    const quant::QuantPolicy keep{kind, {"lm_head", "embed_tokens", "router", "experts"}};
+    const model::BaseWeights kept = model::base_weights_load(f.spec, f.dir.str(), DType::dtype_f32, one, keep);
+    EXPECT_EQ(kept.layers[1].experts[2][0].dtype, DType::dtype_f32);
+    EXPECT_EQ(kept.layers[1].proj[static_cast<int>(model::Proj::proj_up)].dtype, dt);
+  }
+}
+
+// Expert parallelism: ep rank 1 of 2 on 4 experts holds experts 2 and 3, only their weights
+// (the same values as the whole model's), and only their adapters; its values move to and
+// from the full layout in place, the other experts' untouched.
+void check_ep_shard(const std::string& json, const std::string& tag) {
+  MoeFixture f(json.c_str(), tag);
   model::TpShard shard = model::tp_shard(f.spec, 0, 1);
   model::ep_shard_set(shard, f.spec, 1, 2);
   EXPECT_EQ(shard.expert_first, 2);
@@ -291,7 +337,10 @@ TEST(MoeModel, AnEpShardHoldsItsBlockOfExpertsOnly) {
   const model::BaseWeights whole = model::base_weights_load(f.spec, f.dir.str(), DType::dtype_f32,
                                                             model::tp_shard(f.spec, 0, 1));
   const model::BaseWeights mine = model::base_weights_load(f.spec, f.dir.str(), DType::dtype_f32, shard);
+  std::int64_t sparse = 0, first_sparse = -1;
   for (std::size_t l = 0; l < mine.layers.size(); ++l) {
+    if (!f.spec.layer_is_moe(static_cast<std::int64_t>(l))) continue;
+    if (sparse++ == 0) first_sparse = static_cast<std::int64_t>(l);
     ASSERT_EQ(mine.layers[l].experts.size(), 2u);
     for (std::size_t j = 0; j < 2; ++j)
       for (std::size_t k = 0; k < 3; ++k) {
@@ -302,6 +351,7 @@ TEST(MoeModel, AnEpShardHoldsItsBlockOfExpertsOnly) {
                   std::vector<float>(b.as<float>(), b.as<float>() + b.numel()));
       }
   }
+  ASSERT_GT(sparse, 0);
   const model::LoraLayout full(f.spec, f.lora);
   const model::LoraLayout local(model::tp_local_spec(f.spec, shard), f.lora);
   std::int64_t expert_slots = 0;
@@ -311,10 +361,10 @@ TEST(MoeModel, AnEpShardHoldsItsBlockOfExpertsOnly) {
       EXPECT_TRUE(s.expert == 2 || s.expert == 3) << s.module;
       EXPECT_NE(s.module.find(str_cat(".experts.", s.expert, ".")), std::string::npos) << s.module;
     }
-  EXPECT_EQ(expert_slots, f.spec.num_hidden_layers * 3 * 2);
-  EXPECT_EQ(local.find(0, model::Proj::proj_expert_up, 1), nullptr);
-  ASSERT_NE(local.find(0, model::Proj::proj_expert_up, 3), nullptr);
-  EXPECT_EQ(local.find(0, model::Proj::proj_expert_up, 3)->expert, 3);
+  EXPECT_EQ(expert_slots, sparse * 3 * 2);
+  EXPECT_EQ(local.find(first_sparse, model::Proj::proj_expert_up, 1), nullptr);
+  ASSERT_NE(local.find(first_sparse, model::Proj::proj_expert_up, 3), nullptr);
+  EXPECT_EQ(local.find(first_sparse, model::Proj::proj_expert_up, 3)->expert, 3);
 
   std::vector<float> values(static_cast<std::size_t>(full.size())), part(static_cast<std::size_t>(local.size()));
   std::iota(values.begin(), values.end(), 1.0f);
@@ -327,6 +377,15 @@ TEST(MoeModel, AnEpShardHoldsItsBlockOfExpertsOnly) {
     for (std::int64_t i = s.a_offset; i < end; ++i)
       ASSERT_EQ(back[static_cast<std::size_t>(i)], held ? values[static_cast<std::size_t>(i)] : 0.0f) << s.module;
   }
+}
+
+TEST(MoeModel, AnEpShardHoldsItsBlockOfExpertsOnly) { check_ep_shard(kMixtral, "moe_ep_shard"); }
+// Llama 4's experts are carved out of the fused tensors: an ep rank copies only its block.
+TEST(MoeModel, ALlama4EpShardCarvesItsBlockOfTheFusedExperts) {
+  std::string json = kLlama4;
+  const std::string five = "\"num_local_experts\": 5";
+  json.replace(json.find(five), five.size(), "\"num_local_experts\": 4");
+  check_ep_shard(json, "moe_ep_shard_llama4");
 }
 
 }  // namespace
