@@ -89,7 +89,7 @@ MergedSource::MergedSource(const ExportAdapter& adapter, FusedExperts experts)
         }
       }
       if (m.fused_layer >= 0 && experts == FusedExperts::split) {
-        split_push(m.fused_layer, m.fused_down, file.view(t));
+        split_push(m.fused_layer, m.fused_down, m.name, file.view(t));
         continue;
       }
       m.adapters = m.slot != nullptr ? 1 : 0;
@@ -102,10 +102,11 @@ MergedSource::MergedSource(const ExportAdapter& adapter, FusedExperts experts)
     }
 }
 
-void MergedSource::split_push(std::int64_t layer, bool down, const TensorView& fused) {
+void MergedSource::split_push(std::int64_t layer, bool down, const std::string& name, const TensorView& fused) {
   using model::Proj;
   const std::int64_t C = adapter_.spec.hidden_size, Fe = adapter_.spec.moe.intermediate_size;
   fused_views_.push_back(fused);
+  fused_names_.push_back(name);
   const std::vector<Proj> projs = down ? std::vector{Proj::proj_expert_down}
                                        : std::vector{Proj::proj_expert_gate, Proj::proj_expert_up};
   for (const Proj proj : projs)
@@ -140,6 +141,12 @@ void MergedSource::split_load(std::size_t i, float* out) {
     tensor_load_f32(fused, first + k * stride, t.rows, row.data());
     for (std::int64_t r = 0; r < t.rows; ++r) out[r * t.cols + k] = row[static_cast<std::size_t>(r)];
   }
+  if (fused.dtype != DType::dtype_fp8_e4m3) return;
+  // fbgemm_fp8 on disk: one scale per output row
+  const std::vector<float> scale = quant::fp8_fused_scales(weights_, fused_names_[t.split_from], t.split_expert,
+                                                           first % stride, t.rows);
+  for (std::int64_t r = 0; r < t.rows; ++r)
+    for (std::int64_t k = 0; k < t.cols; ++k) out[r * t.cols + k] *= scale[static_cast<std::size_t>(r)];
 }
 
 const TensorView* MergedSource::stored(std::size_t i) {
@@ -161,9 +168,10 @@ const TensorView& MergedSource::base(std::size_t i) {
   dequantized_.resize(static_cast<std::size_t>(rows * cols));
   const TensorView& src = views_[i];
   if (split) {
-    // A fused expert's projection, quantized at load (if it was) as the run's ranks held it.
+    // A fused expert's projection: FP8 on disk dequantized, or quantized at load (if it
+    // was) as the run's ranks held it.
     split_load(i, dequantized_.data());
-    if (q != quantized_.end())
+    if (q != quantized_.end() && fused_views_[tensors_[i].split_from].dtype != DType::dtype_fp8_e4m3)
       quant::quant_roundtrip_sliced(dequantized_.data(), rows, cols, adapter_.quant.kind, adapter_.quant_tp, q->second);
   } else if (src.dtype == DType::dtype_fp8_e4m3 || quant::bnb4_packed(weights_, name)) {
     quant::QuantStore store;
@@ -191,7 +199,8 @@ void MergedSource::read_rows(std::size_t i, std::int64_t row0, std::int64_t n, f
                               static_cast<std::size_t>(n) * row_bytes);
   }
   if (t.fused_layer >= 0) {
-    dequantize_fused_experts(t, row0, n, out);
+    if (src.dtype == DType::dtype_fp8_e4m3) fp8_fused_scale(t, row0, n, out);  // FP8 on disk
+    else dequantize_fused_experts(t, row0, n, out);                             // quantized at load
     fold_fused_experts(t, row0, n, out);
   }
   if (t.slot == nullptr) return;
@@ -224,6 +233,15 @@ void MergedSource::dequantize_fused_experts(const Tensor& t, std::int64_t row0, 
       for (std::int64_t o = 0; o < rows; ++o)
         for (std::int64_t i = 0; i < cols; ++i) fused[i * stride + col0 + o] = w[static_cast<std::size_t>(o * cols + i)];
     }
+  }
+}
+
+void MergedSource::fp8_fused_scale(const Tensor& t, std::int64_t row0, std::int64_t n, float* out) {
+  const std::int64_t total = t.shape[2];  // outputs, the last dimension: each has its scale
+  for (std::int64_t e = row0; e < row0 + n; ++e) {
+    const std::vector<float> scale = quant::fp8_fused_scales(weights_, t.name, e, 0, total);
+    float* w = out + (e - row0) * t.cols;
+    for (std::int64_t k = 0; k < t.cols; ++k) w[k] *= scale[static_cast<std::size_t>(k % total)];
   }
 }
 

@@ -77,12 +77,15 @@ class MergedSource {
   // The base tensor i as f32 rows come from: the mapping, or `dequantized_`.
   const TensorView& base(std::size_t i);
   // Appends the split tensors of a fused experts tensor of `layer` (down_proj or gate_up_proj).
-  void split_push(std::int64_t layer, bool down, const TensorView& fused);
+  void split_push(std::int64_t layer, bool down, const std::string& name, const TensorView& fused);
   // The split tensor i in f32 (rows, cols), transposed out of its fused tensor.
   void split_load(std::size_t i, float* out);
   // Replaces each expert's projections in rows [row0, row0 + n) of fused tensor t by the
   // values a quantized run held (each quantized in nn.Linear form, as the loader does).
   void dequantize_fused_experts(const Tensor& t, std::int64_t row0, std::int64_t n, float* out);
+  // Multiplies rows [row0, row0 + n) of an FP8-on-disk fused tensor t (its codes' values) by
+  // each output's scale (quant::fp8_fused_scales).
+  void fp8_fused_scale(const Tensor& t, std::int64_t row0, std::int64_t n, float* out);
   // Adds each expert's scale · B·A, transposed into the fused x·W layout, to rows
   // [row0, row0 + n) (experts) of fused tensor t.
   void fold_fused_experts(const Tensor& t, std::int64_t row0, std::int64_t n, float* out);
@@ -93,6 +96,7 @@ class MergedSource {
   std::vector<Tensor> tensors_;
   std::vector<TensorView> views_;                       // by tensor, in the mapping
   std::vector<TensorView> fused_views_;                 // the fused tensors split_from names
+  std::vector<std::string> fused_names_;                // and their names
   std::map<std::string, bool, std::less<>> quantized_;  // name → split by columns over TP
   std::unique_ptr<backend::Backend> be_;
   std::size_t dequantized_index_ = SIZE_MAX;  // which tensor dequantized_ holds

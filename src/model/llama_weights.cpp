@@ -208,9 +208,12 @@ void carve_llama4_experts(Owner& o, const ModelSpec& spec, DType storage, const 
   const std::int64_t C = spec.hidden_size, Fe = spec.moe.intermediate_size;
   auto fused = [&](const std::string& name) {
     const auto* t = o.file.find(name);
-    ANVIL_CHECK_INPUT(t->info->dtype != DType::dtype_fp8_e4m3 && !quant::bnb4_packed(o.file, name), t->file->path(),
-                      ": tensor '", name, "' is quantized on disk; anvil reads Llama 4's fused experts only in "
-                      "f32 / bf16 / f16 (quantize them at load with model.quant)");
+    ANVIL_CHECK_INPUT(!quant::bnb4_packed(o.file, name), t->file->path(), ": tensor '", name, "' is bitsandbytes ",
+                      "4-bit on disk; anvil reads Llama 4's fused experts in f32 / bf16 / f16 or fbgemm_fp8's F8_E4M3 ",
+                      "(quantize them at load with model.quant)");
+    ANVIL_CHECK_INPUT(t->info->dtype != DType::dtype_fp8_e4m3 || quant.kind == quant::QuantKind::quant_fp8,
+                      t->file->path(), ": tensor '", name, "' is FP8 on disk, but model.quant is ",
+                      quant::quant_kind_name(quant.kind), " (set fp8)");
     return t->file->view(*t->info);
   };
   const TensorView gate_up = fused(ff + "experts.gate_up_proj");  // (E, C, 2fe)
@@ -227,6 +230,12 @@ void carve_llama4_experts(Owner& o, const ModelSpec& spec, DType storage, const 
       };
       TensorView& v = ex[static_cast<std::size_t>(k)];
       const Proj proj = static_cast<Proj>(static_cast<int>(Proj::proj_expert_gate) + k);
+      if ((k < 2 ? gate_up : down).dtype == DType::dtype_fp8_e4m3) {  // fbgemm_fp8 on disk: its codes and scales
+        if (!o.copies.allocated()) continue;  // plan mode
+        const std::string name = ff + (k < 2 ? "experts.gate_up_proj" : "experts.down_proj");
+        v = quant::fp8_load_fused_expert(o.file, name, e, k == 1 ? Fe : 0, shape[0], o.quantized);
+        continue;
+      }
       if (quant.applies(proj_module_path(spec, l, proj, e) + ".weight")) {
         if (!o.copies.allocated()) continue;  // plan mode: nothing in the arena
         dense.resize(static_cast<std::size_t>(shape.numel()));

@@ -73,6 +73,9 @@ bool ends_with(const std::string& s, const char* suffix) {
 }  // namespace
 
 std::string quant_side_tensor_owner(const std::string& name) {
+  // fbgemm_fp8's fused Llama 4 experts: experts.gate_up_proj_scale, experts.down_proj_scale
+  for (const char* fused : {".experts.gate_up_proj_scale", ".experts.down_proj_scale"})
+    if (ends_with(name, fused)) return name.substr(0, name.size() - std::strlen("_scale"));
   for (const char* suffix : {".weight_scale", ".input_scale", ".input_scale_ub"})
     if (ends_with(name, suffix)) return name.substr(0, name.size() - std::strlen(suffix)) + ".weight";
   for (const char* suffix : {".absmax", ".quant_map", ".nested_absmax", ".nested_quant_map", kBnbState,
@@ -192,24 +195,34 @@ TensorView nf4_load_slice(const io::SafetensorsModel& file, const std::string& n
 
 namespace {
 
-// scale[r] of the (out, 1) or (out) f32 / bf16 scale tensor, as f32.
-std::vector<float> row_scales(const io::SafetensorsModel& file, const std::string& name, i64 out, i64 row0,
-                              i64 rows) {
+// The FP8 scale tensor `name` (f32 / bf16), checked by `shape_ok` (`want` says what it
+// expects), and its flat elements [first, first + n) as f32, each a positive number.
+template <typename ShapeOk>
+std::vector<float> scale_values(const io::SafetensorsModel& file, const std::string& name, ShapeOk shape_ok,
+                                const std::string& want, i64 first, i64 n) {
   const auto* e = file.find(name);
   ANVIL_CHECK_INPUT(e != nullptr, "FP8 weight ", name.substr(0, name.size() - 6), " has no scale tensor ", name);
   const TensorView v = e->file->view(*e->info);
-  const bool shape_ok = v.shape.numel() == out && (v.shape.rank() == 1 || (v.shape.rank() == 2 && v.shape[1] == 1));
-  ANVIL_CHECK_INPUT(shape_ok, e->file->path(), ": tensor '", name, "' has shape ", v.shape.str(), ", expected [",
-                    out, ", 1] (one scale per output row)");
+  ANVIL_CHECK_INPUT(shape_ok(v.shape), e->file->path(), ": tensor '", name, "' has shape ", v.shape.str(),
+                    ", expected ", want);
   ANVIL_CHECK_INPUT(v.dtype == DType::dtype_f32 || v.dtype == DType::dtype_bf16, e->file->path(), ": tensor '", name,
                     "' has dtype ", dtype_name(v.dtype), ", expected F32 or BF16");
-  std::vector<float> s(static_cast<std::size_t>(rows));
-  for (i64 r = 0; r < rows; ++r) {
-    s[r] = static_cast<float>(dtype_load_as_f64(v.data, v.dtype, static_cast<std::size_t>(row0 + r)));
-    ANVIL_CHECK_INPUT(std::isfinite(s[r]) && s[r] > 0, e->file->path(), ": tensor '", name, "' row ", row0 + r,
-                      ": scale ", s[r], " is not a positive number");
+  std::vector<float> s(static_cast<std::size_t>(n));
+  for (i64 k = 0; k < n; ++k) {
+    s[k] = static_cast<float>(dtype_load_as_f64(v.data, v.dtype, static_cast<std::size_t>(first + k)));
+    ANVIL_CHECK_INPUT(std::isfinite(s[k]) && s[k] > 0, e->file->path(), ": tensor '", name, "' element ", first + k,
+                      ": scale ", s[k], " is not a positive number");
   }
   return s;
+}
+
+// scale[r] of the (out, 1) or (out) f32 / bf16 scale tensor, as f32.
+std::vector<float> row_scales(const io::SafetensorsModel& file, const std::string& name, i64 out, i64 row0,
+                              i64 rows) {
+  const auto ok = [&](const Shape& s) {
+    return s.numel() == out && (s.rank() == 1 || (s.rank() == 2 && s[1] == 1));
+  };
+  return scale_values(file, name, ok, str_cat("[", out, ", 1] (one scale per output row)"), row0, rows);
 }
 
 }  // namespace
@@ -230,6 +243,38 @@ TensorView fp8_load_slice(const io::SafetensorsModel& file, const std::string& n
     std::memcpy(t.codes.data() + r * cols, src + (row0 + r) * in + col0, static_cast<std::size_t>(cols));
   io::mapping_pages_release(src + row0 * in, static_cast<std::size_t>(rows * in));
   return store.adopt(std::move(t), DType::dtype_fp8_e4m3, Shape{rows, cols});
+}
+
+std::vector<float> fp8_fused_scales(const io::SafetensorsModel& file, const std::string& name, i64 expert, i64 col0,
+                                    i64 n) {
+  const auto* w = file.find(name);
+  ANVIL_CHECK(w != nullptr, "weight ", name, " vanished after the check");
+  const i64 E = w->info->shape[0], total = w->info->shape[2];
+  const auto ok = [&](const Shape& s) {
+    return s.rank() == 3 && s[0] == E && s.numel() == E * total && (s[1] == 1 || s[2] == 1);
+  };
+  return scale_values(file, name + "_scale", ok,
+                      str_cat("[", E, ", 1, ", total, "] or [", E, ", ", total, ", 1] (one scale per output)"),
+                      expert * total + col0, n);
+}
+
+TensorView fp8_load_fused_expert(const io::SafetensorsModel& file, const std::string& name, i64 expert, i64 col0,
+                                 i64 out, QuantStore& store) {
+  const auto* e = file.find(name);
+  ANVIL_CHECK(e != nullptr, "weight ", name, " vanished after the check");
+  const TensorView w = e->file->view(*e->info);
+  ANVIL_CHECK_INPUT(w.dtype == DType::dtype_fp8_e4m3 && w.shape.rank() == 3, e->file->path(), ": tensor '", name,
+                    "' is ", dtype_name(w.dtype), " ", w.shape.str(), ", expected 3-D F8_E4M3 fused experts");
+  ANVIL_CHECK(expert < w.shape[0] && col0 + out <= w.shape[2], "expert ", expert, " columns [", col0, ", ",
+              col0 + out, ") of ", name, " ", w.shape.str());
+  const i64 in = w.shape[1], total = w.shape[2];
+  QuantTensor t;
+  t.row_scale = fp8_fused_scales(file, name, expert, col0, out);
+  t.codes.resize(static_cast<std::size_t>(out * in));
+  const auto* src = static_cast<const std::uint8_t*>(w.data) + expert * in * total;
+  for (i64 i = 0; i < in; ++i)  // input i's stored row holds column o of every output row
+    for (i64 o = 0; o < out; ++o) t.codes[static_cast<std::size_t>(o * in + i)] = src[i * total + col0 + o];
+  return store.adopt(std::move(t), DType::dtype_fp8_e4m3, Shape{out, in});
 }
 
 }  // namespace anvil::quant

@@ -49,7 +49,7 @@ except ImportError as e:
 
 ANVIL = os.environ["ANVIL_BIN"]
 SRC = os.environ["ANVIL_SOURCE_DIR"]
-LOGITS_TOOL = sys.argv[1]
+LOGITS_TOOL = sys.argv[1] if len(sys.argv) > 1 else None  # anvil_logits needs it
 CONFIG = os.path.join(SRC, "configs", "demo-cpu.yaml")
 # Row lengths that are multiples of 32, so that 32-element quants apply (k-quants fall back
 # on rows shorter than 256, as llama-quantize does).
@@ -84,9 +84,9 @@ def init_model(spec, tmp, name, *extra):
     return model
 
 
-def train(model, out, targets):
+def train(model, out, targets, extra=()):
     sets = [f"output_dir={out}", f"model.path={model}", "train.steps=6", "train.warmup_steps=1", "train.eval_every=0",
-            "checkpoint.every=6", "lora.dropout=0", f"lora.targets=[{','.join(targets)}]", "log.every=6"]
+            "checkpoint.every=6", "lora.dropout=0", f"lora.targets=[{','.join(targets)}]", "log.every=6", *extra]
     args = ["train", CONFIG]
     for s in sets:
         args += ["--set", s]

@@ -34,6 +34,7 @@ import numpy as np
 from safetensors.numpy import load_file, save_file
 
 import test_export_moe as moe
+from test_export_llama4 import SPEC, TARGETS
 from test_export_moe import anvil
 
 REFERENCE = "--reference" in sys.argv[1:]
@@ -41,13 +42,6 @@ if REFERENCE and not all(importlib.util.find_spec(m) for m in ("torch", "transfo
     print("SKIP: the Python references (torch, transformers, peft) are not installed; run scripts/setup.sh --reference")
     sys.exit(77)
 
-SPEC = {"model_type": "llama4_text", "hidden_size": 64, "intermediate_size": 32, "intermediate_size_mlp": 96,
-        "num_hidden_layers": 4, "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 16,
-        "vocab_size": 320, "num_local_experts": 6, "num_experts_per_tok": 1, "interleave_moe_layer_step": 2,
-        "no_rope_layers": [1, 1, 1, 0], "attention_chunk_size": 8192, "use_qk_norm": True,
-        "attn_temperature_tuning": True, "floor_scale": 8192, "attn_scale": 0.1, "max_position_embeddings": 16384,
-        "rms_norm_eps": 1e-5, "rope_theta": 500000.0}
-TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj", "shared_expert", "experts"]
 # A vision tower of transformers' Llama4VisionModel shape, small (its values are never read).
 VISION_CONFIG = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 2,
                  "image_size": 28, "patch_size": 14, "num_channels": 3, "vision_output_dim": 64,
