@@ -30,7 +30,7 @@ void LlamaModel::moe_forward(std::int64_t l, LayerActs& a, float* x_out, const T
   const std::int64_t E = spec_.moe.num_experts, K = spec_.moe.top_k, r = lora_.spec().rank;
   be_.linear_forward(buf_.logits, a.xn2, w.router, nullptr, N, 0.0f);  // (N, E), the same on every TP rank
   be_.moe_route(buf_.logits, N, E, K, spec_.moe.norm_topk_prob, rt);
-  // Llama 4 (host loops: CPU backend, ep 1, checked at construction): the chosen experts'
+  // Llama 4 (host loops: the CPU backend, checked at construction): the chosen experts'
   // sigmoid scores replace the softmax weights and scale each expert's input.
   if (spec_.is_llama4()) llama4_route_scores(buf_.logits, rt, N, E, K);
   // This rank's experts [first, first + held) and their rows' offsets (held + 1) in a.xs:
@@ -39,13 +39,13 @@ void LlamaModel::moe_forward(std::int64_t l, LayerActs& a, float* x_out, const T
   const std::int64_t first = local_.moe.expert_first, held = local_.moe.experts_held();
   const std::vector<std::int64_t> route_offsets = expert_offsets(be_, rt, E);
   const std::int64_t* offsets = route_offsets.data();
+  float* home = ep_ ? buf_.ep_home : a.xs;
+  be_.moe_gather(home, a.xn2, rt, N, K, C);  // (R, C) in expert order
+  // Llama 4's rows leave scaled: an expert on another ep rank needs no scores.
+  if (spec_.is_llama4()) llama4_scale_rows(home, rt, N, K, C);
   if (ep_) {
-    be_.moe_gather(buf_.ep_home, a.xn2, rt, N, K, C);  // (R, C) in expert order
     offsets = ep_->plan(l, rt.offsets);
-    ep_->send(l, buf_.ep_home, a.xs);  // (rows received, C), expert-major
-  } else {
-    be_.moe_gather(a.xs, a.xn2, rt, N, K, C);  // (R, C) in expert order
-    if (spec_.is_llama4()) llama4_scale_rows(a.xs, rt, N, K, C);
+    ep_->send(l, home, a.xs);  // (rows received, C), expert-major
   }
   auto xa = [&](Proj p, std::int64_t row0) {
     float* x = a.xa[static_cast<int>(p)];
@@ -88,10 +88,11 @@ void LlamaModel::moe_backward(std::int64_t l, const LayerActs& a, const float* d
   const std::int64_t* offsets = ep_ ? ep_->local_offsets(l) : route_offsets.data();  // (held + 1), as forward
   // The weights' gradient reads the experts' outputs, partial over the TP group: reduced.
   // Under ep the outputs' gradients go to the experts the way the rows went.
-  if (spec_.is_llama4()) be_.moe_gather(buf_.d_ye, d_res, rt, N, K, C);  // outputs summed with weight 1
-  else be_.moe_combine_backward(buf_.dweight, ep_ ? buf_.ep_home : buf_.d_ye, d_res, ep_ ? a.ye_home : a.ye, rt, N, K, C);
+  float* d_home = ep_ ? buf_.ep_home : buf_.d_ye;  // (R, C) this rank's rows' output gradients
+  if (spec_.is_llama4()) be_.moe_gather(d_home, d_res, rt, N, K, C);  // outputs summed with weight 1
+  else be_.moe_combine_backward(buf_.dweight, d_home, d_res, ep_ ? a.ye_home : a.ye, rt, N, K, C);
   tp_allreduce(tp_.comm, buf_.dweight, N * K);
-  if (ep_) ep_->send(l, buf_.ep_home, buf_.d_ye);
+  if (ep_) ep_->send(l, d_home, buf_.d_ye);
   auto xa = [&](Proj p, std::int64_t row0) {
     const float* x = a.xa[static_cast<int>(p)];
     return x ? x + row0 * r : nullptr;
@@ -110,9 +111,11 @@ void LlamaModel::moe_backward(std::int64_t l, const LayerActs& a, const float* d
     linear_backward_local(be_, shard(Proj::proj_expert_up), buf_.d_xs + o * C, buf_.d_eup + o * Fe,
                           a.xs + o * C, xa(Proj::proj_expert_up, o), n, 1.0f, none);  // (n, C)
   }
-  if (ep_) ep_->send_back(l, buf_.d_xs, buf_.ep_home);  // the inputs' gradients home
-  if (spec_.is_llama4()) llama4_scale_backward(buf_.dweight, buf_.d_xs, a.xn2, rt, N, K, C);
-  be_.moe_scatter(buf_.d_xn, ep_ ? buf_.ep_home : buf_.d_xs, rt, N, K, C);
+  float* d_xs_home = ep_ ? buf_.ep_home : buf_.d_xs;  // (R, C) the scaled inputs' gradients, home
+  if (ep_) ep_->send_back(l, buf_.d_xs, d_xs_home);
+  // Llama 4: the scores' gradients from the home rows and the unscaled input a.xn2.
+  if (spec_.is_llama4()) llama4_scale_backward(buf_.dweight, d_xs_home, a.xn2, rt, N, K, C);
+  be_.moe_scatter(buf_.d_xn, d_xs_home, rt, N, K, C);
   tp_allreduce(tp_.comm, buf_.d_xn, N * C);  // the experts' gate/up are column-parallel
   // The router (replicated): its input gradient is complete on every rank.
   if (spec_.is_llama4())

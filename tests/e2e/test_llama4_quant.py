@@ -10,12 +10,14 @@ attention, dense MLPs, shared and routed experts with model.quant nf4 and fp8:
   W_dq + scale·B·A: the fused experts per expert and projection (transposed back into x·W),
   the attention, dense MLPs and shared experts as they are; W_dq by torch's float8_e4m3fn
   (fp8) and bitsandbytes' quantize_4bit (nf4), with e2e.qlora's tolerances (test_qlora.py);
-  the router, norms, embedding and LM head are the base's; the PEFT export runs too.
-Skips only the export's value check where torch / bitsandbytes do not run (said on stdout).
+  the router, norms, embedding and LM head are the base's; the PEFT export runs too;
+- fused experts stored as F8_E4M3 on disk are refused (exit 2) naming the tensor.
+Skips the export's value check where torch / bitsandbytes do not run, and the FP8 refusal without torch (said on stdout).
 
 Usage: test_llama4_quant.py   (ANVIL_BIN, ANVIL_SOURCE_DIR from the environment)"""
 import json
 import os
+import shutil
 import tempfile
 
 import numpy as np
@@ -85,6 +87,29 @@ def check_export(tmp, model, run, quant):
           "router, norms, embedding and LM head the base's")
 
 
+def check_fused_fp8_refused(tmp, model):
+    """Fused experts stored as F8_E4M3 (as Maverick-FP8 ships them) are not read: exit 2
+    naming the tensor, rather than their codes taken for values."""
+    try:
+        import torch
+        from safetensors.torch import load_file as load_torch, save_file as save_torch
+    except ImportError:
+        print("fused FP8 experts: torch is not installed here; refusal not checked")
+        return
+    bad = os.path.join(tmp, "model_fp8_experts")
+    shutil.copytree(model, bad)
+    path = os.path.join(bad, "model.safetensors")
+    tensors = load_torch(path)
+    name = "model.layers.1.feed_forward.experts.gate_up_proj"
+    tensors[name] = tensors[name].to(torch.float8_e4m3fn)
+    save_torch(tensors, path, metadata={"format": "pt"})
+    args = ["train", CONFIG, "--set", f"output_dir={os.path.join(tmp, 'run_fp8_experts')}", "--set",
+            f"model.path={bad}", "--set", "train.steps=1", "--set", "train.warmup_steps=0", "--set", "model.quant=fp8"]
+    log = anvil(*args, expect=2)
+    assert f"tensor '{name}' is quantized on disk; anvil reads Llama 4's fused experts only" in log, log
+    print("fused experts stored as FP8: refused naming the tensor")
+
+
 def main():
     with tempfile.TemporaryDirectory(prefix="anvil_llama4_quant_") as tmp:
         model = make_model(tmp)
@@ -105,6 +130,7 @@ def main():
             assert rel <= TOLERANCE[q], (q, rel)
             assert not np.array_equal(got, base), f"{q}: the quantized run is the unquantized one"
             check_export(tmp, model, runs[q], q)
+        check_fused_fp8_refused(tmp, model)
 
 
 if __name__ == "__main__":

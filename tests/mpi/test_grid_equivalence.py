@@ -14,7 +14,14 @@ the routed experts split over ep ranks, tokens dispatched to them by all-to-all;
 metric and adapter must meet the same tolerances as the MoE grids, and the PEFT adapter
 gathered from the ep ranks' experts must equal the single rank's.
 
-Usage: test_grid_equivalence.py MPIEXEC [--moe | --ep]   (ANVIL_BIN, ANVIL_SOURCE_DIR from the environment)"""
+With --llama4 (implies --ep) the model is a small Llama 4 (sigmoid top-1 router scaling the
+routed experts' input, shared experts, experts fused on disk, iRoPE attention) on the grids
+(tp, ep, dp) = (1,1,1), (1,2,1), (1,2,2): the scaled rows travel to their experts, the
+router's gradient comes back from theirs; the same tolerances, the same checkpoint checks
+without the tp grids, and an nf4 base at ep 2 gives the nf4 run at ep 1 within 1e-5 (each
+expert is quantized alone, wherever it is held).
+
+Usage: test_grid_equivalence.py MPIEXEC [--moe | --ep | --llama4]   (ANVIL_BIN, ANVIL_SOURCE_DIR from the environment)"""
 import json
 import os
 import subprocess
@@ -27,18 +34,24 @@ from safetensors.numpy import load_file
 
 ANVIL = os.environ["ANVIL_BIN"]
 SRC = os.environ["ANVIL_SOURCE_DIR"]
+sys.path.insert(0, os.path.join(SRC, "tests", "e2e"))
+import test_llama4 as e2e_llama4  # noqa: E402
 MPIEXEC = sys.argv[1]
-EP = "--ep" in sys.argv[2:]
+LLAMA4 = "--llama4" in sys.argv[2:]
+EP = "--ep" in sys.argv[2:] or LLAMA4
 MOE = "--moe" in sys.argv[2:] or EP
 MOE_SPEC = {"model_type": "qwen3_moe", "hidden_size": 64, "intermediate_size": 64, "moe_intermediate_size": 32,
             "num_hidden_layers": 3, "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 16,
             "vocab_size": 320, "num_experts": 6, "num_experts_per_tok": 2, "norm_topk_prob": False,
             "mlp_only_layers": [1], "output_router_logits": True, "router_aux_loss_coef": 0.05,
             "max_position_embeddings": 128, "rms_norm_eps": 1e-6}
+# e2e.llama4's tiny model with 4 routed experts (ep 2 must divide them)
+LLAMA4_SPEC = {**e2e_llama4.SPEC, "num_local_experts": 4}
 CONFIG = os.path.join(SRC, "configs", "demo-cpu.yaml")
 STEPS = 12
 # (tp, ep, dp)
-GRIDS = ([(1, 1, 1), (1, 2, 1), (2, 2, 1), (1, 2, 2)] if EP
+GRIDS = ([(1, 1, 1), (1, 2, 1), (1, 2, 2)] if LLAMA4  # Llama 4 takes no tp yet
+         else [(1, 1, 1), (1, 2, 1), (2, 2, 1), (1, 2, 2)] if EP
          else [(1, 1, 1), (2, 1, 1), (1, 1, 2), (2, 1, 2), (4, 1, 1)])
 TOLERANCE = 1e-5
 # The MoE model's adapters after 12 AdamW steps differ by up to 5e-4 (norm-relative) in its
@@ -101,7 +114,7 @@ def check(tmp):
     if MOE:
         spec = os.path.join(tmp, "spec.json")
         with open(spec, "w") as f:
-            json.dump(MOE_SPEC, f)
+            json.dump(LLAMA4_SPEC if LLAMA4 else MOE_SPEC, f)
         p, _ = run([ANVIL, "init-model", "--spec", spec, "--out", model, "--seed", "2", "--init-std", "0.1"])
     else:
         p, _ = run([ANVIL, "init-model", "--preset", "tiny", "--out", model, "--seed", "1", "--init-std", "0.1"])
@@ -144,6 +157,9 @@ def check(tmp):
         if MOE:  # the routing is the same: every expert gets the same tokens on every grid
             assert [r["expert_load"] for r in steps] == [r["expert_load"] for r in ref_steps], grid
             for a, b in zip(steps, ref_steps):
+                if LLAMA4:  # Llama 4 has no load-balancing loss
+                    assert "aux_loss" not in a and "aux_loss" not in b, (a, b)
+                    continue
                 err = abs(a["aux_loss"] - b["aux_loss"]) / abs(b["aux_loss"])
                 worst["aux_loss"] = max(worst.get("aux_loss", 0.0), err)
                 assert err <= TOLERANCE, f"{grid} step {a['step']} aux_loss: rel {err:.2e}"
@@ -162,6 +178,8 @@ def check(tmp):
           ", ".join(f"{k} {v:.1e}" for k, v in worst.items()))
     if EP:
         check_ep_checkpoints(tmp, model, results)
+    if LLAMA4:
+        check_quantized_ep(tmp, model)
     if MOE:
         return
 
@@ -195,7 +213,7 @@ def check_ep_checkpoints(tmp, model, results):
         assert "resumed from" in p.stdout + p.stderr and "after step 6" in p.stdout + p.stderr
         return metrics(out)[0], load_file(os.path.join(out, "adapter", "adapter_model.safetensors"))
 
-    for grid in ((1, 2, 1), (2, 2, 1), (1, 2, 2)):
+    for grid in ((1, 2, 1), (1, 2, 2)) if LLAMA4 else ((1, 2, 1), (2, 2, 1), (1, 2, 2)):
         tp, ep, dp = grid
         out = stopped(f"ckpt_tp{tp}_ep{ep}_dp{dp}", tp, ep, dp)
         steps, adapter = resumed(out, tp, ep, dp)
@@ -210,8 +228,9 @@ def check_ep_checkpoints(tmp, model, results):
     ckpt_ep2 = os.path.join(ep_run, "checkpoints", "step_6.h5")
     ckpt_ep1 = os.path.join(single, "checkpoints", "step_6.h5")
     ref_steps, _, ref_adapter = results[(1, 1, 1)]
-    for name, (tp, ep, dp), source in (("ep2_to_ep1", (1, 1, 1), ckpt_ep2), ("ep1_to_ep2", (1, 2, 1), ckpt_ep1),
-                                       ("ep2_to_tp2ep2", (2, 2, 1), ckpt_ep2)):
+    resumes = [("ep2_to_ep1", (1, 1, 1), ckpt_ep2), ("ep1_to_ep2", (1, 2, 1), ckpt_ep1)]
+    resumes += [] if LLAMA4 else [("ep2_to_tp2ep2", (2, 2, 1), ckpt_ep2)]
+    for name, (tp, ep, dp), source in resumes:
         steps, adapter = resumed(os.path.join(tmp, name), tp, ep, dp, source)
         assert [r["step"] for r in steps] == list(range(7, STEPS + 1)), steps
         for a, b in zip(steps, ref_steps[6:]):
@@ -232,6 +251,25 @@ def check_ep_checkpoints(tmp, model, results):
     worst = max(rel(exports["ep2"][k], v) for k, v in exports["ep1"].items())
     assert worst <= ADAPTER_TOLERANCE, f"ep 2 export vs ep 1: rel {worst:.2e}"
     print(f"the ep 2 checkpoint exports the single-rank adapter (worst rel {worst:.1e})")
+
+
+def check_quantized_ep(tmp, model):
+    """nf4 at ep 2 = nf4 at ep 1: each routed expert is quantized from its own copy, so the
+    quantized base does not depend on which rank holds it."""
+    got = {}
+    for ep in (1, 2):
+        out = os.path.join(tmp, f"nf4_ep{ep}")
+        p, _ = train(model, out, 1, 1, ep=ep, extra=("model.quant=nf4",))
+        assert p.returncode == 0, f"nf4 ep {ep}: exit {p.returncode}\n{p.stdout}\n{p.stderr}"
+        assert "linear weights nf4" in p.stdout + p.stderr
+        got[ep] = (metrics(out)[0], load_file(os.path.join(out, "adapter", "adapter_model.safetensors")))
+    (steps, adapter), (ref_steps, ref_adapter) = got[2], got[1]
+    for a, b in zip(steps, ref_steps):
+        err = abs(a["loss"] - b["loss"]) / abs(b["loss"])
+        assert err <= TOLERANCE, f"nf4 ep 2 step {a['step']}: rel {err:.2e}"
+    worst = max(rel(adapter[k], v) for k, v in ref_adapter.items())
+    assert worst <= ADAPTER_TOLERANCE, f"nf4 ep 2 adapter: rel {worst:.2e}"
+    print(f"nf4 at ep 2 gives the nf4 losses of ep 1 (adapter worst rel {worst:.1e})")
 
 
 if __name__ == "__main__":
