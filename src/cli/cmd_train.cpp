@@ -73,9 +73,9 @@ void run_validate(const ConfigOptions& opt) {
   const auto kind = train::plan_device_from_name(device_name);
   ANVIL_CHECK_INPUT(kind.has_value(), "--gpu: expected h200, h200-nvl, h100 or cpu, got '", device_name, "'");
   const model::ModelSpec spec = model::model_spec_from_dir(cfg.model.path);
-  if (spec.is_llama4() && (device_name != "cpu" || cfg.parallel.tp > 1))
-    std::printf("note: anvil trains Llama 4 on CPU ranks without tensor parallelism today (anvil train refuses this "
-                "config); the plan below is a projection\n");
+  if (spec.is_llama4() && device_name != "cpu")
+    std::printf("note: anvil trains Llama 4 on CPU ranks today (anvil train refuses this config); the plan below is "
+                "a projection\n");
   train::PlanDevice device = train::plan_device(*kind, world);
   if (!device.gpu) {
     const model::ModelSpec local = model::tp_local_spec(spec, model::tp_shard(spec, 0, cfg.parallel.tp));

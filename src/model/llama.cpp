@@ -144,7 +144,6 @@ LlamaModel::LlamaModel(ModelSpec spec, BaseWeights base, LoraLayout lora, ModelL
               "replicated KV heads need the group of their ", tp_.shard.kv_replicas, " ranks");
   ANVIL_CHECK(LoraLayout(local_, lora_.spec()).size() == lora_.size(),
               "the LoRA layout is not this rank's (build it from tp_local_spec)");
-  ANVIL_CHECK(!spec_.is_llama4() || tp_.shard.size == 1, "Llama 4 runs on one tensor-parallel rank");
   ANVIL_CHECK_INPUT(!spec_.is_llama4() || !be_.on_device(),
                     "Llama 4 runs on the CPU backend for now (its router and attention variants are host loops): set "
                     "parallel.backend: cpu");
@@ -221,8 +220,8 @@ LoraDropout LlamaModel::dropout_for(std::int64_t layer, Proj p, const TokenBatch
   d.stream = philox_stream(dropout_seed_, step_, static_cast<std::uint32_t>(layer),
                            static_cast<std::uint32_t>(p));
   d.row_offset = b.row_offset * b.seq;
-  d.row_stride = proj_shape(spec_, p)[1];  // the whole layer's input width
-  if (proj_row_parallel(p)) d.col_offset = tp_proj_slice(spec_, tp_.shard, p).start;
+  d.row_stride = proj_shape_at(spec_, layer, p)[1];  // the whole layer's input width
+  if (proj_row_parallel(p)) d.col_offset = tp_proj_slice_at(spec_, tp_.shard, layer, p).start;
   return d;
 }
 
@@ -290,12 +289,15 @@ void LlamaModel::block_backward(std::int64_t l, const LayerActs& a, float* d_res
   const bool sparse = spec_.layer_is_moe(l);
   if (sparse) moe_backward(l, a, d_res);  // complete d_xn
   if (spec_.layer_has_mlp(l)) {  // the dense MLP, or Llama 4's shared expert (adds to d_xn)
+    // The shared expert's partial sums meet in d_xs (free again) before they join the
+    // experts' d_xn, which is complete already.
+    float* d_in = sparse ? buf_.d_xs : buf_.d_xn;  // (N, C)
     project_backward(l, Proj::proj_down, buf_.d_h, d_res, a.h, xa(Proj::proj_down), b, 0.0f);  // (N, F)
     be_.swiglu_backward(buf_.d_gate, buf_.d_up, buf_.d_h, a.gate, a.up, N * local_.mlp_rows(l));
-    project_backward(l, Proj::proj_gate, buf_.d_xn, buf_.d_gate, a.xn2, xa(Proj::proj_gate), b,
-                     sparse ? 1.0f : 0.0f);
-    project_backward(l, Proj::proj_up, buf_.d_xn, buf_.d_up, a.xn2, xa(Proj::proj_up), b, 1.0f);  // (N, C)
-    tp_allreduce(tp_.comm, buf_.d_xn, N * C);  // column-parallel input: the partial sums meet
+    project_backward(l, Proj::proj_gate, d_in, buf_.d_gate, a.xn2, xa(Proj::proj_gate), b, 0.0f);
+    project_backward(l, Proj::proj_up, d_in, buf_.d_up, a.xn2, xa(Proj::proj_up), b, 1.0f);  // (N, C)
+    tp_allreduce(tp_.comm, d_in, N * C);  // column-parallel input: the partial sums meet
+    if (sparse) be_.moe_residual_add(buf_.d_xn, d_in, N * C);
   }
   be_.rmsnorm_backward(d_res, nullptr, buf_.d_xn, a.x_mid, w.mlp_norm, a.rstd2, N, C, 1.0f);
 

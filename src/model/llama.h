@@ -220,7 +220,7 @@ class LlamaModel {
     float* moe_out = nullptr;      // (N, C) the combined expert outputs
     float* dweight = nullptr;      // (N, k)
     float* d_ye = nullptr;         // (R, C)
-    float* d_xs = nullptr;         // (R, C)
+    float* d_xs = nullptr;         // (R, C); then (N, C) Llama 4's shared expert's input gradient
     float* d_egate = nullptr;      // (R, fe)
     float* d_eup = nullptr;        // (R, fe)
     float* d_eh = nullptr;         // (R, fe)

@@ -89,9 +89,12 @@ void LlamaModel::moe_backward(std::int64_t l, const LayerActs& a, const float* d
   // The weights' gradient reads the experts' outputs, partial over the TP group: reduced.
   // Under ep the outputs' gradients go to the experts the way the rows went.
   float* d_home = ep_ ? buf_.ep_home : buf_.d_ye;  // (R, C) this rank's rows' output gradients
-  if (spec_.is_llama4()) be_.moe_gather(d_home, d_res, rt, N, K, C);  // outputs summed with weight 1
-  else be_.moe_combine_backward(buf_.dweight, d_home, d_res, ep_ ? a.ye_home : a.ye, rt, N, K, C);
-  tp_allreduce(tp_.comm, buf_.dweight, N * K);
+  if (spec_.is_llama4()) {
+    be_.moe_gather(d_home, d_res, rt, N, K, C);  // outputs summed with weight 1
+  } else {
+    be_.moe_combine_backward(buf_.dweight, d_home, d_res, ep_ ? a.ye_home : a.ye, rt, N, K, C);
+    tp_allreduce(tp_.comm, buf_.dweight, N * K);
+  }
   if (ep_) ep_->send(l, d_home, buf_.d_ye);
   auto xa = [&](Proj p, std::int64_t row0) {
     const float* x = a.xa[static_cast<int>(p)];
@@ -113,8 +116,12 @@ void LlamaModel::moe_backward(std::int64_t l, const LayerActs& a, const float* d
   }
   float* d_xs_home = ep_ ? buf_.ep_home : buf_.d_xs;  // (R, C) the scaled inputs' gradients, home
   if (ep_) ep_->send_back(l, buf_.d_xs, d_xs_home);
-  // Llama 4: the scores' gradients from the home rows and the unscaled input a.xn2.
-  if (spec_.is_llama4()) llama4_scale_backward(buf_.dweight, d_xs_home, a.xn2, rt, N, K, C);
+  // Llama 4: the scores' gradients from the home rows and the unscaled input a.xn2, partial
+  // over TP as the rows' gradients are (the experts' gate/up are column-parallel).
+  if (spec_.is_llama4()) {
+    llama4_scale_backward(buf_.dweight, d_xs_home, a.xn2, rt, N, K, C);
+    tp_allreduce(tp_.comm, buf_.dweight, N * K);
+  }
   be_.moe_scatter(buf_.d_xn, d_xs_home, rt, N, K, C);
   tp_allreduce(tp_.comm, buf_.d_xn, N * C);  // the experts' gate/up are column-parallel
   // The router (replicated): its input gradient is complete on every rank.

@@ -198,14 +198,16 @@ void transpose_convert(const TensorView& src, std::int64_t first, std::int64_t s
 // Llama 4's sparse layer: the router and each expert's gate (fe, C), up (fe, C) and down
 // (C, fe) copied out of the fused gate_up_proj (E, C, 2fe) and down_proj (E, fe, C), which
 // hold x·W (transposed) with gate in the first fe columns. This rank's experts only (under
-// ep its block); with `quant`, each expert's projection is quantized from its transposed
-// f32 copy (one projection dense at a time) under its own name (proj_module_path), which is
-// what model.quant_skip matches, as for Qwen3-MoE. Tensor parallelism is not supported.
+// ep its block), and of each its TP slice (fe/tp gate and up rows, fe/tp down columns, as
+// tp_proj_slice splits an expert); with `quant`, each expert's projection is quantized from
+// its transposed f32 slice (one projection dense at a time) under its own name
+// (proj_module_path), which is what model.quant_skip matches, as for Qwen3-MoE.
 void carve_llama4_experts(Owner& o, const ModelSpec& spec, DType storage, const TpShard& shard,
                           const quant::QuantPolicy& quant, std::int64_t l, LayerWeights& lw, std::int64_t* copied) {
   const std::string ff = str_cat("model.layers.", l, ".feed_forward.");
   lw.router = weight_view(o, ff + "router.weight", DType::dtype_f32, std::nullopt, copied);
   const std::int64_t C = spec.hidden_size, Fe = spec.moe.intermediate_size;
+  const std::int64_t fe = shard.expert_ffn, f0 = shard.rank * fe;  // this rank's rows of each expert
   auto fused = [&](const std::string& name) {
     const auto* t = o.file.find(name);
     ANVIL_CHECK_INPUT(!quant::bnb4_packed(o.file, name), t->file->path(), ": tensor '", name, "' is bitsandbytes ",
@@ -221,19 +223,21 @@ void carve_llama4_experts(Owner& o, const ModelSpec& spec, DType storage, const 
   std::vector<float> dense;  // one quantized projection's f32 copy, (out, in)
   for (std::int64_t e = shard.expert_first; e < shard.expert_first + shard.experts; ++e) {
     std::array<TensorView, 3> ex;
-    const std::array<Shape, 3> shapes = {Shape{Fe, C}, Shape{Fe, C}, Shape{C, Fe}};
+    const std::array<Shape, 3> shapes = {Shape{fe, C}, Shape{fe, C}, Shape{C, fe}};
     for (int k = 0; k < 3; ++k) {
       const Shape& shape = shapes[static_cast<std::size_t>(k)];
       auto copy_to = [&](void* dst, DType to) {
-        if (k < 2) transpose_convert(gate_up, e * C * 2 * Fe + k * Fe, 2 * Fe, Fe, C, dst, to);
-        else transpose_convert(down, e * Fe * C, C, C, Fe, dst, to);
+        if (k < 2) transpose_convert(gate_up, e * C * 2 * Fe + k * Fe + f0, 2 * Fe, fe, C, dst, to);
+        else transpose_convert(down, e * Fe * C + f0 * C, C, C, fe, dst, to);
       };
       TensorView& v = ex[static_cast<std::size_t>(k)];
       const Proj proj = static_cast<Proj>(static_cast<int>(Proj::proj_expert_gate) + k);
       if ((k < 2 ? gate_up : down).dtype == DType::dtype_fp8_e4m3) {  // fbgemm_fp8 on disk: its codes and scales
         if (!o.copies.allocated()) continue;  // plan mode
         const std::string name = ff + (k < 2 ? "experts.gate_up_proj" : "experts.down_proj");
-        v = quant::fp8_load_fused_expert(o.file, name, e, k == 1 ? Fe : 0, shape[0], o.quantized);
+        // this rank's gate/up rows (outputs f0 .. of gate's or up's), or down's columns (inputs)
+        v = k < 2 ? quant::fp8_load_fused_expert(o.file, name, e, k * Fe + f0, fe, 0, C, o.quantized)
+                  : quant::fp8_load_fused_expert(o.file, name, e, 0, C, f0, fe, o.quantized);
         continue;
       }
       if (quant.applies(proj_module_path(spec, l, proj, e) + ".weight")) {
@@ -277,10 +281,8 @@ void carve(Owner& o, const ModelSpec& spec, DType storage, const TpShard& shard,
       const Proj proj = static_cast<Proj>(i);
       if (proj_is_expert(proj) || (proj >= Proj::proj_gate && !spec.layer_has_mlp(l))) continue;
       const std::string base = proj_module_path(spec, l, proj);
-      const WeightSlice slice = tp_proj_slice(spec, shard, proj);
-      // Llama 4 loads on one TP rank (checked below); its gate/up/down widths vary by layer.
-      const std::optional<WeightSlice> part = spec.is_llama4() ? std::nullopt : std::optional(slice);
-      lw.proj[i] = linear_weight(o, base + ".weight", storage, part, copied, quant);
+      const WeightSlice slice = tp_proj_slice_at(spec, shard, l, proj);
+      lw.proj[i] = linear_weight(o, base + ".weight", storage, slice, copied, quant);
       // A bias belongs to the output rows: a column-parallel layer's is split with them,
       // a row-parallel layer's is whole (added once, to the reduced sum).
       if (o.file.find(base + ".bias"))
@@ -304,9 +306,6 @@ BaseWeights base_weights_load(const ModelSpec& spec, const std::string& model_di
   ANVIL_CHECK(shard.size >= 1 && shard.heads * shard.size == spec.num_attention_heads &&
                   shard.vocab * shard.size == spec.vocab_size,
               "tp shard (rank ", shard.rank, " of ", shard.size, ") was made for another model");
-  ANVIL_CHECK_INPUT(!spec.is_llama4() || shard.size == 1,
-                    "Llama 4 loads without tensor parallelism (its per-layer MLP widths and fused experts are not "
-                    "split over TP yet)");
   auto owner = std::make_shared<Owner>(Owner{model_weights_open(model_dir), Arena{}, {}});
   model_check_weights(spec, owner->file);
   BaseWeights w;

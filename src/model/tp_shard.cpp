@@ -16,9 +16,11 @@ std::vector<std::string> tp_shard_problems(const ModelSpec& spec, int tp) {
     if (value % tp != 0) out.push_back(str_cat(tp, " does not divide the model's ", name, " (", value, ")"));
   };
   must_divide("num_attention_heads", spec.num_attention_heads);
-  must_divide("intermediate_size", spec.intermediate_size);
-  if (spec.is_moe()) must_divide(spec.model_type == "mixtral" ? "intermediate_size" : "moe_intermediate_size",
-                                 spec.moe.intermediate_size);
+  // Llama 4's dense width is intermediate_size_mlp and its experts' intermediate_size.
+  must_divide(spec.is_llama4() ? "intermediate_size_mlp" : "intermediate_size", spec.intermediate_size);
+  if (spec.is_moe())
+    must_divide(spec.model_type == "mixtral" || spec.is_llama4() ? "intermediate_size" : "moe_intermediate_size",
+                spec.moe.intermediate_size);
   must_divide("vocab_size", spec.vocab_size);
   const std::int64_t kv = spec.num_key_value_heads;
   if (kv % tp != 0 && tp % kv != 0)
@@ -82,6 +84,13 @@ WeightSlice tp_proj_slice(const ModelSpec& spec, const TpShard& t, Proj p) {
   return {};
 }
 
+WeightSlice tp_proj_slice_at(const ModelSpec& spec, const TpShard& t, std::int64_t layer, Proj p) {
+  const WeightSlice w = tp_proj_slice(spec, t, p);
+  if (!spec.is_llama4() || proj_is_expert(p) || p < Proj::proj_gate) return w;
+  const std::int64_t f = spec.mlp_rows(layer) / t.size;
+  return {w.axis, t.rank * f, f};
+}
+
 std::array<std::int64_t, 2> tp_proj_shape(const ModelSpec& spec, const TpShard& t, Proj p) {
   auto shape = proj_shape(spec, p);
   const WeightSlice s = tp_proj_slice(spec, t, p);
@@ -138,12 +147,9 @@ const LoraSlot& full_slot_of(const LoraLayout& full, const LoraSlot& l) {
   return *f;
 }
 
-// A slot's part on rank t: the whole matrix on one rank, where Llama 4's gate/up/down
-// (whose widths vary by layer) need no spec-wide slice.
+// A slot's part on rank t (Llama 4's gate/up/down by their own layer's width).
 WeightSlice slot_slice(const ModelSpec& spec, const TpShard& t, const LoraSlot& s) {
-  const WeightSlice w = tp_proj_slice(spec, t, s.proj);
-  if (t.size > 1) return w;
-  return {w.axis, 0, w.axis == SplitAxis::split_rows ? s.out : s.in};
+  return tp_proj_slice_at(spec, t, s.layer, s.proj);
 }
 
 // Calls copy(full_offset, local_offset, count) for every contiguous run of rank t's values.

@@ -63,6 +63,10 @@ struct WeightSlice {
 bool proj_row_parallel(Proj p);
 // The slice of projection p's weight (out, in) rank `t` holds.
 WeightSlice tp_proj_slice(const ModelSpec& spec, const TpShard& t, Proj p);
+// The slice of layer `layer`'s projection p: tp_proj_slice, but Llama 4's gate/up/down
+// split their own layer's width (intermediate_size_mlp in a dense layer, the shared
+// expert's in a sparse one).
+WeightSlice tp_proj_slice_at(const ModelSpec& spec, const TpShard& t, std::int64_t layer, Proj p);
 // The local (out, in) of projection p.
 std::array<std::int64_t, 2> tp_proj_shape(const ModelSpec& spec, const TpShard& t, Proj p);
 // The vocabulary rows of the embedding and the LM head.

@@ -259,22 +259,23 @@ std::vector<float> fp8_fused_scales(const io::SafetensorsModel& file, const std:
 }
 
 TensorView fp8_load_fused_expert(const io::SafetensorsModel& file, const std::string& name, i64 expert, i64 col0,
-                                 i64 out, QuantStore& store) {
+                                 i64 out, i64 in0, i64 in_n, QuantStore& store) {
   const auto* e = file.find(name);
   ANVIL_CHECK(e != nullptr, "weight ", name, " vanished after the check");
   const TensorView w = e->file->view(*e->info);
   ANVIL_CHECK_INPUT(w.dtype == DType::dtype_fp8_e4m3 && w.shape.rank() == 3, e->file->path(), ": tensor '", name,
                     "' is ", dtype_name(w.dtype), " ", w.shape.str(), ", expected 3-D F8_E4M3 fused experts");
-  ANVIL_CHECK(expert < w.shape[0] && col0 + out <= w.shape[2], "expert ", expert, " columns [", col0, ", ",
-              col0 + out, ") of ", name, " ", w.shape.str());
+  ANVIL_CHECK(expert < w.shape[0] && col0 + out <= w.shape[2] && in0 + in_n <= w.shape[1], "expert ", expert,
+              " outputs [", col0, ", ", col0 + out, ") inputs [", in0, ", ", in0 + in_n, ") of ", name, " ",
+              w.shape.str());
   const i64 in = w.shape[1], total = w.shape[2];
   QuantTensor t;
   t.row_scale = fp8_fused_scales(file, name, expert, col0, out);
-  t.codes.resize(static_cast<std::size_t>(out * in));
-  const auto* src = static_cast<const std::uint8_t*>(w.data) + expert * in * total;
-  for (i64 i = 0; i < in; ++i)  // input i's stored row holds column o of every output row
-    for (i64 o = 0; o < out; ++o) t.codes[static_cast<std::size_t>(o * in + i)] = src[i * total + col0 + o];
-  return store.adopt(std::move(t), DType::dtype_fp8_e4m3, Shape{out, in});
+  t.codes.resize(static_cast<std::size_t>(out * in_n));
+  const auto* src = static_cast<const std::uint8_t*>(w.data) + (expert * in + in0) * total;
+  for (i64 i = 0; i < in_n; ++i)  // input i's stored row holds column o of every output row
+    for (i64 o = 0; o < out; ++o) t.codes[static_cast<std::size_t>(o * in_n + i)] = src[i * total + col0 + o];
+  return store.adopt(std::move(t), DType::dtype_fp8_e4m3, Shape{out, in_n});
 }
 
 }  // namespace anvil::quant

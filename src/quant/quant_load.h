@@ -60,10 +60,13 @@ TensorView fp8_load_slice(const io::SafetensorsModel& file, const std::string& n
 // fbgemm_fp8's fused Llama 4 experts (FbgemmFp8Llama4TextExperts): `name` is F8_E4M3
 // (E, in, total) in x·W layout (experts.gate_up_proj (E, C, 2I), experts.down_proj (E, I, C))
 // with `name`_scale f32 / bf16 holding one scale per output, (E, 1, total) or (E, total, 1).
-// Expert `expert`'s outputs [col0, col0 + out) as an nn.Linear FP8 weight (out, in) with its
-// per-row scales, codes copied (transposed), nothing requantized: gate is col0 0, up col0 I.
+// Expert `expert`'s outputs [col0, col0 + out) over inputs [in0, in0 + in_n) as an nn.Linear
+// FP8 weight (out, in_n) with its per-row scales, codes copied (transposed), nothing
+// requantized: gate is col0 0, up col0 I; a TP rank's slice takes its outputs (gate, up) or
+// its inputs (down), the rows keeping their scales.
 TensorView fp8_load_fused_expert(const io::SafetensorsModel& file, const std::string& name, std::int64_t expert,
-                                 std::int64_t col0, std::int64_t out, QuantStore& store);
+                                 std::int64_t col0, std::int64_t out, std::int64_t in0, std::int64_t in_n,
+                                 QuantStore& store);
 // Those scales alone: the `n` outputs from col0 of expert `expert`.
 std::vector<float> fp8_fused_scales(const io::SafetensorsModel& file, const std::string& name, std::int64_t expert,
                                     std::int64_t col0, std::int64_t n);

@@ -177,14 +177,10 @@ void check_model(const TrainConfig& cfg, bool tp_ok, bool backend_ok, bool plann
     out.push_back({"parallel.ep", str_cat(ep, ": expert parallelism runs on the CPU backend only for now (its ",
                                           "exchange is host loops); use parallel.backend: cpu or ep: 1")});
   // Llama 4's router scores, expert scaling and attention variants are host loops (CPU
-  // ranks, model/llama4_ops.h), and its layers are not split over TP yet.
-  if (spec.is_llama4() && !planning) {
-    const std::string why = str_cat(dir, " is a Llama 4 model, which anvil trains on CPU ranks without tensor "
-                                         "parallelism for now");
-    if (cfg.parallel.tp > 1) out.push_back({"parallel.tp", str_cat(why, "; use tp: 1 (parallel.ep splits its experts)")});
-    if (cfg.parallel.backend == BackendKind::backend_cuda)
-      out.push_back({"parallel.backend", str_cat(why, "; use backend: cpu")});
-  }
+  // ranks, model/llama4_ops.h).
+  if (spec.is_llama4() && !planning && cfg.parallel.backend == BackendKind::backend_cuda)
+    out.push_back({"parallel.backend", str_cat(dir, " is a Llama 4 model, which anvil trains on CPU ranks for now; "
+                                                    "use backend: cpu")});
 }
 
 }  // namespace

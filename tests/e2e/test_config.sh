@@ -141,11 +141,11 @@ check_error "31_cuda_lora_rank.yaml:9: lora.rank: 128 is more than the CUDA back
   train 31_cuda_lora_rank.yaml
 check_error "model.path: hd96-model/config.json: head_dim is 96" train 32_cuda_head_dim.yaml
 out=$("$bin" validate 31_cuda_lora_rank.yaml --set lora.rank=64 2>&1) || fail "lora.rank 64 on cuda: exit $?"$'\n'"$out"
-# Llama 4 trains on CPU ranks with expert parallelism and a quantized base; tp > 1 and the
-# CUDA backend are refused (37_llama4_tp.yaml)
-out=$("$bin" validate 37_llama4_tp.yaml --world-size 4 --set parallel.tp=1 --set parallel.ep=2 --set model.quant=nf4 \
-  --set parallel.backend=cpu 2>&1) || fail "Llama 4 with ep 2 and nf4: exit $?"$'\n'"$out"
-grep -q 'world size 4 = tp 1 x ep 2 x dp 2' <<<"$out" || fail "Llama 4 with ep 2: world size"$'\n'"$out"
+# Llama 4 trains on CPU ranks with tensor and expert parallelism and a quantized base; the
+# CUDA backend is refused (37_llama4_cuda.yaml)
+out=$("$bin" validate 37_llama4_cuda.yaml --world-size 8 --set parallel.ep=2 --set parallel.backend=cpu 2>&1) ||
+  fail "Llama 4 with tp 2, ep 2 and nf4: exit $?"$'\n'"$out"
+grep -q 'world size 8 = tp 2 x ep 2 x dp 2' <<<"$out" || fail "Llama 4 with tp 2, ep 2: world size"$'\n'"$out"
 
 [ $failures -eq 0 ] || { echo "$failures failure(s)"; exit 1; }
 echo "ok ($count bad configs)"
