@@ -8,6 +8,7 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <vector>
 
 #include "backend/backend.h"
@@ -97,6 +98,11 @@ class CpuBackend final : public Backend {
   void moe_aux_accumulate(double* count, double* prob_sum, const MoeRoute& r, i64 n, i64 experts,
                           i64 k) override;
   void moe_residual_add(float* y, const float* x, i64 n) override;
+  // The experts side by side on the OpenMP threads, each with its own worker backend (its
+  // own scratch) and single-threaded BLAS (cpu_moe_experts.cpp).
+  void moe_experts_forward(const MoeExpert* experts, i64 count, const MoeExpertActs& a) override;
+  void moe_experts_backward(const MoeExpert* experts, i64 count, const MoeExpertActs& a,
+                            const MoeExpertGrads& g) override;
 
   double sum_squares(const float* x, i64 n) override;
   void scale(float* x, float s, i64 n) override;
@@ -119,6 +125,10 @@ class CpuBackend final : public Backend {
   std::vector<float> lora_x_;       // (kLoraRows, in) dropout(x), then dx before the mask
   std::vector<float> lora_g_;       // (kLoraRows, r) dy B * scale
   std::vector<i64> embed_order_;    // (V + n) embedding backward: run ends by id, tokens by id
+  // One backend per OpenMP thread for the experts run side by side: their scratch is their own.
+  std::vector<std::unique_ptr<CpuBackend>> expert_workers_;
+  // The workers for `threads` threads, made on first use.
+  std::vector<std::unique_ptr<CpuBackend>>& expert_workers(int threads);
 };
 
 // Makes `buf` hold at least n elements; allocates only when it is too small.
