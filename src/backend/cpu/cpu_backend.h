@@ -21,6 +21,9 @@ inline constexpr i64 kLossRows = 64;
 inline constexpr i64 kLoraRows = 256;
 // Floats of bf16 weight rows converted to f32 before one sgemm.
 inline constexpr i64 kConvertFloats = i64{1} << 20;
+// Experts per sparse layer that reserve() sizes the experts' ordering for (the largest MoE
+// models have 256); a layer with more grows it once.
+inline constexpr i64 kReservedExperts = 1024;
 // Elementwise work (in simple float operations) below which a loop stays on one thread: a
 // team costs microseconds to start, and more while OpenBLAS's threads still spin.
 inline constexpr i64 kParallelWork = i64{1} << 15;
@@ -125,10 +128,13 @@ class CpuBackend final : public Backend {
   std::vector<float> lora_x_;       // (kLoraRows, in) dropout(x), then dx before the mask
   std::vector<float> lora_g_;       // (kLoraRows, r) dy B * scale
   std::vector<i64> embed_order_;    // (V + n) embedding backward: run ends by id, tokens by id
-  // One backend per OpenMP thread for the experts run side by side: their scratch is their own.
+  std::vector<i64> expert_order_;   // (experts) the order moe_experts_* hand them out in
+  // One backend per OpenMP thread for the experts run side by side: their scratch is their
+  // own. reserve() makes and sizes them; a call with more threads adds workers.
   std::vector<std::unique_ptr<CpuBackend>> expert_workers_;
-  // The workers for `threads` threads, made on first use.
   std::vector<std::unique_ptr<CpuBackend>>& expert_workers(int threads);
+  // This backend's own scratch, without the workers'.
+  void reserve_own(const BackendLimits& limits);
 };
 
 // Makes `buf` hold at least n elements; allocates only when it is too small.

@@ -20,27 +20,26 @@ namespace anvil::backend {
 
 namespace {
 
-// The experts' indices, most rows first: dynamic scheduling then ends on the small ones,
-// which evens out the threads' finishing times.
-std::vector<i64> largest_first(const MoeExpert* experts, i64 count) {
-  std::vector<i64> order(static_cast<std::size_t>(count));
-  std::iota(order.begin(), order.end(), i64{0});
-  std::stable_sort(order.begin(), order.end(),
-                   [&](i64 x, i64 y) { return experts[x].rows > experts[y].rows; });
-  return order;
+// The experts' indices into order (count), most rows first: dynamic scheduling then ends on
+// the small ones, which evens out the threads' finishing times.
+void largest_first(i64* order, const MoeExpert* experts, i64 count) {
+  std::iota(order, order + count, i64{0});
+  std::sort(order, order + count, [&](i64 x, i64 y) {  // ties by index: no allocation, one order
+    return experts[x].rows != experts[y].rows ? experts[x].rows > experts[y].rows : x < y;
+  });
 }
 
 // Runs step(worker, expert) for every expert over the threads, each thread with its own
 // worker backend; the first exception thrown inside is rethrown after the loop.
 template <typename Step>
-void experts_side_by_side(std::vector<std::unique_ptr<CpuBackend>>& workers, const MoeExpert* experts,
-                          i64 count, Step step) {
-  const std::vector<i64> order = largest_first(experts, count);
+void experts_side_by_side(std::vector<std::unique_ptr<CpuBackend>>& workers, i64* order,
+                          const MoeExpert* experts, i64 count, Step step) {
+  largest_first(order, experts, count);
   std::exception_ptr failure;
 #pragma omp parallel for schedule(dynamic, 1) num_threads(static_cast<int>(workers.size()))
   for (i64 i = 0; i < count; ++i) {
     try {
-      step(*workers[static_cast<std::size_t>(omp_get_thread_num())], experts[order[static_cast<std::size_t>(i)]]);
+      step(*workers[static_cast<std::size_t>(omp_get_thread_num())], experts[order[i]]);
     } catch (...) {
 #pragma omp critical(anvil_moe_experts_failure)
       if (!failure) failure = std::current_exception();
@@ -67,7 +66,7 @@ void CpuBackend::moe_experts_forward(const MoeExpert* experts, i64 count, const 
     Backend::moe_experts_forward(experts, count, a);
     return;
   }
-  experts_side_by_side(expert_workers(threads), experts, count,
+  experts_side_by_side(expert_workers(threads), scratch(expert_order_, count), experts, count,
                        [&](CpuBackend& be, const MoeExpert& e) { moe_expert_forward(be, e, a); });
 }
 
@@ -78,7 +77,7 @@ void CpuBackend::moe_experts_backward(const MoeExpert* experts, i64 count, const
     Backend::moe_experts_backward(experts, count, a, g);
     return;
   }
-  experts_side_by_side(expert_workers(threads), experts, count,
+  experts_side_by_side(expert_workers(threads), scratch(expert_order_, count), experts, count,
                        [&](CpuBackend& be, const MoeExpert& e) { moe_expert_backward(be, e, a, g); });
 }
 
