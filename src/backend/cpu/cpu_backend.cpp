@@ -27,10 +27,12 @@ namespace {
 std::array<i64, 7> scratch_floats(const BackendLimits& l) {
   const i64 width = std::max({l.max_width, l.hidden, i64{1}});
   const i64 lora_rows = std::min(kLoraRows, l.max_tokens);
+  // A block of query rows per thread (cpu_attention.cpp spreads heads over the threads).
+  const i64 attn_floats = std::max(omp_get_max_threads(), 1) * std::min(kAttnRows, l.max_seq) * l.max_seq;
   return {std::max(kConvertFloats, width),  // weight_rows_
           width,                            // norm_w_
-          l.max_seq * l.max_seq,            // attn_p_
-          l.max_seq * l.max_seq,            // attn_dp_
+          attn_floats,                      // attn_p_
+          attn_floats,                      // attn_dp_
           kLossRows * l.vocab,              // logits_
           lora_rows * l.max_width,          // lora_x_
           // The LoRA rank is not among the limits; it never exceeds the adapted layer's width.

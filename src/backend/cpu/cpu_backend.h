@@ -17,6 +17,8 @@ namespace anvil::backend {
 
 // Rows of the LM head logits made at a time: the logits buffer is (kLossRows, V).
 inline constexpr i64 kLossRows = 64;
+// Query rows of one attention block (cpu_attention.cpp): its scores are (kAttnRows, keys).
+inline constexpr i64 kAttnRows = 128;
 // Rows of a LoRA input handled at a time when a (rows, in) scratch is needed.
 inline constexpr i64 kLoraRows = 256;
 // Floats of bf16 weight rows converted to f32 before one sgemm.
@@ -122,8 +124,8 @@ class CpuBackend final : public Backend {
 
   std::vector<float> weight_rows_;  // (rows, in) converted bf16 / dequantized / misaligned rows
   std::vector<float> norm_w_;       // (c) norm weight as f32
-  std::vector<float> attn_p_;       // (T, T) scores, then probabilities
-  std::vector<float> attn_dp_;      // (T, T) dP, then dS
+  std::vector<float> attn_p_;       // (threads, kAttnRows, T) scores, then probabilities
+  std::vector<float> attn_dp_;      // (threads, kAttnRows, T) dP, then dS
   std::vector<float> logits_;       // (kLossRows, V) logits, then dlogits
   std::vector<float> lora_x_;       // (kLoraRows, in) dropout(x), then dx before the mask
   std::vector<float> lora_g_;       // (kLoraRows, r) dy B * scale
