@@ -20,6 +20,7 @@
 #include <string>
 #include <vector>
 
+#include "backend/moe_experts.h"
 #include "backend/moe_route.h"
 #include "core/philox.h"
 #include "core/tensor.h"
@@ -237,6 +238,16 @@ class Backend {
                                   i64 experts, i64 k) = 0;
   // y (n) += x (n): the combined experts' output into the residual stream.
   virtual void moe_residual_add(float* y, const float* x, i64 n) = 0;
+  // The routed experts' MLPs (backend/moe_experts.h): moe_expert_forward / backward of each
+  // of `count` experts. Their rows and adapters are disjoint, so a backend may run them in
+  // any order or at once; each expert's ops are the same either way.
+  virtual void moe_experts_forward(const MoeExpert* experts, i64 count, const MoeExpertActs& a) {
+    for (i64 i = 0; i < count; ++i) moe_expert_forward(*this, experts[i], a);
+  }
+  virtual void moe_experts_backward(const MoeExpert* experts, i64 count, const MoeExpertActs& a,
+                                    const MoeExpertGrads& g) {
+    for (i64 i = 0; i < count; ++i) moe_expert_backward(*this, experts[i], a, g);
+  }
 
   // ---- optimizer -----------------------------------------------------------------------
   virtual double sum_squares(const float* x, i64 n) = 0;  // accumulated in double

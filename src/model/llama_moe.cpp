@@ -21,6 +21,42 @@ std::vector<std::int64_t> expert_offsets(backend::Backend& be, const MoeRoute& r
   return out;
 }
 
+backend::ExpertLinear expert_linear(const LinearShard& s) { return {s.w, s.a, s.b, s.da, s.db, s.r, s.scale}; }
+
+// This rank's experts [first, first + held) with their rows, offsets (held + 1) into the
+// layer's expert-ordered buffers, and their adapters (gradients too when grads is not null).
+std::vector<backend::MoeExpert> expert_blocks(const BaseWeights& base, const LoraLayout& lora, const float* params,
+                                              float* grads, std::int64_t l, std::int64_t first, std::int64_t held,
+                                              const std::int64_t* offsets) {
+  std::vector<backend::MoeExpert> out(static_cast<std::size_t>(held));
+  for (std::int64_t j = 0; j < held; ++j) {
+    auto shard = [&](Proj p) { return expert_linear(linear_shard(base, &lora, params, grads, l, p, first + j)); };
+    backend::MoeExpert& e = out[static_cast<std::size_t>(j)];
+    e.gate = shard(Proj::proj_expert_gate);
+    e.up = shard(Proj::proj_expert_up);
+    e.down = shard(Proj::proj_expert_down);
+    e.row0 = offsets[j];
+    e.rows = offsets[j + 1] - offsets[j];
+  }
+  return out;
+}
+
+// The layer's expert buffers (Acts: LlamaModel's LayerActs) as the experts' ops take them.
+template <typename Acts>
+backend::MoeExpertActs expert_acts(const Acts& a, std::int64_t c, std::int64_t fe, std::int64_t r) {
+  return {.c = c,
+          .fe = fe,
+          .r = r,
+          .xs = a.xs,
+          .gate = a.egate,
+          .up = a.eup,
+          .h = a.eh,
+          .y = a.ye,
+          .xa_gate = a.xa[static_cast<int>(Proj::proj_expert_gate)],
+          .xa_up = a.xa[static_cast<int>(Proj::proj_expert_up)],
+          .xa_down = a.xa[static_cast<int>(Proj::proj_expert_down)]};
+}
+
 }  // namespace
 
 void LlamaModel::moe_forward(std::int64_t l, LayerActs& a, float* x_out, const TokenBatch& b) {
@@ -47,24 +83,10 @@ void LlamaModel::moe_forward(std::int64_t l, LayerActs& a, float* x_out, const T
     offsets = ep_->plan(l, rt.offsets);
     ep_->send(l, home, a.xs);  // (rows received, C), expert-major
   }
-  auto xa = [&](Proj p, std::int64_t row0) {
-    float* x = a.xa[static_cast<int>(p)];
-    return x ? x + row0 * r : nullptr;
-  };
-  const backend::LoraDropout none;  // experts take no dropout (checked at construction)
-  for (std::int64_t j = 0; j < held; ++j) {
-    const std::int64_t e = first + j, o = offsets[j], n = offsets[j + 1] - o;
-    if (n == 0) continue;
-    auto shard = [&](Proj p) { return linear_shard(base_, &lora_, buf_.lora_params, nullptr, l, p, e); };
-    linear_forward_local(be_, shard(Proj::proj_expert_gate), a.egate + o * Fe, a.xs + o * C,
-                         xa(Proj::proj_expert_gate, o), n, 0.0f, none);  // (n, fe)
-    linear_forward_local(be_, shard(Proj::proj_expert_up), a.eup + o * Fe, a.xs + o * C,
-                         xa(Proj::proj_expert_up, o), n, 0.0f, none);
-    be_.swiglu_forward(a.eh + o * Fe, a.egate + o * Fe, a.eup + o * Fe, n * Fe);
-    // The output too when recomputing: the weights' gradient reads it.
-    linear_forward_local(be_, shard(Proj::proj_expert_down), a.ye + o * C, a.eh + o * Fe,
-                         xa(Proj::proj_expert_down, o), n, 0.0f, none);  // (n, C), partial over TP
-  }
+  // The experts (none dropped out: checked at construction), side by side where the backend can.
+  const std::vector<backend::MoeExpert> experts =
+      expert_blocks(base_, lora_, buf_.lora_params, nullptr, l, first, held, offsets);
+  be_.moe_experts_forward(experts.data(), held, expert_acts(a, C, Fe, r));  // ye (R, C), partial over TP
   float* ye = a.ye;  // (R, C) this rank's rows' expert outputs
   if (ep_) {
     ye = a.ye_home;
@@ -96,24 +118,11 @@ void LlamaModel::moe_backward(std::int64_t l, const LayerActs& a, const float* d
     tp_allreduce(tp_.comm, buf_.dweight, N * K);
   }
   if (ep_) ep_->send(l, d_home, buf_.d_ye);
-  auto xa = [&](Proj p, std::int64_t row0) {
-    const float* x = a.xa[static_cast<int>(p)];
-    return x ? x + row0 * r : nullptr;
-  };
-  const backend::LoraDropout none;
-  for (std::int64_t j = 0; j < held; ++j) {
-    const std::int64_t e = first + j, o = offsets[j], n = offsets[j + 1] - o;
-    if (n == 0) continue;
-    auto shard = [&](Proj p) { return linear_shard(base_, &lora_, buf_.lora_params, buf_.lora_grads, l, p, e); };
-    linear_backward_local(be_, shard(Proj::proj_expert_down), buf_.d_eh + o * Fe, buf_.d_ye + o * C,
-                          a.eh + o * Fe, xa(Proj::proj_expert_down, o), n, 0.0f, none);  // (n, fe)
-    be_.swiglu_backward(buf_.d_egate + o * Fe, buf_.d_eup + o * Fe, buf_.d_eh + o * Fe, a.egate + o * Fe,
-                        a.eup + o * Fe, n * Fe);
-    linear_backward_local(be_, shard(Proj::proj_expert_gate), buf_.d_xs + o * C, buf_.d_egate + o * Fe,
-                          a.xs + o * C, xa(Proj::proj_expert_gate, o), n, 0.0f, none);
-    linear_backward_local(be_, shard(Proj::proj_expert_up), buf_.d_xs + o * C, buf_.d_eup + o * Fe,
-                          a.xs + o * C, xa(Proj::proj_expert_up, o), n, 1.0f, none);  // (n, C)
-  }
+  const std::vector<backend::MoeExpert> experts =
+      expert_blocks(base_, lora_, buf_.lora_params, buf_.lora_grads, l, first, held, offsets);
+  const backend::MoeExpertGrads g{
+      .dy = buf_.d_ye, .dh = buf_.d_eh, .dgate = buf_.d_egate, .dup = buf_.d_eup, .dxs = buf_.d_xs};
+  be_.moe_experts_backward(experts.data(), held, expert_acts(a, C, Fe, r), g);  // d_xs (R, C)
   float* d_xs_home = ep_ ? buf_.ep_home : buf_.d_xs;  // (R, C) the scaled inputs' gradients, home
   if (ep_) ep_->send_back(l, buf_.d_xs, d_xs_home);
   // Llama 4: the scores' gradients from the home rows and the unscaled input a.xn2, partial

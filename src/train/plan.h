@@ -16,7 +16,7 @@
 //                      carving, with and without activation checkpointing (the config's
 //                      choice counts in the total). f32 on CPU; bf16 on GPU is a projection
 //                      until the CUDA backend exists.
-//   backend scratch    CPU: cpu_scratch_bytes (attention (T, T) twice, the LM-head logits
+//   backend scratch    CPU: cpu_scratch_bytes (attention (128, T) twice per thread, the LM-head logits
 //                      block, LoRA dropout rows, bf16 weight conversion). GPU (projected):
 //                      the logits block and LoRA rows; fused attention keeps no (T, T).
 //   communication      the TP partial-gradient staging buffer, the adapter gathered at the

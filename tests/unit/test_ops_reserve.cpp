@@ -61,6 +61,18 @@ TEST(OpsReserve, NoAllocationAfterReserve) {
   drop.row_stride = F;
   const backend::AttentionShape shape{B, T, H, Hkv, D};
 
+  // Two experts side by side, each thread with the worker reserve() sized: gate and up the
+  // bf16 (F, C) weight with an adapter, down (C, F) without; the rows split 30 / 44.
+  Vec w_down = random_vec(rng, C * F), ar = random_vec(rng, r * C), br = random_vec(rng, F * r);
+  Vec eg(N * F), eu(N * F), eh(N * F), ey(N * C), xag(N * r), xau(N * r), edh(N * F), edg(N * F), edu(N * F);
+  Vec dar(r * C), dbr(F * r);
+  const backend::ExpertLinear gate_up{up_bf.view, ar.data(), br.data(), dar.data(), dbr.data(), r, 2.0f};
+  const backend::ExpertLinear down{f32_view(w_down, {C, F})};
+  const backend::MoeExpert experts[2] = {{gate_up, gate_up, down, 0, 30}, {gate_up, gate_up, down, 30, N - 30}};
+  const backend::MoeExpertActs acts{C, F, r, x.data(), eg.data(), eu.data(), eh.data(), ey.data(), xag.data(), xau.data(), nullptr};
+  const backend::MoeExpertGrads grads{x.data(), edh.data(), edg.data(), edu.data(), dx.data()};
+  backend::cpu_threads_set(2);
+
   auto be = cpu();
   be->reserve(limits);
   const long before = g_news.load();
@@ -82,6 +94,8 @@ TEST(OpsReserve, NoAllocationAfterReserve) {
   be->lora_forward(x.data(), xa.data(), xf.data(), a.data(), b.data(), N, F, C, r, 2.0f, drop);
   be->lora_backward(dxf.data(), da.data(), db.data(), x.data(), xf.data(), xa.data(), a.data(),
                     b.data(), N, F, C, r, 2.0f, drop);
+  be->moe_experts_forward(experts, 2, acts);
+  be->moe_experts_backward(experts, 2, acts, grads);
   be->sum_squares(m.data(), F * C);
   be->scale(da.data(), 0.5f, r * F);
   backend::AdamwArgs args;

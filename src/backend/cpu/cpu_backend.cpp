@@ -2,6 +2,7 @@
 #include "backend/cpu/cpu_backend.h"
 
 #include <cblas.h>
+#include <omp.h>
 
 #include <algorithm>
 #include <array>
@@ -26,19 +27,52 @@ namespace {
 std::array<i64, 7> scratch_floats(const BackendLimits& l) {
   const i64 width = std::max({l.max_width, l.hidden, i64{1}});
   const i64 lora_rows = std::min(kLoraRows, l.max_tokens);
+  // A block of query rows per thread (cpu_attention.cpp spreads heads over the threads).
+  const i64 attn_floats = std::max(omp_get_max_threads(), 1) * std::min(kAttnRows, l.max_seq) * l.max_seq;
   return {std::max(kConvertFloats, width),  // weight_rows_
           width,                            // norm_w_
-          l.max_seq * l.max_seq,            // attn_p_
-          l.max_seq * l.max_seq,            // attn_dp_
+          attn_floats,                      // attn_p_
+          attn_floats,                      // attn_dp_
           kLossRows * l.vocab,              // logits_
           lora_rows * l.max_width,          // lora_x_
           // The LoRA rank is not among the limits; it never exceeds the adapted layer's width.
           lora_rows * l.max_width};         // lora_g_
 }
 
+// The limits an expert worker (cpu_moe_experts.cpp) sizes its scratch by: it runs only
+// the linear, LoRA and SwiGLU ops, on at most a micro-batch's rows.
+BackendLimits expert_worker_limits(const BackendLimits& l) {
+  BackendLimits w;
+  w.max_tokens = l.max_tokens;
+  w.max_width = l.max_width;
+  w.hidden = l.hidden;
+  return w;
+}
+
+// One expert worker per OpenMP thread when there are several threads; none otherwise.
+int expert_worker_count() {
+  const int threads = omp_get_max_threads();
+  return threads > 1 ? threads : 0;
+}
+
+i64 own_scratch_bytes(const BackendLimits& l) {
+  i64 floats = 0;
+  for (const i64 n : scratch_floats(l)) floats += n;
+  return floats * static_cast<i64>(sizeof(float)) +
+         (l.vocab + l.max_tokens) * static_cast<i64>(sizeof(i64)) +  // embed_order_
+         kReservedExperts * static_cast<i64>(sizeof(i64));              // expert_order_
+}
+
 }  // namespace
 
 void CpuBackend::reserve(const BackendLimits& l) {
+  reserve_own(l);
+  const BackendLimits worker = expert_worker_limits(l);
+  for (const std::unique_ptr<CpuBackend>& w : expert_workers(expert_worker_count())) w->reserve_own(worker);
+  scratch(expert_order_, kReservedExperts);
+}
+
+void CpuBackend::reserve_own(const BackendLimits& l) {
   const std::array<i64, 7> n = scratch_floats(l);
   std::vector<float>* bufs[] = {&weight_rows_, &norm_w_, &attn_p_, &attn_dp_, &logits_, &lora_x_, &lora_g_};
   for (std::size_t i = 0; i < n.size(); ++i) scratch(*bufs[i], n[i]);
@@ -46,10 +80,7 @@ void CpuBackend::reserve(const BackendLimits& l) {
 }
 
 std::int64_t cpu_scratch_bytes(const BackendLimits& limits) {
-  i64 floats = 0;
-  for (const i64 n : scratch_floats(limits)) floats += n;
-  return floats * static_cast<i64>(sizeof(float)) +
-         (limits.vocab + limits.max_tokens) * static_cast<i64>(sizeof(i64));  // embed_order_
+  return own_scratch_bytes(limits) + expert_worker_count() * own_scratch_bytes(expert_worker_limits(limits));
 }
 
 // ---- memory: host memory -----------------------------------------------------------------

@@ -8,6 +8,7 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <vector>
 
 #include "backend/backend.h"
@@ -16,10 +17,15 @@ namespace anvil::backend {
 
 // Rows of the LM head logits made at a time: the logits buffer is (kLossRows, V).
 inline constexpr i64 kLossRows = 64;
+// Query rows of one attention block (cpu_attention.cpp): its scores are (kAttnRows, keys).
+inline constexpr i64 kAttnRows = 128;
 // Rows of a LoRA input handled at a time when a (rows, in) scratch is needed.
 inline constexpr i64 kLoraRows = 256;
 // Floats of bf16 weight rows converted to f32 before one sgemm.
 inline constexpr i64 kConvertFloats = i64{1} << 20;
+// Experts per sparse layer that reserve() sizes the experts' ordering for (the largest MoE
+// models have 256); a layer with more grows it once.
+inline constexpr i64 kReservedExperts = 1024;
 // Elementwise work (in simple float operations) below which a loop stays on one thread: a
 // team costs microseconds to start, and more while OpenBLAS's threads still spin.
 inline constexpr i64 kParallelWork = i64{1} << 15;
@@ -97,6 +103,11 @@ class CpuBackend final : public Backend {
   void moe_aux_accumulate(double* count, double* prob_sum, const MoeRoute& r, i64 n, i64 experts,
                           i64 k) override;
   void moe_residual_add(float* y, const float* x, i64 n) override;
+  // The experts side by side on the OpenMP threads, each with its own worker backend (its
+  // own scratch) and single-threaded BLAS (cpu_moe_experts.cpp).
+  void moe_experts_forward(const MoeExpert* experts, i64 count, const MoeExpertActs& a) override;
+  void moe_experts_backward(const MoeExpert* experts, i64 count, const MoeExpertActs& a,
+                            const MoeExpertGrads& g) override;
 
   double sum_squares(const float* x, i64 n) override;
   void scale(float* x, float s, i64 n) override;
@@ -113,12 +124,19 @@ class CpuBackend final : public Backend {
 
   std::vector<float> weight_rows_;  // (rows, in) converted bf16 / dequantized / misaligned rows
   std::vector<float> norm_w_;       // (c) norm weight as f32
-  std::vector<float> attn_p_;       // (T, T) scores, then probabilities
-  std::vector<float> attn_dp_;      // (T, T) dP, then dS
+  std::vector<float> attn_p_;       // (threads, kAttnRows, T) scores, then probabilities
+  std::vector<float> attn_dp_;      // (threads, kAttnRows, T) dP, then dS
   std::vector<float> logits_;       // (kLossRows, V) logits, then dlogits
   std::vector<float> lora_x_;       // (kLoraRows, in) dropout(x), then dx before the mask
   std::vector<float> lora_g_;       // (kLoraRows, r) dy B * scale
   std::vector<i64> embed_order_;    // (V + n) embedding backward: run ends by id, tokens by id
+  std::vector<i64> expert_order_;   // (experts) the order moe_experts_* hand them out in
+  // One backend per OpenMP thread for the experts run side by side: their scratch is their
+  // own. reserve() makes and sizes them; a call with more threads adds workers.
+  std::vector<std::unique_ptr<CpuBackend>> expert_workers_;
+  std::vector<std::unique_ptr<CpuBackend>>& expert_workers(int threads);
+  // This backend's own scratch, without the workers'.
+  void reserve_own(const BackendLimits& limits);
 };
 
 // Makes `buf` hold at least n elements; allocates only when it is too small.

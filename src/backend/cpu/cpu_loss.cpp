@@ -44,15 +44,24 @@ double CpuBackend::lm_head_cross_entropy(float* dhidden, const float* hidden,
       row_max[i] = tg[i] == kIgnoreIndex ? 0.0f : *std::max_element(li, li + V);
     }
     if (sharded) reduce->max(row_max, rows);
+    // With a gradient to make, each exp(l_j - m) replaces its logit and the gradient's pass
+    // reuses it: one expf per logit instead of two, the same values.
 #pragma omp parallel for schedule(static) if (rows * V >= kParallelWork)
     for (i64 i = 0; i < rows; ++i) {
-      const float* li = logits + i * V;
+      float* li = logits + i * V;
       sum[i] = 0.0;
       target_logit[i] = 0.0;
       if (tg[i] == kIgnoreIndex) continue;
-      for (i64 j = 0; j < V; ++j) sum[i] += std::exp(li[j] - row_max[i]);  // each term in (0, 1]
       const i64 t = tg[i] - v0;
       if (t >= 0 && t < V) target_logit[i] = li[t];
+      if (dhidden) {
+        for (i64 j = 0; j < V; ++j) {
+          li[j] = std::exp(li[j] - row_max[i]);  // in (0, 1]
+          sum[i] += li[j];
+        }
+      } else {
+        for (i64 j = 0; j < V; ++j) sum[i] += std::exp(li[j] - row_max[i]);
+      }
     }
     if (sharded) reduce->sum(row_sums, 2 * rows);
     for (i64 i = 0; i < rows; ++i)  // in row order: deterministic
@@ -68,8 +77,8 @@ double CpuBackend::lm_head_cross_entropy(float* dhidden, const float* hidden,
       }
       const auto inv_sum = static_cast<float>(1.0 / sum[i]);
       const i64 t = tg[i] - v0;
-      const float p_t = t >= 0 && t < V ? std::exp(li[t] - row_max[i]) * inv_sum : 0.0f;
-      for (i64 j = 0; j < V; ++j) li[j] = std::exp(li[j] - row_max[i]) * inv_sum * grad_scale;
+      const float p_t = t >= 0 && t < V ? li[t] * inv_sum : 0.0f;  // li: exp(l - m) from above
+      for (i64 j = 0; j < V; ++j) li[j] = li[j] * inv_sum * grad_scale;
       if (t >= 0 && t < V) li[t] = (p_t - 1.0f) * grad_scale;
     }
     linear_backward_input(dhidden + r0 * C, logits, w_head, rows, 0.0f);
