@@ -1,7 +1,6 @@
 // The merged model's tensors, read in row blocks (export/merged_source.h).
 #include "export/merged_source.h"
 
-#include <array>
 #include <cstring>
 #include <vector>
 
@@ -33,6 +32,26 @@ std::map<std::string, bool, std::less<>> quantized_weights(const ExportAdapter& 
     }
   if (!a.spec.tie_word_embeddings && a.quant.applies("lm_head.weight")) out.emplace("lm_head.weight", false);
   return out;
+}
+
+// Where an expert's projection sits in its fused x·W tensor, one expert's block (gate_up
+// (C, 2fe), down (fe, C)): nn.Linear W[o, i] ((rows, cols) = (out, in)) is element
+// i · stride + col0 + o of the block; gate in gate_up's first fe columns, up after.
+struct FusedPlace {
+  std::int64_t rows, cols, stride, col0;
+  std::int64_t at(std::int64_t o, std::int64_t i) const { return i * stride + col0 + o; }
+};
+
+// The projections a fused tensor holds: down_proj's, or gate_up_proj's gate then up.
+std::vector<model::Proj> fused_projs(bool down) {
+  if (down) return {model::Proj::proj_expert_down};
+  return {model::Proj::proj_expert_gate, model::Proj::proj_expert_up};
+}
+
+FusedPlace fused_place(const model::ModelSpec& spec, model::Proj p) {
+  const std::int64_t C = spec.hidden_size, Fe = spec.moe.intermediate_size;
+  if (p == model::Proj::proj_expert_down) return {C, Fe, C, 0};
+  return {Fe, C, 2 * Fe, p == model::Proj::proj_expert_up ? Fe : 0};
 }
 
 }  // namespace
@@ -103,18 +122,15 @@ MergedSource::MergedSource(const ExportAdapter& adapter, FusedExperts experts)
 }
 
 void MergedSource::split_push(std::int64_t layer, bool down, const std::string& name, const TensorView& fused) {
-  using model::Proj;
-  const std::int64_t C = adapter_.spec.hidden_size, Fe = adapter_.spec.moe.intermediate_size;
   fused_views_.push_back(fused);
   fused_names_.push_back(name);
-  const std::vector<Proj> projs = down ? std::vector{Proj::proj_expert_down}
-                                       : std::vector{Proj::proj_expert_gate, Proj::proj_expert_up};
-  for (const Proj proj : projs)
+  for (const model::Proj proj : fused_projs(down))
     for (std::int64_t e = 0; e < adapter_.spec.moe.num_experts; ++e) {
+      const FusedPlace f = fused_place(adapter_.spec, proj);
       Tensor m;
       m.name = model::proj_module_path(adapter_.spec, layer, proj, e) + ".weight";
       m.stored_name = weights_.prefix() + m.name;
-      m.shape = down ? Shape{C, Fe} : Shape{Fe, C};
+      m.shape = Shape{f.rows, f.cols};
       m.rows = m.shape[0];
       m.cols = m.shape[1];
       m.slot = layout_.find(layer, proj, e);
@@ -130,21 +146,17 @@ void MergedSource::split_push(std::int64_t layer, bool down, const std::string& 
 void MergedSource::split_load(std::size_t i, float* out) {
   const Tensor& t = tensors_[i];
   const TensorView& fused = fused_views_[t.split_from];
-  const std::int64_t C = adapter_.spec.hidden_size, Fe = adapter_.spec.moe.intermediate_size;
-  // gate_up (E, C, 2fe): gate row j, input c at [e, c, j] (up at [e, c, fe + j]); down
-  // (E, fe, C): row c, input j at [e, j, c]. Each stored row is a column of the result.
-  const bool down = t.split_proj == model::Proj::proj_expert_down;
-  const std::int64_t in_rows = down ? Fe : C, stride = down ? C : 2 * Fe;
-  const std::int64_t first = t.split_expert * in_rows * stride + (t.split_proj == model::Proj::proj_expert_up ? Fe : 0);
+  const FusedPlace f = fused_place(adapter_.spec, t.split_proj);
+  const std::int64_t block = t.split_expert * f.cols * f.stride;  // the expert's (in, stride) block
   std::vector<float> row(static_cast<std::size_t>(t.rows));
-  for (std::int64_t k = 0; k < in_rows; ++k) {
-    tensor_load_f32(fused, first + k * stride, t.rows, row.data());
+  for (std::int64_t k = 0; k < f.cols; ++k) {  // input k's stored row: column k of the result
+    tensor_load_f32(fused, block + f.at(0, k), t.rows, row.data());
     for (std::int64_t r = 0; r < t.rows; ++r) out[r * t.cols + k] = row[static_cast<std::size_t>(r)];
   }
   if (fused.dtype != DType::dtype_fp8_e4m3) return;
   // fbgemm_fp8 on disk: one scale per output row
-  const std::vector<float> scale = quant::fp8_fused_scales(weights_, fused_names_[t.split_from], t.split_expert,
-                                                           first % stride, t.rows);
+  const std::vector<float> scale =
+      quant::fp8_fused_scales(weights_, fused_names_[t.split_from], t.split_expert, f.col0, t.rows);
   for (std::int64_t r = 0; r < t.rows; ++r)
     for (std::int64_t k = 0; k < t.cols; ++k) out[r * t.cols + k] *= scale[static_cast<std::size_t>(r)];
 }
@@ -212,26 +224,20 @@ void MergedSource::read_rows(std::size_t i, std::int64_t row0, std::int64_t n, f
 }
 
 void MergedSource::dequantize_fused_experts(const Tensor& t, std::int64_t row0, std::int64_t n, float* out) {
-  using model::Proj;
   if (adapter_.quant.kind == quant::QuantKind::quant_none) return;
-  const std::int64_t C = adapter_.spec.hidden_size, Fe = adapter_.spec.moe.intermediate_size;
   std::vector<float> w;  // one expert projection in nn.Linear form (out, in)
   for (std::int64_t e = row0; e < row0 + n; ++e) {
     float* fused = out + (e - row0) * t.cols;  // gate_up (C, 2fe) or down (fe, C), x·W layout
-    for (int k = 0; k < (t.fused_down ? 1 : 2); ++k) {
-      const Proj proj = t.fused_down ? Proj::proj_expert_down : k == 0 ? Proj::proj_expert_gate : Proj::proj_expert_up;
+    for (const model::Proj proj : fused_projs(t.fused_down)) {
       if (!adapter_.quant.applies(model::proj_module_path(adapter_.spec, t.fused_layer, proj, e) + ".weight")) continue;
-      // x·W element (i, o) of this projection is W[o, i]: gate_up's row stride 2fe, gate
-      // at column o, up at fe + o; down's stride C.
-      const std::int64_t rows = t.fused_down ? C : Fe, cols = t.fused_down ? Fe : C;  // (out, in)
-      const std::int64_t stride = t.fused_down ? C : 2 * Fe, col0 = t.fused_down ? 0 : k * Fe;
-      w.resize(static_cast<std::size_t>(rows * cols));
-      for (std::int64_t o = 0; o < rows; ++o)
-        for (std::int64_t i = 0; i < cols; ++i) w[static_cast<std::size_t>(o * cols + i)] = fused[i * stride + col0 + o];
-      quant::quant_roundtrip_sliced(w.data(), rows, cols, adapter_.quant.kind, adapter_.quant_tp,
+      const FusedPlace f = fused_place(adapter_.spec, proj);
+      w.resize(static_cast<std::size_t>(f.rows * f.cols));
+      for (std::int64_t o = 0; o < f.rows; ++o)
+        for (std::int64_t i = 0; i < f.cols; ++i) w[static_cast<std::size_t>(o * f.cols + i)] = fused[f.at(o, i)];
+      quant::quant_roundtrip_sliced(w.data(), f.rows, f.cols, adapter_.quant.kind, adapter_.quant_tp,
                                     model::proj_row_parallel(proj));
-      for (std::int64_t o = 0; o < rows; ++o)
-        for (std::int64_t i = 0; i < cols; ++i) fused[i * stride + col0 + o] = w[static_cast<std::size_t>(o * cols + i)];
+      for (std::int64_t o = 0; o < f.rows; ++o)
+        for (std::int64_t i = 0; i < f.cols; ++i) fused[f.at(o, i)] = w[static_cast<std::size_t>(o * f.cols + i)];
     }
   }
 }
@@ -246,25 +252,19 @@ void MergedSource::fp8_fused_scale(const Tensor& t, std::int64_t row0, std::int6
 }
 
 void MergedSource::fold_fused_experts(const Tensor& t, std::int64_t row0, std::int64_t n, float* out) {
-  using model::Proj;
   const std::int64_t r = adapter_.lora.rank;
-  const std::int64_t C = adapter_.spec.hidden_size, Fe = adapter_.spec.moe.intermediate_size;
   std::vector<float> delta;  // (out, in) of one expert projection: scale · B·A
   for (std::int64_t e = row0; e < row0 + n; ++e) {
     float* w = out + (e - row0) * t.cols;  // gate_up (C, 2fe) or down (fe, C), x·W layout
-    const std::array<Proj, 2> gate_up = {Proj::proj_expert_gate, Proj::proj_expert_up};
-    for (std::size_t k = 0; k < (t.fused_down ? 1u : 2u); ++k) {
-      const model::LoraSlot* s = layout_.find(t.fused_layer, t.fused_down ? Proj::proj_expert_down : gate_up[k], e);
+    for (const model::Proj proj : fused_projs(t.fused_down)) {
+      const model::LoraSlot* s = layout_.find(t.fused_layer, proj, e);
       if (s == nullptr) continue;
       delta.assign(static_cast<std::size_t>(s->out * s->in), 0.0f);
       be_->gemm(false, false, s->out, s->in, r, adapter_.lora.scale(), adapter_.params + s->b_offset, r,
                 adapter_.params + s->a_offset, s->in, 0.0f, delta.data(), s->in);
+      const FusedPlace f = fused_place(adapter_.spec, proj);
       for (std::int64_t o = 0; o < s->out; ++o)
-        for (std::int64_t i = 0; i < s->in; ++i) {
-          // gate_up: W[c, k·fe + j] is gate/up row j, input c; down: W[j, c] is row c, input j.
-          const std::int64_t at = t.fused_down ? i * C + o : i * 2 * Fe + static_cast<std::int64_t>(k) * Fe + o;
-          w[at] += delta[static_cast<std::size_t>(o * s->in + i)];
-        }
+        for (std::int64_t i = 0; i < s->in; ++i) w[f.at(o, i)] += delta[static_cast<std::size_t>(o * s->in + i)];
     }
   }
 }

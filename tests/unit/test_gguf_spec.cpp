@@ -18,6 +18,12 @@ using test::error_of;
 
 model::ModelSpec spec_of(const std::string& json) { return model::model_spec_from_json(json, "config.json"); }
 
+// The value of `key` among the metadata, nullptr when absent.
+const io::GgufValue* kv_value(const std::vector<io::GgufKv>& kv, const std::string& key) {
+  const auto it = std::find_if(kv.begin(), kv.end(), [&](const io::GgufKv& e) { return e.key == key; });
+  return it == kv.end() ? nullptr : &it->value;
+}
+
 const std::string kLlama =
     R"({"model_type": "llama", "hidden_size": 64, "intermediate_size": 96, "num_hidden_layers": 2,
         "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 300, "max_position_embeddings": 512,
@@ -89,10 +95,7 @@ TEST(GgufSpec, PermutedRowsArePerHeadPermutations) {
 TEST(GgufSpec, MetadataPerFamily) {
   const model::ModelSpec llama = spec_of(kLlama);
   const auto kv = gguf_model_metadata(llama, "m", 15);
-  const auto find = [&](const std::string& key) {
-    const auto it = std::find_if(kv.begin(), kv.end(), [&](const io::GgufKv& e) { return e.key == key; });
-    return it == kv.end() ? nullptr : &it->value;
-  };
+  const auto find = [&](const std::string& key) { return kv_value(kv, key); };
   ASSERT_NE(find("general.architecture"), nullptr);
   EXPECT_EQ(find("general.architecture")->s, "llama");
   EXPECT_EQ(find("general.file_type")->u, 15u);
@@ -121,10 +124,7 @@ TEST(GgufSpec, MetadataPerFamily) {
   EXPECT_EQ(gguf_architecture(moe), "qwen3moe");
   EXPECT_EQ(gguf_permuted_heads(moe, "model.layers.0.self_attn.q_proj.weight"), 0);
   const auto moe_kv = gguf_model_metadata(moe, "m", 1);
-  const auto moe_find = [&](const std::string& key) {
-    const auto it = std::find_if(moe_kv.begin(), moe_kv.end(), [&](const io::GgufKv& e) { return e.key == key; });
-    return it == moe_kv.end() ? nullptr : &it->value;
-  };
+  const auto moe_find = [&](const std::string& key) { return kv_value(moe_kv, key); };
   ASSERT_NE(moe_find("qwen3moe.expert_count"), nullptr);
   EXPECT_EQ(moe_find("qwen3moe.expert_count")->u, 4u);
   EXPECT_EQ(moe_find("qwen3moe.expert_used_count")->u, 2u);
@@ -158,10 +158,7 @@ TEST(GgufSpec, Llama4IsLlamaCppsLlama4) {
   EXPECT_EQ(gguf_architecture(scout), "llama4");
   EXPECT_EQ(gguf_architecture(maverick), "llama4");
   const auto kv = gguf_model_metadata(maverick, "m", 1);
-  const auto find = [&](const std::string& key) {
-    const auto it = std::find_if(kv.begin(), kv.end(), [&](const io::GgufKv& e) { return e.key == key; });
-    return it == kv.end() ? nullptr : &it->value;
-  };
+  const auto find = [&](const std::string& key) { return kv_value(kv, key); };
   ASSERT_NE(find("llama4.interleave_moe_layer_step"), nullptr);
   EXPECT_EQ(find("llama4.interleave_moe_layer_step")->u, 2u);
   EXPECT_EQ(find("llama4.expert_feed_forward_length")->u, static_cast<std::uint64_t>(maverick.moe.intermediate_size));
