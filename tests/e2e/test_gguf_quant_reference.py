@@ -173,8 +173,15 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--report", action="store_true", help="print per-type identical blocks and RMSE")
     args = ap.parse_args()
-    work = args.work or tempfile.mkdtemp(prefix="gguf_quant_")
-    os.makedirs(work, exist_ok=True)
+    if args.work:
+        os.makedirs(args.work, exist_ok=True)
+        run_types(args, args.work)
+    else:
+        with tempfile.TemporaryDirectory(prefix="gguf_quant_") as work:
+            run_types(args, work)
+
+
+def run_types(args, work):
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads))
     llama_cpp.llama_log_set(QUIET, ctypes.c_void_p(0))
 

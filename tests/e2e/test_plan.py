@@ -12,7 +12,6 @@ Usage: test_plan.py MPIEXEC   (ANVIL_BIN, ANVIL_SOURCE_DIR from the environment)
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -104,7 +103,12 @@ def check(name, predicted, got):
 
 
 def main():
-    tmp = tempfile.mkdtemp(prefix="anvil_e2e_plan_")
+    with tempfile.TemporaryDirectory(prefix="anvil_e2e_plan_") as tmp:
+        check_plans(tmp)
+    print("ok")
+
+
+def check_plans(tmp):
     model = os.path.join(tmp, "model")
     shape = os.path.join(tmp, "shape")
     run([ANVIL, "init-model", "--preset", "smollm2-135m", "--config-only", "--out", shape])
@@ -134,8 +138,6 @@ def main():
             ok &= check(f"{name}, rank {r}", others, rss[r])
         print(f"{name}: step time predicted {step_s:.2f} s, measured (step 2) {measured_s:.2f} s")
     assert ok, f"a plan is off by more than {TOLERANCE:.0%}"
-    shutil.rmtree(tmp)
-    print("ok")
 
 
 if __name__ == "__main__":

@@ -226,15 +226,15 @@ def check_disk_checkpoint(tmp, model, fmt):
 
 
 def main():
-    tmp = tempfile.mkdtemp(prefix="anvil_e2e_qlora_")
-    model = os.path.join(tmp, "model")
-    run([ANVIL, "init-model", "--preset", "tiny", "--out", model, "--seed", "1", "--init-std", "0.1"])
-    runs = check_training(tmp, model)
-    check_resume_refused(tmp, model, runs)
-    for quant in ("fp8", "nf4"):
-        check_export(tmp, model, runs, quant)
-    for fmt in ("fp8", "nf4"):
-        check_disk_checkpoint(tmp, model, fmt)
+    with tempfile.TemporaryDirectory(prefix="anvil_e2e_qlora_") as tmp:
+        model = os.path.join(tmp, "model")
+        run([ANVIL, "init-model", "--preset", "tiny", "--out", model, "--seed", "1", "--init-std", "0.1"])
+        runs = check_training(tmp, model)
+        check_resume_refused(tmp, model, runs)
+        for quant in ("fp8", "nf4"):
+            check_export(tmp, model, runs, quant)
+        for fmt in ("fp8", "nf4"):
+            check_disk_checkpoint(tmp, model, fmt)
     print("qlora: ok")
 
 

@@ -91,6 +91,7 @@ def main():
     run([ANVIL, "init-model", "--preset", "tiny", "--out", tiny])
     err = train(tiny, os.path.join(tmp, "bad"), "parallel.backend=cuda", expect=2)
     assert "head_dim is 16" in err and "64 or 128" in err, err
+    shutil.rmtree(tmp)
     print("ok")
     return 0
 
