@@ -176,6 +176,32 @@ double plan_measure_cpu_gemm(const model::ModelSpec& local, std::int64_t tokens,
   return flops / std::max(best, 1e-9);
 }
 
+namespace {
+
+// One of Llama 4's fused expert tensors, "model.layers.{l}.feed_forward.experts.gate_up_proj"
+// (E, C, 2F) or "...experts.down_proj" (E, F, C): this rank's bytes of it.
+double plan_fused_expert_bytes(const model::ModelSpec& spec, const model::TpShard& shard, double st,
+                               const quant::QuantPolicy& quant, const model::WeightInfo& w, int ep) {
+  const std::string& n = w.name;
+  const std::size_t at = std::string("model.layers.").size();
+  const std::int64_t layer = std::stoll(n.substr(at, n.find('.', at) - at));
+  const bool down = n.ends_with(".down_proj");
+  const std::int64_t in = w.shape[1] / (down ? shard.size : 1);
+  const std::int64_t out = w.shape[2] / (down ? 1 : 2 * shard.size);  // gate_up: one of the two halves
+  const std::vector<model::Proj> projs =
+      down ? std::vector{model::Proj::proj_expert_down}
+           : std::vector{model::Proj::proj_expert_gate, model::Proj::proj_expert_up};
+  double bytes = 0;
+  for (std::int64_t e = 0; e < w.shape[0]; ++e)
+    for (const model::Proj p : projs)
+      bytes += quant.applies(model::proj_module_path(spec, layer, p, e) + ".weight")
+                   ? static_cast<double>(quant::quant_bytes(quant.kind, out, in))
+                   : static_cast<double>(in * out) * st;
+  return bytes / ep;  // this rank's E/ep of them
+}
+
+}  // namespace
+
 double plan_weight_bytes(const model::ModelSpec& spec, const model::TpShard& shard, DType storage,
                          const quant::QuantPolicy& quant, int ep) {
   const double st = static_cast<double>(dtype_size(storage));
@@ -192,13 +218,11 @@ double plan_weight_bytes(const model::ModelSpec& spec, const model::TpShard& sha
       continue;
     }
     // Llama 4's routed experts fused in two 3-D tensors (E, in, out): this rank's E/ep of them,
-    // each split over TP by its width (gate_up's out, down's in) as an expert's projections are.
+    // each split over TP by its width (gate_up's out, down's in) as an expert's projections are,
+    // and each projection quantized or not as the loader decides it: by the name
+    // model.quant_skip matches, ...feed_forward.experts.{e}.{gate|up|down}_proj.weight.
     if (w.shape.rank() == 3) {
-      const bool down = n.ends_with(".down_proj");
-      const std::int64_t in = w.shape[1] / (down ? shard.size : 1), out = w.shape[2] / (down ? 1 : shard.size);
-      const double one = quant.applies(n) ? static_cast<double>(quant::quant_bytes(quant.kind, out, in))
-                                          : static_cast<double>(in * out) * st;
-      bytes += static_cast<double>(w.shape[0]) / ep * one;
+      bytes += plan_fused_expert_bytes(spec, shard, st, quant, w, ep);
       continue;
     }
     // model.layers.{l}.{module}.{proj}.{weight|bias} (a routed expert's: ...experts.{e}.{proj}),

@@ -122,6 +122,47 @@ TEST(Plan, QuantizedWeightBytesAreWhatARankHolds) {
   }
 }
 
+// Llama 4: the planner counts each routed expert's projection in or out of model.quant as
+// the loader does, by its per-expert name (quant_skip: [gate_proj] keeps the gate half of
+// the fused gate_up_proj dense and quantizes the up half), so planned = loaded for every
+// policy, at tp 1 and 2.
+std::int64_t loaded_moe_bytes(const model::BaseWeights& w) {
+  std::int64_t n = loaded_bytes(w);
+  for (const model::LayerWeights& l : w.layers) {
+    n += view_bytes(l.router) + view_bytes(l.q_norm) + view_bytes(l.k_norm);
+    for (const auto& e : l.experts)
+      for (const TensorView& v : e) n += view_bytes(v);
+  }
+  return n;
+}
+
+TEST(Plan, Llama4ExpertBytesFollowQuantSkipPerProjection) {
+  const ModelSpec spec = model::model_spec_from_json(
+      R"({"model_type": "llama4_text", "hidden_size": 64, "intermediate_size": 32,
+  "intermediate_size_mlp": 48, "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
+  "head_dim": 16, "vocab_size": 320, "num_local_experts": 3, "num_experts_per_tok": 1,
+  "interleave_moe_layer_step": 2, "max_position_embeddings": 64, "rope_theta": 10000.0})",
+      "plan_llama4");
+  test::TempDir dir("plan_llama4");
+  test::make_model_dir(dir, spec, 5);
+  const std::vector<std::string> base{"lm_head", "embed_tokens", "router"};
+  auto with = [&](std::vector<std::string> more) {
+    more.insert(more.begin(), base.begin(), base.end());
+    return more;
+  };
+  for (const auto kind : {quant::QuantKind::quant_nf4, quant::QuantKind::quant_fp8})
+    for (const std::vector<std::string>& skip :
+         {base, with({"gate_proj"}), with({"down_proj"}), with({"up_proj", "down_proj"}), with({"experts"})})
+      for (const int tp : {1, 2}) {
+        SCOPED_TRACE(str_cat(quant::quant_kind_name(kind), " skip ", skip.back(), " (", skip.size(), ") tp ", tp));
+        const quant::QuantPolicy policy{kind, skip};
+        const model::TpShard shard = model::tp_shard(spec, tp - 1, tp);
+        const model::BaseWeights w = model::base_weights_load(spec, dir.str(), DType::dtype_f32, shard, policy);
+        EXPECT_EQ(train::plan_weight_bytes(spec, shard, DType::dtype_f32, policy),
+                  static_cast<double>(loaded_moe_bytes(w)));
+      }
+}
+
 train::TrainConfig tiny_config(int tp, int micro, int seq, int global, bool ckpt) {
   train::TrainConfig cfg = train::config_defaults();
   cfg.output_dir = "unused";
