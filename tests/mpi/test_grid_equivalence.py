@@ -7,7 +7,7 @@ metrics, and a rank that fails in the middle of a step ends the job within secon
 With --moe the model is a small Qwen3-MoE (qk-norm, 6 experts top-2, a dense layer between
 two sparse ones, the load-balancing loss on) with adapters on the attention, the dense MLP
 and every expert (no dropout: experts take none); the per-step aux loss and expert loads
-must match too.
+must match too, and the adapters within 1e-5 as well (with AdamW's eps at 1e-6: ADAM_EPS).
 
 With --ep (implies --moe) the grids are (tp, ep, dp) = (1,1,1), (1,2,1), (2,2,1), (1,2,2):
 the routed experts split over ep ranks, tokens dispatched to them by all-to-all; every
@@ -55,12 +55,15 @@ STEPS = 12
 GRIDS = ([(1, 1, 1), (1, 2, 1), (2, 2, 1), (1, 2, 2)] if EP
          else [(1, 1, 1), (2, 1, 1), (1, 1, 2), (2, 1, 2), (4, 1, 1)])
 TOLERANCE = 1e-5
-# The MoE model's adapters after 12 AdamW steps differ by up to 5e-4 (norm-relative) in its
-# last layer's k_proj B: an element whose gradient is near zero in an early step takes a
-# full-size Adam update in the direction of float noise (qk-norm removes the radial part of
-# k's gradient). Losses, gradient norms and aux losses still meet 1e-5 on every step, and
-# the per-matrix gradients of one step meet 1e-5 on TP groups of 2 and 4 (mpi.tp, Moe*).
-ADAPTER_TOLERANCE = 2e-3 if MOE else TOLERANCE
+# The MoE models run with AdamW's eps at 1e-6 instead of 1e-8. With 1e-8, an adapter element
+# whose gradient on an early step is of the order of eps (a sum that nearly cancels) moves by
+# g / (|g| + eps) * lr, so the float noise of a different reduction order (tp's vocabulary-
+# parallel loss, split heads) becomes a visible share of that update: the Qwen3-MoE model's
+# last k_proj B then differs by 1.8e-4 (norm-relative) between tp 1 and tp 2 after 12 steps,
+# while losses and gradient norms agree within 1e-7. With eps 1e-6 the same runs agree within
+# 3.5e-6, so the adapters are held to the same 1e-5 as everything else.
+ADAM_EPS = ["train.adam_eps=1e-6"] if MOE else []
+ADAPTER_TOLERANCE = TOLERANCE
 
 
 def run(cmd, timeout=300):
@@ -74,6 +77,7 @@ def train(model, out, tp, dp, extra_env=None, timeout=300, ep=1, extra=()):
             "train.eval_every=6", f"parallel.tp={tp}", f"parallel.ep={ep}", "log.every=4"]
     sets += [] if any(e.startswith("checkpoint.every=") for e in extra) else ["checkpoint.every=0"]
     sets += [e for e in extra if "=" in e]
+    sets += ADAM_EPS
     sets += (["lora.dropout=0", "lora.targets=[q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj,experts]"]
              if MOE else ["lora.dropout=0.1"])
     # Micro-batches of 2 on every grid (the aux loss is one per micro-batch), so that global
