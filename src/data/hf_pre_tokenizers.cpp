@@ -17,8 +17,18 @@ constexpr const char* kQwen2Pattern =
     "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| "
     "?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
 
+// Llama 4's (GPT-4o's o200k split, which transformers' Llama 4 converter writes into
+// tokenizer.json): cased words keep a leading capital run with their lower-case tail,
+// combining marks stay with their letters, "/" and newlines follow punctuation.
+constexpr const char* kLlama4Pattern =
+    "[^\\r\\n\\p{L}\\p{N}]?[\\p{Lu}\\p{Lt}\\p{Lm}\\p{Lo}\\p{M}]*[\\p{Ll}\\p{Lm}\\p{Lo}\\p{M}]+"
+    "(?i:'s|'t|'re|'ve|'m|'ll|'d)?|"
+    "[^\\r\\n\\p{L}\\p{N}]?[\\p{Lu}\\p{Lt}\\p{Lm}\\p{Lo}\\p{M}]+[\\p{Ll}\\p{Lm}\\p{Lo}\\p{M}]*"
+    "(?i:'s|'t|'re|'ve|'m|'ll|'d)?|"
+    "\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n/]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
+
 // llama.cpp's names, each family once, in the order a match is looked for.
-constexpr const char* kNames[] = {"llama-bpe", "qwen2", "smollm", "gpt-2"};
+constexpr const char* kNames[] = {"llama-bpe", "qwen2", "smollm", "gpt-2", "llama4"};
 
 json byte_level(bool use_regex) {
   return {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"trim_offsets", true}, {"use_regex", use_regex}};
@@ -44,12 +54,14 @@ json without_offsets(json j) {
 
 }  // namespace
 
-const char* hf_pre_tokenizer_names() { return "llama-bpe, qwen2, smollm and gpt-2"; }
+const char* hf_pre_tokenizer_names() { return "llama-bpe, qwen2, smollm, gpt-2 and llama4"; }
 
 json hf_pre_tokenizer(std::string_view pre) {
   if (pre == "gpt-2" || pre == "gpt2") return byte_level(true);
   if (pre == "llama-bpe") return split_then_bytes(kLlama3Pattern);
   if (pre == "qwen2") return split_then_bytes(kQwen2Pattern);
+  // llama.cpp splits "gpt-4o" and "llama4" alike; a match is named "llama4".
+  if (pre == "llama4" || pre == "gpt-4o") return split_then_bytes(kLlama4Pattern);
   if (pre == "smollm")
     return {{"type", "Sequence"},
             {"pretokenizers", {{{"type", "Digits"}, {"individual_digits", true}}, byte_level(true)}}};

@@ -30,23 +30,54 @@ constexpr std::string_view number_items_unicode16 =
     "\\x{16130}-\\x{16139}\\x{16D70}-\\x{16D79}\\x{1CCF0}-\\x{1CCF9}\\x{1D2C0}-\\x{1D2D3}"
     "\\x{1E4F0}-\\x{1E4F9}\\x{1E5F1}-\\x{1E5FA}";
 
-// The class items for \p{L} / \p{N} (with the ranges above) when `p` at i spells one of
-// them (\p{L}, \pL, \p{N}, \pN); sets `length` to the length of the spelling.
+// The same for the letter and mark subclasses that Llama 4's (o200k) split uses, asked of
+// HF `tokenizers` the same way for every code point Unicode 14 leaves unassigned.
+constexpr std::string_view upper_items_unicode16 =
+    "\\x{1C89}\\x{A7CB}-\\x{A7CC}\\x{A7DA}\\x{A7DC}\\x{10D50}-\\x{10D65}";
+constexpr std::string_view lower_items_unicode16 =
+    "\\x{1C8A}\\x{A7CD}\\x{A7DB}\\x{10D70}-\\x{10D85}\\x{1DF25}-\\x{1DF2A}";
+constexpr std::string_view modifier_items_unicode16 =
+    "\\x{10D4E}\\x{10D6F}\\x{16D40}-\\x{16D42}\\x{16D6B}-\\x{16D6C}\\x{1E030}-\\x{1E06D}"
+    "\\x{1E4EB}";
+constexpr std::string_view other_letter_items_unicode16 =
+    "\\x{105C0}-\\x{105F3}\\x{10D4A}-\\x{10D4D}\\x{10D4F}\\x{10EC2}-\\x{10EC4}"
+    "\\x{1123F}-\\x{11240}\\x{11380}-\\x{11389}\\x{1138B}\\x{1138E}\\x{11390}-\\x{113B5}"
+    "\\x{113B7}\\x{113D1}\\x{113D3}\\x{11BC0}-\\x{11BE0}\\x{11F02}\\x{11F04}-\\x{11F10}"
+    "\\x{11F12}-\\x{11F33}\\x{1342F}\\x{13441}-\\x{13446}\\x{13460}-\\x{143FA}"
+    "\\x{16100}-\\x{1611D}\\x{16D43}-\\x{16D6A}\\x{18CFF}\\x{1B132}\\x{1B155}"
+    "\\x{1E4D0}-\\x{1E4EA}\\x{1E5D0}-\\x{1E5ED}\\x{1E5F0}\\x{2B739}\\x{2EBF0}-\\x{2EE5D}"
+    "\\x{31350}-\\x{323AF}";
+constexpr std::string_view mark_items_unicode16 =
+    "\\x{897}\\x{CF3}\\x{ECE}\\x{10D69}-\\x{10D6D}\\x{10EFC}-\\x{10EFF}\\x{11241}"
+    "\\x{113B8}-\\x{113C0}\\x{113C2}\\x{113C5}\\x{113C7}-\\x{113CA}\\x{113CC}-\\x{113D0}"
+    "\\x{113D2}\\x{113E1}-\\x{113E2}\\x{11F00}-\\x{11F01}\\x{11F03}\\x{11F34}-\\x{11F3A}"
+    "\\x{11F3E}-\\x{11F42}\\x{11F5A}\\x{13440}\\x{13447}-\\x{13455}\\x{1611E}-\\x{1612F}"
+    "\\x{1E08F}\\x{1E4EC}-\\x{1E4EF}\\x{1E5EE}-\\x{1E5EF}";
+
+// The class items for \p{X} (or \pX for one letter) widened by the ranges above, when `p`
+// at i spells such a property; sets `length` to the length of the spelling.
 std::string widened_property(std::string_view p, std::size_t i, std::size_t& length) {
-  for (const char* prop : {"L", "N"}) {
-    const std::string braced = str_cat("\\p{", prop, "}");
-    const std::string bare = str_cat("\\p", prop);
+  struct Widened {
+    const char* prop;
+    std::string_view items;
+  };
+  static constexpr Widened table[] = {{"L", letter_items_unicode16},      {"N", number_items_unicode16},
+                                      {"Lu", upper_items_unicode16},      {"Ll", lower_items_unicode16},
+                                      {"Lm", modifier_items_unicode16},   {"Lo", other_letter_items_unicode16},
+                                      {"M", mark_items_unicode16}};
+  for (const Widened& w : table) {
+    const std::string braced = str_cat("\\p{", w.prop, "}");
+    const std::string bare = str_cat("\\p", w.prop);
     std::size_t n = 0;
     if (p.substr(i, braced.size()) == braced) {
       n = braced.size();
-    } else if (p.substr(i, bare.size()) == bare) {
+    } else if (w.prop[1] == '\0' && p.substr(i, bare.size()) == bare) {
       n = bare.size();
     } else {
       continue;
     }
     length = n;
-    return str_cat("\\p{", prop, "}",
-                   prop[0] == 'L' ? letter_items_unicode16 : number_items_unicode16);
+    return str_cat("\\p{", w.prop, "}", w.items);
   }
   return {};
 }

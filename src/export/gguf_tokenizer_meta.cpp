@@ -238,9 +238,13 @@ void append_byte_level(const TokenizerFiles& f, const Vocab& v, std::vector<Gguf
                     " is not supported for GGUF export (llama.cpp's ", data::hf_pre_tokenizer_names(),
                     " are; llama.cpp would split text another way)");
   // llama.cpp skips the merges of a word found whole in the vocabulary for Llama 3 only.
+  // Llama 4's tokenizer.json asks for it too (transformers' tiktoken converter sets it),
+  // which llama.cpp's llama4 does not do: such a GGUF tokenizes as llama.cpp's own
+  // converter's Llama 4 files do, merges applied (a word whole in the vocabulary that the
+  // merges would split comes out split).
   const bool ignore_merges = field(field(f.tokenizer, "model"), "ignore_merges") == true;
-  ANVIL_CHECK_INPUT(ignore_merges == (pre == "llama-bpe"), f.tokenizer_path, ": model.ignore_merges ",
-                    ignore_merges ? "true" : "false", " with the ", pre,
+  ANVIL_CHECK_INPUT(ignore_merges == (pre == "llama-bpe") || pre == "llama4", f.tokenizer_path,
+                    ": model.ignore_merges ", ignore_merges ? "true" : "false", " with the ", pre,
                     " pre-tokenizer is not supported for GGUF export (llama.cpp ignores merges for llama-bpe only)");
   const json normalizer = field(f.tokenizer, "normalizer");
   ANVIL_CHECK_INPUT(normalizer.is_null() || field(normalizer, "type") == "NFC", f.tokenizer_path, ": normalizer ",

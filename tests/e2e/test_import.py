@@ -142,10 +142,11 @@ def train_tokenizer(pre):
     bl = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=pre in ("gpt2", "smollm"))
     if pre == "smollm":
         tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True), bl])
-    elif pre in ("llama-bpe", "qwen2"):
+    elif pre in ("llama-bpe", "qwen2", "llama4"):
         sys.path.insert(0, os.path.join(os.environ["ANVIL_SOURCE_DIR"], "scripts", "fixtures"))
         import make_tokenizers
-        pattern = make_tokenizers.LLAMA3_PATTERN if pre == "llama-bpe" else make_tokenizers.QWEN2_PATTERN
+        pattern = {"llama-bpe": make_tokenizers.LLAMA3_PATTERN, "qwen2": make_tokenizers.QWEN2_PATTERN,
+                   "llama4": make_tokenizers.LLAMA4_PATTERN}[pre]
         tok.pre_tokenizer = pre_tokenizers.Sequence([
             pre_tokenizers.Split(Regex(pattern), behavior="isolated", invert=False), bl])
     return tok
@@ -261,7 +262,7 @@ def main():
         import_checks.check_logits(out, LOGITS_TOOL)
         check_dtype_and_force(path, out, expected)
         import_checks.check_logits(check_import(tmp, "qwen2", tied=True)[1], LOGITS_TOOL)
-        for pre in ("gpt2", "smollm", "llama-bpe", "qwen2"):
+        for pre in ("gpt2", "smollm", "llama-bpe", "qwen2", "llama4"):
             check_tokenizer(tmp, pre)
         import_checks.check_sentencepiece(tmp, write_gguf, hf_weights, anvil)
         import_checks.check_rope_freqs(tmp, write_gguf, hf_weights, anvil)

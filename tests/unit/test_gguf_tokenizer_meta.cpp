@@ -6,6 +6,7 @@
 #include <nlohmann/json.hpp>
 
 #include "error_test_util.h"
+#include "data/hf_pre_tokenizers.h"
 #include "export/gguf_tokenizer_meta.h"
 #include "io/files.h"
 #include "llama_test_util.h"
@@ -145,6 +146,35 @@ TEST(GgufTokenizerMeta, Llama3TemplateProcessingAndNamedTemplates) {
   EXPECT_EQ(find(kv, "tokenizer.ggml.add_sep_token").u, 0u);
   EXPECT_EQ(strings(find(kv, "tokenizer.chat_templates")), std::vector<std::string>{"tool_use"});
   EXPECT_EQ(find(kv, "tokenizer.chat_template").s, "D");
+}
+
+// Llama 4's tokenizer.json as transformers' converter writes it: the o200k split, merges
+// ignored for whole words. llama.cpp's "llama4" takes it (llama.cpp applies the merges, as
+// for the files its own converter writes); the same split with the merges used is "llama4"
+// too, and the Llama 3 split with ignore_merges is still "llama-bpe".
+TEST(GgufTokenizerMeta, Llama4SplitIsLlamaCppsLlama4) {
+  Dir d("llama4");
+  const json bos = {{"SpecialToken", {{"id", "<|end|>"}, {"type_id", 0}}}};
+  const json post = {{"type", "Sequence"},
+                     {"processors",
+                      {{{"type", "ByteLevel"}, {"add_prefix_space", true}, {"trim_offsets", false}, {"use_regex", true}},
+                       {{"type", "TemplateProcessing"},
+                        {"single", {bos, {{"Sequence", {{"id", "A"}, {"type_id", 0}}}}}},
+                        {"pair", {bos, {{"Sequence", {{"id", "A"}, {"type_id", 0}}}}, bos,
+                                  {{"Sequence", {{"id", "B"}, {"type_id", 1}}}}}}}}}};
+  json tok = byte_level_tokenizer(data::hf_pre_tokenizer("llama4"), post);
+  d.write("config.json", {{"architectures", {"Llama4ForConditionalGeneration"}}});
+  d.write("tokenizer_config.json", {{"bos_token", "<|end|>"}});
+  for (const bool ignore : {true, false}) {
+    tok["model"]["ignore_merges"] = ignore;
+    d.write("tokenizer.json", tok);
+    const auto kv = exporting::gguf_tokenizer_metadata(d.tmp.str());
+    EXPECT_EQ(find(kv, "tokenizer.ggml.pre").s, "llama4");
+    EXPECT_EQ(find(kv, "tokenizer.ggml.add_bos_token").u, 1u);
+  }
+  auto pattern = data::hf_pre_tokenizer("llama4");
+  EXPECT_EQ(pattern, data::hf_pre_tokenizer("gpt-4o"));
+  EXPECT_NE(pattern, data::hf_pre_tokenizer("llama-bpe"));
 }
 
 // SentencePiece-style: <unk> <s> </s>, two byte tokens, "▁", "a", "▁a", "▁a▁a" and a

@@ -88,7 +88,7 @@ TEST(TokenizerUtf8, LossyDecodingReplacesMaximalSubparts) {
 TEST(TokenizerRegex, TranslatesOnigurumaSpaces) {
   EXPECT_EQ(onig_to_pcre2(R"(\s+(?!\S))"),
             R"([\x{09}-\x{0D}\x{85}\p{Z}]+(?![^\x{09}-\x{0D}\x{85}\p{Z}]))");
-  EXPECT_EQ(onig_to_pcre2(R"([^\s\p{Lu}])"), R"([^\x{09}-\x{0D}\x{85}\p{Z}\p{Lu}])");
+  EXPECT_EQ(onig_to_pcre2(R"([^\s\p{Nd}])"), R"([^\x{09}-\x{0D}\x{85}\p{Z}\p{Nd}])");
   EXPECT_EQ(onig_to_pcre2(R"([]\s])"), R"([]\x{09}-\x{0D}\x{85}\p{Z}])");
   EXPECT_EQ(onig_to_pcre2(R"(\h+)"), "[0-9a-fA-F]+");
   // U+180E is not White_Space (PCRE2's own \s would take it).
@@ -113,6 +113,15 @@ TEST(TokenizerRegex, LettersAndNumbersOfUnicode16) {
   EXPECT_TRUE(Regex::compile(R"([^\p{N}x])", "test").matches_at("y", 0));
   EXPECT_FALSE(Regex::compile(R"(\pN)", "test").matches_at("a", 0));
   EXPECT_TRUE(Regex::compile(R"(\pN)", "test").matches_at("\xF0\x90\xB5\x80", 0));
+  // The subclasses of Llama 4's split too: Cyrillic TJE U+1C89 (Lu) / U+1C8A (Ll), Garay
+  // U+10D4A (Lo) and U+10D4E (Lm), Arabic pepet U+0897 (Mn), all Unicode 16.
+  EXPECT_TRUE(Regex::compile(R"(\p{Lu})", "test").matches_at("\xE1\xB2\x89", 0));
+  EXPECT_FALSE(Regex::compile(R"(\p{Lu})", "test").matches_at("\xE1\xB2\x8A", 0));
+  EXPECT_TRUE(Regex::compile(R"(\p{Ll})", "test").matches_at("\xE1\xB2\x8A", 0));
+  EXPECT_TRUE(Regex::compile(R"([\p{Lo}])", "test").matches_at("\xF0\x90\xB5\x8A", 0));
+  EXPECT_TRUE(Regex::compile(R"([\p{Lm}])", "test").matches_at("\xF0\x90\xB5\x8E", 0));
+  EXPECT_TRUE(Regex::compile(R"(\p{M})", "test").matches_at("\xE0\xA2\x97", 0));
+  EXPECT_FALSE(Regex::compile(R"([^\p{M}])", "test").matches_at("\xE0\xA2\x97", 0));
 }
 
 TEST(TokenizerRegex, EmptyMatchesFollowOnigurumaIteration) {

@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "core/error.h"
+#include "data/hf_pre_tokenizers.h"
 #include "data/tokenizer.h"
 
 namespace {
@@ -170,9 +171,25 @@ TEST_P(TokenizerParity, OffsetsWithSpecialTokens) {
 
 INSTANTIATE_TEST_SUITE_P(Families, TokenizerParity,
                          ::testing::Values("gpt2", "gpt2_prefix", "gpt2_unk", "gpt2_drop", "llama3",
-                                           "qwen2", "smollm2", "splits", "llama2", "mistral",
+                                           "llama4", "qwen2", "smollm2", "splits", "llama2", "mistral",
                                            "metaspace_split"),
                          [](const auto& info) { return info.param; });
+
+// The pre_tokenizer HF `tokenizers` wrote for each byte-level family is the one anvil pairs
+// with llama.cpp's name for it (GGUF export reads the name from it, import writes it back),
+// so the patterns anvil carries are the families' own, character for character.
+TEST(TokenizerParityPreTokenizer, EachFamilyMapsToItsLlamaCppName) {
+  const std::pair<const char*, const char*> families[] = {
+      {"gpt2", "gpt-2"}, {"llama3", "llama-bpe"}, {"llama4", "llama4"}, {"qwen2", "qwen2"}, {"smollm2", "smollm"}};
+  for (const auto& [family, name] : families) {
+    const std::string path = fixtures_dir() + "/" + family + "/tokenizer.json";
+    if (!std::filesystem::exists(path)) GTEST_SKIP() << path << " missing";
+    std::ifstream in(path);
+    const json pre = json::parse(in)["pre_tokenizer"];
+    EXPECT_EQ(anvil::data::llama_cpp_pre_name(pre), name) << family;
+    EXPECT_EQ(anvil::data::llama_cpp_pre_name(anvil::data::hf_pre_tokenizer(name)), name) << family;
+  }
+}
 
 // A family with no normalizer, no prefix space and only ASCII added tokens gives the text
 // back exactly. (gpt2's non-ASCII added tokens do not: HF's ByteLevel decoder reads their
