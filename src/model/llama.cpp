@@ -156,11 +156,12 @@ LlamaModel::LlamaModel(ModelSpec spec, BaseWeights base, LoraLayout lora, ModelL
   if (tp_.ep_comm && tp_.ep_comm->size() > 1) {
     ANVIL_CHECK(spec_.is_moe() && tp_.ep_comm->size() == tp_.shard.ep_size, "the ep group (",
                 tp_.ep_comm->size(), " ranks) does not match the shard's ", tp_.shard.ep_size);
-    ANVIL_CHECK(!be_.on_device(), "expert parallelism (parallel.ep > 1) runs on the CPU backend only: its "
-                "exchange is host loops (model/moe_dispatch.h)");
-    ep_ = std::make_unique<MoeDispatch>(*tp_.ep_comm, spec_.moe.num_experts,
+    ep_ = std::make_unique<MoeDispatch>(*tp_.ep_comm, be_, spec_.moe.num_experts,
                                         limits_.micro_batch * limits_.seq_len * spec_.moe.top_k,
                                         spec_.hidden_size, spec_.num_hidden_layers);
+    ep_stage_ = std::unique_ptr<float, BackendFree>(
+        static_cast<float*>(be_.memory_alloc(sizeof(float) * static_cast<std::size_t>(std::max<std::int64_t>(lora_.size(), 1)))),
+        BackendFree{&be_});
   }
   parts_ = lora_tp_parts(tp_.shard, lora_);
   std::int64_t staged = 0;
@@ -410,6 +411,11 @@ const std::int32_t* LlamaModel::attention_segments(std::int64_t l, const TokenBa
 
 backend::VocabShard LlamaModel::vocab_shard() const {
   return {tp_.shard.vocab_first, spec_.vocab_size};
+}
+
+void LlamaModel::reduce_ep_grads(comm::Comm& dp, comm::Comm& edp) {
+  ANVIL_CHECK(ep_, "reduce_ep_grads without expert parallelism");
+  ep_grads_allreduce(lora_, buf_.lora_grads, dp, edp, be_, ep_stage_.get());
 }
 
 void LlamaModel::reduce_tp_grads() {

@@ -128,6 +128,9 @@ class LlamaModel {
   // are partial over the TP group (the replicated A and B matrices, B of replicated KV heads).
   // Nothing for one rank.
   void reduce_tp_grads();
+  // Then, under ep: the data-parallel sum of the adapter gradients, the routed experts' over
+  // `edp` (the ranks holding the same experts), the rest over `dp` (moe_dispatch.h).
+  void reduce_ep_grads(comm::Comm& dp, comm::Comm& edp);
   // Sum of squared adapter gradients of the whole model, each replicated parameter counted
   // once; the same on every rank of the TP group (one all-reduce).
   double grad_sum_squares();
@@ -280,6 +283,7 @@ class LlamaModel {
   std::vector<LoraPart> parts_;
   // Backend memory that is not the arena's, freed through the backend.
   std::unique_ptr<float, BackendFree> tp_stage_;  // partial gradients packed for one all-reduce
+  std::unique_ptr<float, BackendFree> ep_stage_;  // ep: the gradients packed per reduction group
   std::unique_ptr<double, BackendFree> tp_scalar_;  // (1) a sum reduced over the TP group
   std::uint64_t step_ = 0;
   bool dropout_on_ = false;

@@ -71,7 +71,7 @@ void LlamaModel::moe_forward(std::int64_t l, LayerActs& a, float* x_out, const T
   if (spec_.is_llama4()) llama4_route_scores(buf_.logits, rt, N, E, K);
   // This rank's experts [first, first + held) and their rows' offsets (held + 1) in a.xs:
   // every expert's rows here (one copy of the route's E + 1 from the backend), or under ep
-  // the rows every ep rank sent (moe_dispatch.h; the CPU backend only).
+  // the rows every ep rank sent (moe_dispatch.h).
   const std::int64_t first = local_.moe.expert_first, held = local_.moe.experts_held();
   const std::vector<std::int64_t> route_offsets = expert_offsets(be_, rt, E);
   const std::int64_t* offsets = route_offsets.data();
@@ -80,7 +80,7 @@ void LlamaModel::moe_forward(std::int64_t l, LayerActs& a, float* x_out, const T
   // Llama 4's rows leave scaled: an expert on another ep rank needs no scores.
   if (spec_.is_llama4()) llama4_scale_rows(home, rt, N, K, C);
   if (ep_) {
-    offsets = ep_->plan(l, rt.offsets);
+    offsets = ep_->plan(l, route_offsets.data());
     ep_->send(l, home, a.xs);  // (rows received, C), expert-major
   }
   // The experts (none dropped out: checked at construction), side by side where the backend can.

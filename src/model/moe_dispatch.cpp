@@ -6,9 +6,9 @@
 
 namespace anvil::model {
 
-MoeDispatch::MoeDispatch(comm::Comm& ep, std::int64_t experts, std::int64_t rows, std::int64_t width,
-                         std::int64_t layers)
-    : ep_(ep), size_(ep.size()), el_(experts / ep.size()), width_(width) {
+MoeDispatch::MoeDispatch(comm::Comm& ep, backend::Backend& be, std::int64_t experts, std::int64_t rows,
+                         std::int64_t width, std::int64_t layers)
+    : ep_(ep), be_(be), size_(ep.size()), el_(experts / ep.size()), width_(width) {
   ANVIL_CHECK(size_ >= 1 && experts % size_ == 0, "ep ", size_, " does not divide ", experts, " experts");
   const auto L = static_cast<std::size_t>(layers), P = static_cast<std::size_t>(size_);
   const auto El = static_cast<std::size_t>(el_);
@@ -19,7 +19,9 @@ MoeDispatch::MoeDispatch(comm::Comm& ep, std::int64_t experts, std::int64_t rows
   send_count_.assign(P, 0);
   recv_count_.assign(P, 0);
   stage_counts_.assign(P * El, 0);
-  stage_.assign(static_cast<std::size_t>(local_rows_max(rows, size_) * width), 0.0f);
+  stage_rows_ = local_rows_max(rows, size_);
+  stage_ = std::unique_ptr<float, Free>(
+      static_cast<float*>(be_.memory_alloc(sizeof(float) * static_cast<std::size_t>(stage_rows_ * width))), Free{&be_});
 }
 
 const std::int64_t* MoeDispatch::plan(std::int64_t layer, const std::int64_t* offsets) {
@@ -45,8 +47,7 @@ const std::int64_t* MoeDispatch::plan(std::int64_t layer, const std::int64_t* of
     for (std::size_t j = 0; j < P; ++j) n += by_expert[j * El + e];
     local[e + 1] = local[e] + n;
   }
-  ANVIL_CHECK(static_cast<std::size_t>(local[El] * width_) <= stage_.size(), "expert dispatch: ", local[El],
-              " rows exceed the ", stage_.size() / static_cast<std::size_t>(width_), " planned");
+  ANVIL_CHECK(local[El] <= stage_rows_, "expert dispatch: ", local[El], " rows exceed the ", stage_rows_, " planned");
   return local;
 }
 
@@ -67,7 +68,7 @@ void MoeDispatch::reorder(std::int64_t layer, const float* from, float* to, bool
       for (std::int64_t i = 0; i < j; ++i) dst_row += by_expert[i * el_ + e];
       const float* a = from + (to_expert_major ? src_row : dst_row) * C;
       float* b = to + (to_expert_major ? dst_row : src_row) * C;
-      std::copy_n(a, n * C, b);
+      if (n > 0) be_.copy(b, a, sizeof(float) * static_cast<std::size_t>(n * C));
       src_row += n;
     }
   }
@@ -80,23 +81,23 @@ void MoeDispatch::send(std::int64_t layer, const float* home, float* local) {
     send_count_[static_cast<std::size_t>(j)] = sent[j] * width_;
     recv_count_[static_cast<std::size_t>(j)] = got[j] * width_;
   }
-  ep_.alltoallv(home, send_count_.data(), stage_.data(), recv_count_.data(), DType::dtype_f32);  // source-major
-  reorder(layer, stage_.data(), local, true);
+  ep_.alltoallv(home, send_count_.data(), stage_.get(), recv_count_.data(), DType::dtype_f32);  // source-major
+  reorder(layer, stage_.get(), local, true);
 }
 
 void MoeDispatch::send_back(std::int64_t layer, const float* local, float* home) {
   const std::int64_t* sent = send_rows_.data() + layer * size_;
   const std::int64_t* got = recv_rows_.data() + layer * size_;
-  reorder(layer, local, stage_.data(), false);
+  reorder(layer, local, stage_.get(), false);
   for (int j = 0; j < size_; ++j) {
     send_count_[static_cast<std::size_t>(j)] = got[j] * width_;
     recv_count_[static_cast<std::size_t>(j)] = sent[j] * width_;
   }
-  ep_.alltoallv(stage_.data(), send_count_.data(), home, recv_count_.data(), DType::dtype_f32);
+  ep_.alltoallv(stage_.get(), send_count_.data(), home, recv_count_.data(), DType::dtype_f32);
 }
 
-void ep_grads_allreduce(const LoraLayout& local, float* grads, comm::Comm& dp, comm::Comm& edp,
-                        std::vector<float>& stage) {
+void ep_grads_allreduce(const LoraLayout& local, float* grads, comm::Comm& dp, comm::Comm& edp, backend::Backend& be,
+                        float* stage) {
   const std::int64_t r = local.spec().rank;
   for (const bool expert : {false, true}) {
     // Slot by slot, A then B are one run (a_offset .. b_offset + out·r).
@@ -104,16 +105,15 @@ void ep_grads_allreduce(const LoraLayout& local, float* grads, comm::Comm& dp, c
     for (const LoraSlot& s : local.slots()) {
       if (proj_is_expert(s.proj) != expert) continue;
       const auto count = static_cast<std::size_t>(s.b_offset + s.out * r - s.a_offset);
-      if (stage.size() < n + count) stage.resize(n + count);  // the first step only: sizes repeat
-      std::copy_n(grads + s.a_offset, count, stage.data() + n);
+      be.copy(stage + n, grads + s.a_offset, sizeof(float) * count);
       n += count;
     }
-    (expert ? edp : dp).allreduce_sum(stage.data(), static_cast<std::int64_t>(n));
+    (expert ? edp : dp).allreduce_sum(stage, static_cast<std::int64_t>(n));
     n = 0;
     for (const LoraSlot& s : local.slots()) {
       if (proj_is_expert(s.proj) != expert) continue;
       const auto count = static_cast<std::size_t>(s.b_offset + s.out * r - s.a_offset);
-      std::copy_n(stage.data() + n, count, grads + s.a_offset);
+      be.copy(grads + s.a_offset, stage + n, sizeof(float) * count);
       n += count;
     }
   }

@@ -12,13 +12,17 @@
 //   3. back: the experts' outputs take the reverse path to the ranks that sent the rows, in
 //      the order they were sent, and the existing combine adds them in choice order.
 // Backward sends the outputs' gradients the same way as the rows and the inputs' gradients
-// back, with the counts of the forward (kept per layer). Host loops and buffers: the MoE
-// layer runs on the CPU backend (a device backend would stage through the Comm instead).
+// back, with the counts of the forward (kept per layer). The counts and plans are host
+// memory; the rows are backend memory (device memory on the CUDA backend), moved by the
+// backend's copies and sent by the ep group's Comm, which takes either (runtime/group_comm.h:
+// NCCL's all-to-all for device buffers).
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <vector>
 
+#include "backend/backend.h"
 #include "comm/comm.h"
 #include "model/lora.h"
 
@@ -29,13 +33,14 @@ class MoeDispatch {
   // `ep`: the expert-parallel group; `experts`: the model's E (ep must divide it); `rows`:
   // the most routed rows of one rank (N·k); `width`: the row width C; `layers`: the model's
   // layer count (a plan is kept per layer for its backward).
-  MoeDispatch(comm::Comm& ep, std::int64_t experts, std::int64_t rows, std::int64_t width, std::int64_t layers);
+  MoeDispatch(comm::Comm& ep, backend::Backend& be, std::int64_t experts, std::int64_t rows, std::int64_t width,
+              std::int64_t layers);
 
   // The most rows this rank's experts can receive: every rank's every routed row.
   static std::int64_t local_rows_max(std::int64_t rows, int ep) { return rows * ep; }
 
   // Layer `layer`'s forward: exchanges the counts of this rank's expert-sorted rows
-  // (`offsets`, E + 1: the routing's) and returns where each local expert's rows start in
+  // (`offsets`, E + 1: the routing's, host memory) and returns where each local expert's rows start in
   // the expert-major local order, (El + 1). Collective over the ep group.
   const std::int64_t* plan(std::int64_t layer, const std::int64_t* offsets);
   // The plan's local offsets again (backward).
@@ -51,7 +56,13 @@ class MoeDispatch {
   // Source-major (as the all-to-all delivers) <-> expert-major (as the GEMMs read).
   void reorder(std::int64_t layer, const float* from, float* to, bool to_expert_major) const;
 
+  struct Free {
+    backend::Backend* be;
+    void operator()(float* p) const { be->memory_free(p); }
+  };
+
   comm::Comm& ep_;
+  backend::Backend& be_;
   int size_;
   std::int64_t el_, width_;
   // Per layer: rows to send to each rank and to receive from each (ep), rows from each
@@ -59,13 +70,15 @@ class MoeDispatch {
   std::vector<std::int64_t> send_rows_, recv_rows_, recv_by_expert_, local_offsets_;
   std::vector<std::int64_t> send_count_, recv_count_;  // (ep) elements of one call
   std::vector<std::int64_t> stage_counts_;             // (E) this rank's rows per expert
-  std::vector<float> stage_;  // (local_rows_max, C) rows in source-major order
+  std::unique_ptr<float, Free> stage_;  // (local_rows_max, C) rows in source-major order, backend memory
+  std::int64_t stage_rows_ = 0;
 };
 
 // The data-parallel reduction of a rank's adapter gradients under ep: the routed experts'
 // slots over `edp` (the ranks holding the same experts), every other slot over `dp` (every
-// rank of the same TP slice), each packed into `stage` for one sum. Host memory (CPU backend).
-void ep_grads_allreduce(const LoraLayout& local, float* grads, comm::Comm& dp, comm::Comm& edp,
-                        std::vector<float>& stage);
+// rank of the same TP slice), each packed into `stage` (backend memory, local.size() floats)
+// by the backend's copies for one sum.
+void ep_grads_allreduce(const LoraLayout& local, float* grads, comm::Comm& dp, comm::Comm& edp, backend::Backend& be,
+                        float* stage);
 
 }  // namespace anvil::model

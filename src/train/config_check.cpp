@@ -173,9 +173,6 @@ void check_model(const TrainConfig& cfg, bool tp_ok, bool backend_ok, bool plann
   else if (ep > 1 && spec.moe.num_experts % ep != 0)
     out.push_back({"parallel.ep", str_cat(ep, " does not divide the model's num_experts (", spec.moe.num_experts,
                                           ")")});
-  else if (ep > 1 && cfg.parallel.backend == BackendKind::backend_cuda)
-    out.push_back({"parallel.ep", str_cat(ep, ": expert parallelism runs on the CPU backend only for now (its ",
-                                          "exchange is host loops); use parallel.backend: cpu or ep: 1")});
   // Llama 4's router scores, expert scaling and attention variants are host loops (CPU
   // ranks, model/llama4_ops.h).
   if (spec.is_llama4() && !planning && cfg.parallel.backend == BackendKind::backend_cuda)

@@ -103,7 +103,6 @@ void Trainer::model_build() {
     model_->set_aux_loss_weight(static_cast<float>(spec_.moe.aux_loss_coef * static_cast<double>(cfg_.train.micro_batch) /
                                                    static_cast<double>(cfg_.train.global_batch)));
   const std::int64_t n_local = model_->lora_layout().size();
-  if (rt_.ep_size() > 1) ep_stage_.assign(static_cast<std::size_t>(n_local), 0.0f);  // sized once
   log_info("model: ", model::model_parameter_count(spec_), " frozen parameters (", dtype_name(storage),
            quant.kind != quant::QuantKind::quant_none ? str_cat(", linear weights ", quant::quant_kind_name(quant.kind))
                                                       : std::string(),
@@ -177,7 +176,7 @@ StepMetrics Trainer::train_step(std::int64_t step) {
   // (a host scalar) goes over the same DP communicator.
   model_->reduce_tp_grads();
   if (rt_.ep_size() > 1)  // the routed experts' over the ranks holding them, the rest over all
-    model::ep_grads_allreduce(model_->lora_layout(), model_->lora_grads(), rt_.dp(), rt_.edp(), ep_stage_);
+    model_->reduce_ep_grads(rt_.dp(), rt_.edp());
   else
     rt_.dp().allreduce_sum(model_->lora_grads(), model_->lora_size());
   rt_.dp().allreduce_sum(&loss_sum, 1);

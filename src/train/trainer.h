@@ -108,7 +108,6 @@ class Trainer {
   std::unique_ptr<data::Sampler> sampler_;
   std::unique_ptr<BatchBuffers> batch_;
   std::vector<std::int64_t> rows_;  // the step's global batch
-  std::vector<float> ep_stage_;      // ep: the gradients packed per reduction group
   std::unique_ptr<LossGuard> guard_;
   FaultInjection fault_;
   double flops_per_step_ = 0, peak_flops_ = 0;  // MFU

@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "backend/backend.h"
 #include "comm/comm.h"
 #include "model/moe_dispatch.h"
 
@@ -28,7 +29,8 @@ TEST(MoeDispatch, RowsReachTheirExpertsExpertMajorAndComeBackInPlace) {
     for (std::int64_t k = 0; k < rows_of(r, e); ++k) home.insert(home.end(), kWidth, value_of(r, e, k));
     offsets.push_back(offsets.back() + rows_of(r, e));
   }
-  MoeDispatch d(*world, E, 2 * E, kWidth, 1);
+  auto be = backend::make_cpu_backend();
+  MoeDispatch d(*world, *be, E, 2 * E, kWidth, 1);
   const std::int64_t* local = d.plan(0, offsets.data());
   std::vector<float> expected;
   for (std::int64_t j = 0; j < kPerRank; ++j) {
