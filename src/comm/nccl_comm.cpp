@@ -148,8 +148,10 @@ class NcclComm final : public Comm {
   }
 
   // One grouped ncclSend / ncclRecv per peer, blocks packed in rank order (NCCL has no
-  // alltoallv of its own). Syntax-checked against the NCCL headers, never run: the MoE layer that calls
-  // it runs on the CPU backend only, so no test reaches it on a GPU so far.
+  // alltoallv of its own). The expert-parallel exchange calls it on the CUDA backend
+  // (model/moe_dispatch.h). Compiled against the NCCL headers, never run: gpu.train's ep 2
+  // run (two ranks on one GPU, host-staged) does not reach it either; ep over NCCL needs
+  // two GPUs.
   void alltoallv_impl(const void* send, const std::int64_t* send_counts, void* recv,
                       const std::int64_t* recv_counts, DType dtype) override {
     const CollectiveScope scope("alltoallv", name_);
