@@ -29,10 +29,6 @@ import numpy as np
 from gguf import GGUFReader
 from safetensors.numpy import load_file
 
-import test_export_moe as moe
-from test_export_llama4 import SPEC, TARGETS
-from test_export_moe import anvil
-
 
 
 def e4m3_table():
@@ -103,7 +99,7 @@ def make_fixture(base, fp8_dir, twin_dir):
     save_safetensors(os.path.join(fp8_dir, "model.safetensors"), fp8)
     save_safetensors(os.path.join(twin_dir, "model.safetensors"), {k: ("F32", v) for k, v in twin.items()})
     cfg = json.load(open(os.path.join(base, "config.json")))
-    not_converted = [f"model.layers.{l}.{m}" for l in range(SPEC["num_hidden_layers"])
+    not_converted = [f"model.layers.{l}.{m}" for l in range(cfg["num_hidden_layers"])
                      for m in ("self_attn", "feed_forward.router", "feed_forward.shared_expert",
                                "feed_forward.gate_proj", "feed_forward.up_proj", "feed_forward.down_proj")]
     cfg["quantization_config"] = {"quant_method": "fbgemm_fp8", "activation_scale_ub": 1200.0,
@@ -116,6 +112,11 @@ def losses(run):
 
 
 def main():
+    # Here, not at the top: test_export_moe loads mlx_lm (2.4 s), which the fixture writer
+    # above, also imported by mpi.grid_equivalence_llama4, does not need.
+    import test_export_moe as moe
+    from test_export_llama4 import SPEC, TARGETS
+    from test_export_moe import anvil
     with tempfile.TemporaryDirectory(prefix="anvil_l4fp8_") as tmp:
         base = moe.init_model(SPEC, tmp, "base", "--init-std", "0.1")
         fp8_dir, twin_dir = os.path.join(tmp, "fp8"), os.path.join(tmp, "twin")

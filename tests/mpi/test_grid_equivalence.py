@@ -20,7 +20,11 @@ shared-expert MLPs of different widths) on the same grids: the scaled rows trave
 experts, the router's gradient comes back from theirs, tp splits heads, both MLP widths
 and each expert; the same tolerances and checkpoint checks, and an nf4 base at ep 2 gives
 the nf4 run at ep 1 within 1e-5 (each expert is quantized alone, wherever it is held) and
-at tp 2 within 3% (each rank quantizes its slice, as in mpi.grid_quant).
+at tp 2 within 3% (each rank quantizes its slice, as in mpi.grid_quant); the nf4 and fp8 tp 2
+runs' merged exports are W_dq + scale·B·A with W_dq quantized per tp slice as those ranks did
+(by torch / bitsandbytes; tp 1's W_dq must not pass). Also top-2 routing at ep 2 against ep 1,
+and experts FP8 on disk (fbgemm_fp8, e2e.llama4_fp8's fixture) at tp 2 against tp 1, both
+within the grids' tolerances.
 
 Usage: test_grid_equivalence.py MPIEXEC [--moe | --ep | --llama4]   (ANVIL_BIN, ANVIL_SOURCE_DIR from the environment)"""
 import json
@@ -37,6 +41,8 @@ ANVIL = os.environ["ANVIL_BIN"]
 SRC = os.environ["ANVIL_SOURCE_DIR"]
 sys.path.insert(0, os.path.join(SRC, "tests", "e2e"))
 import test_llama4 as e2e_llama4  # noqa: E402
+import test_llama4_fp8 as e2e_fp8  # noqa: E402
+from test_qlora import reference_dequantize  # noqa: E402
 MPIEXEC = sys.argv[1]
 LLAMA4 = "--llama4" in sys.argv[2:]
 EP = "--ep" in sys.argv[2:] or LLAMA4
@@ -72,8 +78,8 @@ def run(cmd, timeout=300):
     return p, time.monotonic() - t0
 
 
-def train(model, out, tp, dp, extra_env=None, timeout=300, ep=1, extra=()):
-    sets = [f"output_dir={out}", f"model.path={model}", f"train.steps={STEPS}", "train.warmup_steps=3",
+def train(model, out, tp, dp, extra_env=None, timeout=300, ep=1, extra=(), steps=STEPS):
+    sets = [f"output_dir={out}", f"model.path={model}", f"train.steps={steps}", "train.warmup_steps=3",
             "train.eval_every=6", f"parallel.tp={tp}", f"parallel.ep={ep}", "log.every=4"]
     sets += [] if any(e.startswith("checkpoint.every=") for e in extra) else ["checkpoint.every=0"]
     sets += [e for e in extra if "=" in e]
@@ -148,43 +154,18 @@ def check(tmp):
         print(f"tp {tp} ep {ep} dp {dp}: {seconds:.1f} s, final loss {steps[-1]['loss']:.6f}, "
               f"eval {evals[-1]['eval_loss']:.6f}")
 
-    ref_steps, ref_evals, ref_adapter = results[(1, 1, 1)]
     worst = {"loss": 0.0, "grad_norm": 0.0, "eval_loss": 0.0, "adapter": 0.0}
-    for grid, (steps, evals, adapter) in results.items():
-        if grid == (1, 1, 1):
-            continue
-        for key in ("loss", "grad_norm"):
-            for a, b in zip(steps, ref_steps):
-                err = abs(a[key] - b[key]) / abs(b[key])
-                worst[key] = max(worst[key], err)
-                assert err <= TOLERANCE, f"{grid} step {a['step']} {key}: {a[key]} vs {b[key]} (rel {err:.2e})"
-            assert [r["tokens"] for r in steps] == [r["tokens"] for r in ref_steps], grid
-        if MOE:  # the routing is the same: every expert gets the same tokens on every grid
-            assert [r["expert_load"] for r in steps] == [r["expert_load"] for r in ref_steps], grid
-            for a, b in zip(steps, ref_steps):
-                if LLAMA4:  # Llama 4 has no load-balancing loss
-                    assert "aux_loss" not in a and "aux_loss" not in b, (a, b)
-                    continue
-                err = abs(a["aux_loss"] - b["aux_loss"]) / abs(b["aux_loss"])
-                worst["aux_loss"] = max(worst.get("aux_loss", 0.0), err)
-                assert err <= TOLERANCE, f"{grid} step {a['step']} aux_loss: rel {err:.2e}"
-        for a, b in zip(evals, ref_evals):
-            assert a["step"] == b["step"] and a["eval_tokens"] == b["eval_tokens"], (a, b)
-            err = abs(a["eval_loss"] - b["eval_loss"]) / abs(b["eval_loss"])
-            worst["eval_loss"] = max(worst["eval_loss"], err)
-            assert err <= TOLERANCE, f"{grid} eval at step {a['step']}: rel {err:.2e}"
-        assert sorted(adapter) == sorted(ref_adapter), grid
-        for name, want in ref_adapter.items():
-            assert adapter[name].shape == want.shape, (grid, name)
-            err = rel(adapter[name], want)
-            worst["adapter"] = max(worst["adapter"], err)
-            assert err <= ADAPTER_TOLERANCE, f"{grid} {name}: rel {err:.2e}"
+    for grid, got in results.items():
+        if grid != (1, 1, 1):
+            compare(str(grid), got, results[(1, 1, 1)], worst)
     print("all grids match the single-rank run; worst relative differences: " +
           ", ".join(f"{k} {v:.1e}" for k, v in worst.items()))
     if EP:
         check_ep_checkpoints(tmp, model, results)
     if LLAMA4:
         check_quantized_ep(tmp, model)
+        check_top2_ep(tmp, results)
+        check_fp8_on_disk_tp(tmp, model, results)
     if MOE:
         return
 
@@ -197,6 +178,41 @@ def check(tmp):
     assert "[rank 3] error: ANVIL_FAULT_INJECT: failing in step 3 on purpose" in log, log
     assert seconds < 30, f"the job took {seconds:.1f} s to end"
     print(f"a failing rank ended the job in {seconds:.1f} s with exit code {p.returncode}")
+
+
+def compare(name, got, want, worst):
+    """Run `got` = (steps, evals, adapter) against `want` within the grids' tolerances: every
+    step's loss and gradient norm (and under MoE expert loads and aux loss), every evaluation,
+    every adapter tensor; the worst relative differences go into `worst`."""
+    (steps, evals, adapter), (ref_steps, ref_evals, ref_adapter) = got, want
+    assert [r["step"] for r in steps] == [r["step"] for r in ref_steps], name
+    for key in ("loss", "grad_norm"):
+        for a, b in zip(steps, ref_steps):
+            err = abs(a[key] - b[key]) / abs(b[key])
+            worst[key] = max(worst[key], err)
+            assert err <= TOLERANCE, f"{name} step {a['step']} {key}: {a[key]} vs {b[key]} (rel {err:.2e})"
+    assert [r["tokens"] for r in steps] == [r["tokens"] for r in ref_steps], name
+    if MOE:  # the routing is the same: every expert gets the same tokens on every grid
+        assert [r["expert_load"] for r in steps] == [r["expert_load"] for r in ref_steps], name
+        for a, b in zip(steps, ref_steps):
+            if LLAMA4:  # Llama 4 has no load-balancing loss
+                assert "aux_loss" not in a and "aux_loss" not in b, (a, b)
+                continue
+            err = abs(a["aux_loss"] - b["aux_loss"]) / abs(b["aux_loss"])
+            worst["aux_loss"] = max(worst.get("aux_loss", 0.0), err)
+            assert err <= TOLERANCE, f"{name} step {a['step']} aux_loss: rel {err:.2e}"
+    assert len(evals) == len(ref_evals), name
+    for a, b in zip(evals, ref_evals):
+        assert a["step"] == b["step"] and a["eval_tokens"] == b["eval_tokens"], (a, b)
+        err = abs(a["eval_loss"] - b["eval_loss"]) / abs(b["eval_loss"])
+        worst["eval_loss"] = max(worst["eval_loss"], err)
+        assert err <= TOLERANCE, f"{name} eval at step {a['step']}: rel {err:.2e}"
+    assert sorted(adapter) == sorted(ref_adapter), name
+    for key, want_tensor in ref_adapter.items():
+        assert adapter[key].shape == want_tensor.shape, (name, key)
+        err = rel(adapter[key], want_tensor)
+        worst["adapter"] = max(worst["adapter"], err)
+        assert err <= ADAPTER_TOLERANCE, f"{name} {key}: rel {err:.2e}"
 
 
 def check_ep_checkpoints(tmp, model, results):
@@ -261,25 +277,151 @@ def check_quantized_ep(tmp, model):
     """nf4 at ep 2 = nf4 at ep 1: each routed expert is quantized from its own copy, so the
     quantized base does not depend on which rank holds it. At tp 2 each rank quantizes its
     slice (another quantization of the same weights, as mpi.grid_quant): within the QLoRA
-    tolerance, 3% on the mean loss of the last 4 steps."""
+    tolerance, 3% on the mean loss of the last 4 steps. The tp 2 runs (nf4 and fp8) keep a
+    checkpoint for check_quantized_tp_export."""
     got = {}
-    for tp, ep in ((1, 1), (1, 2), (2, 1)):
-        out = os.path.join(tmp, f"nf4_tp{tp}_ep{ep}")
-        p, _ = train(model, out, tp, 1, ep=ep, extra=("model.quant=nf4",))
-        assert p.returncode == 0, f"nf4 tp {tp} ep {ep}: exit {p.returncode}\n{p.stdout}\n{p.stderr}"
-        assert "linear weights nf4" in p.stdout + p.stderr
-        got[(tp, ep)] = (metrics(out)[0], load_file(os.path.join(out, "adapter", "adapter_model.safetensors")))
-    (steps, adapter), (ref_steps, ref_adapter) = got[(1, 2)], got[(1, 1)]
+    for quant, tp, ep in (("nf4", 1, 1), ("nf4", 1, 2), ("nf4", 2, 1), ("fp8", 2, 1)):
+        out = os.path.join(tmp, f"{quant}_tp{tp}_ep{ep}")
+        extra = (f"model.quant={quant}",) + ((f"checkpoint.every={STEPS}",) if tp == 2 else ())
+        p, _ = train(model, out, tp, 1, ep=ep, extra=extra)
+        assert p.returncode == 0, f"{quant} tp {tp} ep {ep}: exit {p.returncode}\n{p.stdout}\n{p.stderr}"
+        assert f"linear weights {quant}" in p.stdout + p.stderr
+        got[(quant, tp, ep)] = (metrics(out)[0], load_file(os.path.join(out, "adapter", "adapter_model.safetensors")))
+    (steps, adapter), (ref_steps, ref_adapter) = got[("nf4", 1, 2)], got[("nf4", 1, 1)]
     for a, b in zip(steps, ref_steps):
         err = abs(a["loss"] - b["loss"]) / abs(b["loss"])
         assert err <= TOLERANCE, f"nf4 ep 2 step {a['step']}: rel {err:.2e}"
     worst = max(rel(adapter[k], v) for k, v in ref_adapter.items())
     assert worst <= ADAPTER_TOLERANCE, f"nf4 ep 2 adapter: rel {worst:.2e}"
     last = lambda s: np.mean([r["loss"] for r in s[-4:]])
-    across_tp = abs(last(got[(2, 1)][0]) - last(ref_steps)) / last(ref_steps)
+    across_tp = abs(last(got[("nf4", 2, 1)][0]) - last(ref_steps)) / last(ref_steps)
     assert across_tp <= 0.03, f"nf4 tp 2: last-4 mean loss rel {across_tp:.2e}"
     print(f"nf4 at ep 2 gives the nf4 losses of ep 1 (adapter worst rel {worst:.1e}); "
           f"nf4 at tp 2 within {across_tp:.2%} of tp 1")
+    for quant in ("nf4", "fp8"):
+        check_quantized_tp_export(tmp, model, os.path.join(tmp, f"{quant}_tp2_ep1"), quant, tp=2)
+
+
+def sliced_dequantize(quant, w, tp, by_cols):
+    """W_dq of an (out, in) weight as tp ranks quantized it, each its own slice (rows; the
+    columns of a row-parallel layer), by the reference libraries; None where they do not run."""
+    parts = [reference_dequantize(quant, np.ascontiguousarray(b)) for b in np.split(w, tp, axis=int(by_cols))]
+    return None if parts[0] is None else np.concatenate(parts, axis=int(by_cols))
+
+
+def check_quantized_tp_export(tmp, model, run_dir, quant, tp):
+    """The merged export of a quantized run at tp > 1 (README, anvil export: "quantized per TP
+    slice exactly as training's ranks did"): every weight training held quantized is W_dq +
+    scale·B·A, W_dq the reference library's (torch float8_e4m3fn, bitsandbytes nf4) on each
+    rank's slice; the fused experts per expert and projection, transposed back into x·W. The
+    router, norms, embedding and LM head are the base's. The tp 1 quantization of the same
+    weights must not pass, or the check could not tell the slicing from none."""
+    ckpt = os.path.join(run_dir, "checkpoints", f"step_{STEPS}.h5")
+    merged_dir = os.path.join(tmp, f"export_{quant}_tp{tp}")
+    p, _ = run([ANVIL, "export", ckpt, "--format", "hf", "--out", merged_dir, "--dtype", "f32"])
+    assert p.returncode == 0, p.stdout + p.stderr
+    if reference_dequantize(quant, np.ones((1, 64), np.float32)) is None:
+        print(f"{quant} tp {tp} export: torch / bitsandbytes do not run here; values not checked")
+        return
+    base = load_file(os.path.join(model, "model.safetensors"))
+    merged = load_file(os.path.join(merged_dir, "model.safetensors"))
+    assert sorted(base) == sorted(merged)
+    cfg = json.load(open(os.path.join(run_dir, "adapter", "adapter_config.json")))
+    adapter = load_file(os.path.join(run_dir, "adapter", "adapter_model.safetensors"))
+    scale = cfg["lora_alpha"] / cfg["r"]
+    delta = lambda m: scale * adapter[f"base_model.model.{m}.lora_B.weight"] @ adapter[f"base_model.model.{m}.lora_A.weight"]
+    # (name, got, W, module, row-parallel) of every quantized weight, (out, in)
+    weights, I = [], LLAMA4_SPEC["intermediate_size"]
+    for name, w in base.items():
+        stem = name.rsplit(".", 1)[0]
+        if name.endswith((".experts.gate_up_proj", ".experts.down_proj")):
+            leaves = ["down_proj"] if name.endswith("down_proj") else ["gate_proj", "up_proj"]
+            for e in range(LLAMA4_SPEC["num_local_experts"]):
+                for k, leaf in enumerate(leaves):
+                    cols = slice(k * I, (k + 1) * I) if leaf != "down_proj" else slice(None)
+                    weights.append((f"{name}[{e}] {leaf}", merged[name][e][:, cols].T,
+                                    np.ascontiguousarray(w[e][:, cols].T), f"{stem}.{e}.{leaf}", leaf == "down_proj"))
+        elif name.endswith("_proj.weight"):
+            weights.append((name, merged[name], w, name[:-len(".weight")], name.endswith(("o_proj.weight", "down_proj.weight"))))
+        else:  # router, norms, embedding, LM head: not quantized, not adapted
+            assert np.array_equal(merged[name], w.astype(np.float32)), name
+    n_layers, n_sparse = LLAMA4_SPEC["num_hidden_layers"], LLAMA4_SPEC["num_hidden_layers"] // LLAMA4_SPEC["interleave_moe_layer_step"]
+    assert len(weights) == n_layers * 7 + n_sparse * LLAMA4_SPEC["num_local_experts"] * 3, len(weights)
+
+    def misses(parts):
+        """(blocks off by more than float noise, blocks, worst error / max|W|) of the export
+        against W_dq of `parts` slices: blocks of 64 within each slice (nf4's blocks)."""
+        bad = total = 0
+        worst = 0.0
+        for name, got, w, module, by_cols in weights:
+            want = sliced_dequantize(quant, w, parts, by_cols) + delta(module)
+            tol = 1e-6 * np.abs(w).max()
+            for g, x in zip(np.split(got, parts, axis=int(by_cols)), np.split(want, parts, axis=int(by_cols))):
+                err = np.abs(g - x).ravel()
+                blocks = np.pad(err, (0, -err.size % 64)).reshape(-1, 64).max(axis=1)
+                bad, total = bad + int((blocks > tol).sum()), total + blocks.size
+            worst = max(worst, float(np.abs(got - want).max() / np.abs(w).max()))
+        return bad, total, worst
+
+    bad, total, worst = misses(tp)
+    if quant == "fp8":  # torch's float8_e4m3fn, which anvil's FP8 equals bit for bit
+        assert bad == 0, f"fp8 tp {tp} export: {bad} of {total} blocks differ from W_dq + scale·B·A (worst {worst:.2e})"
+    else:  # bitsandbytes' approximate absmax search picks a farther code now and then (e2e.qlora)
+        assert bad <= 0.05 * total and worst <= 0.02, f"nf4 tp {tp} export: {bad} of {total} blocks off, worst {worst:.2e}"
+    bad1, total1, worst1 = misses(1)
+    # fp8's scales are per output row, so only the row-parallel weights (o, down) tell tp 2 from tp 1
+    assert bad1 > (0.05 * total1 if quant == "nf4" else 0), f"{quant}: the tp 1 quantization passes too"
+    print(f"{quant} tp {tp}: merged export = W_dq per tp slice + scale·B·A on {len(weights)} weights "
+          f"({bad} of {total} blocks off, worst {worst:.1e} of max|W|; tp 1's W_dq: {bad1} blocks off, worst {worst1:.1e})")
+
+
+def check_top2_ep(tmp, results):
+    """Llama 4 routing each token to its top 2 experts (each scaling its own copy of the row by
+    its score) at ep 2: a row may travel to two experts on the other rank and come back twice.
+    The same metrics and adapter as at ep 1 within the grids' tolerances, over 6 steps; and
+    top 2 really in effect (the same weights give another first loss than top 1's)."""
+    spec, model = os.path.join(tmp, "spec_top2.json"), os.path.join(tmp, "model_top2")
+    with open(spec, "w") as f:
+        json.dump({**LLAMA4_SPEC, "num_experts_per_tok": 2}, f)
+    p, _ = run([ANVIL, "init-model", "--spec", spec, "--out", model, "--seed", "2", "--init-std", "0.1"])
+    assert p.returncode == 0, p.stderr
+    got = {}
+    for ep in (1, 2):
+        out = os.path.join(tmp, f"top2_ep{ep}")
+        p, _ = train(model, out, 1, 1, ep=ep, steps=6)
+        assert p.returncode == 0, f"top 2 ep {ep}: exit {p.returncode}\n{p.stdout}\n{p.stderr}"
+        steps, evals = metrics(out)
+        got[ep] = (steps, evals, load_file(os.path.join(out, "adapter", "adapter_model.safetensors")))
+    assert got[1][0][0]["loss"] != results[(1, 1, 1)][0][0]["loss"], "top 2 gives top 1's loss"
+    worst = {"loss": 0.0, "grad_norm": 0.0, "eval_loss": 0.0, "adapter": 0.0}
+    compare("top 2, ep 2", got[2], got[1], worst)
+    print("top 2 at ep 2 matches ep 1; worst relative differences: " + ", ".join(f"{k} {v:.1e}" for k, v in worst.items()))
+
+
+def check_fp8_on_disk_tp(tmp, model, results):
+    """Llama 4's routed experts FP8 on disk as fbgemm_fp8 saves them (e2e.llama4_fp8's fixture)
+    at tp 2: each rank takes its gate/up rows and down columns of every expert's codes with
+    their per-output scales as they are, nothing requantized, so tp 2 gives tp 1's losses,
+    gradient norms and adapter within the grids' tolerances (6 steps). The rest of the model
+    stays dense (quant_skip): fp8 at load would quantize o_proj's and down_proj's tp 2 column
+    slices differently. The experts hold their FP8 values, not the f32 ones: another first loss
+    than the f32 run's."""
+    fp8_dir = os.path.join(tmp, "fp8_disk")
+    e2e_fp8.make_fixture(model, fp8_dir, os.path.join(tmp, "fp8_twin"))
+    dense = "model.quant_skip=[lm_head,embed_tokens,router,q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj]"
+    got = {}
+    for tp in (1, 2):
+        out = os.path.join(tmp, f"fp8_disk_tp{tp}")
+        p, _ = train(fp8_dir, out, tp, 1, extra=("model.quant=fp8", dense), steps=6)
+        assert p.returncode == 0, f"fp8 on disk tp {tp}: exit {p.returncode}\n{p.stdout}\n{p.stderr}"
+        steps, evals = metrics(out)
+        got[tp] = (steps, evals, load_file(os.path.join(out, "adapter", "adapter_model.safetensors")))
+    assert got[1][0][0]["loss"] != results[(1, 1, 1)][0][0]["loss"], "the fp8 experts load as their f32 values"
+    worst = {"loss": 0.0, "grad_norm": 0.0, "eval_loss": 0.0, "adapter": 0.0}
+    compare("fp8 on disk, tp 2", got[2], got[1], worst)
+    print("fp8 experts on disk at tp 2 match tp 1; worst relative differences: " +
+          ", ".join(f"{k} {v:.1e}" for k, v in worst.items()))
+
 
 if __name__ == "__main__":
     main()
