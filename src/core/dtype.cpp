@@ -3,6 +3,10 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
 #include <limits>
 
 #include "core/error.h"
@@ -164,6 +168,33 @@ double dtype_load_as_f64(const void* data, DType t, std::size_t i) {
   ANVIL_CHECK(false, "unknown dtype");
 }
 
+namespace {
+
+#if defined(__x86_64__)
+// f32 -> f16 eight at a time with F16C's conversion (round to nearest even, as
+// f32_to_f16_inline), where the CPU has it: twice the rate of the bit loop on a GGUF f16
+// export. A block holding a NaN goes through the bit loop, which writes one canonical NaN.
+// Returns how many elements it converted (a multiple of 8).
+__attribute__((target("avx,f16c"))) std::int64_t f32_to_f16_f16c(const float* in, std::int64_t n,
+                                                                  std::uint8_t* out) {
+  std::int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const __m256 v = _mm256_loadu_ps(in + i);
+    const __m256 nan = _mm256_cmp_ps(v, v, _CMP_UNORD_Q);
+    if (!_mm256_testz_ps(nan, nan)) break;
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(out + 2 * i), _mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT));
+  }
+  return i;
+}
+
+bool cpu_has_f16c() {
+  static const bool has = __builtin_cpu_supports("avx") && __builtin_cpu_supports("f16c");
+  return has;
+}
+#endif
+
+}  // namespace
+
 void f32_store_as(const float* in, std::int64_t n, DType dtype, std::uint8_t* out) {
   ANVIL_CHECK(dtype == DType::dtype_f32 || dtype == DType::dtype_bf16 || dtype == DType::dtype_f16,
               "f32_store_as: cannot store as ", dtype_name(dtype));
@@ -171,7 +202,11 @@ void f32_store_as(const float* in, std::int64_t n, DType dtype, std::uint8_t* ou
     std::memcpy(out, in, static_cast<std::size_t>(n) * 4);
     return;
   }
-  for (std::int64_t i = 0; i < n; ++i) {
+  std::int64_t i = 0;
+#if defined(__x86_64__)
+  if (dtype == DType::dtype_f16 && cpu_has_f16c()) i = f32_to_f16_f16c(in, n, out);
+#endif
+  for (; i < n; ++i) {
     const std::uint16_t h = dtype == DType::dtype_bf16 ? f32_to_bf16(in[i]) : f32_to_f16_inline(in[i]);
     std::memcpy(out + 2 * i, &h, 2);
   }
