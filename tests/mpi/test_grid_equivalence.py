@@ -385,17 +385,19 @@ def check_top2_ep(tmp, results):
         json.dump({**LLAMA4_SPEC, "num_experts_per_tok": 2}, f)
     p, _ = run([ANVIL, "init-model", "--spec", spec, "--out", model, "--seed", "2", "--init-std", "0.1"])
     assert p.returncode == 0, p.stderr
-    got = {}
-    for ep in (1, 2):
-        out = os.path.join(tmp, f"top2_ep{ep}")
-        p, _ = train(model, out, 1, 1, ep=ep, steps=6)
-        assert p.returncode == 0, f"top 2 ep {ep}: exit {p.returncode}\n{p.stdout}\n{p.stderr}"
-        steps, evals = metrics(out)
-        got[ep] = (steps, evals, load_file(os.path.join(out, "adapter", "adapter_model.safetensors")))
+    got = {ep: train_results(model, os.path.join(tmp, f"top2_ep{ep}"), 1, 1, ep=ep, steps=6) for ep in (1, 2)}
     assert got[1][0][0]["loss"] != results[(1, 1, 1)][0][0]["loss"], "top 2 gives top 1's loss"
     worst = {"loss": 0.0, "grad_norm": 0.0, "eval_loss": 0.0, "adapter": 0.0}
     compare("top 2, ep 2", got[2], got[1], worst)
     print("top 2 at ep 2 matches ep 1; worst relative differences: " + ", ".join(f"{k} {v:.1e}" for k, v in worst.items()))
+
+
+def train_results(model, out, tp, dp, **kw):
+    """One run that must succeed: its step metrics, evaluations and final adapter."""
+    p, _ = train(model, out, tp, dp, **kw)
+    assert p.returncode == 0, f"{out}: exit {p.returncode}\n{p.stdout}\n{p.stderr}"
+    steps, evals = metrics(out)
+    return steps, evals, load_file(os.path.join(out, "adapter", "adapter_model.safetensors"))
 
 
 def check_fp8_on_disk_tp(tmp, model, results):
@@ -409,13 +411,8 @@ def check_fp8_on_disk_tp(tmp, model, results):
     fp8_dir = os.path.join(tmp, "fp8_disk")
     e2e_fp8.make_fixture(model, fp8_dir, os.path.join(tmp, "fp8_twin"))
     dense = "model.quant_skip=[lm_head,embed_tokens,router,q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj]"
-    got = {}
-    for tp in (1, 2):
-        out = os.path.join(tmp, f"fp8_disk_tp{tp}")
-        p, _ = train(fp8_dir, out, tp, 1, extra=("model.quant=fp8", dense), steps=6)
-        assert p.returncode == 0, f"fp8 on disk tp {tp}: exit {p.returncode}\n{p.stdout}\n{p.stderr}"
-        steps, evals = metrics(out)
-        got[tp] = (steps, evals, load_file(os.path.join(out, "adapter", "adapter_model.safetensors")))
+    got = {tp: train_results(fp8_dir, os.path.join(tmp, f"fp8_disk_tp{tp}"), tp, 1, extra=("model.quant=fp8", dense),
+                             steps=6) for tp in (1, 2)}
     assert got[1][0][0]["loss"] != results[(1, 1, 1)][0][0]["loss"], "the fp8 experts load as their f32 values"
     worst = {"loss": 0.0, "grad_norm": 0.0, "eval_loss": 0.0, "adapter": 0.0}
     compare("fp8 on disk, tp 2", got[2], got[1], worst)
