@@ -249,6 +249,56 @@ bool ModelSpec::layer_is_moe(std::int64_t layer) const {
 
 const char* ModelSpec::moe_module() const { return model_type == "mixtral" ? "block_sparse_moe" : "mlp"; }
 
+namespace {
+
+// head_dim: given, the family's default (Qwen3, Llama 4), or hidden_size / heads; checked
+// against the heads and RoPE.
+void parse_head_dim(const ConfigReader& r, const std::string& label, ModelSpec& spec) {
+  if (r.has("head_dim")) {
+    spec.head_dim = r.positive_int("head_dim");
+  } else if (spec.model_type == "qwen3" || spec.model_type == "llama4_text") {
+    spec.head_dim = 128;  // Qwen3Config's and Llama4TextConfig's default, whatever hidden_size / heads is
+  } else {
+    ANVIL_CHECK_INPUT(spec.hidden_size % spec.num_attention_heads == 0, label, ": key 'hidden_size' (",
+                      spec.hidden_size, ") is not divisible by 'num_attention_heads' (", spec.num_attention_heads,
+                      ") and no 'head_dim' is given");
+    spec.head_dim = spec.hidden_size / spec.num_attention_heads;
+  }
+  ANVIL_CHECK_INPUT(spec.num_attention_heads % spec.num_key_value_heads == 0, label,
+                    ": key 'num_key_value_heads' (", spec.num_key_value_heads,
+                    ") must divide 'num_attention_heads' (", spec.num_attention_heads, ")");
+  // RoPE rotates pairs of channels (rotate-half), so a head needs an even width.
+  ANVIL_CHECK_INPUT(spec.head_dim % 2 == 0, label, ": key 'head_dim' (", spec.head_dim,
+                    r.has("head_dim") ? "" : ", from hidden_size / num_attention_heads",
+                    ") must be even for rotary embeddings");
+}
+
+// bos_token_id and eos_token_id (one or a list), inside the vocabulary.
+void parse_token_ids(const ConfigReader& r, const json& j, const std::string& label, ModelSpec& spec) {
+  if (r.has("bos_token_id")) {
+    ANVIL_CHECK_INPUT(j["bos_token_id"].is_number_integer(), label, ": key 'bos_token_id' must be an integer");
+    spec.bos_token_id = j["bos_token_id"].get<std::int64_t>();
+  }
+  if (r.has("eos_token_id")) {
+    const json& e = j["eos_token_id"];
+    if (e.is_number_integer()) {
+      spec.eos_token_ids.push_back(e.get<std::int64_t>());
+    } else {
+      ANVIL_CHECK_INPUT(e.is_array(), label, ": key 'eos_token_id' must be an integer or a list of integers");
+      for (const auto& x : e) {
+        ANVIL_CHECK_INPUT(x.is_number_integer(), label, ": key 'eos_token_id' must list integers");
+        spec.eos_token_ids.push_back(x.get<std::int64_t>());
+      }
+    }
+  }
+  for (auto id : spec.eos_token_ids)
+    ANVIL_CHECK_INPUT(id >= 0 && id < spec.vocab_size, label, ": eos_token_id ", id, " is outside the vocabulary");
+  ANVIL_CHECK_INPUT(spec.bos_token_id == -1 || (spec.bos_token_id >= 0 && spec.bos_token_id < spec.vocab_size),
+                    label, ": key 'bos_token_id' (", spec.bos_token_id, ") is outside the vocabulary");
+}
+
+}  // namespace
+
 ModelSpec model_spec_from_json(std::string_view json_text, const std::string& label) {
   json j;
   try {
@@ -281,23 +331,7 @@ ModelSpec model_spec_from_json(std::string_view json_text, const std::string& la
   spec.num_key_value_heads = r.optional_positive_int("num_key_value_heads", spec.num_attention_heads);
   spec.vocab_size = r.positive_int("vocab_size");
   spec.max_position_embeddings = r.optional_positive_int("max_position_embeddings", 2048);
-  if (r.has("head_dim")) {
-    spec.head_dim = r.positive_int("head_dim");
-  } else if (spec.model_type == "qwen3" || spec.model_type == "llama4_text") {
-    spec.head_dim = 128;  // Qwen3Config's and Llama4TextConfig's default, whatever hidden_size / heads is
-  } else {
-    ANVIL_CHECK_INPUT(spec.hidden_size % spec.num_attention_heads == 0, label, ": key 'hidden_size' (",
-                      spec.hidden_size, ") is not divisible by 'num_attention_heads' (", spec.num_attention_heads,
-                      ") and no 'head_dim' is given");
-    spec.head_dim = spec.hidden_size / spec.num_attention_heads;
-  }
-  ANVIL_CHECK_INPUT(spec.num_attention_heads % spec.num_key_value_heads == 0, label,
-                    ": key 'num_key_value_heads' (", spec.num_key_value_heads,
-                    ") must divide 'num_attention_heads' (", spec.num_attention_heads, ")");
-  // RoPE rotates pairs of channels (rotate-half), so a head needs an even width.
-  ANVIL_CHECK_INPUT(spec.head_dim % 2 == 0, label, ": key 'head_dim' (", spec.head_dim,
-                    r.has("head_dim") ? "" : ", from hidden_size / num_attention_heads",
-                    ") must be even for rotary embeddings");
+  parse_head_dim(r, label, spec);
   if (r.has("hidden_act")) {
     // The Llama MLP is SwiGLU; another activation would train a different model silently.
     const json& act = j["hidden_act"];
@@ -324,26 +358,7 @@ ModelSpec model_spec_from_json(std::string_view json_text, const std::string& la
     spec.attention_bias = attention_bias;
     parse_llama4(r, spec);
   }
-  if (r.has("bos_token_id")) {
-    ANVIL_CHECK_INPUT(j["bos_token_id"].is_number_integer(), label, ": key 'bos_token_id' must be an integer");
-    spec.bos_token_id = j["bos_token_id"].get<std::int64_t>();
-  }
-  if (r.has("eos_token_id")) {
-    const json& e = j["eos_token_id"];
-    if (e.is_number_integer()) {
-      spec.eos_token_ids.push_back(e.get<std::int64_t>());
-    } else {
-      ANVIL_CHECK_INPUT(e.is_array(), label, ": key 'eos_token_id' must be an integer or a list of integers");
-      for (const auto& x : e) {
-        ANVIL_CHECK_INPUT(x.is_number_integer(), label, ": key 'eos_token_id' must list integers");
-        spec.eos_token_ids.push_back(x.get<std::int64_t>());
-      }
-    }
-  }
-  for (auto id : spec.eos_token_ids)
-    ANVIL_CHECK_INPUT(id >= 0 && id < spec.vocab_size, label, ": eos_token_id ", id, " is outside the vocabulary");
-  ANVIL_CHECK_INPUT(spec.bos_token_id == -1 || (spec.bos_token_id >= 0 && spec.bos_token_id < spec.vocab_size),
-                    label, ": key 'bos_token_id' (", spec.bos_token_id, ") is outside the vocabulary");
+  parse_token_ids(r, j, label, spec);
   // transformers >= 4.56 writes "dtype"; older versions "torch_dtype".
   for (const char* key : {"torch_dtype", "dtype"}) {
     if (!r.has(key)) continue;
