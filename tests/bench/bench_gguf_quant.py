@@ -146,8 +146,15 @@ def main():
     ap.add_argument("--types", default="f16,q8_0,q4_0,q4_1,q5_0,q5_1,q4_k,q5_k,q6_k,q4_k_m,q5_k_m")
     ap.add_argument("--work")
     args = ap.parse_args()
-    work = args.work or tempfile.mkdtemp(prefix="bench_gguf_quant_")
-    os.makedirs(work, exist_ok=True)
+    if args.work:  # kept, with its model, for the next run
+        os.makedirs(args.work, exist_ok=True)
+        bench(args, args.work)
+    else:
+        with tempfile.TemporaryDirectory(prefix="bench_gguf_quant_") as work:
+            bench(args, work)
+
+
+def bench(args, work):
     llama_cpp.llama_log_set(QUIET, ctypes.c_void_p(0))
 
     src = os.path.join(work, f"model_{args.layers}l_f32.gguf")
