@@ -39,6 +39,7 @@ void top_k(const float* p, std::int64_t E, std::int64_t k, std::int32_t* out) {
 
 void moe_route(const float* logits, std::int64_t n, std::int64_t E, std::int64_t k, bool norm_topk,
                const MoeRoute& r) {
+#pragma omp parallel for schedule(static) if (n * E >= kParallelWork)
   for (std::int64_t t = 0; t < n; ++t) {
     float* p = r.probs + t * E;
     softmax_row(logits + t * E, p, E);
@@ -63,6 +64,7 @@ void moe_route(const float* logits, std::int64_t n, std::int64_t E, std::int64_t
 
 void moe_router_backward(float* d_logits, const float* dweight, const MoeRoute& r, std::int64_t n,
                          std::int64_t E, std::int64_t k, bool norm_topk, const double* aux_grad) {
+#pragma omp parallel for schedule(static) if (n * E * k >= kParallelWork)
   for (std::int64_t t = 0; t < n; ++t) {
     const float* p = r.probs + t * E;
     const std::int32_t* ex = r.expert + t * k;
@@ -97,10 +99,12 @@ void moe_aux_accumulate(double* count, double* prob_sum, const MoeRoute& r, std:
 }
 
 void moe_gather(float* xs, const float* x, const MoeRoute& r, std::int64_t n, std::int64_t k, std::int64_t c) {
+#pragma omp parallel for schedule(static) if (n * k * c >= kParallelWork)
   for (std::int64_t row = 0; row < n * k; ++row) std::copy_n(x + r.token[row] * c, c, xs + row * c);
 }
 
 void moe_combine(float* y, const float* ye, const MoeRoute& r, std::int64_t n, std::int64_t k, std::int64_t c) {
+#pragma omp parallel for schedule(static) if (n * k * c >= kParallelWork)
   for (std::int64_t t = 0; t < n; ++t) {
     float* out = y + t * c;
     std::fill(out, out + c, 0.0f);
@@ -114,6 +118,7 @@ void moe_combine(float* y, const float* ye, const MoeRoute& r, std::int64_t n, s
 
 void moe_combine_backward(float* dweight, float* d_ye, const float* dy, const float* ye, const MoeRoute& r,
                           std::int64_t n, std::int64_t k, std::int64_t c) {
+#pragma omp parallel for schedule(static) if (n * k * c >= kParallelWork)
   for (std::int64_t t = 0; t < n; ++t) {
     const float* g = dy + t * c;
     for (std::int64_t j = 0; j < k; ++j) {
@@ -130,6 +135,7 @@ void moe_combine_backward(float* dweight, float* d_ye, const float* dy, const fl
 }
 
 void moe_scatter(float* dx, const float* dxs, const MoeRoute& r, std::int64_t n, std::int64_t k, std::int64_t c) {
+#pragma omp parallel for schedule(static) if (n * k * c >= kParallelWork)
   for (std::int64_t t = 0; t < n; ++t) {
     float* out = dx + t * c;
     std::fill(out, out + c, 0.0f);
@@ -140,8 +146,9 @@ void moe_scatter(float* dx, const float* dxs, const MoeRoute& r, std::int64_t n,
   }
 }
 
-// The CPU backend's MoE ops are the host loops themselves (single-threaded: they are under
-// 1% of a step, tests/bench/RESULTS.md).
+// The CPU backend's MoE ops are the host loops themselves. Their per-token loops write only
+// their token's outputs (and its choices' rows, which no other token has), so they split over
+// the threads with the same results.
 void CpuBackend::moe_route(const float* logits, i64 n, i64 experts, i64 k, bool norm_topk, const MoeRoute& r) {
   ANVIL_CHECK(n >= 0 && k >= 1 && experts >= k, "MoE routing: n = ", n, ", ", experts, " experts, top ", k);
   backend::moe_route(logits, n, experts, k, norm_topk, r);
