@@ -144,9 +144,6 @@ LlamaModel::LlamaModel(ModelSpec spec, BaseWeights base, LoraLayout lora, ModelL
               "replicated KV heads need the group of their ", tp_.shard.kv_replicas, " ranks");
   ANVIL_CHECK(LoraLayout(local_, lora_.spec()).size() == lora_.size(),
               "the LoRA layout is not this rank's (build it from tp_local_spec)");
-  ANVIL_CHECK_INPUT(!spec_.is_llama4() || !be_.on_device(),
-                    "Llama 4 runs on the CPU backend for now (its router and attention variants are host loops): set "
-                    "parallel.backend: cpu");
   if (spec_.is_moe()) {
     const bool expert_adapters = lora_.spec().targets[static_cast<int>(Proj::proj_expert_gate)] ||
                                  lora_.spec().targets[static_cast<int>(Proj::proj_expert_up)] ||
