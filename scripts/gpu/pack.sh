@@ -34,7 +34,7 @@ while [ $# -gt 0 ]; do
 done
 
 programs=(test_gpu_kernels test_gpu_attention test_gpu_ops test_gpu_loss_optim test_gpu_backend
-          test_gpu_nccl test_gpu_train_step test_gpu_moe bench_gpu_kernels test_mpi_staged_comm)
+          test_gpu_nccl test_gpu_train_step test_gpu_moe test_gpu_llama4 bench_gpu_kernels test_mpi_staged_comm)
 if [ $do_build = 1 ]; then
   command -v nvcc >/dev/null || [ -x /usr/local/cuda/bin/nvcc ] || {
     echo "pack.sh: needs nvcc (the CUDA toolkit) to build the CUDA backend" >&2; exit 2; }

@@ -108,7 +108,7 @@ stage "pack loads (anvil --version)" 30 "$facts" "$pack/anvil" --version
 tests=$out/tests.log
 : > "$tests"
 for t in test_gpu_kernels test_gpu_attention test_gpu_ops test_gpu_loss_optim test_gpu_backend \
-         test_gpu_nccl test_gpu_train_step test_gpu_moe; do
+         test_gpu_nccl test_gpu_train_step test_gpu_moe test_gpu_llama4; do
   gtest_stage "$t" 90 "$tests" env ANVIL_SOURCE_DIR="$root" "$pack/bin/$t"
 done
 gtest_stage "staged comm, 2 ranks (pack's mpirun)" 60 "$tests" \
@@ -148,6 +148,7 @@ for tool in memcheck racecheck; do
     bash -c 'sanitize "$@"' _ "$tool" test_gpu_attention "$small_attention"
   stage "$tool: LoRA (smallest shapes)" 60 "$san" bash -c 'sanitize "$@"' _ "$tool" test_gpu_ops "$small_lora"
   stage "$tool: MoE routing and row moves" 60 "$san" bash -c 'sanitize "$@"' _ "$tool" test_gpu_moe 'GpuMoe.*'
+  stage "$tool: Llama 4 ops" 60 "$san" bash -c 'sanitize "$@"' _ "$tool" test_gpu_llama4 'GpuLlama4.*'
 done
 
 # ---- bench --------------------------------------------------------------------------------

@@ -20,6 +20,7 @@
 #include <string>
 #include <vector>
 
+#include "backend/llama4_ops.h"
 #include "backend/moe_experts.h"
 #include "backend/moe_route.h"
 #include "core/philox.h"
@@ -248,6 +249,23 @@ class Backend {
                                     const MoeExpertGrads& g) {
     for (i64 i = 0; i < count; ++i) moe_expert_backward(*this, experts[i], a, g);
   }
+
+  // ---- Llama 4 (backend/llama4_ops.h) --------------------------------------------------
+  // Its attention's pair permutation and temperature, and its sigmoid-scored experts'
+  // steps around the MoE ops above, each the host loop of llama4_ops.h's name: that loop
+  // on the CPU backend, a kernel with the same order of arithmetic on the CUDA backend
+  // (kernels/llama4.cu says where the device can round differently).
+  virtual void llama4_pairs_split(float* out, const float* in, i64 rows, i64 head_dim) = 0;
+  virtual void llama4_pairs_join(float* out, const float* in, i64 rows, i64 head_dim) = 0;
+  // pos (n, backend memory) as the rope ops take it.
+  virtual void llama4_temperature(float* x, const std::int32_t* pos, i64 n, i64 width, float floor_scale,
+                                  float attn_scale) = 0;
+  virtual void llama4_route_scores(const float* logits, const MoeRoute& r, i64 n, i64 experts, i64 k) = 0;
+  virtual void llama4_scale_rows(float* xs, const MoeRoute& r, i64 n, i64 k, i64 c) = 0;
+  virtual void llama4_scale_backward(float* dscore, float* d_xs, const float* x, const MoeRoute& r, i64 n,
+                                     i64 k, i64 c) = 0;
+  virtual void llama4_router_backward(float* d_logits, const float* dscore, const MoeRoute& r, i64 n,
+                                      i64 experts, i64 k) = 0;
 
   // ---- optimizer -----------------------------------------------------------------------
   virtual double sum_squares(const float* x, i64 n) = 0;  // accumulated in double

@@ -144,9 +144,6 @@ LlamaModel::LlamaModel(ModelSpec spec, BaseWeights base, LoraLayout lora, ModelL
               "replicated KV heads need the group of their ", tp_.shard.kv_replicas, " ranks");
   ANVIL_CHECK(LoraLayout(local_, lora_.spec()).size() == lora_.size(),
               "the LoRA layout is not this rank's (build it from tp_local_spec)");
-  ANVIL_CHECK_INPUT(!spec_.is_llama4() || !be_.on_device(),
-                    "Llama 4 runs on the CPU backend for now (its router and attention variants are host loops): set "
-                    "parallel.backend: cpu");
   if (spec_.is_moe()) {
     const bool expert_adapters = lora_.spec().targets[static_cast<int>(Proj::proj_expert_gate)] ||
                                  lora_.spec().targets[static_cast<int>(Proj::proj_expert_up)] ||
@@ -173,6 +170,7 @@ LlamaModel::LlamaModel(ModelSpec spec, BaseWeights base, LoraLayout lora, ModelL
   tp_scalar_ = std::unique_ptr<double, BackendFree>(static_cast<double*>(be_.memory_alloc(sizeof(double))),
                                                     BackendFree{&be_});
   n_max_ = limits_.micro_batch * limits_.seq_len;
+  if (spec_.is_llama4()) chunk_host_.reserve(static_cast<std::size_t>(n_max_));  // no allocation per step
   carve(arena_, local_, lora_, limits_, DType::dtype_f32, buf_);
   arena_.allocate([this](std::size_t bytes) { return be_.memory_alloc(bytes); },
                   [be = &be_](void* p) { be->memory_free(p); });
@@ -191,6 +189,13 @@ void LlamaModel::zero_grads() {
 }
 
 TokenBatch LlamaModel::stage_batch(const TokenBatch& b) {
+  // Llama 4's chunks come from the host's positions and segments, one pass over B*T ints
+  // (a memcpy's worth on the CPU backend); the attention reads them in backend memory.
+  if (spec_.is_llama4() && spec_.llama4.chunk > 0) {
+    chunk_host_.resize(static_cast<std::size_t>(b.batch * b.seq));
+    llama4_chunk_segments(chunk_host_.data(), b.segments, b.positions, b.batch, b.seq, spec_.llama4.chunk);
+    be_.copy_from_host(buf_.chunk_segments, chunk_host_.data(), sizeof(std::int32_t) * chunk_host_.size());
+  }
   if (!be_.on_device()) return b;
   const auto bytes = sizeof(std::int32_t) * static_cast<std::size_t>(b.batch * b.seq);
   TokenBatch d = b;
@@ -362,8 +367,6 @@ const float* LlamaModel::forward_hidden(const TokenBatch& b) {
   const std::int64_t N = b.batch * b.seq, C = spec_.hidden_size;
   const std::int64_t L = spec_.num_hidden_layers;
   n_cur_ = N;
-  if (spec_.is_llama4() && spec_.llama4.chunk > 0)
-    llama4_chunk_segments(buf_.chunk_segments, b.segments, b.positions, b.batch, b.seq, spec_.llama4.chunk);
   vocab_parallel_embedding(be_, tp_.comm, buf_.acts[0].x_in, b.ids, base_.embed, N, vocab_shard());  // (N, C)
   for (std::int64_t l = 0; l < L; ++l) {
     float* x_out = l + 1 < L ? buf_.acts[static_cast<std::size_t>(l + 1)].x_in : buf_.x_final;

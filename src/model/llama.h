@@ -269,6 +269,7 @@ class LlamaModel {
   // Embedding, every block and the final norm; returns the final normed hidden (N, C).
   const float* forward_hidden(const TokenBatch& b);
   // `b` with its arrays in backend memory: itself on the CPU, uploaded copies on a device.
+  // Llama 4's chunk segments are made from the host batch here and uploaded with it.
   TokenBatch stage_batch(const TokenBatch& b);
 
   ModelSpec spec_;   // the whole model
@@ -292,6 +293,7 @@ class LlamaModel {
   float aux_weight_ = 0.0f;
   double aux_loss_ = 0.0;
   std::vector<double> aux_grad_;  // (E) dL/dprobs of every sparse row; empty: no aux loss
+  std::vector<std::int32_t> chunk_host_;  // (B*T) Llama 4's chunk segments before staging
 
   Arena arena_;
   Buffers buf_;

@@ -1,54 +1,27 @@
-// Host loops of Llama 4's text model that anvil's Backend has no op for (model/model_spec.h,
-// Llama4Spec). They run on the CPU backend's host buffers, as the MoE routing does.
+// Llama 4's steps as model code names them (model/model_spec.h, Llama4Spec). The steps on
+// activations are Backend ops whose host loops live with the backend
+// (backend/llama4_ops.h): the training model calls the ops (Backend::llama4_*), the
+// host-memory decoder (llama_generate.cpp) these loops. The chunk segments are made here,
+// on the host, from the host batch before it is staged.
 //
-// Attention (iRoPE): HF rotates adjacent channel pairs (2i, 2i+1) of each head; the
-// backend's RoPE rotates the pair (i, i + D/2). Splitting each head's pairs into halves
-// (pairs_split) makes one the other, and q·k is unchanged when q and k are permuted alike,
-// so the attention needs no inverse; only the gradients go back (pairs_join). Chunked
-// attention is the causal kernel with one segment per (document, chunk of positions).
-//
-// MoE: a token's routed input is x · sigmoid(logit_e) for each of its top-k experts e and
-// their outputs are summed with weight 1:
-//   y = Σ_j expert_j(s_j x),  s_j = sigmoid(logit_j)
-//   dL/ds_j = dL/d(s_j x) · x,  dL/dlogit_j = dL/ds_j · s_j (1 − s_j)
+// Chunked attention (RoPE layers) is the causal kernel with one segment per (document,
+// chunk of positions).
 #pragma once
 
 #include <cstdint>
 
-#include "model/model_spec.h"
-#include "model/moe_routing.h"
+#include "backend/llama4_ops.h"
 
 namespace anvil::model {
 
-// out (n·heads, D) with each head's channel 2i at i and 2i+1 at D/2 + i; join undoes it.
-void llama4_pairs_split(float* out, const float* in, std::int64_t rows, std::int64_t head_dim);
-void llama4_pairs_join(float* out, const float* in, std::int64_t rows, std::int64_t head_dim);
+using backend::llama4_pairs_join;
+using backend::llama4_pairs_split;
+using backend::llama4_route_scores;
+using backend::llama4_temperature;
 
 // One id per run of tokens with the same segment and position / chunk, (batch, seq): the
-// segments of chunked causal attention.
+// segments of chunked causal attention. Host memory.
 void llama4_chunk_segments(std::int32_t* out, const std::int32_t* segments, const std::int32_t* positions,
                            std::int64_t batch, std::int64_t seq, std::int64_t chunk);
-
-// x (n, width) row t *= 1 + attn_scale · log1p(floor((pos_t + 1) / floor_scale)): the
-// NoPE layers' temperature on q (forward), and on dL/dq (backward).
-void llama4_temperature(float* x, const std::int32_t* positions, std::int64_t n, std::int64_t width,
-                        const Llama4Spec& spec);
-
-// After moe_route (its softmax picks the same top-k as the logits): the weights become the
-// sigmoid of each chosen expert's logit, (n, k).
-void llama4_route_scores(const float* logits, const MoeRoute& r, std::int64_t n, std::int64_t experts,
-                         std::int64_t k);
-// xs (n·k, c) rows in expert order *= their token's score for that expert.
-void llama4_scale_rows(float* xs, const MoeRoute& r, std::int64_t n, std::int64_t k, std::int64_t c);
-// y (n, c) = Σ_j ye[row[t, j]], in choice order.
-void llama4_sum_experts(float* y, const float* ye, const MoeRoute& r, std::int64_t n, std::int64_t k,
-                        std::int64_t c);
-// From d_xs (n·k, c), the gradient of the scaled rows, and x (n, c) the unscaled input:
-// dscore (n, k) = d_xs[row] · x[t], and d_xs[row] *= score (the input's share).
-void llama4_scale_backward(float* dscore, float* d_xs, const float* x, const MoeRoute& r, std::int64_t n,
-                           std::int64_t k, std::int64_t c);
-// d_logits (n, E): dscore · s (1 − s) at the chosen experts, 0 elsewhere.
-void llama4_router_backward(float* d_logits, const float* dscore, const MoeRoute& r, std::int64_t n,
-                            std::int64_t experts, std::int64_t k);
 
 }  // namespace anvil::model

@@ -91,7 +91,9 @@ std::int64_t Generator::llama4_qk(std::int64_t l, float* k_row) {
   const Llama4Spec& f = spec_.llama4;
   const auto pos = static_cast<std::int32_t>(pos_);
   if (!spec_.layer_uses_rope(l)) {  // NoPE: causal over everything, q warmed by its position
-    if (f.temperature_tuning) llama4_temperature(q_.data(), &pos, 1, H * D, f);
+    if (f.temperature_tuning)
+      llama4_temperature(q_.data(), &pos, 1, H * D, static_cast<float>(f.floor_scale),
+                         static_cast<float>(f.attn_scale));
     return 0;
   }
   const TensorView ones{ones_.data(), DType::dtype_f32, Shape{D}};

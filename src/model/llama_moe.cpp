@@ -1,13 +1,12 @@
 // The mixture-of-experts layer of LlamaModel (Qwen3-MoE, Mixtral, Llama 4): route, sort the
 // token choices by expert, one GEMM per expert over its contiguous rows, combine in choice
 // order; under expert parallelism the rows travel to their experts and back
-// (moe_dispatch.h). The routing and row moves are Backend ops; Llama 4's score steps are
-// host loops (llama4_ops.h). Also the load-balancing loss and the expert loads.
+// (moe_dispatch.h). The routing, row moves and Llama 4's score steps (backend/llama4_ops.h)
+// are Backend ops. Also the load-balancing loss and the expert loads.
 #include <vector>
 
 #include "core/error.h"
 #include "model/llama.h"
-#include "model/llama4_ops.h"
 
 namespace anvil::model {
 
@@ -66,9 +65,9 @@ void LlamaModel::moe_forward(std::int64_t l, LayerActs& a, float* x_out, const T
   const std::int64_t E = spec_.moe.num_experts, K = spec_.moe.top_k, r = lora_.spec().rank;
   be_.linear_forward(buf_.logits, a.xn2, w.router, nullptr, N, 0.0f);  // (N, E), the same on every TP rank
   be_.moe_route(buf_.logits, N, E, K, spec_.moe.norm_topk_prob, rt);
-  // Llama 4 (host loops: the CPU backend, checked at construction): the chosen experts'
-  // sigmoid scores replace the softmax weights and scale each expert's input.
-  if (spec_.is_llama4()) llama4_route_scores(buf_.logits, rt, N, E, K);
+  // Llama 4: the chosen experts' sigmoid scores replace the softmax weights and scale each
+  // expert's input.
+  if (spec_.is_llama4()) be_.llama4_route_scores(buf_.logits, rt, N, E, K);
   // This rank's experts [first, first + held) and their rows' offsets (held + 1) in a.xs:
   // every expert's rows here (one copy of the route's E + 1 from the backend), or under ep
   // the rows every ep rank sent (moe_dispatch.h).
@@ -78,7 +77,7 @@ void LlamaModel::moe_forward(std::int64_t l, LayerActs& a, float* x_out, const T
   float* home = ep_ ? buf_.ep_home : a.xs;
   be_.moe_gather(home, a.xn2, rt, N, K, C);  // (R, C) in expert order
   // Llama 4's rows leave scaled: an expert on another ep rank needs no scores.
-  if (spec_.is_llama4()) llama4_scale_rows(home, rt, N, K, C);
+  if (spec_.is_llama4()) be_.llama4_scale_rows(home, rt, N, K, C);
   if (ep_) {
     offsets = ep_->plan(l, route_offsets.data());
     ep_->send(l, home, a.xs);  // (rows received, C), expert-major
@@ -93,7 +92,9 @@ void LlamaModel::moe_forward(std::int64_t l, LayerActs& a, float* x_out, const T
     ep_->send_back(l, a.ye, ye);  // backward reads them too: also when recomputing
   }
   if (!x_out) return;
-  if (spec_.is_llama4()) llama4_sum_experts(buf_.moe_out, ye, rt, N, K, C);  // the scores went in front
+  // Llama 4's scores went in front: its outputs are summed with weight 1 in choice order,
+  // the sum moe_scatter makes of a token's rows.
+  if (spec_.is_llama4()) be_.moe_scatter(buf_.moe_out, ye, rt, N, K, C);
   else be_.moe_combine(buf_.moe_out, ye, rt, N, K, C);
   tp_allreduce(tp_.comm, buf_.moe_out, N * C);  // the experts' down projections are row-parallel
   be_.copy(x_out, a.x_mid, sizeof(float) * static_cast<std::size_t>(N * C));
@@ -128,14 +129,14 @@ void LlamaModel::moe_backward(std::int64_t l, const LayerActs& a, const float* d
   // Llama 4: the scores' gradients from the home rows and the unscaled input a.xn2, partial
   // over TP as the rows' gradients are (the experts' gate/up are column-parallel).
   if (spec_.is_llama4()) {
-    llama4_scale_backward(buf_.dweight, d_xs_home, a.xn2, rt, N, K, C);
+    be_.llama4_scale_backward(buf_.dweight, d_xs_home, a.xn2, rt, N, K, C);
     tp_allreduce(tp_.comm, buf_.dweight, N * K);
   }
   be_.moe_scatter(buf_.d_xn, d_xs_home, rt, N, K, C);
   tp_allreduce(tp_.comm, buf_.d_xn, N * C);  // the experts' gate/up are column-parallel
   // The router (replicated): its input gradient is complete on every rank.
   if (spec_.is_llama4())
-    llama4_router_backward(buf_.logits, buf_.dweight, rt, N, E, K);
+    be_.llama4_router_backward(buf_.logits, buf_.dweight, rt, N, E, K);
   else
     be_.moe_router_backward(buf_.logits, buf_.dweight, rt, N, E, K, spec_.moe.norm_topk_prob,
                             aux_grad_.empty() ? nullptr : buf_.moe_aux + 2 * E);

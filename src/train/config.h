@@ -166,9 +166,6 @@ struct ConfigContext {
   // need the model's shape (tp must divide the attention heads, ...). Off for configs
   // checked away from their data (unit tests, a resolved config read back).
   bool check_files = true;
-  // Planning a GPU run (anvil validate --gpu): what anvil cannot train yet but can plan
-  // (Llama 4 beyond one CPU rank) is left to the caller's note instead of refused.
-  bool planning = false;
 };
 
 // Loads, applies overrides ("train.lr=1e-4", the value read as YAML) and validates. Every

@@ -127,7 +127,7 @@ void check_chat_template(const std::string& value, bool check_files, std::vector
 
 // tp must split the model as model/tp_shard.h describes, and the backend must take its
 // attention shape (`backend_ok`: parallel.backend parsed).
-void check_model(const TrainConfig& cfg, bool tp_ok, bool backend_ok, bool planning, std::vector<KeyProblem>& out) {
+void check_model(const TrainConfig& cfg, bool tp_ok, bool backend_ok, std::vector<KeyProblem>& out) {
   const std::string& dir = cfg.model.path;
   std::error_code ec;
   const fs::file_status st = fs::status(dir, ec);
@@ -173,11 +173,6 @@ void check_model(const TrainConfig& cfg, bool tp_ok, bool backend_ok, bool plann
   else if (ep > 1 && spec.moe.num_experts % ep != 0)
     out.push_back({"parallel.ep", str_cat(ep, " does not divide the model's num_experts (", spec.moe.num_experts,
                                           ")")});
-  // Llama 4's router scores, expert scaling and attention variants are host loops (CPU
-  // ranks, model/llama4_ops.h).
-  if (spec.is_llama4() && !planning && cfg.parallel.backend == BackendKind::backend_cuda)
-    out.push_back({"parallel.backend", str_cat(dir, " is a Llama 4 model, which anvil trains on CPU ranks for now; "
-                                                    "use backend: cpu")});
 }
 
 }  // namespace
@@ -240,7 +235,7 @@ std::vector<KeyProblem> config_check_rules(const TrainConfig& cfg, const ConfigC
     if (fs::exists(st) && !fs::is_directory(st))
       out.push_back({"output_dir", str_cat("'", cfg.output_dir, "' exists and is not a directory")});
   }
-  if (ok({"model.path"})) check_model(cfg, layout_ok, ok({"parallel.backend"}), ctx.planning, out);
+  if (ok({"model.path"})) check_model(cfg, layout_ok, ok({"parallel.backend"}), out);
   if (ok({"data.train"}))
     for (const DataSource& s : cfg.data.train) check_file("data.train", s.path, out);
   if (ok({"data.eval"}) && cfg.data.eval) check_file("data.eval", *cfg.data.eval, out);

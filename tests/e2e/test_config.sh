@@ -38,10 +38,11 @@ cat > moe-model/config.json <<'JSON'
  "num_experts": 6, "num_experts_per_tok": 2, "max_position_embeddings": 256,
  "rms_norm_eps": 1e-6, "rope_theta": 10000.0, "torch_dtype": "float32"}
 JSON
-# A small Llama 4 shape (4 routed experts, top 1) for its parallel rules.
+# A small Llama 4 shape (4 routed experts, top 1; head_dim 64, which the CUDA kernels take)
+# for its parallel and backend rules.
 mkdir -p llama4-model
 printf '%s' '{"model_type": "llama4_text", "hidden_size": 64, "intermediate_size": 32, "intermediate_size_mlp": 64,' \
-  '"num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 16, "vocab_size": 256,' \
+  '"num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 64, "vocab_size": 256,' \
   '"num_local_experts": 4, "num_experts_per_tok": 1, "max_position_embeddings": 256}' > llama4-model/config.json
 echo '{"text": "hello"}' > train.jsonl
 cp train.jsonl eval.jsonl
@@ -141,11 +142,32 @@ check_error "31_cuda_lora_rank.yaml:9: lora.rank: 128 is more than the CUDA back
   train 31_cuda_lora_rank.yaml
 check_error "model.path: hd96-model/config.json: head_dim is 96" train 32_cuda_head_dim.yaml
 out=$("$bin" validate 31_cuda_lora_rank.yaml --set lora.rank=64 2>&1) || fail "lora.rank 64 on cuda: exit $?"$'\n'"$out"
-# Llama 4 trains on CPU ranks with tensor and expert parallelism and a quantized base; the
-# CUDA backend is refused (37_llama4_cuda.yaml)
-out=$("$bin" validate 37_llama4_cuda.yaml --world-size 8 --set parallel.ep=2 --set parallel.backend=cpu 2>&1) ||
-  fail "Llama 4 with tp 2, ep 2 and nf4: exit $?"$'\n'"$out"
-grep -q 'world size 8 = tp 2 x ep 2 x dp 2' <<<"$out" || fail "Llama 4 with tp 2, ep 2: world size"$'\n'"$out"
+# Llama 4 with tensor and expert parallelism and a quantized base, on either backend (the CUDA
+# path compiled, never run on a GPU).
+cat > llama4.yaml <<'YAML'
+output_dir: out
+model:
+  path: llama4-model
+  quant: nf4
+  quant_skip: [lm_head, embed_tokens, router]
+data:
+  train: train.jsonl
+parallel:
+  tp: 2
+  ep: 2
+  backend: cuda
+train:
+  global_batch: 8
+  micro_batch: 2
+YAML
+for backend in cpu cuda; do
+  out=$("$bin" validate llama4.yaml --world-size 8 --set parallel.backend=$backend 2>&1) ||
+    fail "Llama 4 with tp 2, ep 2 and nf4 on $backend: exit $?"$'\n'"$out"
+  grep -q 'world size 8 = tp 2 x ep 2 x dp 2' <<<"$out" || fail "Llama 4 on $backend: world size"$'\n'"$out"
+done
+out=$("$bin" validate llama4.yaml --world-size 8 --set parallel.ep=1 2>&1) ||
+  fail "Llama 4 with tp 2 and nf4 on cuda: exit $?"$'\n'"$out"
+grep -q 'world size 8 = tp 2 x dp 4' <<<"$out" || fail "Llama 4 with tp 2 on cuda: world size"$'\n'"$out"
 
 [ $failures -eq 0 ] || { echo "$failures failure(s)"; exit 1; }
 echo "ok ($count bad configs)"

@@ -159,5 +159,43 @@ TEST(GpuTrainStep, MoeMatchesTheCpuBackend) {
   EXPECT_EQ(ckpt.grads, got.grads);
 }
 
+// A tiny Llama 4 (8 experts, top 1, head_dim 64) with every feature on: sigmoid-scored
+// experts and the shared expert on sparse layers 1 and 3, a NoPE layer (1) whose
+// temperature changes every 16 positions, chunks of 32 on the RoPE layers, L2 qk-norm; on
+// the CUDA path (kernels/llama4.cu and kernels/moe.cu) against the CPU backend. As for the
+// MoE step, a token whose two best router logits lie within the bf16 product's error may
+// pick another expert, so the bounds are the MoE step's.
+TEST(GpuTrainStep, Llama4MatchesTheCpuBackend) {
+  ANVIL_REQUIRE_GPU();
+  const model::ModelSpec spec = model::model_spec_from_json(
+      R"({"model_type": "llama4_text", "hidden_size": 256, "intermediate_size": 96,
+          "intermediate_size_mlp": 384, "num_hidden_layers": 4, "num_attention_heads": 4,
+          "num_key_value_heads": 2, "head_dim": 64, "vocab_size": 1000, "num_local_experts": 8,
+          "num_experts_per_tok": 1, "interleave_moe_layer_step": 2, "no_rope_layers": [1, 0, 1, 1],
+          "attention_chunk_size": 32, "use_qk_norm": true, "attn_temperature_tuning": true,
+          "floor_scale": 16, "attn_scale": 0.3, "max_position_embeddings": 512, "rope_theta": 10000.0})",
+      "gpu_llama4");
+  test::TempDir dir("gpu_llama4_step");
+  test::make_model_dir(dir, spec, std::random_device{}(), DType::dtype_bf16);
+  std::mt19937 rng(std::random_device{}());
+  const std::int64_t B = 2, T = 160;
+  const Batch batch = packed_batch(B, T, spec.vocab_size, rng);
+  const model::LoraSpec lora = lora_all(0.0);  // LoRA dropout on experts is not supported
+  std::vector<float> adapter(static_cast<std::size_t>(model::LoraLayout(spec, lora).size()));
+  std::normal_distribution<float> nd(0.0f, 0.05f);
+  for (auto& x : adapter) x = nd(rng);
+
+  auto cpu = backend::make_cpu_backend();
+  auto gpu = backend::make_cuda_backend(0);
+  const StepResult want = run_step(*cpu, spec, dir.str(), adapter, batch, B, T, false, lora);
+  const StepResult got = run_step(*gpu, spec, dir.str(), adapter, batch, B, T, false, lora);
+  EXPECT_NEAR(got.loss, want.loss, 1e-2 * std::abs(want.loss));
+  EXPECT_GT(cosine(got.grads, want.grads), 0.99);
+
+  const StepResult ckpt = run_step(*gpu, spec, dir.str(), adapter, batch, B, T, true, lora);
+  EXPECT_EQ(ckpt.loss, got.loss);
+  EXPECT_EQ(ckpt.grads, got.grads);
+}
+
 }  // namespace
 }  // namespace anvil

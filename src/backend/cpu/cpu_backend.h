@@ -108,6 +108,17 @@ class CpuBackend final : public Backend {
   void moe_experts_forward(const MoeExpert* experts, i64 count, const MoeExpertActs& a) override;
   void moe_experts_backward(const MoeExpert* experts, i64 count, const MoeExpertActs& a,
                             const MoeExpertGrads& g) override;
+  // Llama 4: the host loops of backend/llama4_ops.h (cpu_llama4.cpp).
+  void llama4_pairs_split(float* out, const float* in, i64 rows, i64 head_dim) override;
+  void llama4_pairs_join(float* out, const float* in, i64 rows, i64 head_dim) override;
+  void llama4_temperature(float* x, const std::int32_t* pos, i64 n, i64 width, float floor_scale,
+                          float attn_scale) override;
+  void llama4_route_scores(const float* logits, const MoeRoute& r, i64 n, i64 experts, i64 k) override;
+  void llama4_scale_rows(float* xs, const MoeRoute& r, i64 n, i64 k, i64 c) override;
+  void llama4_scale_backward(float* dscore, float* d_xs, const float* x, const MoeRoute& r, i64 n, i64 k,
+                             i64 c) override;
+  void llama4_router_backward(float* d_logits, const float* dscore, const MoeRoute& r, i64 n, i64 experts,
+                              i64 k) override;
 
   double sum_squares(const float* x, i64 n) override;
   void scale(float* x, float s, i64 n) override;

@@ -130,6 +130,18 @@ class CudaBackend final : public Backend {
                           i64 k) override;
   void moe_residual_add(float* y, const float* x, i64 n) override;
 
+  // Llama 4 (cuda_llama4.cpp; kernels/llama4.cu, UNRUN on a GPU).
+  void llama4_pairs_split(float* out, const float* in, i64 rows, i64 head_dim) override;
+  void llama4_pairs_join(float* out, const float* in, i64 rows, i64 head_dim) override;
+  void llama4_temperature(float* x, const std::int32_t* pos, i64 n, i64 width, float floor_scale,
+                          float attn_scale) override;
+  void llama4_route_scores(const float* logits, const MoeRoute& r, i64 n, i64 experts, i64 k) override;
+  void llama4_scale_rows(float* xs, const MoeRoute& r, i64 n, i64 k, i64 c) override;
+  void llama4_scale_backward(float* dscore, float* d_xs, const float* x, const MoeRoute& r, i64 n, i64 k,
+                             i64 c) override;
+  void llama4_router_backward(float* d_logits, const float* dscore, const MoeRoute& r, i64 n, i64 experts,
+                              i64 k) override;
+
   double sum_squares(const float* x, i64 n) override;
   void scale(float* x, float s, i64 n) override;
   void adamw_update(float* p, const float* g, float* m, float* v, i64 n,
