@@ -16,6 +16,7 @@
 #include "backend/llama4_ops.h"
 #include "backend/moe_route.h"
 #include "gpu_dev.h"
+#include "gpu_moe_route.h"
 #include "gpu_test_util.h"
 #include "llama4.cuh"
 
@@ -45,37 +46,19 @@ void expect_close(const char* what, const std::vector<float>& got, const std::ve
 
 // One routing of n tokens in host vectors, made by the CPU's moe_route and then Llama 4's
 // sigmoid scores; and the same in device memory.
-struct Route {
+struct Route : test::HostRoute {
   static constexpr i64 n = 37, E = 6, k = 2;
-  std::vector<float> logits, probs, weight;
-  std::vector<std::int32_t> expert, row, token;
-  std::vector<std::int64_t> offsets;
-  Route()
-      : logits(test::gpu_normal(n * E, 2.0f)), probs(static_cast<std::size_t>(n * E)),
-        weight(static_cast<std::size_t>(n * k)), expert(static_cast<std::size_t>(n * k)),
-        row(static_cast<std::size_t>(n * k)), token(static_cast<std::size_t>(n * k)),
-        offsets(static_cast<std::size_t>(E + 1)) {
+  std::vector<float> logits;
+  Route() : HostRoute(n, E, k), logits(test::gpu_normal(n * E, 2.0f)) {
     // Scores at the sigmoid's ends: 1 exactly (s (1 − s) = 0) and a tiny one.
     logits[static_cast<std::size_t>(4 * E + 1)] = 40.0f;
     for (i64 e = 0; e < E; ++e) logits[static_cast<std::size_t>(9 * E + e)] = -20.0f - static_cast<float>(e);
     backend::moe_route(logits.data(), n, E, k, false, view());
     backend::llama4_route_scores(logits.data(), view(), n, E, k);
   }
-  backend::MoeRoute view() {
-    return {probs.data(), expert.data(), weight.data(), row.data(), token.data(), offsets.data()};
-  }
 };
 
-struct DevRoute {
-  Dev<float> probs, weight;
-  Dev<std::int32_t> expert, row, token;
-  Dev<std::int64_t> offsets;
-  explicit DevRoute(const Route& h)
-      : probs(h.probs), weight(h.weight), expert(h.expert), row(h.row), token(h.token), offsets(h.offsets) {}
-  kernels::MoeRouteBuffers view() const {
-    return {probs.get(), expert.get(), weight.get(), row.get(), token.get(), offsets.get()};
-  }
-};
+using test::DevRoute;
 
 TEST(GpuLlama4, PairsSplitAndJoinEqualHost) {
   ANVIL_REQUIRE_GPU();

@@ -1,26 +1,11 @@
 // CudaBackend: Llama 4's ops, one kernels/llama4.cu launcher each (UNRUN on a GPU; tested
 // under the emulation tier against backend/llama4_ops.h's host loops).
-#include <climits>
-
 #include "backend/cuda/cuda_backend.h"
+#include "backend/cuda/cuda_moe_args.h"
 #include "core/error.h"
 #include "llama4.cuh"
 
 namespace anvil::backend {
-
-namespace {
-
-kernels::MoeRouteBuffers route_buffers(const MoeRoute& r) {
-  return {r.probs, r.expert, r.weight, r.row, r.token, r.offsets};
-}
-
-// Experts and choices per token as the kernels take them (int).
-int narrow(i64 v, const char* what) {
-  ANVIL_CHECK(v >= 0 && v <= INT_MAX, "Llama 4 MoE: ", what, " = ", v);
-  return static_cast<int>(v);
-}
-
-}  // namespace
 
 void CudaBackend::llama4_pairs_split(float* out, const float* in, i64 rows, i64 head_dim) {
   kernels::llama4_pairs_split(out, in, rows, head_dim, stream_);

@@ -1,27 +1,12 @@
 // CudaBackend: the mixture-of-experts ops, one kernels/moe.cu launcher each (UNRUN on a GPU;
 // tested under the emulation tier). The expert GEMMs themselves are the model's loop over
 // experts calling the linear ops (model/llama.cpp).
-#include <climits>
-
 #include "backend/cuda/cuda_backend.h"
+#include "backend/cuda/cuda_moe_args.h"
 #include "core/error.h"
 #include "moe.cuh"
 
 namespace anvil::backend {
-
-namespace {
-
-kernels::MoeRouteBuffers route_buffers(const MoeRoute& r) {
-  return {r.probs, r.expert, r.weight, r.row, r.token, r.offsets};
-}
-
-// Experts and choices per token as the kernels take them (int).
-int narrow(i64 v, const char* what) {
-  ANVIL_CHECK(v >= 0 && v <= INT_MAX, "MoE: ", what, " = ", v);
-  return static_cast<int>(v);
-}
-
-}  // namespace
 
 void CudaBackend::moe_route(const float* logits, i64 n, i64 experts, i64 k, bool norm_topk, const MoeRoute& r) {
   kernels::moe_route(logits, n, narrow(experts, "experts"), narrow(k, "top_k"), norm_topk, route_buffers(r),
