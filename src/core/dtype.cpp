@@ -5,6 +5,7 @@
 #include <cstring>
 
 #if defined(__x86_64__)
+#include <cpuid.h>
 #include <immintrin.h>
 #endif
 #include <limits>
@@ -187,8 +188,13 @@ __attribute__((target("avx,f16c"))) std::int64_t f32_to_f16_f16c(const float* in
   return i;
 }
 
+// AVX (which also says the OS saves the YMM state) and F16C, from CPUID leaf 1 (clang's
+// __builtin_cpu_supports has no "f16c").
 bool cpu_has_f16c() {
-  static const bool has = __builtin_cpu_supports("avx") && __builtin_cpu_supports("f16c");
+  static const bool has = [] {
+    unsigned a = 0, b = 0, c = 0, d = 0;
+    return __builtin_cpu_supports("avx") && __get_cpuid(1, &a, &b, &c, &d) != 0 && (c & bit_F16C) != 0;
+  }();
   return has;
 }
 #endif
