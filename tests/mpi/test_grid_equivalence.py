@@ -82,10 +82,10 @@ def train(model, out, tp, dp, extra_env=None, timeout=300, ep=1, extra=(), steps
     sets = [f"output_dir={out}", f"model.path={model}", f"train.steps={steps}", "train.warmup_steps=3",
             "train.eval_every=6", f"parallel.tp={tp}", f"parallel.ep={ep}", "log.every=4"]
     sets += [] if any(e.startswith("checkpoint.every=") for e in extra) else ["checkpoint.every=0"]
-    sets += [e for e in extra if "=" in e]
     sets += ADAM_EPS
     sets += (["lora.dropout=0", "lora.targets=[q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj,experts]"]
              if MOE else ["lora.dropout=0.1"])
+    sets += [e for e in extra if "=" in e]  # last: a run's own settings win
     # Micro-batches of 2 on every grid (the aux loss is one per micro-batch), so that global
     # batch 8 splits over ep x dp = 4 ranks too.
     sets += ["train.micro_batch=2"] if EP else []
@@ -166,6 +166,7 @@ def check(tmp):
         check_quantized_ep(tmp, model)
         check_top2_ep(tmp, results)
         check_fp8_on_disk_tp(tmp, model, results)
+        check_dropout_tp(tmp, model)
     if MOE:
         return
 
@@ -419,6 +420,22 @@ def check_fp8_on_disk_tp(tmp, model, results):
     print("fp8 experts on disk at tp 2 match tp 1; worst relative differences: " +
           ", ".join(f"{k} {v:.1e}" for k, v in worst.items()))
 
+
+
+def check_dropout_tp(tmp, model):
+    """LoRA dropout on Llama 4's attention, dense MLPs and shared experts (experts take none)
+    at tp 2: every rank draws the masks of the whole input, so tp 2 gives tp 1's metrics and
+    adapter within the grids' tolerances (6 steps); and the dropout is in effect (another
+    second loss than without it)."""
+    targets = "lora.targets=[q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj]"
+    got = {tp: train_results(model, os.path.join(tmp, f"dropout_tp{tp}"), tp, 1, extra=("lora.dropout=0.1", targets),
+                             steps=6) for tp in (1, 2)}
+    plain = train_results(model, os.path.join(tmp, "dropout_off"), 1, 1, extra=("lora.dropout=0", targets), steps=6)
+    assert plain[0][1]["loss"] != got[1][0][1]["loss"], "dropout 0.1 gives dropout 0's second loss"
+    worst = {"loss": 0.0, "grad_norm": 0.0, "eval_loss": 0.0, "adapter": 0.0}
+    compare("dropout, tp 2", got[2], got[1], worst)
+    print("dropout at tp 2 matches tp 1; worst relative differences: " +
+          ", ".join(f"{k} {v:.1e}" for k, v in worst.items()))
 
 if __name__ == "__main__":
     main()
