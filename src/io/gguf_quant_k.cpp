@@ -191,37 +191,40 @@ float fit_scale_signed(const float* x, std::int8_t* L) {
   }
   float w[n];
   for (int i = 0; i < n; ++i) w[i] = x[i] * x[i];
-  // The codes (as floats, in lf) and the sums of the weighted fit for one inverse scale;
-  // the rounding apart from the sums (in element order) so that it vectorizes, and the
-  // codes stored only for a candidate that wins.
-  float lf[n];
-  auto try_iscale = [&](float iscale, float* sumlx_out, float* suml2_out) {
-    for (int i = 0; i < n; ++i) lf[i] = static_cast<float>(clamp_int(round_even(iscale * x[i]), -nmax, nmax - 1));
-    float sumlx = 0.0f, suml2 = 0.0f;
-    for (int i = 0; i < n; ++i) {
-      sumlx += w[i] * x[i] * lf[i];
-      suml2 += w[i] * lf[i] * lf[i];
-    }
-    *sumlx_out = sumlx;
-    *suml2_out = suml2;
-  };
-  auto store_codes = [&] {
-    for (int i = 0; i < n; ++i) L[i] = static_cast<std::int8_t>(static_cast<int>(lf[i]) + nmax);
-  };
-  float sumlx, suml2;
-  try_iscale(static_cast<float>(-nmax) / m, &sumlx, &suml2);
-  store_codes();
-  float scale = suml2 != 0.0f ? sumlx / suml2 : 0.0f;
-  float best = scale * sumlx;  // the weighted error is const - sumlx²/suml2: maximize this
-  for (int k = -9; k <= 9; ++k) {
-    if (k == 0) continue;
-    try_iscale(-(static_cast<float>(nmax) + 0.1f * static_cast<float>(k)) / m, &sumlx, &suml2);
-    if (suml2 > 0.0f && sumlx * sumlx > best * suml2) {
-      store_codes();
-      scale = sumlx / suml2;
-      best = scale * sumlx;
+  // The 19 candidate inverse scales: -nmax / m first, then -(nmax + 0.1 k) / m for k = -9..9
+  // without 0. Each candidate's codes (as floats) and its two sums, each sum in element
+  // order as ggml takes it; the candidates' sums are independent chains, so they advance
+  // side by side (one vector of candidates per element) instead of one serial chain after
+  // another, with the same bits.
+  constexpr int kCand = 19;
+  float iscale[kCand];
+  iscale[0] = static_cast<float>(-nmax) / m;
+  for (int k = -9, c = 1; k <= 9; ++k)
+    if (k != 0) iscale[c++] = -(static_cast<float>(nmax) + 0.1f * static_cast<float>(k)) / m;
+  float lf[n][kCand];
+  for (int i = 0; i < n; ++i)
+    for (int c = 0; c < kCand; ++c)
+      lf[i][c] = static_cast<float>(clamp_int(round_even(iscale[c] * x[i]), -nmax, nmax - 1));
+  float sumlx[kCand] = {}, suml2[kCand] = {};
+  for (int i = 0; i < n; ++i) {
+    const float wx = w[i] * x[i];
+    for (int c = 0; c < kCand; ++c) {
+      sumlx[c] += wx * lf[i][c];
+      suml2[c] += w[i] * lf[i][c] * lf[i][c];
     }
   }
+  // The choice, in ggml's order: the first candidate, then each later one that does better.
+  int win = 0;
+  float scale = suml2[0] != 0.0f ? sumlx[0] / suml2[0] : 0.0f;
+  float best = scale * sumlx[0];  // the weighted error is const - sumlx²/suml2: maximize this
+  for (int c = 1; c < kCand; ++c) {
+    if (suml2[c] > 0.0f && sumlx[c] * sumlx[c] > best * suml2[c]) {
+      win = c;
+      scale = sumlx[c] / suml2[c];
+      best = scale * sumlx[c];
+    }
+  }
+  for (int i = 0; i < n; ++i) L[i] = static_cast<std::int8_t>(static_cast<int>(lf[i][win]) + nmax);
   return scale;
 }
 
