@@ -61,6 +61,18 @@ QuantKind quant_format_of_model(const std::string& model_dir) {
                    "quantize a bf16/f32 model at load instead with model.quant)");
 }
 
+std::optional<QuantPolicy::Bnb4OnDisk> bnb4_on_disk_of_model(const std::string& model_dir) {
+  if (quant_format_of_model(model_dir) != QuantKind::quant_nf4) return std::nullopt;
+  const json q = json::parse(io::read_text_file(model_dir + "/config.json"))["quantization_config"];
+  QuantPolicy::Bnb4OnDisk form;
+  form.nested = q.value("bnb_4bit_use_double_quant", false);
+  const auto skip = q.find("llm_int8_skip_modules");
+  if (skip != q.end() && skip->is_array())
+    for (const json& m : *skip)
+      if (m.is_string()) form.unpacked.push_back(m.get<std::string>());
+  return form;
+}
+
 namespace {
 
 constexpr const char* kBnbState = ".quant_state.bitsandbytes__nf4";
@@ -162,6 +174,31 @@ TensorView nf4_load(const io::SafetensorsModel& file, const std::string& name, Q
   return store.adopt(std::move(t), DType::dtype_nf4, shape);
 }
 
+namespace {
+
+// The sub-block of a slice of an NF4 weight `in` wide: it divides the on-disk blocksize,
+// where the slice starts, and, for a column slice, the row length and slice width (so no
+// sub-block spans two rows).
+i64 slice_subblock(i64 blocksize, i64 in, i64 row0, i64 col0, i64 cols) {
+  i64 g = std::gcd(blocksize, row0 * in + col0);
+  if (cols < in) g = std::gcd(g, std::gcd(in, cols));
+  return g;
+}
+
+constexpr i64 kBnbBlocksize = 64, kBnbNestedBlocksize = 256;
+
+}  // namespace
+
+i64 nf4_slice_bytes(const QuantPolicy::Bnb4OnDisk& form, i64 out, i64 in, i64 row0, i64 rows, i64 col0, i64 cols) {
+  const i64 n = rows * cols, codes = (n + 1) / 2 + 16 * 4;  // packed codes and the quant_map
+  const i64 blocks = (n + kBnbBlocksize - 1) / kBnbBlocksize;
+  if (rows == out && cols == in)  // as stored
+    return codes + (form.nested ? blocks + (blocks + kBnbNestedBlocksize - 1) / kBnbNestedBlocksize * 4 + 256 * 4
+                                : blocks * 4);
+  const i64 g = slice_subblock(kBnbBlocksize, in, row0, col0, cols);
+  return codes + (n + g - 1) / g * 4;
+}
+
 TensorView nf4_load_slice(const io::SafetensorsModel& file, const std::string& name, i64 row0, i64 rows, i64 col0,
                           i64 cols, QuantStore& store) {
   const Shape shape = bnb4_shape(file, name);
@@ -172,10 +209,7 @@ TensorView nf4_load_slice(const io::SafetensorsModel& file, const std::string& n
   QuantStore whole_store;  // the packed tensor (a quarter of its f16 bytes), until the slice is cut
   const TensorView whole = nf4_load(file, name, whole_store);
   const QuantState& s = *whole.quant;
-  // Sub-block size: divides the on-disk blocksize, where the slice starts, and, for a
-  // column slice, the row length and slice width (so no sub-block spans two rows).
-  i64 g = std::gcd(s.blocksize, row0 * in + col0);
-  if (cols < in) g = std::gcd(g, std::gcd(in, cols));
+  const i64 g = slice_subblock(s.blocksize, in, row0, col0, cols);
   const i64 n = rows * cols, subs = (n + g - 1) / g;
   QuantTensor t;
   t.code.assign(s.code, s.code + 16);

@@ -16,6 +16,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -26,6 +27,11 @@ namespace anvil::quant {
 
 // How the model in `model_dir` is quantized on disk (quant_none: not at all).
 QuantKind quant_format_of_model(const std::string& model_dir);
+
+// How a bitsandbytes 4-bit model in `model_dir` stores its weights (config.json's
+// quantization_config: bnb_4bit_use_double_quant, llm_int8_skip_modules); nullopt when it is
+// not one. The planner reads it; the loader looks at each tensor instead.
+std::optional<QuantPolicy::Bnb4OnDisk> bnb4_on_disk_of_model(const std::string& model_dir);
 
 // The linear weight a quantization tensor (a scale, a bitsandbytes state tensor) belongs
 // to; empty when `name` is none.
@@ -51,6 +57,12 @@ TensorView nf4_load(const io::SafetensorsModel& file, const std::string& name, Q
 // 32 / g bits of absmax per element instead of ~0.13.
 TensorView nf4_load_slice(const io::SafetensorsModel& file, const std::string& name, std::int64_t row0,
                           std::int64_t rows, std::int64_t col0, std::int64_t cols, QuantStore& store);
+
+// The bytes nf4_load_slice keeps of that slice of an (out, in) bitsandbytes NF4 weight
+// stored as `form` says (blocks of 64; their absmax 8-bit in blocks of 256 when nested):
+// as stored when the slice is the whole tensor, else codes and an f32 absmax per sub-block.
+std::int64_t nf4_slice_bytes(const QuantPolicy::Bnb4OnDisk& form, std::int64_t out, std::int64_t in,
+                             std::int64_t row0, std::int64_t rows, std::int64_t col0, std::int64_t cols);
 
 // Rows [row0, + rows) and columns [col0, + cols) of the on-disk FP8 weight `name` and its
 // per-row scales, copied into `store`: a TP rank's slice, never the whole tensor.

@@ -28,17 +28,30 @@ bool quant_kind_from_name(const std::string& name, QuantKind* out) {
   return false;
 }
 
-bool QuantPolicy::applies(const std::string& tensor_name) const {
-  if (kind == QuantKind::quant_none) return false;
+namespace {
+
+// Whether one of the dot-separated parts of `name` is in `parts`.
+bool has_part(const std::string& name, const std::vector<std::string>& parts) {
   std::size_t start = 0;
-  while (start <= tensor_name.size()) {
-    const std::size_t dot = std::min(tensor_name.find('.', start), tensor_name.size());
-    const std::string part = tensor_name.substr(start, dot - start);
-    for (const std::string& s : skip)
-      if (part == s) return false;
+  while (start <= name.size()) {
+    const std::size_t dot = std::min(name.find('.', start), name.size());
+    const std::string part = name.substr(start, dot - start);
+    for (const std::string& s : parts)
+      if (part == s) return true;
     start = dot + 1;
   }
-  return true;
+  return false;
+}
+
+}  // namespace
+
+bool QuantPolicy::applies(const std::string& tensor_name) const {
+  return kind != QuantKind::quant_none && !has_part(tensor_name, skip);
+}
+
+// transformers leaves the output head dense besides llm_int8_skip_modules.
+bool QuantPolicy::Bnb4OnDisk::packed(const std::string& tensor_name) const {
+  return !has_part(tensor_name, unpacked) && !has_part(tensor_name, {"lm_head"});
 }
 
 namespace {

@@ -15,6 +15,7 @@
 #include <array>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -53,6 +54,14 @@ struct QuantPolicy {
   QuantKind kind = QuantKind::quant_none;
   std::vector<std::string> skip;
   bool applies(const std::string& tensor_name) const;
+  // For the planner: the base is bitsandbytes 4-bit on disk (quant_load.h), which is what a
+  // rank keeps of it then (the loader itself looks at each tensor).
+  struct Bnb4OnDisk {
+    bool nested = false;                 // bnb_4bit_use_double_quant: absmax 8-bit, else f32
+    std::vector<std::string> unpacked;   // llm_int8_skip_modules: left dense by bitsandbytes
+    bool packed(const std::string& tensor_name) const;
+  };
+  std::optional<Bnb4OnDisk> bnb = std::nullopt;
 };
 
 // One quantized tensor: its codes and the arrays its QuantState points into.

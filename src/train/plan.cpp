@@ -6,16 +6,20 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <filesystem>
 #include <vector>
 
 #include "backend/backend.h"
 #include "core/error.h"
 #include "model/llama.h"
 #include "model/lora.h"
+#include "quant/quant_load.h"
 #include "train/config_check.h"
 #include "train/flops.h"
 
 namespace anvil::train {
+
+namespace fs = std::filesystem;
 
 namespace {
 
@@ -180,11 +184,16 @@ namespace {
 
 // One of Llama 4's fused expert tensors, "model.layers.{l}.feed_forward.experts.gate_up_proj"
 // (E, C, 2F) or "...experts.down_proj" (E, F, C): this rank's bytes of it.
+// {l} of "model.layers.{l}. ...".
+std::int64_t layer_of(const std::string& n) {
+  const std::size_t at = std::string("model.layers.").size();
+  return std::stoll(n.substr(at, n.find('.', at) - at));
+}
+
 double plan_fused_expert_bytes(const model::ModelSpec& spec, const model::TpShard& shard, double st,
                                const quant::QuantPolicy& quant, const model::WeightInfo& w, int ep) {
   const std::string& n = w.name;
-  const std::size_t at = std::string("model.layers.").size();
-  const std::int64_t layer = std::stoll(n.substr(at, n.find('.', at) - at));
+  const std::int64_t layer = layer_of(n);
   const bool down = n.ends_with(".down_proj");
   const std::int64_t in = w.shape[1] / (down ? shard.size : 1);
   const std::int64_t out = w.shape[2] / (down ? 1 : 2 * shard.size);  // gate_up: one of the two halves
@@ -198,6 +207,19 @@ double plan_fused_expert_bytes(const model::ModelSpec& spec, const model::TpShar
                    ? static_cast<double>(quant::quant_bytes(quant.kind, out, in))
                    : static_cast<double>(in * out) * st;
   return bytes / ep;  // this rank's E/ep of them
+}
+
+// A linear weight (out, in) that is bitsandbytes NF4 on disk: what the loader keeps of this
+// rank's slice of it (quant::nf4_load_slice).
+double plan_bnb4_bytes(const model::ModelSpec& spec, const model::TpShard& shard,
+                       const quant::QuantPolicy::Bnb4OnDisk& form, const model::WeightInfo& w, model::Proj p) {
+  const std::int64_t out = w.shape[0], in = w.shape[1];
+  const model::WeightSlice s = model::tp_proj_slice_at(spec, shard, layer_of(w.name), p);
+  if (s.axis == model::SplitAxis::split_rows || s.count == in)
+    return static_cast<double>(s.axis == model::SplitAxis::split_rows
+                                   ? quant::nf4_slice_bytes(form, out, in, s.start, s.count, 0, in)
+                                   : quant::nf4_slice_bytes(form, out, in, 0, out, 0, in));
+  return static_cast<double>(quant::nf4_slice_bytes(form, out, in, 0, out, s.start, s.count));
 }
 
 }  // namespace
@@ -245,6 +267,8 @@ double plan_weight_bytes(const model::ModelSpec& spec, const model::TpShard& sha
     }
     if (n.ends_with(".bias"))  // f32, split with the output rows of a column-parallel layer
       bytes += share * 4.0 * static_cast<double>(model::proj_row_parallel(*p) ? w.shape.numel() : local[0]);
+    else if (quant.applies(n) && quant.bnb && quant.bnb->packed(n))
+      bytes += share * plan_bnb4_bytes(spec, shard, *quant.bnb, w, *p);
     else if (quant.applies(n))
       bytes += share * static_cast<double>(quant::quant_bytes(quant.kind, local[0], local[1]));
     else
@@ -298,6 +322,14 @@ void plan_memory(RunPlan& p, const model::ModelSpec& spec, const RankShapes& r) 
   };
   PlanMemory m;
   m.weights = plan_weight_bytes(spec, r.shard, p.weights_dtype, p.quant, p.ep);
+  // A bitsandbytes NF4 base on disk costs a TP rank by where its slices start
+  // (quant::nf4_load_slice): the other ranks are planned as the largest of them.
+  double other_weights = m.weights;
+  for (int t = 1; p.quant.bnb && t < p.tp; ++t) {
+    model::TpShard shard = model::tp_shard(spec, t, p.tp);
+    if (p.ep > 1) model::ep_shard_set(shard, spec, 0, p.ep);
+    other_weights = std::max(other_weights, plan_weight_bytes(spec, shard, p.weights_dtype, p.quant, p.ep));
+  }
   m.adapter = 2.0 * align64(r.lora_bytes);  // parameters and gradients, in the arena
   m.optimizer = 2.0 * r.lora_bytes;         // AdamW m, v
   m.activations_ckpt = activations(true);
@@ -320,6 +352,7 @@ void plan_memory(RunPlan& p, const model::ModelSpec& spec, const RankShapes& r) 
   }
   m.runtime = device.runtime_bytes + 4.0 * 4.0 * static_cast<double>(N);  // + ids, targets, positions, segments
   p.others = m;
+  p.others.weights = other_weights;
   p.rank0 = m;
   if (!device.gpu) {
     // The end of the run gathers the adapter: every rank the TP group's slices, rank 0 also
@@ -405,6 +438,8 @@ RunPlan plan_run(const TrainConfig& cfg, const model::ModelSpec& spec, int world
   p.checkpointing = cfg.train.activation_checkpointing;
   p.weights_dtype = weight_storage(cfg, device.gpu);
   p.quant = quant_policy_from_config(cfg);
+  if (p.quant.kind == quant::QuantKind::quant_nf4 && fs::is_regular_file(fs::path(cfg.model.path) / "config.json"))
+    p.quant.bnb = quant::bnb4_on_disk_of_model(cfg.model.path);
   p.activations_dtype = device.gpu ? DType::dtype_bf16 : DType::dtype_f32;
   const RankShapes r = rank_shapes(cfg, spec, p);
   p.lora_local = static_cast<std::int64_t>(r.lora_bytes / 4.0);  // its E/ep experts' adapters under ep

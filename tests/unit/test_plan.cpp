@@ -6,11 +6,13 @@
 #include <cstdio>
 
 #include "backend/backend.h"
+#include "bnb_test_util.h"
 #include "llama_test_util.h"
 #include "model/llama.h"
 #include "model/llama_weights.h"
 #include "model/model_spec.h"
 #include "model/tp_shard.h"
+#include "quant/quant_load.h"
 #include "train/config.h"
 #include "train/flops.h"
 #include "train/plan.h"
@@ -178,6 +180,46 @@ train::TrainConfig tiny_config(int tp, int micro, int seq, int global, bool ckpt
   cfg.parallel.tp = tp;
   cfg.parallel.dp = 0;
   return cfg;
+}
+
+// A bitsandbytes NF4 base on disk: a rank keeps its slice with an f32 absmax per sub-block
+// of where the slice starts (quant::nf4_load_slice), not the packed form model.quant: nf4
+// quantizes to, so the planner counts that, per TP rank (tiny's down_proj slices are 88
+// columns wide: sub-blocks of 8), and at tp 1 the absmax as stored (8-bit nested, or f32).
+// plan_run plans rank 0 and the largest other rank.
+TEST(Plan, BitsandbytesBaseBytesAreWhatEachRankHolds) {
+  const ModelSpec spec = *model::model_preset("tiny");
+  test::TempDir dense("plan_bnb_dense");
+  test::make_model_dir(dense, spec, 5);
+  for (const bool nested : {true, false}) {
+    test::TempDir dir(nested ? "plan_bnb_nested" : "plan_bnb_f32");
+    test::make_bnb4_model_dir(dense.str(), dir.str(), nested);
+    quant::QuantPolicy policy{quant::QuantKind::quant_nf4, {"lm_head"}};
+    const quant::QuantPolicy packed_as_at_load = policy;
+    policy.bnb = quant::bnb4_on_disk_of_model(dir.str());
+    ASSERT_TRUE(policy.bnb);
+    EXPECT_EQ(policy.bnb->nested, nested);
+    double rank0 = 0, largest = 0;
+    for (const int tp : {1, 2})
+      for (int rank = 0; rank < tp; ++rank) {
+        SCOPED_TRACE(str_cat(nested ? "nested" : "f32 absmax", " tp ", tp, " rank ", rank));
+        const model::TpShard shard = model::tp_shard(spec, rank, tp);
+        const model::BaseWeights w = model::base_weights_load(spec, dir.str(), DType::dtype_f32, shard, policy);
+        const double planned = train::plan_weight_bytes(spec, shard, DType::dtype_f32, policy);
+        EXPECT_EQ(planned, static_cast<double>(loaded_bytes(w)));
+        if (tp > 1 || !nested) {  // what model.quant: nf4 would hold is another count
+          EXPECT_NE(train::plan_weight_bytes(spec, shard, DType::dtype_f32, packed_as_at_load), planned);
+        }
+        if (tp == 2) (rank == 0 ? rank0 : largest) = planned;
+      }
+    train::TrainConfig cfg = tiny_config(2, 2, 32, 8, false);
+    cfg.model.path = dir.str();
+    cfg.model.quant = quant::QuantKind::quant_nf4;
+    cfg.model.quant_skip = {"lm_head"};
+    const train::RunPlan p = train::plan_run(cfg, spec, 2, train::plan_device(train::PlanDeviceKind::plan_cpu, 2));
+    EXPECT_EQ(p.rank0.weights, rank0);
+    EXPECT_EQ(p.others.weights, std::max(rank0, largest));
+  }
 }
 
 // tiny: C 64, F 176, 2 layers, 4 heads of 16, 2 KV heads, vocab 320. tp 2 x dp 2, micro 2 x

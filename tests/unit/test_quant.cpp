@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "core/dtype.h"
+#include "bnb_test_util.h"
 #include "io/safetensors.h"
 #include "quant/fp8.h"
 #include "quant/nf4.h"
@@ -251,45 +252,35 @@ TEST(QuantNf4Slice, SlicesHoldTheWholeTensorsValues) {
     const QuantTensor t = nf4_quantize(x.data(), n);
     std::vector<float> whole(static_cast<std::size_t>(n));
     nf4_dequantize(t.state, t.codes.data(), 0, n, whole.data());
-    const std::string path = dir + "_" + std::to_string(c.cols) + ".safetensors";
-    const std::string name = "w.weight";
-    char offset[32];  // %.9g: the f32 offset back exactly
-    std::snprintf(offset, sizeof offset, "%.9g", static_cast<double>(t.state.offset));
-    const std::string state = R"({"quant_type": "nf4", "blocksize": 64, "shape": [)" + std::to_string(c.rows) +
-                              ", " + std::to_string(c.cols) + R"(], "nested_blocksize": 256, "nested_offset": )" +
-                              offset + "}";
-    {
-      io::SafetensorsWriter w(path);
-      auto u8 = [](i64 k) { return Shape{k}; };
-      w.declare(name, DType::dtype_u8, u8(static_cast<i64>(t.codes.size())));
-      w.declare(name + ".absmax", DType::dtype_u8, u8(static_cast<i64>(t.absmax_q.size())));
-      w.declare(name + ".quant_map", DType::dtype_f32, Shape{16});
-      w.declare(name + ".nested_absmax", DType::dtype_f32, Shape{static_cast<i64>(t.absmax2.size())});
-      w.declare(name + ".nested_quant_map", DType::dtype_f32, Shape{256});
-      w.declare(name + ".quant_state.bitsandbytes__nf4", DType::dtype_u8, u8(static_cast<i64>(state.size())));
-      w.write_tensor(name, t.codes.data(), t.codes.size());
-      w.write_tensor(name + ".absmax", t.absmax_q.data(), t.absmax_q.size());
-      w.write_tensor(name + ".quant_map", t.code.data(), 16 * 4);
-      w.write_tensor(name + ".nested_absmax", t.absmax2.data(), t.absmax2.size() * 4);
-      w.write_tensor(name + ".nested_quant_map", t.absmax_code.data(), 256 * 4);
-      w.write_tensor(name + ".quant_state.bitsandbytes__nf4", state.data(), state.size());
-      w.finish();
+    for (const bool nested : {true, false}) {  // absmax 8-bit with its own scales, or f32
+      const std::string path = dir + "_" + std::to_string(c.cols) + ".safetensors";
+      const std::string name = "w.weight";
+      {
+        const test::Bnb4Weight b(name, x.data(), c.rows, c.cols, nested);
+        io::SafetensorsWriter w(path);
+        b.declare(w);
+        b.write(w);
+        w.finish();
+      }
+      const io::SafetensorsModel file = io::SafetensorsModel::open(path);
+      for (const auto& [row0, rows, col0, cols] : c.slices) {
+        SCOPED_TRACE(std::to_string(c.rows) + "x" + std::to_string(c.cols) + " slice rows " + std::to_string(row0) +
+                     "+" + std::to_string(rows) + " cols " + std::to_string(col0) + "+" + std::to_string(cols) +
+                     (nested ? " nested" : " f32 absmax"));
+        QuantStore store;
+        const TensorView v = nf4_load_slice(file, name, row0, rows, col0, cols, store);
+        ASSERT_EQ(v.shape, (Shape{rows, cols}));
+        std::vector<float> got(static_cast<std::size_t>(rows * cols));
+        quant_dequantize(v, 0, rows * cols, got.data());
+        std::vector<float> want;
+        for (i64 r = row0; r < row0 + rows; ++r)
+          want.insert(want.end(), whole.begin() + r * c.cols + col0, whole.begin() + r * c.cols + col0 + cols);
+        expect_bits_equal(got.data(), want, "slice");
+        // What the planner counts for it (train/plan.cpp) is what the slice holds.
+        EXPECT_EQ(store.bytes(), nf4_slice_bytes({nested, {}}, c.rows, c.cols, row0, rows, col0, cols));
+      }
+      std::remove(path.c_str());
     }
-    const io::SafetensorsModel file = io::SafetensorsModel::open(path);
-    for (const auto& [row0, rows, col0, cols] : c.slices) {
-      SCOPED_TRACE(std::to_string(c.rows) + "x" + std::to_string(c.cols) + " slice rows " + std::to_string(row0) +
-                   "+" + std::to_string(rows) + " cols " + std::to_string(col0) + "+" + std::to_string(cols));
-      QuantStore store;
-      const TensorView v = nf4_load_slice(file, name, row0, rows, col0, cols, store);
-      ASSERT_EQ(v.shape, (Shape{rows, cols}));
-      std::vector<float> got(static_cast<std::size_t>(rows * cols));
-      quant_dequantize(v, 0, rows * cols, got.data());
-      std::vector<float> want;
-      for (i64 r = row0; r < row0 + rows; ++r)
-        want.insert(want.end(), whole.begin() + r * c.cols + col0, whole.begin() + r * c.cols + col0 + cols);
-      expect_bits_equal(got.data(), want, "slice");
-    }
-    std::remove(path.c_str());
   }
 }
 
