@@ -9,8 +9,13 @@
 // split per expert (MergedSource::FusedExperts::split) and stacked like any other family's.
 #include <algorithm>
 #include <cmath>
+#include <exception>
 #include <filesystem>
 #include <map>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 
 #include "core/error.h"
 #include "export/export.h"
@@ -42,6 +47,22 @@ std::vector<int> tensors_assign(const io::GgufLayout& layout, int ranks) {
   return owner;
 }
 
+// This OpenMP thread's index, and how many a parallel region may have (0 and 1 without OpenMP).
+int thread_index() {
+#ifdef _OPENMP
+  return omp_get_thread_num();
+#else
+  return 0;
+#endif
+}
+std::size_t thread_count() {
+#ifdef _OPENMP
+  return static_cast<std::size_t>(omp_get_max_threads());
+#else
+  return 1;
+#endif
+}
+
 // ggml order: the row length first.
 std::vector<std::uint64_t> ggml_dims(const Shape& shape) {
   std::vector<std::uint64_t> dims;
@@ -50,11 +71,14 @@ std::vector<std::uint64_t> ggml_dims(const Shape& shape) {
 }
 
 // The file laid out by rank 0 (which creates it: header written, space allocated) and
-// written by every rank, each its own tensors through `write_tensor(i, file)`. A failure on
-// rank 0 while creating reaches the others before they open the file.
+// written by every rank, each its own tensors through `write_tensor(i, file, thread)`. A
+// failure on rank 0 while creating reaches the others before they open the file. With
+// `threads`, a rank's tensors go over its OpenMP threads, the largest first, each tensor
+// on one thread (its blocks then quantized on that thread alone: the nested region is
+// serial); the bytes do not depend on which thread wrote them.
 template <typename WriteTensor>
 void gguf_write_collective(const std::string& path, const io::GgufLayout& layout, ShardRanks ranks,
-                           comm::Comm* world, WriteTensor write_tensor, ExportSummary& summary) {
+                           comm::Comm* world, bool threads, WriteTensor write_tensor, ExportSummary& summary) {
   std::int32_t failed = 0;
   if (ranks.rank == 0) {
     try {
@@ -68,13 +92,30 @@ void gguf_write_collective(const std::string& path, const io::GgufLayout& layout
   if (world) world->allreduce(&failed, 1, DType::dtype_i32, comm::ReduceOp::reduce_max);
   ANVIL_CHECK_INPUT(failed == 0, path, ": rank 0 could not create the file");
   const std::vector<int> owner = tensors_assign(layout, ranks.size);
+  std::vector<std::size_t> mine;
+  for (std::size_t i = 0; i < layout.tensors().size(); ++i)
+    if (owner[i] == ranks.rank) mine.push_back(i);
+  std::stable_sort(mine.begin(), mine.end(),
+                   [&](std::size_t a, std::size_t b) { return layout.tensor_bytes(a) > layout.tensor_bytes(b); });
   io::GgufFileWriter file(path, layout);
-  for (std::size_t i = 0; i < layout.tensors().size(); ++i) {
-    if (owner[i] != ranks.rank) continue;
-    write_tensor(i, file);
-    ++summary.tensors;
-    summary.bytes += layout.tensor_bytes(i);
+  std::exception_ptr error;  // the first failure; the tensors not yet begun are skipped
+  const auto n = static_cast<std::int64_t>(mine.size());
+#pragma omp parallel for schedule(dynamic, 1) if (threads)
+  for (std::int64_t k = 0; k < n; ++k) {
+    bool skip = false;
+#pragma omp critical(anvil_gguf_write_error)
+    skip = error != nullptr;
+    if (skip) continue;
+    try {
+      write_tensor(mine[static_cast<std::size_t>(k)], file, thread_index());
+    } catch (...) {
+#pragma omp critical(anvil_gguf_write_error)
+      if (!error) error = std::current_exception();
+    }
   }
+  if (error) std::rethrow_exception(error);
+  for (const std::size_t i : mine) summary.bytes += layout.tensor_bytes(i);
+  summary.tensors += mine.size();
   file.sync();
   summary.shards = ranks.rank == 0 ? 1 : 0;
 }
@@ -193,8 +234,13 @@ ExportSummary export_gguf(const ExportAdapter& adapter, const std::string& path,
   const io::GgufLayout layout(meta, std::move(decls));
 
   ExportSummary summary;
-  RowBlocks buf;
-  gguf_write_collective(path, layout, ranks, world, [&](std::size_t i, io::GgufFileWriter& file) {
+  const std::vector<int> owner = tensors_assign(layout, ranks.size);
+  for (std::size_t i = 0; i < sources.size(); ++i)
+    if (owner[i] == ranks.rank)
+      for (const std::size_t src : sources[i]) summary.merged += static_cast<std::size_t>(source.tensors()[src].adapters);
+  std::vector<RowBlocks> bufs(thread_count());  // one per thread
+  gguf_write_collective(path, layout, ranks, world, source.concurrent_reads(),
+                        [&](std::size_t i, io::GgufFileWriter& file, int thread) {
     if (sources[i].empty()) {
       file.write(i, 0, rope_freqs.data(), rope_freqs.size() * sizeof(float));
       return;
@@ -202,9 +248,8 @@ ExportSummary export_gguf(const ExportAdapter& adapter, const std::string& path,
     std::int64_t row0 = 0;  // a stacked tensor's experts follow each other
     for (const std::size_t src : sources[i]) {
       const auto& t = source.tensors()[src];
-      summary.merged += static_cast<std::size_t>(t.adapters);
       merged_tensor_write(source, src, gguf::gguf_permuted_heads(adapter.spec, t.name), layout.tensors()[i].type, file,
-                          i, row0, layout, buf);
+                          i, row0, layout, bufs[static_cast<std::size_t>(thread)]);
       row0 += t.rows;
     }
   }, summary);
@@ -271,7 +316,7 @@ ExportSummary export_gguf_lora(const ExportAdapter& adapter, const std::string& 
   const io::GgufLayout file_layout(meta, std::move(decls));
   ExportSummary summary;
   std::vector<float> b;
-  gguf_write_collective(path, file_layout, ShardRanks{}, nullptr, [&](std::size_t i, io::GgufFileWriter& file) {
+  gguf_write_collective(path, file_layout, ShardRanks{}, nullptr, false, [&](std::size_t i, io::GgufFileWriter& file, int) {
     std::uint64_t at = 0;  // bytes into tensor i: a stacked tensor's experts follow each other
     for (const model::LoraSlot* s : parts[i].slots) {
       if (!parts[i].b) {

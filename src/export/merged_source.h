@@ -68,6 +68,9 @@ class MergedSource {
   // The tensor as stored when it has no adapter and needs no dequantizing (its bytes can
   // be copied as they are); nullptr otherwise.
   const TensorView* stored(std::size_t i);
+  // Whether read_rows and release may run for different tensors on several threads at once:
+  // no tensor passes through the one dequantized copy (a quantized base, split experts).
+  bool concurrent_reads() const { return quantized_.empty() && fused_views_.empty(); }
   // Rows [row0, row0 + n) of tensor i as (n, cols) f32 into `out`.
   void read_rows(std::size_t i, std::int64_t row0, std::int64_t n, float* out);
   // Tells the page cache that the rows read so far of tensor i will not be read again.
