@@ -65,11 +65,13 @@ struct WeightBuf {
 
 // Every element within rtol * (|ref| + mean |ref|): a relative error with a floor at the
 // typical magnitude, so values that cancel to near zero are judged on the tensor's scale.
+// A part of a larger tensor (which may be all zeros: a one-token document's dq) passes that
+// tensor's mean |value| as `scale`, the floor when it is larger.
 inline void expect_close(const float* got, const double* ref, std::size_t n, double rtol,
-                         const std::string& what) {
+                         const std::string& what, double scale = 0.0) {
   double mean_abs = 0.0;
   for (std::size_t i = 0; i < n; ++i) mean_abs += std::fabs(ref[i]);
-  mean_abs = n ? mean_abs / static_cast<double>(n) : 0.0;
+  mean_abs = std::max(n ? mean_abs / static_cast<double>(n) : 0.0, scale);
   double worst = 0.0;
   std::size_t worst_at = 0;
   for (std::size_t i = 0; i < n; ++i) {
@@ -82,9 +84,17 @@ inline void expect_close(const float* got, const double* ref, std::size_t n, dou
   EXPECT_LE(worst, rtol) << what << ": worst at [" << worst_at << "] got " << got[worst_at]
                          << " want " << ref[worst_at] << " (n=" << n << ")";
 }
-inline void expect_close(const Vec& got, const DVec& ref, double rtol, const std::string& what) {
+inline void expect_close(const Vec& got, const DVec& ref, double rtol, const std::string& what,
+                         double scale = 0.0) {
   ASSERT_EQ(got.size(), ref.size()) << what;
-  expect_close(got.data(), ref.data(), got.size(), rtol, what);
+  expect_close(got.data(), ref.data(), got.size(), rtol, what, scale);
+}
+
+// mean |v|.
+inline double mean_abs_of(const Vec& v) {
+  double s = 0.0;
+  for (float x : v) s += std::fabs(x);
+  return v.empty() ? 0.0 : s / static_cast<double>(v.size());
 }
 
 // Central differences in double of a scalar function of one input vector.

@@ -139,12 +139,36 @@ void check_golden(const std::string& name, bool checkpointing) {
     a.step = step;
     be->adamw_update(m.lora_params(), m.lora_grads(), mom.data(), var.data(), layout.size(), a);
   }
+  // AdamW divides each gradient by its own running size, so an element whose gradient is
+  // rounding noise (1.7e-8 in qwen3_moe's layer-0 k_proj A, where its neighbours' are ~1e-4)
+  // takes steps of up to lr in a direction each machine's rounding picks: such elements
+  // (step-1 gradient under 1e-5 of the matrix's largest) are held to steps × lr, every
+  // other element to 1e-4 of the matrix's scale as before.
+  const double lr = opt["lr"].get<double>();
+  const auto steps = static_cast<double>(ref_losses.size());
   for (const auto& s : layout.slots()) {
     for (char which : {'A', 'B'}) {
       const std::string pname = model::LoraLayout::peft_name(s, which);
       const auto ref = test::read_tensor<float>(c.golden, "after_adamw." + pname);
+      const auto grad = test::read_tensor<float>(c.golden, "grad." + pname);
+      ASSERT_EQ(grad.size(), ref.size()) << pname;
       const float* ours = m.lora_params() + (which == 'A' ? s.a_offset : s.b_offset);
-      EXPECT_LE(rel_error(ours, ref.data(), ref.size()), 1e-4) << "weights after AdamW: " << pname;
+      double scale = 0, grad_max = 0;
+      for (std::size_t i = 0; i < ref.size(); ++i) {
+        scale = std::max(scale, std::abs(static_cast<double>(ref[i])));
+        grad_max = std::max(grad_max, std::abs(static_cast<double>(grad[i])));
+      }
+      std::size_t noise = 0;
+      for (std::size_t i = 0; i < ref.size(); ++i) {
+        const double diff = std::abs(static_cast<double>(ours[i]) - ref[i]);
+        if (std::abs(static_cast<double>(grad[i])) < 1e-5 * grad_max) {
+          ++noise;
+          EXPECT_LE(diff, steps * lr) << "weights after AdamW: " << pname << " [" << i << "] (noise-level gradient)";
+        } else {
+          EXPECT_LE(diff, 1e-4 * scale) << "weights after AdamW: " << pname << " [" << i << "]";
+        }
+      }
+      EXPECT_LT(noise, ref.size() / 10 + 1) << pname << ": most gradients at the noise level";
     }
   }
 }

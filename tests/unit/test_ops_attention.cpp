@@ -259,9 +259,13 @@ TEST(OpsAttention, PackedDocumentsEqualDocumentsAlone) {
     const std::string what = "document at " + std::to_string(start);
     expect_close(one.out, slice(all.out, H * D), 1e-6, what + " out");
     expect_close(one.lse, lse_all, 1e-6, what + " lse");
-    expect_close(one.dq, slice(all.dq, H * D), 1e-6, what + " dq");
-    expect_close(one.dk, slice(all.dk, Hkv * D), 1e-6, what + " dk");
-    expect_close(one.dv, slice(all.dv, Hkv * D), 1e-6, what + " dv");
+    // A one-token document's dq and dk are zero (its softmax is 1 whatever q and k): a
+    // cancellation of terms of order one (dO·v less the row's dO·out), so each run's rounding
+    // is judged on the packed gradients' scale, where one float rounding of those terms is
+    // about 1.3e-6 of it (seen on an AVX-512 Xeon: 7.3e-8 against mean |dq| 0.058).
+    expect_close(one.dq, slice(all.dq, H * D), 1e-5, what + " dq", mean_abs_of(all.dq));
+    expect_close(one.dk, slice(all.dk, Hkv * D), 1e-5, what + " dk", mean_abs_of(all.dk));
+    expect_close(one.dv, slice(all.dv, Hkv * D), 1e-6, what + " dv", mean_abs_of(all.dv));
     start += len;
   }
 }
