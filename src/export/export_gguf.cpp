@@ -71,7 +71,8 @@ std::vector<std::uint64_t> ggml_dims(const Shape& shape) {
 }
 
 // The file laid out by rank 0 (which creates it: header written, space allocated) and
-// written by every rank, each its own tensors through `write_tensor(i, file, thread)`. A
+// written by every rank, each its own tensors through `write_tensor(i, file, thread)`, which
+// returns the number of adapters it merged into tensor i (summed into summary.merged). A
 // failure on rank 0 while creating reaches the others before they open the file. With
 // `threads`, a rank's tensors go over its OpenMP threads, the largest first, each tensor
 // on one thread (its blocks then quantized on that thread alone: the nested region is
@@ -100,14 +101,15 @@ void gguf_write_collective(const std::string& path, const io::GgufLayout& layout
   io::GgufFileWriter file(path, layout);
   std::exception_ptr error;  // the first failure; the tensors not yet begun are skipped
   const auto n = static_cast<std::int64_t>(mine.size());
-#pragma omp parallel for schedule(dynamic, 1) if (threads)
+  std::size_t merged = 0;
+#pragma omp parallel for schedule(dynamic, 1) if (threads) reduction(+ : merged)
   for (std::int64_t k = 0; k < n; ++k) {
     bool skip = false;
 #pragma omp critical(anvil_gguf_write_error)
     skip = error != nullptr;
     if (skip) continue;
     try {
-      write_tensor(mine[static_cast<std::size_t>(k)], file, thread_index());
+      merged += write_tensor(mine[static_cast<std::size_t>(k)], file, thread_index());
     } catch (...) {
 #pragma omp critical(anvil_gguf_write_error)
       if (!error) error = std::current_exception();
@@ -116,6 +118,7 @@ void gguf_write_collective(const std::string& path, const io::GgufLayout& layout
   if (error) std::rethrow_exception(error);
   for (const std::size_t i : mine) summary.bytes += layout.tensor_bytes(i);
   summary.tensors += mine.size();
+  summary.merged += merged;
   file.sync();
   summary.shards = ranks.rank == 0 ? 1 : 0;
 }
@@ -234,24 +237,23 @@ ExportSummary export_gguf(const ExportAdapter& adapter, const std::string& path,
   const io::GgufLayout layout(meta, std::move(decls));
 
   ExportSummary summary;
-  const std::vector<int> owner = tensors_assign(layout, ranks.size);
-  for (std::size_t i = 0; i < sources.size(); ++i)
-    if (owner[i] == ranks.rank)
-      for (const std::size_t src : sources[i]) summary.merged += static_cast<std::size_t>(source.tensors()[src].adapters);
   std::vector<RowBlocks> bufs(thread_count());  // one per thread
   gguf_write_collective(path, layout, ranks, world, source.concurrent_reads(),
-                        [&](std::size_t i, io::GgufFileWriter& file, int thread) {
+                        [&](std::size_t i, io::GgufFileWriter& file, int thread) -> std::size_t {
     if (sources[i].empty()) {
       file.write(i, 0, rope_freqs.data(), rope_freqs.size() * sizeof(float));
-      return;
+      return 0;
     }
     std::int64_t row0 = 0;  // a stacked tensor's experts follow each other
+    std::size_t adapters = 0;
     for (const std::size_t src : sources[i]) {
       const auto& t = source.tensors()[src];
+      adapters += static_cast<std::size_t>(t.adapters);
       merged_tensor_write(source, src, gguf::gguf_permuted_heads(adapter.spec, t.name), layout.tensors()[i].type, file,
                           i, row0, layout, bufs[static_cast<std::size_t>(thread)]);
       row0 += t.rows;
     }
+    return adapters;
   }, summary);
   summary.out_dir = path;
   summary.dtype = DType::dtype_f32;
@@ -316,7 +318,7 @@ ExportSummary export_gguf_lora(const ExportAdapter& adapter, const std::string& 
   const io::GgufLayout file_layout(meta, std::move(decls));
   ExportSummary summary;
   std::vector<float> b;
-  gguf_write_collective(path, file_layout, ShardRanks{}, nullptr, false, [&](std::size_t i, io::GgufFileWriter& file, int) {
+  gguf_write_collective(path, file_layout, ShardRanks{}, nullptr, false, [&](std::size_t i, io::GgufFileWriter& file, int) -> std::size_t {
     std::uint64_t at = 0;  // bytes into tensor i: a stacked tensor's experts follow each other
     for (const model::LoraSlot* s : parts[i].slots) {
       if (!parts[i].b) {
@@ -333,6 +335,7 @@ ExportSummary export_gguf_lora(const ExportAdapter& adapter, const std::string& 
       file.write(i, at, b.data(), b.size() * sizeof(float));
       at += b.size() * sizeof(float);
     }
+    return std::size_t{0};  // nothing merged: the adapter as it is
   }, summary);
   summary.out_dir = path;
   summary.dtype = DType::dtype_f32;

@@ -215,11 +215,10 @@ double plan_bnb4_bytes(const model::ModelSpec& spec, const model::TpShard& shard
                        const quant::QuantPolicy::Bnb4OnDisk& form, const model::WeightInfo& w, model::Proj p) {
   const std::int64_t out = w.shape[0], in = w.shape[1];
   const model::WeightSlice s = model::tp_proj_slice_at(spec, shard, layer_of(w.name), p);
-  if (s.axis == model::SplitAxis::split_rows || s.count == in)
-    return static_cast<double>(s.axis == model::SplitAxis::split_rows
-                                   ? quant::nf4_slice_bytes(form, out, in, s.start, s.count, 0, in)
-                                   : quant::nf4_slice_bytes(form, out, in, 0, out, 0, in));
-  return static_cast<double>(quant::nf4_slice_bytes(form, out, in, 0, out, s.start, s.count));
+  const bool by_rows = s.axis == model::SplitAxis::split_rows;
+  const std::int64_t row0 = by_rows ? s.start : 0, rows = by_rows ? s.count : out;
+  const std::int64_t col0 = by_rows ? 0 : s.start, cols = by_rows ? in : s.count;  // all columns: tp 1, whole
+  return static_cast<double>(quant::nf4_slice_bytes(form, out, in, row0, rows, col0, cols));
 }
 
 }  // namespace
