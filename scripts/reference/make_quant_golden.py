@@ -6,7 +6,8 @@ users quantize with:
         compress_statistics=True) on CPU: the packed 4-bit codes, the 8-bit codes of the
         double-quantized absmax, their per-256-block absmax and offset, both code maps,
         and bitsandbytes' own dequantize_4bit of it; and the plain f32 absmax
-        (compress_statistics=False), which is what the 8-bit codes approximate.
+        (compress_statistics=False), which is what the 8-bit codes approximate; and the
+        offsets (torch's absmax.mean()) of weights of many block counts.
   FP8   torch.float8_e4m3fn with one scale per row, scale = amax(row) / 448 (1 for an
         all-zero row), the convention of compressed-tensors' channel-wise float8 and
         fbgemm_fp8 checkpoints; and every e4m3 byte decoded by torch, plus a sweep of
@@ -62,6 +63,28 @@ def nf4_case(name, shape, seed, out):
     out["nf4.nested_quant_map"] = st.state2.code.float().contiguous()
 
 
+# Block counts whose double-quantization offset (torch's float32 absmax.mean()) takes every
+# path of torch's CPU sum: under 8 values, groups of 8 with and without leftovers, the
+# four-way split with leftover groups, the cascade's coarser levels (2^4 steps of 32 values).
+OFFSET_BLOCKS = list(range(1, 34)) + [48, 60, 144, 513, 1000, 4099]
+
+
+def nf4_offsets(out):
+    """bitsandbytes' offsets for weights of OFFSET_BLOCKS blocks: the f32 absmax of each (what
+    the offset averages) concatenated, and the offsets."""
+    g = torch.Generator().manual_seed(300)
+    absmax, offsets = [], []
+    for blocks in OFFSET_BLOCKS:
+        w = torch.randn(blocks * 64, generator=g) * 0.05
+        _, st = bnbf.quantize_4bit(w, blocksize=64, compress_statistics=True, quant_type="nf4")
+        _, plain = bnbf.quantize_4bit(w, blocksize=64, compress_statistics=False, quant_type="nf4")
+        absmax.append(plain.absmax.float())
+        offsets.append(st.offset.float().reshape(1))
+    out["nf4.offsets.blocks"] = torch.tensor(OFFSET_BLOCKS, dtype=torch.int32)
+    out["nf4.offsets.absmax"] = torch.cat(absmax).contiguous()
+    out["nf4.offsets.want"] = torch.cat(offsets).contiguous()
+
+
 def fp8_case(name, shape, seed, out):
     w = bf16_valued(shape, seed)
     w[3] = 0.0  # an all-zero row
@@ -93,6 +116,7 @@ def build():
     out = {}
     for i, (name, shape) in enumerate(NF4_CASES.items()):
         nf4_case(name, shape, 100 + i, out)
+    nf4_offsets(out)
     for i, (name, shape) in enumerate(FP8_CASES.items()):
         fp8_case(name, shape, 200 + i, out)
     fp8_codec(out)

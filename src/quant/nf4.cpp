@@ -1,6 +1,11 @@
-// NF4 quantization with double-quantized absmax, bit for bit as bitsandbytes does it on
-// CPU (its torch path for the 4-bit codes, its C path for the 8-bit absmax codes): the
-// products and quotients below are in the same order and precision as there.
+// NF4 quantization with double-quantized absmax, bit for bit as bitsandbytes 0.50.2 does it
+// on CPU (its torch path for the 4-bit codes and the offset, its C path for the 8-bit absmax
+// codes): the sums, products and quotients below are in the same order and precision as
+// there (built with -ffp-contract=off so that no product and sum fuse into one rounding).
+// One difference by design: torch sums an absmax of 32768 blocks or more (a weight of 2M
+// parameters) over its threads, which moves the offset's last bit with the thread count;
+// this file always sums in torch's one-thread order, so a rank's quantization does not
+// depend on the machine.
 #include "quant/nf4.h"
 
 #include <algorithm>
@@ -96,14 +101,109 @@ void nf4_codes(const float* x, i64 n, std::uint8_t* packed, float* absmax) {
   if (n % 2) packed[n / 2] |= nf4_encode(0.0f, bounds);  // the pad element is a zero
 }
 
-// The nearest of the sorted 256 codes to v, a tie to the lower.
-std::uint8_t nearest_code(const float* code, float v) {
-  const float* hi = std::lower_bound(code, code + 256, v);
-  if (hi == code) return 0;
-  if (hi == code + 256) return 255;
-  const float* lo = hi - 1;
-  return static_cast<std::uint8_t>((std::fabs(v - *hi) < std::fabs(v - *lo) ? hi : lo) - code);
-}
+// torch's float32 sum on CPU (its cascade sum, one thread), which bitsandbytes' offset
+// (absmax.mean() = sum / n) goes through. Groups of 8 values are added lane by lane (its
+// vector width for this kernel on x86, AVX2 and AVX-512 builds alike), the groups taken
+// four at a time, each of the four in a running sum that is folded into three coarser
+// levels every 2^p steps; the four are added, then the leftover values and the eight lanes
+// one by one. Torch splits arrays of 32768 values or more over its threads, which changes
+// the last bit with the thread count; this is its one-thread order.
+class TorchCpuSum {
+ public:
+  static float sum(const float* x, i64 n) {
+    if (n < kLanes) return ilp_sum<1>(n, [&](i64 i, i64) { return x[i]; })[0];
+    const i64 groups = n / kLanes;
+    const Lanes<kLanes> v = ilp_sum<kLanes>(groups, [&](i64 g, i64 l) { return x[g * kLanes + l]; });
+    float total = 0.0f;
+    for (i64 i = groups * kLanes; i < n; ++i) total += x[i];
+    for (const float lane : v) total += lane;
+    return total;
+  }
+
+ private:
+  static constexpr i64 kLanes = 8;
+  template <i64 W>
+  using Lanes = std::array<float, static_cast<std::size_t>(W)>;
+
+  template <i64 W>
+  static void add(Lanes<W>& a, const Lanes<W>& b) {
+    for (i64 l = 0; l < W; ++l) a[l] += b[l];
+  }
+
+  // The sum of `count` items of W lanes (item i, lane l: at(i, l)), four running sums
+  // over items 4j + k, then the leftover items into the first, then the four together.
+  template <i64 W, typename At>
+  static Lanes<W> ilp_sum(i64 count, const At& at) {
+    const i64 steps = count / 4;
+    const auto item = [&](i64 i) {
+      Lanes<W> v{};
+      for (i64 l = 0; l < W; ++l) v[l] = at(i, l);
+      return v;
+    };
+    std::array<Lanes<W>, 4> part = cascade<W>(steps, [&](i64 j, i64 k) { return item(4 * j + k); });
+    for (i64 i = 4 * steps; i < count; ++i) add<W>(part[0], item(i));
+    for (int k = 1; k < 4; ++k) add<W>(part[0], part[k]);
+    return part[0];
+  }
+
+  // Four running sums over `steps` steps, with three coarser levels: every 2^p steps the
+  // finest level is added into the next and cleared, and so on up while the step count is
+  // a multiple of that level's span (p = max(4, ceil(log2(steps)) / 4)).
+  template <i64 W, typename Row>
+  static std::array<Lanes<W>, 4> cascade(i64 steps, const Row& row) {
+    int log2 = 1;
+    while (steps > 2 && (i64{1} << log2) < steps) ++log2;
+    const int p = std::max(4, log2 / 4);
+    const i64 span = i64{1} << p;
+    std::array<std::array<Lanes<W>, 4>, 4> level{};
+    i64 i = 0;
+    for (; i + span <= steps;) {
+      for (i64 j = 0; j < span; ++j, ++i)
+        for (int k = 0; k < 4; ++k) add<W>(level[0][k], row(i, k));
+      for (int up = 1; up < 4; ++up) {
+        for (int k = 0; k < 4; ++k) {
+          add<W>(level[up][k], level[up - 1][k]);
+          level[up - 1][k] = Lanes<W>{};
+        }
+        if ((i & ((span - 1) << (up * p))) != 0) break;
+      }
+    }
+    for (; i < steps; ++i)
+      for (int k = 0; k < 4; ++k) add<W>(level[0][k], row(i, k));
+    for (int up = 1; up < 4; ++up)
+      for (int k = 0; k < 4; ++k) add<W>(level[0][k], level[up][k]);
+    return level[0];
+  }
+};
+
+// bitsandbytes' search for an 8-bit code on CPU (0.50.2): [-1, 1] sampled at 65536
+// evenly spaced points, each point given the code whose midpoint interval holds it (the
+// count of midpoints below the point); a value takes the code of the sample point nearest
+// it. That is the nearest code except within half a sample spacing (1.5e-5) of a midpoint,
+// where it can be the neighbour (1 absmax block of 264 in the golden test). Same float
+// operations in the same order as there, so the same table and the same picks.
+class Code8Search {
+ public:
+  explicit Code8Search(const float* code) : table_(kPoints) {
+    std::array<float, 255> mid{};
+    for (int i = 0; i < 255; ++i) mid[i] = 0.5f * (code[i] + code[i + 1]);
+    int c = 0;
+    for (int p = 0; p < kPoints; ++p) {
+      const float at = -1.0f + (2.0f * static_cast<float>(p)) / static_cast<float>(kPoints - 1);
+      while (c < 255 && mid[c] < at) ++c;
+      table_[p] = static_cast<std::uint8_t>(c);
+    }
+  }
+  std::uint8_t operator()(float v) const {
+    v = std::clamp(v, -1.0f, 1.0f);
+    const float at = (v + 1.0f) * 0.5f * static_cast<float>(kPoints - 1) + 0.5f;
+    return table_[static_cast<std::uint16_t>(at)];
+  }
+
+ private:
+  static constexpr int kPoints = 65536;
+  std::vector<std::uint8_t> table_;
+};
 
 }  // namespace
 
@@ -112,15 +212,25 @@ const std::array<float, 256>& dynamic_map_signed() {
   return map;
 }
 
+float nf4_absmax_offset(const float* absmax, i64 blocks) {
+  return TorchCpuSum::sum(absmax, blocks) / static_cast<float>(blocks);
+}
+
 void blockwise8_quantize(const float* x, i64 n, i64 blocksize, const float* code,
                          std::uint8_t* q, float* absmax) {
+  const Code8Search search(code);
   for (i64 e0 = 0, b = 0; e0 < n; e0 += blocksize, ++b) {
     const i64 e1 = std::min(n, e0 + blocksize);
     float amax = 0.0f;
     for (i64 i = e0; i < e1; ++i) amax = std::max(amax, std::fabs(x[i]));
     absmax[b] = amax;
-    // An all-zero block has no scale; any code dequantizes to 0 there, the nearest to 0 is kept.
-    for (i64 i = e0; i < e1; ++i) q[i] = nearest_code(code, amax > 0.0f ? x[i] / amax : 0.0f);
+    // An all-zero block has no scale; any code dequantizes to 0 there: code 0, as bitsandbytes.
+    if (amax == 0.0f) {
+      std::fill(q + e0, q + e1, std::uint8_t{0});
+      continue;
+    }
+    const float inv = 1.0f / amax;
+    for (i64 i = e0; i < e1; ++i) q[i] = search(x[i] * inv);
   }
 }
 
@@ -131,10 +241,9 @@ QuantTensor nf4_quantize(const float* x, i64 n) {
   t.codes.assign(static_cast<std::size_t>((n + 1) / 2), 0);
   std::vector<float> absmax(static_cast<std::size_t>(blocks));
   nf4_codes(x, n, t.codes.data(), absmax.data());
-  // Double quantization: the absmax around its mean, 8-bit in blocks of 256.
-  double sum = 0.0;
-  for (const float a : absmax) sum += a;
-  t.state.offset = static_cast<float>(sum / static_cast<double>(blocks));
+  // Double quantization: the absmax around its mean (torch's, as bitsandbytes takes it),
+  // 8-bit in blocks of 256.
+  t.state.offset = nf4_absmax_offset(absmax.data(), blocks);
   for (float& a : absmax) a -= t.state.offset;
   const auto& map = dynamic_map_signed();
   t.absmax_code.assign(map.begin(), map.end());

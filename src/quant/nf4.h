@@ -20,8 +20,13 @@ const std::array<float, 256>& dynamic_map_signed();
 
 // NF4 codes and double-quantized absmax of n values (a flat row-major tensor).
 QuantTensor nf4_quantize(const float* x, std::int64_t n);
-// 8-bit blockwise quantization of n values with `code` (sorted, 256 values): nearest code
-// to x / absmax of its block, a tie to the lower one. absmax: (ceil(n / blocksize)).
+// The double quantization's offset: the mean of the blocks' absmax as bitsandbytes takes
+// it (torch's float32 mean on CPU, one thread's summation order; see nf4.cpp).
+float nf4_absmax_offset(const float* absmax, std::int64_t blocks);
+// 8-bit blockwise quantization of n values with `code` (sorted, 256 values) as bitsandbytes
+// 0.50.2 picks the code of x * (1 / absmax of its block): the nearest but within 1.5e-5 of
+// a midpoint between two codes (its 65536-point table; see nf4.cpp). An all-zero block
+// gets code 0. absmax: (ceil(n / blocksize)).
 void blockwise8_quantize(const float* x, std::int64_t n, std::int64_t blocksize,
                          const float* code, std::uint8_t* q, float* absmax);
 

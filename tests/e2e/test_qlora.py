@@ -121,14 +121,9 @@ def assert_merged(quant, name, got, want, w):
     libraries; w is the unquantized weight (the tolerance's scale)."""
     err = np.abs(got - want)
     tol = 1e-6 * np.abs(w).max()
-    if quant == "fp8":
-        assert err.max() <= tol, (name, err.max())
-        return
-    # bitsandbytes' approximate search picks a farther 8-bit absmax code now and then
-    # (tests/unit/test_quant.cpp): such a 64-value block differs by that one code step.
-    bad_blocks = (err.reshape(-1, 64) > tol).any(axis=1)
-    assert bad_blocks.mean() <= 0.05, (name, bad_blocks.mean(), err.max())
-    assert err.max() <= 0.02 * np.abs(w).max(), (name, err.max())
+    # anvil's FP8 and NF4 (its 8-bit absmax search included) equal torch's and
+    # bitsandbytes' bit for bit, so only the adapter's product rounds differently.
+    assert err.max() <= tol, (name, err.max())
 
 
 def check_export(tmp, model, runs, quant):
