@@ -1,11 +1,13 @@
 #!/usr/bin/env python3
-"""Golden reference outputs for anvil's LoRA training path (Llama, Qwen3, Qwen3-MoE, Mixtral).
+"""Golden reference outputs for anvil's LoRA training path (Llama, Qwen3, Qwen3-MoE, Mixtral, QLoRA).
 
 An independent implementation to test the C++ code against: Hugging Face
 `LlamaForCausalLM` / `Qwen3ForCausalLM` / `Qwen3MoeForCausalLM` / `MixtralForCausalLM` + PEFT
 LoRA, fp32 on CPU, eager attention, one thread. The mixture-of-experts specifics (per-expert
 files vs transformers 5's fused experts, per-expert LoRA vs PEFT's fused LoRA, the router's
 auxiliary loss) live in moe_lora.py (layouts, index maps, routing) and moe_peft.py (PEFT).
+The QLoRA case loads the model through transformers' BitsAndBytesConfig (NF4, bitsandbytes'
+Linear4bit under PEFT).
 
 For every case below the script
   1. writes `spec.json` (an HF config.json-style model shape) into tests/golden/<case>/,
@@ -115,6 +117,14 @@ CASES.update({
                                             norm_topk_prob=False),
                                   seed=34, T=16, r=4, alpha=8, rslora=False, max_norm=1.02, norm_std=0.2),
     "mixtral": dict(spec=MIXTRAL_SPEC, seed=36, T=16, r=2, alpha=4, rslora=False, max_norm=0.272, norm_std=0.2),
+    # QLoRA: the seven projections of every layer NF4 with double quantization, loaded the way
+    # users do it (transformers' BitsAndBytesConfig), PEFT LoRA on the bitsandbytes Linear4bit
+    # layers. Every in_features is a multiple of 64 (intermediate 192): bitsandbytes 0.50.2's
+    # CPU dequantize_4bit expands the blocks of a weight whose rows are not whole blocks
+    # wrongly ((64, 176) is off by 0.1; asserted below for each weight), and its forward and
+    # backward go through that dequantize.
+    "qlora_nf4": dict(spec={"intermediate_size": 192}, seed=15, T=16, r=4, alpha=8, rslora=False, max_norm=0.6011,
+                      quant="nf4"),
 })
 REGEN = ".venv/bin/python scripts/reference/make_golden.py --anvil build/src/cli/anvil --out tests/golden"
 
@@ -231,9 +241,14 @@ ARCHITECTURES = {"llama": "LlamaForCausalLM", "qwen3": "Qwen3ForCausalLM", "qwen
                  "mixtral": "MixtralForCausalLM"}
 
 
-def load_model(model_dir, spec):
+def load_model(model_dir, spec, quant=None):
+    kw = {}
+    if quant == "nf4":  # the QLoRA recipe: 4-bit NF4, double quantization, compute in fp32
+        kw = dict(device_map="cpu", quantization_config=transformers.BitsAndBytesConfig(
+            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=torch.float32))
     model = transformers.AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32,
-                                                              attn_implementation="eager")
+                                                              attn_implementation="eager", **kw)
     assert type(model).__name__ == ARCHITECTURES[spec["model_type"]], type(model).__name__
     model.eval()  # no dropout anywhere (there is none in these models, but be explicit)
     return model
@@ -280,6 +295,38 @@ def dense_lora(model, cfg, case_dir, rng):
     return pm, adapter, adapter.named()
 
 
+def check_nf4_base(model, model_dir):
+    """Every projection a bitsandbytes Linear4bit whose codes are bitsandbytes' quantize_4bit of
+    the file's weight, and whose dequantize_4bit (what its forward and backward multiply by)
+    equals the values its state gives by the documented layout; the rest as on disk.
+    Returns the number of 4-bit weights."""
+    import bitsandbytes as bnb
+    import bitsandbytes.functional as bnbf
+    on_disk = load_file(os.path.join(model_dir, "model.safetensors"))
+    n = 0
+    for name, mod in model.named_modules():
+        if not isinstance(mod, bnb.nn.Linear4bit):
+            continue
+        # no inference-only repacking of the weight for a bf16 CPU kernel (AVX512-BF16
+        # machines do it in eval mode): the reference must not depend on the CPU it ran on
+        mod.support_avx512bf16_for_cpu = False
+        w, st = mod.weight, mod.weight.quant_state
+        assert name.rsplit(".", 1)[-1] in TARGETS and st.nested and st.blocksize == 64, name
+        want_q, _ = bnbf.quantize_4bit(on_disk[name + ".weight"], blocksize=64, compress_statistics=True,
+                                       quant_type="nf4")
+        assert torch.equal(w.data.reshape(-1), want_q.reshape(-1)), name
+        absmax = bnbf.dequantize_blockwise(st.absmax, st.state2) + st.offset
+        packed = w.data.reshape(-1).long()
+        codes = torch.stack([packed >> 4, packed & 15], dim=1).reshape(-1)
+        by_layout = (st.code[codes] * absmax.repeat_interleave(64)).reshape(st.shape)
+        assert torch.equal(bnbf.dequantize_4bit(w.data, st), by_layout), f"{name}: dequantize_4bit != layout"
+        n += 1
+    for name, t in on_disk.items():
+        if not name.endswith("_proj.weight"):
+            assert torch.equal(model.state_dict()[name], t), name
+    return n
+
+
 def model_loss(pm, ids, tgt, spec):
     """(logits, loss, ce, aux, router logits): loss = ce (+ coef * aux for MoE)."""
     out = pm(input_ids=ids)  # no labels: HF would shift them
@@ -304,6 +351,10 @@ def run_case(name, cfg, anvil, case_dir, work, python_weights=False):
     model = load_model(model_dir, spec)
     check_weights_loaded(model, model_dir, spec["tie_word_embeddings"], lay)
     check_rope(model, spec)
+    if cfg.get("quant"):
+        model = load_model(model_dir, spec, cfg["quant"])
+        n_quant = check_nf4_base(model, model_dir)
+        assert n_quant == 7 * spec["num_hidden_layers"], n_quant
     model.name_or_path = None  # no hub model: keeps the temporary path out of adapter_config.json
 
     rng = np.random.default_rng(cfg["seed"])  # batch first, then the LoRA values
@@ -402,6 +453,13 @@ def run_case(name, cfg, anvil, case_dir, work, python_weights=False):
     }
     if cfg.get("norm_std"):
         meta["norm_std"] = cfg["norm_std"]
+    if cfg.get("quant"):
+        import bitsandbytes
+        meta["quant"] = cfg["quant"]
+        meta["quant_base"] = ("every q/k/v/o/gate/up/down_proj a bitsandbytes Linear4bit: NF4, blocksize 64, double "
+                              "quantization, compute dtype float32, from transformers' BitsAndBytesConfig at load; "
+                              "lm_head, embeddings and norms dense; anvil: model.quant nf4, default quant_skip")
+        meta["versions"]["bitsandbytes"] = bitsandbytes.__version__
     if python_weights:
         meta["model_command"] = ("NOT anvil: transformers from_config + save_pretrained "
                                  "(--python-weights, development only)")

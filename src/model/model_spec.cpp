@@ -128,12 +128,28 @@ std::vector<std::int64_t> int_list(const ConfigReader& r, const char* key) {
   return out;
 }
 
+// The routed experts' count. transformers reads either key for Qwen3-MoE and Mixtral (its
+// attribute_map makes num_experts another name of num_local_experts) and saves
+// num_local_experts since version 5; the hub's Qwen3-MoE configs say num_experts.
+std::int64_t expert_count(const ConfigReader& r, std::int64_t fallback) {
+  const bool plain = r.has("num_experts"), local = r.has("num_local_experts");
+  if (plain && local) {
+    const std::int64_t a = r.positive_int_value(r.j["num_experts"], "num_experts");
+    const std::int64_t b = r.positive_int_value(r.j["num_local_experts"], "num_local_experts");
+    ANVIL_CHECK_INPUT(a == b, r.label, ": keys 'num_experts' (", a, ") and 'num_local_experts' (", b,
+                      ") name the same count and differ");
+    return a;
+  }
+  if (local) return r.positive_int_value(r.j["num_local_experts"], "num_local_experts");
+  return r.optional_positive_int("num_experts", fallback);
+}
+
 // Qwen3-MoE (num_experts, moe_intermediate_size, decoder_sparse_step, mlp_only_layers) and
 // Mixtral (num_local_experts, every layer sparse, intermediate_size is the expert's).
 void parse_moe(const ConfigReader& r, ModelSpec& spec) {
   MoeSpec& m = spec.moe;
   const bool mixtral = spec.model_type == "mixtral";
-  m.num_experts = mixtral ? r.optional_positive_int("num_local_experts", 8) : r.optional_positive_int("num_experts", 128);
+  m.num_experts = expert_count(r, mixtral ? 8 : 128);
   m.top_k = r.optional_positive_int("num_experts_per_tok", mixtral ? 2 : 8);
   m.intermediate_size = mixtral ? spec.intermediate_size : r.optional_positive_int("moe_intermediate_size", 768);
   m.norm_topk_prob = mixtral || r.boolean("norm_topk_prob", false);

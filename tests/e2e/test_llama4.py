@@ -9,7 +9,9 @@ With --reference (needs scripts/setup.sh --reference, else exit 77): transformer
 Llama4ForCausalLM loads the merged model, holds exactly the merge computed here, and its
 logits are finite and differ from the base's and equal anvil's own forward and KV-cache
 logits on the merged model (logits_tool); PEFT loads the exported adapter onto the base
-(PeftModel.from_pretrained) and gives the merged model's logits. (That anvil's forward with the adapter is
+(PeftModel.from_pretrained) and gives the merged model's logits; the model saved by
+transformers with BitsAndBytesConfig (NF4) trains with model.quant nf4 exactly as the dense
+model's nf4 run. (That anvil's forward with the adapter is
 transformers' forward is the golden test's part: tests/golden/llama4.)
 
 Usage: test_llama4.py [--reference [LOGITS_TOOL]]   (ANVIL_BIN, ANVIL_SOURCE_DIR from the environment)"""
@@ -20,9 +22,13 @@ import sys
 import tempfile
 
 import numpy as np
+from safetensors import safe_open
 from safetensors.numpy import load_file
 
 import import_checks
+
+sys.path.insert(0, os.path.join(os.environ["ANVIL_SOURCE_DIR"], "scripts", "fixtures"))
+from quant_checkpoint import save_with_transformers_bnb  # noqa: E402
 
 REFERENCE = "--reference" in sys.argv[1:]
 # logits_tool (tests/e2e/logits_tool.cpp): anvil's own forward and KV-cache logits of a model dir
@@ -120,6 +126,36 @@ def main():
               f"({n_expert} into the fused experts)")
         if REFERENCE:
             check_reference(model, hf_dir, peft_dir, want)
+            check_bnb_checkpoint(tmp, model)
+
+
+def check_bnb_checkpoint(tmp, model):
+    """The model as a QLoRA user saves it (transformers, BitsAndBytesConfig NF4 with double
+    quantization, save_pretrained): transformers 5 packs the attention, the dense layers' MLPs
+    and the shared experts, and leaves the fused routed experts and the router dense. anvil
+    with model.quant nf4 keeps the packed codes and quantizes the rest as it would at load, so
+    the run equals the dense model's nf4 run bit for bit."""
+    bnb_dir = os.path.join(tmp, "bnb")
+    packed = save_with_transformers_bnb(model, bnb_dir)
+    with safe_open(os.path.join(bnb_dir, "model.safetensors"), "np") as f:
+        dense = {k for k in f.keys() if ".experts." in k or ".router." in k}
+    leaves = sorted({".".join(k.split(".")[-3:-1]) for k in packed})
+    assert leaves == ["feed_forward.down_proj", "feed_forward.gate_proj", "feed_forward.up_proj",
+                      "self_attn.k_proj", "self_attn.o_proj", "self_attn.q_proj", "self_attn.v_proj",
+                      "shared_expert.down_proj", "shared_expert.gate_proj", "shared_expert.up_proj"], leaves
+    assert dense and not dense & packed, sorted(dense)
+    runs = {}
+    for name, path in (("dense", model), ("bnb", bnb_dir)):
+        out = os.path.join(tmp, f"nf4_{name}")
+        sets = [f"output_dir={out}", f"model.path={path}", "model.quant=nf4", "train.steps=4", "train.warmup_steps=1",
+                "train.eval_every=0", "checkpoint.every=0", "lora.dropout=0", TARGETS, "log.every=1"]
+        anvil("train", CONFIG, *[a for s in sets for a in ("--set", s)])
+        losses = [json.loads(line)["loss"] for line in open(os.path.join(out, "metrics.jsonl")) if '"loss"' in line]
+        runs[name] = (losses, open(os.path.join(out, "adapter", "adapter_model.safetensors"), "rb").read())
+    assert runs["bnb"][0] == runs["dense"][0], (runs["bnb"][0], runs["dense"][0])
+    assert runs["bnb"][1] == runs["dense"][1], "the bitsandbytes checkpoint's adapter differs from the nf4 run's"
+    print(f"llama4: transformers' bitsandbytes checkpoint ({len(packed)} packed weights; experts and router dense) "
+          f"trains as the dense model's nf4 run, bit for bit (losses {np.round(runs['bnb'][0], 4).tolist()})")
 
 
 def check_peft_fused(peft_dir, base, want):

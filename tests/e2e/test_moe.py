@@ -11,7 +11,9 @@ layers' adapters on load), with adapters on the attention and every routed exper
   - bad combinations are config errors naming the key: dropout on expert adapters, targets
     that adapt no layer; the CUDA backend is refused for the tiny head_dim, not for the experts.
 With --reference (needs scripts/setup.sh --reference, else exit 77): transformers + PEFT
-load the exported adapter onto the base model and give the merged model's logits.
+load the exported adapter onto the base model and give the merged model's logits; the model
+saved by transformers with BitsAndBytesConfig (NF4) trains with model.quant nf4 exactly as
+the dense model's nf4 run.
 
 Usage: test_moe.py [--reference]   (ANVIL_BIN, ANVIL_SOURCE_DIR from the environment)"""
 import json
@@ -22,6 +24,9 @@ import tempfile
 
 import numpy as np
 from safetensors.numpy import load_file
+
+sys.path.insert(0, os.path.join(os.environ["ANVIL_SOURCE_DIR"], "scripts", "fixtures"))
+from quant_checkpoint import save_with_transformers_bnb  # noqa: E402
 
 REFERENCE = "--reference" in sys.argv[1:]
 if REFERENCE:
@@ -130,9 +135,10 @@ def check_family(name, tmp):
     print(f"{name}: resume exact, {len(adapter)} adapter tensors, {adapted} weights merged, "
           f"aux loss {steps[0]['aux_loss']:.4f} -> {steps[-1]['aux_loss']:.4f}, "
           f"expert load {steps[-1]['expert_load']}")
-    check_quantized(name, model, tmp, steps)
+    nf4_run = check_quantized(name, model, tmp, steps)
     if REFERENCE:
         check_reference(name, model, peft_dir, hf_dir)
+        check_bnb_checkpoint(name, model, tmp, nf4_run)
     return model
 
 
@@ -149,6 +155,35 @@ def check_quantized(name, model, tmp, steps):
     anvil("export", os.path.join(out, "checkpoints", "step_8.h5"), "--out", os.path.join(tmp, f"{name}_nf4_hf"))
     print(f"{name}: nf4 base (experts included): losses within 5% of the f32 run, e.g. {losses[-1]:.4f} vs "
           f"{steps[-1]['loss']:.4f}; merged export written")
+    return out
+
+
+def check_bnb_checkpoint(name, model, tmp, nf4_run):
+    """The model as a QLoRA user saves it: transformers with BitsAndBytesConfig (NF4, double
+    quantization) and save_pretrained. transformers 5 packs the attention projections only
+    (its routed experts are fused parameters, not Linear layers, and the router stays dense)
+    and writes the expert count as num_local_experts. anvil with model.quant nf4 keeps the
+    packed codes and quantizes the dense experts at load, so the run is the nf4 run of the
+    dense model, bit for bit (bitsandbytes' NF4 = anvil's)."""
+    bnb_dir = os.path.join(tmp, f"{name}_bnb")
+    packed = save_with_transformers_bnb(model, bnb_dir)
+    cfg = json.load(open(os.path.join(bnb_dir, "config.json")))
+    assert cfg["quantization_config"]["quant_method"] == "bitsandbytes", cfg
+    spec = SPECS[name]
+    n_experts = spec.get("num_experts", spec.get("num_local_experts"))
+    assert cfg.get("num_experts", cfg.get("num_local_experts")) == n_experts, cfg
+    packed = sorted({k.split(".")[-2] for k in packed})
+    assert packed == ["k_proj", "o_proj", "q_proj", "v_proj"], packed
+    out = os.path.join(tmp, f"{name}_bnb_run")
+    train(bnb_dir, out, "model.quant=nf4")
+    got = [json.loads(line)["loss"] for line in open(os.path.join(out, "metrics.jsonl")) if '"loss"' in line]
+    want = [json.loads(line)["loss"] for line in open(os.path.join(nf4_run, "metrics.jsonl")) if '"loss"' in line]
+    assert got == want, (got, want)
+    a = open(os.path.join(out, "adapter", "adapter_model.safetensors"), "rb").read()
+    b = open(os.path.join(nf4_run, "adapter", "adapter_model.safetensors"), "rb").read()
+    assert a == b, f"{name}: the bitsandbytes checkpoint's adapter differs from the nf4 run's"
+    print(f"{name}: transformers' bitsandbytes checkpoint (packed {packed}, experts and router dense, "
+          f"{'num_local_experts' if 'num_local_experts' in cfg else 'num_experts'}) trains as the nf4 run, bit for bit")
 
 
 def check_reference(name, model, peft_dir, hf_dir):

@@ -1,7 +1,8 @@
 // The Llama + LoRA model against Hugging Face transformers + PEFT (fp32, CPU): logits,
 // loss, every LoRA gradient and five AdamW steps with clipping (Llama, Qwen3 with qk-norm,
 // Qwen3-MoE and Mixtral: routing, the load-balancing loss, per-expert adapters; Llama 4: iRoPE,
-// chunked attention, the sigmoid router scaling the experts' input, the shared expert), on the tiny models of
+// chunked attention, the sigmoid router scaling the experts' input, the shared expert; QLoRA: an
+// NF4 base against bitsandbytes' Linear4bit under PEFT), on the tiny models of
 // tests/golden (made by scripts/reference/make_golden.py; the model weights come from our
 // generator with the committed spec and seed, so only small outputs are committed).
 #include <nlohmann/json.hpp>
@@ -11,6 +12,7 @@
 #include "io/files.h"
 #include "llama_test_util.h"
 #include "model/llama.h"
+#include "quant/quant_state.h"
 
 namespace anvil {
 namespace {
@@ -64,8 +66,18 @@ void check_golden(const std::string& name, bool checkpointing) {
   const model::LoraLayout layout(c.spec, c.adapter.spec);
   EXPECT_FLOAT_EQ(layout.spec().scale(), c.meta["lora"]["scaling"].get<float>());
   model::ModelLimits lim{c.B, c.T, checkpointing};
-  model::LlamaModel m(c.spec, model::base_weights_load(c.spec, dir.str(), DType::dtype_f32, model::tp_shard(c.spec, 0, 1)), layout,
-                      lim, *be, 0);
+  // A QLoRA case: the base's projections quantized at load as model.quant does, with the
+  // default model.quant_skip (the reference: bitsandbytes' Linear4bit under PEFT).
+  quant::QuantPolicy quant;
+  if (c.meta.contains("quant")) {
+    ASSERT_TRUE(quant::quant_kind_from_name(c.meta["quant"].get<std::string>(), &quant.kind));
+    quant.skip = {"lm_head", "embed_tokens", "router"};
+  }
+  model::BaseWeights base =
+      model::base_weights_load(c.spec, dir.str(), DType::dtype_f32, model::tp_shard(c.spec, 0, 1), quant);
+  EXPECT_EQ(base.quant, quant.kind);
+  EXPECT_EQ(base.quantized_bytes > 0, quant.kind != quant::QuantKind::quant_none);
+  model::LlamaModel m(c.spec, std::move(base), layout, lim, *be, 0);
   std::copy(c.adapter.params.begin(), c.adapter.params.end(), m.lora_params());
   const model::TokenBatch batch = c.batch();
   const auto count = static_cast<double>(c.trained());
@@ -178,7 +190,7 @@ TEST_P(GoldenTest, MatchesWithActivationCheckpointing) { check_golden(GetParam()
 
 INSTANTIATE_TEST_SUITE_P(Golden, GoldenTest,
                          ::testing::Values("gqa_untied", "tied", "odd_mqa", "llama3_rope", "qwen3_dense", "qwen3_moe",
-                                           "qwen3_moe_sparse_step", "mixtral", "llama4"));
+                                           "qwen3_moe_sparse_step", "mixtral", "llama4", "qlora_nf4"));
 
 }  // namespace
 }  // namespace anvil

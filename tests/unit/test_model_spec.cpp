@@ -255,6 +255,19 @@ TEST(ModelSpec, JsonRoundTripOtherTypes) {
             std::string::npos);
 }
 
+// transformers 5 saves a Qwen3-MoE config with num_local_experts (num_experts is another
+// name of it there); Mixtral's configs may say num_experts. Either name, both if they agree.
+TEST(ModelSpec, MoeExpertCountUnderEitherName) {
+  for (const char* type : {"qwen3_moe", "mixtral"}) {
+    SCOPED_TRACE(type);
+    const std::string t = std::string(R"(, "model_type": ")") + type + R"(", "num_experts_per_tok": 2)";
+    EXPECT_EQ(model_spec_from_json(small(t + R"(, "num_experts": 6)"), "a").moe.num_experts, 6);
+    EXPECT_EQ(model_spec_from_json(small(t + R"(, "num_local_experts": 6)"), "b").moe.num_experts, 6);
+    EXPECT_EQ(model_spec_from_json(small(t + R"(, "num_experts": 6, "num_local_experts": 6)"), "c").moe.num_experts, 6);
+    expect_bad(small(t + R"(, "num_experts": 6, "num_local_experts": 4)"), "'num_local_experts' (4)");
+  }
+}
+
 TEST(ModelSpec, TinyWeightList) {
   const ModelSpec s = *model_preset("tiny");
   const auto w = model_weight_list(s);
