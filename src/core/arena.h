@@ -38,8 +38,10 @@ class Arena {
     return reinterpret_cast<T*>(base_.get() + at);
   }
 
-  // Ends plan mode: allocates what the takes so far asked for (zeroed) and rewinds.
+  // Ends plan mode: allocates what the takes so far asked for (zeroed) and rewinds. From
+  // kOwnPages bytes on, the memory is mapped pages of its own (returned whole on release).
   void allocate();
+  static constexpr std::size_t kOwnPages = std::size_t{1} << 20;
   // The same from another memory (a device's): `alloc` returns zeroed memory aligned to at
   // least kAlign, `release` frees it when the arena goes.
   void allocate(const std::function<void*(std::size_t)>& alloc, std::function<void(void*)> release);

@@ -59,12 +59,18 @@ void AdapterState::download() {
 std::vector<float> AdapterState::gather_full(comm::Comm& tp, comm::Comm& ep) const {
   std::vector<float> mine(static_cast<std::size_t>(n_));
   be_.copy_to_host(mine.data(), model_.lora_params(), bytes_);
+  if (tp.size() == 1 && ep.size() == 1) return mine;  // this rank's layout is the whole one
   // (ep, tp, n): every rank's local adapter, in (ep rank, tp rank) order. The ep ranks'
-  // layouts hold different experts but have the same size (E / ep experts each).
-  std::vector<float> by_tp(static_cast<std::size_t>(n_ * tp.size()));
-  tp.allgather(mine.data(), by_tp.data(), n_, DType::dtype_f32);
-  std::vector<float> gathered(by_tp.size() * static_cast<std::size_t>(ep.size()));
-  ep.allgather(by_tp.data(), gathered.data(), n_ * tp.size(), DType::dtype_f32);
+  // layouts hold different experts but have the same size (E / ep experts each). Each
+  // stage's input is let go once gathered: the plan counts the TP slices and the result.
+  std::vector<float> gathered(static_cast<std::size_t>(n_ * tp.size()));
+  tp.allgather(mine.data(), gathered.data(), n_, DType::dtype_f32);
+  std::vector<float>().swap(mine);
+  if (ep.size() > 1) {
+    std::vector<float> by_ep(gathered.size() * static_cast<std::size_t>(ep.size()));
+    ep.allgather(gathered.data(), by_ep.data(), n_ * tp.size(), DType::dtype_f32);
+    gathered.swap(by_ep);
+  }
   std::vector<float> out;
   if (tp.rank() != 0 || ep.rank() != 0) return out;
   out.resize(static_cast<std::size_t>(full_.size()));

@@ -2,7 +2,8 @@
 rank's peak memory; `anvil train` on CPU ranks (a 66M-parameter Llama, SmolLM2-like with 8
 heads so that tp 2 splits it, random f32 weights, seq 256, 2 steps) measures it. Every
 rank's peak RSS must be within 10% of the plan: on one rank (f32 weights mapped in place),
-and on two ranks with tp 2 and activation checkpointing (bf16 weights converted to f32). Weights are about half of the total, activations most of the rest.
+and on two ranks with tp 2 and activation checkpointing (bf16 weights converted to f32);
+and both again with model.quant nf4 (QLoRA: each rank's projections quantized at load). Weights are about half of the total, activations most of the rest.
 
 Peak RSS is the rank's ru_maxrss: each rank runs under a small wrapper that waits for it and
 writes RUSAGE_CHILDREN (so under mpirun each rank is measured on its own). The plan's
@@ -36,6 +37,7 @@ output_dir: {out}
 model:
   path: {model}
   dtype: f32
+  quant: {quant}
 lora:
   rank: 16
   alpha: 32
@@ -125,12 +127,15 @@ def check_plans(tmp):
         run([ANVIL, "init-model", "--spec", os.path.join(shape, "config.json"), "--out", f"{model}_{dtype}",
              "--dtype", dtype, "--seed", "1"])
     ok = True
-    for tp, ckpt, dtype in ((1, False, "f32"), (2, True, "bf16")):
-        name = f"tp {tp}, {dtype} file{', activation checkpointing' if ckpt else ''}"
-        out = os.path.join(tmp, f"run_tp{tp}_{'ckpt' if ckpt else 'full'}")
+    # QLoRA: the base's projections quantized at load (each rank its slice), the rest f32.
+    cases = ((1, False, "f32", "none"), (2, True, "bf16", "none"), (1, False, "bf16", "nf4"), (2, True, "bf16", "nf4"))
+    for tp, ckpt, dtype, quant in cases:
+        name = f"tp {tp}, {dtype} file{', nf4' if quant != 'none' else ''}{', activation checkpointing' if ckpt else ''}"
+        out = os.path.join(tmp, f"run_tp{tp}_{'ckpt' if ckpt else 'full'}_{quant}")
         config = out + ".yaml"
         with open(config, "w") as f:
-            f.write(CONFIG.format(out=out, model=f"{model}_{dtype}", src=SRC, tp=tp, ckpt="true" if ckpt else "false"))
+            f.write(CONFIG.format(out=out, model=f"{model}_{dtype}", src=SRC, tp=tp, ckpt="true" if ckpt else "false",
+                                  quant=quant))
         rank0, others, step_s, _ = plan_totals(config, tp)
         rss, measured_s = measured(tmp, config, out, tp)
         ok &= check(f"{name}, rank 0", rank0, rss[0])
