@@ -1,6 +1,7 @@
 // ModelSpec <-> Hugging Face config.json.
 #include "model/model_spec.h"
 
+#include <algorithm>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <sstream>
@@ -100,13 +101,35 @@ void parse_rope(const ConfigReader& r, ModelSpec& spec) {
   ANVIL_CHECK_INPUT(spec.rope.factor > 0, r.label, ": key '", k, ".factor' must be positive");
 }
 
+// Whether any layer of a Qwen2/Qwen3 model with use_sliding_window attends through the
+// window: transformers' layer_types when given, else layers from max_window_layers (default
+// 28) on. With fewer layers than that (most Qwen configs), none does.
+bool qwen_window_used(const ConfigReader& r, const ModelSpec& spec) {
+  if (r.has("layer_types")) {
+    const json& types = r.j["layer_types"];
+    ANVIL_CHECK_INPUT(types.is_array() && static_cast<std::int64_t>(types.size()) == spec.num_hidden_layers, r.label,
+                      ": key 'layer_types' must list one type per layer (", spec.num_hidden_layers, ")");
+    return std::any_of(types.begin(), types.end(), [](const json& t) { return t == "sliding_attention"; });
+  }
+  std::int64_t first = 28;  // Qwen2Config's and Qwen3Config's default
+  if (r.has("max_window_layers")) {
+    const json& v = r.j["max_window_layers"];
+    ANVIL_CHECK_INPUT(v.is_number_integer() && v.get<std::int64_t>() >= 0, r.label,
+                      ": key 'max_window_layers' must be a non-negative integer, got ", v.dump());
+    first = v.get<std::int64_t>();
+  }
+  return first < spec.num_hidden_layers;
+}
+
 // Mistral: a missing key means transformers' default window of 4096, null means none.
-// Qwen2: the window is only used when use_sliding_window is true. Llama has none.
+// Qwen2: the window is only used when use_sliding_window is true, and then only on the
+// layers qwen_window_used names. Llama has none.
 // Qwen3 and Qwen3-MoE as Qwen2; Mixtral as Mistral but with no window when the key is missing.
 void parse_sliding_window(const ConfigReader& r, ModelSpec& spec) {
   const std::string& t = spec.model_type;
   const bool mistral = t == "mistral" || t == "mixtral";
-  const bool qwen_on = (t == "qwen2" || t == "qwen3" || t == "qwen3_moe") && r.boolean("use_sliding_window", false);
+  const bool qwen_on = (t == "qwen2" || t == "qwen3" || t == "qwen3_moe") && r.boolean("use_sliding_window", false) &&
+                       qwen_window_used(r, spec);
   if (!mistral && !qwen_on) return;
   if (!r.j.contains("sliding_window")) {
     if (t != "mixtral") spec.sliding_window = 4096;  // MistralConfig's and Qwen2/3Config's default
@@ -437,6 +460,7 @@ std::string model_spec_to_json(const ModelSpec& s) {
   if (s.model_type == "qwen2" || qwen3) {
     j["use_sliding_window"] = s.sliding_window > 0;
     j["sliding_window"] = window;
+    if (s.sliding_window > 0) j["max_window_layers"] = 0;  // the window on every layer, as anvil reads it
   }
   if (s.model_type == "mixtral") {
     j["num_local_experts"] = s.moe.num_experts;

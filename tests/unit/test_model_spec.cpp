@@ -147,7 +147,20 @@ TEST(ModelSpec, MistralSlidingWindow) {
   // Qwen2 only uses its window when use_sliding_window is true.
   EXPECT_EQ(model_spec_from_json(small(R"(, "model_type": "qwen2", "sliding_window": 16)"), "q").sliding_window, 0);
   EXPECT_EQ(model_spec_from_json(small(R"(, "model_type": "qwen2", "use_sliding_window": true,
-                                          "sliding_window": 16)"), "q").sliding_window, 16);
+                                          "sliding_window": 16, "max_window_layers": 0)"), "q").sliding_window, 16);
+  // ... and then only on the layers from max_window_layers (default 28) on, or those that
+  // layer_types calls sliding_attention: none here (2 layers), so no window at all.
+  for (const char* type : {"qwen2", "qwen3", "qwen3_moe"}) {
+    SCOPED_TRACE(type);
+    const std::string t = std::string(R"(, "model_type": ")") + type + R"(", "use_sliding_window": true, "sliding_window": 16)";
+    EXPECT_EQ(model_spec_from_json(small(t), "q").sliding_window, 0);
+    EXPECT_EQ(model_spec_from_json(small(t + R"(, "max_window_layers": 1)"), "q").sliding_window, 16);
+    EXPECT_EQ(model_spec_from_json(small(t + R"(, "layer_types": ["full_attention", "full_attention"])"), "q").sliding_window, 0);
+    EXPECT_EQ(model_spec_from_json(small(t + R"(, "layer_types": ["full_attention", "sliding_attention"])"), "q")
+                  .sliding_window, 16);
+    expect_bad(small(t + R"(, "layer_types": ["full_attention"])"), "'layer_types'");
+    expect_bad(small(t + R"(, "max_window_layers": -1)"), "'max_window_layers'");
+  }
 }
 
 TEST(ModelSpec, DtypeSpellings) {
