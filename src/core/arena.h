@@ -39,7 +39,8 @@ class Arena {
   }
 
   // Ends plan mode: allocates what the takes so far asked for (zeroed) and rewinds. From
-  // kOwnPages bytes on, the memory is mapped pages of its own (returned whole on release).
+  // kOwnPages bytes on, the memory is mapped pages of its own (returned whole on release;
+  // not under AddressSanitizer, which checks malloc's blocks only).
   void allocate();
   static constexpr std::size_t kOwnPages = std::size_t{1} << 20;
   // The same from another memory (a device's): `alloc` returns zeroed memory aligned to at
