@@ -103,7 +103,8 @@ void parse_rope(const ConfigReader& r, ModelSpec& spec) {
 
 // Whether any layer of a Qwen2/Qwen3 model with use_sliding_window attends through the
 // window: transformers' layer_types when given, else layers from max_window_layers (default
-// 28) on. With fewer layers than that (most Qwen configs), none does.
+// 28) on. With fewer layers than that (most Qwen configs), none does. (Qwen3-MoE has no
+// per-layer rule in transformers: its window, when on, is every layer's.)
 bool qwen_window_used(const ConfigReader& r, const ModelSpec& spec) {
   if (r.has("layer_types")) {
     const json& types = r.j["layer_types"];
@@ -124,12 +125,14 @@ bool qwen_window_used(const ConfigReader& r, const ModelSpec& spec) {
 // Mistral: a missing key means transformers' default window of 4096, null means none.
 // Qwen2: the window is only used when use_sliding_window is true, and then only on the
 // layers qwen_window_used names. Llama has none.
-// Qwen3 and Qwen3-MoE as Qwen2; Mixtral as Mistral but with no window when the key is missing.
+// Qwen3 as Qwen2; Qwen3-MoE's window, when on, on every layer; Mixtral as Mistral but with no
+// window when the key is missing.
 void parse_sliding_window(const ConfigReader& r, ModelSpec& spec) {
   const std::string& t = spec.model_type;
   const bool mistral = t == "mistral" || t == "mixtral";
-  const bool qwen_on = (t == "qwen2" || t == "qwen3" || t == "qwen3_moe") && r.boolean("use_sliding_window", false) &&
-                       qwen_window_used(r, spec);
+  const bool per_layer = t == "qwen2" || t == "qwen3";
+  const bool qwen_on = (per_layer || t == "qwen3_moe") && r.boolean("use_sliding_window", false) &&
+                       (!per_layer || qwen_window_used(r, spec));
   if (!mistral && !qwen_on) return;
   if (!r.j.contains("sliding_window")) {
     if (t != "mixtral") spec.sliding_window = 4096;  // MistralConfig's and Qwen2/3Config's default
@@ -460,7 +463,8 @@ std::string model_spec_to_json(const ModelSpec& s) {
   if (s.model_type == "qwen2" || qwen3) {
     j["use_sliding_window"] = s.sliding_window > 0;
     j["sliding_window"] = window;
-    if (s.sliding_window > 0) j["max_window_layers"] = 0;  // the window on every layer, as anvil reads it
+    // the window on every layer, as anvil reads it (Qwen3-MoE's rule in transformers)
+    if (s.sliding_window > 0 && s.model_type != "qwen3_moe") j["max_window_layers"] = 0;
   }
   if (s.model_type == "mixtral") {
     j["num_local_experts"] = s.moe.num_experts;

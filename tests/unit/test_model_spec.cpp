@@ -150,7 +150,12 @@ TEST(ModelSpec, MistralSlidingWindow) {
                                           "sliding_window": 16, "max_window_layers": 0)"), "q").sliding_window, 16);
   // ... and then only on the layers from max_window_layers (default 28) on, or those that
   // layer_types calls sliding_attention: none here (2 layers), so no window at all.
-  for (const char* type : {"qwen2", "qwen3", "qwen3_moe"}) {
+  // Qwen3-MoE has no such rule in transformers: its window is every layer's.
+  EXPECT_EQ(model_spec_from_json(small(R"(, "model_type": "qwen3_moe", "use_sliding_window": true,
+                                          "sliding_window": 16)"), "q").sliding_window, 16);
+  EXPECT_EQ(model_spec_from_json(small(R"(, "model_type": "qwen3_moe", "use_sliding_window": true,
+                                          "sliding_window": 16, "max_window_layers": 28)"), "q").sliding_window, 16);
+  for (const char* type : {"qwen2", "qwen3"}) {
     SCOPED_TRACE(type);
     const std::string t = std::string(R"(, "model_type": ")") + type + R"(", "use_sliding_window": true, "sliding_window": 16)";
     EXPECT_EQ(model_spec_from_json(small(t), "q").sliding_window, 0);
