@@ -45,6 +45,11 @@ bool has_part(const std::string& name, const std::vector<std::string>& parts) {
 
 }  // namespace
 
+const std::vector<std::string>& default_quant_skip() {
+  static const std::vector<std::string> skip{"lm_head", "embed_tokens", "router"};
+  return skip;
+}
+
 bool QuantPolicy::applies(const std::string& tensor_name) const {
   return kind != QuantKind::quant_none && !has_part(tensor_name, skip);
 }

@@ -64,6 +64,9 @@ struct QuantPolicy {
   std::optional<Bnb4OnDisk> bnb = std::nullopt;
 };
 
+// model.quant_skip's default: the output head, the embedding and MoE routers stay dense.
+const std::vector<std::string>& default_quant_skip();
+
 // One quantized tensor: its codes and the arrays its QuantState points into.
 struct QuantTensor {
   std::vector<std::uint8_t> codes;

@@ -166,8 +166,11 @@ std::vector<ConfigKey> schema_model_lora() {
                                               "experts.gate_proj", "experts.up_proj", "experts.down_proj"};
   // model.quant_skip names dot-separated parts of a tensor's name: the dense projections, and
   // "experts" for every routed expert's.
-  std::vector<std::string> quant_skip_names{"lm_head", "embed_tokens", "router", "experts"};
+  std::vector<std::string> quant_skip_names = quant::default_quant_skip();
+  quant_skip_names.push_back("experts");
   quant_skip_names.insert(quant_skip_names.end(), lora_modules.begin(), lora_modules.begin() + 7);
+  std::string quant_skip_default;
+  for (const auto& n : quant::default_quant_skip()) quant_skip_default += (quant_skip_default.empty() ? "" : ", ") + n;
   return {
       row("output_dir", key_path, "", bind_top<&TrainConfig::output_dir>(),
           "run directory: metrics.jsonl, checkpoints and logs go under it (created if missing)"),
@@ -182,7 +185,7 @@ std::vector<ConfigKey> schema_model_lora() {
           "quantize the frozen base's linear weights at load (QLoRA): nf4 = 4-bit NormalFloat with double "
           "quantization (~0.53 bytes/param), fp8 = e4m3 with per-row scales (~1 byte/param); the adapter stays fp32",
           {}, enum_names(QuantMode{})),
-      row("model.quant_skip", key_list, "[lm_head, embed_tokens, router]", FIELD(model, quant_skip),
+      row("model.quant_skip", key_list, "[" + quant_skip_default + "]", FIELD(model, quant_skip),
           "linear layers kept unquantized under model.quant (norms, biases and the embedding always are)", {},
           quant_skip_names),
 

@@ -81,7 +81,7 @@ int main(int argc, char** argv) try {
   const std::string dir = argv[1];
   std::int64_t T = 512, B = 1, rank = 16, steps = 5, warmup = 1;
   bool ckpt = false;
-  quant::QuantPolicy quant{quant::QuantKind::quant_none, {"lm_head", "embed_tokens", "router"}};
+  quant::QuantPolicy quant{quant::QuantKind::quant_none, quant::default_quant_skip()};
   for (int i = 2; i < argc; ++i) {
     const std::string a = argv[i];
     auto next = [&] { ANVIL_CHECK_INPUT(i + 1 < argc, a, " needs a value"); return std::atoll(argv[++i]); };

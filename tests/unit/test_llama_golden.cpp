@@ -71,7 +71,7 @@ void check_golden(const std::string& name, bool checkpointing) {
   quant::QuantPolicy quant;
   if (c.meta.contains("quant")) {
     ASSERT_TRUE(quant::quant_kind_from_name(c.meta["quant"].get<std::string>(), &quant.kind));
-    quant.skip = {"lm_head", "embed_tokens", "router"};
+    quant.skip = quant::default_quant_skip();
   }
   model::BaseWeights base =
       model::base_weights_load(c.spec, dir.str(), DType::dtype_f32, model::tp_shard(c.spec, 0, 1), quant);

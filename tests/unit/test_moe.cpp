@@ -290,7 +290,7 @@ TEST(MoeModel, Llama4ExpertsQuantizeAtLoadFromTheirOwnCopy) {
   const model::BaseWeights dense = model::base_weights_load(f.spec, f.dir.str(), DType::dtype_f32, one);
   for (const auto kind : {quant::QuantKind::quant_nf4, quant::QuantKind::quant_fp8}) {
     const DType dt = kind == quant::QuantKind::quant_nf4 ? DType::dtype_nf4 : DType::dtype_fp8_e4m3;
-    const quant::QuantPolicy policy{kind, {"lm_head", "embed_tokens", "router"}};
+    const quant::QuantPolicy policy{kind, quant::default_quant_skip()};
     const model::BaseWeights q = model::base_weights_load(f.spec, f.dir.str(), DType::dtype_f32, one, policy);
     int checked = 0;
     for (std::int64_t l = 0; l < f.spec.num_hidden_layers; ++l) {
@@ -318,7 +318,8 @@ TEST(MoeModel, Llama4ExpertsQuantizeAtLoadFromTheirOwnCopy) {
     }
     EXPECT_EQ(checked, 2 * 5 * 3);
     EXPECT_GT(q.quantized_bytes, 0);
-    const quant::QuantPolicy keep{kind, {"lm_head", "embed_tokens", "router", "experts"}};
+    quant::QuantPolicy keep = policy;
+    keep.skip.push_back("experts");
     const model::BaseWeights kept = model::base_weights_load(f.spec, f.dir.str(), DType::dtype_f32, one, keep);
     EXPECT_EQ(kept.layers[1].experts[2][0].dtype, DType::dtype_f32);
     EXPECT_EQ(kept.layers[1].proj[static_cast<int>(model::Proj::proj_up)].dtype, dt);
