@@ -56,6 +56,9 @@ from safetensors.torch import load_file, save_file
 import moe_lora
 import moe_peft
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "fixtures"))
+from quant_checkpoint import nf4_values_by_layout  # noqa: E402
+
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 B = 2
 STEPS = 5
@@ -315,10 +318,7 @@ def check_nf4_base(model, model_dir):
         want_q, _ = bnbf.quantize_4bit(on_disk[name + ".weight"], blocksize=64, compress_statistics=True,
                                        quant_type="nf4")
         assert torch.equal(w.data.reshape(-1), want_q.reshape(-1)), name
-        absmax = bnbf.dequantize_blockwise(st.absmax, st.state2) + st.offset
-        packed = w.data.reshape(-1).long()
-        codes = torch.stack([packed >> 4, packed & 15], dim=1).reshape(-1)
-        by_layout = (st.code[codes] * absmax.repeat_interleave(64)).reshape(st.shape)
+        by_layout = nf4_values_by_layout(w.data, st, tuple(st.shape))
         assert torch.equal(bnbf.dequantize_4bit(w.data, st), by_layout), f"{name}: dequantize_4bit != layout"
         n += 1
     for name, t in on_disk.items():

@@ -31,7 +31,7 @@ import numpy as np
 from safetensors.numpy import load_file
 
 sys.path.insert(0, os.path.join(os.environ["ANVIL_SOURCE_DIR"], "scripts", "fixtures"))
-from quant_checkpoint import write_quantized_checkpoint  # noqa: E402
+from quant_checkpoint import nf4_values_by_layout, write_quantized_checkpoint  # noqa: E402
 
 ANVIL = os.environ["ANVIL_BIN"]
 SRC = os.environ["ANVIL_SOURCE_DIR"]
@@ -104,16 +104,9 @@ def reference_dequantize(quant, w):
         import bitsandbytes.functional as F
     except ImportError:
         return None
-    # bitsandbytes quantizes; the values are expanded here from its state by the documented
-    # layout (high nibble first, code[q] * absmax[block], absmax = dequantize_blockwise +
-    # offset): its CPU dequantize_4bit of 0.50.2 returns wrong values for a (64, 176)
-    # weight (errors of 0.26 where the quantization step is 0.04), its quantize_4bit is right.
+    # bitsandbytes quantizes; the values are expanded from its state by the documented layout
     q, st = F.quantize_4bit(t, blocksize=64, compress_statistics=True, quant_type="nf4")
-    absmax = F.dequantize_blockwise(st.absmax, st.state2) + st.offset
-    packed = q.reshape(-1).long()
-    codes = torch.stack([packed >> 4, packed & 15], dim=1).reshape(-1)[: w.size]
-    values = st.code[codes] * absmax.repeat_interleave(64)[: w.size]
-    return values.reshape(w.shape).numpy()
+    return nf4_values_by_layout(q, st, w.shape).numpy()
 
 
 def assert_merged(quant, name, got, want, w):
