@@ -17,6 +17,7 @@
 #include <omp.h>
 
 #include "backend/cpu/cpu_backend.h"
+#include "backend/cpu/cpu_exp.h"
 #include "core/error.h"
 
 namespace anvil::backend {
@@ -95,14 +96,11 @@ void CpuBackend::attention_forward(float* out, float* lse, const float* q, const
         float mx = -std::numeric_limits<float>::infinity();
         for (i64 j = 0; j <= i; ++j)
           if (visible(seg, i, j)) mx = std::max(mx, row[j]);
+        exp_shifted(row, mx, row, i + 1);
         double sum = 0.0;
         for (i64 j = 0; j < keys; ++j) {
-          if (visible(seg, i, j)) {
-            row[j] = std::exp(row[j] - mx);
-            sum += row[j];
-          } else {
-            row[j] = 0.0f;  // masked keys get exactly zero weight
-          }
+          if (!visible(seg, i, j)) row[j] = 0.0f;  // masked keys get exactly zero weight
+          sum += row[j];
         }
         const auto inv = static_cast<float>(1.0 / sum);
         for (i64 j = 0; j <= i; ++j) row[j] *= inv;
@@ -151,8 +149,9 @@ void CpuBackend::attention_backward(float* dq, float* dk, float* dv, const float
 #pragma omp parallel for schedule(static) if (!sp.whole && rows * keys >= kParallelWork)
         for (i64 r = 0; r < rows; ++r) {
           float* row = p + r * keys;
+          exp_shifted(row, lse_bh[i0 + r], row, i0 + r + 1);
           for (i64 j = 0; j < keys; ++j)
-            row[j] = visible(seg, i0 + r, j) ? std::exp(row[j] - lse_bh[i0 + r]) : 0.0f;
+            if (!visible(seg, i0 + r, j)) row[j] = 0.0f;
         }
         // dV += P^T dO
         gemm(true, false, keys, D, rows, 1.0f, p, keys, dout + qo, hs.ldq, 1.0f, dv + hs.kv_off,

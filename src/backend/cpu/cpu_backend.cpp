@@ -13,6 +13,7 @@
 #include <new>
 #include <vector>
 
+#include "backend/cpu/cpu_exp.h"
 #include "core/dtype.h"
 #include "core/error.h"
 #include "quant/quant_state.h"
@@ -287,21 +288,35 @@ void CpuBackend::embedding_backward(float* dtable, const float* dout, const std:
 
 // ---- SwiGLU: h = silu(gate) * up, silu(g) = g / (1 + exp(-g)) as PyTorch computes it ----
 
+// exp(-g) goes through the vector exp a chunk at a time, into a buffer on the stack.
+constexpr i64 kSwigluChunk = 1024;
+
 void CpuBackend::swiglu_forward(float* h, const float* gate, const float* up, i64 n) {
 #pragma omp parallel for schedule(static) if (n >= kParallelWork)
-  for (i64 i = 0; i < n; ++i) h[i] = gate[i] / (1.0f + std::exp(-gate[i])) * up[i];
+  for (i64 c0 = 0; c0 < n; c0 += kSwigluChunk) {
+    const i64 len = std::min(kSwigluChunk, n - c0);
+    std::array<float, kSwigluChunk> e;
+    exp_negated(gate + c0, e.data(), len);
+    for (i64 j = 0; j < len; ++j) h[c0 + j] = gate[c0 + j] / (1.0f + e[j]) * up[c0 + j];
+  }
 }
 
 // d silu(g)/dg = s (1 + g (1 - s)) with s = sigmoid(g).
 void CpuBackend::swiglu_backward(float* dgate, float* dup, const float* dh, const float* gate,
                                  const float* up, i64 n) {
 #pragma omp parallel for schedule(static) if (n >= kParallelWork)
-  for (i64 i = 0; i < n; ++i) {
-    const float g = gate[i];
-    const float e1 = 1.0f + std::exp(-g);
-    const float s = 1.0f / e1;
-    dgate[i] = dh[i] * up[i] * s * (1.0f + g * (1.0f - s));
-    dup[i] = dh[i] * (g / e1);
+  for (i64 c0 = 0; c0 < n; c0 += kSwigluChunk) {
+    const i64 len = std::min(kSwigluChunk, n - c0);
+    std::array<float, kSwigluChunk> e;
+    exp_negated(gate + c0, e.data(), len);
+    for (i64 j = 0; j < len; ++j) {
+      const i64 i = c0 + j;
+      const float g = gate[i];
+      const float e1 = 1.0f + e[j];
+      const float s = 1.0f / e1;
+      dgate[i] = dh[i] * up[i] * s * (1.0f + g * (1.0f - s));
+      dup[i] = dh[i] * (g / e1);
+    }
   }
 }
 

@@ -6,6 +6,7 @@
 #include <cmath>
 
 #include "backend/cpu/cpu_backend.h"
+#include "backend/cpu/cpu_exp.h"
 #include "backend/lm_head_shape.h"
 #include "core/error.h"
 
@@ -44,8 +45,8 @@ double CpuBackend::lm_head_cross_entropy(float* dhidden, const float* hidden,
       row_max[i] = tg[i] == kIgnoreIndex ? 0.0f : *std::max_element(li, li + V);
     }
     if (sharded) reduce->max(row_max, rows);
-    // With a gradient to make, each exp(l_j - m) replaces its logit and the gradient's pass
-    // reuses it: one expf per logit instead of two, the same values.
+    // Each exp(l_j - m) replaces its logit, and the gradient's pass reuses it: one exp per
+    // logit. Without a gradient the logits are not needed after the sum either.
 #pragma omp parallel for schedule(static) if (rows * V >= kParallelWork)
     for (i64 i = 0; i < rows; ++i) {
       float* li = logits + i * V;
@@ -54,14 +55,8 @@ double CpuBackend::lm_head_cross_entropy(float* dhidden, const float* hidden,
       if (tg[i] == kIgnoreIndex) continue;
       const i64 t = tg[i] - v0;
       if (t >= 0 && t < V) target_logit[i] = li[t];
-      if (dhidden) {
-        for (i64 j = 0; j < V; ++j) {
-          li[j] = std::exp(li[j] - row_max[i]);  // in (0, 1]
-          sum[i] += li[j];
-        }
-      } else {
-        for (i64 j = 0; j < V; ++j) sum[i] += std::exp(li[j] - row_max[i]);
-      }
+      exp_shifted(li, row_max[i], li, V);  // in [0, 1]
+      for (i64 j = 0; j < V; ++j) sum[i] += li[j];
     }
     if (sharded) reduce->sum(row_sums, 2 * rows);
     for (i64 i = 0; i < rows; ++i)  // in row order: deterministic
