@@ -8,6 +8,7 @@
 // put in llama.cpp's q/k row order, quantized, written. Llama 4's fused experts are read
 // split per expert (MergedSource::FusedExperts::split) and stacked like any other family's.
 #include <algorithm>
+#include <bit>
 #include <cmath>
 #include <exception>
 #include <filesystem>
@@ -61,6 +62,15 @@ std::size_t thread_count() {
 #else
   return 1;
 #endif
+}
+
+// No NaN or infinity among x[0, n): every element's exponent bits tested, no early exit, so
+// that the loop vectorizes (a find_if over the merged rows took a fifth of a q4_0 export).
+bool all_finite(const float* x, std::int64_t n) {
+  std::uint32_t special = 0;
+#pragma omp simd reduction(| : special)
+  for (std::int64_t i = 0; i < n; ++i) special |= (std::bit_cast<std::uint32_t>(x[i]) & 0x7f800000u) == 0x7f800000u;
+  return special == 0;
 }
 
 // ggml order: the row length first.
@@ -150,9 +160,11 @@ void merged_tensor_write(MergedSource& source, std::size_t src_index, std::int64
     const float* rows = buf.rows.data();
     // The quantizers' scales need finite inputs; a NaN here is a diverged adapter or a
     // damaged base, and no inference client could use the file.
-    const auto bad = std::find_if(rows, rows + m * t.cols, [](float v) { return !std::isfinite(v); });
-    ANVIL_CHECK_INPUT(bad == rows + m * t.cols, "export: ", t.name, " has a non-finite value (", *bad, ") in row ",
-                      row + (bad - rows) / t.cols, " of the merged weights; the adapter or the base is damaged");
+    if (!all_finite(rows, m * t.cols)) {
+      const auto bad = std::find_if(rows, rows + m * t.cols, [](float v) { return !std::isfinite(v); });
+      throw_user_error("export: ", t.name, " has a non-finite value (", *bad, ") in row ", row + (bad - rows) / t.cols,
+                       " of the merged weights; the adapter or the base is damaged");
+    }
     if (heads > 0) {
       for (std::int64_t r = 0; r < m; ++r) {
         const std::int64_t to = gguf::gguf_permuted_row(row + r, t.rows, heads) - row;

@@ -11,6 +11,13 @@
 
 namespace anvil::exporting {
 
+const nlohmann::json& json_field(const nlohmann::json& obj, const std::string& key) {
+  static const nlohmann::json null_value;
+  if (!obj.is_object()) return null_value;
+  const auto it = obj.find(key);
+  return it == obj.end() ? null_value : *it;
+}
+
 namespace {
 
 using json = nlohmann::json;
@@ -25,9 +32,7 @@ bool truthy(const json& j) {
   return true;
 }
 
-json field(const json& obj, const std::string& key) {
-  return obj.is_object() && obj.contains(key) ? obj[key] : json();
-}
+const json& field(const json& obj, const std::string& key) { return json_field(obj, key); }
 
 // The GGUF key of each special token type SpecialVocab has a writer for; the others (cls)
 // it skips with a warning.
@@ -144,12 +149,12 @@ void read_post_processor(const TokenizerFiles& f, json& config, Specials& sv) {
   json eos = field(config, "eos_token"), sep = field(config, "sep_token");
   if (!truthy(bos) && truthy(cls) && have_config) config["bos_token"] = bos = cls;
   if (!truthy(eos) && truthy(sep) && have_config) config["eos_token"] = eos = sep;
-  const json pp = field(f.tokenizer, "post_processor");
+  const json& pp = field(f.tokenizer, "post_processor");
   if (!truthy(pp)) return;
   const json processors = pp.contains("processors") ? pp["processors"] : json::array({pp});
   ANVIL_CHECK_INPUT(processors.is_array(), f.tokenizer_path, ": post_processor.processors must be a list");
   for (const json& processor : processors) {
-    const json type_field = field(processor, "type");
+    const json& type_field = field(processor, "type");
     const std::string type = type_field.is_string() ? type_field.get<std::string>() : "";
     if (type == "ByteLevel") {
       sv.set_add_default("bos", false);
@@ -212,7 +217,7 @@ void append_chat_template(const json& t, const std::string& file, std::vector<Gg
     std::string name = choice.value("name", "");
     for (char& c : name)
       if (!std::isalnum(static_cast<unsigned char>(c))) c = '_';
-    const json tmpl = field(choice, "template");
+    const json& tmpl = field(choice, "template");
     if (name.empty() || !tmpl.is_string()) continue;
     if (name == "default") {
       fallback = tmpl.get<std::string>();
@@ -239,7 +244,7 @@ void append_special_vocab(const TokenizerFiles& f, std::optional<std::size_t> n_
     chat = chat_template(f, config);
     const json added = f.tokenizer.value("added_tokens", json::array());
     for (const std::string& t : sv.types) {
-      const json add_entry = field(config, "add_" + t + "_token");
+      const json& add_entry = field(config, "add_" + t + "_token");
       if (add_entry.is_boolean()) sv.set_add_default(t, add_entry.get<bool>());
       json entry = field(config, t + "_token");
       if (entry.is_object()) entry = field(entry, "content");

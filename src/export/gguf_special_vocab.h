@@ -23,6 +23,10 @@ struct TokenizerFiles {
   nlohmann::json model_config; // config.json; null when there is none
 };
 
+// obj[key] when obj is an object that has it, else a null value; a reference into obj, not
+// a copy (tokenizer.json's model object holds the whole vocabulary and merges).
+const nlohmann::json& json_field(const nlohmann::json& obj, const std::string& key);
+
 // Appends the SpecialVocab entries to `out` in the order its add_to_gguf writes them (ids,
 // add flags, chat templates). Ids at or past `n_vocab` are left out, as SpecialVocab does
 // when given a vocabulary size (the SentencePiece path).

@@ -61,18 +61,16 @@ TokenizerFiles read_files(const std::string& dir) {
   return f;
 }
 
-json field(const json& obj, const std::string& key) {
-  return obj.is_object() && obj.contains(key) ? obj[key] : json();
-}
+const json& field(const json& obj, const std::string& key) { return json_field(obj, key); }
 
 // "Sequence[Split(<regex>), ByteLevel]" for a message.
 std::string describe(const json& p) {
   if (!p.is_object()) return p.dump();
-  const json type_field = field(p, "type");
+  const json& type_field = field(p, "type");
   const std::string type = type_field.is_string() ? type_field.get<std::string>() : "?";
   if (type == "Sequence") {
     std::string s = "Sequence[";
-    const json items = field(p, "pretokenizers").is_array() ? p["pretokenizers"] : field(p, "normalizers");
+    const json& items = field(p, "pretokenizers").is_array() ? p["pretokenizers"] : field(p, "normalizers");
     for (std::size_t i = 0; items.is_array() && i < items.size(); ++i) s += (i ? ", " : "") + describe(items[i]);
     return s + "]";
   }
@@ -95,7 +93,7 @@ struct Vocab {
 };
 
 Vocab read_vocab(const TokenizerFiles& f) {
-  const json vocab = field(field(f.tokenizer, "model"), "vocab");
+  const json& vocab = field(field(f.tokenizer, "model"), "vocab");
   ANVIL_CHECK_INPUT(vocab.is_object(), f.tokenizer_path, ": model.vocab must be an object of token ids");
   std::vector<std::pair<std::size_t, std::string>> entries;
   std::unordered_map<std::size_t, AddedToken> added;
@@ -115,7 +113,7 @@ Vocab read_vocab(const TokenizerFiles& f) {
   std::size_t max_id = 0;
   for (const auto& e : entries) max_id = std::max(max_id, e.first);
   std::size_t size = entries.empty() ? 0 : max_id + 1;
-  if (const json vs = field(f.model_config, "vocab_size"); vs.is_number_unsigned()) {
+  if (const json& vs = field(f.model_config, "vocab_size"); vs.is_number_unsigned()) {
     ANVIL_CHECK_INPUT(entries.empty() || max_id < vs.get<std::size_t>(), f.tokenizer_path, ": token id ", max_id,
                       " is not below config.json's vocab_size ", vs.get<std::size_t>());
     size = vs.get<std::size_t>();
@@ -186,7 +184,7 @@ bool is_byte_token(std::string_view t) {
 // tokenizer.json's merges as "left right" strings; the [left, right] form (transformers
 // 4.45+) with any space inside a piece written as U+0120, as SpecialVocab writes it.
 std::vector<std::string> read_merges(const TokenizerFiles& f) {
-  const json merges = field(field(f.tokenizer, "model"), "merges");
+  const json& merges = field(field(f.tokenizer, "model"), "merges");
   // An empty list is a byte-level vocabulary without merges (anvil init-model's); llama.cpp
   // needs the key, not entries.
   ANVIL_CHECK_INPUT(merges.is_array(), f.tokenizer_path, ": model.merges is missing (llama.cpp's BPE needs the key)");
@@ -212,27 +210,27 @@ std::vector<std::string> read_merges(const TokenizerFiles& f) {
 // The converter's LlamaModel writes tokenizer_config.json's add_prefix_space as
 // add_space_prefix (first, before the vocabulary); Qwen2's does not.
 bool llama_family(const TokenizerFiles& f) {
-  const json archs = field(f.model_config, "architectures");
+  const json& archs = field(f.model_config, "architectures");
   if (!archs.is_array() || archs.empty() || !archs[0].is_string()) return false;
   const std::string a = archs[0].get<std::string>();
   return a == "LlamaForCausalLM" || a == "MistralForCausalLM" || a == "MixtralForCausalLM";
 }
 
 void append_add_space_prefix(const TokenizerFiles& f, bool sentencepiece, std::vector<GgufKv>& out) {
-  const json prefix = field(f.config, "add_prefix_space");
+  const json& prefix = field(f.config, "add_prefix_space");
   if ((llama_family(f) || sentencepiece) && prefix.is_boolean()) {
     out.push_back({"tokenizer.ggml.add_space_prefix", io::gguf_value_bool(prefix.get<bool>())});
     return;
   }
   // A Metaspace that never prepends "▁" (anvil import writes one for add_space_prefix
   // false): llama.cpp must not prepend it either, and its default is to.
-  const json pre = field(f.tokenizer, "pre_tokenizer");
+  const json& pre = field(f.tokenizer, "pre_tokenizer");
   if (sentencepiece && field(pre, "prepend_scheme") == "never")
     out.push_back({"tokenizer.ggml.add_space_prefix", io::gguf_value_bool(false)});
 }
 
 void append_byte_level(const TokenizerFiles& f, const Vocab& v, std::vector<GgufKv>& out) {
-  const json pre_tokenizer = field(f.tokenizer, "pre_tokenizer");
+  const json& pre_tokenizer = field(f.tokenizer, "pre_tokenizer");
   const std::string pre = data::llama_cpp_pre_name(pre_tokenizer);
   ANVIL_CHECK_INPUT(!pre.empty(), f.tokenizer_path, ": pre_tokenizer ", describe(pre_tokenizer),
                     " is not supported for GGUF export (llama.cpp's ", data::hf_pre_tokenizer_names(),
@@ -246,7 +244,7 @@ void append_byte_level(const TokenizerFiles& f, const Vocab& v, std::vector<Gguf
   ANVIL_CHECK_INPUT(ignore_merges == (pre == "llama-bpe") || pre == "llama4", f.tokenizer_path,
                     ": model.ignore_merges ", ignore_merges ? "true" : "false", " with the ", pre,
                     " pre-tokenizer is not supported for GGUF export (llama.cpp ignores merges for llama-bpe only)");
-  const json normalizer = field(f.tokenizer, "normalizer");
+  const json& normalizer = field(f.tokenizer, "normalizer");
   ANVIL_CHECK_INPUT(normalizer.is_null() || field(normalizer, "type") == "NFC", f.tokenizer_path, ": normalizer ",
                     describe(normalizer), " is not supported for GGUF export of a byte-level tokenizer (NFC is)");
   auto [tokens, types] = token_list(v, [&](std::size_t id, std::string& token) -> std::int32_t {
@@ -264,7 +262,7 @@ void append_byte_level(const TokenizerFiles& f, const Vocab& v, std::vector<Gguf
 // the Prepend + Replace normalizer of older conversions; llama.cpp's SentencePiece
 // tokenizer does neither more nor less.
 void check_sentencepiece(const TokenizerFiles& f) {
-  const json pre = field(f.tokenizer, "pre_tokenizer"), norm = field(f.tokenizer, "normalizer");
+  const json &pre = field(f.tokenizer, "pre_tokenizer"), &norm = field(f.tokenizer, "normalizer");
   const json legacy = {{"type", "Sequence"},
                        {"normalizers",
                         {{{"type", "Prepend"}, {"prepend", kMetaspace}},
@@ -307,7 +305,7 @@ std::vector<float> merge_scores(const TokenizerFiles& f, const Vocab& v) {
 
 void append_sentencepiece(const TokenizerFiles& f, const Vocab& v, std::vector<GgufKv>& out) {
   check_sentencepiece(f);
-  const json unk = field(field(f.tokenizer, "model"), "unk_token");
+  const json& unk = field(field(f.tokenizer, "model"), "unk_token");
   // bos/eos/unk/pad of tokenizer_config.json are special in transformers, like its
   // additional_special_tokens, whether or not tokenizer.json marks them.
   std::vector<std::string> specials;
@@ -336,8 +334,8 @@ void append_sentencepiece(const TokenizerFiles& f, const Vocab& v, std::vector<G
 
 std::vector<GgufKv> gguf_tokenizer_metadata(const std::string& dir) {
   const TokenizerFiles f = read_files(dir);
-  const json model = field(f.tokenizer, "model");
-  const json type = field(model, "type");
+  const json& model = field(f.tokenizer, "model");
+  const json& type = field(model, "type");
   ANVIL_CHECK_INPUT(type == "BPE", f.tokenizer_path, ": model.type ", type.dump(),
                     " is not supported for GGUF export (BPE is: byte-level, or SentencePiece-style with byte "
                     "fallback)");

@@ -171,6 +171,27 @@ void quant_q5_1(const float* x, std::uint8_t* b) {
 }
 
 using QuantBlockFn = void (*)(const float*, std::uint8_t*);
+// A row's blocks through one encoder, the encoder inlined; one version per x86 instruction
+// set, picked at load time (no FMA contraction in this file: every version gives the same
+// bytes).
+using QuantRowFn = void (*)(const float*, std::int64_t, std::uint8_t*);
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#define ANVIL_QUANT_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define ANVIL_QUANT_CLONES
+#endif
+
+#define ANVIL_QUANT_ROW(name, encode, bytes)                                                            \
+  ANVIL_QUANT_CLONES void name(const float* x, std::int64_t blocks, std::uint8_t* out) {               \
+    for (std::int64_t k = 0; k < blocks; ++k) encode(x + k * kQK, out + k * (bytes));                   \
+  }
+ANVIL_QUANT_ROW(rows_q8_0, quant_q8_0, 34)
+ANVIL_QUANT_ROW(rows_q4_0, quant_q4_0, 18)
+ANVIL_QUANT_ROW(rows_q4_1, quant_q4_1, 20)
+ANVIL_QUANT_ROW(rows_q5_0, quant_q5_0, 22)
+ANVIL_QUANT_ROW(rows_q5_1, quant_q5_1, 24)
+#undef ANVIL_QUANT_ROW
 
 // The element-wise types go through f32_store_as a row at a time.
 std::optional<DType> float_dtype(std::uint32_t type) {
@@ -182,17 +203,23 @@ std::optional<DType> float_dtype(std::uint32_t type) {
   }
 }
 
-QuantBlockFn quant_block_fn(std::uint32_t type) {
+// A quant type's block encoder and, for the 32-element types, its row loop.
+struct Encoder {
+  QuantBlockFn block = nullptr;
+  QuantRowFn rows = nullptr;
+};
+
+Encoder quant_encoder(std::uint32_t type) {
   switch (static_cast<GgmlType>(type)) {
-    case GgmlType::ggml_q8_0: return quant_q8_0;
-    case GgmlType::ggml_q4_0: return quant_q4_0;
-    case GgmlType::ggml_q4_1: return quant_q4_1;
-    case GgmlType::ggml_q5_0: return quant_q5_0;
-    case GgmlType::ggml_q5_1: return quant_q5_1;
-    case GgmlType::ggml_q4_k: return gguf_quant_block_q4_k;
-    case GgmlType::ggml_q5_k: return gguf_quant_block_q5_k;
-    case GgmlType::ggml_q6_k: return gguf_quant_block_q6_k;
-    default: return nullptr;
+    case GgmlType::ggml_q8_0: return {quant_q8_0, rows_q8_0};
+    case GgmlType::ggml_q4_0: return {quant_q4_0, rows_q4_0};
+    case GgmlType::ggml_q4_1: return {quant_q4_1, rows_q4_1};
+    case GgmlType::ggml_q5_0: return {quant_q5_0, rows_q5_0};
+    case GgmlType::ggml_q5_1: return {quant_q5_1, rows_q5_1};
+    case GgmlType::ggml_q4_k: return {gguf_quant_block_q4_k, nullptr};
+    case GgmlType::ggml_q5_k: return {gguf_quant_block_q5_k, nullptr};
+    case GgmlType::ggml_q6_k: return {gguf_quant_block_q6_k, nullptr};
+    default: return {};
   }
 }
 
@@ -218,7 +245,7 @@ constexpr std::array kFileTypes = {
 }  // namespace
 
 bool gguf_can_quantize(std::uint32_t ggml_type) {
-  return float_dtype(ggml_type).has_value() || quant_block_fn(ggml_type) != nullptr;
+  return float_dtype(ggml_type).has_value() || quant_encoder(ggml_type).block != nullptr;
 }
 
 std::size_t gguf_row_bytes(std::uint32_t ggml_type, std::int64_t row_len) {
@@ -237,7 +264,7 @@ void gguf_quantize_rows(std::uint32_t ggml_type, const float* src, std::int64_t 
   const std::size_t row_bytes = gguf_row_bytes(ggml_type, row_len);
   ANVIL_CHECK(rows >= 0, "rows ", rows);
   const std::optional<DType> dtype = float_dtype(ggml_type);
-  const QuantBlockFn fn = quant_block_fn(ggml_type);
+  const Encoder encoder = quant_encoder(ggml_type);
   const GgmlBlock block = ggml_block(ggml_type);
   const std::int64_t blocks_per_row = row_len / static_cast<std::int64_t>(block.elems);
   // Each row is encoded on its own, so its bytes do not depend on which thread runs it;
@@ -250,7 +277,11 @@ void gguf_quantize_rows(std::uint32_t ggml_type, const float* src, std::int64_t 
       f32_store_as(x, row_len, *dtype, out);
       continue;
     }
-    for (std::int64_t k = 0; k < blocks_per_row; ++k) fn(x + k * block.elems, out + k * block.bytes);
+    if (encoder.rows) {
+      encoder.rows(x, blocks_per_row, out);
+      continue;
+    }
+    for (std::int64_t k = 0; k < blocks_per_row; ++k) encoder.block(x + k * block.elems, out + k * block.bytes);
   }
 }
 
