@@ -23,22 +23,17 @@ bool started_by_a_launcher() {
   return false;
 }
 
-// An Open MPI singleton starts an orted daemon and lets every point-to-point layer probe its
-// network libraries during MPI_Init: 0.28 s on the 2-core VM, against 0.03 s without (more
-// than a GGUF export of a 135M model spends quantizing). A world of one needs neither: ask
-// for the isolated singleton and the ob1 layer, unless the environment already chose.
-// Other MPI implementations ignore these variables.
-void singleton_settings() {
+}  // namespace
+
+void mpi_singleton_settings() {
   if (started_by_a_launcher()) return;
   setenv("OMPI_MCA_ess_singleton_isolated", "1", 0);
   setenv("OMPI_MCA_pml", "ob1", 0);
 }
 
-}  // namespace
-
 MpiSession::MpiSession() {
   if (!mpi_is_up()) {
-    singleton_settings();
+    mpi_singleton_settings();
     // The collective watchdog (watchdog.h) calls MPI_Abort from its own thread while the
     // main thread may sit in a collective: only MPI_THREAD_MULTIPLE allows that.
     int provided = 0;

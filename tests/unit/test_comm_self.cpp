@@ -1,12 +1,15 @@
 // self_comm and ProcessGrid::single(): the single-rank path, with no MPI initialised. It
 // must check arguments exactly as MpiComm does, so that a caller's bug shows here first.
+// And what MpiSession asks of Open MPI before MPI_Init when the process is a singleton.
 #include <gtest/gtest.h>
 
 #include <cstdint>
+#include <cstdlib>
 #include <string>
 #include <vector>
 
 #include "comm/comm.h"
+#include "comm/mpi_session.h"
 #include "comm/process_grid.h"
 #include "core/error.h"
 #include "error_test_util.h"
@@ -127,6 +130,39 @@ TEST(ProcessGrid, TpMustDivideTheWorldSize) {
   EXPECT_TRUE(contains(e, "ProcessGrid: tp 0")) << e.what();
   const ProcessGrid grid(self_comm("world"), 1);
   EXPECT_EQ(grid.tp_size(), 1);
+}
+
+// mpi_singleton_settings: Open MPI's singleton choices only where no launcher started the
+// process, and never over a variable the user set.
+TEST(MpiSingletonSettings, OnlyWithoutALauncherAndNeverOverTheUsersChoice) {
+  const char* const launcher[] = {"OMPI_COMM_WORLD_SIZE", "PMIX_RANK", "PMI_RANK", "PMI_SIZE", "PMI_FD"};
+  const auto clear = [] {
+    unsetenv("OMPI_MCA_ess_singleton_isolated");
+    unsetenv("OMPI_MCA_pml");
+  };
+  for (const char* name : launcher) unsetenv(name);
+  clear();
+  mpi_singleton_settings();
+  ASSERT_NE(std::getenv("OMPI_MCA_ess_singleton_isolated"), nullptr);
+  EXPECT_STREQ(std::getenv("OMPI_MCA_ess_singleton_isolated"), "1");
+  ASSERT_NE(std::getenv("OMPI_MCA_pml"), nullptr);
+  EXPECT_STREQ(std::getenv("OMPI_MCA_pml"), "ob1");
+
+  clear();
+  setenv("OMPI_MCA_pml", "ucx", 1);
+  mpi_singleton_settings();
+  EXPECT_STREQ(std::getenv("OMPI_MCA_pml"), "ucx");
+  EXPECT_STREQ(std::getenv("OMPI_MCA_ess_singleton_isolated"), "1");
+
+  for (const char* name : launcher) {
+    clear();
+    setenv(name, "0", 1);
+    mpi_singleton_settings();
+    EXPECT_EQ(std::getenv("OMPI_MCA_ess_singleton_isolated"), nullptr) << name;
+    EXPECT_EQ(std::getenv("OMPI_MCA_pml"), nullptr) << name;
+    unsetenv(name);
+  }
+  clear();
 }
 
 }  // namespace
