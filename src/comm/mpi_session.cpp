@@ -27,7 +27,6 @@ bool started_by_a_launcher() {
 
 void mpi_singleton_settings() {
   if (started_by_a_launcher()) return;
-  setenv("OMPI_MCA_ess_singleton_isolated", "1", 0);
   setenv("OMPI_MCA_pml", "ob1", 0);
 }
 

