@@ -32,8 +32,6 @@ bool truthy(const json& j) {
   return true;
 }
 
-const json& field(const json& obj, const std::string& key) { return json_field(obj, key); }
-
 // The GGUF key of each special token type SpecialVocab has a writer for; the others (cls)
 // it skips with a warning.
 const char* id_key(const std::string& type) {
@@ -88,15 +86,15 @@ struct Specials {
   }
 };
 
-json special_token_id(const json& item) { return field(field(item, "SpecialToken"), "id"); }
-json sequence_id(const json& item) { return field(field(item, "Sequence"), "id"); }
+json special_token_id(const json& item) { return json_field(json_field(item, "SpecialToken"), "id"); }
+json sequence_id(const json& item) { return json_field(json_field(item, "Sequence"), "id"); }
 
 // SpecialVocab's reading of a TemplateProcessing: a special token first in `single` is BOS
 // (add_bos), one last is EOS (add_eos; a last token other than eos_token becomes EOS, the
 // old one EOT), and a separator between A and B in `pair` sets add_sep.
 void read_template_processing(const json& processor, json& config, bool have_config, Specials& sv, json& bos,
                               json& cls, json& eos, json& sep) {
-  json single = field(processor, "single"), pair = field(processor, "pair");
+  json single = json_field(processor, "single"), pair = json_field(processor, "pair");
   if (!single.is_array()) single = json::array();
   if (!pair.is_array()) pair = json::array();
   json first, last;
@@ -145,16 +143,16 @@ void read_template_processing(const json& processor, json& config, bool have_con
 
 void read_post_processor(const TokenizerFiles& f, json& config, Specials& sv) {
   const bool have_config = truthy(config);
-  json bos = field(config, "bos_token"), cls = field(config, "cls_token");
-  json eos = field(config, "eos_token"), sep = field(config, "sep_token");
+  json bos = json_field(config, "bos_token"), cls = json_field(config, "cls_token");
+  json eos = json_field(config, "eos_token"), sep = json_field(config, "sep_token");
   if (!truthy(bos) && truthy(cls) && have_config) config["bos_token"] = bos = cls;
   if (!truthy(eos) && truthy(sep) && have_config) config["eos_token"] = eos = sep;
-  const json& pp = field(f.tokenizer, "post_processor");
+  const json& pp = json_field(f.tokenizer, "post_processor");
   if (!truthy(pp)) return;
   const json processors = pp.contains("processors") ? pp["processors"] : json::array({pp});
   ANVIL_CHECK_INPUT(processors.is_array(), f.tokenizer_path, ": post_processor.processors must be a list");
   for (const json& processor : processors) {
-    const json& type_field = field(processor, "type");
+    const json& type_field = json_field(processor, "type");
     const std::string type = type_field.is_string() ? type_field.get<std::string>() : "";
     if (type == "ByteLevel") {
       sv.set_add_default("bos", false);
@@ -196,7 +194,7 @@ json chat_template(const TokenizerFiles& f, const json& config) {
     } catch (const json::parse_error& e) {
       throw_user_error(path, ": not valid JSON: ", e.what());
     }
-    alt = field(j, "chat_template");
+    alt = json_field(j, "chat_template");
   }
   return config.contains("chat_template") ? config["chat_template"] : alt;
 }
@@ -217,7 +215,7 @@ void append_chat_template(const json& t, const std::string& file, std::vector<Gg
     std::string name = choice.value("name", "");
     for (char& c : name)
       if (!std::isalnum(static_cast<unsigned char>(c))) c = '_';
-    const json& tmpl = field(choice, "template");
+    const json& tmpl = json_field(choice, "template");
     if (name.empty() || !tmpl.is_string()) continue;
     if (name == "default") {
       fallback = tmpl.get<std::string>();
@@ -244,23 +242,23 @@ void append_special_vocab(const TokenizerFiles& f, std::optional<std::size_t> n_
     chat = chat_template(f, config);
     const json added = f.tokenizer.value("added_tokens", json::array());
     for (const std::string& t : sv.types) {
-      const json& add_entry = field(config, "add_" + t + "_token");
+      const json& add_entry = json_field(config, "add_" + t + "_token");
       if (add_entry.is_boolean()) sv.set_add_default(t, add_entry.get<bool>());
-      json entry = field(config, t + "_token");
-      if (entry.is_object()) entry = field(entry, "content");
+      json entry = json_field(config, t + "_token");
+      if (entry.is_object()) entry = json_field(entry, "content");
       if (!entry.is_string()) continue;
       // The id of the first added token with that content; a token only in the model's
       // vocabulary is not looked up (config.json's id may still name it).
       for (const json& a : added)
-        if (field(a, "content") == entry) {
-          sv.set_id(t, field(a, "id"), f.tokenizer_path);
+        if (json_field(a, "content") == entry) {
+          sv.set_id(t, json_field(a, "id"), f.tokenizer_path);
           break;
         }
     }
   }
   for (const std::string& t : sv.types) {
-    json id = field(f.model_config, t + "_token_id");
-    if (id.is_null()) id = field(field(f.model_config, "text_config"), t + "_token_id");
+    json id = json_field(f.model_config, t + "_token_id");
+    if (id.is_null()) id = json_field(json_field(f.model_config, "text_config"), t + "_token_id");
     sv.set_id(t, id, f.dir + "/config.json");
   }
   for (const auto& [t, id] : sv.ids)

@@ -61,20 +61,18 @@ TokenizerFiles read_files(const std::string& dir) {
   return f;
 }
 
-const json& field(const json& obj, const std::string& key) { return json_field(obj, key); }
-
 // "Sequence[Split(<regex>), ByteLevel]" for a message.
 std::string describe(const json& p) {
   if (!p.is_object()) return p.dump();
-  const json& type_field = field(p, "type");
+  const json& type_field = json_field(p, "type");
   const std::string type = type_field.is_string() ? type_field.get<std::string>() : "?";
   if (type == "Sequence") {
     std::string s = "Sequence[";
-    const json& items = field(p, "pretokenizers").is_array() ? p["pretokenizers"] : field(p, "normalizers");
+    const json& items = json_field(p, "pretokenizers").is_array() ? p["pretokenizers"] : json_field(p, "normalizers");
     for (std::size_t i = 0; items.is_array() && i < items.size(); ++i) s += (i ? ", " : "") + describe(items[i]);
     return s + "]";
   }
-  if (type == "Split") return "Split(" + field(p, "pattern").dump() + ")";
+  if (type == "Split") return "Split(" + json_field(p, "pattern").dump() + ")";
   return type;
 }
 
@@ -93,7 +91,7 @@ struct Vocab {
 };
 
 Vocab read_vocab(const TokenizerFiles& f) {
-  const json& vocab = field(field(f.tokenizer, "model"), "vocab");
+  const json& vocab = json_field(json_field(f.tokenizer, "model"), "vocab");
   ANVIL_CHECK_INPUT(vocab.is_object(), f.tokenizer_path, ": model.vocab must be an object of token ids");
   std::vector<std::pair<std::size_t, std::string>> entries;
   std::unordered_map<std::size_t, AddedToken> added;
@@ -104,16 +102,16 @@ Vocab read_vocab(const TokenizerFiles& f) {
   const json added_tokens = f.tokenizer.value("added_tokens", json::array());
   ANVIL_CHECK_INPUT(added_tokens.is_array(), f.tokenizer_path, ": added_tokens must be a list");
   for (const json& a : added_tokens) {
-    ANVIL_CHECK_INPUT(field(a, "id").is_number_unsigned() && field(a, "content").is_string(), f.tokenizer_path,
+    ANVIL_CHECK_INPUT(json_field(a, "id").is_number_unsigned() && json_field(a, "content").is_string(), f.tokenizer_path,
                       ": added_tokens entries need an id and a content");
     const std::size_t id = a["id"].get<std::size_t>();
     entries.emplace_back(id, a["content"].get<std::string>());
-    added[id] = {field(a, "special") == true};
+    added[id] = {json_field(a, "special") == true};
   }
   std::size_t max_id = 0;
   for (const auto& e : entries) max_id = std::max(max_id, e.first);
   std::size_t size = entries.empty() ? 0 : max_id + 1;
-  if (const json& vs = field(f.model_config, "vocab_size"); vs.is_number_unsigned()) {
+  if (const json& vs = json_field(f.model_config, "vocab_size"); vs.is_number_unsigned()) {
     ANVIL_CHECK_INPUT(entries.empty() || max_id < vs.get<std::size_t>(), f.tokenizer_path, ": token id ", max_id,
                       " is not below config.json's vocab_size ", vs.get<std::size_t>());
     size = vs.get<std::size_t>();
@@ -184,7 +182,7 @@ bool is_byte_token(std::string_view t) {
 // tokenizer.json's merges as "left right" strings; the [left, right] form (transformers
 // 4.45+) with any space inside a piece written as U+0120, as SpecialVocab writes it.
 std::vector<std::string> read_merges(const TokenizerFiles& f) {
-  const json& merges = field(field(f.tokenizer, "model"), "merges");
+  const json& merges = json_field(json_field(f.tokenizer, "model"), "merges");
   // An empty list is a byte-level vocabulary without merges (anvil init-model's); llama.cpp
   // needs the key, not entries.
   ANVIL_CHECK_INPUT(merges.is_array(), f.tokenizer_path, ": model.merges is missing (llama.cpp's BPE needs the key)");
@@ -210,27 +208,27 @@ std::vector<std::string> read_merges(const TokenizerFiles& f) {
 // The converter's LlamaModel writes tokenizer_config.json's add_prefix_space as
 // add_space_prefix (first, before the vocabulary); Qwen2's does not.
 bool llama_family(const TokenizerFiles& f) {
-  const json& archs = field(f.model_config, "architectures");
+  const json& archs = json_field(f.model_config, "architectures");
   if (!archs.is_array() || archs.empty() || !archs[0].is_string()) return false;
   const std::string a = archs[0].get<std::string>();
   return a == "LlamaForCausalLM" || a == "MistralForCausalLM" || a == "MixtralForCausalLM";
 }
 
 void append_add_space_prefix(const TokenizerFiles& f, bool sentencepiece, std::vector<GgufKv>& out) {
-  const json& prefix = field(f.config, "add_prefix_space");
+  const json& prefix = json_field(f.config, "add_prefix_space");
   if ((llama_family(f) || sentencepiece) && prefix.is_boolean()) {
     out.push_back({"tokenizer.ggml.add_space_prefix", io::gguf_value_bool(prefix.get<bool>())});
     return;
   }
   // A Metaspace that never prepends "▁" (anvil import writes one for add_space_prefix
   // false): llama.cpp must not prepend it either, and its default is to.
-  const json& pre = field(f.tokenizer, "pre_tokenizer");
-  if (sentencepiece && field(pre, "prepend_scheme") == "never")
+  const json& pre = json_field(f.tokenizer, "pre_tokenizer");
+  if (sentencepiece && json_field(pre, "prepend_scheme") == "never")
     out.push_back({"tokenizer.ggml.add_space_prefix", io::gguf_value_bool(false)});
 }
 
 void append_byte_level(const TokenizerFiles& f, const Vocab& v, std::vector<GgufKv>& out) {
-  const json& pre_tokenizer = field(f.tokenizer, "pre_tokenizer");
+  const json& pre_tokenizer = json_field(f.tokenizer, "pre_tokenizer");
   const std::string pre = data::llama_cpp_pre_name(pre_tokenizer);
   ANVIL_CHECK_INPUT(!pre.empty(), f.tokenizer_path, ": pre_tokenizer ", describe(pre_tokenizer),
                     " is not supported for GGUF export (llama.cpp's ", data::hf_pre_tokenizer_names(),
@@ -240,12 +238,12 @@ void append_byte_level(const TokenizerFiles& f, const Vocab& v, std::vector<Gguf
   // which llama.cpp's llama4 does not do: such a GGUF tokenizes as llama.cpp's own
   // converter's Llama 4 files do, merges applied (a word whole in the vocabulary that the
   // merges would split comes out split).
-  const bool ignore_merges = field(field(f.tokenizer, "model"), "ignore_merges") == true;
+  const bool ignore_merges = json_field(json_field(f.tokenizer, "model"), "ignore_merges") == true;
   ANVIL_CHECK_INPUT(ignore_merges == (pre == "llama-bpe") || pre == "llama4", f.tokenizer_path,
                     ": model.ignore_merges ", ignore_merges ? "true" : "false", " with the ", pre,
                     " pre-tokenizer is not supported for GGUF export (llama.cpp ignores merges for llama-bpe only)");
-  const json& normalizer = field(f.tokenizer, "normalizer");
-  ANVIL_CHECK_INPUT(normalizer.is_null() || field(normalizer, "type") == "NFC", f.tokenizer_path, ": normalizer ",
+  const json& normalizer = json_field(f.tokenizer, "normalizer");
+  ANVIL_CHECK_INPUT(normalizer.is_null() || json_field(normalizer, "type") == "NFC", f.tokenizer_path, ": normalizer ",
                     describe(normalizer), " is not supported for GGUF export of a byte-level tokenizer (NFC is)");
   auto [tokens, types] = token_list(v, [&](std::size_t id, std::string& token) -> std::int32_t {
     const auto a = v.added.find(id);
@@ -262,19 +260,19 @@ void append_byte_level(const TokenizerFiles& f, const Vocab& v, std::vector<Gguf
 // the Prepend + Replace normalizer of older conversions; llama.cpp's SentencePiece
 // tokenizer does neither more nor less.
 void check_sentencepiece(const TokenizerFiles& f) {
-  const json &pre = field(f.tokenizer, "pre_tokenizer"), &norm = field(f.tokenizer, "normalizer");
+  const json &pre = json_field(f.tokenizer, "pre_tokenizer"), &norm = json_field(f.tokenizer, "normalizer");
   const json legacy = {{"type", "Sequence"},
                        {"normalizers",
                         {{{"type", "Prepend"}, {"prepend", kMetaspace}},
                          {{"type", "Replace"}, {"pattern", {{"String", " "}}}, {"content", kMetaspace}}}}};
-  const bool metaspace = field(pre, "type") == "Metaspace" && field(pre, "replacement") == kMetaspace &&
-                         field(pre, "split") != true && norm.is_null();
+  const bool metaspace = json_field(pre, "type") == "Metaspace" && json_field(pre, "replacement") == kMetaspace &&
+                         json_field(pre, "split") != true && norm.is_null();
   ANVIL_CHECK_INPUT(metaspace || (pre.is_null() && norm == legacy), f.tokenizer_path,
                     ": a byte-fallback BPE tokenizer with pre_tokenizer ", describe(pre), " and normalizer ",
                     describe(norm),
                     " is not supported for GGUF export (SentencePiece-style ones are: Metaspace \"\u2581\" "
                     "without split, or the Prepend + Replace normalizer)");
-  ANVIL_CHECK_INPUT(field(field(f.tokenizer, "decoder"), "type") == "Sequence", f.tokenizer_path,
+  ANVIL_CHECK_INPUT(json_field(json_field(f.tokenizer, "decoder"), "type") == "Sequence", f.tokenizer_path,
                     ": a byte-fallback BPE tokenizer needs a Sequence decoder for GGUF export (llama.cpp's "
                     "converter reads only those as SentencePiece)");
 }
@@ -305,16 +303,16 @@ std::vector<float> merge_scores(const TokenizerFiles& f, const Vocab& v) {
 
 void append_sentencepiece(const TokenizerFiles& f, const Vocab& v, std::vector<GgufKv>& out) {
   check_sentencepiece(f);
-  const json& unk = field(field(f.tokenizer, "model"), "unk_token");
+  const json& unk = json_field(json_field(f.tokenizer, "model"), "unk_token");
   // bos/eos/unk/pad of tokenizer_config.json are special in transformers, like its
   // additional_special_tokens, whether or not tokenizer.json marks them.
   std::vector<std::string> specials;
   for (const char* key : {"bos_token", "eos_token", "unk_token", "pad_token"}) {
-    json t = field(f.config, key);
-    if (t.is_object()) t = field(t, "content");
+    json t = json_field(f.config, key);
+    if (t.is_object()) t = json_field(t, "content");
     if (t.is_string()) specials.push_back(t.get<std::string>());
   }
-  for (const json& t : field(f.config, "additional_special_tokens"))
+  for (const json& t : json_field(f.config, "additional_special_tokens"))
     if (t.is_string()) specials.push_back(t.get<std::string>());
   auto [tokens, types] = token_list(v, [&](std::size_t id, std::string& token) -> std::int32_t {
     if (is_byte_token(token)) return token_type_byte;
@@ -334,12 +332,12 @@ void append_sentencepiece(const TokenizerFiles& f, const Vocab& v, std::vector<G
 
 std::vector<GgufKv> gguf_tokenizer_metadata(const std::string& dir) {
   const TokenizerFiles f = read_files(dir);
-  const json& model = field(f.tokenizer, "model");
-  const json& type = field(model, "type");
+  const json& model = json_field(f.tokenizer, "model");
+  const json& type = json_field(model, "type");
   ANVIL_CHECK_INPUT(type == "BPE", f.tokenizer_path, ": model.type ", type.dump(),
                     " is not supported for GGUF export (BPE is: byte-level, or SentencePiece-style with byte "
                     "fallback)");
-  const bool sentencepiece = field(model, "byte_fallback") == true;
+  const bool sentencepiece = json_field(model, "byte_fallback") == true;
   const Vocab v = read_vocab(f);
   std::vector<GgufKv> out;
   append_add_space_prefix(f, sentencepiece, out);

@@ -22,6 +22,7 @@
 
 #include "core/dtype.h"
 #include "core/error.h"
+#include "core/vector_clones.h"
 #include "io/gguf.h"
 #include "io/gguf_quant_blocks.h"
 
@@ -171,26 +172,22 @@ void quant_q5_1(const float* x, std::uint8_t* b) {
 }
 
 using QuantBlockFn = void (*)(const float*, std::uint8_t*);
-// A row's blocks through one encoder, the encoder inlined; one version per x86 instruction
-// set, picked at load time (no FMA contraction in this file: every version gives the same
-// bytes).
-using QuantRowFn = void (*)(const float*, std::int64_t, std::uint8_t*);
+// A row's blocks (`bytes` each when encoded) through one encoder, the encoder inlined; one
+// version per x86 instruction set (no FMA contraction in this file: every version gives the
+// same bytes).
+using QuantRowFn = void (*)(const float*, std::int64_t, std::size_t, std::uint8_t*);
 
-#if defined(__x86_64__) && defined(__GNUC__)
-#define ANVIL_QUANT_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
-#else
-#define ANVIL_QUANT_CLONES
-#endif
-
-#define ANVIL_QUANT_ROW(name, encode, bytes)                                                            \
-  ANVIL_QUANT_CLONES void name(const float* x, std::int64_t blocks, std::uint8_t* out) {               \
-    for (std::int64_t k = 0; k < blocks; ++k) encode(x + k * kQK, out + k * (bytes));                   \
+#define ANVIL_QUANT_ROW(name, encode)                                                   \
+  ANVIL_VECTOR_CLONES void name(const float* x, std::int64_t blocks, std::size_t bytes, \
+                                std::uint8_t* out) {                                    \
+    for (std::int64_t k = 0; k < blocks; ++k)                                           \
+      encode(x + k * kQK, out + static_cast<std::size_t>(k) * bytes);                   \
   }
-ANVIL_QUANT_ROW(rows_q8_0, quant_q8_0, 34)
-ANVIL_QUANT_ROW(rows_q4_0, quant_q4_0, 18)
-ANVIL_QUANT_ROW(rows_q4_1, quant_q4_1, 20)
-ANVIL_QUANT_ROW(rows_q5_0, quant_q5_0, 22)
-ANVIL_QUANT_ROW(rows_q5_1, quant_q5_1, 24)
+ANVIL_QUANT_ROW(rows_q8_0, quant_q8_0)
+ANVIL_QUANT_ROW(rows_q4_0, quant_q4_0)
+ANVIL_QUANT_ROW(rows_q4_1, quant_q4_1)
+ANVIL_QUANT_ROW(rows_q5_0, quant_q5_0)
+ANVIL_QUANT_ROW(rows_q5_1, quant_q5_1)
 #undef ANVIL_QUANT_ROW
 
 // The element-wise types go through f32_store_as a row at a time.
@@ -278,7 +275,7 @@ void gguf_quantize_rows(std::uint32_t ggml_type, const float* src, std::int64_t 
       continue;
     }
     if (encoder.rows) {
-      encoder.rows(x, blocks_per_row, out);
+      encoder.rows(x, blocks_per_row, block.bytes, out);
       continue;
     }
     for (std::int64_t k = 0; k < blocks_per_row; ++k) encoder.block(x + k * block.elems, out + k * block.bytes);

@@ -8,6 +8,8 @@
 #include <bit>
 #include <limits>
 
+#include "core/vector_clones.h"
+
 namespace anvil::backend {
 
 namespace {
@@ -48,18 +50,12 @@ inline float exp_core(float x) {
 
 float exp_scalar(float x) { return exp_core(x); }
 
-#if defined(__x86_64__) && defined(__GNUC__)
-#define ANVIL_EXP_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
-#else
-#define ANVIL_EXP_CLONES
-#endif
-
-ANVIL_EXP_CLONES void exp_shifted(const float* x, float shift, float* y, std::int64_t n) {
+ANVIL_VECTOR_CLONES void exp_shifted(const float* x, float shift, float* y, std::int64_t n) {
 #pragma omp simd
   for (std::int64_t j = 0; j < n; ++j) y[j] = exp_core(x[j] - shift);
 }
 
-ANVIL_EXP_CLONES void exp_negated(const float* x, float* y, std::int64_t n) {
+ANVIL_VECTOR_CLONES void exp_negated(const float* x, float* y, std::int64_t n) {
 #pragma omp simd
   for (std::int64_t j = 0; j < n; ++j) y[j] = exp_core(-x[j]);
 }
