@@ -276,7 +276,7 @@ void checkpoint_write(const std::string& path, const comm::ProcessGrid& grid, co
     return all;
   });
   // The disk starts on each stack as soon as it is written, not at the final sync.
-  const io::Writeback writeback(path);
+  io::Writeback writeback(path);
   // A replicated stack: each TP rank writes a contiguous range of whole layers from its own
   // copy. A split one: each rank its block of every layer (its writer's, where TP ranks
   // hold the same rows). Only replica 0 writes: of the dense parts the first rank of dp,
