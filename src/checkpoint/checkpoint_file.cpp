@@ -1,7 +1,6 @@
 #include "checkpoint/checkpoint_file.h"
 
 #include <algorithm>
-#include <functional>
 #include <future>
 #include <optional>
 
@@ -180,45 +179,27 @@ bool writes_slab(const StackPlan& p, const LoraBlock& b, std::int64_t l, int tp_
   return l >= own.first && l < own.first + own.count;
 }
 
-// This rank's share of each layer's checksum of one stack, from its buffer `local`: the
-// blocks it writes (a block several ranks hold counts once, and what is summed is what is
-// written, even should the copies differ). Touches no MPI or HDF5: it runs on a thread
-// beside the one that reads or writes the file.
+// Whether this rank's share of slab l's checksum counts its block b: the blocks it writes
+// (a block several ranks hold counts once, and what is summed is what is written, even
+// should the copies differ); a stack every ep rank holds whole counts on ep rank 0 only
+// (halves_total adds over ep). The writer and the reader both sum by this rule.
+bool counts_in_share(const StackPlan& p, const LoraBlock& b, std::int64_t l, int tp_rank, int tp_size, int ep_rank) {
+  return (p.subset || ep_rank == 0) && writes_slab(p, b, l, tp_rank, tp_size);
+}
+
+// This rank's share of each layer's checksum of one stack, from its buffer `local`. Touches
+// no MPI or HDF5: it runs on a thread beside the one that writes the file.
 std::vector<std::int64_t> checksum_share(const BlockIndex& blocks, const StackPlan& p, const float* local,
                                          int tp_rank, int tp_size, int ep_rank) {
   std::vector<std::int64_t> halves(static_cast<std::size_t>(2 * p.layers), 0);
-  // A stack every ep rank holds whole counts once, on ep rank 0 (halves_total adds over ep).
-  if (!p.subset && ep_rank != 0) return halves;
   for (std::int64_t l = 0; l < p.layers; ++l) {
     if (!blocks.held(p.stack.slots[static_cast<std::size_t>(l)])) continue;
     const LoraBlock& b = slab_block(blocks, p, l);
-    if (writes_slab(p, b, l, tp_rank, tp_size))
+    if (counts_in_share(p, b, l, tp_rank, tp_size, ep_rank))
       add_halves(halves, l, io::slab_sum(local + b.local_offset, b.nrows, b.ncols, b.row0, b.col0, p.cols));
   }
   return halves;
 }
-
-// Runs checksum tasks beside the caller, one at a time and in the order started, without
-// making the caller wait: each task runs on a thread of its own once the task before it is
-// done, so that the caller's reads of the next stacks overlap them (MPI and HDF5 calls
-// stay on the caller's thread). The data a task reads must not change until finish().
-class ChecksumAhead {
- public:
-  using Shares = std::vector<std::int64_t>;
-  void start(std::function<Shares()> task) {
-    running_ = std::async(std::launch::async, [before = std::move(running_), task = std::move(task)]() mutable {
-      Shares done = before.valid() ? before.get() : Shares{};
-      const Shares mine = task();
-      done.insert(done.end(), mine.begin(), mine.end());
-      return done;
-    });
-  }
-  // The results of every task, in the order started, end to end.
-  Shares finish() { return running_.valid() ? running_.get() : Shares{}; }
-
- private:
-  std::future<Shares> running_;
-};
 
 // Reads every stack of group g whole, each slab checked, and hands each slab's matrix
 // (rows, cols) to take(stack, slab, matrix, rows, cols).
@@ -359,30 +340,28 @@ void CheckpointReader::read_group(Group g, const Shards& shards, comm::Comm& tp,
   }
   const BlockIndex blocks(shards);
   const std::vector<StackPlan> plans = stack_plans(shards, blocks);
-  // Each stack is read in place into `local`; its checksums are computed while the next
-  // one is read, and checked with the TP group in one all-reduce once all are in.
-  ChecksumAhead ahead;
+  // Each held block is copied to its place and, where this rank's share of the layer's
+  // checksum counts it, summed on the way; the TP group checks the
+  // sums in one all-reduce once every stack is in.
   std::vector<std::uint64_t> stored;
-  std::vector<float> staged;
+  std::vector<std::int64_t> halves;
   for (const StackPlan& p : plans) {
-    const std::string name = stack_name(g, p.stack.proj, p.stack.which, p.stack.shared_expert);
-    const io::StackBlock mine = p.subset ? io::StackBlock{p.held0, p.held, file_block(p), p.run, p.period}
-                                         : io::StackBlock{0, p.layers, file_block(p)};
-    std::vector<std::uint64_t> sums;
-    if (p.even) {
-      sums = h5_.read_slabs_block(name, p.layers, p.rows, p.cols, mine, local + p.first->local_offset, p.stride);
-    } else {  // staged, then each held slab's block to its place
-      staged.resize(static_cast<std::size_t>(p.held * p.block));
-      sums = h5_.read_slabs_block(name, p.layers, p.rows, p.cols, mine, staged.data(), p.block);
-      for (std::int64_t i = 0; i < p.held; ++i)
-        std::copy_n(staged.data() + i * p.block, p.block, local + slab_block(blocks, p, held_slab(p, i)).local_offset);
+    std::vector<io::SlabRead> pieces;
+    for (std::int64_t i = 0; i < p.held; ++i) {
+      const std::int64_t l = held_slab(p, i);
+      const LoraBlock& b = slab_block(blocks, p, l);
+      pieces.push_back({l, io::MatrixBlock{b.row0, b.nrows, b.col0, b.ncols}, local + b.local_offset,
+                        counts_in_share(p, b, l, tp.rank(), tp.size(), ep.rank())});
     }
-    stored.insert(stored.end(), sums.begin(), sums.end());
-    ahead.start([&blocks, &p, local, t = tp.rank(), size = tp.size(), e = ep.rank()] {
-      return checksum_share(blocks, p, local, t, size, e);
-    });
+    const io::StackSums s =
+        h5_.read_slab_pieces(stack_name(g, p.stack.proj, p.stack.which, p.stack.shared_expert), p.layers, p.rows, p.cols,
+                             pieces);
+    stored.insert(stored.end(), s.stored.begin(), s.stored.end());
+    std::vector<std::int64_t> share(static_cast<std::size_t>(2 * p.layers), 0);
+    for (std::int64_t l = 0; l < p.layers; ++l) add_halves(share, l, s.read[static_cast<std::size_t>(l)]);
+    halves.insert(halves.end(), share.begin(), share.end());
   }
-  const std::vector<std::uint64_t> sums = halves_total(tp, ep, ahead.finish());
+  const std::vector<std::uint64_t> sums = halves_total(tp, ep, std::move(halves));
   for (const StackPlan& p : plans)
     for (std::int64_t l = 0; l < p.layers; ++l) {
       const auto i = static_cast<std::size_t>(p.sum_first + l);

@@ -54,8 +54,9 @@ class CheckpointReader {
   State state() const;
   // This rank's blocks of group g's matrices into `local` (shards.local's layout): any
   // grid reads a checkpoint of any grid. Collective over `tp` and `ep`, the TP and EP groups
-  // of `shards`: each rank reads its blocks in place (under ep its experts' only) and the
-  // groups add up their checksums (a damaged layer is a user error on every rank, `local`
+  // of `shards`: each rank copies its blocks to their places (under ep its experts' only),
+  // summing them on the way (io::H5Store::read_slab_pieces), and the groups add up their
+  // checksums (a damaged layer is a user error on every rank, `local`
   // then holds what was read). Format 1: whole matrices, each rank checks them alone (ep 1).
   void read_group(Group g, const Shards& shards, comm::Comm& tp, comm::Comm& ep, float* local) const;
   // Group g whole, in the layout `full` (export; inspect).

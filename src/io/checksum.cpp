@@ -37,6 +37,20 @@ std::uint64_t row_sum(const float* row, std::int64_t n, std::uint64_t first) {
   return sum;
 }
 
+// row_sum of the n elements at `src` (any alignment), stored to dst as they are summed.
+std::uint64_t row_sum_copy(const unsigned char* src, float* dst, std::int64_t n, std::uint64_t first) {
+  std::uint64_t sum = 0, index_term = first * kIndexStep;
+  for (std::int64_t j = 0; j < n; ++j) {
+    std::uint32_t bits;
+    std::memcpy(&bits, src + 4 * j, sizeof(bits));
+    std::memcpy(dst + j, &bits, sizeof(bits));
+    const std::uint64_t h = bits * kMul + index_term;
+    index_term += kIndexStep;
+    sum += h ^ (h >> 31);
+  }
+  return sum;
+}
+
 }  // namespace
 
 // Built for AVX-512 (x86-64-v4: 8 elements per instruction and a native 64-bit multiply),
@@ -48,9 +62,25 @@ __attribute__((target_clones("arch=x86-64-v4", "avx2", "default")))
 #endif
 std::uint64_t slab_sum(const float* block, std::int64_t nrows, std::int64_t ncols, std::int64_t row0,
                        std::int64_t col0, std::int64_t cols) {
+  // Whole rows are one run of consecutive indices: one loop over them all (a B matrix's
+  // rows are only r elements long, too short for the vector loop to pay).
+  if (ncols == cols) return row_sum(block, nrows * ncols, static_cast<std::uint64_t>(row0 * cols));
   std::uint64_t sum = 0;
   for (std::int64_t i = 0; i < nrows; ++i)
     sum += row_sum(block + i * ncols, ncols, static_cast<std::uint64_t>((row0 + i) * cols + col0));
+  return sum;
+}
+
+#if defined(__x86_64__) && defined(__GNUC__)
+__attribute__((target_clones("arch=x86-64-v4", "avx2", "default")))
+#endif
+std::uint64_t slab_sum_copy(const void* src, float* dst, std::int64_t nrows, std::int64_t ncols, std::int64_t row0,
+                            std::int64_t col0, std::int64_t cols) {
+  const auto* bytes = static_cast<const unsigned char*>(src);
+  if (ncols == cols) return row_sum_copy(bytes, dst, nrows * ncols, static_cast<std::uint64_t>(row0 * cols));
+  std::uint64_t sum = 0;
+  for (std::int64_t i = 0; i < nrows; ++i)
+    sum += row_sum_copy(bytes + 4 * i * cols, dst + i * ncols, ncols, static_cast<std::uint64_t>((row0 + i) * cols + col0));
   return sum;
 }
 

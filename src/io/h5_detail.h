@@ -7,6 +7,7 @@
 #include <hdf5.h>
 
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <string>
 #include <utility>
@@ -60,11 +61,15 @@ Id text_type(std::size_t size);
 
 }  // namespace h5detail
 
+class MappedFile;
+
 struct H5Store::Impl {
   std::string path;
   h5detail::Id file;
   int rank = 0;
   bool writable = false;
+  // The file mapped read-only, made by the first read_slab_pieces that can use it.
+  mutable std::shared_ptr<MappedFile> mapped;
 
   h5detail::Id dataset(const std::string& name) const {
     if (H5Lexists(file.get(), name.c_str(), H5P_DEFAULT) <= 0) {

@@ -1,9 +1,14 @@
-// H5Store's slab stacks (h5_store.h): creation, blocks of slabs written and read in place,
-// their per-slab checksums.
+// H5Store's slab stacks (h5_store.h): creation, blocks of slabs written in place and read
+// out of a mapping of the file, their per-slab checksums.
 #include <hdf5.h>
+
+#include <bit>
+#include <cstring>
+#include <future>
 
 #include "io/h5_detail.h"
 #include "io/h5_store.h"
+#include "io/safetensors.h"
 
 namespace anvil::io {
 
@@ -106,17 +111,91 @@ void H5Store::read_slabs_checked(const std::string& name, std::int64_t n, std::i
                        " (the file is damaged)");
 }
 
-std::vector<std::uint64_t> H5Store::read_slabs_block(const std::string& name, std::int64_t n, std::int64_t rows,
-                                                     std::int64_t cols, const StackBlock& b, float* data,
-                                                     std::int64_t stride) const {
-  auto [d, sums] = impl_->stack(name, n, rows, cols);
-  check_stack_block(name, b, n, rows, cols);
+namespace {
+
+// Where dataset d's elements start in the file, when they lie there as one run of
+// little-endian f32 (a contiguous layout, no external storage: how write_slabs stores a
+// stack) and this machine reads that format natively; nullopt otherwise.
+std::optional<std::uint64_t> contiguous_f32_offset(hid_t d) {
+  if constexpr (std::endian::native != std::endian::little) return std::nullopt;
+  Id dcpl(H5Dget_create_plist(d), H5Pclose);
+  Id type(H5Dget_type(d), H5Tclose);
+  if (dcpl.get() < 0 || type.get() < 0 || H5Pget_layout(dcpl.get()) != H5D_CONTIGUOUS ||
+      H5Pget_external_count(dcpl.get()) != 0 || H5Tequal(type.get(), H5T_IEEE_F32LE) <= 0) {
+    H5Eclear2(H5E_DEFAULT);
+    return std::nullopt;
+  }
+  const haddr_t at = H5Dget_offset(d);
+  H5Eclear2(H5E_DEFAULT);
+  if (at == HADDR_UNDEF) return std::nullopt;
+  return static_cast<std::uint64_t>(at);
+}
+
+// Copies pieces [first, last) out of a mapped (rows, cols) stack at `base`, adding the sums of
+// the summed ones into `sums` (one per slab).
+void copy_pieces(const unsigned char* base, std::int64_t rows, std::int64_t cols, const std::vector<SlabRead>& pieces,
+                 std::size_t first, std::size_t last, std::vector<std::uint64_t>& sums) {
+  for (std::size_t k = first; k < last; ++k) {
+    const SlabRead& p = pieces[k];
+    const MatrixBlock& b = p.block;
+    const unsigned char* src = base + 4 * ((p.slab * rows + b.row0) * cols + b.col0);
+    if (p.summed) {
+      sums[static_cast<std::size_t>(p.slab)] += slab_sum_copy(src, p.dst, b.nrows, b.ncols, b.row0, b.col0, cols);
+    } else if (b.ncols == cols) {  // whole rows: one run
+      std::memcpy(p.dst, src, static_cast<std::size_t>(4 * b.nrows * b.ncols));
+    } else {
+      for (std::int64_t i = 0; i < b.nrows; ++i)
+        std::memcpy(p.dst + i * b.ncols, src + 4 * i * cols, static_cast<std::size_t>(4 * b.ncols));
+    }
+  }
+}
+
+}  // namespace
+
+StackSums H5Store::read_slab_pieces(const std::string& name, std::int64_t n, std::int64_t rows, std::int64_t cols,
+                                    const std::vector<SlabRead>& pieces) const {
+  auto [d, stored] = impl_->stack(name, n, rows, cols);
+  std::int64_t elements = 0;
+  for (const SlabRead& p : pieces) {
+    check_block(name, p.block, rows, cols);
+    ANVIL_CHECK(p.slab >= 0 && p.slab < n, name, ": slab ", p.slab, " outside the stack of ", n);
+    elements += p.block.nrows * p.block.ncols;
+  }
+  StackSums out{std::move(stored), std::vector<std::uint64_t>(static_cast<std::size_t>(n), 0)};
+  if (const std::optional<std::uint64_t> at = contiguous_f32_offset(d.get())) {
+    if (!impl_->mapped) impl_->mapped = MappedFile::open(impl_->path);
+    const MappedFile& file = *impl_->mapped;
+    const auto bytes = static_cast<std::uint64_t>(4 * n * rows * cols);
+    if (*at > file.size() || bytes > file.size() - *at)
+      throw_user_error(impl_->path, ": dataset '", name, "' runs past the end of the file (truncated?)");
+    const unsigned char* base = file.data() + *at;
+    // Two threads, each about half of the elements (in the order of the pieces).
+    std::size_t half = 0;
+    for (std::int64_t seen = 0; half < pieces.size() && 2 * seen < elements; ++half)
+      seen += pieces[half].block.nrows * pieces[half].block.ncols;
+    std::vector<std::uint64_t> other(out.read.size(), 0);
+    std::future<void> second = std::async(std::launch::async, [&] {
+      copy_pieces(base, rows, cols, pieces, half, pieces.size(), other);
+    });
+    copy_pieces(base, rows, cols, pieces, 0, half, out.read);
+    second.get();
+    for (std::size_t l = 0; l < other.size(); ++l) out.read[l] += other[l];
+    mapping_pages_release(base, bytes);  // copied: the pages need not stay in this process
+    return out;
+  }
   Id fs(H5Dget_space(d.get()), H5Sclose);
-  Id ms = select_stack_block(fs.get(), b, stride);
   Id dxpl = independent_xfer();
-  check(H5Dread(d.get(), H5T_NATIVE_FLOAT, ms.get(), fs.get(), dxpl.get(), data), impl_->path,
-        "reading '" + name + "'");
-  return std::move(sums);
+  for (const SlabRead& p : pieces) {
+    const MatrixBlock& b = p.block;
+    const hsize_t start[3] = {static_cast<hsize_t>(p.slab), static_cast<hsize_t>(b.row0), static_cast<hsize_t>(b.col0)};
+    const hsize_t count[3] = {1, static_cast<hsize_t>(b.nrows), static_cast<hsize_t>(b.ncols)};
+    H5Sselect_hyperslab(fs.get(), H5S_SELECT_SET, start, nullptr, count, nullptr);
+    Id ms(H5Screate_simple(3, count, nullptr), H5Sclose);
+    check(H5Dread(d.get(), H5T_NATIVE_FLOAT, ms.get(), fs.get(), dxpl.get(), p.dst), impl_->path,
+          "reading '" + name + "'");
+    if (p.summed) out.read[static_cast<std::size_t>(p.slab)] += slab_sum(p.dst, b.nrows, b.ncols, b.row0, b.col0, cols);
+  }
+  return out;
 }
 
 }  // namespace anvil::io

@@ -42,6 +42,19 @@ struct StackBlock {
   std::int64_t run = 0, period = 0;
 };
 
+// One block of one slab that a rank reads out of a stack into `dst` (block.nrows x
+// block.ncols floats, row-major); `summed`: its io::slab_sum counts in the slab's share.
+struct SlabRead {
+  std::int64_t slab = 0;
+  MatrixBlock block;
+  float* dst = nullptr;
+  bool summed = false;
+};
+// Per slab of a stack: the checksum the file stores, and the sum of the summed blocks read.
+struct StackSums {
+  std::vector<std::uint64_t> stored, read;
+};
+
 class H5Store {
  public:
   // Creates (truncating) or opens read-only `path` over `comm`.
@@ -96,13 +109,17 @@ class H5Store {
   void read_slabs_checked(const std::string& name, std::int64_t n, std::int64_t rows, std::int64_t cols,
                           float* data) const;
 
-  // Reads `block` of the stack `name` (n, rows, cols), independently, slab
-  // block.slab0 + i's into data + i * stride (as write_slabs), and returns the stored
-  // checksums of all n slabs for the caller to check against the sums of all blocks (a user
-  // error naming file and dataset when the stack is missing or of another shape).
-  std::vector<std::uint64_t> read_slabs_block(const std::string& name, std::int64_t n, std::int64_t rows,
-                                              std::int64_t cols, const StackBlock& block, float* data,
-                                              std::int64_t stride) const;
+  // Reads the blocks `pieces` of the stack `name` (n, rows, cols), independently, and
+  // returns the stored checksums of its n slabs with the sums of the summed pieces, for the
+  // caller to check (with its TP group) against the sums of all blocks. A user error names
+  // file and dataset when the stack is missing, of another shape, or runs past the file's end.
+  // A stack stored as write_slabs stores it (contiguous little-endian f32) is read from a
+  // mapping of the file, each block copied and summed in one pass, on two threads: no
+  // page-cache copy, no second pass for the sum (tests/bench/RESULTS.md). Any other layout
+  // (a file rewritten by HDF5 tools) is read block by block through HDF5. The file must not
+  // shrink while it is read (a mapping would fault).
+  StackSums read_slab_pieces(const std::string& name, std::int64_t n, std::int64_t rows, std::int64_t cols,
+                             const std::vector<SlabRead>& pieces) const;
 
   // Reads dataset `name` whole, whatever it holds, and checks it against its checksum(s):
   // empty when it is sound, else what is wrong ("FILE: dataset 'X' fails its checksum ...").

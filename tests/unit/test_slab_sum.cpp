@@ -4,6 +4,7 @@
 // its definition (checkpoints on disk hold them), whatever the loop that computes them.
 #include <gtest/gtest.h>
 
+#include <array>
 #include <cstring>
 #include <random>
 #include <utility>
@@ -91,7 +92,32 @@ TEST(SlabSum, EqualsItsDefinitionForEveryShapeAndOffset) {
       EXPECT_EQ(slab_sum(data.data(), nrows, ncols, row0, col0, cols),
                 slab_sum_by_definition(data.data(), nrows, ncols, row0, col0, cols))
           << nrows << " x " << ncols;
+      // Whole rows (one run of consecutive indices), from a row past the first.
+      EXPECT_EQ(slab_sum(data.data(), nrows, ncols, row0 + 3, 0, ncols),
+                slab_sum_by_definition(data.data(), nrows, ncols, row0 + 3, 0, ncols))
+          << nrows << " whole rows of " << ncols;
     }
+}
+
+// slab_sum_copy: a block read out of a slab in memory at any byte alignment (a mapped
+// file's), copied exactly, with slab_sum's value for the block.
+TEST(SlabSum, CopyingABlockOutOfASlabGivesItsSumAndItsBytes) {
+  const std::int64_t rows = 9, cols = 37;
+  const auto slab = random_slab(rows * cols);
+  for (std::size_t shift = 0; shift < 4; ++shift) {
+    std::vector<unsigned char> bytes(slab.size() * 4 + shift);
+    std::memcpy(bytes.data() + shift, slab.data(), slab.size() * 4);
+    const unsigned char* at = bytes.data() + shift;
+    for (const auto& [row0, nrows, col0, ncols] :
+         {std::array<std::int64_t, 4>{0, rows, 0, cols}, {2, 5, 0, cols}, {1, 7, 3, 33}, {4, 1, 36, 1}, {0, 9, 16, 17}}) {
+      const auto want = block_of(slab, cols, row0, nrows, col0, ncols);
+      std::vector<float> got(want.size(), -1.0f);
+      const std::uint64_t sum =
+          anvil::io::slab_sum_copy(at + 4 * (row0 * cols + col0), got.data(), nrows, ncols, row0, col0, cols);
+      EXPECT_EQ(sum, slab_sum(want.data(), nrows, ncols, row0, col0, cols)) << "shift " << shift << ", row0 " << row0;
+      EXPECT_EQ(std::memcmp(got.data(), want.data(), want.size() * 4), 0) << "shift " << shift << ", row0 " << row0;
+    }
+  }
 }
 
 TEST(SlabSum, ValuesOfCheckpointsAlreadyWritten) {

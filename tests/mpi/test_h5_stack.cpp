@@ -1,0 +1,148 @@
+// io::H5Store's slab stacks read back as blocks (read_slab_pieces): from a mapping of the
+// file when the stack is stored as write_slabs stores it (contiguous), through HDF5 when it
+// is not (a chunked stack, as HDF5 tools may rewrite one); on 1 and 2 ranks, each rank its
+// own tiling of every slab, the data exact and the sums of the summed blocks those stored.
+#include <gtest/gtest.h>
+#include <hdf5.h>
+#include <mpi.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include "io/checksum.h"
+#include "io/h5_store.h"
+
+namespace {
+
+namespace fs = std::filesystem;
+using anvil::io::MatrixBlock;
+
+constexpr std::int64_t kSlabs = 4, kRows = 6, kCols = 10;
+
+int world_rank() {
+  int r = 0;
+  MPI_Comm_rank(MPI_COMM_WORLD, &r);
+  return r;
+}
+int world_size() {
+  int n = 0;
+  MPI_Comm_size(MPI_COMM_WORLD, &n);
+  return n;
+}
+
+// A path every rank agrees on (rank 0's pid), removed by rank 0.
+std::string shared_path(const std::string& name) {
+  long pid = ::getpid();
+  MPI_Bcast(&pid, 1, MPI_LONG, 0, MPI_COMM_WORLD);
+  return (fs::temp_directory_path() / ("anvil_h5_stack_" + std::to_string(pid) + "_" + name)).string();
+}
+
+std::vector<float> stack_values() {
+  std::vector<float> v(static_cast<std::size_t>(kSlabs * kRows * kCols));
+  for (std::size_t i = 0; i < v.size(); ++i) v[i] = 0.25f * static_cast<float>(i) - 3.0f;
+  return v;
+}
+std::vector<std::uint64_t> stack_sums(const std::vector<float>& v) {
+  std::vector<std::uint64_t> s;
+  for (std::int64_t l = 0; l < kSlabs; ++l) s.push_back(anvil::io::slab_sum(v.data() + l * kRows * kCols, kRows, kCols, 0, 0, kCols));
+  return s;
+}
+
+// Each rank reads every slab as three blocks (whole rows, then a left and a right part of
+// the other rows; where they cut depends on the rank), summing all but the last block of
+// slab 1: the sums read are the stored ones except there, and every byte is the file's.
+void read_back_and_check(const anvil::io::H5Store& h5, const std::string& name) {
+  const std::vector<float> want = stack_values();
+  const std::vector<std::uint64_t> sums = stack_sums(want);
+  const std::int64_t cut = 3 + world_rank();
+  std::vector<std::vector<float>> got;
+  std::vector<anvil::io::SlabRead> pieces;
+  for (std::int64_t l = 0; l < kSlabs; ++l)
+    for (const MatrixBlock b : {MatrixBlock{0, 2, 0, kCols}, MatrixBlock{2, 4, 0, cut}, MatrixBlock{2, 4, cut, kCols - cut}}) {
+      got.emplace_back(static_cast<std::size_t>(b.nrows * b.ncols), -1.0f);
+      pieces.push_back({l, b, nullptr, !(l == 1 && b.col0 == cut)});
+    }
+  for (std::size_t k = 0; k < pieces.size(); ++k) pieces[k].dst = got[k].data();
+  const anvil::io::StackSums s = h5.read_slab_pieces(name, kSlabs, kRows, kCols, pieces);
+  EXPECT_EQ(s.stored, sums);
+  for (std::int64_t l = 0; l < kSlabs; ++l) {
+    const float* slab = want.data() + l * kRows * kCols;
+    if (l == 1) {
+      EXPECT_NE(s.read[1], sums[1]);
+      std::vector<float> right;  // slab 1's unsummed block, from the expected values
+      for (std::int64_t i = 2; i < kRows; ++i)
+        for (std::int64_t j = cut; j < kCols; ++j) right.push_back(slab[i * kCols + j]);
+      EXPECT_EQ(s.read[1] + anvil::io::slab_sum(right.data(), kRows - 2, kCols - cut, 2, cut, kCols), sums[1])
+          << "the unsummed block is all that is missing";
+    } else {
+      EXPECT_EQ(s.read[static_cast<std::size_t>(l)], sums[static_cast<std::size_t>(l)]) << "slab " << l;
+    }
+  }
+  for (std::size_t k = 0; k < pieces.size(); ++k) {
+    const anvil::io::SlabRead& p = pieces[k];
+    for (std::int64_t i = 0; i < p.block.nrows; ++i)
+      for (std::int64_t j = 0; j < p.block.ncols; ++j)
+        ASSERT_EQ(got[k][static_cast<std::size_t>(i * p.block.ncols + j)],
+                  want[static_cast<std::size_t>((p.slab * kRows + p.block.row0 + i) * kCols + p.block.col0 + j)])
+            << "piece " << k;
+  }
+}
+
+TEST(H5Stack, BlocksOfAWrittenStackComeBackFromTheMappingWithTheirSums) {
+  const std::string path = shared_path("written.h5");
+  const std::vector<float> v = stack_values();
+  {
+    anvil::io::H5Store h5 = anvil::io::H5Store::create(path, MPI_COMM_WORLD);
+    // Rank t writes columns [t * kCols / size, (t + 1) * kCols / size) of every slab.
+    const std::int64_t c0 = kCols * world_rank() / world_size(), c1 = kCols * (world_rank() + 1) / world_size();
+    std::vector<float> mine;
+    for (std::int64_t l = 0; l < kSlabs; ++l)
+      for (std::int64_t i = 0; i < kRows; ++i)
+        for (std::int64_t j = c0; j < c1; ++j) mine.push_back(v[static_cast<std::size_t>((l * kRows + i) * kCols + j)]);
+    h5.write_slabs("adapter/x", kSlabs, kRows, kCols, anvil::io::StackBlock{0, kSlabs, MatrixBlock{0, kRows, c0, c1 - c0}},
+                   mine.data(), kRows * (c1 - c0));
+    h5.seal_slabs("adapter/x", stack_sums(v));
+    h5.close();
+  }
+  const anvil::io::H5Store h5 = anvil::io::H5Store::open(path, MPI_COMM_WORLD);
+  read_back_and_check(h5, "adapter/x");
+  MPI_Barrier(MPI_COMM_WORLD);
+  if (world_rank() == 0) fs::remove(path);
+}
+
+TEST(H5Stack, AChunkedStackIsReadThroughHdf5) {
+  const std::string path = shared_path("chunked.h5");
+  if (world_rank() == 0) {  // written by HDF5 alone, chunked: not mappable as one run
+    const std::vector<float> v = stack_values();
+    const std::vector<std::uint64_t> sums = stack_sums(v);
+    const hid_t f = H5Fcreate(path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+    const hsize_t dims[3] = {kSlabs, kRows, kCols}, chunk[3] = {1, 3, 4}, n[1] = {kSlabs};
+    const hid_t space = H5Screate_simple(3, dims, nullptr);
+    const hid_t dcpl = H5Pcreate(H5P_DATASET_CREATE);
+    H5Pset_chunk(dcpl, 3, chunk);
+    const hid_t lcpl = H5Pcreate(H5P_LINK_CREATE);
+    H5Pset_create_intermediate_group(lcpl, 1);
+    const hid_t d = H5Dcreate2(f, "adapter/x", H5T_IEEE_F32LE, space, lcpl, dcpl, H5P_DEFAULT);
+    ASSERT_GE(d, 0);
+    H5Dwrite(d, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, v.data());
+    const hid_t aspace = H5Screate_simple(1, n, nullptr);
+    const hid_t a = H5Acreate2(d, "slab_sum64", H5T_STD_U64LE, aspace, H5P_DEFAULT, H5P_DEFAULT);
+    H5Awrite(a, H5T_NATIVE_UINT64, sums.data());
+    H5Aclose(a);
+    H5Sclose(aspace);
+    H5Dclose(d);
+    H5Pclose(lcpl);
+    H5Pclose(dcpl);
+    H5Sclose(space);
+    ASSERT_GE(H5Fclose(f), 0);
+  }
+  MPI_Barrier(MPI_COMM_WORLD);
+  const anvil::io::H5Store h5 = anvil::io::H5Store::open(path, MPI_COMM_WORLD);
+  read_back_and_check(h5, "adapter/x");
+  MPI_Barrier(MPI_COMM_WORLD);
+  if (world_rank() == 0) fs::remove(path);
+}
+
+}  // namespace
