@@ -74,14 +74,8 @@ std::uint64_t slab_sum(const float* block, std::int64_t nrows, std::int64_t ncol
 #if defined(__x86_64__) && defined(__GNUC__)
 __attribute__((target_clones("arch=x86-64-v4", "avx2", "default")))
 #endif
-std::uint64_t slab_sum_copy(const void* src, float* dst, std::int64_t nrows, std::int64_t ncols, std::int64_t row0,
-                            std::int64_t col0, std::int64_t cols) {
-  const auto* bytes = static_cast<const unsigned char*>(src);
-  if (ncols == cols) return row_sum_copy(bytes, dst, nrows * ncols, static_cast<std::uint64_t>(row0 * cols));
-  std::uint64_t sum = 0;
-  for (std::int64_t i = 0; i < nrows; ++i)
-    sum += row_sum_copy(bytes + 4 * i * cols, dst + i * ncols, ncols, static_cast<std::uint64_t>((row0 + i) * cols + col0));
-  return sum;
+std::uint64_t run_sum_copy(const void* src, float* dst, std::int64_t n, std::uint64_t first) {
+  return row_sum_copy(static_cast<const unsigned char*>(src), dst, n, first);
 }
 
 }  // namespace anvil::io

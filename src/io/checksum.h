@@ -15,11 +15,11 @@ namespace anvil::io {
 // (row0, col0) of a slab `cols` wide.
 std::uint64_t slab_sum(const float* block, std::int64_t nrows, std::int64_t ncols, std::int64_t row0,
                        std::int64_t col0, std::int64_t cols);
-// The same sum of the block that starts at `src` inside a slab in memory (row i at src +
-// i * cols floats; src need not be aligned: a mapped file's bytes), copied on the way to
-// `dst` (nrows x ncols, row-major): one pass over the bytes instead of a copy and a sum.
-std::uint64_t slab_sum_copy(const void* src, float* dst, std::int64_t nrows, std::int64_t ncols, std::int64_t row0,
-                            std::int64_t col0, std::int64_t cols);
+// slab_sum's terms for n consecutive elements of a slab, the first of them at row-major
+// index `first` of the slab, read from `src` (any alignment) and copied on the way to dst:
+// one pass over the bytes instead of a copy and a sum. The terms of the runs that make up a
+// block add up to the block's slab_sum.
+std::uint64_t run_sum_copy(const void* src, float* dst, std::int64_t n, std::uint64_t first);
 // XXH64 (seed 0) of n floats, and of n bytes.
 std::uint64_t checksum_f32(const float* data, std::int64_t n);
 std::uint64_t checksum_bytes(const void* data, std::size_t n);

@@ -47,11 +47,20 @@ void write_text_file_atomic(const std::string& path, const std::string& text) {
   }
 }
 
-void read_ahead(const std::string& path) {
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return;
-  ::posix_fadvise(fd, 0, 0, POSIX_FADV_WILLNEED);
-  ::close(fd);
+ReadAhead::ReadAhead(const std::string& path) : fd_(::open(path.c_str(), O_RDONLY | O_CLOEXEC)) {
+  if (fd_ < 0) return;
+  const off_t size = ::lseek(fd_, 0, SEEK_END);
+  thread_ = std::thread([this, size] {
+    constexpr off_t kStep = off_t{2} << 20;
+    for (off_t at = 0; at < size && !stop_.load(std::memory_order_relaxed); at += kStep)
+      ::posix_fadvise(fd_, at, kStep, POSIX_FADV_WILLNEED);
+  });
+}
+
+ReadAhead::~ReadAhead() {
+  stop_.store(true, std::memory_order_relaxed);
+  if (thread_.joinable()) thread_.join();
+  if (fd_ >= 0) ::close(fd_);
 }
 
 Writeback::Writeback(const std::string& path) : fd_(::open(path.c_str(), O_RDONLY | O_CLOEXEC)) {

@@ -2,6 +2,7 @@
 // and read-ahead hints.
 #pragma once
 
+#include <atomic>
 #include <condition_variable>
 #include <mutex>
 #include <string>
@@ -16,10 +17,25 @@ std::string read_text_file(const std::string& path);
 // the whole new one, never a torn one. A user error names the file on failure.
 void write_text_file_atomic(const std::string& path, const std::string& text);
 
-// Asks the kernel to read the whole file into the page cache now, in the background (a
-// checkpoint about to be read in pieces, with CPU work between them: the disk streams on
-// meanwhile). A hint only: where it is not supported or fails, it does nothing.
-void read_ahead(const std::string& path);
+// Asks the kernel to read the whole file into the page cache, in order, while the owner
+// reads it in pieces with CPU work between them (a checkpoint being resumed): the disk
+// streams on meanwhile. One request covers at most a few MiB (Linux 6.x reads the first
+// 8 MiB of a whole-file posix_fadvise(WILLNEED) and drops the rest), and the requests block
+// while the disk's queue is full, so a thread of its own makes them, 2 MiB at a time from
+// the start. A hint only: where it is not supported or fails, it does nothing. The
+// destructor stops the requests (those in flight complete in the background).
+class ReadAhead {
+ public:
+  explicit ReadAhead(const std::string& path);
+  ReadAhead(const ReadAhead&) = delete;
+  ReadAhead& operator=(const ReadAhead&) = delete;
+  ~ReadAhead();
+
+ private:
+  int fd_ = -1;
+  std::atomic<bool> stop_{false};
+  std::thread thread_;
+};
 
 // Starts the writeback of a file being written by other means (MPI-IO): start() asks the
 // kernel to begin writing the file's dirty pages to disk now, so that the disk works while

@@ -5,9 +5,9 @@
 #pragma once
 
 #include <hdf5.h>
+#include <unistd.h>
 
 #include <cstdint>
-#include <memory>
 #include <optional>
 #include <string>
 #include <utility>
@@ -61,15 +61,20 @@ Id text_type(std::size_t size);
 
 }  // namespace h5detail
 
-class MappedFile;
-
 struct H5Store::Impl {
   std::string path;
   h5detail::Id file;
   int rank = 0;
   bool writable = false;
-  // The file mapped read-only, made by the first read_slab_pieces that can use it.
-  mutable std::shared_ptr<MappedFile> mapped;
+  // The file opened read-only beside HDF5, by the first read_slab_pieces that reads a stack
+  // straight from it.
+  mutable int raw_fd = -1;
+  Impl() = default;
+  Impl(const Impl&) = delete;
+  Impl& operator=(const Impl&) = delete;
+  ~Impl() {
+    if (raw_fd >= 0) ::close(raw_fd);
+  }
 
   h5detail::Id dataset(const std::string& name) const {
     if (H5Lexists(file.get(), name.c_str(), H5P_DEFAULT) <= 0) {

@@ -1,14 +1,17 @@
 // H5Store's slab stacks (h5_store.h): creation, blocks of slabs written in place and read
-// out of a mapping of the file, their per-slab checksums.
+// straight from the file, their per-slab checksums.
+#include <fcntl.h>
 #include <hdf5.h>
+#include <unistd.h>
 
+#include <algorithm>
 #include <bit>
+#include <cerrno>
 #include <cstring>
 #include <future>
 
 #include "io/h5_detail.h"
 #include "io/h5_store.h"
-#include "io/safetensors.h"
 
 namespace anvil::io {
 
@@ -131,21 +134,50 @@ std::optional<std::uint64_t> contiguous_f32_offset(hid_t d) {
   return static_cast<std::uint64_t>(at);
 }
 
-// Copies pieces [first, last) out of a mapped (rows, cols) stack at `base`, adding the sums of
-// the summed ones into `sums` (one per slab).
-void copy_pieces(const unsigned char* base, std::int64_t rows, std::int64_t cols, const std::vector<SlabRead>& pieces,
-                 std::size_t first, std::size_t last, std::vector<std::uint64_t>& sums) {
+// Reads `n` bytes at `at` of the file open as fd into dst, whole; a user error names the file
+// and the dataset when the file ends early or the read fails.
+void pread_all(int fd, void* dst, std::size_t n, std::uint64_t at, const std::string& path, const std::string& name) {
+  auto* out = static_cast<unsigned char*>(dst);
+  while (n > 0) {
+    const ssize_t got = ::pread(fd, out, n, static_cast<off_t>(at));
+    if (got < 0 && errno == EINTR) continue;
+    if (got < 0) throw_user_error(path, ": dataset '", name, "' cannot be read: ", std::strerror(errno));
+    if (got == 0) throw_user_error(path, ": dataset '", name, "' runs past the end of the file (truncated?)");
+    out += got;
+    n -= static_cast<std::size_t>(got);
+    at += static_cast<std::uint64_t>(got);
+  }
+}
+
+// Reads pieces [first, last) of a (rows, cols) stack stored as one run of f32 from byte `at`
+// of the file open as fd, adding the sums of the summed ones into `sums` (one per slab). A
+// block of whole rows is one run of the file, any other block a run per row. A summed run
+// comes through a buffer that stays in cache (256 KiB at a time, as dd reads), and is then
+// copied to its place and summed in one pass; an unsummed one is read in place.
+void read_pieces(int fd, std::uint64_t at, std::int64_t rows, std::int64_t cols, const std::vector<SlabRead>& pieces,
+                 std::size_t first, std::size_t last, std::vector<std::uint64_t>& sums, const std::string& path,
+                 const std::string& name) {
+  constexpr std::int64_t kChunk = 64 * 1024;  // floats
+  std::vector<unsigned char> buffer;
   for (std::size_t k = first; k < last; ++k) {
     const SlabRead& p = pieces[k];
     const MatrixBlock& b = p.block;
-    const unsigned char* src = base + 4 * ((p.slab * rows + b.row0) * cols + b.col0);
-    if (p.summed) {
-      sums[static_cast<std::size_t>(p.slab)] += slab_sum_copy(src, p.dst, b.nrows, b.ncols, b.row0, b.col0, cols);
-    } else if (b.ncols == cols) {  // whole rows: one run
-      std::memcpy(p.dst, src, static_cast<std::size_t>(4 * b.nrows * b.ncols));
-    } else {
-      for (std::int64_t i = 0; i < b.nrows; ++i)
-        std::memcpy(p.dst + i * b.ncols, src + 4 * i * cols, static_cast<std::size_t>(4 * b.ncols));
+    const bool whole_rows = b.ncols == cols;
+    const std::int64_t runs = whole_rows ? 1 : b.nrows, run = whole_rows ? b.nrows * b.ncols : b.ncols;
+    for (std::int64_t r = 0; r < runs; ++r) {
+      const auto index = static_cast<std::uint64_t>((b.row0 + r) * cols + b.col0);  // in the slab
+      const std::uint64_t from = at + 4 * (static_cast<std::uint64_t>(p.slab * rows * cols) + index);
+      float* dst = p.dst + r * b.ncols;
+      if (!p.summed) {
+        pread_all(fd, dst, static_cast<std::size_t>(4 * run), from, path, name);
+        continue;
+      }
+      buffer.resize(static_cast<std::size_t>(4 * std::min(run, kChunk)));
+      for (std::int64_t e = 0; e < run; e += kChunk) {
+        const std::int64_t m = std::min(kChunk, run - e);
+        pread_all(fd, buffer.data(), static_cast<std::size_t>(4 * m), from + static_cast<std::uint64_t>(4 * e), path, name);
+        sums[static_cast<std::size_t>(p.slab)] += run_sum_copy(buffer.data(), dst + e, m, index + static_cast<std::uint64_t>(e));
+      }
     }
   }
 }
@@ -163,24 +195,21 @@ StackSums H5Store::read_slab_pieces(const std::string& name, std::int64_t n, std
   }
   StackSums out{std::move(stored), std::vector<std::uint64_t>(static_cast<std::size_t>(n), 0)};
   if (const std::optional<std::uint64_t> at = contiguous_f32_offset(d.get())) {
-    if (!impl_->mapped) impl_->mapped = MappedFile::open(impl_->path);
-    const MappedFile& file = *impl_->mapped;
-    const auto bytes = static_cast<std::uint64_t>(4 * n * rows * cols);
-    if (*at > file.size() || bytes > file.size() - *at)
-      throw_user_error(impl_->path, ": dataset '", name, "' runs past the end of the file (truncated?)");
-    const unsigned char* base = file.data() + *at;
+    if (impl_->raw_fd < 0) {
+      impl_->raw_fd = ::open(impl_->path.c_str(), O_RDONLY | O_CLOEXEC);
+      if (impl_->raw_fd < 0) throw_user_error(impl_->path, ": cannot open: ", std::strerror(errno));
+    }
     // Two threads, each about half of the elements (in the order of the pieces).
     std::size_t half = 0;
     for (std::int64_t seen = 0; half < pieces.size() && 2 * seen < elements; ++half)
       seen += pieces[half].block.nrows * pieces[half].block.ncols;
     std::vector<std::uint64_t> other(out.read.size(), 0);
     std::future<void> second = std::async(std::launch::async, [&] {
-      copy_pieces(base, rows, cols, pieces, half, pieces.size(), other);
+      read_pieces(impl_->raw_fd, *at, rows, cols, pieces, half, pieces.size(), other, impl_->path, name);
     });
-    copy_pieces(base, rows, cols, pieces, 0, half, out.read);
+    read_pieces(impl_->raw_fd, *at, rows, cols, pieces, 0, half, out.read, impl_->path, name);
     second.get();
     for (std::size_t l = 0; l < other.size(); ++l) out.read[l] += other[l];
-    mapping_pages_release(base, bytes);  // copied: the pages need not stay in this process
     return out;
   }
   Id fs(H5Dget_space(d.get()), H5Sclose);

@@ -113,11 +113,11 @@ class H5Store {
   // returns the stored checksums of its n slabs with the sums of the summed pieces, for the
   // caller to check (with its TP group) against the sums of all blocks. A user error names
   // file and dataset when the stack is missing, of another shape, or runs past the file's end.
-  // A stack stored as write_slabs stores it (contiguous little-endian f32) is read from a
-  // mapping of the file, each block copied and summed in one pass, on two threads: no
-  // page-cache copy, no second pass for the sum (tests/bench/RESULTS.md). Any other layout
-  // (a file rewritten by HDF5 tools) is read block by block through HDF5. The file must not
-  // shrink while it is read (a mapping would fault).
+  // A stack stored as write_slabs stores it (contiguous little-endian f32) is read straight
+  // from the file beside HDF5 (its offset from HDF5), through a small buffer that stays in
+  // cache, each block copied to its place and summed in one pass, on two threads: no second
+  // pass over the data for the sum (tests/bench/RESULTS.md). Any other layout (a file
+  // rewritten by HDF5 tools) is read block by block through HDF5.
   StackSums read_slab_pieces(const std::string& name, std::int64_t n, std::int64_t rows, std::int64_t cols,
                              const std::vector<SlabRead>& pieces) const;
 

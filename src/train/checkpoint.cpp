@@ -173,7 +173,7 @@ std::optional<std::string> damage_of(const comm::ProcessGrid& grid, Read&& read)
 // LoRA, seed, ...) is not damage: that user error is thrown.
 std::optional<std::string> load_or_damage(const CheckpointContext& ctx, const std::string& path,
                                           const AdapterBuffers& buf, TrainState& out) {
-  io::read_ahead(path);  // the disk streams the file while the ranks check what they read
+  const io::ReadAhead ahead(path);  // the disk streams the file while the ranks copy and check it
   std::optional<checkpoint::CheckpointReader> reader;
   checkpoint::Meta meta;
   if (auto damage = damage_of(*ctx.grid, [&] {

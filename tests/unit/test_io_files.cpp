@@ -1,12 +1,17 @@
-// io/files.h: atomic text writes, and the writeback hint's thread (a hint never changes what
-// the file holds, start() can be called any number of times, and the object always stops).
+// io/files.h: atomic text writes, the read-ahead hint (the whole file comes into the page
+// cache, not only the first request's few MiB), and the writeback hint's thread (a hint never
+// changes what the file holds, start() can be called any number of times, and the object
+// always stops).
 #include <gtest/gtest.h>
 #include <fcntl.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <filesystem>
 #include <numeric>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "core/error.h"
@@ -65,6 +70,44 @@ TEST(IoFiles, WritebackHintsLeaveTheBytesAsWritten) {
   const std::string bytes = anvil::io::read_text_file(p.string());
   const auto* words = reinterpret_cast<const std::uint32_t*>(bytes.data());
   for (std::uint32_t i = 0; i < (4u << 20); ++i) ASSERT_EQ(words[i], i) << "word " << i;
+  fs::remove_all(p.parent_path());
+}
+
+// The fraction of the file's pages in the page cache (mincore on a mapping of it).
+double resident_fraction(const fs::path& p) {
+  const int fd = ::open(p.c_str(), O_RDONLY);
+  const auto size = static_cast<std::size_t>(fs::file_size(p));
+  void* map = ::mmap(nullptr, size, PROT_READ, MAP_SHARED, fd, 0);
+  ::close(fd);
+  if (map == MAP_FAILED) return -1.0;
+  const auto page = static_cast<std::size_t>(::sysconf(_SC_PAGESIZE));
+  std::vector<unsigned char> in((size + page - 1) / page);
+  ::mincore(map, size, in.data());
+  ::munmap(map, size);
+  std::size_t n = 0;
+  for (const unsigned char c : in) n += c & 1;
+  return static_cast<double>(n) / static_cast<double>(in.size());
+}
+
+// Past the few MiB that one whole-file request reads on Linux 6.x: the whole file comes in.
+TEST(IoFiles, ReadAheadBringsTheWholeFileIntoThePageCache) {
+  const fs::path p = scratch("ahead.bin");
+  {
+    std::vector<char> bytes(48u << 20, 'x');
+    const int fd = ::open(p.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    ASSERT_EQ(::write(fd, bytes.data(), bytes.size()), static_cast<ssize_t>(bytes.size()));
+    ASSERT_EQ(::fsync(fd), 0);
+    ::posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
+    ::close(fd);
+  }
+  const double before = resident_fraction(p);
+  double after = 0;
+  {
+    const anvil::io::ReadAhead ahead(p.string());
+    for (int i = 0; i < 100 && (after = resident_fraction(p)) < 1.0; ++i)
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  EXPECT_EQ(after, 1.0) << "resident before: " << before;
   fs::remove_all(p.parent_path());
 }
 

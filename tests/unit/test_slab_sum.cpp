@@ -99,9 +99,9 @@ TEST(SlabSum, EqualsItsDefinitionForEveryShapeAndOffset) {
     }
 }
 
-// slab_sum_copy: a block read out of a slab in memory at any byte alignment (a mapped
-// file's), copied exactly, with slab_sum's value for the block.
-TEST(SlabSum, CopyingABlockOutOfASlabGivesItsSumAndItsBytes) {
+// run_sum_copy: a block read out of a slab in memory at any byte alignment (a read buffer),
+// a run per row or whole rows as one run, copied exactly, with slab_sum's value for the block.
+TEST(SlabSum, CopyingABlockRunByRunGivesItsSumAndItsBytes) {
   const std::int64_t rows = 9, cols = 37;
   const auto slab = random_slab(rows * cols);
   for (std::size_t shift = 0; shift < 4; ++shift) {
@@ -112,8 +112,15 @@ TEST(SlabSum, CopyingABlockOutOfASlabGivesItsSumAndItsBytes) {
          {std::array<std::int64_t, 4>{0, rows, 0, cols}, {2, 5, 0, cols}, {1, 7, 3, 33}, {4, 1, 36, 1}, {0, 9, 16, 17}}) {
       const auto want = block_of(slab, cols, row0, nrows, col0, ncols);
       std::vector<float> got(want.size(), -1.0f);
-      const std::uint64_t sum =
-          anvil::io::slab_sum_copy(at + 4 * (row0 * cols + col0), got.data(), nrows, ncols, row0, col0, cols);
+      std::uint64_t sum = 0;
+      if (ncols == cols) {  // whole rows: one run
+        sum = anvil::io::run_sum_copy(at + 4 * row0 * cols, got.data(), nrows * cols, static_cast<std::uint64_t>(row0 * cols));
+      } else {
+        for (std::int64_t i = 0; i < nrows; ++i) {
+          const auto index = static_cast<std::uint64_t>((row0 + i) * cols + col0);
+          sum += anvil::io::run_sum_copy(at + 4 * index, got.data() + i * ncols, ncols, index);
+        }
+      }
       EXPECT_EQ(sum, slab_sum(want.data(), nrows, ncols, row0, col0, cols)) << "shift " << shift << ", row0 " << row0;
       EXPECT_EQ(std::memcmp(got.data(), want.data(), want.size() * 4), 0) << "shift " << shift << ", row0 " << row0;
     }
