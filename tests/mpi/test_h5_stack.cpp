@@ -1,7 +1,7 @@
-// io::H5Store's slab stacks read back as blocks (read_slab_pieces): from a mapping of the
-// file when the stack is stored as write_slabs stores it (contiguous), through HDF5 when it
-// is not (a chunked stack, as HDF5 tools may rewrite one); on 1 and 2 ranks, each rank its
-// own tiling of every slab, the data exact and the sums of the summed blocks those stored.
+// io::H5Store's slab stacks read back as blocks (read_slab_pieces): straight from the file
+// when the stack is stored as write_slabs stores it (contiguous), through HDF5 when it is not
+// (a chunked stack, as HDF5 tools may rewrite one); on 1 and 2 ranks, each rank its own
+// tiling of every slab, the data exact and the sums of the summed blocks those stored.
 #include <gtest/gtest.h>
 #include <hdf5.h>
 #include <mpi.h>
@@ -90,7 +90,7 @@ void read_back_and_check(const anvil::io::H5Store& h5, const std::string& name) 
   }
 }
 
-TEST(H5Stack, BlocksOfAWrittenStackComeBackFromTheMappingWithTheirSums) {
+TEST(H5Stack, BlocksOfAWrittenStackComeBackStraightFromTheFileWithTheirSums) {
   const std::string path = shared_path("written.h5");
   const std::vector<float> v = stack_values();
   {
