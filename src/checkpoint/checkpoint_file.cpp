@@ -341,10 +341,10 @@ void CheckpointReader::read_group(Group g, const Shards& shards, comm::Comm& tp,
   const BlockIndex blocks(shards);
   const std::vector<StackPlan> plans = stack_plans(shards, blocks);
   // Each held block is copied to its place and, where this rank's share of the layer's
-  // checksum counts it, summed on the way; the TP group checks the
-  // sums in one all-reduce once every stack is in.
+  // checksum counts it, summed on the way; the TP group checks the sums in one all-reduce
+  // once every stack is in.
   std::vector<std::uint64_t> stored;
-  std::vector<std::int64_t> halves;
+  std::vector<std::int64_t> halves(static_cast<std::size_t>(2 * (plans.back().sum_first + plans.back().layers)), 0);
   for (const StackPlan& p : plans) {
     std::vector<io::SlabRead> pieces;
     for (std::int64_t i = 0; i < p.held; ++i) {
@@ -357,9 +357,7 @@ void CheckpointReader::read_group(Group g, const Shards& shards, comm::Comm& tp,
         h5_.read_slab_pieces(stack_name(g, p.stack.proj, p.stack.which, p.stack.shared_expert), p.layers, p.rows, p.cols,
                              pieces);
     stored.insert(stored.end(), s.stored.begin(), s.stored.end());
-    std::vector<std::int64_t> share(static_cast<std::size_t>(2 * p.layers), 0);
-    for (std::int64_t l = 0; l < p.layers; ++l) add_halves(share, l, s.read[static_cast<std::size_t>(l)]);
-    halves.insert(halves.end(), share.begin(), share.end());
+    for (std::int64_t l = 0; l < p.layers; ++l) add_halves(halves, p.sum_first + l, s.read[static_cast<std::size_t>(l)]);
   }
   const std::vector<std::uint64_t> sums = halves_total(tp, ep, std::move(halves));
   for (const StackPlan& p : plans)

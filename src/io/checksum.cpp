@@ -37,20 +37,6 @@ std::uint64_t row_sum(const float* row, std::int64_t n, std::uint64_t first) {
   return sum;
 }
 
-// row_sum of the n elements at `src` (any alignment), stored to dst as they are summed.
-std::uint64_t row_sum_copy(const unsigned char* src, float* dst, std::int64_t n, std::uint64_t first) {
-  std::uint64_t sum = 0, index_term = first * kIndexStep;
-  for (std::int64_t j = 0; j < n; ++j) {
-    std::uint32_t bits;
-    std::memcpy(&bits, src + 4 * j, sizeof(bits));
-    std::memcpy(dst + j, &bits, sizeof(bits));
-    const std::uint64_t h = bits * kMul + index_term;
-    index_term += kIndexStep;
-    sum += h ^ (h >> 31);
-  }
-  return sum;
-}
-
 }  // namespace
 
 // Built for AVX-512 (x86-64-v4: 8 elements per instruction and a native 64-bit multiply),
@@ -75,7 +61,17 @@ std::uint64_t slab_sum(const float* block, std::int64_t nrows, std::int64_t ncol
 __attribute__((target_clones("arch=x86-64-v4", "avx2", "default")))
 #endif
 std::uint64_t run_sum_copy(const void* src, float* dst, std::int64_t n, std::uint64_t first) {
-  return row_sum_copy(static_cast<const unsigned char*>(src), dst, n, first);
+  const auto* bytes = static_cast<const unsigned char*>(src);
+  std::uint64_t sum = 0, index_term = first * kIndexStep;
+  for (std::int64_t j = 0; j < n; ++j) {  // row_sum's loop, storing each element as it goes
+    std::uint32_t bits;
+    std::memcpy(&bits, bytes + 4 * j, sizeof(bits));
+    std::memcpy(dst + j, &bits, sizeof(bits));
+    const std::uint64_t h = bits * kMul + index_term;
+    index_term += kIndexStep;
+    sum += h ^ (h >> 31);
+  }
+  return sum;
 }
 
 }  // namespace anvil::io
