@@ -201,19 +201,24 @@ std::vector<std::int64_t> checksum_share(const BlockIndex& blocks, const StackPl
   return halves;
 }
 
+// The dataset of group g that holds stack st, and its shape.
+io::H5Store::StackShape stack_shape(Group g, const LoraLayout& full, const Stack& st) {
+  const model::LoraSlot& first = full.slots()[static_cast<std::size_t>(st.slots.front())];
+  const int r = full.spec().rank;
+  return {stack_name(g, st.proj, st.which, st.shared_expert), st.slabs(), matrix_rows(first, st.which, r),
+          matrix_cols(first, st.which, r)};
+}
+
 // Reads every stack of group g whole, each slab checked, and hands each slab's matrix
 // (rows, cols) to take(stack, slab, matrix, rows, cols).
 template <class Take>
 void read_stacks(const io::H5Store& h5, Group g, const LoraLayout& full, Take&& take) {
-  const int r = full.spec().rank;
   std::vector<float> whole;
   for (const Stack& st : stacks(full)) {
-    const model::LoraSlot& first = full.slots()[static_cast<std::size_t>(st.slots.front())];
-    const std::int64_t rows = matrix_rows(first, st.which, r), cols = matrix_cols(first, st.which, r);
-    const std::int64_t slabs = st.slabs();
-    whole.resize(static_cast<std::size_t>(slabs * rows * cols));
-    h5.read_slabs_checked(stack_name(g, st.proj, st.which, st.shared_expert), slabs, rows, cols, whole.data());
-    for (std::int64_t l = 0; l < slabs; ++l) take(st, l, whole.data() + l * rows * cols, rows, cols);
+    const io::H5Store::StackShape s = stack_shape(g, full, st);
+    whole.resize(static_cast<std::size_t>(s.n * s.rows * s.cols));
+    h5.read_slabs_checked(s.name, s.n, s.rows, s.cols, whole.data());
+    for (std::int64_t l = 0; l < s.n; ++l) take(st, l, whole.data() + l * s.rows * s.cols, s.rows, s.cols);
   }
 }
 
@@ -367,6 +372,14 @@ void CheckpointReader::read_group(Group g, const Shards& shards, comm::Comm& tp,
         throw_user_error(path(), ": dataset '", stack_name(g, p.stack.proj, p.stack.which, p.stack.shared_expert),
                          "' fails its checksum at slab ", l, " of ", p.layers, " (the file is damaged)");
     }
+}
+
+void CheckpointReader::open_stacks(const LoraLayout& full) const {
+  if (format_ == kFormatV1) return;
+  std::vector<io::H5Store::StackShape> shapes;
+  for (int g = 0; g < kGroupCount; ++g)
+    for (const Stack& st : stacks(full)) shapes.push_back(stack_shape(static_cast<Group>(g), full, st));
+  h5_.open_stacks(shapes);
 }
 
 void CheckpointReader::read_group_full(Group g, const LoraLayout& full, float* params) const {

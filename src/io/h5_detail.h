@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <cstdint>
+#include <map>
 #include <optional>
 #include <string>
 #include <utility>
@@ -69,6 +70,14 @@ struct H5Store::Impl {
   // The file opened read-only beside HDF5, by the first read_slab_pieces that reads a stack
   // straight from it.
   mutable int raw_fd = -1;
+  // The stacks open_stacks opened ahead, by name, with their shapes and checksums (closed
+  // before the file).
+  struct HeldStack {
+    h5detail::Id d;
+    std::vector<std::uint64_t> sums;
+    std::int64_t n = 0, rows = 0, cols = 0;
+  };
+  mutable std::map<std::string, HeldStack> held;
   Impl() = default;
   Impl(const Impl&) = delete;
   Impl& operator=(const Impl&) = delete;

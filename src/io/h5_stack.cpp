@@ -5,10 +5,12 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <bit>
 #include <cerrno>
 #include <cstring>
 #include <future>
+#include <tuple>
 
 #include "io/h5_detail.h"
 #include "io/h5_store.h"
@@ -149,70 +151,110 @@ void pread_all(int fd, void* dst, std::size_t n, std::uint64_t at, const std::st
   }
 }
 
-// Reads pieces [first, last) of a (rows, cols) stack stored as one run of f32 from byte `at`
-// of the file open as fd, adding the sums of the summed ones into `sums` (one per slab). A
-// block of whole rows is one run of the file, any other block a run per row. A summed run
-// comes through a buffer that stays in cache (256 KiB at a time, as dd reads), and is then
-// copied to its place and summed in one pass; an unsummed one is read in place.
-void read_pieces(int fd, std::uint64_t at, std::int64_t rows, std::int64_t cols, const std::vector<SlabRead>& pieces,
-                 std::size_t first, std::size_t last, std::vector<std::uint64_t>& sums, const std::string& path,
-                 const std::string& name) {
-  constexpr std::int64_t kChunk = 64 * 1024;  // floats
-  std::vector<unsigned char> buffer;
-  for (std::size_t k = first; k < last; ++k) {
-    const SlabRead& p = pieces[k];
-    const MatrixBlock& b = p.block;
+// A part of a block read straight from the file: elements [first, first + count) of run
+// `run` of pieces[piece], where a block of whole rows is one run of the file and any other
+// block a run per row.
+struct RunPart {
+  std::size_t piece = 0;
+  std::int64_t run = 0, first = 0, count = 0;
+};
+constexpr std::int64_t kPartFloats = 64 * 1024;  // 256 KiB: a part's buffer stays in cache
+
+// The parts of `pieces` of a stack with `cols` columns, in the pieces' order (the file's
+// order within each piece), each run cut into parts of at most kPartFloats.
+std::vector<RunPart> run_parts(const std::vector<SlabRead>& pieces, std::int64_t cols) {
+  std::vector<RunPart> parts;
+  for (std::size_t k = 0; k < pieces.size(); ++k) {
+    const MatrixBlock& b = pieces[k].block;
     const bool whole_rows = b.ncols == cols;
     const std::int64_t runs = whole_rows ? 1 : b.nrows, run = whole_rows ? b.nrows * b.ncols : b.ncols;
-    for (std::int64_t r = 0; r < runs; ++r) {
-      const auto index = static_cast<std::uint64_t>((b.row0 + r) * cols + b.col0);  // in the slab
+    for (std::int64_t r = 0; r < runs; ++r)
+      for (std::int64_t e = 0; e < run; e += kPartFloats) parts.push_back({k, r, e, std::min(kPartFloats, run - e)});
+  }
+  return parts;
+}
+
+// Reads parts of a (rows, cols) stack stored as one run of f32 from byte `at` of the file
+// open as fd, taking the next part from `next` until none is left, and adds the sums of
+// the summed ones into `sums` (one per slab). Threads that share `next` read the stack
+// front to back together, each part at a time, so that none waits at the end for another
+// with more of the stack still to come from the disk. A summed part comes through a buffer
+// that stays in cache and is then copied to its place and summed in one pass; an unsummed
+// one is read in place. On an error the others stop after their part.
+void read_parts(int fd, std::uint64_t at, std::int64_t rows, std::int64_t cols, const std::vector<SlabRead>& pieces,
+                const std::vector<RunPart>& parts, std::atomic<std::size_t>& next, std::vector<std::uint64_t>& sums,
+                const std::string& path, const std::string& name) {
+  std::vector<unsigned char> buffer(static_cast<std::size_t>(4 * kPartFloats));
+  try {
+    for (std::size_t i = next.fetch_add(1, std::memory_order_relaxed); i < parts.size();
+         i = next.fetch_add(1, std::memory_order_relaxed)) {
+      const RunPart& part = parts[i];
+      const SlabRead& p = pieces[part.piece];
+      const MatrixBlock& b = p.block;
+      const std::int64_t row = b.ncols == cols ? b.row0 : b.row0 + part.run;  // the run's first row
+      const auto index = static_cast<std::uint64_t>(row * cols + b.col0 + part.first);  // in the slab
       const std::uint64_t from = at + 4 * (static_cast<std::uint64_t>(p.slab * rows * cols) + index);
-      float* dst = p.dst + r * b.ncols;
+      float* dst = p.dst + part.run * b.ncols + part.first;
+      const auto bytes = static_cast<std::size_t>(4 * part.count);
       if (!p.summed) {
-        pread_all(fd, dst, static_cast<std::size_t>(4 * run), from, path, name);
+        pread_all(fd, dst, bytes, from, path, name);
         continue;
       }
-      buffer.resize(static_cast<std::size_t>(4 * std::min(run, kChunk)));
-      for (std::int64_t e = 0; e < run; e += kChunk) {
-        const std::int64_t m = std::min(kChunk, run - e);
-        pread_all(fd, buffer.data(), static_cast<std::size_t>(4 * m), from + static_cast<std::uint64_t>(4 * e), path, name);
-        sums[static_cast<std::size_t>(p.slab)] += run_sum_copy(buffer.data(), dst + e, m, index + static_cast<std::uint64_t>(e));
-      }
+      pread_all(fd, buffer.data(), bytes, from, path, name);
+      sums[static_cast<std::size_t>(p.slab)] += run_sum_copy(buffer.data(), dst, part.count, index);
     }
+  } catch (...) {
+    next.store(parts.size(), std::memory_order_relaxed);
+    throw;
   }
 }
 
 }  // namespace
 
+void H5Store::open_stacks(const std::vector<StackShape>& stacks) const {
+  for (const StackShape& s : stacks) {
+    auto [d, sums] = impl_->stack(s.name, s.n, s.rows, s.cols);
+    impl_->held[s.name] = Impl::HeldStack{std::move(d), std::move(sums), s.n, s.rows, s.cols};
+  }
+}
+
 StackSums H5Store::read_slab_pieces(const std::string& name, std::int64_t n, std::int64_t rows, std::int64_t cols,
                                     const std::vector<SlabRead>& pieces) const {
-  auto [d, stored] = impl_->stack(name, n, rows, cols);
-  std::int64_t elements = 0;
+  Id opened;
+  std::vector<std::uint64_t> stored;
+  hid_t d = H5I_INVALID_HID;
+  if (const auto h = impl_->held.find(name); h != impl_->held.end()) {
+    const Impl::HeldStack& held = h->second;
+    ANVIL_CHECK(held.n == n && held.rows == rows && held.cols == cols, name, ": opened as another shape");
+    d = held.d.get();
+    stored = held.sums;
+  } else {
+    std::tie(opened, stored) = impl_->stack(name, n, rows, cols);
+    d = opened.get();
+  }
   for (const SlabRead& p : pieces) {
     check_block(name, p.block, rows, cols);
     ANVIL_CHECK(p.slab >= 0 && p.slab < n, name, ": slab ", p.slab, " outside the stack of ", n);
-    elements += p.block.nrows * p.block.ncols;
   }
   StackSums out{std::move(stored), std::vector<std::uint64_t>(static_cast<std::size_t>(n), 0)};
-  if (const std::optional<std::uint64_t> at = contiguous_f32_offset(d.get())) {
+  if (const std::optional<std::uint64_t> at = contiguous_f32_offset(d)) {
     if (impl_->raw_fd < 0) {
       impl_->raw_fd = ::open(impl_->path.c_str(), O_RDONLY | O_CLOEXEC);
       if (impl_->raw_fd < 0) throw_user_error(impl_->path, ": cannot open: ", std::strerror(errno));
     }
-    // Two threads, each about half of the elements (in the order of the pieces).
-    std::size_t half = 0;
-    for (std::int64_t seen = 0; half < pieces.size() && 2 * seen < elements; ++half)
-      seen += pieces[half].block.nrows * pieces[half].block.ncols;
+    // Two threads, taking the parts in turn.
+    const std::vector<RunPart> parts = run_parts(pieces, cols);
+    std::atomic<std::size_t> next{0};
     std::vector<std::uint64_t> other(out.read.size(), 0);
     std::future<void> second = std::async(std::launch::async, [&] {
-      read_pieces(impl_->raw_fd, *at, rows, cols, pieces, half, pieces.size(), other, impl_->path, name);
+      read_parts(impl_->raw_fd, *at, rows, cols, pieces, parts, next, other, impl_->path, name);
     });
-    read_pieces(impl_->raw_fd, *at, rows, cols, pieces, 0, half, out.read, impl_->path, name);
+    read_parts(impl_->raw_fd, *at, rows, cols, pieces, parts, next, out.read, impl_->path, name);
     second.get();
     for (std::size_t l = 0; l < other.size(); ++l) out.read[l] += other[l];
     return out;
   }
-  Id fs(H5Dget_space(d.get()), H5Sclose);
+  Id fs(H5Dget_space(d), H5Sclose);
   Id dxpl = independent_xfer();
   for (const SlabRead& p : pieces) {
     const MatrixBlock& b = p.block;
@@ -220,7 +262,7 @@ StackSums H5Store::read_slab_pieces(const std::string& name, std::int64_t n, std
     const hsize_t count[3] = {1, static_cast<hsize_t>(b.nrows), static_cast<hsize_t>(b.ncols)};
     H5Sselect_hyperslab(fs.get(), H5S_SELECT_SET, start, nullptr, count, nullptr);
     Id ms(H5Screate_simple(3, count, nullptr), H5Sclose);
-    check(H5Dread(d.get(), H5T_NATIVE_FLOAT, ms.get(), fs.get(), dxpl.get(), p.dst), impl_->path,
+    check(H5Dread(d, H5T_NATIVE_FLOAT, ms.get(), fs.get(), dxpl.get(), p.dst), impl_->path,
           "reading '" + name + "'");
     if (p.summed) out.read[static_cast<std::size_t>(p.slab)] += slab_sum(p.dst, b.nrows, b.ncols, b.row0, b.col0, cols);
   }

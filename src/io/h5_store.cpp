@@ -125,6 +125,7 @@ H5Store::~H5Store() {
     impl_->file.release();
     return;
   }
+  impl_->held.clear();  // before the file, as in close()
   impl_->file = Id();
 }
 
@@ -140,6 +141,11 @@ H5Store H5Store::create(const std::string& path, MPI_Comm comm) {
   // starts cache-line aligned (HDF5 put them 8 bytes past a line otherwise). At most 4 KiB
   // of padding per stack; readers need nothing to read such a file.
   H5Pset_alignment(fapl.get(), 64 * 1024, 4096);
+  // HDF5's metadata (the headers, and the checksums sealed after the data) goes into one
+  // 256 KiB block at the front instead of the gaps between and behind the stacks: a reader
+  // opening them all (open_stacks) makes its small reads from the first pages, not from
+  // all over the file (holes where the block is not used up).
+  H5Pset_meta_block_size(fapl.get(), 256 * 1024);
   impl->file = checked(H5Fcreate(path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, fapl.get()), H5Fclose, path,
                        "cannot create the file");
   return H5Store(std::move(impl));
@@ -341,6 +347,7 @@ std::vector<std::string> H5Store::list() const {
 
 void H5Store::close() {
   ANVIL_CHECK(impl_ && impl_->file.get() >= 0, "closing a closed store");
+  impl_->held.clear();  // HDF5 refuses to close a file (over MPI-IO) with datasets open
   const hid_t f = impl_->file.release();
   const herr_t flushed = impl_->writable ? H5Fflush(f, H5F_SCOPE_GLOBAL) : 0;
   const herr_t closed = H5Fclose(f);

@@ -120,6 +120,17 @@ class H5Store {
   // rewritten by HDF5 tools) is read block by block through HDF5.
   StackSums read_slab_pieces(const std::string& name, std::int64_t n, std::int64_t rows, std::int64_t cols,
                              const std::vector<SlabRead>& pieces) const;
+  // Opens the stacks now, with their checksums and places in the file, and keeps them open
+  // for read_slab_pieces (until close). A reader that has the file read ahead
+  // (io::ReadAhead) calls it first: HDF5 keeps a stack's header and checksums where it had
+  // room when it wrote them, between and behind the data, and a small read queued behind
+  // the read-ahead waits until the disk has read everything before it (0.2 s of a 0.3 s
+  // cold 503 MB resume; tests/bench/RESULTS.md). User errors as read_slab_pieces.
+  struct StackShape {
+    std::string name;
+    std::int64_t n = 0, rows = 0, cols = 0;
+  };
+  void open_stacks(const std::vector<StackShape>& stacks) const;
 
   // Reads dataset `name` whole, whatever it holds, and checks it against its checksum(s):
   // empty when it is sound, else what is wrong ("FILE: dataset 'X' fails its checksum ...").

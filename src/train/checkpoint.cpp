@@ -173,7 +173,6 @@ std::optional<std::string> damage_of(const comm::ProcessGrid& grid, Read&& read)
 // LoRA, seed, ...) is not damage: that user error is thrown.
 std::optional<std::string> load_or_damage(const CheckpointContext& ctx, const std::string& path,
                                           const AdapterBuffers& buf, TrainState& out) {
-  const io::ReadAhead ahead(path);  // the disk streams the file while the ranks copy and check it
   std::optional<checkpoint::CheckpointReader> reader;
   checkpoint::Meta meta;
   if (auto damage = damage_of(*ctx.grid, [&] {
@@ -183,7 +182,10 @@ std::optional<std::string> load_or_damage(const CheckpointContext& ctx, const st
     return damage;
   check_compatible(ctx, path, meta);
   return damage_of(*ctx.grid, [&] {
+    // HDF5's small reads first, then the disk streams the file while the ranks copy and check it.
+    reader->open_stacks(*ctx.full);
     const checkpoint::State saved = reader->state();
+    const io::ReadAhead ahead(path);
     // This rank's blocks of every matrix, checked with the TP group: any grid reads any checkpoint.
     const checkpoint::GroupBuffers groups = group_buffers(buf);
     for (int g = 0; g < checkpoint::kGroupCount; ++g)
