@@ -32,7 +32,7 @@ class FormatArgs {
   }
   Value by_key(Renderer& r, const std::string& key, int line) const {
     if (v_.kind != Kind::dict) r.fail(line, "format requires a mapping");
-    const Value* x = v_.find(key);
+    const Value* x = v_.find(dict_key(Value::string(key)));
     if (!x) r.fail(line, "KeyError: " + to_repr(Value::string(key)));
     return *x;
   }

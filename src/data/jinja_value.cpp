@@ -6,6 +6,8 @@
 #include <cmath>
 #include <cstdio>
 
+#include "core/error.h"
+
 namespace anvil::data::jinja {
 
 Value Value::make_list(List x, bool is_tuple) {
@@ -31,7 +33,7 @@ Value Value::generator(List x) {
 }
 
 std::string dict_key(const Value& k) {
-  if (k.kind == Kind::string) return k.s;
+  if (k.kind == Kind::string) return k.s.starts_with('\x1f') ? "\x1fs" + k.s : k.s;
   char tag = k.kind == Kind::none ? 'n' : k.kind == Kind::boolean ? 'b' : k.kind == Kind::integer ? 'i' : 'f';
   return std::string("\x1f") + tag + to_str(k);
 }
@@ -40,10 +42,12 @@ Value dict_key_value(const std::string& k) {
   if (k.size() < 2 || k[0] != '\x1f') return Value::string(k);
   std::string body = k.substr(2);
   switch (k[1]) {
+    case 's': return Value::string(body);
     case 'n': return Value::none();
     case 'b': return Value::boolean(body == "True");
     case 'i': return Value::integer(std::stoll(body));
-    default: return Value::floating(std::stod(body));
+    case 'f': return Value::floating(std::stod(body));
+    default: throw_internal_error(__FILE__, __LINE__, "a dict key not made by dict_key: tag ", static_cast<int>(k[1]));
   }
 }
 
@@ -90,7 +94,7 @@ Value from_json(const nlohmann::ordered_json& j) {
     case nlohmann::ordered_json::value_t::object: {
       Dict d;
       d.reserve(j.size());
-      for (const auto& [k, e] : j.items()) d.emplace_back(k, from_json(e));
+      for (const auto& [k, e] : j.items()) d.emplace_back(dict_key(Value::string(k)), from_json(e));
       return Value::make_dict(std::move(d));
     }
     default: return Value::none();

@@ -76,7 +76,8 @@ struct CallArgs {
 
 Value from_json(const nlohmann::ordered_json& j);
 // A dict key as stored, and back: strings are themselves; None, bools, ints and floats are
-// tagged with a leading "\x1f" that no template text uses.
+// tagged with a leading "\x1f" and a letter, as is a string that itself starts with "\x1f"
+// (a key of a message's JSON or of the template may: the tag keeps them apart).
 std::string dict_key(const Value& k);
 Value dict_key_value(const std::string& k);
 const char* kind_name(Kind k);

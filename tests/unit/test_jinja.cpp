@@ -252,6 +252,19 @@ TEST(Jinja, PercentFormatting) {
 }
 
 // jinja2's groupby: sorted by the attribute, (grouper, list) tuples; expected strings from jinja2.
+// Non-string keys are held tagged with a leading \x1f; a string key that itself starts with
+// one (from the template or a message's JSON) stays a string (fuzz.jinja found dictsort
+// reading such a key as a number and throwing).
+TEST(Jinja, StringKeysStartingWithTheKeyTagStayStrings) {
+  EXPECT_EQ(render("{% for k, v in {'b': 2, '\x1f.': 1}|dictsort %}[{{ k }}={{ v }}]{% endfor %}"), "[\x1f.=1][b=2]");
+  EXPECT_EQ(render("{% for k, v in {3: 4, 1: 2}|dictsort %}[{{ k + 1 }}]{% endfor %}"), "[2][4]");
+  const json ctx = {{"d", {{"\x1fi3", 5}, {"x", 1}}}};
+  EXPECT_EQ(render("{% for k in d %}{{ k|length }}{% endfor %}", ctx), "31");
+  EXPECT_EQ(render("{{ d|tojson }}", ctx), R"({"\u001fi3": 5, "x": 1})");
+  EXPECT_EQ(render("{{ d['\x1fi3'] }} {{ d[3] is defined }} {{ d.items()|list|first|first|length }}", ctx), "5 False 3");
+  EXPECT_EQ(render("{{ '%(\x1fk)s' % {'\x1fk': 7} }}"), "7");
+}
+
 TEST(Jinja, GroupBy) {
   const json msgs = json::parse(R"({"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"},
                                                  {"role": "user", "content": "c"}]})");
