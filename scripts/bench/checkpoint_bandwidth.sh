@@ -12,7 +12,9 @@
 # after the write) and "cold again" (evicted once more), each compared with its like. And
 # the disk's speed drifts, so the two run in rounds, back to back, the order alternating
 # from round to round, each ratio taken within its round; the summary is the median of the
-# rounds and the number of rounds at or above 80%.
+# rounds and the number of rounds at or above 80%. A rank alone on its node resumes a file
+# that is not in the page cache past it (io::DirectStream), so at 1 rank the page cache is
+# still empty for the "warm" resume after the cold ones, which reads the disk again.
 #
 # Usage: scripts/bench/checkpoint_bandwidth.sh [DIR] [RANKS]   (default /tmp/bench_ckpt, 1)
 # Env: BENCH (default build/tests/unit/bench_checkpoint), PRESET (llama3-8b), RANK (16),

@@ -382,6 +382,8 @@ void CheckpointReader::open_stacks(const LoraLayout& full) const {
   h5_.open_stacks(shapes);
 }
 
+void CheckpointReader::read_ahead() const { h5_.read_ahead(); }
+
 void CheckpointReader::read_group_full(Group g, const LoraLayout& full, float* params) const {
   if (format_ == kFormatV1) return read_group_full_v1(h5_, g, full, params);
   const auto take = [&](const Stack& st, std::int64_t l, const float* slab, std::int64_t rows, std::int64_t cols) {

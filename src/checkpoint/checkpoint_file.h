@@ -60,10 +60,12 @@ class CheckpointReader {
   // then holds what was read). Format 1: whole matrices, each rank checks them alone (ep 1).
   void read_group(Group g, const Shards& shards, comm::Comm& tp, comm::Comm& ep, float* local) const;
   // Opens every stack of the LoRA `full` (format 2; format 1 has nothing to open) for the
-  // read_group calls that follow: HDF5's headers and checksums, which lie between and
-  // behind the data, are read before the caller starts reading the file ahead
+  // read_group calls that follow: HDF5's headers and checksums are read before read_ahead
   // (io::H5Store::open_stacks). A user error names a missing or misshapen stack.
   void open_stacks(const model::LoraLayout& full) const;
+  // Starts reading the opened stacks (format 1: the whole file) from the disk ahead of the
+  // read_group calls, which then copy them as they come in (io::H5Store::read_ahead).
+  void read_ahead() const;
   // Group g whole, in the layout `full` (export; inspect).
   void read_group_full(Group g, const model::LoraLayout& full, float* params) const;
   // Reads every dataset and checks it, and that none the format needs is missing: one

@@ -9,12 +9,15 @@
 
 #include <cstdint>
 #include <map>
+#include <memory>
 #include <optional>
 #include <string>
 #include <utility>
 #include <vector>
 
 #include "core/error.h"
+#include "io/direct_stream.h"
+#include "io/files.h"
 #include "io/h5_store.h"
 
 namespace anvil::io {
@@ -66,6 +69,7 @@ struct H5Store::Impl {
   std::string path;
   h5detail::Id file;
   int rank = 0;
+  int node_ranks = 1;  // ranks of the communicator on this rank's node (a file opened for reading)
   bool writable = false;
   // The file opened read-only beside HDF5, by the first read_slab_pieces that reads a stack
   // straight from it.
@@ -76,8 +80,20 @@ struct H5Store::Impl {
     h5detail::Id d;
     std::vector<std::uint64_t> sums;
     std::int64_t n = 0, rows = 0, cols = 0;
+    std::optional<std::uint64_t> at;  // where its data starts when it can be read straight from the file
   };
   mutable std::map<std::string, HeldStack> held;
+  // What read_ahead started: the held stacks' data streamed from the disk, or else the
+  // page cache's read-ahead of the whole file (stopped before the file is closed).
+  mutable std::unique_ptr<DirectStream> stream;
+  mutable std::unique_ptr<ReadAhead> ahead;
+  // Stops what read_ahead started and closes the held stacks: HDF5 refuses to close a file
+  // (over MPI-IO) with datasets open.
+  void let_go() const {
+    stream.reset();
+    ahead.reset();
+    held.clear();
+  }
   Impl() = default;
   Impl(const Impl&) = delete;
   Impl& operator=(const Impl&) = delete;

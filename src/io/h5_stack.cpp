@@ -10,6 +10,7 @@
 #include <cerrno>
 #include <cstring>
 #include <future>
+#include <mutex>
 #include <tuple>
 
 #include "io/h5_detail.h"
@@ -151,57 +152,96 @@ void pread_all(int fd, void* dst, std::size_t n, std::uint64_t at, const std::st
   }
 }
 
-// A part of a block read straight from the file: elements [first, first + count) of run
-// `run` of pieces[piece], where a block of whole rows is one run of the file and any other
-// block a run per row.
+// A part of a block read straight from the file: `count` elements from byte `from` of the
+// file, the first at row-major index `index` of slab `slab`, going to dst (summed or not).
 struct RunPart {
-  std::size_t piece = 0;
-  std::int64_t run = 0, first = 0, count = 0;
+  std::uint64_t from = 0, index = 0;
+  std::int64_t slab = 0, count = 0;
+  float* dst = nullptr;
+  bool summed = false;
 };
 constexpr std::int64_t kPartFloats = 64 * 1024;  // 256 KiB: a part's buffer stays in cache
 
-// The parts of `pieces` of a stack with `cols` columns, in the pieces' order (the file's
-// order within each piece), each run cut into parts of at most kPartFloats.
-std::vector<RunPart> run_parts(const std::vector<SlabRead>& pieces, std::int64_t cols) {
+// The parts of `pieces` of an (n, rows, cols) stack whose data starts at byte `at` of the
+// file, in the file's order: a block of whole rows is one run of the file, any other block a
+// run per row, and each run is cut into parts of at most kPartFloats that do not cross a
+// DirectStream chunk.
+std::vector<RunPart> run_parts(const std::vector<SlabRead>& pieces, std::uint64_t at, std::int64_t rows,
+                               std::int64_t cols) {
   std::vector<RunPart> parts;
-  for (std::size_t k = 0; k < pieces.size(); ++k) {
-    const MatrixBlock& b = pieces[k].block;
+  for (const SlabRead& p : pieces) {
+    const MatrixBlock& b = p.block;
     const bool whole_rows = b.ncols == cols;
     const std::int64_t runs = whole_rows ? 1 : b.nrows, run = whole_rows ? b.nrows * b.ncols : b.ncols;
-    for (std::int64_t r = 0; r < runs; ++r)
-      for (std::int64_t e = 0; e < run; e += kPartFloats) parts.push_back({k, r, e, std::min(kPartFloats, run - e)});
+    for (std::int64_t r = 0; r < runs; ++r) {
+      const auto index = static_cast<std::uint64_t>((b.row0 + (whole_rows ? 0 : r)) * cols + b.col0);
+      std::uint64_t from = at + 4 * (static_cast<std::uint64_t>(p.slab * rows * cols) + index);
+      for (std::int64_t e = 0; e < run;) {
+        const auto to_chunk = static_cast<std::int64_t>((DirectStream::kChunk - from % DirectStream::kChunk) / 4);
+        const std::int64_t count = std::max<std::int64_t>(1, std::min({kPartFloats, run - e, to_chunk}));
+        parts.push_back(
+            {from, index + static_cast<std::uint64_t>(e), p.slab, count, p.dst + r * b.ncols + e, p.summed});
+        e += count;
+        from += static_cast<std::uint64_t>(4 * count);
+      }
+    }
   }
+  std::stable_sort(parts.begin(), parts.end(), [](const RunPart& a, const RunPart& b) { return a.from < b.from; });
   return parts;
 }
 
-// Reads parts of a (rows, cols) stack stored as one run of f32 from byte `at` of the file
-// open as fd, taking the next part from `next` until none is left, and adds the sums of
-// the summed ones into `sums` (one per slab). Threads that share `next` read the stack
-// front to back together, each part at a time, so that none waits at the end for another
-// with more of the stack still to come from the disk. A summed part comes through a buffer
-// that stays in cache and is then copied to its place and summed in one pass; an unsummed
-// one is read in place. On an error the others stop after their part.
-void read_parts(int fd, std::uint64_t at, std::int64_t rows, std::int64_t cols, const std::vector<SlabRead>& pieces,
-                const std::vector<RunPart>& parts, std::atomic<std::size_t>& next, std::vector<std::uint64_t>& sums,
-                const std::string& path, const std::string& name) {
+// The parts of a stack done so far, for the stream: it may drop every byte before the first
+// part not done yet.
+class PartsDone {
+ public:
+  PartsDone(DirectStream* stream, const std::vector<RunPart>& parts)
+      : stream_(stream), parts_(parts), done_(parts.size(), 0) {
+    if (stream_ != nullptr && !parts_.empty()) stream_->pass(parts_.front().from);
+  }
+  void done(std::size_t i) {
+    if (stream_ == nullptr) return;
+    const std::lock_guard<std::mutex> lock(mutex_);
+    done_[i] = 1;
+    while (first_ < parts_.size() && done_[first_] != 0) ++first_;
+    const RunPart& last = parts_[first_ < parts_.size() ? first_ : parts_.size() - 1];
+    stream_->pass(first_ < parts_.size() ? last.from : last.from + static_cast<std::uint64_t>(4 * last.count));
+  }
+
+ private:
+  DirectStream* stream_;
+  const std::vector<RunPart>& parts_;
+  std::vector<unsigned char> done_;
+  std::size_t first_ = 0;
+  std::mutex mutex_;
+};
+
+// Reads `parts` of a stack from the file open as fd (or the stream, where it holds them),
+// taking the next part from `next` until none is left, and adds the sums of the summed
+// ones into `sums` (one per slab). Threads that share `next` read the stack front to back
+// together, each part at a time, so that none waits at the end for another with more of the
+// stack still to come from the disk. A summed part is copied to its place and summed in one
+// pass, from the stream's buffer or a buffer of its own that stays in cache; an unsummed one
+// is copied from the stream or read in place. On an error the others stop after their part.
+void read_parts(int fd, DirectStream* stream, const std::vector<RunPart>& parts, PartsDone& progress,
+                std::atomic<std::size_t>& next, std::vector<std::uint64_t>& sums, const std::string& path,
+                const std::string& name) {
   std::vector<unsigned char> buffer(static_cast<std::size_t>(4 * kPartFloats));
   try {
     for (std::size_t i = next.fetch_add(1, std::memory_order_relaxed); i < parts.size();
          i = next.fetch_add(1, std::memory_order_relaxed)) {
       const RunPart& part = parts[i];
-      const SlabRead& p = pieces[part.piece];
-      const MatrixBlock& b = p.block;
-      const std::int64_t row = b.ncols == cols ? b.row0 : b.row0 + part.run;  // the run's first row
-      const auto index = static_cast<std::uint64_t>(row * cols + b.col0 + part.first);  // in the slab
-      const std::uint64_t from = at + 4 * (static_cast<std::uint64_t>(p.slab * rows * cols) + index);
-      float* dst = p.dst + part.run * b.ncols + part.first;
       const auto bytes = static_cast<std::size_t>(4 * part.count);
-      if (!p.summed) {
-        pread_all(fd, dst, bytes, from, path, name);
-        continue;
+      const unsigned char* src = stream != nullptr ? stream->wait(part.from, bytes) : nullptr;
+      if (src == nullptr && !part.summed) {
+        pread_all(fd, part.dst, bytes, part.from, path, name);
+      } else if (src == nullptr) {
+        pread_all(fd, buffer.data(), bytes, part.from, path, name);
+        src = buffer.data();
+      } else if (!part.summed) {
+        std::memcpy(part.dst, src, bytes);
       }
-      pread_all(fd, buffer.data(), bytes, from, path, name);
-      sums[static_cast<std::size_t>(p.slab)] += run_sum_copy(buffer.data(), dst, part.count, index);
+      if (part.summed) sums[static_cast<std::size_t>(part.slab)] += run_sum_copy(src, part.dst, part.count, part.index);
+      progress.done(i);
     }
   } catch (...) {
     next.store(parts.size(), std::memory_order_relaxed);
@@ -214,42 +254,59 @@ void read_parts(int fd, std::uint64_t at, std::int64_t rows, std::int64_t cols, 
 void H5Store::open_stacks(const std::vector<StackShape>& stacks) const {
   for (const StackShape& s : stacks) {
     auto [d, sums] = impl_->stack(s.name, s.n, s.rows, s.cols);
-    impl_->held[s.name] = Impl::HeldStack{std::move(d), std::move(sums), s.n, s.rows, s.cols};
+    const std::optional<std::uint64_t> at = contiguous_f32_offset(d.get());
+    impl_->held[s.name] = Impl::HeldStack{std::move(d), std::move(sums), s.n, s.rows, s.cols, at};
   }
+}
+
+bool H5Store::read_ahead() const {
+  std::vector<ByteRange> data;
+  for (const auto& [name, h] : impl_->held)
+    if (h.at) data.push_back({*h.at, *h.at + static_cast<std::uint64_t>(4 * h.n * h.rows * h.cols)});
+  // Ranks that share a node share the page cache too: the disk reads the file once for all.
+  if (impl_->node_ranks == 1 && !data.empty() && data.size() == impl_->held.size())
+    impl_->stream = DirectStream::open(impl_->path, data);
+  if (!impl_->stream) impl_->ahead = std::make_unique<ReadAhead>(impl_->path);
+  return impl_->stream != nullptr;
 }
 
 StackSums H5Store::read_slab_pieces(const std::string& name, std::int64_t n, std::int64_t rows, std::int64_t cols,
                                     const std::vector<SlabRead>& pieces) const {
   Id opened;
   std::vector<std::uint64_t> stored;
+  std::optional<std::uint64_t> at;
   hid_t d = H5I_INVALID_HID;
   if (const auto h = impl_->held.find(name); h != impl_->held.end()) {
     const Impl::HeldStack& held = h->second;
     ANVIL_CHECK(held.n == n && held.rows == rows && held.cols == cols, name, ": opened as another shape");
     d = held.d.get();
     stored = held.sums;
+    at = held.at;
   } else {
     std::tie(opened, stored) = impl_->stack(name, n, rows, cols);
     d = opened.get();
+    at = contiguous_f32_offset(d);
   }
   for (const SlabRead& p : pieces) {
     check_block(name, p.block, rows, cols);
     ANVIL_CHECK(p.slab >= 0 && p.slab < n, name, ": slab ", p.slab, " outside the stack of ", n);
   }
   StackSums out{std::move(stored), std::vector<std::uint64_t>(static_cast<std::size_t>(n), 0)};
-  if (const std::optional<std::uint64_t> at = contiguous_f32_offset(d)) {
+  if (at) {
     if (impl_->raw_fd < 0) {
       impl_->raw_fd = ::open(impl_->path.c_str(), O_RDONLY | O_CLOEXEC);
       if (impl_->raw_fd < 0) throw_user_error(impl_->path, ": cannot open: ", std::strerror(errno));
     }
     // Two threads, taking the parts in turn.
-    const std::vector<RunPart> parts = run_parts(pieces, cols);
+    const std::vector<RunPart> parts = run_parts(pieces, *at, rows, cols);
+    DirectStream* stream = impl_->stream.get();
+    PartsDone progress(stream, parts);
     std::atomic<std::size_t> next{0};
     std::vector<std::uint64_t> other(out.read.size(), 0);
     std::future<void> second = std::async(std::launch::async, [&] {
-      read_parts(impl_->raw_fd, *at, rows, cols, pieces, parts, next, other, impl_->path, name);
+      read_parts(impl_->raw_fd, stream, parts, progress, next, other, impl_->path, name);
     });
-    read_parts(impl_->raw_fd, *at, rows, cols, pieces, parts, next, out.read, impl_->path, name);
+    read_parts(impl_->raw_fd, stream, parts, progress, next, out.read, impl_->path, name);
     second.get();
     for (std::size_t l = 0; l < other.size(); ++l) out.read[l] += other[l];
     return out;

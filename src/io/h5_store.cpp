@@ -125,7 +125,7 @@ H5Store::~H5Store() {
     impl_->file.release();
     return;
   }
-  impl_->held.clear();  // before the file, as in close()
+  impl_->let_go();  // before the file, as in close()
   impl_->file = Id();
 }
 
@@ -157,6 +157,10 @@ H5Store H5Store::open(const std::string& path, MPI_Comm comm) {
   impl->path = path;
   MPI_Comm_rank(comm, &impl->rank);
   if (!std::filesystem::is_regular_file(path)) throw_user_error(path, ": no such checkpoint file");
+  MPI_Comm node = MPI_COMM_NULL;
+  MPI_Comm_split_type(comm, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &node);
+  MPI_Comm_size(node, &impl->node_ranks);
+  MPI_Comm_free(&node);
   Id fapl = file_access(comm);
   impl->file = checked(H5Fopen(path.c_str(), H5F_ACC_RDONLY, fapl.get()), H5Fclose, path,
                        "not a readable HDF5 file (truncated or damaged?)");
@@ -347,7 +351,7 @@ std::vector<std::string> H5Store::list() const {
 
 void H5Store::close() {
   ANVIL_CHECK(impl_ && impl_->file.get() >= 0, "closing a closed store");
-  impl_->held.clear();  // HDF5 refuses to close a file (over MPI-IO) with datasets open
+  impl_->let_go();
   const hid_t f = impl_->file.release();
   const herr_t flushed = impl_->writable ? H5Fflush(f, H5F_SCOPE_GLOBAL) : 0;
   const herr_t closed = H5Fclose(f);

@@ -115,22 +115,30 @@ class H5Store {
   // file and dataset when the stack is missing, of another shape, or runs past the file's end.
   // A stack stored as write_slabs stores it (contiguous little-endian f32) is read straight
   // from the file beside HDF5 (its offset from HDF5), through a small buffer that stays in
-  // cache, each block copied to its place and summed in one pass, on two threads: no second
-  // pass over the data for the sum (tests/bench/RESULTS.md). Any other layout (a file
-  // rewritten by HDF5 tools) is read block by block through HDF5.
+  // cache or out of read_ahead's stream, each block copied to its place and summed in one
+  // pass, on two threads: no second pass over the data for the sum (tests/bench/RESULTS.md).
+  // Any other layout (a file rewritten by HDF5 tools) is read block by block through HDF5.
   StackSums read_slab_pieces(const std::string& name, std::int64_t n, std::int64_t rows, std::int64_t cols,
                              const std::vector<SlabRead>& pieces) const;
   // Opens the stacks now, with their checksums and places in the file, and keeps them open
-  // for read_slab_pieces (until close). A reader that has the file read ahead
-  // (io::ReadAhead) calls it first: HDF5 keeps a stack's header and checksums where it had
-  // room when it wrote them, between and behind the data, and a small read queued behind
-  // the read-ahead waits until the disk has read everything before it (0.2 s of a 0.3 s
-  // cold 503 MB resume; tests/bench/RESULTS.md). User errors as read_slab_pieces.
+  // for read_slab_pieces (until close). A reader calls it before read_ahead: HDF5 keeps a
+  // stack's header and checksums where it had room when it wrote them (in older files
+  // between and behind the data), and a small read queued behind the read-ahead waits until
+  // the disk has read everything before it (0.2 s of a 0.3 s cold 503 MB resume;
+  // tests/bench/RESULTS.md). User errors as read_slab_pieces.
   struct StackShape {
     std::string name;
     std::int64_t n = 0, rows = 0, cols = 0;
   };
   void open_stacks(const std::vector<StackShape>& stacks) const;
+  // Starts reading the data of the stacks open_stacks holds from the disk, in file order,
+  // for read_slab_pieces to copy as it comes in: past the page cache in large requests
+  // (io::DirectStream) on a rank alone on its node, where the file system allows it and the
+  // file is not in the page cache already; else the page cache's read-ahead of the whole
+  // file (io::ReadAhead), which ranks sharing a node share. The stacks read fastest in the
+  // order they were written (any order reads the same bytes). Stops at close. True when it
+  // streams past the page cache. Independent (no rank waits for another).
+  bool read_ahead() const;
 
   // Reads dataset `name` whole, whatever it holds, and checks it against its checksum(s):
   // empty when it is sound, else what is wrong ("FILE: dataset 'X' fails its checksum ...").

@@ -185,7 +185,7 @@ std::optional<std::string> load_or_damage(const CheckpointContext& ctx, const st
     // HDF5's small reads first, then the disk streams the file while the ranks copy and check it.
     reader->open_stacks(*ctx.full);
     const checkpoint::State saved = reader->state();
-    const io::ReadAhead ahead(path);
+    reader->read_ahead();
     // This rank's blocks of every matrix, checked with the TP group: any grid reads any checkpoint.
     const checkpoint::GroupBuffers groups = group_buffers(buf);
     for (int g = 0; g < checkpoint::kGroupCount; ++g)

@@ -4,7 +4,9 @@
 // Each load is timed three times: cold (the file evicted from the page cache first, as
 // after a restart on another node), cold again (evicted once more: on a VM whose host
 // caches the disk, the first read of newly written blocks comes from the storage behind it
-// and this one from the host's cache, tests/bench/RESULTS.md) and warm (right after).
+// and this one from the host's cache, tests/bench/RESULTS.md) and warm (right after; a rank
+// alone on its node streams a file not in the page cache past it, so there the "warm" read
+// finds the page cache as empty as the cold ones did).
 // Prints one JSON object on rank 0 (for scripts/bench/checkpoint_bandwidth.sh).
 //
 //   mpirun -np N bench_checkpoint DIR [--preset llama3-8b] [--rank 16] [--reps 3] [--settle SECONDS]

@@ -1,10 +1,12 @@
 // io::H5Store's slab stacks read back as blocks (read_slab_pieces): straight from the file
 // when the stack is stored as write_slabs stores it (contiguous), through HDF5 when it is not
-// (a chunked stack, as HDF5 tools may rewrite one), opened on the way or ahead (open_stacks);
+// (a chunked stack, as HDF5 tools may rewrite one), opened on the way or ahead (open_stacks),
+// streamed from the disk past the page cache on a rank alone on its node (read_ahead);
 // on 1 and 2 ranks, each rank its own tiling of every slab, the data exact and the sums of
 // the summed blocks those stored. A written file holds HDF5's metadata (the stacks'
 // headers and checksums) ahead of the stacks' data.
 #include <gtest/gtest.h>
+#include <fcntl.h>
 #include <hdf5.h>
 #include <mpi.h>
 #include <unistd.h>
@@ -19,6 +21,7 @@
 #include "core/error.h"
 
 #include "io/checksum.h"
+#include "io/direct_stream.h"
 #include "io/h5_store.h"
 
 namespace {
@@ -233,6 +236,99 @@ TEST(H5Stack, AWrittenFileKeepsTheStacksHeadersAndChecksumsAheadOfTheirData) {
   if (world_rank() == 0) fs::remove(path);
 }
 
+// Pages of the file at `path` in the page cache.
+std::uint64_t cached_pages(const std::string& path) {
+  const int fd = ::open(path.c_str(), O_RDONLY);
+  const anvil::io::CachedPages p = anvil::io::cached_pages(fd, {0, fs::file_size(path)});
+  ::close(fd);
+  return p.cached;
+}
+
+// Stacks larger together than the stream's ring (3 x 21.6 MB), read ahead, each rank
+// reading every slab its own way (whole, two blocks of rows, a left and a right block cut at
+// a column of its own), come back exact with their sums. A rank alone on its node streams
+// them past the page cache (where the temp directory takes O_DIRECT) and leaves the file's
+// data out of it; ranks that share a node share the page cache instead. Read again in the
+// other order (the stream has gone past them) they come from the file.
+TEST(H5Stack, StacksStreamedPastThePageCacheComeBackExact) {
+  const std::string path = shared_path("streamed.h5");
+  constexpr std::int64_t n = 3, rows = 1500, cols = 1200;
+  const std::vector<std::string> names = {"adapter/s", "adam_m/s", "adam_v/s"};
+  const auto value = [](std::size_t s, std::int64_t i) {
+    return static_cast<float>((i + 7919 * static_cast<std::int64_t>(s)) % 65521) * 0.125f - 100.0f;
+  };
+  std::vector<std::vector<float>> v(names.size(), std::vector<float>(static_cast<std::size_t>(n * rows * cols)));
+  std::vector<std::vector<std::uint64_t>> sums(names.size());
+  for (std::size_t s = 0; s < names.size(); ++s) {
+    for (std::size_t i = 0; i < v[s].size(); ++i) v[s][i] = value(s, static_cast<std::int64_t>(i));
+    for (std::int64_t l = 0; l < n; ++l)
+      sums[s].push_back(anvil::io::slab_sum(v[s].data() + l * rows * cols, rows, cols, 0, 0, cols));
+  }
+  {
+    anvil::io::H5Store h5 = anvil::io::H5Store::create(path, MPI_COMM_WORLD);
+    const std::int64_t r0 = rows * world_rank() / world_size(), r1 = rows * (world_rank() + 1) / world_size();
+    for (std::size_t s = 0; s < names.size(); ++s)
+      h5.write_slabs(names[s], n, rows, cols, anvil::io::StackBlock{0, n, MatrixBlock{r0, r1 - r0, 0, cols}},
+                     v[s].data() + r0 * cols, rows * cols);
+    for (std::size_t s = 0; s < names.size(); ++s) h5.seal_slabs(names[s], sums[s]);
+    h5.close();
+  }
+  MPI_Barrier(MPI_COMM_WORLD);
+  const int direct = ::open(path.c_str(), O_RDONLY | O_DIRECT);
+  if (direct < 0) {
+    MPI_Barrier(MPI_COMM_WORLD);
+    if (world_rank() == 0) fs::remove(path);
+    GTEST_SKIP() << fs::temp_directory_path() << " does not take O_DIRECT";
+  }
+  ::close(direct);
+  if (world_rank() == 0) {  // on the disk, out of the page cache
+    const int fd = ::open(path.c_str(), O_RDONLY);
+    ::fdatasync(fd);
+    ::posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
+    ::close(fd);
+  }
+  MPI_Barrier(MPI_COMM_WORLD);
+  anvil::io::H5Store h5 = anvil::io::H5Store::open(path, MPI_COMM_WORLD);
+  std::vector<anvil::io::H5Store::StackShape> shapes;
+  for (const std::string& name : names) shapes.push_back({name, n, rows, cols});
+  h5.open_stacks(shapes);
+  const bool streamed = h5.read_ahead();
+  EXPECT_EQ(streamed, world_size() == 1) << "ranks on one node share the page cache instead";
+  const std::int64_t split = 500 + 100 * world_rank(), cut = 300 + 200 * world_rank();
+  const auto read_check = [&](std::size_t s) {
+    std::vector<float> whole(static_cast<std::size_t>(rows * cols)), top(static_cast<std::size_t>(split * cols)),
+        bottom(static_cast<std::size_t>((rows - split) * cols)), left(static_cast<std::size_t>(rows * cut)),
+        right(static_cast<std::size_t>(rows * (cols - cut)));
+    const anvil::io::StackSums got = h5.read_slab_pieces(
+        names[s], n, rows, cols,
+        {{0, MatrixBlock{0, rows, 0, cols}, whole.data(), true}, {1, MatrixBlock{0, split, 0, cols}, top.data(), true},
+         {1, MatrixBlock{split, rows - split, 0, cols}, bottom.data(), true},
+         {2, MatrixBlock{0, rows, 0, cut}, left.data(), true},
+         {2, MatrixBlock{0, rows, cut, cols - cut}, right.data(), true}});
+    EXPECT_EQ(got.stored, sums[s]) << names[s];
+    EXPECT_EQ(got.read, sums[s]) << names[s];
+    const auto want = [&](std::int64_t l, std::int64_t i, std::int64_t j) { return v[s][static_cast<std::size_t>((l * rows + i) * cols + j)]; };
+    for (std::int64_t i = 0; i < rows; ++i)
+      for (std::int64_t j = 0; j < cols; ++j) {
+        ASSERT_EQ(whole[static_cast<std::size_t>(i * cols + j)], want(0, i, j)) << names[s] << " " << i << ", " << j;
+        ASSERT_EQ(i < split ? top[static_cast<std::size_t>(i * cols + j)] : bottom[static_cast<std::size_t>((i - split) * cols + j)],
+                  want(1, i, j)) << names[s] << " " << i << ", " << j;
+        ASSERT_EQ(j < cut ? left[static_cast<std::size_t>(i * cut + j)] : right[static_cast<std::size_t>(i * (cols - cut) + j - cut)],
+                  want(2, i, j)) << names[s] << " " << i << ", " << j;
+      }
+  };
+  for (std::size_t s = 0; s < names.size(); ++s) read_check(s);
+  MPI_Barrier(MPI_COMM_WORLD);  // every rank has read them, none again yet
+  if (streamed) {
+    EXPECT_LT(cached_pages(path), 1024u) << "the stacks' data came through the page cache";
+  }
+  MPI_Barrier(MPI_COMM_WORLD);
+  for (std::size_t s = names.size(); s-- > 0;) read_check(s);
+  h5.close();
+  MPI_Barrier(MPI_COMM_WORLD);
+  if (world_rank() == 0) fs::remove(path);
+}
+
 TEST(H5Stack, AChunkedStackIsReadThroughHdf5) {
   const std::string path = shared_path("chunked.h5");
   if (world_rank() == 0) {  // written by HDF5 alone, chunked: not mappable as one run
@@ -261,6 +357,8 @@ TEST(H5Stack, AChunkedStackIsReadThroughHdf5) {
   }
   MPI_Barrier(MPI_COMM_WORLD);
   const anvil::io::H5Store h5 = anvil::io::H5Store::open(path, MPI_COMM_WORLD);
+  h5.open_stacks({{"adapter/x", kSlabs, kRows, kCols}});
+  EXPECT_FALSE(h5.read_ahead()) << "a chunked stack is not streamed";
   read_back_and_check(h5, "adapter/x");
   MPI_Barrier(MPI_COMM_WORLD);
   if (world_rank() == 0) fs::remove(path);
