@@ -10,6 +10,7 @@
 #include <cerrno>
 #include <cstring>
 #include <future>
+#include <memory>
 #include <mutex>
 #include <tuple>
 
@@ -203,8 +204,9 @@ class PartsDone {
     const std::lock_guard<std::mutex> lock(mutex_);
     done_[i] = 1;
     while (first_ < parts_.size() && done_[first_] != 0) ++first_;
-    const RunPart& last = parts_[first_ < parts_.size() ? first_ : parts_.size() - 1];
-    stream_->pass(first_ < parts_.size() ? last.from : last.from + static_cast<std::uint64_t>(4 * last.count));
+    const RunPart& last = parts_.back();  // in file order: the stack's last bytes
+    const std::uint64_t end = last.from + static_cast<std::uint64_t>(4 * last.count);
+    stream_->pass(first_ < parts_.size() ? parts_[first_].from : end);
   }
 
  private:
@@ -225,7 +227,7 @@ class PartsDone {
 void read_parts(int fd, DirectStream* stream, const std::vector<RunPart>& parts, PartsDone& progress,
                 std::atomic<std::size_t>& next, std::vector<std::uint64_t>& sums, const std::string& path,
                 const std::string& name) {
-  std::vector<unsigned char> buffer(static_cast<std::size_t>(4 * kPartFloats));
+  std::unique_ptr<unsigned char[]> buffer;  // made when a summed part is not in the stream
   try {
     for (std::size_t i = next.fetch_add(1, std::memory_order_relaxed); i < parts.size();
          i = next.fetch_add(1, std::memory_order_relaxed)) {
@@ -235,8 +237,9 @@ void read_parts(int fd, DirectStream* stream, const std::vector<RunPart>& parts,
       if (src == nullptr && !part.summed) {
         pread_all(fd, part.dst, bytes, part.from, path, name);
       } else if (src == nullptr) {
-        pread_all(fd, buffer.data(), bytes, part.from, path, name);
-        src = buffer.data();
+        if (!buffer) buffer = std::make_unique_for_overwrite<unsigned char[]>(static_cast<std::size_t>(4 * kPartFloats));
+        pread_all(fd, buffer.get(), bytes, part.from, path, name);
+        src = buffer.get();
       } else if (!part.summed) {
         std::memcpy(part.dst, src, bytes);
       }
